@@ -1,0 +1,40 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Compute;
+
+/// <summary>FLOPs of one optimizer step over the whole model.</summary>
+/// <param name="Model">Forward and backward (3× forward) without recompute: what MFU counts.</param>
+/// <param name="Hardware">The same plus recomputed forward kernels: what the GPUs execute.</param>
+public readonly record struct Flops(double Model, double Hardware)
+{
+    /// <summary>
+    /// Counted from the GEMMs of an unsharded model (tp = cp = 1, one sequence) times the global batch.
+    /// For a standard GPT this equals 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)) (Narayanan et al. 2021, Eq. 3 without
+    /// recompute); with full recompute the hardware count is 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)).
+    /// </summary>
+    public static Flops PerStep(ModelSpec model, ParallelPlan plan)
+    {
+        var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false };
+        var ops = new TransformerOps(model, one);
+        double block = TransformerOps.Sum(ops.Block);
+        double head = TransformerOps.Sum(ops.Head);
+        double modelFlops = 3 * (model.Layers * block + head) * plan.Gbs;
+        double extra = plan.Recompute switch
+        {
+            Recompute.Full => block,
+            Recompute.Selective => CoreFlops(ops.Block),
+            _ => 0,
+        };
+        return new Flops(modelFlops, modelFlops + model.Layers * extra * plan.Gbs);
+    }
+
+    private static double CoreFlops(IReadOnlyList<Op> ops)
+    {
+        double s = 0;
+        foreach (var op in ops)
+            if (op.AttentionCore)
+                s += op.Flops;
+        return s;
+    }
+}

@@ -1,0 +1,63 @@
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Compute;
+
+/// <summary>
+/// Seconds of kernels on one GPU: GEMMs from the peak rate times an efficiency curve by size, memory-bound ops
+/// from the memory bandwidth, each plus a fixed launch overhead.
+/// </summary>
+public sealed class KernelTimer(GpuSpec gpu, Precision precision)
+{
+    private readonly double _peak = gpu.PeakFlops(precision);
+    private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
+    private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
+
+    /// <summary>
+    /// Fraction of peak a GEMM reaches: the large-GEMM efficiency, scaled by d/(d + d½) for each dimension, so
+    /// that thin GEMMs (a small hidden size per TP rank, a head dimension of 64) run further below peak.
+    /// </summary>
+    public double GemmEfficiency(GemmShape g)
+    {
+        double half = gpu.GemmHalfDim;
+        return gpu.GemmEfficiency * g.M / (g.M + half) * g.N / (g.N + half) * g.K / (g.K + half);
+    }
+
+    /// <summary>Seconds of one GEMM.</summary>
+    public double Gemm(GemmShape g) => g.Flops / (_peak * GemmEfficiency(g)) + _overhead;
+
+    /// <summary>Seconds of a memory-bound kernel moving <paramref name="bytes"/>.</summary>
+    public double Memory(double bytes) => bytes / _bandwidth + _overhead;
+
+    /// <summary>Forward seconds of an op.</summary>
+    public double Forward(Op op) => op.Gemm is { } g ? Gemm(g) : Memory(op.Bytes);
+
+    /// <summary>
+    /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N];
+    /// a memory-bound op reads its saved input and the output gradient and writes the input gradient.
+    /// </summary>
+    public double Backward(Op op) => op.Gemm is { } g
+        ? Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch))
+        : Memory(2 * op.Bytes);
+
+    /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>
+    public double Forward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false)
+    {
+        double s = 0;
+        foreach (var op in ops)
+            if (!attentionCoreOnly || op.AttentionCore)
+                s += Forward(op);
+        return s;
+    }
+
+    /// <summary>Backward seconds of a list of ops.</summary>
+    public double Backward(IReadOnlyList<Op> ops)
+    {
+        double s = 0;
+        foreach (var op in ops)
+            s += Backward(op);
+        return s;
+    }
+
+    /// <summary>Seconds of a memory-bound pass over <paramref name="bytes"/> with no launch cost (optimizer sweeps).</summary>
+    public double Stream(double bytes) => bytes / _bandwidth;
+}

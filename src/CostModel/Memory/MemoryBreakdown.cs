@@ -1,0 +1,26 @@
+namespace Planner.CostModel.Memory;
+
+/// <summary>Peak memory of one rank, bytes, by what holds it.</summary>
+/// <param name="Stage">Pipeline stage of the rank.</param>
+/// <param name="Weights">Working weights (the rank's shard under TP/PP, and under ZeRO-3 its 1/dp of it).</param>
+/// <param name="Gradients">Gradient accumulation buffers.</param>
+/// <param name="Optimizer">fp32 master weights (mixed precision) and Adam's two moments.</param>
+/// <param name="Activations">Activations saved for backward, for every micro-batch (and model chunk) in flight.</param>
+/// <param name="Working">Transient peaks: a recomputed layer, the logits of the loss, ZeRO-3 gathered layers.</param>
+/// <param name="Buffers">Communication buffers (point-to-point activations, collective staging).</param>
+/// <param name="Overhead">Allocator fragmentation and the runtime's reserved memory.</param>
+/// <param name="InFlight">Micro-batch model chunks whose activations are held at once.</param>
+public sealed record MemoryBreakdown(
+    int Stage,
+    double Weights,
+    double Gradients,
+    double Optimizer,
+    double Activations,
+    double Working,
+    double Buffers,
+    double Overhead,
+    int InFlight)
+{
+    /// <summary>The sum, bytes.</summary>
+    public double Total => Weights + Gradients + Optimizer + Activations + Working + Buffers + Overhead;
+}

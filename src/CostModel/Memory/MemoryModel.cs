@@ -1,0 +1,112 @@
+using Planner.CostModel.Compute;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Memory;
+
+/// <summary>
+/// Per-rank memory: model state by precision and ZeRO stage (Rajbhandari et al. 2020: 2 + 2 + 12 bytes per
+/// parameter in mixed precision), activations by recompute policy and sequence parallelism (Korthikanti et al.
+/// 2022, generalised to GQA, gated MLPs and MoE), times the micro-batches the pipeline schedule holds in flight.
+/// </summary>
+public sealed class MemoryModel
+{
+    /// <summary>Share of the allocated peak lost to allocator fragmentation.</summary>
+    public const double Fragmentation = 0.05;
+
+    private readonly ModelSpec _m;
+    private readonly ParallelPlan _p;
+    private readonly TransformerOps _ops;
+    private readonly double _reservedBytes;
+
+    /// <summary>Creates the model for one plan.</summary>
+    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu)
+    {
+        _m = model;
+        _p = plan;
+        _ops = ops;
+        _reservedBytes = gpu.ReservedGib * Units.GiB;
+    }
+
+    /// <summary>Parameters held by a rank of a stage (before ZeRO-3 sharding).</summary>
+    public double StageParams(int layers, bool first, bool last)
+    {
+        double p = layers * (double)_m.LayerParams / _p.Tp;
+        if (first)
+            p += (double)_m.EmbeddingParams / _p.Tp;
+        if (last)
+        {
+            p += _m.NormParams;
+            // A tied output layer on another stage keeps its own copy of the embedding (synchronised by an all-reduce).
+            p += _m.TiedEmbeddings ? (first ? 0 : (double)_m.Vocab * _m.Hidden / _p.Tp) : (double)_m.LmHeadParams / _p.Tp;
+        }
+        return p;
+    }
+
+    /// <summary>Activation bytes one block saves for backward for one micro-batch on one rank.</summary>
+    public double ActivationsPerLayer(Recompute recompute)
+    {
+        double e = _p.Precision.ActivationBytes();
+        double t = _ops.Tokens, tn = _ops.NormTokens, h = _m.Hidden, d = _m.HeadDim;
+        if (recompute == Recompute.Full)
+            return e * tn * h; // only the block input
+        double routed = t * _m.ExpertsPerToken;
+        double fl = (double)_m.Ffn / _p.Tp;
+        double aq = _ops.LocalHeads, akv = _ops.LocalKvHeads;
+        // Replicated across TP unless sequence-parallel: norm inputs, QKV and MLP inputs, dropout masks.
+        double replicated = tn * h * (4 * e + 2);
+        double attention = e * t * (aq + akv) * d   // Q and K for the scores
+                           + e * t * akv * d        // V
+                           + e * t * aq * d;        // projection input
+        double mlp = _m.Mlp == MlpKind.SwiGlu
+            ? e * routed * fl * 3                    // gate and up outputs, the down projection's input
+            : e * routed * fl * 2;                   // GeLU input, the down projection's input
+        if (_m.IsMoe)
+            mlp += e * routed * h;                   // dispatched copies of the tokens
+        double core = recompute == Recompute.None
+            ? _p.Mbs * aq * _ops.LocalSeq * _p.Seq * (2 * e + 1) // softmax output, dropout mask and output
+            : 0;
+        return replicated + attention + mlp + core;
+    }
+
+    /// <summary>Peak memory of a rank on a stage.</summary>
+    /// <param name="stage">Stage index.</param>
+    /// <param name="layers">Transformer blocks on the stage (all its chunks).</param>
+    /// <param name="inFlight">Micro-batch model chunks in flight at the stage's peak.</param>
+    /// <param name="chunks">Model chunks on the stage (vpp).</param>
+    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks)
+    {
+        bool first = stage == 0, last = stage == _p.Pp - 1;
+        double e = _p.Precision.ActivationBytes();
+        double paramsHere = StageParams(layers, first, last);
+        bool mixed = _p.Precision.IsMixed();
+        double weightBytes = mixed ? 2 : 4;
+        double gradBytes = mixed ? 2 : 4;
+        double optimBytes = mixed ? 12 : 8;
+        double dp = _p.Dp;
+        double weights = paramsHere * weightBytes / (_p.Zero >= 3 ? dp : 1);
+        double grads = paramsHere * gradBytes / (_p.Zero >= 2 ? dp : 1);
+        double optim = paramsHere * optimBytes / (_p.Zero >= 1 ? dp : 1);
+
+        double perChunk = ActivationsPerLayer(_p.Recompute) * layers / chunks;
+        double activations = perChunk * inFlight;
+        if (first)
+            activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
+
+        double working = 0;
+        if (_p.Recompute == Recompute.Full)
+            working += ActivationsPerLayer(Recompute.None); // the block being recomputed holds everything
+        else if (_p.Recompute == Recompute.Selective)
+            working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (2 * e + 1); // one recomputed attention core
+        if (last)
+            working += _ops.Tokens * _m.Vocab / _p.Tp * (e + 4 + 4); // logits, fp32 softmax and its gradient
+        if (_p.Zero >= 3)
+            working += 2 * (double)_m.LayerParams / _p.Tp * weightBytes; // the gathered layer and the prefetched one
+
+        // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
+        double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0);
+        double allocated = weights + grads + optim + activations + working + buffers;
+        double overhead = Fragmentation * allocated + _reservedBytes;
+        return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight);
+    }
+}

@@ -1,0 +1,45 @@
+using Planner.CostModel.Pipeline;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Plans;
+
+/// <summary>
+/// Structural checks of a plan against a model and a cluster: divisibility and counts. A plan that fails is
+/// not an error of the program; the reason names the flag so that the CLI can report it as bad input.
+/// </summary>
+public static class PlanCheck
+{
+    /// <summary>The first reason the plan cannot run on this model and cluster, or null.</summary>
+    public static string? Problem(ModelSpec m, ClusterSpec c, ParallelPlan p)
+    {
+        if (p.Tp < 1 || p.Pp < 1 || p.Dp < 1 || p.Cp < 1 || p.Vpp < 1 || p.Mbs < 1 || p.Gbs < 1 || p.Seq < 1)
+            return "--tp, --pp, --dp, --cp, --vpp, --mbs, --gbs and --seq must be at least 1";
+        if (p.Zero is < 0 or > 3)
+            return $"--zero: {p.Zero} is not a ZeRO stage (expected 0, 1, 2 or 3)";
+        if ((long)p.Tp * p.Pp * p.Dp * p.Cp > c.TotalGpus)
+            return $"--tp·--pp·--dp·--cp = {(long)p.Tp * p.Pp * p.Dp * p.Cp} GPUs, more than the {c.TotalGpus} of cluster '{c.Name}'";
+        if (m.Heads % p.Tp != 0)
+            return $"--tp: {p.Tp} does not divide the {m.Heads} attention heads of '{m.Name}'";
+        if (m.KvHeads % p.Tp != 0 && p.Tp % m.KvHeads != 0)
+            return $"--tp: {p.Tp} neither divides nor is a multiple of the {m.KvHeads} key/value heads of '{m.Name}'";
+        if (m.Ffn % p.Tp != 0)
+            return $"--tp: {p.Tp} does not divide the ffn size {m.Ffn} of '{m.Name}'";
+        if (p.Gbs % ((long)p.Dp * p.Mbs) != 0)
+            return $"--gbs: {p.Gbs} is not divisible by dp·mbs = {p.Dp}·{p.Mbs}";
+        if (p.Seq % p.Cp != 0 || (p.Cp > 1 && (p.Seq / p.Cp) % 2 != 0))
+            return $"--seq: {p.Seq} is not divisible by 2·cp = {2 * p.Cp} (context parallelism splits each sequence in 2·cp chunks)";
+        if (p.SequenceParallel && p.Seq / p.Cp % p.Tp != 0)
+            return $"--sequence-parallel: the sequence {p.Seq / p.Cp} per CP rank is not divisible by tp = {p.Tp}";
+        if (p.Seq > m.MaxSeq && m.Positions == PositionKind.Learned)
+            return $"--seq: {p.Seq} is beyond the {m.MaxSeq} learned positions of '{m.Name}'";
+        if (p.Pp * p.Vpp > m.Layers)
+            return $"--pp·--vpp: {p.Pp * p.Vpp} model chunks for {m.Layers} layers";
+        if (p.Vpp > 1 && p.Pp == 1)
+            return "--vpp: interleaving needs --pp of at least 2";
+        if (ScheduleGenerator.Validate(p.Pp, p.Vpp, p.MicroBatches) is { } why)
+            return $"--vpp: {why}";
+        if (!c.Gpu.PeakTflops.ContainsKey(p.Precision))
+            return $"--precision: GPU '{c.Gpu.Name}' has no {p.Precision.Name()} rate (it lists {string.Join(", ", c.Gpu.PeakTflops.Keys.Select(k => k.Name()))})";
+        return null;
+    }
+}

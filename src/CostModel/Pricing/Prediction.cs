@@ -1,0 +1,45 @@
+using Planner.CostModel.Memory;
+using Planner.CostModel.Plans;
+
+namespace Planner.CostModel.Pricing;
+
+/// <summary>Seconds per optimizer step by cause, exposed time only; they add up to the step time.</summary>
+/// <param name="Compute">Forward and backward kernels of the busiest stage (no recompute).</param>
+/// <param name="Recompute">Recomputed forward kernels.</param>
+/// <param name="TpComm">Tensor- (and context-) parallel collectives, not overlapped.</param>
+/// <param name="PpComm">Delay that point-to-point transfers add to the pipeline.</param>
+/// <param name="DpComm">Data-parallel gradient reduction and ZeRO gathers not hidden behind compute.</param>
+/// <param name="Bubble">Pipeline fill and drain (and stage imbalance) idle time.</param>
+/// <param name="Optimizer">The optimizer step.</param>
+public sealed record Breakdown(
+    double Compute,
+    double Recompute,
+    double TpComm,
+    double PpComm,
+    double DpComm,
+    double Bubble,
+    double Optimizer)
+{
+    /// <summary>The sum of the parts.</summary>
+    public double Total => Compute + Recompute + TpComm + PpComm + DpComm + Bubble + Optimizer;
+}
+
+/// <summary>The price of one plan on one cluster (CONTRACTS: the <c>predict</c> keys).</summary>
+public sealed record Prediction(
+    ParallelPlan Plan,
+    string Model,
+    string Cluster,
+    double StepTimeSeconds,
+    double TokensPerSecond,
+    double ModelTflopsPerGpu,
+    double HardwareTflopsPerGpu,
+    double Mfu,
+    double PeakMemoryGib,
+    double GpuMemoryGib,
+    bool Fits,
+    Breakdown Breakdown,
+    IReadOnlyList<MemoryBreakdown> MemoryByStage)
+{
+    /// <summary>The stage whose rank peaks highest.</summary>
+    public MemoryBreakdown PeakStage => MemoryByStage.MaxBy(s => s.Total)!;
+}

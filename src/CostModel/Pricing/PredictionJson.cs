@@ -1,0 +1,73 @@
+using System.Text.Json.Nodes;
+using Planner.CostModel.Memory;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Pricing;
+
+/// <summary>The JSON forms of CONTRACTS.md: the plan object and the <c>predict</c> keys.</summary>
+public static class PredictionJson
+{
+    /// <summary>The plan object (without its prediction).</summary>
+    public static JsonObject Plan(ParallelPlan p, string model, string cluster) => new()
+    {
+        ["model"] = model,
+        ["cluster"] = cluster,
+        ["tp"] = p.Tp,
+        ["pp"] = p.Pp,
+        ["dp"] = p.Dp,
+        ["cp"] = p.Cp,
+        ["zero"] = p.Zero,
+        ["mbs"] = p.Mbs,
+        ["gbs"] = p.Gbs,
+        ["seq"] = p.Seq,
+        ["vpp"] = p.Vpp,
+        ["recompute"] = ParallelPlan.Name(p.Recompute),
+        ["sequence_parallel"] = p.SequenceParallel,
+        ["precision"] = p.Precision.Name(),
+    };
+
+    /// <summary>The predict keys, with the plan as priced under <c>plan</c>.</summary>
+    public static JsonObject Prediction(Prediction r)
+    {
+        var b = r.Breakdown;
+        var peak = r.PeakStage;
+        return new JsonObject
+        {
+            ["step_time_s"] = r.StepTimeSeconds,
+            ["tokens_per_s"] = r.TokensPerSecond,
+            ["model_tflops_per_gpu"] = r.ModelTflopsPerGpu,
+            ["hardware_tflops_per_gpu"] = r.HardwareTflopsPerGpu,
+            ["mfu"] = r.Mfu,
+            ["peak_memory_gib"] = r.PeakMemoryGib,
+            ["gpu_memory_gib"] = r.GpuMemoryGib,
+            ["fits"] = r.Fits,
+            ["breakdown"] = new JsonObject
+            {
+                ["compute"] = b.Compute,
+                ["recompute"] = b.Recompute,
+                ["tp_comm"] = b.TpComm,
+                ["pp_comm"] = b.PpComm,
+                ["dp_comm"] = b.DpComm,
+                ["bubble"] = b.Bubble,
+                ["optimizer"] = b.Optimizer,
+            },
+            ["memory_gib"] = Memory(peak),
+            ["memory_by_stage_gib"] = new JsonArray(r.MemoryByStage.Select(s => (JsonNode)(s.Total / Units.GiB)).ToArray()),
+            ["plan"] = Plan(r.Plan, r.Model, r.Cluster),
+        };
+    }
+
+    private static JsonObject Memory(MemoryBreakdown m) => new()
+    {
+        ["stage"] = m.Stage,
+        ["weights"] = m.Weights / Units.GiB,
+        ["gradients"] = m.Gradients / Units.GiB,
+        ["optimizer"] = m.Optimizer / Units.GiB,
+        ["activations"] = m.Activations / Units.GiB,
+        ["working"] = m.Working / Units.GiB,
+        ["buffers"] = m.Buffers / Units.GiB,
+        ["overhead"] = m.Overhead / Units.GiB,
+        ["in_flight"] = m.InFlight,
+    };
+}

@@ -1,0 +1,114 @@
+namespace Planner.CostModel.Specs;
+
+/// <summary>
+/// Reads clusters (<c>topologies/*.yaml</c> presets or a user's YAML file) and GPU presets (<c>topologies/gpus/*.yaml</c>).
+/// The schema is in CONTRACTS.md; unknown keys are errors.
+/// </summary>
+public static class ClusterLoader
+{
+    /// <summary>Bus-bandwidth efficiency of an NVLink/NVSwitch domain when the file does not give one
+    /// (nccl-tests on DGX A100 reach about 230 of 300 GB/s for large all-reduces).</summary>
+    public const double DefaultIntraNodeEfficiency = 0.78;
+
+    /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one.</summary>
+    public const double DefaultInterNodeEfficiency = 0.88;
+
+    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour"];
+    private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
+    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "reserved_gib"];
+    private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8"];
+
+    /// <summary>Cluster preset names.</summary>
+    public static IReadOnlyList<string> PresetNames => Presets.Names("topologies/", ".yaml");
+
+    /// <summary>GPU preset names.</summary>
+    public static IReadOnlyList<string> GpuPresetNames => Presets.Names("gpus/", ".yaml");
+
+    /// <summary>Loads a cluster preset by name, or a YAML file by path.</summary>
+    public static ClusterSpec Load(string nameOrPath)
+    {
+        if (File.Exists(nameOrPath))
+            return Parse(File.ReadAllText(nameOrPath), nameOrPath);
+        var text = Presets.Read($"topologies/{nameOrPath}.yaml");
+        if (text is not null)
+            return Parse(text, $"topologies/{nameOrPath}.yaml");
+        if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
+            throw new InputException($"--cluster: file '{nameOrPath}' not found");
+        throw new InputException($"--cluster: '{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
+    }
+
+    /// <summary>Loads a GPU preset by name.</summary>
+    public static GpuSpec LoadGpu(string name, string context = "gpu")
+    {
+        var text = Presets.Read($"gpus/{name}.yaml")
+            ?? throw new InputException($"{context}: unknown GPU preset '{name}' (presets: {string.Join(", ", GpuPresetNames)})");
+        return ParseGpu(YamlMap.Parse(text, $"topologies/gpus/{name}.yaml"));
+    }
+
+    /// <summary>Parses cluster YAML text; <paramref name="source"/> names the file in errors.</summary>
+    public static ClusterSpec Parse(string yaml, string source)
+    {
+        var map = YamlMap.Parse(yaml, source);
+        string name = map.OptionalString("name") ?? Path.GetFileNameWithoutExtension(source);
+        GpuSpec gpu = map.IsMap("gpu")
+            ? ParseGpu(map.Map("gpu"))
+            : LoadGpu(map.String("gpu"), $"{source}: key 'gpu'");
+        int nodes = map.Int("nodes", 1_000_000);
+        int perNode = map.Int("gpus_per_node", 1024);
+        var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency);
+        var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency);
+        double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);
+        map.RejectUnknown(ClusterKeys);
+        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price);
+    }
+
+    private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)
+    {
+        var link = new LinkSpec(
+            m.Number("bandwidth_gbs", 1e6),
+            m.Number("latency_us", 1e6),
+            m.OptionalNumber("efficiency", 1) ?? defaultEfficiency);
+        m.RejectUnknown(LinkKeys);
+        return link;
+    }
+
+    private static GpuSpec ParseGpu(YamlMap m)
+    {
+        string name = m.String("name");
+        var peaksMap = m.Map("peak_tflops");
+        var peaks = new Dictionary<Precision, double>();
+        foreach (var key in PrecisionKeys)
+            if (peaksMap.OptionalNumber(key, 1e6) is double v)
+                peaks[PrecisionInfo.TryParse(key)!.Value] = v;
+        peaksMap.RejectUnknown(PrecisionKeys);
+        if (peaks.Count == 0)
+            throw new InputException($"{m.Source}: 'peak_tflops' lists no rate (expected some of: {string.Join(", ", PrecisionKeys)})");
+        var gpu = new GpuSpec(
+            name,
+            peaks,
+            MemoryGib: m.Number("memory_gib", 1e5),
+            MemoryBandwidthGbs: m.Number("memory_bandwidth_gbs", 1e6),
+            GemmEfficiency: m.OptionalNumber("gemm_efficiency", 1) ?? DefaultGpu.GemmEfficiency,
+            GemmHalfDim: m.OptionalNumber("gemm_half_dim", 1e6, min: -1e-9) ?? DefaultGpu.GemmHalfDim,
+            MemoryEfficiency: m.OptionalNumber("memory_efficiency", 1) ?? DefaultGpu.MemoryEfficiency,
+            KernelOverheadUs: m.OptionalNumber("kernel_overhead_us", 1e6, min: -1e-9) ?? DefaultGpu.KernelOverheadUs,
+            ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib);
+        m.RejectUnknown(GpuKeys);
+        return gpu;
+    }
+
+    /// <summary>Efficiency defaults for an inline GPU that gives none (those of the data-centre presets).</summary>
+    public static class DefaultGpu
+    {
+        /// <summary>See <see cref="GpuSpec.GemmEfficiency"/>.</summary>
+        public const double GemmEfficiency = 0.62;
+        /// <summary>See <see cref="GpuSpec.GemmHalfDim"/>.</summary>
+        public const double GemmHalfDim = 64;
+        /// <summary>See <see cref="GpuSpec.MemoryEfficiency"/>.</summary>
+        public const double MemoryEfficiency = 0.7;
+        /// <summary>See <see cref="GpuSpec.KernelOverheadUs"/>.</summary>
+        public const double KernelOverheadUs = 4;
+        /// <summary>See <see cref="GpuSpec.ReservedGib"/>.</summary>
+        public const double ReservedGib = 0.75;
+    }
+}

@@ -1,0 +1,35 @@
+namespace Planner.CostModel.Specs;
+
+/// <summary>
+/// One accelerator: peak dense rates, memory, and the few efficiency parameters that turn peaks into time.
+/// </summary>
+/// <param name="Name">Preset name or free text.</param>
+/// <param name="PeakTflops">Dense (no sparsity) peak TFLOP/s per precision; a missing precision is unsupported.</param>
+/// <param name="MemoryGib">Device memory, GiB.</param>
+/// <param name="MemoryBandwidthGbs">Device memory bandwidth, GB/s (1e9 bytes/s).</param>
+/// <param name="GemmEfficiency">Fraction of peak a large, well-shaped GEMM reaches.</param>
+/// <param name="GemmHalfDim">GEMM dimension (elements) at which efficiency falls to half of <paramref name="GemmEfficiency"/>:
+/// efficiency = GemmEfficiency · d / (d + GemmHalfDim) for each of the three GEMM dimensions, multiplied.</param>
+/// <param name="MemoryEfficiency">Fraction of memory bandwidth that elementwise kernels reach.</param>
+/// <param name="KernelOverheadUs">Fixed cost per kernel launch, microseconds.</param>
+/// <param name="ReservedGib">Memory the runtime holds outside the allocator (CUDA context, library workspaces), GiB.</param>
+public sealed record GpuSpec(
+    string Name,
+    IReadOnlyDictionary<Precision, double> PeakTflops,
+    double MemoryGib,
+    double MemoryBandwidthGbs,
+    double GemmEfficiency,
+    double GemmHalfDim,
+    double MemoryEfficiency,
+    double KernelOverheadUs,
+    double ReservedGib)
+{
+    /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
+    public double PeakFlops(Precision p) =>
+        PeakTflops.TryGetValue(p, out var t) && t > 0
+            ? t * 1e12
+            : throw new InputException($"--precision: GPU '{Name}' has no {p.Name()} rate");
+
+    /// <summary>Memory in bytes.</summary>
+    public double MemoryBytes => MemoryGib * Units.GiB;
+}

@@ -1,0 +1,52 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+
+namespace Planner.Cli.Commands;
+
+/// <summary><c>bench</c>: how many plans <c>predict</c>'s pricing handles per second on one core.</summary>
+public static class BenchCommand
+{
+    /// <summary>Creates the command.</summary>
+    public static Command Create(TextWriter stdout)
+    {
+        var seconds = new Option<double>("--seconds") { Description = "How long to measure each case", DefaultValueFactory = _ => 2.0 };
+        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core)") { seconds };
+        cmd.SetAction(r =>
+        {
+            double budget = r.GetValue(seconds);
+            if (budget is <= 0 or > 600)
+                throw new InputException($"--seconds: {budget} must be above 0 and at most 600");
+            foreach (var (name, model, cluster, plan) in Cases())
+            {
+                var m = ModelLoader.Load(model);
+                var c = ClusterLoader.Load(cluster);
+                for (int i = 0; i < 3; i++)
+                    Pricer.Price(m, c, plan); // warm up the JIT
+                var watch = Stopwatch.StartNew();
+                long n = 0;
+                while (watch.Elapsed.TotalSeconds < budget)
+                {
+                    Pricer.Price(m, c, plan);
+                    n++;
+                }
+                double rate = n / watch.Elapsed.TotalSeconds;
+                stdout.WriteLine($"{name,-44} {rate,12:N0} plans/s  {1e6 / rate,10:F1} us/plan  ({plan.MicroBatches} micro-batches x {plan.Pp} stages x {plan.Vpp} chunks)");
+            }
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    private static IEnumerable<(string, string, string, ParallelPlan)> Cases()
+    {
+        yield return ("gpt3-175b TP8 PP8 DP2 mbs1 gbs1536", "gpt3-175b", "dgx-a100-80g",
+            new ParallelPlan(8, 8, 2, 1, 1, 1, 1536, 2048, 1, Recompute.Selective, true, Precision.Bf16));
+        yield return ("gpt3-175b TP8 PP8 VPP3 DP2 mbs1 gbs1536", "gpt3-175b", "dgx-a100-80g",
+            new ParallelPlan(8, 8, 2, 1, 1, 1, 1536, 2048, 3, Recompute.Selective, true, Precision.Bf16));
+        yield return ("llama3-8b TP1 PP1 DP128 ZeRO-3 mbs2 gbs512", "llama3-8b", "dgx-h100",
+            new ParallelPlan(1, 1, 128, 1, 3, 2, 512, 8192, 1, Recompute.Selective, false, Precision.Bf16));
+    }
+}

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using Planner.CostModel.Specs;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>The command tree and the one place where errors become exit codes.</summary>
+public static class Cli
+{
+    /// <summary>Exit code of success.</summary>
+    public const int Ok = 0;
+    /// <summary>Exit code of an internal error.</summary>
+    public const int InternalError = 1;
+    /// <summary>Exit code of bad input or an infeasible request.</summary>
+    public const int BadInput = 2;
+
+    /// <summary>Builds the root command writing to the given streams.</summary>
+    public static RootCommand Build(TextWriter stdout)
+    {
+        var root = new RootCommand("planner: plan, price and validate parallel LLM training configurations");
+        root.Subcommands.Add(PredictCommand.Create(stdout));
+        root.Subcommands.Add(ValidateCommand.Create(stdout));
+        root.Subcommands.Add(PlanCommand.Create(stdout));
+        root.Subcommands.Add(BenchCommand.Create(stdout));
+        root.Subcommands.Add(PresetsCommand.Create(stdout));
+        return root;
+    }
+
+    /// <summary>Parses and runs; bad input is one line on stderr and exit code 2, never a stack trace.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        try
+        {
+            var root = Build(stdout);
+            var parsed = root.Parse(args);
+            if (parsed.Errors.Count > 0)
+            {
+                stderr.WriteLine($"planner: {parsed.Errors[0].Message}");
+                return BadInput;
+            }
+            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (InputException e)
+        {
+            stderr.WriteLine($"planner: {e.Message}");
+            return BadInput;
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"planner: internal error: {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            return InternalError;
+        }
+    }
+}

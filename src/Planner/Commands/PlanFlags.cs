@@ -1,0 +1,72 @@
+using System.CommandLine;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>The flags that describe a model, a cluster and one plan (shared by predict and later verbs).</summary>
+public sealed class PlanFlags
+{
+    /// <summary>--model</summary>
+    public Option<string> Model { get; } = new("--model") { Description = "Preset name or path to a HuggingFace config.json", Required = true };
+    /// <summary>--cluster</summary>
+    public Option<string> Cluster { get; } = new("--cluster") { Description = "Preset name or path to a cluster YAML file", Required = true };
+    /// <summary>--tp</summary>
+    public Option<int> Tp { get; } = new("--tp") { Description = "Tensor-parallel degree", Required = true };
+    /// <summary>--pp</summary>
+    public Option<int> Pp { get; } = new("--pp") { Description = "Pipeline-parallel degree", Required = true };
+    /// <summary>--dp</summary>
+    public Option<int?> Dp { get; } = new("--dp") { Description = "Data-parallel degree (default: the cluster's GPUs / (tp·pp·cp))" };
+    /// <summary>--cp</summary>
+    public Option<int> Cp { get; } = new("--cp") { Description = "Context-parallel degree", DefaultValueFactory = _ => 1 };
+    /// <summary>--zero</summary>
+    public Option<int> Zero { get; } = new("--zero") { Description = "ZeRO stage 0-3", DefaultValueFactory = _ => 0 };
+    /// <summary>--mbs</summary>
+    public Option<int> Mbs { get; } = new("--mbs") { Description = "Micro-batch size (sequences)", Required = true };
+    /// <summary>--gbs</summary>
+    public Option<int> Gbs { get; } = new("--gbs") { Description = "Global batch size (sequences per step)", Required = true };
+    /// <summary>--seq</summary>
+    public Option<int?> Seq { get; } = new("--seq") { Description = "Sequence length (default: the model's maximum)" };
+    /// <summary>--vpp</summary>
+    public Option<int> Vpp { get; } = new("--vpp") { Description = "Model chunks per pipeline stage (interleaved 1F1B above 1)", DefaultValueFactory = _ => 1 };
+    /// <summary>--recompute</summary>
+    public Option<string> Recompute { get; } = new Option<string>("--recompute") { Description = "Activation recomputation", DefaultValueFactory = _ => "none" }.AcceptOnlyFromAmong("none", "selective", "full");
+    /// <summary>--sequence-parallel</summary>
+    public Option<bool> SequenceParallel { get; } = new("--sequence-parallel") { Description = "Shard norm/dropout activations along the sequence over the TP group" };
+    /// <summary>--precision</summary>
+    public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
+
+    /// <summary>Adds the flags to a command.</summary>
+    public void AddTo(Command c)
+    {
+        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, SequenceParallel, Precision })
+            c.Options.Add(o);
+    }
+
+    /// <summary>Reads model, cluster and plan; bad values raise <see cref="InputException"/> naming the flag.</summary>
+    public (ModelSpec Model, ClusterSpec Cluster, ParallelPlan Plan) Read(ParseResult r)
+    {
+        var model = ModelLoader.Load(r.GetValue(Model)!);
+        var cluster = ClusterLoader.Load(r.GetValue(Cluster)!);
+        int tp = Positive(r.GetValue(Tp), "--tp"), pp = Positive(r.GetValue(Pp), "--pp"), cp = Positive(r.GetValue(Cp), "--cp");
+        int dp = r.GetValue(Dp) is int d ? Positive(d, "--dp") : cluster.TotalGpus / (tp * pp * cp);
+        if (dp < 1)
+            throw new InputException($"--tp·--pp·--cp = {tp * pp * cp} GPUs, more than the {cluster.TotalGpus} of cluster '{cluster.Name}'");
+        var plan = new ParallelPlan(
+            tp, pp, dp, cp,
+            Zero: r.GetValue(Zero),
+            Mbs: Positive(r.GetValue(Mbs), "--mbs"),
+            Gbs: Positive(r.GetValue(Gbs), "--gbs"),
+            Seq: r.GetValue(Seq) is int s ? Positive(s, "--seq") : model.MaxSeq,
+            Vpp: Positive(r.GetValue(Vpp), "--vpp"),
+            Recompute: ParallelPlan.ParseRecompute(r.GetValue(Recompute)!)!.Value,
+            SequenceParallel: r.GetValue(SequenceParallel),
+            Precision: PrecisionInfo.TryParse(r.GetValue(Precision)!)!.Value);
+        if (PlanCheck.Problem(model, cluster, plan) is { } problem)
+            throw new InputException(problem);
+        return (model, cluster, plan);
+    }
+
+    private static int Positive(int v, string flag) =>
+        v is >= 1 and <= 10_000_000 ? v : throw new InputException($"{flag}: {v} is out of range; expected a whole number from 1 to 10000000");
+}

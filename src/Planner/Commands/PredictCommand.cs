@@ -1,0 +1,31 @@
+using System.CommandLine;
+using System.Text.Json;
+using Planner.Cli.Rendering;
+using Planner.CostModel.Pricing;
+
+namespace Planner.Cli.Commands;
+
+/// <summary><c>predict</c>: price one plan given by flags.</summary>
+public static class PredictCommand
+{
+    /// <summary>Creates the command.</summary>
+    public static Command Create(TextWriter stdout)
+    {
+        var flags = new PlanFlags();
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (CONTRACTS.md keys)" };
+        var cmd = new Command("predict", "Price one parallel plan: step time, throughput, MFU, memory per GPU");
+        flags.AddTo(cmd);
+        cmd.Options.Add(json);
+        cmd.SetAction(r =>
+        {
+            var (model, cluster, plan) = flags.Read(r);
+            var prediction = Pricer.Price(model, cluster, plan);
+            if (r.GetValue(json))
+                stdout.WriteLine(PredictionJson.Prediction(prediction).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            else
+                Tables.Prediction(stdout, prediction);
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,61 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Spectre.Console;
+
+namespace Planner.Cli.Rendering;
+
+/// <summary>Readable tables (Spectre.Console) written to a given writer.</summary>
+public static class Tables
+{
+    /// <summary>A console that writes to <paramref name="writer"/> without colour codes when it is not a terminal.</summary>
+    public static IAnsiConsole Console(TextWriter writer) => AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(writer),
+        Ansi = writer == System.Console.Out && !System.Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
+        ColorSystem = ColorSystemSupport.Detect,
+        Interactive = InteractionSupport.No,
+    });
+
+    /// <summary>Short form of a plan, e.g. "TP8 PP12 DP8 mbs1 vpp1 sel+SP bf16 Z1".</summary>
+    public static string Describe(ParallelPlan p)
+    {
+        var parts = new List<string> { $"TP{p.Tp}", $"PP{p.Pp}", $"DP{p.Dp}" };
+        if (p.Cp > 1) parts.Add($"CP{p.Cp}");
+        if (p.Vpp > 1) parts.Add($"VPP{p.Vpp}");
+        parts.Add($"mbs{p.Mbs}");
+        parts.Add(p.Recompute switch { Recompute.Full => "full-rc", Recompute.Selective => "sel-rc", _ => "no-rc" } + (p.SequenceParallel ? "+SP" : ""));
+        if (p.Zero > 0) parts.Add($"ZeRO-{p.Zero}");
+        parts.Add(p.Precision.Name());
+        return string.Join(' ', parts);
+    }
+
+    /// <summary>Prints a prediction: headline figures, the step-time breakdown and the memory of the peak rank.</summary>
+    public static void Prediction(TextWriter writer, Prediction r)
+    {
+        var console = Console(writer);
+        var p = r.Plan;
+        console.WriteLine($"{r.Model} on {r.Cluster}: {Describe(p)}, gbs {p.Gbs}, seq {p.Seq}, {p.Gpus} GPUs, {p.MicroBatches} micro-batches per step");
+        var head = new Table().Border(TableBorder.Rounded).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+        head.AddRow("step time", $"{r.StepTimeSeconds:F3} s");
+        head.AddRow("tokens/s", $"{r.TokensPerSecond:N0}");
+        head.AddRow("model TFLOP/s per GPU", $"{r.ModelTflopsPerGpu:F1}");
+        head.AddRow("hardware TFLOP/s per GPU", $"{r.HardwareTflopsPerGpu:F1}");
+        head.AddRow("MFU", $"{r.Mfu:P1}");
+        head.AddRow("peak memory per GPU", $"{r.PeakMemoryGib:F1} / {r.GpuMemoryGib:F0} GiB ({(r.Fits ? "fits" : "DOES NOT FIT")})");
+        console.Write(head);
+
+        var b = r.Breakdown;
+        var bt = new Table().Border(TableBorder.Rounded).Title("step time breakdown (exposed)").AddColumn("part").AddColumn(new TableColumn("seconds").RightAligned()).AddColumn(new TableColumn("share").RightAligned());
+        foreach (var (name, v) in new[] { ("compute", b.Compute), ("recompute", b.Recompute), ("tp_comm", b.TpComm), ("pp_comm", b.PpComm), ("dp_comm", b.DpComm), ("bubble", b.Bubble), ("optimizer", b.Optimizer) })
+            bt.AddRow(name, $"{v:F3}", $"{v / r.StepTimeSeconds:P1}");
+        console.Write(bt);
+
+        var m = r.PeakStage;
+        var mt = new Table().Border(TableBorder.Rounded).Title($"memory of the peak rank (stage {m.Stage}, {m.InFlight} micro-batch chunks in flight)").AddColumn("part").AddColumn(new TableColumn("GiB").RightAligned());
+        foreach (var (name, v) in new[] { ("weights", m.Weights), ("gradients", m.Gradients), ("optimizer", m.Optimizer), ("activations", m.Activations), ("working", m.Working), ("buffers", m.Buffers), ("overhead", m.Overhead) })
+            mt.AddRow(name, $"{v / Units.GiB:F2}");
+        mt.AddRow("[bold]total[/]", $"[bold]{m.Total / Units.GiB:F2}[/]");
+        console.Write(mt);
+    }
+}
