@@ -13,17 +13,21 @@ public readonly record struct Flops(double Model, double Hardware)
     /// For a standard GPT this equals 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)) (Narayanan et al. 2021, Eq. 3 without
     /// recompute); with full recompute the hardware count is 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)).
     /// </summary>
-    public static Flops PerStep(ModelSpec model, ParallelPlan plan)
+    /// <param name="model">The model.</param>
+    /// <param name="plan">The plan (only gbs, seq and recompute matter).</param>
+    /// <param name="flashAttention">Under fused attention selective recompute re-executes nothing beyond the fused backward.</param>
+    public static Flops PerStep(ModelSpec model, ParallelPlan plan, bool flashAttention)
     {
         var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false };
-        var ops = new TransformerOps(model, one);
+        // Counted on materialised attention: the convention of the published formulas (no causal saving).
+        var ops = new TransformerOps(model, one, flashAttention: false);
         double block = TransformerOps.Sum(ops.Block);
         double head = TransformerOps.Sum(ops.Head);
         double modelFlops = 3 * (model.Layers * block + head) * plan.Gbs;
         double extra = plan.Recompute switch
         {
             Recompute.Full => block,
-            Recompute.Selective => CoreFlops(ops.Block),
+            Recompute.Selective => flashAttention ? 0 : CoreFlops(ops.Block),
             _ => 0,
         };
         return new Flops(modelFlops, modelFlops + model.Layers * extra * plan.Gbs);

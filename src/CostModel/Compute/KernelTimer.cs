@@ -36,7 +36,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// a memory-bound op reads its saved input and the output gradient and writes the input gradient.
     /// </summary>
     public double Backward(Op op) => op.Gemm is { } g
-        ? Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch))
+        ? op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
         : Memory(2 * op.Bytes);
 
     /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>

@@ -9,9 +9,9 @@ namespace Planner.CostModel.Compute;
 /// ops read and write about twice the bytes).
 /// </summary>
 /// <remarks>
-/// The attention core is priced as materialised attention (scores GEMM, softmax, dropout, values GEMM over the
-/// full s×s score matrix), the kernels of the Megatron-LM runs we validate against; dropout masks are one byte
-/// per element as in Korthikanti et al. 2022.
+/// The attention core is either fused flash attention (current frameworks) or materialised attention (scores GEMM,
+/// softmax, dropout, values GEMM over the full s×s score matrix), the kernels of the Megatron-LM runs of 2021–22
+/// that <c>validate</c> compares with. Dropout masks are one byte per element as in Korthikanti et al. 2022.
 /// </remarks>
 public sealed class TransformerOps
 {
@@ -19,14 +19,21 @@ public sealed class TransformerOps
     private readonly ParallelPlan _p;
 
     /// <summary>Builds the op lists for a model and plan.</summary>
-    public TransformerOps(ModelSpec model, ParallelPlan plan)
+    /// <param name="model">The model.</param>
+    /// <param name="plan">The plan (shapes are local to one rank).</param>
+    /// <param name="flashAttention">Fused attention without a score matrix in memory.</param>
+    public TransformerOps(ModelSpec model, ParallelPlan plan, bool flashAttention)
     {
         _m = model;
         _p = plan;
+        FlashAttention = flashAttention;
         Block = BuildBlock();
         Embedding = BuildEmbedding();
         Head = BuildHead();
     }
+
+    /// <summary>True when the attention core is one fused kernel with no score matrix in memory.</summary>
+    public bool FlashAttention { get; }
 
     /// <summary>Sequence length each rank holds: seq / cp.</summary>
     public double LocalSeq => (double)_p.Seq / _p.Cp;
@@ -71,11 +78,16 @@ public sealed class TransformerOps
         };
         if (_m.Positions == PositionKind.Rotary)
             ops.Add(Op.Memory("rope", 2 * t * (aq + akv) * d * e));
-        ops.Add(Op.Matmul("scores", sq, sk, d, batchHeads, attentionCore: true));
-        // scale+mask+softmax in one kernel (read, write), then dropout (read, write, mask).
-        ops.Add(Op.Memory("softmax", 2 * scoreElems * e, attentionCore: true));
-        ops.Add(Op.Memory("attn_dropout", scoreElems * (2 * e + 1), attentionCore: true));
-        ops.Add(Op.Matmul("values", sq, d, sk, batchHeads, attentionCore: true));
+        if (FlashAttention)
+            ops.Add(Op.FlashAttention(sq, sk, d, batchHeads));
+        else
+        {
+            ops.Add(Op.Matmul("scores", sq, sk, d, batchHeads, attentionCore: true));
+            // scale+mask+softmax in one kernel (read, write), then dropout (read, write, mask).
+            ops.Add(Op.Memory("softmax", 2 * scoreElems * e, attentionCore: true));
+            ops.Add(Op.Memory("attn_dropout", scoreElems * (2 * e + 1), attentionCore: true));
+            ops.Add(Op.Matmul("values", sq, d, sk, batchHeads, attentionCore: true));
+        }
         ops.Add(Op.Matmul("proj", t, h, aq * d));
         ops.Add(Op.Memory("bias_dropout_add1", tn * h * (3 * e + 1)));
         ops.Add(Op.Memory("ln2", 2 * tn * h * e));

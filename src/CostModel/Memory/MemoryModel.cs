@@ -63,9 +63,11 @@ public sealed class MemoryModel
             : e * routed * fl * 2;                   // GeLU input, the down projection's input
         if (_m.IsMoe)
             mlp += e * routed * h;                   // dispatched copies of the tokens
-        double core = recompute == Recompute.None
-            ? _p.Mbs * aq * _ops.LocalSeq * _p.Seq * (2 * e + 1) // softmax output, dropout mask and output
-            : 0;
+        double core = _ops.FlashAttention
+            ? 4 * _p.Mbs * aq * _ops.LocalSeq // flash attention keeps only the softmax statistics (fp32)
+            : recompute == Recompute.None
+                ? _p.Mbs * aq * _ops.LocalSeq * _p.Seq * (2 * e + 1) // softmax output, dropout mask and output
+                : 0;
         return replicated + attention + mlp + core;
     }
 
@@ -96,7 +98,7 @@ public sealed class MemoryModel
         double working = 0;
         if (_p.Recompute == Recompute.Full)
             working += ActivationsPerLayer(Recompute.None); // the block being recomputed holds everything
-        else if (_p.Recompute == Recompute.Selective)
+        else if (_p.Recompute == Recompute.Selective && !_ops.FlashAttention)
             working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (2 * e + 1); // one recomputed attention core
         if (last)
             working += _ops.Tokens * _m.Vocab / _p.Tp * (e + 4 + 4); // logits, fp32 softmax and its gradient

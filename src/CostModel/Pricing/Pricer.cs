@@ -24,7 +24,7 @@ public static class Pricer
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException(problem);
         options ??= PricingOptions.Default;
-        var ops = new TransformerOps(model, plan);
+        var ops = new TransformerOps(model, plan, options.FlashAttention);
         var timer = new KernelTimer(cluster.Gpu, plan.Precision);
         var placement = new Placement(plan, cluster.GpusPerNode);
         var layout = new StageLayout(model.Layers, plan.Pp, plan.Vpp);
@@ -39,7 +39,7 @@ public static class Pricer
         double blockRecompute = plan.Recompute switch
         {
             Recompute.Full => blockFwd,
-            Recompute.Selective => timer.Forward(ops.Block, attentionCoreOnly: true),
+            Recompute.Selective => ops.FlashAttention ? 0 : timer.Forward(ops.Block, attentionCoreOnly: true),
             _ => 0,
         };
         // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
@@ -51,8 +51,9 @@ public static class Pricer
         double kvBytes = 2 * ops.Tokens * ops.LocalKvHeads * model.HeadDim * e;
         double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
         double coreFwd = timer.Forward(ops.Block, attentionCoreOnly: true);
-        double cpFwd = plan.Cp > 1 ? Math.Max(0, (plan.Cp - 1) * cpStep - coreFwd) : 0;
-        double cpBwd = plan.Cp > 1 ? Math.Max(0, 2 * (plan.Cp - 1) * cpStep - 2 * coreFwd) : 0;
+        var gpu = cluster.Gpu;
+        double cpFwd = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0;
+        double cpBwd = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0;
         double embedFwd = timer.Forward(ops.Embedding), embedBwd = timer.Backward(ops.Embedding);
         double headFwd = timer.Forward(ops.Head), headBwd = timer.Backward(ops.Head);
         // Vocab-parallel embedding: one all-reduce of its output; the LM head's input gradient: one more.
@@ -83,10 +84,9 @@ public static class Pricer
                 double commF = layers * (tpBlockFwd + cpFwd) + (hasEmbed ? tpEmbed : 0);
                 double commB = layers * (tpBlockBwd + tpBlockRecompute + cpBwd) + (hasHead ? tpEmbed : 0);
                 double gather = Zero3Fwd(s, c);
-                double zeroF = Math.Max(0, gather - computeF);
-                double zeroB = plan.Zero < 3 ? 0 : Math.Max(0,
-                    gather * (plan.Recompute == Recompute.Full ? 2 : 1) + gather /* reduce-scatter moves the same bytes */
-                    - (computeB + recompute));
+                double zeroF = gpu.Overlapped(computeF, gather) - computeF;
+                // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
+                double zeroB = gpu.Overlapped(computeB + recompute, gather * (plan.Recompute == Recompute.Full ? 3 : 2)) - (computeB + recompute);
                 fwd[s, c] = computeF + commF + zeroF;
                 bwd[s, c] = computeB + recompute + commB + zeroB;
                 part.Compute += m * (computeF + computeB);
@@ -124,8 +124,8 @@ public static class Pricer
             }
             if (options.OverlapGradReduce)
             {
-                reduce = Math.Max(0, reduce - parts[s].LastBackward);
-                gather = Math.Max(0, gather - parts[s].FirstForward);
+                reduce = gpu.Overlapped(parts[s].LastBackward, reduce) - parts[s].LastBackward;
+                gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
             double tied = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1)
@@ -164,7 +164,7 @@ public static class Pricer
             peak = Math.Max(peak, b.Total);
 
         // FLOPs of the whole model for the global batch: per-sequence FLOPs of an unsharded model.
-        var flops = Flops.PerStep(model, plan);
+        var flops = Flops.PerStep(model, plan, options.FlashAttention);
         int gpus = plan.Gpus;
         double modelTflops = flops.Model / (gpus * step) / 1e12;
         double hardwareTflops = flops.Hardware / (gpus * step) / 1e12;

@@ -9,9 +9,13 @@ namespace Planner.CostModel.Pricing;
 /// buckets behind the last micro-batch's backward (and the next forward), as PyTorch DDP and current Megatron-LM
 /// do; false for software that reduces after the backward pass (Megatron-LM of 2021–22).</param>
 /// <param name="Algorithm">How collectives over groups that span nodes run.</param>
+/// <param name="FlashAttention">Fused attention (FlashAttention 2 and its kin, as current frameworks use); false for
+/// the materialised softmax of Megatron-LM of 2021–22. Under flash attention selective recompute has nothing left
+/// to recompute: the fused backward already redoes the scores.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
-    CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring)
+    CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
+    bool FlashAttention = true)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

@@ -12,6 +12,8 @@ namespace Planner.CostModel.Specs;
 /// efficiency = GemmEfficiency · d / (d + GemmHalfDim) for each of the three GEMM dimensions, multiplied.</param>
 /// <param name="MemoryEfficiency">Fraction of memory bandwidth that elementwise kernels reach.</param>
 /// <param name="KernelOverheadUs">Fixed cost per kernel launch, microseconds.</param>
+/// <param name="OverlapSlowdown">Fraction by which compute slows while a collective runs beside it (the
+/// communication kernels take streaming multiprocessors and memory bandwidth).</param>
 /// <param name="ReservedGib">Memory the runtime holds outside the allocator (CUDA context, library workspaces), GiB.</param>
 public sealed record GpuSpec(
     string Name,
@@ -22,6 +24,7 @@ public sealed record GpuSpec(
     double GemmHalfDim,
     double MemoryEfficiency,
     double KernelOverheadUs,
+    double OverlapSlowdown,
     double ReservedGib)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
@@ -29,6 +32,14 @@ public sealed record GpuSpec(
         PeakTflops.TryGetValue(p, out var t) && t > 0
             ? t * 1e12
             : throw new InputException($"--precision: GPU '{Name}' has no {p.Name()} rate");
+
+    /// <summary>
+    /// Seconds of <paramref name="compute"/> seconds of kernels with <paramref name="comm"/> seconds of communication
+    /// overlapped beside them: the compute slows by <see cref="OverlapSlowdown"/> while the communication runs, and
+    /// the window lasts at least as long as the communication.
+    /// </summary>
+    public double Overlapped(double compute, double comm) =>
+        comm <= 0 ? compute : Math.Max(comm, compute + OverlapSlowdown * Math.Min(comm, compute / (1 - OverlapSlowdown)));
 
     /// <summary>Memory in bytes.</summary>
     public double MemoryBytes => MemoryGib * Units.GiB;

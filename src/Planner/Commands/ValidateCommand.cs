@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.Cli.Rendering;
 using Planner.Cli.Validation;
+using Planner.CostModel.Pricing;
 using Spectre.Console;
 
 namespace Planner.Cli.Commands;
@@ -35,6 +36,7 @@ public static class ValidateCommand
                         ["published_step_time_s"] = x.Run.StepTimeS,
                         ["predicted_step_time_s"] = x.Prediction.StepTimeSeconds,
                         ["error_pct"] = x.ErrorPct,
+                        ["prediction"] = PredictionJson.Prediction(x.Prediction),
                     }).ToArray()),
                     ["mape_pct"] = all.MapePct,
                     ["max_abs_error_pct"] = all.MaxPct,

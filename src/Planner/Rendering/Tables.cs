@@ -9,13 +9,21 @@ namespace Planner.Cli.Rendering;
 public static class Tables
 {
     /// <summary>A console that writes to <paramref name="writer"/> without colour codes when it is not a terminal.</summary>
-    public static IAnsiConsole Console(TextWriter writer) => AnsiConsole.Create(new AnsiConsoleSettings
+    public static IAnsiConsole Console(TextWriter writer)
     {
-        Out = new AnsiConsoleOutput(writer),
-        Ansi = writer == System.Console.Out && !System.Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
-        ColorSystem = ColorSystemSupport.Detect,
-        Interactive = InteractionSupport.No,
-    });
+        bool terminal = writer == System.Console.Out && !System.Console.IsOutputRedirected;
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.Detect,
+            Interactive = InteractionSupport.No,
+        });
+        // A file or pipe has no width: do not wrap tables at 80 columns.
+        if (!terminal)
+            console.Profile.Width = 200;
+        return console;
+    }
 
     /// <summary>Short form of a plan, e.g. "TP8 PP12 DP8 mbs1 vpp1 sel+SP bf16 Z1".</summary>
     public static string Describe(ParallelPlan p)
@@ -46,13 +54,15 @@ public static class Tables
         console.Write(head);
 
         var b = r.Breakdown;
-        var bt = new Table().Border(TableBorder.Rounded).Title("step time breakdown (exposed)").AddColumn("part").AddColumn(new TableColumn("seconds").RightAligned()).AddColumn(new TableColumn("share").RightAligned());
+        console.WriteLine("step time breakdown (exposed time):");
+        var bt = new Table().Border(TableBorder.Rounded).AddColumn("part").AddColumn(new TableColumn("seconds").RightAligned()).AddColumn(new TableColumn("share").RightAligned());
         foreach (var (name, v) in new[] { ("compute", b.Compute), ("recompute", b.Recompute), ("tp_comm", b.TpComm), ("pp_comm", b.PpComm), ("dp_comm", b.DpComm), ("bubble", b.Bubble), ("optimizer", b.Optimizer) })
             bt.AddRow(name, $"{v:F3}", $"{v / r.StepTimeSeconds:P1}");
         console.Write(bt);
 
         var m = r.PeakStage;
-        var mt = new Table().Border(TableBorder.Rounded).Title($"memory of the peak rank (stage {m.Stage}, {m.InFlight} micro-batch chunks in flight)").AddColumn("part").AddColumn(new TableColumn("GiB").RightAligned());
+        console.WriteLine($"memory of the peak rank: stage {m.Stage}, {m.InFlight} micro-batch chunks in flight");
+        var mt = new Table().Border(TableBorder.Rounded).AddColumn("part").AddColumn(new TableColumn("GiB").RightAligned());
         foreach (var (name, v) in new[] { ("weights", m.Weights), ("gradients", m.Gradients), ("optimizer", m.Optimizer), ("activations", m.Activations), ("working", m.Working), ("buffers", m.Buffers), ("overhead", m.Overhead) })
             mt.AddRow(name, $"{v / Units.GiB:F2}");
         mt.AddRow("[bold]total[/]", $"[bold]{m.Total / Units.GiB:F2}[/]");

@@ -36,9 +36,10 @@ public static class Validator
 
     /// <summary>
     /// The software of the published runs: Megatron-LM of 2021–22 reduced data-parallel gradients after the
-    /// backward pass, without overlap (overlap arrived later with its distributed optimizer).
+    /// backward pass, without overlap (overlap arrived later with its distributed optimizer), and computed attention
+    /// with a materialised softmax (fused flash attention came later).
     /// </summary>
-    public static PricingOptions Software { get; } = new(OverlapGradReduce: false);
+    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false);
 
     /// <summary>Reads the CSV; a malformed file is an <see cref="InputException"/> naming it.</summary>
     public static IReadOnlyList<PublishedRun> Read(string path)

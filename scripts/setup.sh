@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need when it is missing. Sourced by ./planner and ./test.
+# Debian packages are installed with apt-get when running as root; otherwise the exact command is printed and
+# the caller exits 2.
+set -euo pipefail
+
+# Debian packages each part needs (none yet beyond the .NET SDK: the cost model and planner are pure managed code).
+PLANNER_APT_PACKAGES=()
+
+planner_need_dotnet() {
+  if ! command -v dotnet >/dev/null 2>&1; then
+    echo "planner: the .NET 10 SDK is required (dotnet not found on PATH); install it, e.g. 'apt-get install dotnet-sdk-10.0' from Microsoft's Debian feed" >&2
+    exit 2
+  fi
+  local major
+  major=$(dotnet --version 2>/dev/null | cut -d. -f1)
+  if [ "${major:-0}" -lt 10 ]; then
+    echo "planner: the .NET 10 SDK is required (found $(dotnet --version))" >&2
+    exit 2
+  fi
+}
+
+planner_need_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "planner: missing Debian packages; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 2
+  fi
+  echo "planner: installing ${missing[*]}" >&2
+  apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+planner_setup() {
+  planner_need_dotnet
+  if [ ${#PLANNER_APT_PACKAGES[@]} -gt 0 ]; then
+    planner_need_apt "${PLANNER_APT_PACKAGES[@]}"
+  fi
+  export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+}
