@@ -77,6 +77,16 @@ public static class ScheduleGenerator
     }
 
     /// <summary>
+    /// <see cref="MaxInFlight"/> in closed form, without generating the schedule: the warm-up forwards plus the one
+    /// forward of each steady 1F1B pair, capped at all the stage's forwards.
+    /// </summary>
+    public static int InFlightBound(int pp, int vpp, int microBatches, int stage)
+    {
+        long total = (long)microBatches * vpp;
+        return (int)Math.Min(WarmupForwards(pp, vpp, microBatches, stage) + 1L, total);
+    }
+
+    /// <summary>
     /// Largest number of (micro-batch, chunk) forwards whose backward has not run yet, over the stage's
     /// action sequence — i.e. the peak number of micro-batch activation sets the stage holds (count).
     /// </summary>

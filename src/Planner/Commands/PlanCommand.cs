@@ -17,8 +17,8 @@ public static class PlanCommand
 {
     /// <summary>The embedded default: GPT-3 175B on 16 DGX A100 80GB nodes, the GPT-3 paper's batch and sequence.</summary>
     public const string DefaultModel = "gpt3-175b", DefaultCluster = "dgx-a100-80g";
-    /// <summary>Default global batch (sequences) and sequence length.</summary>
-    public const int DefaultGbs = 1536, DefaultSeq = 2048;
+    /// <summary>Default global batch, sequences (GPT-3's 3.2M tokens at sequence 2048).</summary>
+    public const int DefaultGbs = 1536;
 
     /// <summary>Creates the command.</summary>
     public static Command Create(TextWriter stdout)
@@ -26,7 +26,7 @@ public static class PlanCommand
         var model = new Option<string>("--model") { Description = "Preset name or path to a HuggingFace config.json", DefaultValueFactory = _ => DefaultModel };
         var cluster = new Option<string>("--cluster") { Description = "Preset name or path to a cluster YAML file", DefaultValueFactory = _ => DefaultCluster };
         var gbs = new Option<int>("--gbs") { Description = "Global batch size, sequences", DefaultValueFactory = _ => DefaultGbs };
-        var seq = new Option<int?>("--seq") { Description = "Sequence length (default 2048, or the model's maximum if shorter)" };
+        var seq = new Option<int?>("--seq") { Description = "Sequence length (default: the model's maximum, at most 8192)" };
         var precision = new Option<string>("--precision") { Description = "Training precision", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
         var top = new Option<int>("--top") { Description = "How many plans to show", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "Print {\"plans\": [...], \"search\": {...}}" };
@@ -38,7 +38,7 @@ public static class PlanCommand
             int g = r.GetValue(gbs);
             if (g < 1)
                 throw new InputException($"--gbs: {g} must be at least 1");
-            int s = r.GetValue(seq) ?? Math.Min(DefaultSeq, m.MaxSeq);
+            int s = r.GetValue(seq) ?? PlanFlags.DefaultSeq(m);
             if (s < 1)
                 throw new InputException($"--seq: {s} must be at least 1");
             int n = r.GetValue(top);

@@ -26,7 +26,11 @@ public sealed class PlanFlags
     /// <summary>--gbs</summary>
     public Option<int> Gbs { get; } = new("--gbs") { Description = "Global batch size (sequences per step)", Required = true };
     /// <summary>--seq</summary>
-    public Option<int?> Seq { get; } = new("--seq") { Description = "Sequence length (default: the model's maximum)" };
+    public Option<int?> Seq { get; } = new("--seq") { Description = "Sequence length (default: the model's maximum, at most 8192)" };
+
+    /// <summary>The sequence length when none is given: the model's context, capped at 8192 (long-context models
+    /// such as Llama 3.1 pre-train at 8192 and extend their context later).</summary>
+    public static int DefaultSeq(ModelSpec model) => Math.Min(model.MaxSeq, 8192);
     /// <summary>--vpp</summary>
     public Option<int> Vpp { get; } = new("--vpp") { Description = "Model chunks per pipeline stage (interleaved 1F1B above 1)", DefaultValueFactory = _ => 1 };
     /// <summary>--recompute</summary>
@@ -49,15 +53,18 @@ public sealed class PlanFlags
         var model = ModelLoader.Load(r.GetValue(Model)!);
         var cluster = ClusterLoader.Load(r.GetValue(Cluster)!);
         int tp = Positive(r.GetValue(Tp), "--tp"), pp = Positive(r.GetValue(Pp), "--pp"), cp = Positive(r.GetValue(Cp), "--cp");
-        int dp = r.GetValue(Dp) is int d ? Positive(d, "--dp") : cluster.TotalGpus / (tp * pp * cp);
-        if (dp < 1)
-            throw new InputException($"--tp·--pp·--cp = {tp * pp * cp} GPUs, more than the {cluster.TotalGpus} of cluster '{cluster.Name}'");
+        long modelParallel = (long)tp * pp * cp;
+        if (modelParallel > cluster.TotalGpus)
+            throw new InputException($"--tp·--pp·--cp = {modelParallel} GPUs, more than the {cluster.TotalGpus} of cluster '{cluster.Name}'");
+        if (r.GetValue(Dp) is null && cluster.TotalGpus % modelParallel != 0)
+            throw new InputException($"--dp: tp·pp·cp = {modelParallel} does not divide the {cluster.TotalGpus} GPUs of cluster '{cluster.Name}'; give --dp explicitly");
+        int dp = r.GetValue(Dp) is int d ? Positive(d, "--dp") : (int)(cluster.TotalGpus / modelParallel);
         var plan = new ParallelPlan(
             tp, pp, dp, cp,
             Zero: r.GetValue(Zero),
             Mbs: Positive(r.GetValue(Mbs), "--mbs"),
             Gbs: Positive(r.GetValue(Gbs), "--gbs"),
-            Seq: r.GetValue(Seq) is int s ? Positive(s, "--seq") : model.MaxSeq,
+            Seq: r.GetValue(Seq) is int s ? Positive(s, "--seq") : DefaultSeq(model),
             Vpp: Positive(r.GetValue(Vpp), "--vpp"),
             Recompute: ParallelPlan.ParseRecompute(r.GetValue(Recompute)!)!.Value,
             SequenceParallel: r.GetValue(SequenceParallel),

@@ -1,0 +1,199 @@
+using Planner.CostModel.Comm;
+using Planner.CostModel.Compute;
+using Planner.CostModel.Memory;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Pricing;
+
+/// <summary>What one stage spends per step, by cause (seconds), before the pipeline is simulated.</summary>
+public sealed class StageParts
+{
+    /// <summary>Forward and backward kernels, all micro-batches.</summary>
+    public double Compute;
+    /// <summary>Recomputed forward kernels.</summary>
+    public double Recompute;
+    /// <summary>TP and CP collectives.</summary>
+    public double TpComm;
+    /// <summary>ZeRO-3 gathers and reduce-scatters not hidden behind compute.</summary>
+    public double Zero3;
+    /// <summary>One micro-batch's backward over all chunks: what DP reduction can hide behind.</summary>
+    public double LastBackward;
+    /// <summary>One micro-batch's forward over all chunks: what a ZeRO-1/2 parameter gather can hide behind.</summary>
+    public double FirstForward;
+    /// <summary>Exposed data-parallel time after the pipeline flush (reduction, gathers, tied embeddings).</summary>
+    public double DpTail;
+    /// <summary>The optimizer step.</summary>
+    public double Optimizer;
+    /// <summary>Everything after the flush: <see cref="DpTail"/> + <see cref="Optimizer"/>.</summary>
+    public double Tail => DpTail + Optimizer;
+}
+
+/// <summary>
+/// The per-chunk forward and backward durations of every pipeline stage for one micro-batch (kernels, TP/CP
+/// collectives, exposed ZeRO-3 traffic) and the work after the flush; the input of the pipeline simulation and of
+/// the search's lower bound.
+/// </summary>
+public sealed class PipelineCosts
+{
+    /// <summary>Bytes the Adam step streams per parameter it owns: read master, m, v, gradient; write master, m, v
+    /// (fp32), the working copy (16-bit in mixed precision), and one more read of the gradient for its norm.</summary>
+    private static double OptimizerBytesPerParam(bool mixed) => mixed ? 7 * 4 + 2 + 4 : 7 * 4 + 4;
+
+    /// <summary>Forward seconds of [stage, chunk] for one micro-batch.</summary>
+    public required double[,] Forward { get; init; }
+    /// <summary>Backward seconds (with recompute) of [stage, chunk] for one micro-batch.</summary>
+    public required double[,] Backward { get; init; }
+    /// <summary>Per-stage accounting.</summary>
+    public required StageParts[] Parts { get; init; }
+    /// <summary>Seconds of one point-to-point activation transfer between neighbouring stages.</summary>
+    public required double P2p { get; init; }
+    /// <summary>Blocks per stage and chunk.</summary>
+    public required StageLayout Layout { get; init; }
+    /// <summary>The memory model of the plan.</summary>
+    public required MemoryModel Memory { get; init; }
+
+    /// <summary>The largest after-flush time over stages.</summary>
+    public double WorstTail
+    {
+        get
+        {
+            double w = 0;
+            foreach (var p in Parts)
+                w = Math.Max(w, p.Tail);
+            return w;
+        }
+    }
+
+    /// <summary>
+    /// A lower bound of the simulated pipeline's makespan that is tight for the schedules we generate: stage s
+    /// cannot start before the first micro-batch's chunk-0 forwards on stages 0..s−1 (and their transfers), runs
+    /// its own actions one after another, and ends with the last micro-batch's chunk-0 backward, after which stages
+    /// s−1..0 still run theirs. Equal to the makespan for uniform stages.
+    /// </summary>
+    public double MakespanLowerBound(int microBatches)
+    {
+        int pp = Parts.Length, vpp = Forward.GetLength(1);
+        double best = 0, prefix = 0;
+        for (int s = 0; s < pp; s++)
+        {
+            double busy = 0;
+            for (int c = 0; c < vpp; c++)
+                busy += Forward[s, c] + Backward[s, c];
+            best = Math.Max(best, prefix + microBatches * busy);
+            prefix += Forward[s, 0] + Backward[s, 0] + 2 * P2p;
+        }
+        return best;
+    }
+
+    /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
+    {
+        var ops = new TransformerOps(model, plan, options.FlashAttention);
+        var timer = new KernelTimer(cluster.Gpu, plan.Precision);
+        var placement = new Placement(plan, cluster.GpusPerNode);
+        var layout = new StageLayout(model.Layers, plan.Pp, plan.Vpp);
+        var memory = new MemoryModel(model, plan, ops, cluster.Gpu);
+        int m = plan.MicroBatches;
+        double e = plan.Precision.ActivationBytes();
+        bool mixed = plan.Precision.IsMixed();
+
+        // Per block, per micro-batch.
+        double blockFwd = timer.Forward(ops.Block);
+        double blockBwd = timer.Backward(ops.Block);
+        double blockRecompute = plan.Recompute switch
+        {
+            Recompute.Full => blockFwd,
+            Recompute.Selective => ops.FlashAttention ? 0 : timer.Forward(ops.Block, attentionCoreOnly: true),
+            _ => 0,
+        };
+        // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
+        // parallelism an all-gather and a reduce-scatter each, which move the same bytes.
+        double hiddenBytes = ops.Tokens * model.Hidden * e;
+        double tpPair = 2 * CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+        double tpBlockFwd = tpPair, tpBlockBwd = tpPair, tpBlockRecompute = plan.Recompute == Recompute.Full ? tpPair : 0;
+        // Ring attention passes each CP rank's K and V around the ring (and their gradients back), behind the attention core.
+        double kvBytes = 2 * ops.Tokens * ops.LocalKvHeads * model.HeadDim * e;
+        double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
+        double coreFwd = timer.Forward(ops.Block, attentionCoreOnly: true);
+        var gpu = cluster.Gpu;
+        double cpFwd = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0;
+        double cpBwd = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0;
+        double embedFwd = timer.Forward(ops.Embedding), embedBwd = timer.Backward(ops.Embedding);
+        double headFwd = timer.Forward(ops.Head), headBwd = timer.Backward(ops.Head);
+        // Vocab-parallel embedding: one all-reduce of its output; the LM head's input gradient: one more.
+        double tpEmbed = CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+
+        // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
+        // gradients every micro-batch; prefetching hides them behind that chunk's compute.
+        double weightBytes = mixed ? 2 : 4;
+        double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : CollectiveModel.Seconds(Collective.AllGather,
+            ChunkParams(stage, chunk) * weightBytes, placement, Axis.Dp, cluster, options.Algorithm);
+        double ChunkParams(int stage, int chunk) =>
+            memory.StageParams(layout.LayersOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
+
+        int chunks = plan.Vpp;
+        var fwd = new double[plan.Pp, chunks];
+        var bwd = new double[plan.Pp, chunks];
+        var parts = new StageParts[plan.Pp];
+        for (int s = 0; s < plan.Pp; s++)
+        {
+            var part = new StageParts();
+            for (int c = 0; c < chunks; c++)
+            {
+                int layers = layout.LayersOf(s, c);
+                bool hasEmbed = layout.HasEmbedding(s, c), hasHead = layout.HasHead(s, c);
+                double computeF = layers * blockFwd + (hasEmbed ? embedFwd : 0) + (hasHead ? headFwd : 0);
+                double computeB = layers * blockBwd + (hasEmbed ? embedBwd : 0) + (hasHead ? headBwd : 0);
+                double recompute = layers * blockRecompute;
+                double commF = layers * (tpBlockFwd + cpFwd) + (hasEmbed ? tpEmbed : 0);
+                double commB = layers * (tpBlockBwd + tpBlockRecompute + cpBwd) + (hasHead ? tpEmbed : 0);
+                double gather = Zero3Fwd(s, c);
+                double zeroF = gpu.Overlapped(computeF, gather) - computeF;
+                // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
+                double zeroB = gpu.Overlapped(computeB + recompute, gather * (plan.Recompute == Recompute.Full ? 3 : 2)) - (computeB + recompute);
+                fwd[s, c] = computeF + commF + zeroF;
+                bwd[s, c] = computeB + recompute + commB + zeroB;
+                part.Compute += m * (computeF + computeB);
+                part.Recompute += m * recompute;
+                part.TpComm += m * (commF + commB);
+                part.Zero3 += m * (zeroF + zeroB);
+                part.LastBackward += bwd[s, c];
+                part.FirstForward += fwd[s, c];
+            }
+            parts[s] = part;
+        }
+
+        double p2pBytes = hiddenBytes / plan.Tp; // scatter/gather across the TP ranks of a stage (Narayanan et al. 2021)
+        double p2p = plan.Pp > 1 ? CollectiveModel.Seconds(Collective.SendRecv, p2pBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster) : 0;
+
+        // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather.
+        double gradBytes = mixed ? 2 : 4;
+        for (int s = 0; s < plan.Pp; s++)
+        {
+            double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
+            double reduce = 0, gather = 0;
+            if (plan.Zero == 0)
+                reduce = CollectiveModel.Seconds(Collective.AllReduce, stageParams * gradBytes, placement, Axis.Dp, cluster, options.Algorithm);
+            else if (plan.Zero <= 2)
+            {
+                reduce = CollectiveModel.Seconds(Collective.ReduceScatter, stageParams * gradBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * weightBytes, placement, Axis.Dp, cluster, options.Algorithm);
+            }
+            if (options.OverlapGradReduce)
+            {
+                reduce = gpu.Overlapped(parts[s].LastBackward, reduce) - parts[s].LastBackward;
+                gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
+            }
+            // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
+            double tied = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1)
+                ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
+                : 0;
+            double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
+            double optimizer = timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            parts[s].DpTail = reduce + gather + tied;
+            parts[s].Optimizer = optimizer;
+        }
+        return new PipelineCosts { Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memory = memory };
+    }
+}
