@@ -9,6 +9,18 @@ namespace Planner.CostModel.Plans;
 /// </summary>
 public static class PlanCheck
 {
+    /// <summary>Why a TP degree cannot shard this model's heads and MLP, or null.</summary>
+    public static string? TpProblem(ModelSpec m, int tp)
+    {
+        if (m.Heads % tp != 0)
+            return $"--tp: {tp} does not divide the {m.Heads} attention heads of '{m.Name}'";
+        if (m.KvHeads % tp != 0 && tp % m.KvHeads != 0)
+            return $"--tp: {tp} neither divides nor is a multiple of the {m.KvHeads} key/value heads of '{m.Name}'";
+        if (m.Ffn % tp != 0)
+            return $"--tp: {tp} does not divide the ffn size {m.Ffn} of '{m.Name}'";
+        return null;
+    }
+
     /// <summary>The first reason the plan cannot run on this model and cluster, or null.</summary>
     public static string? Problem(ModelSpec m, ClusterSpec c, ParallelPlan p)
     {
@@ -18,12 +30,8 @@ public static class PlanCheck
             return $"--zero: {p.Zero} is not a ZeRO stage (expected 0, 1, 2 or 3)";
         if ((long)p.Tp * p.Pp * p.Dp * p.Cp > c.TotalGpus)
             return $"--tp·--pp·--dp·--cp = {(long)p.Tp * p.Pp * p.Dp * p.Cp} GPUs, more than the {c.TotalGpus} of cluster '{c.Name}'";
-        if (m.Heads % p.Tp != 0)
-            return $"--tp: {p.Tp} does not divide the {m.Heads} attention heads of '{m.Name}'";
-        if (m.KvHeads % p.Tp != 0 && p.Tp % m.KvHeads != 0)
-            return $"--tp: {p.Tp} neither divides nor is a multiple of the {m.KvHeads} key/value heads of '{m.Name}'";
-        if (m.Ffn % p.Tp != 0)
-            return $"--tp: {p.Tp} does not divide the ffn size {m.Ffn} of '{m.Name}'";
+        if (TpProblem(m, p.Tp) is { } tpProblem)
+            return tpProblem;
         if (p.Gbs % ((long)p.Dp * p.Mbs) != 0)
             return $"--gbs: {p.Gbs} is not divisible by dp·mbs = {p.Dp}·{p.Mbs}";
         if (p.Seq % p.Cp != 0 || (p.Cp > 1 && (p.Seq / p.Cp) % 2 != 0))

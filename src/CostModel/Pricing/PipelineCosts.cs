@@ -1,6 +1,7 @@
 using Planner.CostModel.Comm;
 using Planner.CostModel.Compute;
 using Planner.CostModel.Memory;
+using Planner.CostModel.Pipeline;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 
@@ -86,43 +87,36 @@ public sealed class PipelineCosts
         return best;
     }
 
+    /// <summary>Peak memory of one stage's rank.</summary>
+    public MemoryBreakdown StageMemory(int stage, ParallelPlan plan) =>
+        Memory.Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp);
+
+    /// <summary>
+    /// The largest per-rank peak, bytes. Only the first and last stages can hold it: layers per stage and in-flight
+    /// micro-batches never increase along the pipeline and the first stage adds the embedding, so stage 0 bounds
+    /// every middle stage; the last stage adds the head, the logits and a tied embedding's copy.
+    /// </summary>
+    public double PeakMemoryBytes(ParallelPlan plan) =>
+        Math.Max(StageMemory(0, plan).Total, plan.Pp > 1 ? StageMemory(plan.Pp - 1, plan).Total : 0);
+
     /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
-    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options) =>
+        Compute(model, cluster, plan, options, BlockCosts.Compute(model, cluster, plan, options));
+
+    /// <summary>Computes the costs of a plan from its (possibly cached) per-block costs.</summary>
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, BlockCosts block)
     {
-        var ops = new TransformerOps(model, plan, options.FlashAttention);
-        var timer = new KernelTimer(cluster.Gpu, plan.Precision);
         var placement = new Placement(plan, cluster.GpusPerNode);
         var layout = new StageLayout(model.Layers, plan.Pp, plan.Vpp);
-        var memory = new MemoryModel(model, plan, ops, cluster.Gpu);
-        int m = plan.MicroBatches;
-        double e = plan.Precision.ActivationBytes();
-        bool mixed = plan.Precision.IsMixed();
-
-        // Per block, per micro-batch.
-        double blockFwd = timer.Forward(ops.Block);
-        double blockBwd = timer.Backward(ops.Block);
-        double blockRecompute = plan.Recompute switch
-        {
-            Recompute.Full => blockFwd,
-            Recompute.Selective => ops.FlashAttention ? 0 : timer.Forward(ops.Block, attentionCoreOnly: true),
-            _ => 0,
-        };
-        // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
-        // parallelism an all-gather and a reduce-scatter each, which move the same bytes.
-        double hiddenBytes = ops.Tokens * model.Hidden * e;
-        double tpPair = 2 * CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
-        double tpBlockFwd = tpPair, tpBlockBwd = tpPair, tpBlockRecompute = plan.Recompute == Recompute.Full ? tpPair : 0;
-        // Ring attention passes each CP rank's K and V around the ring (and their gradients back), behind the attention core.
-        double kvBytes = 2 * ops.Tokens * ops.LocalKvHeads * model.HeadDim * e;
-        double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
-        double coreFwd = timer.Forward(ops.Block, attentionCoreOnly: true);
+        var memory = new MemoryModel(model, plan, block.Ops, cluster.Gpu);
         var gpu = cluster.Gpu;
-        double cpFwd = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0;
-        double cpBwd = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0;
-        double embedFwd = timer.Forward(ops.Embedding), embedBwd = timer.Backward(ops.Embedding);
-        double headFwd = timer.Forward(ops.Head), headBwd = timer.Backward(ops.Head);
-        // Vocab-parallel embedding: one all-reduce of its output; the LM head's input gradient: one more.
-        double tpEmbed = CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+        int m = plan.MicroBatches;
+        bool mixed = plan.Precision.IsMixed();
+        double blockFwd = block.Forward, blockBwd = block.Backward, blockRecompute = block.Recompute;
+        double tpBlockFwd = block.TpForward, tpBlockBwd = block.TpBackward, tpBlockRecompute = block.TpRecompute;
+        double cpFwd = block.CpForward, cpBwd = block.CpBackward, tpEmbed = block.TpEmbedding;
+        double embedFwd = block.EmbeddingForward, embedBwd = block.EmbeddingBackward, headFwd = block.HeadForward, headBwd = block.HeadBackward;
+        double hiddenBytes = block.HiddenBytes;
 
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
         // gradients every micro-batch; prefetching hides them behind that chunk's compute.
@@ -190,7 +184,7 @@ public sealed class PipelineCosts
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
-            double optimizer = timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            double optimizer = block.Timer.Stream(owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;
             parts[s].Optimizer = optimizer;
         }

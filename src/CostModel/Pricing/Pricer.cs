@@ -80,18 +80,14 @@ public static class Pricer
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException(problem);
         var costs = PipelineCosts.Compute(model, cluster, plan, options ?? PricingOptions.Default);
-        double peak = 0;
-        foreach (var b in StageMemory(costs, plan))
-            peak = Math.Max(peak, b.Total);
-        return (costs.MakespanLowerBound(plan.MicroBatches) + costs.WorstTail, peak);
+        return (costs.MakespanLowerBound(plan.MicroBatches) + costs.WorstTail, costs.PeakMemoryBytes(plan));
     }
 
     private static MemoryBreakdown[] StageMemory(PipelineCosts costs, ParallelPlan plan)
     {
         var mem = new MemoryBreakdown[plan.Pp];
         for (int s = 0; s < plan.Pp; s++)
-            mem[s] = costs.Memory.Stage(s, costs.Layout.LayersOnStage(s),
-                ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, s), plan.Vpp);
+            mem[s] = costs.StageMemory(s, plan);
         return mem;
     }
 }

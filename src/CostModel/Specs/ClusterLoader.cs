@@ -48,7 +48,7 @@ public static class ClusterLoader
     /// <summary>Parses cluster YAML text; <paramref name="source"/> names the file in errors.</summary>
     public static ClusterSpec Parse(string yaml, string source)
     {
-        var map = YamlMap.Parse(yaml, source);
+        var map = YamlMap.Parse(yaml, source).Allow(ClusterKeys);
         string name = map.OptionalString("name") ?? Path.GetFileNameWithoutExtension(source);
         GpuSpec gpu = map.IsMap("gpu")
             ? ParseGpu(map.Map("gpu"))
@@ -64,6 +64,7 @@ public static class ClusterLoader
 
     private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)
     {
+        m.Allow(LinkKeys);
         var link = new LinkSpec(
             m.Number("bandwidth_gbs", 1e6),
             m.Number("latency_us", 1e6),
@@ -74,8 +75,9 @@ public static class ClusterLoader
 
     private static GpuSpec ParseGpu(YamlMap m)
     {
+        m.Allow(GpuKeys);
         string name = m.String("name");
-        var peaksMap = m.Map("peak_tflops");
+        var peaksMap = m.Map("peak_tflops").Allow(PrecisionKeys);
         var peaks = new Dictionary<Precision, double>();
         foreach (var key in PrecisionKeys)
             if (peaksMap.OptionalNumber(key, 1e6) is double v)

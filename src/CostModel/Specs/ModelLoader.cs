@@ -44,10 +44,9 @@ public static class ModelLoader
             if (root.ValueKind != JsonValueKind.Object)
                 throw new InputException($"{source}: expected a JSON object");
             var r = new Reader(root, source);
-            var spec = root.TryGetProperty("n_layer", out _) || root.TryGetProperty("n_embd", out _)
-                ? ParseGpt2(r, name)
-                : ParseLlama(r, name);
-            Validate(spec, source);
+            bool gpt2 = root.TryGetProperty("n_layer", out _) || root.TryGetProperty("n_embd", out _);
+            var spec = gpt2 ? ParseGpt2(r, name) : ParseLlama(r, name);
+            Validate(spec, source, gpt2);
             return spec;
         }
     }
@@ -97,25 +96,28 @@ public static class ModelLoader
 
     private static bool IsGated(string act) => act is "silu" or "swiglu" or "swish";
 
-    private static void Validate(ModelSpec m, string source)
+    private static void Validate(ModelSpec m, string source, bool gpt2)
     {
+        string layers = gpt2 ? "n_layer" : "num_hidden_layers", hidden = gpt2 ? "n_embd" : "hidden_size";
+        string heads = gpt2 ? "n_head" : "num_attention_heads", kv = gpt2 ? "n_head" : "num_key_value_heads";
+        string ffn = gpt2 ? "n_inner" : "intermediate_size", positions = gpt2 ? "n_positions" : "max_position_embeddings";
         static void Range(string source, string key, long v, long max)
         {
             if (v <= 0 || v > max)
                 throw new InputException($"{source}: '{key}' is {v}; expected a whole number from 1 to {max}");
         }
-        Range(source, "layers", m.Layers, 10_000);
-        Range(source, "hidden size", m.Hidden, 1_000_000);
-        Range(source, "attention heads", m.Heads, 100_000);
-        Range(source, "key/value heads", m.KvHeads, 100_000);
-        Range(source, "ffn size", m.Ffn, 10_000_000);
+        Range(source, layers, m.Layers, 10_000);
+        Range(source, hidden, m.Hidden, 1_000_000);
+        Range(source, heads, m.Heads, 100_000);
+        Range(source, kv, m.KvHeads, 100_000);
+        Range(source, ffn, m.Ffn, 10_000_000);
         Range(source, "vocab_size", m.Vocab, 100_000_000);
-        Range(source, "max positions", m.MaxSeq, 100_000_000);
+        Range(source, positions, m.MaxSeq, 100_000_000);
         Range(source, "num_local_experts", m.Experts, 100_000);
         if (m.Hidden % m.Heads != 0)
-            throw new InputException($"{source}: hidden size {m.Hidden} is not divisible by the {m.Heads} attention heads");
+            throw new InputException($"{source}: '{hidden}' {m.Hidden} is not divisible by '{heads}' {m.Heads}");
         if (m.Heads % m.KvHeads != 0)
-            throw new InputException($"{source}: {m.Heads} attention heads are not divisible by the {m.KvHeads} key/value heads");
+            throw new InputException($"{source}: '{heads}' {m.Heads} is not divisible by '{kv}' {m.KvHeads}");
         if (m.ExpertsPerToken <= 0 || m.ExpertsPerToken > m.Experts)
             throw new InputException($"{source}: 'num_experts_per_tok' is {m.ExpertsPerToken}; expected 1 to num_local_experts ({m.Experts})");
     }

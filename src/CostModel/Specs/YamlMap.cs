@@ -34,6 +34,11 @@ internal sealed class YamlMap
         {
             throw new InputException($"{source}: invalid YAML at line {e.Start.Line}: {e.Message.Split('\n')[0]}");
         }
+        catch (InvalidOperationException e)
+        {
+            // YamlDotNet's scanner can fail this way on some unclosed flow collections.
+            throw new InputException($"{source}: invalid YAML: {e.Message.Split('\n')[0]}");
+        }
         if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
             throw new InputException($"{source}: expected a YAML mapping of keys");
         return new YamlMap(root, source, "");
@@ -103,6 +108,19 @@ internal sealed class YamlMap
         if (v != Math.Floor(v))
             throw new InputException($"{_source}: '{Key(key)}' is {v}; expected a whole number");
         return (int)v;
+    }
+
+    /// <summary>Fails on any key outside <paramref name="allowed"/>: called before reading, so that a typo in a
+    /// required key is reported as the typo rather than as a missing key.</summary>
+    public YamlMap Allow(params string[] allowed)
+    {
+        foreach (var (k, _) in _node.Children)
+        {
+            var key = (k as YamlScalarNode)?.Value ?? "?";
+            if (Array.IndexOf(allowed, key) < 0)
+                throw new InputException($"{_source}: line {k.Start.Line}: unknown key '{Key(key)}' (expected one of: {string.Join(", ", allowed)})");
+        }
+        return this;
     }
 
     /// <summary>Fails on any key that was never asked for: typos must not pass silently.</summary>

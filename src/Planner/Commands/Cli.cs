@@ -25,6 +25,19 @@ public static class Cli
         return root;
     }
 
+    /// <summary>One line for a parse error, led by the flag it concerns when the parser's text does not name it.</summary>
+    private static string Describe(System.CommandLine.Parsing.ParseError error)
+    {
+        string text = string.Join(' ', error.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+        string? flag = error.SymbolResult switch
+        {
+            System.CommandLine.Parsing.OptionResult o => o.Option.Name,
+            System.CommandLine.Parsing.ArgumentResult { Parent: System.CommandLine.Parsing.OptionResult o } => o.Option.Name,
+            _ => null,
+        };
+        return flag is not null && !text.Contains(flag, StringComparison.Ordinal) ? $"{flag}: {text}" : text;
+    }
+
     /// <summary>Parses and runs; bad input is one line on stderr and exit code 2, never a stack trace.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -34,7 +47,7 @@ public static class Cli
             var parsed = root.Parse(args);
             if (parsed.Errors.Count > 0)
             {
-                stderr.WriteLine($"planner: {parsed.Errors[0].Message}");
+                stderr.WriteLine($"planner: {Describe(parsed.Errors[0])}");
                 return BadInput;
             }
             return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });

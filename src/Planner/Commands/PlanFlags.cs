@@ -53,6 +53,8 @@ public sealed class PlanFlags
         var model = ModelLoader.Load(r.GetValue(Model)!);
         var cluster = ClusterLoader.Load(r.GetValue(Cluster)!);
         int tp = Positive(r.GetValue(Tp), "--tp"), pp = Positive(r.GetValue(Pp), "--pp"), cp = Positive(r.GetValue(Cp), "--cp");
+        if (PlanCheck.TpProblem(model, tp) is { } tpProblem)
+            throw new InputException(tpProblem);
         long modelParallel = (long)tp * pp * cp;
         if (modelParallel > cluster.TotalGpus)
             throw new InputException($"--tp·--pp·--cp = {modelParallel} GPUs, more than the {cluster.TotalGpus} of cluster '{cluster.Name}'");

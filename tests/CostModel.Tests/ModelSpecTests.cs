@@ -1,0 +1,299 @@
+using Xunit;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Tests;
+
+/// <summary>
+/// Parameter counts of the model presets against published counts, and the config parser's keys and errors.
+/// </summary>
+public class ModelSpecTests
+{
+    private static void AssertRelative(double expected, double actual, double tolerance)
+    {
+        double rel = Math.Abs(actual - expected) / Math.Abs(expected);
+        Assert.True(rel <= tolerance, $"expected {expected:N0} within {tolerance:P2}, got {actual:N0} (off by {rel:P4})");
+    }
+
+    // ---- Presets against published counts ----
+
+    [Fact]
+    public void Gpt2Small_MatchesHuggingFaceCountExactly()
+    {
+        // HF openai-community/gpt2: 124,439,808 parameters. By hand (h = 768, l = 12, V = 50257, n_positions = 1024):
+        //   wte + wpe        = 50257·768 + 1024·768                         = 39,383,808
+        //   per block        = attn 4h² + 4h + mlp 8h² + 5h + 2 LayerNorms 4h = 12h² + 13h = 7,087,872
+        //   12 blocks        = 85,054,464; final LayerNorm 2h = 1,536; LM head tied.
+        Assert.Equal(39_383_808L + 12 * 7_087_872L + 1_536L, 124_439_808L);
+        Assert.Equal(124_439_808L, ModelLoader.Load("gpt2").TotalParams);
+    }
+
+    [Theory]
+    [InlineData("gpt2-medium", 354.8e6)]
+    [InlineData("gpt2-large", 774.0e6)]
+    [InlineData("gpt2-xl", 1557.6e6)]
+    public void Gpt2Family_MatchesPublishedCounts(string preset, double published)
+    {
+        AssertRelative(published, ModelLoader.Load(preset).TotalParams, 0.005);
+    }
+
+    [Fact]
+    public void Llama3_8b_MatchesHuggingFaceCountExactly()
+    {
+        // h = 4096, l = 32, 8 KV heads of 128 (kv dim 1024), ffn 14336, V = 128256, untied.
+        //   attention 4096·(4096 + 2·1024) + 4096² = 41,943,040; SwiGLU 3·4096·14336 = 176,160,768; RMSNorms 2·4096
+        //   block = 218,112,000; 32 blocks = 6,979,584,000; embedding + LM head 2·128256·4096 = 1,050,673,152; final norm 4096.
+        Assert.Equal(6_979_584_000L + 1_050_673_152L + 4_096L, 8_030_261_248L);
+        Assert.Equal(8_030_261_248L, ModelLoader.Load("llama3-8b").TotalParams);
+    }
+
+    [Fact]
+    public void Llama2_7b_MatchesHuggingFaceCountExactly()
+    {
+        // h = 4096, l = 32, MHA, ffn 11008, V = 32000: block 4h² + 3·h·11008 + 2h = 202,383,360.
+        Assert.Equal(32 * 202_383_360L + 2 * 32_000L * 4096 + 4_096L, 6_738_415_616L);
+        Assert.Equal(6_738_415_616L, ModelLoader.Load("llama2-7b").TotalParams);
+    }
+
+    [Fact]
+    public void Llama3_70b_MatchesHuggingFaceCountExactly()
+    {
+        Assert.Equal(70_553_706_496L, ModelLoader.Load("llama3-70b").TotalParams);
+    }
+
+    [Fact]
+    public void Llama2_70b_MatchesPublishedCount()
+    {
+        AssertRelative(68.98e9, ModelLoader.Load("llama2-70b").TotalParams, 0.001);
+    }
+
+    [Fact]
+    public void Llama3_405b_MatchesPublishedCount()
+    {
+        AssertRelative(405.85e9, ModelLoader.Load("llama3-405b").TotalParams, 0.001);
+    }
+
+    [Fact]
+    public void Gpt3_175b_MatchesPublishedCount()
+    {
+        AssertRelative(174.6e9, ModelLoader.Load("gpt3-175b").TotalParams, 0.005);
+    }
+
+    [Fact]
+    public void Mixtral_TotalExact_ActiveMatchesPublished()
+    {
+        // Per block: attention 41,943,040 + 8 experts · 176,160,768 + router 4096·8 + norms 8192 = 1,451,270,144.
+        // 32 blocks + embedding and LM head 2·32000·4096 + final norm 4096.
+        Assert.Equal(32 * 1_451_270_144L + 262_144_000L + 4_096L, 46_702_792_704L);
+        var m = ModelLoader.Load("mixtral-8x7b");
+        Assert.Equal(46_702_792_704L, m.TotalParams);
+        Assert.True(m.IsMoe);
+        Assert.Equal(8, m.Experts);
+        Assert.Equal(2, m.ExpertsPerToken);
+        // Active: 6 of 8 experts idle per token: 46,702,792,704 − 32·6·176,160,768 = 12,879,925,248.
+        AssertRelative(12.88e9, m.ActiveParams, 0.001);
+        Assert.Equal(46_702_792_704L - 32L * 6 * 176_160_768L, m.ActiveParams);
+    }
+
+    [Fact]
+    public void DenseModel_ActiveEqualsTotal()
+    {
+        var m = ModelLoader.Load("llama3-8b");
+        Assert.Equal(m.TotalParams, m.ActiveParams);
+    }
+
+    public static TheoryData<string> MegatronPresets => new()
+    {
+        "megatron-1.7b", "megatron-3.6b", "megatron-7.5b", "megatron-18b", "megatron-39b", "megatron-76b",
+        "megatron-145b", "megatron-310b", "megatron-530b", "megatron-1t", "megatron-22b", "megatron-175b",
+    };
+
+    [Theory]
+    [MemberData(nameof(MegatronPresets))]
+    public void MegatronPresets_MatchNarayananFormula(string preset)
+    {
+        var m = ModelLoader.Load(preset);
+        Assert.True(m.TiedEmbeddings);
+        Assert.Equal(4 * m.Hidden, m.Ffn);
+        double l = m.Layers, h = m.Hidden, v = m.Vocab, s = m.MaxSeq;
+        // Narayanan et al. 2021, Sec. 5.1: P = 12·l·h²·(1 + 13/(12h) + (V + s)/(12·l·h)).
+        double p = 12 * l * h * h * (1 + 13 / (12 * h) + (v + s) / (12 * l * h));
+        AssertRelative(p, m.TotalParams, 0.001);
+    }
+
+    [Fact]
+    public void PresetNames_ListsEveryModelFile()
+    {
+        var names = ModelLoader.PresetNames;
+        foreach (var n in new[] { "gpt2", "llama3-8b", "mixtral-8x7b", "megatron-1t" })
+            Assert.Contains(n, names);
+        Assert.Equal(names.Order(StringComparer.Ordinal), names);
+    }
+
+    // ---- Parse on inline JSON ----
+
+    [Fact]
+    public void Parse_Gpt2Keys()
+    {
+        const string json = """
+            { "n_layer": 6, "n_embd": 512, "n_head": 8, "n_positions": 256, "vocab_size": 1000,
+              "n_inner": 1536, "activation_function": "gelu_new", "tie_word_embeddings": false,
+              "some_other_key": [1, 2, 3] }
+            """;
+        var m = ModelLoader.Parse(json, "inline.json", "tiny");
+        Assert.Equal("tiny", m.Name);
+        Assert.Equal(6, m.Layers);
+        Assert.Equal(512, m.Hidden);
+        Assert.Equal(8, m.Heads);
+        Assert.Equal(8, m.KvHeads);
+        Assert.Equal(64, m.HeadDim);
+        Assert.Equal(1536, m.Ffn);
+        Assert.Equal(1000, m.Vocab);
+        Assert.Equal(256, m.MaxSeq);
+        Assert.Equal(MlpKind.Gelu, m.Mlp);
+        Assert.Equal(NormKind.LayerNorm, m.Norm);
+        Assert.Equal(PositionKind.Learned, m.Positions);
+        Assert.True(m.Biases);
+        Assert.False(m.TiedEmbeddings);
+        Assert.False(m.IsMoe);
+        // By hand: embeddings (1000 + 256)·512 = 643,072; block 4h²+4h + 2·h·1536 + 1536 + h + 4h = 1,050,624 + 1,572,864 + 2,048 + 2,048 = 2,627,584;
+        // final LayerNorm 1024; untied LM head 1000·512 = 512,000.
+        long block = 4L * 512 * 512 + 4 * 512 + 2L * 512 * 1536 + 1536 + 512 + 4 * 512;
+        Assert.Equal(2_627_584L, block);
+        Assert.Equal(643_072L + 6 * block + 1024 + 512_000L, m.TotalParams);
+    }
+
+    [Fact]
+    public void Parse_Gpt2_NullInnerMeansFourTimesHidden_AndTiedByDefault()
+    {
+        const string json = """{ "n_layer": 2, "n_embd": 384, "n_head": 6, "n_positions": 128, "vocab_size": 500, "n_inner": null }""";
+        var m = ModelLoader.Parse(json, "inline.json", "t");
+        Assert.Equal(4 * 384, m.Ffn);
+        Assert.True(m.TiedEmbeddings);
+        Assert.Equal(0, m.LmHeadParams);
+    }
+
+    [Fact]
+    public void Parse_LlamaKeys_WithGqa()
+    {
+        const string json = """
+            { "num_hidden_layers": 4, "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 4,
+              "intermediate_size": 2816, "vocab_size": 32000, "max_position_embeddings": 2048, "hidden_act": "silu",
+              "tie_word_embeddings": false, "rope_theta": 10000.0 }
+            """;
+        var m = ModelLoader.Parse(json, "inline.json", "llama-tiny");
+        Assert.Equal(4, m.Layers);
+        Assert.Equal(1024, m.Hidden);
+        Assert.Equal(16, m.Heads);
+        Assert.Equal(4, m.KvHeads);
+        Assert.Equal(64, m.HeadDim);
+        Assert.Equal(256, m.KvDim);
+        Assert.Equal(2816, m.Ffn);
+        Assert.Equal(MlpKind.SwiGlu, m.Mlp);
+        Assert.Equal(NormKind.RmsNorm, m.Norm);
+        Assert.Equal(PositionKind.Rotary, m.Positions);
+        Assert.False(m.Biases);
+        Assert.False(m.TiedEmbeddings);
+        // Attention: q 1024² + k, v 2·1024·256 + o 1024² = 2,621,440.
+        Assert.Equal(2_621_440L, m.AttentionParams);
+        // Block: attention + SwiGLU 3·1024·2816 + 2 RMSNorms 2·1024.
+        long block = 2_621_440L + 3L * 1024 * 2816 + 2 * 1024;
+        Assert.Equal(block, m.LayerParams);
+        Assert.Equal(4 * block + 2L * 32000 * 1024 + 1024, m.TotalParams);
+    }
+
+    [Fact]
+    public void Parse_Llama_MissingKvHeadsMeansMha()
+    {
+        const string json = """
+            { "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8,
+              "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 512 }
+            """;
+        var m = ModelLoader.Parse(json, "inline.json", "x");
+        Assert.Equal(8, m.KvHeads);
+        Assert.Equal(MlpKind.SwiGlu, m.Mlp); // hidden_act defaults to silu
+    }
+
+    [Fact]
+    public void Parse_MixtralKeys()
+    {
+        const string json = """
+            { "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 2,
+              "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 4096, "hidden_act": "silu",
+              "num_local_experts": 4, "num_experts_per_tok": 2 }
+            """;
+        var m = ModelLoader.Parse(json, "inline.json", "moe");
+        Assert.True(m.IsMoe);
+        Assert.Equal(4, m.Experts);
+        Assert.Equal(2, m.ExpertsPerToken);
+        long expert = 3L * 512 * 1024;
+        Assert.Equal(expert, m.MlpParamsPerExpert);
+        Assert.Equal(512L * 4, m.RouterParams);
+        long attention = 512L * (512 + 2 * 128) + 512L * 512;
+        long block = attention + 4 * expert + 512 * 4 + 2 * 512;
+        Assert.Equal(block, m.LayerParams);
+        long total = 2 * block + 2L * 1000 * 512 + 512;
+        Assert.Equal(total, m.TotalParams);
+        Assert.Equal(total - 2L * (4 - 2) * expert, m.ActiveParams);
+    }
+
+    [Theory]
+    [InlineData("""{ "n_embd": 512, "n_head": 8, "n_positions": 256, "vocab_size": 1000 }""", "n_layer")]
+    [InlineData("""{ "n_layer": 2, "n_embd": 512, "n_positions": 256, "vocab_size": 1000 }""", "n_head")]
+    [InlineData("""{ "n_layer": 2, "n_embd": 512, "n_head": 8, "n_positions": 256 }""", "vocab_size")]
+    [InlineData("""{ "num_hidden_layers": 2, "hidden_size": 512, "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 512 }""", "num_attention_heads")]
+    [InlineData("""{ "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 512 }""", "intermediate_size")]
+    [InlineData("""{ "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 1024, "vocab_size": 1000 }""", "max_position_embeddings")]
+    [InlineData("""{ "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 512, "num_local_experts": 4 }""", "num_experts_per_tok")]
+    public void Parse_MissingRequiredKey_NamesKeyAndSource(string json, string key)
+    {
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "my/config.json", "x"));
+        Assert.Contains($"'{key}'", e.Message);
+        Assert.Contains("my/config.json", e.Message);
+    }
+
+    [Theory]
+    [InlineData("""{ "n_layer": 2, "n_embd": 512, """)]
+    [InlineData("not json at all")]
+    [InlineData("""{ "n_layer": 2 "n_embd": 512 }""")]
+    public void Parse_InvalidJson_NamesSource(string json)
+    {
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "broken.json", "x"));
+        Assert.Contains("broken.json", e.Message);
+    }
+
+    [Fact]
+    public void Parse_HiddenNotDivisibleByHeads_Throws()
+    {
+        const string json = """{ "n_layer": 2, "n_embd": 500, "n_head": 8, "n_positions": 256, "vocab_size": 1000 }""";
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "odd.json", "x"));
+        Assert.Contains("odd.json", e.Message);
+        Assert.Contains("500", e.Message);
+    }
+
+    [Fact]
+    public void Parse_HeadsNotDivisibleByKvHeads_Throws()
+    {
+        const string json = """
+            { "num_hidden_layers": 2, "hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 3,
+              "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 512 }
+            """;
+        Assert.Throws<InputException>(() => ModelLoader.Parse(json, "gqa.json", "x"));
+    }
+
+    [Fact]
+    public void Parse_NonIntegerKey_NamesKey()
+    {
+        const string json = """{ "n_layer": 2.5, "n_embd": 512, "n_head": 8, "n_positions": 256, "vocab_size": 1000 }""";
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "f.json", "x"));
+        Assert.Contains("n_layer", e.Message);
+        Assert.Contains("f.json", e.Message);
+    }
+
+    [Fact]
+    public void Load_UnknownPreset_ListsPresets()
+    {
+        var e = Assert.Throws<InputException>(() => ModelLoader.Load("gpt-nonexistent"));
+        Assert.Contains("gpt-nonexistent", e.Message);
+        Assert.Contains("llama3-8b", e.Message);
+    }
+}

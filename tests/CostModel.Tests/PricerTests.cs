@@ -1,0 +1,218 @@
+using Xunit;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Tests;
+
+/// <summary>End-to-end properties of <see cref="Pricer.Price"/>: the breakdown adds up, throughput follows from the
+/// step time, more data parallelism does not slow a compute-bound step, out-of-memory plans are flagged.</summary>
+public class PricerTests
+{
+    private static ParallelPlan Plan(int tp, int pp, int dp, int cp = 1, int zero = 0, int mbs = 1, int gbs = 64,
+        int seq = 4096, int vpp = 1, Recompute r = Recompute.None, bool sp = false, Precision precision = Precision.Bf16) =>
+        new(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, r, sp, precision);
+
+    private static readonly PricingOptions Megatron2021 = new(OverlapGradReduce: false, FlashAttention: false);
+    private static readonly PricingOptions HierarchicalOptions = new(Algorithm: Comm.CollectiveAlgorithm.Hierarchical);
+
+    /// <summary>(model, cluster, plan, options) cases spanning pp 1/4, vpp 1/2, zero 0–3, every recompute, cp 1/2.</summary>
+    private static readonly (string Model, string Cluster, ParallelPlan Plan, PricingOptions? Options)[] Cases =
+    [
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 8, pp: 1, dp: 16, gbs: 128), null),
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 4, pp: 4, dp: 8, zero: 1, r: Recompute.Selective, sp: true), null),
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 2, pp: 4, dp: 4, cp: 2, zero: 1, vpp: 2, r: Recompute.Full, sp: true), null),
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 8, pp: 1, dp: 8, cp: 2, zero: 3, gbs: 32, r: Recompute.Full), null),
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 1, pp: 4, dp: 32, gbs: 256, vpp: 2, r: Recompute.Selective), Megatron2021),
+        ("llama2-7b", "dgx-a100-80g", Plan(tp: 2, pp: 2, dp: 8, zero: 2, mbs: 2), HierarchicalOptions),
+        ("megatron-1.7b", "dgx-a100-80g", Plan(tp: 2, pp: 4, dp: 2, mbs: 2, gbs: 32, seq: 2048, vpp: 2, r: Recompute.Full), Megatron2021),
+        ("megatron-18b", "dgx-a100-80g", Plan(tp: 8, pp: 4, dp: 4, zero: 1, gbs: 128, seq: 2048, r: Recompute.Selective, sp: true), Megatron2021),
+        ("gpt2", "dgx-a100-80g-1node", Plan(tp: 1, pp: 1, dp: 8, zero: 1, mbs: 4, gbs: 64, seq: 1024), null),
+        ("mixtral-8x7b", "dgx-h100", Plan(tp: 8, pp: 4, dp: 4, zero: 1, gbs: 64, seq: 4096, vpp: 2, r: Recompute.Selective, sp: true), null),
+    ];
+
+    public static TheoryData<int> CaseIndices()
+    {
+        var d = new TheoryData<int>();
+        for (int i = 0; i < Cases.Length; i++)
+            d.Add(i);
+        return d;
+    }
+
+    private static Prediction Price(int i)
+    {
+        var (model, cluster, plan, options) = Cases[i];
+        return Pricer.Price(ModelLoader.Load(model), ClusterLoader.Load(cluster), plan, options);
+    }
+
+    private static void AssertRel(double expected, double actual, double tol = 1e-9) =>
+        Assert.True(Math.Abs(actual - expected) <= tol * Math.Abs(expected),
+            $"expected {expected:E12}, got {actual:E12}");
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void Breakdown_AddsUpToStepTime(int i)
+    {
+        var r = Price(i);
+        Assert.True(r.StepTimeSeconds > 0 && double.IsFinite(r.StepTimeSeconds));
+        AssertRel(r.StepTimeSeconds, r.Breakdown.Total);
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void Breakdown_PartsAreNonNegative(int i)
+    {
+        var b = Price(i).Breakdown;
+        const double eps = -1e-12;
+        Assert.True(b.Compute > 0);
+        Assert.True(b.Recompute >= eps);
+        Assert.True(b.TpComm >= eps);
+        Assert.True(b.PpComm >= eps);
+        Assert.True(b.DpComm >= eps);
+        Assert.True(b.Bubble >= eps);
+        Assert.True(b.Optimizer >= eps);
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void TokensPerSecond_IsGbsTimesSeqOverStep(int i)
+    {
+        var r = Price(i);
+        var p = Cases[i].Plan;
+        AssertRel((double)p.Gbs * p.Seq / r.StepTimeSeconds, r.TokensPerSecond);
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void MemoryByStage_OnePerStage_PeakIsLargest(int i)
+    {
+        var r = Price(i);
+        var p = Cases[i].Plan;
+        Assert.Equal(p.Pp, r.MemoryByStage.Count);
+        double max = r.MemoryByStage.Max(s => s.Total);
+        AssertRel(max / Units.GiB, r.PeakMemoryGib);
+        Assert.Equal(r.PeakMemoryGib <= r.GpuMemoryGib, r.Fits);
+    }
+
+    [Theory]
+    [MemberData(nameof(CaseIndices))]
+    public void RecomputeBreakdown_MatchesPolicy(int i)
+    {
+        var r = Price(i);
+        var (_, _, plan, options) = Cases[i];
+        bool flash = (options ?? PricingOptions.Default).FlashAttention;
+        bool expectsRecompute = plan.Recompute == Recompute.Full || (plan.Recompute == Recompute.Selective && !flash);
+        if (expectsRecompute)
+            Assert.True(r.Breakdown.Recompute > 0);
+        else
+            Assert.Equal(0, r.Breakdown.Recompute);
+    }
+
+    [Fact]
+    public void ModelTflops_MatchesNarayananFormula()
+    {
+        // megatron-1.7b: l = 24, h = 2304, V = 51200 (tied); model FLOPs 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)).
+        var r = Price(6);
+        var p = Cases[6].Plan;
+        double B = p.Gbs, s = p.Seq, l = 24, h = 2304, V = 51200;
+        double modelFlops = 72 * B * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h));
+        double hardwareFlops = 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h)); // full recompute
+        AssertRel(modelFlops / (p.Gpus * r.StepTimeSeconds) / 1e12, r.ModelTflopsPerGpu);
+        AssertRel(hardwareFlops / (p.Gpus * r.StepTimeSeconds) / 1e12, r.HardwareTflopsPerGpu);
+        AssertRel(r.ModelTflopsPerGpu / 312, r.Mfu);
+        Assert.True(r.Mfu is > 0 and < 1);
+    }
+
+    public static TheoryData<int> DpDegrees => new() { 1, 2, 4, 8 };
+
+    [Fact]
+    public void MoreDpGpus_SameGbs_NeverSlower_AcrossNodes()
+    {
+        // llama2-7b, tp = 8 on each node, gbs 256: compute-bound (≥ 16 micro-batches of 4096 tokens per replica).
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        double previous = double.PositiveInfinity;
+        foreach (int dp in new[] { 1, 2, 4, 8, 16 })
+        {
+            var plan = Plan(tp: 8, pp: 1, dp: dp, zero: 1, gbs: 256, r: Recompute.Selective, sp: true);
+            double step = Pricer.Price(model, cluster, plan).StepTimeSeconds;
+            Assert.True(step <= 1.01 * previous, $"dp = {dp}: {step:F4} s after {previous:F4} s");
+            previous = step;
+        }
+    }
+
+    [Fact]
+    public void MoreDpGpus_SameGbs_NeverSlower_InOneNode()
+    {
+        var model = ModelLoader.Load("gpt2");
+        var cluster = ClusterLoader.Load("dgx-a100-80g-1node");
+        double previous = double.PositiveInfinity, first = 0;
+        foreach (int dp in new[] { 1, 2, 4, 8 })
+        {
+            var plan = Plan(tp: 1, pp: 1, dp: dp, mbs: 4, gbs: 256, seq: 1024);
+            double step = Pricer.Price(model, cluster, plan).StepTimeSeconds;
+            Assert.True(step <= 1.01 * previous, $"dp = {dp}: {step:F4} s after {previous:F4} s");
+            if (dp == 1)
+                first = step;
+            previous = step;
+        }
+        // 8× the GPUs on a compute-bound step: at least 4× faster.
+        Assert.True(previous < first / 4, $"dp = 8 step {previous:F4} s vs dp = 1 {first:F4} s");
+    }
+
+    [Fact]
+    public void PlanBeyondGpuMemory_DoesNotFit()
+    {
+        // llama3-70b unsharded on one A100: model states alone are 16 bytes × 70.55e9 ≈ 1051 GiB.
+        var model = ModelLoader.Load("llama3-70b");
+        var r = Pricer.Price(model, ClusterLoader.Load("dgx-a100-80g"), Plan(tp: 1, pp: 1, dp: 1, gbs: 1));
+        Assert.False(r.Fits);
+        Assert.Equal(80, r.GpuMemoryGib);
+        Assert.True(r.PeakMemoryGib >= 16.0 * model.TotalParams / Units.GiB);
+    }
+
+    [Fact]
+    public void SmallModel_Fits()
+    {
+        var r = Pricer.Price(ModelLoader.Load("gpt2"), ClusterLoader.Load("dgx-a100-80g-1node"), Plan(tp: 1, pp: 1, dp: 8, gbs: 64, seq: 1024));
+        Assert.True(r.Fits);
+        Assert.True(r.PeakMemoryGib < r.GpuMemoryGib);
+    }
+
+    [Fact]
+    public void TpNotDividingHeads_Throws()
+    {
+        // gpt2 has 12 heads.
+        var e = Assert.Throws<InputException>(() =>
+            Pricer.Price(ModelLoader.Load("gpt2"), ClusterLoader.Load("dgx-a100-80g-1node"), Plan(tp: 8, pp: 1, dp: 1, gbs: 8, seq: 1024)));
+        Assert.Contains("--tp", e.Message);
+        Assert.Contains("12", e.Message);
+    }
+
+    [Fact]
+    public void MoreGpusThanCluster_Throws()
+    {
+        Assert.Throws<InputException>(() =>
+            Pricer.Price(ModelLoader.Load("gpt2"), ClusterLoader.Load("dgx-a100-80g-1node"), Plan(tp: 1, pp: 1, dp: 16, gbs: 64, seq: 1024)));
+    }
+
+    [Fact]
+    public void UnsupportedPrecision_Throws()
+    {
+        // A100 has no fp8 rate.
+        Assert.Throws<InputException>(() =>
+            Pricer.Price(ModelLoader.Load("gpt2"), ClusterLoader.Load("dgx-a100-80g-1node"),
+                Plan(tp: 1, pp: 1, dp: 8, gbs: 64, seq: 1024, precision: Precision.Fp8)));
+    }
+
+    [Fact]
+    public void SingleGpu_NoCommunicationOrBubble()
+    {
+        var r = Pricer.Price(ModelLoader.Load("gpt2"), ClusterLoader.Load("dgx-a100-80g-1node"), Plan(tp: 1, pp: 1, dp: 1, gbs: 8, seq: 1024));
+        Assert.Equal(0, r.Breakdown.TpComm);
+        Assert.Equal(0, r.Breakdown.PpComm);
+        Assert.Equal(0, r.Breakdown.DpComm);
+        Assert.Equal(0, r.Breakdown.Bubble, 12);
+        AssertRel(r.StepTimeSeconds, r.Breakdown.Compute + r.Breakdown.Optimizer);
+    }
+}

@@ -1,0 +1,270 @@
+using CliEntry = global::Planner.Cli.Commands.Cli;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>
+/// CONTRACTS.md "Exit codes of every verb": bad input is exit 2 with one line on stderr that names the file, key or
+/// flag and what was expected, never a stack trace.
+/// </summary>
+public sealed class BadInputTests
+{
+    private const string Model = "llama3-8b";
+    private const string Cluster = "dgx-h100"; // 16 nodes x 8 H100 = 128 GPUs
+
+    /// <summary>The flags of a valid plan of <see cref="Model"/> on <see cref="Cluster"/>, minus the ones a case replaces.</summary>
+    private static string[] Predict(params string[] overrides)
+    {
+        var flags = new Dictionary<string, string?>
+        {
+            ["--model"] = Model,
+            ["--cluster"] = Cluster,
+            ["--tp"] = "1",
+            ["--pp"] = "1",
+            ["--mbs"] = "1",
+            ["--gbs"] = "128",
+        };
+        for (int i = 0; i < overrides.Length; i++)
+        {
+            string key = overrides[i];
+            bool hasValue = i + 1 < overrides.Length && !overrides[i + 1].StartsWith("--", StringComparison.Ordinal);
+            flags[key] = hasValue ? overrides[++i] : null;
+        }
+        var args = new List<string> { "predict" };
+        foreach (var (k, v) in flags)
+        {
+            args.Add(k);
+            if (v is not null)
+                args.Add(v);
+        }
+        return args.ToArray();
+    }
+
+    private static string ClusterYaml(string intraKey = "intra_node", string nodes = "16", string extra = "") =>
+        "name: test-cluster\n" +
+        "gpu: h100-sxm\n" +
+        $"nodes: {nodes}\n" +
+        "gpus_per_node: 8\n" +
+        $"{intraKey}:\n" +
+        "  bandwidth_gbs: 450\n" +
+        "  latency_us: 3\n" +
+        "inter_node:\n" +
+        "  bandwidth_gbs: 50\n" +
+        "  latency_us: 5\n" +
+        extra;
+
+    private const string LlamaConfig = """
+        {
+          "model_type": "llama",
+          "num_hidden_layers": 32,
+          "hidden_size": 4096,
+          "num_attention_heads": 32,
+          "num_key_value_heads": 8,
+          "intermediate_size": 14336,
+          "vocab_size": 128256,
+          "max_position_embeddings": 8192,
+          "hidden_act": "silu",
+          "tie_word_embeddings": false
+        }
+        """;
+
+    /// <summary>Builds the arguments of a case (writing its files into <paramref name="dir"/>) and the strings the
+    /// error line must contain.</summary>
+    private static (string[] Args, string[] Names) Case(string name, string dir)
+    {
+        string Write(string file, string text)
+        {
+            string path = Path.Combine(dir, file);
+            File.WriteAllText(path, text);
+            return path;
+        }
+
+        switch (name)
+        {
+            case "missing-model-file":
+                return (Predict("--model", "/nonexistent/config.json"), ["--model", "/nonexistent/config.json"]);
+            case "unknown-model-preset":
+                return (Predict("--model", "no-such-model-preset"), ["--model", "no-such-model-preset"]);
+            case "invalid-json-config":
+            {
+                string path = Write("config.json", "{\n  \"num_hidden_layers\": 32,\n  \"hidden_size\": \n");
+                return (Predict("--model", path), [path]);
+            }
+            case "config-missing-hidden-size":
+            {
+                string path = Write("config.json", LlamaConfig.Replace("\"hidden_size\": 4096,", ""));
+                return (Predict("--model", path), ["hidden_size"]);
+            }
+            case "missing-cluster-file":
+                return (Predict("--cluster", "/nonexistent/cluster.yaml"), ["--cluster", "/nonexistent/cluster.yaml"]);
+            case "unknown-cluster-preset":
+                return (Predict("--cluster", "no-such-cluster-preset"), ["--cluster", "no-such-cluster-preset"]);
+            case "invalid-yaml-bad-indent":
+            {
+                string path = Write("cluster.yaml", "name: x\n  gpu: h100-sxm\n nodes: 1\n");
+                return (Predict("--cluster", path), [path]);
+            }
+            case "invalid-yaml-unclosed-flow-sequence":
+            {
+                string path = Write("cluster.yaml", "name: x\ngpu: [h100-sxm\nnodes: 1\n");
+                return (Predict("--cluster", path), [path]);
+            }
+            case "yaml-unknown-key-typo-of-required":
+            {
+                string path = Write("cluster.yaml", ClusterYaml(intraKey: "intra_nod"));
+                // The offending key is the typo 'intra_nod' (not merely the file, and not only the missing 'intra_node').
+                return (Predict("--cluster", path), [path, "'intra_nod'"]);
+            }
+            case "yaml-unknown-key-top-level":
+            {
+                string path = Write("cluster.yaml", ClusterYaml(extra: "price_per_gpu_hr: 2\n"));
+                return (Predict("--cluster", path), [path, "price_per_gpu_hr"]);
+            }
+            case "yaml-unknown-key-nested":
+            {
+                string path = Write("cluster.yaml", ClusterYaml().Replace("  latency_us: 5\n", "  latency_us: 5\n  efficency: 0.9\n"));
+                return (Predict("--cluster", path), [path, "efficency"]);
+            }
+            case "yaml-non-positive-nodes":
+            {
+                string path = Write("cluster.yaml", ClusterYaml(nodes: "0"));
+                return (Predict("--cluster", path), [path, "nodes"]);
+            }
+            case "tp-does-not-divide-heads":
+                return (Predict("--tp", "3"), ["--tp"]);
+            case "tp-does-not-divide-heads-explicit-dp":
+                // 3 · 1 · 32 = 96 GPUs fit the cluster; only the 32 heads rule --tp 3 out.
+                return (Predict("--tp", "3", "--dp", "32"), ["--tp"]);
+            case "gbs-not-divisible-by-dp-mbs":
+                // dp defaults to 128 / 8 = 16; 100 is not a multiple of 16 · 1.
+                return (Predict("--tp", "8", "--gbs", "100"), ["--gbs"]);
+            case "more-gpus-than-cluster":
+                // 8 · 4 · 8 = 256 GPUs on a 128-GPU cluster.
+                return (Predict("--tp", "8", "--pp", "4", "--dp", "8"), ["--dp", "128"]);
+            case "non-numeric-tp":
+                return (Predict("--tp", "abc"), ["--tp"]);
+            case "unknown-flag":
+                return (Predict("--bogus-flag"), ["--bogus-flag"]);
+            case "zero-5":
+                return (Predict("--zero", "5"), ["--zero"]);
+            case "precision-fp9":
+                return (Predict("--precision", "fp9"), ["--precision", "fp9"]);
+            case "recompute-partial":
+                return (Predict("--recompute", "partial"), ["--recompute", "partial"]);
+            case "mbs-0":
+                return (Predict("--mbs", "0"), ["--mbs"]);
+            case "vpp-2-with-pp-1":
+                return (Predict("--vpp", "2", "--pp", "1"), ["--vpp"]);
+            case "fp8-on-a100":
+                return (Predict("--cluster", "dgx-a100-80g", "--precision", "fp8"), ["--precision", "fp8"]);
+            case "missing-required-tp":
+                return (["predict", "--model", Model, "--cluster", Cluster, "--pp", "1", "--mbs", "1", "--gbs", "128"], ["--tp"]);
+            case "validate-missing-runs":
+                return (["validate", "--runs", "/nonexistent/runs.csv"], ["--runs", "/nonexistent/runs.csv"]);
+            case "validate-malformed-csv":
+            {
+                // A header the reader accepts, and a 'gpus' column that is not a whole number.
+                string header = "id,source,gpu,gpus,gpus_per_node,intra_gbs,inter_gbs,layers,hidden,heads,kv_heads,ffn,vocab,seq,act,tied,tp,pp,dp,cp,vpp,mbs,gbs,recompute,seq_parallel,zero,precision,metric,value,step_time_s,notes";
+                string row = "bad-1,test,a100-80g,many,8,300,25,24,2304,24,24,9216,51200,2048,gelu,false,1,1,32,1,1,16,512,full,false,0,fp16,hfu_tflops_per_gpu,137,3.5280,wrong type in gpus";
+                string path = Write("runs.csv", header + "\n" + row + "\n");
+                return (["validate", "--runs", path], [path]);
+            }
+            case "plan-unknown-model":
+                return (["plan", "--model", "no-such-model-preset", "--cluster", Cluster], ["--model", "no-such-model-preset"]);
+            case "plan-gbs-0":
+                return (["plan", "--model", Model, "--cluster", Cluster, "--gbs", "0"], ["--gbs"]);
+            default:
+                throw new ArgumentException($"unknown case {name}");
+        }
+    }
+
+    [Theory]
+    [InlineData("missing-model-file")]
+    [InlineData("unknown-model-preset")]
+    [InlineData("invalid-json-config")]
+    [InlineData("config-missing-hidden-size")]
+    [InlineData("missing-cluster-file")]
+    [InlineData("unknown-cluster-preset")]
+    [InlineData("invalid-yaml-bad-indent")]
+    [InlineData("invalid-yaml-unclosed-flow-sequence")]
+    [InlineData("yaml-unknown-key-typo-of-required")]
+    [InlineData("yaml-unknown-key-top-level")]
+    [InlineData("yaml-unknown-key-nested")]
+    [InlineData("yaml-non-positive-nodes")]
+    [InlineData("tp-does-not-divide-heads")]
+    [InlineData("tp-does-not-divide-heads-explicit-dp")]
+    [InlineData("gbs-not-divisible-by-dp-mbs")]
+    [InlineData("more-gpus-than-cluster")]
+    [InlineData("non-numeric-tp")]
+    [InlineData("unknown-flag")]
+    [InlineData("zero-5")]
+    [InlineData("precision-fp9")]
+    [InlineData("recompute-partial")]
+    [InlineData("mbs-0")]
+    [InlineData("vpp-2-with-pp-1")]
+    [InlineData("fp8-on-a100")]
+    [InlineData("missing-required-tp")]
+    [InlineData("validate-missing-runs")]
+    [InlineData("validate-malformed-csv")]
+    [InlineData("plan-unknown-model")]
+    [InlineData("plan-gbs-0")]
+    public void BadInputIsExit2WithOneLineNamingTheCulprit(string name)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"planner-badinput-{name}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var (args, names) = Case(name, dir);
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            int code = CliEntry.Run(args, stdout, stderr);
+            string err = stderr.ToString();
+
+            Assert.True(code == 2, $"exit code {code}, expected 2; stderr: {err}");
+            var lines = err.Replace("\r\n", "\n").TrimEnd('\n').Split('\n');
+            Assert.True(lines.Length == 1, $"expected exactly one line on stderr, got {lines.Length}:\n{err}");
+            Assert.False(string.IsNullOrWhiteSpace(lines[0]), "the error line is empty");
+            Assert.DoesNotContain("   at ", err);
+            Assert.DoesNotContain("Exception", err);
+            foreach (var n in names)
+                Assert.True(err.Contains(n, StringComparison.Ordinal), $"stderr does not name '{n}': {err}");
+            Assert.True(stdout.ToString().Length == 0, $"nothing should be printed on stdout on bad input, got: {stdout}");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void TheBaselinePlanOfTheseCasesIsValid()
+    {
+        // Guards the cases above: without the bad value, the same flags are accepted.
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(Predict("--json"), new StringWriter(), stderr);
+        Assert.True(code == 0, $"exit code {code}; stderr: {stderr}");
+        Assert.Equal("", stderr.ToString());
+    }
+
+    [Fact]
+    public void AValidConfigFileAndClusterFileAreAccepted()
+    {
+        // Guards the file cases above: the unbroken versions of the same files load.
+        string dir = Path.Combine(Path.GetTempPath(), $"planner-badinput-ok-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string config = Path.Combine(dir, "config.json");
+            string cluster = Path.Combine(dir, "cluster.yaml");
+            File.WriteAllText(config, LlamaConfig);
+            File.WriteAllText(cluster, ClusterYaml());
+            var stderr = new StringWriter();
+            int code = CliEntry.Run(Predict("--model", config, "--cluster", cluster, "--json"), new StringWriter(), stderr);
+            Assert.True(code == 0, $"exit code {code}; stderr: {stderr}");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
