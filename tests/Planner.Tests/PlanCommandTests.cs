@@ -205,7 +205,7 @@ public sealed class PlanCommandTests
         Assert.True(code == 0, $"exit code {code}; stderr: {stderr}");
         Assert.Equal("", stderr);
         Assert.Contains(Model, stdout);
-        Assert.Contains("evaluated", stdout);
+        Assert.Contains("searched", stdout);
     }
 
     [Fact]

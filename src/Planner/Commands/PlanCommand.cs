@@ -2,20 +2,17 @@ using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.Cli.Rendering;
-using Planner.CostModel.Plans;
+using Planner.Cli.Search;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Spectre.Console;
 
 namespace Planner.Cli.Commands;
 
-/// <summary>
-/// <c>plan</c>: rank parallel plans for a model on a cluster. This first version enumerates a candidate grid
-/// and prices every point; the MILP search replaces it.
-/// </summary>
+/// <summary><c>plan</c>: the fastest (or cheapest) plans of a model on a cluster, found by an exact bounded search.</summary>
 public static class PlanCommand
 {
-    /// <summary>The embedded default: GPT-3 175B on 16 DGX A100 80GB nodes, the GPT-3 paper's batch and sequence.</summary>
+    /// <summary>The embedded default: GPT-3 175B on 16 DGX A100 80GB nodes.</summary>
     public const string DefaultModel = "gpt3-175b", DefaultCluster = "dgx-a100-80g";
     /// <summary>Default global batch, sequences (GPT-3's 3.2M tokens at sequence 2048).</summary>
     public const int DefaultGbs = 1536;
@@ -25,95 +22,157 @@ public static class PlanCommand
     {
         var model = new Option<string>("--model") { Description = "Preset name or path to a HuggingFace config.json", DefaultValueFactory = _ => DefaultModel };
         var cluster = new Option<string>("--cluster") { Description = "Preset name or path to a cluster YAML file", DefaultValueFactory = _ => DefaultCluster };
-        var gbs = new Option<int>("--gbs") { Description = "Global batch size, sequences", DefaultValueFactory = _ => DefaultGbs };
-        var seq = new Option<int?>("--seq") { Description = "Sequence length (default: the model's maximum, at most 8192)" };
-        var precision = new Option<string>("--precision") { Description = "Training precision", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
+        var gbs = new Option<int?>("--gbs") { Description = $"Global batch size, sequences (default {DefaultGbs})" };
+        var gbsMax = new Option<int?>("--gbs-max") { Description = "Largest global batch: each plan takes the largest multiple of dp·mbs up to it" };
+        var seq = new Option<string?>("--seq") { Description = "Sequence length, or a comma-separated set to choose from (default: the model's, at most 8192)" };
+        var precision = new Option<string>("--precision") { Description = "Precision, or a comma-separated set to choose from (bf16, fp16, fp32, fp8, tf32)", DefaultValueFactory = _ => "bf16" };
+        var allowIdle = new Option<bool>("--allow-idle") { Description = "Let plans leave whole nodes idle when that factorises better" };
+        var tpMax = new Option<int?>("--tp-max") { Description = "Largest TP degree (default: GPUs per node, keeping TP inside NVLink)" };
+        var objective = new Option<string>("--objective") { Description = "Rank by throughput (tokens/s) or cost (needs price_per_gpu_hour)", DefaultValueFactory = _ => "throughput" }.AcceptOnlyFromAmong("throughput", "cost");
+        var tokens = new Option<double?>("--tokens") { Description = "Token budget: report the time (and cost) to train it" };
         var top = new Option<int>("--top") { Description = "How many plans to show", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "Print {\"plans\": [...], \"search\": {...}}" };
-        var cmd = new Command("plan", "Rank parallel plans for a model on a cluster") { model, cluster, gbs, seq, precision, top, json };
+        var outFile = new Option<string?>("--out") { Description = "Write the best plan (with its prediction) to this JSON file for run and export" };
+        var force = new Option<bool>("--force") { Description = "Overwrite the --out file if it exists" };
+        var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
+            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
             var c = ClusterLoader.Load(r.GetValue(cluster)!);
-            int g = r.GetValue(gbs);
-            if (g < 1)
-                throw new InputException($"--gbs: {g} must be at least 1");
-            int s = r.GetValue(seq) ?? PlanFlags.DefaultSeq(m);
-            if (s < 1)
-                throw new InputException($"--seq: {s} must be at least 1");
+            if (r.GetValue(gbs) is not null && r.GetValue(gbsMax) is not null)
+                throw new InputException("--gbs and --gbs-max: give one of them");
+            int batch = r.GetValue(gbsMax) ?? r.GetValue(gbs) ?? DefaultGbs;
+            if (batch < 1 || batch > 100_000_000)
+                throw new InputException($"{(r.GetValue(gbsMax) is null ? "--gbs" : "--gbs-max")}: {batch} must be a whole number from 1 to 100000000");
+            var seqs = ParseList<int>(r.GetValue(seq), "--seq", s => int.TryParse(s, out int v) && v is >= 1 and <= 10_000_000 ? v : (int?)null)
+                       ?? [PlanFlags.DefaultSeq(m)];
+            var precisions = ParseList(r.GetValue(precision), "--precision", PrecisionInfo.TryParse)!;
+            foreach (var p in precisions)
+                if (!c.Gpu.PeakTflops.ContainsKey(p))
+                    throw new InputException($"--precision: GPU '{c.Gpu.Name}' has no {p.Name()} rate");
             int n = r.GetValue(top);
-            if (n < 1)
-                throw new InputException($"--top: {n} must be at least 1");
-            var prec = PrecisionInfo.TryParse(r.GetValue(precision)!)!.Value;
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            var (ranked, evaluated) = Rank(m, c, g, s, prec);
-            double seconds = watch.Elapsed.TotalSeconds;
-            if (ranked.Count == 0)
-                throw new InputException($"no plan of {evaluated} evaluated fits {m.Name} on {c.Name} (gbs {g}, seq {s}, {prec.Name()}) in {c.Gpu.MemoryGib} GiB per GPU");
-            var best = ranked.Take(n).ToList();
+            if (n is < 1 or > 1000)
+                throw new InputException($"--top: {n} must be from 1 to 1000");
+            if (r.GetValue(tpMax) is int t && t < 1)
+                throw new InputException($"--tp-max: {t} must be at least 1");
+            double? budget = r.GetValue(tokens);
+            if (budget is <= 0)
+                throw new InputException($"--tokens: {budget} must be positive");
+            string? outPath = r.GetValue(outFile);
+            if (outPath is not null && File.Exists(outPath) && !r.GetValue(force))
+                throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
+            var request = new SearchRequest(m, c, batch, r.GetValue(gbsMax) is not null, seqs, precisions,
+                r.GetValue(allowIdle), r.GetValue(tpMax),
+                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n);
+            var result = PlanSearch.Run(request);
+            if (result.Plans.Count == 0)
+                throw new InputException(Infeasibility.Explain(request, result));
+            if (outPath is not null)
+                File.WriteAllText(outPath, PlanJson(result.Plans[0]).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             if (r.GetValue(json))
             {
                 var o = new JsonObject
                 {
-                    ["plans"] = new JsonArray(best.Select(p =>
+                    ["plans"] = new JsonArray(result.Plans.Select(p => (JsonNode)PlanJson(p, budget, c)).ToArray()),
+                    ["search"] = new JsonObject
                     {
-                        var plan = PredictionJson.Plan(p.Plan, p.Model, p.Cluster);
-                        plan["prediction"] = PredictionJson.Prediction(p);
-                        return (JsonNode)plan;
-                    }).ToArray()),
-                    ["search"] = new JsonObject { ["evaluated"] = evaluated, ["seconds"] = seconds },
+                        ["evaluated"] = result.Enumerated,
+                        ["bounded"] = result.Bounded,
+                        ["priced"] = result.Priced,
+                        ["seconds"] = result.Seconds,
+                    },
                 };
                 stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 return Cli.Ok;
             }
-            var console = Tables.Console(stdout);
-            console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}), gbs {g}, seq {s}, {prec.Name()}");
-            var t = new Table().Border(TableBorder.Rounded).AddColumn("#").AddColumn("plan")
-                .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
-                .AddColumn(new TableColumn("MFU").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
-                .AddColumn(new TableColumn("bubble").RightAligned()).AddColumn(new TableColumn("comm").RightAligned());
-            int i = 1;
-            foreach (var p in best)
-            {
-                var b = p.Breakdown;
-                t.AddRow($"{i++}", Tables.Describe(p.Plan), $"{p.StepTimeSeconds:F2}", $"{p.TokensPerSecond:N0}", $"{p.Mfu:P1}", $"{p.PeakMemoryGib:F1}",
-                    $"{b.Bubble / p.StepTimeSeconds:P0}", $"{(b.TpComm + b.PpComm + b.DpComm) / p.StepTimeSeconds:P0}");
-            }
-            console.Write(t);
-            console.WriteLine($"evaluated {evaluated} plans in {seconds:F2} s");
+            Render(stdout, request, result, budget);
+            if (outPath is not null)
+                stdout.WriteLine($"best plan written to {outPath}");
             return Cli.Ok;
         });
         return cmd;
     }
 
-    /// <summary>Prices a grid of plans on all GPUs; returns those that fit, fastest first, and how many were priced.</summary>
-    public static (List<Prediction> Ranked, int Evaluated) Rank(ModelSpec m, ClusterSpec c, int gbs, int seq, Precision precision)
+    /// <summary>The plan object of CONTRACTS with its prediction (and the time/cost to train a budget).</summary>
+    public static JsonObject PlanJson(Prediction p, double? tokens = null, ClusterSpec? cluster = null)
     {
-        var fits = new List<Prediction>();
-        int evaluated = 0;
-        int gpus = c.TotalGpus;
-        for (int tp = 1; tp <= Math.Min(c.GpusPerNode, gpus); tp *= 2)
-        for (int pp = 1; pp <= Math.Min(m.Layers, gpus / tp); pp++)
+        var plan = PredictionJson.Plan(p.Plan, p.Model, p.Cluster);
+        var prediction = PredictionJson.Prediction(p);
+        if (tokens is double t)
         {
-            if (gpus % (tp * pp) != 0)
-                continue;
-            int dp = gpus / (tp * pp);
-            foreach (int vpp in new[] { 1, 2, 4 })
-            foreach (int mbs in new[] { 1, 2, 4, 8 })
-            // Under flash attention (the pricing default) selective recompute saves nothing more than none does.
-            foreach (var rc in new[] { Recompute.None, Recompute.Full })
-            foreach (int zero in new[] { 0, 1, 3 })
-            {
-                var plan = new ParallelPlan(tp, pp, dp, 1, zero, mbs, gbs, seq, vpp, rc, tp > 1, precision);
-                if (PlanCheck.Problem(m, c, plan) is not null)
-                    continue;
-                evaluated++;
-                var p = Pricer.Price(m, c, plan);
-                if (p.Fits)
-                    fits.Add(p);
-            }
+            double seconds = t / p.TokensPerSecond;
+            prediction["time_to_train_days"] = seconds / 86400;
+            if (cluster?.PricePerGpuHour is double price)
+                prediction["cost_to_train"] = seconds / 3600 * p.Plan.Gpus * price;
         }
-        fits.Sort((a, b) => a.StepTimeSeconds.CompareTo(b.StepTimeSeconds));
-        return (fits, evaluated);
+        plan["prediction"] = prediction;
+        return plan;
+    }
+
+    private static void Render(TextWriter stdout, SearchRequest req, SearchResult result, double? tokens)
+    {
+        var m = req.Model;
+        var c = req.Cluster;
+        var console = Tables.Console(stdout);
+        console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}), " +
+                          $"{(req.GbsIsMaximum ? "gbs up to " : "gbs ")}{req.Gbs}, seq {string.Join("/", req.Seqs)}, {string.Join("/", req.Precisions.Select(p => p.Name()))}");
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("#").AddColumn("plan")
+            .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
+            .AddColumn(new TableColumn("MFU").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
+            .AddColumn(new TableColumn("compute").RightAligned()).AddColumn(new TableColumn("recomp").RightAligned())
+            .AddColumn(new TableColumn("tp/cp").RightAligned()).AddColumn(new TableColumn("pp").RightAligned())
+            .AddColumn(new TableColumn("dp").RightAligned()).AddColumn(new TableColumn("bubble").RightAligned());
+        if (tokens is not null)
+            t.AddColumn(new TableColumn("days").RightAligned());
+        int i = 1;
+        foreach (var p in result.Plans)
+        {
+            var b = p.Breakdown;
+            string Share(double v) => $"{v / p.StepTimeSeconds:P0}";
+            var row = new List<string>
+            {
+                $"{i++}", Tables.Describe(p.Plan) + (req.GbsIsMaximum ? $" gbs{p.Plan.Gbs}" : "") + (req.Seqs.Count > 1 ? $" seq{p.Plan.Seq}" : ""),
+                $"{p.StepTimeSeconds:F2}", $"{p.TokensPerSecond:N0}", $"{p.Mfu:P1}", $"{p.PeakMemoryGib:F1}",
+                Share(b.Compute), Share(b.Recompute), Share(b.TpComm), Share(b.PpComm), Share(b.DpComm), Share(b.Bubble),
+            };
+            if (tokens is double budget)
+                row.Add($"{budget / p.TokensPerSecond / 86400:F1}");
+            t.AddRow(row.ToArray());
+        }
+        console.Write(t);
+        if (result.Plans.Count > 1)
+            console.WriteLine(WhyBest(result.Plans[0], result.Plans[1]));
+        console.WriteLine($"searched {result.Enumerated:N0} plans ({result.Bounded:N0} bounded, {result.Priced} priced exactly) in {result.Seconds:F2} s");
+    }
+
+    /// <summary>One sentence on why the best plan beats the runner-up: the parts of the step that differ most.</summary>
+    public static string WhyBest(Prediction best, Prediction second)
+    {
+        var a = best.Breakdown;
+        var b = second.Breakdown;
+        var diffs = new[]
+        {
+            ("compute", b.Compute - a.Compute), ("recompute", b.Recompute - a.Recompute), ("TP/CP communication", b.TpComm - a.TpComm),
+            ("pipeline transfers", b.PpComm - a.PpComm), ("data-parallel communication", b.DpComm - a.DpComm),
+            ("pipeline bubble", b.Bubble - a.Bubble), ("optimizer", b.Optimizer - a.Optimizer),
+        }.OrderByDescending(d => Math.Abs(d.Item2)).Take(2).ToList();
+        double gain = (second.StepTimeSeconds / best.StepTimeSeconds - 1) * 100;
+        if (Math.Abs(gain) < 0.05)
+            return $"#1 and #2 ({Tables.Describe(second.Plan)}) tie on speed; #1 needs less memory ({best.PeakMemoryGib:F1} vs {second.PeakMemoryGib:F1} GiB per GPU).";
+        string parts = string.Join(", ", diffs.Select(d => $"{d.Item1} {(d.Item2 >= 0 ? "-" : "+")}{Math.Abs(d.Item2):F2} s"));
+        return $"#1 is {gain:F1}% faster per token than #2 ({Tables.Describe(second.Plan)}); #1 against #2: {parts}.";
+    }
+
+    private static List<T>? ParseList<T>(string? text, string flag, Func<string, T?> parse) where T : struct
+    {
+        if (string.IsNullOrWhiteSpace(text))
+            return null;
+        var list = new List<T>();
+        foreach (var item in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            list.Add(parse(item) ?? throw new InputException($"{flag}: '{item}' is not a valid value"));
+        if (list.Count == 0)
+            throw new InputException($"{flag}: no value given");
+        return list.Distinct().ToList();
     }
 }

@@ -1,0 +1,58 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.Cli.Search;
+
+/// <summary>Why no plan fits, in one line, with the smallest change of cluster size that would make one fit.</summary>
+public static class Infeasibility
+{
+    /// <summary>Explains an empty search result.</summary>
+    public static string Explain(SearchRequest req, SearchResult result)
+    {
+        var m = req.Model;
+        var c = req.Cluster;
+        double gib = Units.GiB;
+        double capacity = c.Gpu.MemoryGib;
+        // Mixed precision and fp32 Adam both keep 16 bytes of model state per parameter (2+2+12 or 4+4+8).
+        double state = m.TotalParams * 16.0;
+        int modelParallel = Math.Min(c.GpusPerNode, MaxTp(m, c.GpusPerNode)) * Math.Min(m.Layers, Math.Max(1, c.TotalGpus / Math.Max(1, c.GpusPerNode)));
+        var parts = new List<string>();
+        if (result.Enumerated == 0)
+            return $"no parallel shape of {m.Name} divides the {c.TotalGpus} GPUs of '{c.Name}' with gbs {req.Gbs} (try --allow-idle, another --gbs or --tp-max)";
+        parts.Add($"no plan of {result.Enumerated:N0} fits {m.Name} ({m.TotalParams / 1e9:F1}B parameters) in {capacity:F0} GiB per GPU ({c.Gpu.Name})");
+        if (result.Smallest is { } s)
+            parts.Add($"the leanest, {Describe(s.Plan)}, needs {s.PeakBytes / gib:F1} GiB per GPU");
+        double perGpuAllSharded = state / c.TotalGpus / gib;
+        if (perGpuAllSharded > capacity)
+            parts.Add($"weights, gradients and optimizer state alone need {state / gib:F0} GiB, {perGpuAllSharded:F0} GiB per GPU even fully sharded (ZeRO-3 over all {c.TotalGpus} GPUs)");
+        else
+            parts.Add($"weights, gradients and optimizer state need {state / gib:F0} GiB: {state / modelParallel / gib:F1} GiB per GPU at tp·pp = {modelParallel} without ZeRO, {perGpuAllSharded:F1} GiB with ZeRO-3 over all GPUs; activations take the rest");
+        if (SmallestFittingScale(req) is int k)
+            parts.Add($"smallest change that fits: {k}x the nodes ({c.Nodes * k} nodes, {c.TotalGpus * k} GPUs)");
+        else
+            parts.Add("even 64x the nodes would not fit: shorten --seq or use GPUs with more memory");
+        return string.Join("; ", parts);
+    }
+
+    private static int MaxTp(ModelSpec m, int limit)
+    {
+        for (int tp = limit; tp > 1; tp--)
+            if (PlanCheck.TpProblem(m, tp) is null)
+                return tp;
+        return 1;
+    }
+
+    /// <summary>The smallest power-of-two multiple of the node count at which some plan fits, or null.</summary>
+    private static int? SmallestFittingScale(SearchRequest req)
+    {
+        for (int k = 2; k <= 64; k *= 2)
+        {
+            var bigger = req with { Cluster = req.Cluster with { Nodes = req.Cluster.Nodes * k }, Top = 1, AllowIdle = false };
+            if (PlanSearch.AnyFits(bigger))
+                return k;
+        }
+        return null;
+    }
+
+    private static string Describe(ParallelPlan p) => Rendering.Tables.Describe(p);
+}

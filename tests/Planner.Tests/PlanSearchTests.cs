@@ -1,0 +1,124 @@
+using Planner.Cli.Search;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+public class PlanSearchTests
+{
+    private static SearchRequest Small(string model, string cluster, int gbs, int seq, bool allowIdle = false) =>
+        new(ModelLoader.Load(model), ClusterLoader.Load(cluster), gbs, false, [seq], [Precision.Bf16], allowIdle, Top: 5);
+
+    public static TheoryData<string, string, int, int> Cases => new()
+    {
+        { "gpt2-xl", "dgx-a100-80g-1node", 64, 1024 },
+        { "llama2-7b", "dgx-a100-80g-1node", 32, 4096 },
+        { "llama2-13b", "dgx-h100-1node", 16, 4096 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Bounded_search_returns_the_brute_force_optimum(string model, string cluster, int gbs, int seq)
+    {
+        var req = Small(model, cluster, gbs, seq);
+        var result = PlanSearch.Run(req);
+        var exact = PlanSearch.Fitting(req)
+            .Select(c => PlanSearch.Score(req, c.Plan, Pricer.Price(req.Model, req.Cluster, c.Plan).StepTimeSeconds))
+            .OrderBy(s => s)
+            .Take(req.Top)
+            .ToList();
+        Assert.True(exact.Count >= 2);
+        var found = result.Plans.Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
+        Assert.Equal(exact.Count, found.Count);
+        for (int i = 0; i < exact.Count; i++)
+            Assert.Equal(exact[i], found[i], 12);
+        Assert.True(result.Priced < PlanSearch.Fitting(req).Count, "the bound should spare most exact pricings");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void The_bound_never_exceeds_the_exact_step_time(string model, string cluster, int gbs, int seq)
+    {
+        var req = Small(model, cluster, gbs, seq);
+        foreach (var (plan, boundScore) in PlanSearch.Fitting(req))
+        {
+            double exact = PlanSearch.Score(req, plan, Pricer.Price(req.Model, req.Cluster, plan).StepTimeSeconds);
+            Assert.True(boundScore <= exact * (1 + 1e-12), $"{plan}: bound {boundScore} above exact {exact}");
+        }
+    }
+
+    [Fact]
+    public void The_bound_is_exact_for_uniform_pipelines()
+    {
+        // 48 layers on 4 stages (12 each), embedding and head tiny next to a block: the bound is within 1%.
+        var m = ModelLoader.Load("megatron-22b");
+        var c = ClusterLoader.Load("dgx-a100-80g");
+        var plan = new ParallelPlan(8, 4, 4, 1, 1, 1, 256, 2048, 1, Recompute.Full, true, Precision.Bf16);
+        var (bound, _) = Pricer.Bound(m, c, plan);
+        double exact = Pricer.Price(m, c, plan).StepTimeSeconds;
+        Assert.InRange(bound / exact, 0.99, 1.0 + 1e-12);
+    }
+
+    [Fact]
+    public void Peak_memory_of_the_bound_equals_the_largest_stage()
+    {
+        var m = ModelLoader.Load("llama3-70b");
+        var c = ClusterLoader.Load("dgx-h100");
+        foreach (int pp in new[] { 1, 2, 4, 8, 16 })
+        foreach (int vpp in new[] { 1, 2 })
+        {
+            var plan = new ParallelPlan(8, pp, 128 / (8 * pp), 1, 1, 1, 256, 8192, vpp, Recompute.None, true, Precision.Bf16);
+            if (PlanCheck.Problem(m, c, plan) is not null)
+                continue;
+            var (_, peak) = Pricer.Bound(m, c, plan);
+            Assert.Equal(Pricer.Price(m, c, plan).PeakMemoryGib, peak / Units.GiB, 9);
+        }
+    }
+
+    [Fact]
+    public void Allow_idle_finds_plans_on_fewer_gpus_when_the_count_factorises_badly()
+    {
+        // 7 nodes of 8: 56 GPUs; a 96-head model with gbs 64 has few shapes on all 56.
+        var c = ClusterLoader.Load("dgx-a100-80g") with { Nodes = 7 };
+        var req = new SearchRequest(ModelLoader.Load("gpt3-175b"), c, 64, false, [2048], [Precision.Bf16], AllowIdle: true, Top: 3);
+        var result = PlanSearch.Run(req);
+        Assert.NotEmpty(result.Plans);
+        Assert.All(result.Plans, p => Assert.True(p.Plan.Gpus <= 56 && p.Plan.Gpus >= 28));
+    }
+
+    [Fact]
+    public void Gbs_max_takes_the_largest_multiple_of_dp_times_mbs()
+    {
+        var req = new SearchRequest(ModelLoader.Load("llama2-7b"), ClusterLoader.Load("dgx-a100-80g-1node"), 100, true, [4096], [Precision.Bf16], Top: 5);
+        var result = PlanSearch.Run(req);
+        Assert.NotEmpty(result.Plans);
+        foreach (var p in result.Plans)
+        {
+            int unit = p.Plan.Dp * p.Plan.Mbs;
+            Assert.Equal(100 / unit * unit, p.Plan.Gbs);
+        }
+    }
+
+    [Fact]
+    public void Cost_objective_needs_a_price()
+    {
+        var req = Small("gpt2", "dgx-a100-80g-1node", 64, 1024) with { Objective = Objective.Cost };
+        var e = Assert.Throws<InputException>(() => PlanSearch.Run(req));
+        Assert.Contains("price_per_gpu_hour", e.Message);
+    }
+
+    [Fact]
+    public void No_fit_is_explained_with_the_state_size_and_the_smallest_change()
+    {
+        var c = ClusterLoader.Load("dgx-a100-80g-1node");
+        var req = new SearchRequest(ModelLoader.Load("gpt3-175b"), c, 64, false, [2048], [Precision.Bf16], Top: 3);
+        var result = PlanSearch.Run(req);
+        Assert.Empty(result.Plans);
+        string why = Infeasibility.Explain(req, result);
+        Assert.Contains("optimizer state", why);
+        Assert.Contains("smallest change that fits", why);
+        Assert.DoesNotContain("\n", why);
+    }
+}
