@@ -4,8 +4,9 @@
 # the caller exits 2.
 set -euo pipefail
 
-# Debian packages each part needs (none yet beyond the .NET SDK: the cost model and planner are pure managed code).
-PLANNER_APT_PACKAGES=()
+# Debian packages the planner needs: COIN-OR CBC for the stage-partition MILP (loaded through its C API) and
+# gnuplot for what-if plots.
+PLANNER_APT_PACKAGES=(coinor-libcbc-dev gnuplot-nox)
 
 planner_need_dotnet() {
   if ! command -v dotnet >/dev/null 2>&1; then

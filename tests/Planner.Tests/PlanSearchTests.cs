@@ -32,8 +32,12 @@ public class PlanSearchTests
         Assert.True(exact.Count >= 2);
         var found = result.Plans.Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
         Assert.Equal(exact.Count, found.Count);
+        // The even-split plans found are exactly brute force's; uneven splits from the MILP may only do better.
         for (int i = 0; i < exact.Count; i++)
-            Assert.Equal(exact[i], found[i], 12);
+            Assert.True(found[i] <= exact[i] * (1 + 1e-12), $"rank {i + 1}: search {found[i]} worse than brute force {exact[i]}");
+        var even = result.Plans.Where(p => p.Plan.Stages is null).Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
+        for (int i = 0; i < even.Count; i++)
+            Assert.Equal(exact[i], even[i], 12);
         Assert.True(result.Priced < PlanSearch.Fitting(req).Count, "the bound should spare most exact pricings");
     }
 

@@ -18,19 +18,22 @@ public readonly record struct Flops(double Model, double Hardware)
     /// <param name="flashAttention">Under fused attention selective recompute re-executes nothing beyond the fused backward.</param>
     public static Flops PerStep(ModelSpec model, ParallelPlan plan, bool flashAttention)
     {
-        var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false };
+        var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false, Stages = null };
         // Counted on materialised attention: the convention of the published formulas (no causal saving).
         var ops = new TransformerOps(model, one, flashAttention: false);
         double block = TransformerOps.Sum(ops.Block);
         double head = TransformerOps.Sum(ops.Head);
         double modelFlops = 3 * (model.Layers * block + head) * plan.Gbs;
-        double extra = plan.Recompute switch
+        double Extra(Recompute r) => r switch
         {
             Recompute.Full => block,
             Recompute.Selective => flashAttention ? 0 : CoreFlops(ops.Block),
             _ => 0,
         };
-        return new Flops(modelFlops, modelFlops + model.Layers * extra * plan.Gbs);
+        double recomputed = plan.Stages is { } st
+            ? st.Layers.Select((l, s) => l * Extra(st.Recompute[s])).Sum()
+            : model.Layers * Extra(plan.Recompute);
+        return new Flops(modelFlops, modelFlops + recomputed * plan.Gbs);
     }
 
     private static double CoreFlops(IReadOnlyList<Op> ops)

@@ -76,8 +76,10 @@ public sealed class MemoryModel
     /// <param name="layers">Transformer blocks on the stage (all its chunks).</param>
     /// <param name="inFlight">Micro-batch model chunks in flight at the stage's peak.</param>
     /// <param name="chunks">Model chunks on the stage (vpp).</param>
-    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks)
+    /// <param name="recompute">The stage's recompute policy (default: the plan's for that stage).</param>
+    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks, Recompute? recompute = null)
     {
+        var rc = recompute ?? _p.RecomputeOf(stage);
         bool first = stage == 0, last = stage == _p.Pp - 1;
         double e = _p.Precision.ActivationBytes();
         double paramsHere = StageParams(layers, first, last);
@@ -90,15 +92,15 @@ public sealed class MemoryModel
         double grads = paramsHere * gradBytes / (_p.Zero >= 2 ? dp : 1);
         double optim = paramsHere * optimBytes / (_p.Zero >= 1 ? dp : 1);
 
-        double perChunk = ActivationsPerLayer(_p.Recompute) * layers / chunks;
+        double perChunk = ActivationsPerLayer(rc) * layers / chunks;
         double activations = perChunk * inFlight;
         if (first)
             activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
 
         double working = 0;
-        if (_p.Recompute == Recompute.Full)
+        if (rc == Recompute.Full)
             working += ActivationsPerLayer(Recompute.None); // the block being recomputed holds everything
-        else if (_p.Recompute == Recompute.Selective && !_ops.FlashAttention)
+        else if (rc == Recompute.Selective && !_ops.FlashAttention)
             working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (2 * e + 1); // one recomputed attention core
         if (last)
             working += _ops.Tokens * _m.Vocab / _p.Tp * (e + 4 + 4); // logits, fp32 softmax and its gradient

@@ -29,6 +29,8 @@ public enum Recompute
 /// <param name="Recompute">Activation recomputation policy.</param>
 /// <param name="SequenceParallel">Shard the non-tensor-parallel activations along the sequence across the TP group.</param>
 /// <param name="Precision">Training precision.</param>
+/// <param name="Stages">An uneven split of the blocks over pipeline stages with a recompute policy per stage (from
+/// the planner's MILP); null means the even split with <paramref name="Recompute"/> everywhere. Only with vpp = 1.</param>
 public sealed record ParallelPlan(
     int Tp,
     int Pp,
@@ -41,8 +43,12 @@ public sealed record ParallelPlan(
     int Vpp,
     Recompute Recompute,
     bool SequenceParallel,
-    Precision Precision)
+    Precision Precision,
+    StagePlan? Stages = null)
 {
+    /// <summary>The recompute policy of a stage.</summary>
+    public Recompute RecomputeOf(int stage) => Stages?.Recompute[stage] ?? Recompute;
+
     /// <summary>GPUs used: tp · pp · dp · cp.</summary>
     public int Gpus => Tp * Pp * Dp * Cp;
 
@@ -60,4 +66,27 @@ public sealed record ParallelPlan(
         "full" => Recompute.Full,
         _ => null,
     };
+}
+
+/// <summary>Blocks and recompute policy per pipeline stage (value equality over the lists).</summary>
+public sealed record StagePlan(IReadOnlyList<int> Layers, IReadOnlyList<Recompute> Recompute)
+{
+    /// <inheritdoc />
+    public bool Equals(StagePlan? other) =>
+        other is not null && Layers.SequenceEqual(other.Layers) && Recompute.SequenceEqual(other.Recompute);
+
+    /// <inheritdoc />
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        foreach (int l in Layers)
+            h.Add(l);
+        foreach (var r in Recompute)
+            h.Add(r);
+        return h.ToHashCode();
+    }
+
+    /// <summary>Short form, e.g. "11f/13n/13n/11n" (layers and f(ull)/s(elective)/n(one) per stage).</summary>
+    public override string ToString() =>
+        string.Join('/', Layers.Select((l, i) => $"{l}{char.ToLowerInvariant(Recompute[i].ToString()[0])}"));
 }

@@ -42,6 +42,15 @@ public static class PlanCheck
             return $"--seq: {p.Seq} is beyond the {m.MaxSeq} learned positions of '{m.Name}'";
         if (p.Pp * p.Vpp > m.Layers)
             return $"--pp·--vpp: {p.Pp * p.Vpp} model chunks for {m.Layers} layers";
+        if (p.Stages is { } st)
+        {
+            if (p.Vpp != 1)
+                return "stages: an uneven stage split needs vpp = 1";
+            if (st.Layers.Count != p.Pp || st.Recompute.Count != p.Pp)
+                return $"stages: {st.Layers.Count} layer counts and {st.Recompute.Count} recompute policies for pp = {p.Pp}";
+            if (st.Layers.Any(l => l < 1) || st.Layers.Sum() != m.Layers)
+                return $"stages: layers per stage {string.Join(",", st.Layers)} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'";
+        }
         if (p.Vpp > 1 && p.Pp == 1)
             return "--vpp: interleaving needs --pp of at least 2";
         if (ScheduleGenerator.Validate(p.Pp, p.Vpp, p.MicroBatches) is { } why)

@@ -99,24 +99,34 @@ public sealed class PipelineCosts
     public double PeakMemoryBytes(ParallelPlan plan) =>
         Math.Max(StageMemory(0, plan).Total, plan.Pp > 1 ? StageMemory(plan.Pp - 1, plan).Total : 0);
 
-    /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
-    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options) =>
-        Compute(model, cluster, plan, options, BlockCosts.Compute(model, cluster, plan, options));
+    /// <summary>
+    /// One micro-batch's forward plus backward seconds on a stage (one chunk, no ZeRO-3), split into a per-block part
+    /// and the stage's fixed part (embedding on the first stage, head and loss on the last) — the linear terms the
+    /// stage-partition MILP works with. Agrees with <see cref="Compute(ModelSpec, ClusterSpec, ParallelPlan, PricingOptions)"/>.
+    /// </summary>
+    public static (double PerLayer, double Fixed) StageSeconds(BlockCosts b, bool first, bool last) =>
+        (b.Forward + b.Backward + b.Recompute + b.TpForward + b.TpBackward + b.TpRecompute + b.CpForward + b.CpBackward,
+         (first ? b.EmbeddingForward + b.EmbeddingBackward + b.TpEmbedding : 0) + (last ? b.HeadForward + b.HeadBackward + b.TpEmbedding : 0));
 
-    /// <summary>Computes the costs of a plan from its (possibly cached) per-block costs.</summary>
-    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, BlockCosts block)
+    /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
+    {
+        var cache = new Dictionary<Recompute, BlockCosts>();
+        return Compute(model, cluster, plan, options, r =>
+            cache.TryGetValue(r, out var b) ? b : cache[r] = BlockCosts.Compute(model, cluster, plan with { Recompute = r }, options));
+    }
+
+    /// <summary>Computes the costs of a plan from its (possibly cached) per-block costs for each recompute policy.</summary>
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, Func<Recompute, BlockCosts> blocks)
     {
         var placement = new Placement(plan, cluster.GpusPerNode);
-        var layout = new StageLayout(model.Layers, plan.Pp, plan.Vpp);
-        var memory = new MemoryModel(model, plan, block.Ops, cluster.Gpu);
+        var layout = StageLayout.Of(model, plan);
+        var planBlock = blocks(plan.Recompute);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.Gpu);
         var gpu = cluster.Gpu;
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();
-        double blockFwd = block.Forward, blockBwd = block.Backward, blockRecompute = block.Recompute;
-        double tpBlockFwd = block.TpForward, tpBlockBwd = block.TpBackward, tpBlockRecompute = block.TpRecompute;
-        double cpFwd = block.CpForward, cpBwd = block.CpBackward, tpEmbed = block.TpEmbedding;
-        double embedFwd = block.EmbeddingForward, embedBwd = block.EmbeddingBackward, headFwd = block.HeadForward, headBwd = block.HeadBackward;
-        double hiddenBytes = block.HiddenBytes;
+        double hiddenBytes = planBlock.HiddenBytes;
 
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
         // gradients every micro-batch; prefetching hides them behind that chunk's compute.
@@ -133,6 +143,11 @@ public sealed class PipelineCosts
         for (int s = 0; s < plan.Pp; s++)
         {
             var part = new StageParts();
+            var block = blocks(plan.RecomputeOf(s));
+            double blockFwd = block.Forward, blockBwd = block.Backward, blockRecompute = block.Recompute;
+            double tpBlockFwd = block.TpForward, tpBlockBwd = block.TpBackward, tpBlockRecompute = block.TpRecompute;
+            double cpFwd = block.CpForward, cpBwd = block.CpBackward, tpEmbed = block.TpEmbedding;
+            double embedFwd = block.EmbeddingForward, embedBwd = block.EmbeddingBackward, headFwd = block.HeadForward, headBwd = block.HeadBackward;
             for (int c = 0; c < chunks; c++)
             {
                 int layers = layout.LayersOf(s, c);
@@ -145,7 +160,7 @@ public sealed class PipelineCosts
                 double gather = Zero3Fwd(s, c);
                 double zeroF = gpu.Overlapped(computeF, gather) - computeF;
                 // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
-                double zeroB = gpu.Overlapped(computeB + recompute, gather * (plan.Recompute == Recompute.Full ? 3 : 2)) - (computeB + recompute);
+                double zeroB = gpu.Overlapped(computeB + recompute, gather * (plan.RecomputeOf(s) == Recompute.Full ? 3 : 2)) - (computeB + recompute);
                 fwd[s, c] = computeF + commF + zeroF;
                 bwd[s, c] = computeB + recompute + commB + zeroB;
                 part.Compute += m * (computeF + computeB);
@@ -184,7 +199,7 @@ public sealed class PipelineCosts
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
-            double optimizer = block.Timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            double optimizer = planBlock.Timer.Stream(owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;
             parts[s].Optimizer = optimizer;
         }

@@ -9,7 +9,19 @@ namespace Planner.CostModel.Pricing;
 public static class PredictionJson
 {
     /// <summary>The plan object (without its prediction).</summary>
-    public static JsonObject Plan(ParallelPlan p, string model, string cluster) => new()
+    public static JsonObject Plan(ParallelPlan p, string model, string cluster)
+    {
+        var o = PlanFields(p, model, cluster);
+        if (p.Stages is { } st)
+            o["stages"] = new JsonObject
+            {
+                ["layers"] = new JsonArray(st.Layers.Select(l => (JsonNode)l).ToArray()),
+                ["recompute"] = new JsonArray(st.Recompute.Select(r => (JsonNode)ParallelPlan.Name(r)).ToArray()),
+            };
+        return o;
+    }
+
+    private static JsonObject PlanFields(ParallelPlan p, string model, string cluster) => new()
     {
         ["model"] = model,
         ["cluster"] = cluster,

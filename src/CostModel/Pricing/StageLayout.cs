@@ -20,6 +20,18 @@ public sealed class StageLayout
             _layers[v] = layers / n + (v < layers % n ? 1 : 0);
     }
 
+    /// <summary>An explicit split: <paramref name="layersPerStage"/>[s] blocks on stage s (one chunk per stage).</summary>
+    public StageLayout(IReadOnlyList<int> layersPerStage)
+    {
+        Pp = layersPerStage.Count;
+        Vpp = 1;
+        _layers = layersPerStage.ToArray();
+    }
+
+    /// <summary>The layout of a plan: its explicit stages, or the even split.</summary>
+    public static StageLayout Of(Specs.ModelSpec model, Plans.ParallelPlan plan) =>
+        plan.Stages is { } st ? new StageLayout(st.Layers) : new StageLayout(model.Layers, plan.Pp, plan.Vpp);
+
     /// <summary>Physical stages.</summary>
     public int Pp { get; }
 

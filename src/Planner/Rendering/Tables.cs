@@ -32,6 +32,8 @@ public static class Tables
         if (p.Cp > 1) parts.Add($"CP{p.Cp}");
         if (p.Vpp > 1) parts.Add($"VPP{p.Vpp}");
         parts.Add($"mbs{p.Mbs}");
+        if (p.Stages is { } st)
+            parts.Add($"stages={st}");
         parts.Add(p.Recompute switch { Recompute.Full => "full-rc", Recompute.Selective => "sel-rc", _ => "no-rc" } + (p.SequenceParallel ? "+SP" : ""));
         if (p.Zero > 0) parts.Add($"ZeRO-{p.Zero}");
         parts.Add(p.Precision.Name());

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using Planner.Cli.Milp;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
@@ -31,6 +32,12 @@ public static class PlanSearch
 {
     private readonly record struct Candidate(ParallelPlan Plan, double Bound);
 
+    /// <summary>How many shapes the stage-partition MILP refines per search.</summary>
+    public const int MilpRefinements = 16;
+
+    /// <summary>Plans whose stages the MILP may split unevenly.</summary>
+    private static bool Splittable(ParallelPlan p) => p.Pp > 1 && p.Vpp == 1 && p.Zero < 3;
+
     /// <summary>Runs the search.</summary>
     public static SearchResult Run(SearchRequest req)
     {
@@ -40,6 +47,7 @@ public static class PlanSearch
             throw new InputException($"--objective cost: cluster '{req.Cluster.Name}' has no price_per_gpu_hour");
         var shapes = Shapes(req).ToList();
         var found = new ConcurrentBag<List<Candidate>>();
+        var nearMisses = new ConcurrentBag<List<Candidate>>();
         long enumerated = 0, bounded = 0;
         var smallest = new ConcurrentBag<(ParallelPlan, double)>();
         Parallel.ForEach(shapes, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
@@ -48,6 +56,7 @@ public static class PlanSearch
             worker =>
             {
                 found.Add(worker.Fits);
+                nearMisses.Add(worker.NearMisses);
                 Interlocked.Add(ref enumerated, worker.Enumerated);
                 Interlocked.Add(ref bounded, worker.Bounded);
                 if (worker.Smallest is { } s)
@@ -64,15 +73,58 @@ public static class PlanSearch
                 break; // no remaining candidate can enter the top K
             var p = Pricer.Price(req.Model, req.Cluster, c.Plan, options);
             priced++;
-            double score = Score(req, c.Plan, p.StepTimeSeconds);
-            // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed) go to the plan that needs less memory.
-            int at = best.FindIndex(x => x.Score > score || (x.Score == score && x.P.PeakMemoryGib > p.PeakMemoryGib));
-            best.Insert(at < 0 ? best.Count : at, (score, p));
-            if (best.Count > req.Top)
-                best.RemoveAt(best.Count - 1);
+            Insert(req, best, p);
         }
+        int refined = Refine(req, options, all, nearMisses.SelectMany(l => l).ToList(), best);
         (ParallelPlan, double)? least = smallest.IsEmpty ? null : smallest.MinBy(x => x.Item2);
-        return new SearchResult(best.Select(x => x.P).ToList(), enumerated, bounded, priced, watch.Elapsed.TotalSeconds, least);
+        return new SearchResult(best.Select(x => x.P).ToList(), enumerated, bounded, priced + refined, watch.Elapsed.TotalSeconds, least);
+    }
+
+    /// <summary>
+    /// Runs the stage-partition MILP on the most promising splittable shapes (even plans that fit, and near misses
+    /// whose even split does not) and inserts the uneven plans that beat the current top K. Returns the plans priced.
+    /// </summary>
+    private static int Refine(SearchRequest req, PricingOptions options, List<Candidate> fitting, List<Candidate> nearMisses,
+        List<(double Score, Prediction P)> best)
+    {
+        if (!CbcSolver.IsAvailable)
+            return 0;
+        var pool = fitting.Where(c => Splittable(c.Plan)).Take(MilpRefinements).Concat(nearMisses)
+            .OrderBy(c => c.Bound)
+            .DistinctBy(c => c.Plan with { Recompute = Recompute.None })
+            .Take(MilpRefinements)
+            .ToList();
+        var partitioner = new StagePartitioner(new CbcSolver());
+        var worker = new Worker(req, options);
+        int priced = 0;
+        foreach (var c in pool)
+        {
+            if (best.Count >= req.Top && c.Bound > best[^1].Score)
+                break;
+            var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, worker.Block);
+            if (split is null)
+                continue;
+            var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(g => g.Count()).First().Key;
+            var plan = c.Plan with { Recompute = dominant, Stages = split };
+            var p = Pricer.Price(req.Model, req.Cluster, plan, options);
+            priced++;
+            if (!p.Fits)
+                continue;
+            Insert(req, best, p);
+        }
+        return priced;
+    }
+
+    private static void Insert(SearchRequest req, List<(double Score, Prediction P)> best, Prediction p)
+    {
+        double score = Score(req, p.Plan, p.StepTimeSeconds);
+        if (best.Any(x => x.P.Plan == p.Plan))
+            return;
+        // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed) go to the plan that needs less memory.
+        int at = best.FindIndex(x => x.Score > score || (x.Score == score && x.P.PeakMemoryGib > p.PeakMemoryGib));
+        best.Insert(at < 0 ? best.Count : at, (score, p));
+        if (best.Count > req.Top)
+            best.RemoveAt(best.Count - 1);
     }
 
     /// <summary>Every candidate that fits, with its lower-bound score (for tests that compare with brute force).</summary>
@@ -153,6 +205,7 @@ public static class PlanSearch
     {
         private readonly Dictionary<(int, int, int, int, bool, Precision, Recompute), BlockCosts> _blocks = [];
         public readonly List<Candidate> Fits = [];
+        public readonly List<Candidate> NearMisses = [];
         public long Enumerated, Bounded;
         public (ParallelPlan, double)? Smallest;
         public bool StopAtFirstFit;
@@ -178,24 +231,34 @@ public static class PlanSearch
                     if (PlanCheck.Problem(m, c, plan) is not null)
                         continue;
                     Enumerated++;
-                    var key = BlockCosts.Key(plan);
-                    if (!_blocks.TryGetValue(key, out var block))
-                        _blocks[key] = block = BlockCosts.Compute(m, c, plan, options);
-                    var costs = PipelineCosts.Compute(m, c, plan, options, block);
+                    var costs = PipelineCosts.Compute(m, c, plan, options, r => Block(plan, r));
                     Bounded++;
                     double peak = costs.PeakMemoryBytes(plan);
+                    double bound = costs.MakespanLowerBound(micro) + costs.WorstTail;
                     if (peak > capacity)
                     {
                         if (Smallest is null || peak < Smallest.Value.Item2)
                             Smallest = (plan, peak);
+                        // An uneven split may fit where the even one does not: the last stage holds the fewest
+                        // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
+                        if (Splittable(plan) && costs.StageMemory(plan.Pp - 1, plan).Total <= capacity)
+                            NearMisses.Add(new Candidate(plan, Score(req, plan, bound)));
                         continue;
                     }
-                    double bound = costs.MakespanLowerBound(micro) + costs.WorstTail;
                     Fits.Add(new Candidate(plan, Score(req, plan, bound)));
                     if (StopAtFirstFit)
                         return;
                 }
             }
+        }
+
+        /// <summary>Block costs of a plan under a recompute policy, computed once per key.</summary>
+        public BlockCosts Block(ParallelPlan plan, Recompute recompute)
+        {
+            var key = BlockCosts.Key(plan) with { Recompute = recompute };
+            if (!_blocks.TryGetValue(key, out var block))
+                _blocks[key] = block = BlockCosts.Compute(req.Model, req.Cluster, plan with { Recompute = recompute }, options);
+            return block;
         }
 
         private IEnumerable<int> MicroBatchSizes(Shape s)

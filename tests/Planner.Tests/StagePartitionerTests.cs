@@ -1,0 +1,144 @@
+using Planner.Cli.Milp;
+using Planner.Cli.Search;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+public class StagePartitionerTests
+{
+    private static readonly CbcSolver Cbc = new();
+
+    [Fact]
+    public void Cbc_solves_a_small_integer_program()
+    {
+        // max 5a + 4b s.t. 6a + 4b <= 24, a + 2b <= 6, integers: optimum a=4, b=0 (20); LP relaxation is 21 at (3, 1.5).
+        var p = new MilpProblem();
+        int a = p.AddVariable("a", 0, 10, objective: -5, integer: true);
+        int b = p.AddVariable("b", 0, 10, objective: -4, integer: true);
+        p.AddRow("r1", [(a, 6), (b, 4)], RowSense.LessOrEqual, 24);
+        p.AddRow("r2", [(a, 1), (b, 2)], RowSense.LessOrEqual, 6);
+        var s = Cbc.Solve(p);
+        Assert.Equal(MilpStatus.Optimal, s.Status);
+        Assert.Equal(-20, s.Objective, 6);
+        Assert.Equal(4, s.Values[a], 6);
+        Assert.Equal(0, s.Values[b], 6);
+    }
+
+    [Fact]
+    public void Cbc_reports_infeasibility()
+    {
+        var p = new MilpProblem();
+        int a = p.AddVariable("a", 0, 1, integer: true);
+        p.AddRow("r", [(a, 1)], RowSense.GreaterOrEqual, 2);
+        Assert.Equal(MilpStatus.Infeasible, Cbc.Solve(p).Status);
+    }
+
+    [Theory]
+    [InlineData(1, 7, 2)]
+    [InlineData(2, 9, 3)]
+    [InlineData(3, 8, 4)]
+    [InlineData(4, 10, 3)]
+    [InlineData(5, 6, 2)]
+    public void Milp_split_equals_brute_force_on_random_instances(int seed, int layers, int pp)
+    {
+        var rng = new Random(seed);
+        const int kinds = 3;
+        var terms = new StagePartitioner.Terms[pp, kinds];
+        for (int s = 0; s < pp; s++)
+            for (int k = 0; k < kinds; k++)
+                // More recompute: more seconds, fewer bytes per layer; earlier stages hold more in flight.
+                terms[s, k] = new StagePartitioner.Terms(
+                    SecondsPerLayer: 1 + 0.3 * k + rng.NextDouble() * 0.1,
+                    FixedSeconds: (s == 0 ? 0.5 : 0) + (s == pp - 1 ? 1.5 : 0) + rng.NextDouble() * 0.1,
+                    BytesPerLayer: (pp - s) * (3.0 - k) + rng.NextDouble(),
+                    FixedBytes: 2 + rng.NextDouble() * 2);
+        double capacity = 4 + rng.NextDouble() * 3 * layers;
+        var split = new StagePartitioner(Cbc).Solve(terms, layers, capacity);
+        double brute = BruteForce(terms, layers, pp, kinds, capacity);
+        if (double.IsPositiveInfinity(brute))
+        {
+            Assert.Null(split);
+            return;
+        }
+        Assert.NotNull(split);
+        Assert.Equal(layers, split!.Layers.Sum());
+        var policy = split.Recompute.Select(r => (int)r).ToList();
+        double milp = StagePartitioner.SlowestStage(terms, split.Layers, policy, capacity);
+        Assert.Equal(brute, milp, 9);
+    }
+
+    private static double BruteForce(StagePartitioner.Terms[,] terms, int layers, int pp, int kinds, double capacity)
+    {
+        double best = double.PositiveInfinity;
+        foreach (var split in Compositions(layers, pp))
+        {
+            int policies = (int)Math.Pow(kinds, pp);
+            for (int code = 0; code < policies; code++)
+            {
+                var policy = new int[pp];
+                for (int s = 0, c = code; s < pp; s++, c /= kinds)
+                    policy[s] = c % kinds;
+                best = Math.Min(best, StagePartitioner.SlowestStage(terms, split, policy, capacity));
+            }
+        }
+        return best;
+    }
+
+    private static IEnumerable<int[]> Compositions(int total, int parts)
+    {
+        if (parts == 1)
+        {
+            yield return [total];
+            yield break;
+        }
+        for (int first = 1; first <= total - (parts - 1); first++)
+            foreach (var rest in Compositions(total - first, parts - 1))
+                yield return [first, .. rest];
+    }
+
+    [Fact]
+    public void Stage_terms_agree_with_the_pricer()
+    {
+        var m = ModelLoader.Load("llama2-13b");
+        var c = ClusterLoader.Load("dgx-a100-80g-1node");
+        var plan = new ParallelPlan(2, 4, 1, 1, 1, 1, 32, 4096, 1, Recompute.None, true, Precision.Bf16);
+        Recompute[] policies = [Recompute.None, Recompute.Full];
+        var options = PricingOptions.Default;
+        var terms = StagePartitioner.StageTerms(m, c, plan, policies, options,
+            (p, r) => BlockCosts.Compute(m, c, p with { Recompute = r }, options));
+        var staged = plan with { Stages = new StagePlan([9, 11, 11, 9], [Recompute.Full, Recompute.None, Recompute.None, Recompute.None]) };
+        var costs = PipelineCosts.Compute(m, c, staged, options);
+        var priced = Pricer.Price(m, c, staged);
+        int[] policyIndex = [1, 0, 0, 0];
+        for (int s = 0; s < 4; s++)
+        {
+            var t = terms[s, policyIndex[s]];
+            int l = staged.Stages!.Layers[s];
+            Assert.Equal(costs.Forward[s, 0] + costs.Backward[s, 0], t.FixedSeconds + t.SecondsPerLayer * l, 9);
+            Assert.Equal(priced.MemoryByStage[s].Total, t.FixedBytes + t.BytesPerLayer * l, 3);
+        }
+    }
+
+    [Fact]
+    public void An_uneven_split_fits_where_the_even_split_does_not()
+    {
+        // Llama 2 70B on 16 A100 80GB with TP8 PP2: with no recompute the first stage holds two micro-batches
+        // in flight and does not fit evenly; the MILP moves blocks to the last stage or recomputes on the first.
+        var m = ModelLoader.Load("llama2-70b");
+        var c = ClusterLoader.Load("dgx-a100-80g") with { Nodes = 2 };
+        var even = new ParallelPlan(8, 2, 1, 1, 0, 1, 64, 4096, 1, Recompute.None, true, Precision.Bf16);
+        Assert.False(Pricer.Price(m, c, even).Fits);
+        var options = PricingOptions.Default;
+        var split = new StagePartitioner(Cbc).Partition(m, c, even, [Recompute.None, Recompute.Full], options,
+            (p, r) => BlockCosts.Compute(m, c, p with { Recompute = r }, options));
+        Assert.NotNull(split);
+        var priced = Pricer.Price(m, c, even with { Stages = split });
+        Assert.True(priced.Fits, $"split {split} peaks at {priced.PeakMemoryGib:F1} GiB");
+        var fullEverywhere = Pricer.Price(m, c, even with { Recompute = Recompute.Full });
+        Assert.True(priced.StepTimeSeconds <= fullEverywhere.StepTimeSeconds * (1 + 1e-9),
+            $"split {split}: {priced.StepTimeSeconds} s against full recompute everywhere {fullEverywhere.StepTimeSeconds} s");
+    }
+}
