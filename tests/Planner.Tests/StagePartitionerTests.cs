@@ -36,12 +36,16 @@ public class StagePartitionerTests
         Assert.Equal(MilpStatus.Infeasible, Cbc.Solve(p).Status);
     }
 
+    public static TheoryData<int, int, int> RandomInstances()
+    {
+        var data = new TheoryData<int, int, int>();
+        for (int seed = 1; seed <= 24; seed++)
+            data.Add(seed, 5 + seed % 6, 2 + seed % 3);
+        return data;
+    }
+
     [Theory]
-    [InlineData(1, 7, 2)]
-    [InlineData(2, 9, 3)]
-    [InlineData(3, 8, 4)]
-    [InlineData(4, 10, 3)]
-    [InlineData(5, 6, 2)]
+    [MemberData(nameof(RandomInstances))]
     public void Milp_split_equals_brute_force_on_random_instances(int seed, int layers, int pp)
     {
         var rng = new Random(seed);
@@ -57,12 +61,17 @@ public class StagePartitionerTests
                     FixedBytes: 2 + rng.NextDouble() * 2);
         double capacity = 4 + rng.NextDouble() * 3 * layers;
         var split = new StagePartitioner(Cbc).Solve(terms, layers, capacity);
+        var balanced = StagePartitioner.Balance(terms, layers, Enumerable.Repeat(capacity, pp).ToArray());
         double brute = BruteForce(terms, layers, pp, kinds, capacity);
         if (double.IsPositiveInfinity(brute))
         {
             Assert.Null(split);
+            Assert.Null(balanced);
             return;
         }
+        Assert.NotNull(balanced);
+        Assert.Equal(brute, balanced!.Value.Slowest, 9);
+        Assert.Equal(brute, StagePartitioner.SlowestStage(terms, balanced.Value.Layers, balanced.Value.Policy, capacity), 9);
         Assert.NotNull(split);
         Assert.Equal(layers, split!.Layers.Sum());
         var policy = split.Recompute.Select(r => (int)r).ToList();
@@ -108,7 +117,7 @@ public class StagePartitionerTests
         Recompute[] policies = [Recompute.None, Recompute.Full];
         var options = PricingOptions.Default;
         var terms = StagePartitioner.StageTerms(m, c, plan, policies, options,
-            (p, r) => BlockCosts.Compute(m, c, p with { Recompute = r }, options));
+            (_, r) => BlockCosts.Compute(m, c, plan with { Recompute = r }, options));
         var staged = plan with { Stages = new StagePlan([9, 11, 11, 9], [Recompute.Full, Recompute.None, Recompute.None, Recompute.None]) };
         var costs = PipelineCosts.Compute(m, c, staged, options);
         var priced = Pricer.Price(m, c, staged);
@@ -133,7 +142,7 @@ public class StagePartitionerTests
         Assert.False(Pricer.Price(m, c, even).Fits);
         var options = PricingOptions.Default;
         var split = new StagePartitioner(Cbc).Partition(m, c, even, [Recompute.None, Recompute.Full], options,
-            (p, r) => BlockCosts.Compute(m, c, p with { Recompute = r }, options));
+            (_, r) => BlockCosts.Compute(m, c, even with { Recompute = r }, options));
         Assert.NotNull(split);
         var priced = Pricer.Price(m, c, even with { Stages = split });
         Assert.True(priced.Fits, $"split {split} peaks at {priced.PeakMemoryGib:F1} GiB");

@@ -49,6 +49,9 @@ public sealed record ParallelPlan(
     /// <summary>The recompute policy of a stage.</summary>
     public Recompute RecomputeOf(int stage) => Stages?.Recompute[stage] ?? Recompute;
 
+    /// <summary>The GPU group of a stage (0 unless the plan assigns stages to groups).</summary>
+    public int GroupOf(int stage) => Stages?.GroupOf(stage) ?? 0;
+
     /// <summary>GPUs used: tp · pp · dp · cp.</summary>
     public int Gpus => Tp * Pp * Dp * Cp;
 
@@ -68,12 +71,19 @@ public sealed record ParallelPlan(
     };
 }
 
-/// <summary>Blocks and recompute policy per pipeline stage (value equality over the lists).</summary>
-public sealed record StagePlan(IReadOnlyList<int> Layers, IReadOnlyList<Recompute> Recompute)
+/// <summary>
+/// Blocks and recompute policy per pipeline stage, and on a heterogeneous cluster the GPU group of each stage
+/// (value equality over the lists).
+/// </summary>
+public sealed record StagePlan(IReadOnlyList<int> Layers, IReadOnlyList<Recompute> Recompute, IReadOnlyList<int>? Groups = null)
 {
+    /// <summary>The GPU group of a stage (0 on a homogeneous cluster).</summary>
+    public int GroupOf(int stage) => Groups?[stage] ?? 0;
+
     /// <inheritdoc />
     public bool Equals(StagePlan? other) =>
-        other is not null && Layers.SequenceEqual(other.Layers) && Recompute.SequenceEqual(other.Recompute);
+        other is not null && Layers.SequenceEqual(other.Layers) && Recompute.SequenceEqual(other.Recompute)
+        && (Groups ?? []).SequenceEqual(other.Groups ?? []);
 
     /// <inheritdoc />
     public override int GetHashCode()
@@ -83,10 +93,25 @@ public sealed record StagePlan(IReadOnlyList<int> Layers, IReadOnlyList<Recomput
             h.Add(l);
         foreach (var r in Recompute)
             h.Add(r);
+        foreach (int g in Groups ?? [])
+            h.Add(g);
         return h.ToHashCode();
     }
 
-    /// <summary>Short form, e.g. "11f/13n/13n/11n" (layers and f(ull)/s(elective)/n(one) per stage).</summary>
-    public override string ToString() =>
-        string.Join('/', Layers.Select((l, i) => $"{l}{char.ToLowerInvariant(Recompute[i].ToString()[0])}"));
+    /// <summary>Short form, e.g. "11f/13nx2/11n" (layers and f(ull)/s(elective)/n(one) per stage, "@gN" the GPU
+    /// group, "xk" k identical stages in a row).</summary>
+    public override string ToString()
+    {
+        var parts = new List<string>();
+        for (int i = 0; i < Layers.Count;)
+        {
+            string one = $"{Layers[i]}{char.ToLowerInvariant(Recompute[i].ToString()[0])}{(Groups is null ? "" : $"@g{Groups[i]}")}";
+            int j = i + 1;
+            while (j < Layers.Count && Layers[j] == Layers[i] && Recompute[j] == Recompute[i] && GroupOf(j) == GroupOf(i))
+                j++;
+            parts.Add(j - i > 1 ? $"{one}x{j - i}" : one);
+            i = j;
+        }
+        return string.Join('/', parts);
+    }
 }

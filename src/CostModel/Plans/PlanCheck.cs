@@ -50,13 +50,25 @@ public static class PlanCheck
                 return $"stages: {st.Layers.Count} layer counts and {st.Recompute.Count} recompute policies for pp = {p.Pp}";
             if (st.Layers.Any(l => l < 1) || st.Layers.Sum() != m.Layers)
                 return $"stages: layers per stage {string.Join(",", st.Layers)} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'";
+            if (st.Groups is { } groups)
+            {
+                if (groups.Count != p.Pp || groups.Any(g => g < 0 || g >= c.GroupList.Count))
+                    return $"stages: groups {string.Join(",", groups)} must name one of the {c.GroupList.Count} GPU groups of '{c.Name}' per stage";
+                int perStage = p.Tp * p.Cp * p.Dp;
+                for (int g = 0; g < c.GroupList.Count; g++)
+                    if (groups.Count(x => x == g) * perStage > c.GroupGpus(g))
+                        return $"stages: {groups.Count(x => x == g)} stages of {perStage} GPUs on group {g} of '{c.Name}', which has {c.GroupGpus(g)}";
+            }
         }
+        if (c.IsHeterogeneous && p.Stages?.Groups is null)
+            return $"cluster '{c.Name}' has several GPU groups: a plan on it must assign its stages to groups (use 'plan', which does)";
         if (p.Vpp > 1 && p.Pp == 1)
             return "--vpp: interleaving needs --pp of at least 2";
         if (ScheduleGenerator.Validate(p.Pp, p.Vpp, p.MicroBatches) is { } why)
             return $"--vpp: {why}";
-        if (!c.Gpu.PeakTflops.ContainsKey(p.Precision))
-            return $"--precision: GPU '{c.Gpu.Name}' has no {p.Precision.Name()} rate (it lists {string.Join(", ", c.Gpu.PeakTflops.Keys.Select(k => k.Name()))})";
+        foreach (var group in c.GroupList)
+            if (!group.Gpu.PeakTflops.ContainsKey(p.Precision))
+                return $"--precision: GPU '{group.Gpu.Name}' has no {p.Precision.Name()} rate (it lists {string.Join(", ", group.Gpu.PeakTflops.Keys.Select(k => k.Name()))})";
         return null;
     }
 }

@@ -51,8 +51,8 @@ public sealed class PipelineCosts
     public required double P2p { get; init; }
     /// <summary>Blocks per stage and chunk.</summary>
     public required StageLayout Layout { get; init; }
-    /// <summary>The memory model of the plan.</summary>
-    public required MemoryModel Memory { get; init; }
+    /// <summary>The memory model of the plan, per GPU group.</summary>
+    public required MemoryModel[] Memories { get; init; }
 
     /// <summary>The largest after-flush time over stages.</summary>
     public double WorstTail
@@ -89,7 +89,7 @@ public sealed class PipelineCosts
 
     /// <summary>Peak memory of one stage's rank.</summary>
     public MemoryBreakdown StageMemory(int stage, ParallelPlan plan) =>
-        Memory.Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp);
+        Memories[plan.GroupOf(stage)].Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp);
 
     /// <summary>
     /// The largest per-rank peak, bytes. Only the first and last stages can hold it: layers per stage and in-flight
@@ -111,19 +111,23 @@ public sealed class PipelineCosts
     /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
     public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
-        var cache = new Dictionary<Recompute, BlockCosts>();
-        return Compute(model, cluster, plan, options, r =>
-            cache.TryGetValue(r, out var b) ? b : cache[r] = BlockCosts.Compute(model, cluster, plan with { Recompute = r }, options));
+        var cache = new Dictionary<(int, Recompute), BlockCosts>();
+        return Compute(model, cluster, plan, options, (g, r) =>
+            cache.TryGetValue((g, r), out var b) ? b : cache[(g, r)] = BlockCosts.Compute(model, cluster.ForGroup(g), plan with { Recompute = r }, options));
     }
 
-    /// <summary>Computes the costs of a plan from its (possibly cached) per-block costs for each recompute policy.</summary>
-    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, Func<Recompute, BlockCosts> blocks)
+    /// <summary>
+    /// Computes the costs of a plan from its (possibly cached) per-block costs for each GPU group and recompute policy.
+    /// </summary>
+    public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, Func<int, Recompute, BlockCosts> blocks)
     {
         var placement = new Placement(plan, cluster.GpusPerNode);
         var layout = StageLayout.Of(model, plan);
-        var planBlock = blocks(plan.Recompute);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.Gpu);
-        var gpu = cluster.Gpu;
+        var planBlock = blocks(0, plan.Recompute);
+        var memories = new MemoryModel[cluster.GroupList.Count];
+        for (int g = 0; g < memories.Length; g++)
+            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu);
+        var memory = memories[0];
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();
         double hiddenBytes = planBlock.HiddenBytes;
@@ -143,7 +147,8 @@ public sealed class PipelineCosts
         for (int s = 0; s < plan.Pp; s++)
         {
             var part = new StageParts();
-            var block = blocks(plan.RecomputeOf(s));
+            var block = blocks(plan.GroupOf(s), plan.RecomputeOf(s));
+            var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             double blockFwd = block.Forward, blockBwd = block.Backward, blockRecompute = block.Recompute;
             double tpBlockFwd = block.TpForward, tpBlockBwd = block.TpBackward, tpBlockRecompute = block.TpRecompute;
             double cpFwd = block.CpForward, cpBwd = block.CpBackward, tpEmbed = block.TpEmbedding;
@@ -189,6 +194,7 @@ public sealed class PipelineCosts
                 reduce = CollectiveModel.Seconds(Collective.ReduceScatter, stageParams * gradBytes, placement, Axis.Dp, cluster, options.Algorithm);
                 gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * weightBytes, placement, Axis.Dp, cluster, options.Algorithm);
             }
+            var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             if (options.OverlapGradReduce)
             {
                 reduce = gpu.Overlapped(parts[s].LastBackward, reduce) - parts[s].LastBackward;
@@ -199,10 +205,10 @@ public sealed class PipelineCosts
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
-            double optimizer = planBlock.Timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            double optimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Stream(owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;
             parts[s].Optimizer = optimizer;
         }
-        return new PipelineCosts { Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memory = memory };
+        return new PipelineCosts { Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memories = memories };
     }
 }

@@ -18,6 +18,8 @@ public static class PredictionJson
                 ["layers"] = new JsonArray(st.Layers.Select(l => (JsonNode)l).ToArray()),
                 ["recompute"] = new JsonArray(st.Recompute.Select(r => (JsonNode)ParallelPlan.Name(r)).ToArray()),
             };
+        if (p.Stages?.Groups is { } groups)
+            ((JsonObject)o["stages"]!)["groups"] = new JsonArray(groups.Select(g => (JsonNode)g).ToArray());
         return o;
     }
 

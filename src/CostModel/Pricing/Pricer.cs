@@ -46,9 +46,16 @@ public static class Pricer
             Optimizer: cp.Optimizer);
 
         var mem = StageMemory(costs, plan);
-        double peak = 0;
-        foreach (var b in mem)
-            peak = Math.Max(peak, b.Total);
+        double peak = 0, capacity = double.MaxValue, peakFlops = 0;
+        bool fits = true;
+        for (int s = 0; s < plan.Pp; s++)
+        {
+            var gpuOfStage = cluster.GroupList[plan.GroupOf(s)].Gpu;
+            peak = Math.Max(peak, mem[s].Total);
+            capacity = Math.Min(capacity, gpuOfStage.MemoryGib);
+            fits &= mem[s].Total <= gpuOfStage.MemoryBytes;
+            peakFlops += gpuOfStage.PeakFlops(plan.Precision) / plan.Pp; // every stage has tp·cp·dp GPUs
+        }
 
         // FLOPs of the whole model for the global batch: per-sequence FLOPs of an unsharded model.
         var flops = Flops.PerStep(model, plan, options.FlashAttention);
@@ -57,16 +64,16 @@ public static class Pricer
         double hardwareTflops = flops.Hardware / (gpus * step) / 1e12;
         return new Prediction(
             plan,
-            model.Name,
-            cluster.Name,
+            model.Source ?? model.Name,
+            cluster.Source ?? cluster.Name,
             step,
             (double)plan.Gbs * plan.Seq / step,
             modelTflops,
             hardwareTflops,
-            modelTflops * 1e12 / cluster.Gpu.PeakFlops(plan.Precision),
+            modelTflops * 1e12 / peakFlops,
             peak / Units.GiB,
-            cluster.Gpu.MemoryGib,
-            peak <= cluster.Gpu.MemoryBytes,
+            capacity,
+            fits,
             breakdown,
             mem);
     }
@@ -80,7 +87,8 @@ public static class Pricer
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException(problem);
         var costs = PipelineCosts.Compute(model, cluster, plan, options ?? PricingOptions.Default);
-        return (costs.MakespanLowerBound(plan.MicroBatches) + costs.WorstTail, costs.PeakMemoryBytes(plan));
+        double peak = cluster.IsHeterogeneous ? StageMemory(costs, plan).Max(b => b.Total) : costs.PeakMemoryBytes(plan);
+        return (costs.MakespanLowerBound(plan.MicroBatches) + costs.WorstTail, peak);
     }
 
     private static MemoryBreakdown[] StageMemory(PipelineCosts costs, ParallelPlan plan)

@@ -13,7 +13,8 @@ public static class ClusterLoader
     /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one (fitted likewise).</summary>
     public const double DefaultInterNodeEfficiency = 0.85;
 
-    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour"];
+    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour", "groups"];
+    private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
     private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib"];
     private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8"];
@@ -28,10 +29,10 @@ public static class ClusterLoader
     public static ClusterSpec Load(string nameOrPath)
     {
         if (File.Exists(nameOrPath))
-            return Parse(File.ReadAllText(nameOrPath), nameOrPath);
+            return Parse(File.ReadAllText(nameOrPath), nameOrPath) with { Source = Path.GetFullPath(nameOrPath) };
         var text = Presets.Read($"topologies/{nameOrPath}.yaml");
         if (text is not null)
-            return Parse(text, $"topologies/{nameOrPath}.yaml");
+            return Parse(text, $"topologies/{nameOrPath}.yaml") with { Source = nameOrPath };
         if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
             throw new InputException($"--cluster: file '{nameOrPath}' not found");
         throw new InputException($"--cluster: '{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
@@ -50,16 +51,33 @@ public static class ClusterLoader
     {
         var map = YamlMap.Parse(yaml, source).Allow(ClusterKeys);
         string name = map.OptionalString("name") ?? Path.GetFileNameWithoutExtension(source);
-        GpuSpec gpu = map.IsMap("gpu")
-            ? ParseGpu(map.Map("gpu"))
-            : LoadGpu(map.String("gpu"), $"{source}: key 'gpu'");
-        int nodes = map.Int("nodes", 1_000_000);
+        List<GpuGroup>? groups = null;
+        GpuSpec gpu;
+        int nodes;
+        if (map.Has("groups"))
+        {
+            if (map.Has("gpu") || map.Has("nodes"))
+                throw new InputException($"{source}: give either 'groups' or 'gpu' and 'nodes', not both");
+            groups = map.OptionalMapList("groups")!.Select(g =>
+            {
+                g.Allow(GroupKeys);
+                var groupGpu = g.IsMap("gpu") ? ParseGpu(g.Map("gpu")) : LoadGpu(g.String("gpu"), $"{source}: key 'groups.gpu'");
+                return new GpuGroup(groupGpu, g.Int("nodes", 1_000_000));
+            }).ToList();
+            gpu = groups[0].Gpu;
+            nodes = groups.Sum(g => g.Nodes);
+        }
+        else
+        {
+            gpu = map.IsMap("gpu") ? ParseGpu(map.Map("gpu")) : LoadGpu(map.String("gpu"), $"{source}: key 'gpu'");
+            nodes = map.Int("nodes", 1_000_000);
+        }
         int perNode = map.Int("gpus_per_node", 1024);
         var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency);
         var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);
         map.RejectUnknown(ClusterKeys);
-        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price);
+        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null);
     }
 
     private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)

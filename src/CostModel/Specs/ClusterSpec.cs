@@ -13,8 +13,19 @@ public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Effi
     public double LatencySeconds => LatencyUs * 1e-6;
 }
 
-/// <summary>A homogeneous cluster: nodes of identical GPUs joined by a fast domain inside and a network between.</summary>
+/// <summary>A group of identical nodes in a heterogeneous cluster.</summary>
+/// <param name="Gpu">The group's GPU.</param>
+/// <param name="Nodes">Nodes in the group.</param>
+public sealed record GpuGroup(GpuSpec Gpu, int Nodes);
+
+/// <summary>
+/// A cluster: nodes of GPUs joined by a fast domain inside and a network between. A heterogeneous cluster lists
+/// <paramref name="Groups"/> of nodes with different GPUs (same node size and network); pipeline stages are then
+/// assigned to groups, and <paramref name="Gpu"/> and <paramref name="Nodes"/> describe the first group and the total.
+/// </summary>
 /// <param name="PricePerGpuHour">Optional price in currency units per GPU-hour.</param>
+/// <param name="Groups">GPU groups of a heterogeneous cluster.</param>
+/// <param name="Source">How to load the cluster again: the preset name, or the full path of its file.</param>
 public sealed record ClusterSpec(
     string Name,
     GpuSpec Gpu,
@@ -22,10 +33,25 @@ public sealed record ClusterSpec(
     int GpusPerNode,
     LinkSpec IntraNode,
     LinkSpec InterNode,
-    double? PricePerGpuHour = null)
+    double? PricePerGpuHour = null,
+    IReadOnlyList<GpuGroup>? Groups = null,
+    string? Source = null)
 {
     /// <summary>All GPUs of the cluster.</summary>
     public int TotalGpus => Nodes * GpusPerNode;
+
+    /// <summary>True when the cluster has groups of different GPUs.</summary>
+    public bool IsHeterogeneous => Groups is { Count: > 1 };
+
+    /// <summary>Groups of the cluster (one for a homogeneous cluster).</summary>
+    public IReadOnlyList<GpuGroup> GroupList => Groups ?? [new GpuGroup(Gpu, Nodes)];
+
+    /// <summary>The cluster as one group sees it: its GPU and node count, the shared network.</summary>
+    public ClusterSpec ForGroup(int group) =>
+        Groups is null ? this : this with { Gpu = Groups[group].Gpu, Nodes = Groups[group].Nodes, Groups = null };
+
+    /// <summary>GPUs of a group.</summary>
+    public int GroupGpus(int group) => GroupList[group].Nodes * GpusPerNode;
 }
 
 /// <summary>Unit constants.</summary>

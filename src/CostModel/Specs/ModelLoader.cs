@@ -17,10 +17,10 @@ public static class ModelLoader
     public static ModelSpec Load(string nameOrPath)
     {
         if (File.Exists(nameOrPath))
-            return Parse(File.ReadAllText(nameOrPath), nameOrPath, DisplayName(nameOrPath));
+            return Parse(File.ReadAllText(nameOrPath), nameOrPath, DisplayName(nameOrPath)) with { Source = Path.GetFullPath(nameOrPath) };
         var text = Presets.Read(ResourcePrefix + nameOrPath + ".json");
         if (text is not null)
-            return Parse(text, $"models/{nameOrPath}.json", nameOrPath);
+            return Parse(text, $"models/{nameOrPath}.json", nameOrPath) with { Source = nameOrPath };
         if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
             throw new InputException($"--model: file '{nameOrPath}' not found");
         throw new InputException($"--model: '{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");

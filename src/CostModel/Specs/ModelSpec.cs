@@ -23,6 +23,7 @@ public enum PositionKind { Learned, Rotary }
 /// <param name="MaxSeq">Longest sequence the model was built for (learned positions use it).</param>
 /// <param name="Experts">Experts per MoE layer (1 means a dense MLP).</param>
 /// <param name="ExpertsPerToken">Experts each token is routed to.</param>
+/// <param name="Source">How to load the model again: the preset name, or the full path of its config file.</param>
 public sealed record ModelSpec(
     string Name,
     int Layers,
@@ -38,7 +39,8 @@ public sealed record ModelSpec(
     bool Biases,
     bool TiedEmbeddings,
     int Experts = 1,
-    int ExpertsPerToken = 1)
+    int ExpertsPerToken = 1,
+    string? Source = null)
 {
     /// <summary>Width of one attention head.</summary>
     public int HeadDim => Hidden / Heads;

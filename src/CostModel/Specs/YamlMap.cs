@@ -72,6 +72,19 @@ internal sealed class YamlMap
         var n => throw new InputException($"{_source}: line {n.Start.Line}: '{Key(key)}' must be a mapping of keys"),
     };
 
+    /// <summary>A list of mappings, or null when the key is absent.</summary>
+    public IReadOnlyList<YamlMap>? OptionalMapList(string key)
+    {
+        var node = Get(key);
+        if (node is null)
+            return null;
+        if (node is not YamlSequenceNode seq || seq.Children.Count == 0)
+            throw new InputException($"{_source}: line {node.Start.Line}: '{Key(key)}' must be a non-empty list of mappings");
+        return seq.Children.Select((c, i) => c is YamlMappingNode m
+            ? new YamlMap(m, _source, $"{Key(key)}[{i}]")
+            : throw new InputException($"{_source}: line {c.Start.Line}: '{Key(key)}[{i}]' must be a mapping")).ToList();
+    }
+
     /// <summary>A required string.</summary>
     public string String(string key) => OptionalString(key) ?? throw Missing(key);
 

@@ -13,7 +13,8 @@ public static class BenchCommand
     public static Command Create(TextWriter stdout)
     {
         var seconds = new Option<double>("--seconds") { Description = "How long to measure each case", DefaultValueFactory = _ => 2.0 };
-        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core)") { seconds };
+        var search = new Option<bool>("--search") { Description = "Also time the plan search on the issue's two large cases (530B on 5,120 A100, 405B on 16,384 H100)" };
+        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search };
         cmd.SetAction(r =>
         {
             double budget = r.GetValue(seconds);
@@ -35,9 +36,24 @@ public static class BenchCommand
                 double rate = n / watch.Elapsed.TotalSeconds;
                 stdout.WriteLine($"{name,-44} {rate,12:N0} plans/s  {1e6 / rate,10:F1} us/plan  ({plan.MicroBatches} micro-batches x {plan.Pp} stages x {plan.Vpp} chunks)");
             }
+            if (r.GetValue(search))
+                foreach (var (name, model, cluster, gbs, seq) in SearchCases())
+                {
+                    var req = new Search.SearchRequest(ModelLoader.Load(model), ClusterLoader.Load(cluster), gbs, false, [seq], [Precision.Bf16], Top: 10);
+                    Search.PlanSearch.Run(req); // warm up the JIT
+                    var runs = Enumerable.Range(0, 3).Select(_ => Search.PlanSearch.Run(req)).ToList();
+                    var best = runs[0].Plans[0];
+                    stdout.WriteLine($"search {name,-36} {runs.Min(x => x.Seconds),6:F2} s best of 3  ({runs[0].Enumerated:N0} plans, {runs[0].Priced} priced exactly; best {Rendering.Tables.Describe(best.Plan)}, {best.StepTimeSeconds:F2} s/step)");
+                }
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    private static IEnumerable<(string, string, string, int, int)> SearchCases()
+    {
+        yield return ("megatron-530b on dgx-a100-80g-5120, gbs 2560", "megatron-530b", "dgx-a100-80g-5120", 2560, 2048);
+        yield return ("llama3-405b on dgx-h100-16384, gbs 2048", "llama3-405b", "dgx-h100-16384", 2048, 8192);
     }
 
     private static IEnumerable<(string, string, string, ParallelPlan)> Cases()

@@ -22,6 +22,7 @@ public static class Cli
         root.Subcommands.Add(PlanCommand.Create(stdout));
         root.Subcommands.Add(BenchCommand.Create(stdout));
         root.Subcommands.Add(PresetsCommand.Create(stdout));
+        root.Subcommands.Add(ExportCommand.Create(stdout));
         return root;
     }
 

@@ -159,7 +159,7 @@ public static class PlanCommand
         }.OrderByDescending(d => Math.Abs(d.Item2)).Take(2).ToList();
         double gain = (second.StepTimeSeconds / best.StepTimeSeconds - 1) * 100;
         if (Math.Abs(gain) < 0.05)
-            return $"#1 and #2 ({Tables.Describe(second.Plan)}) tie on speed; #1 needs less memory ({best.PeakMemoryGib:F1} vs {second.PeakMemoryGib:F1} GiB per GPU).";
+            return $"#1 and #2 ({Tables.Describe(second.Plan)}) tie on speed ({best.PeakMemoryGib:F1} and {second.PeakMemoryGib:F1} GiB per GPU).";
         string parts = string.Join(", ", diffs.Select(d => $"{d.Item1} {(d.Item2 >= 0 ? "-" : "+")}{Math.Abs(d.Item2):F2} s"));
         return $"#1 is {gain:F1}% faster per token than #2 ({Tables.Describe(second.Plan)}); #1 against #2: {parts}.";
     }

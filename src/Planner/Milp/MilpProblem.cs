@@ -31,6 +31,9 @@ public sealed class MilpProblem
     /// <summary>Adds a binary variable; returns its index.</summary>
     public int AddBinary(string name, double objective = 0) => AddVariable(name, 0, 1, objective, integer: true);
 
+    /// <summary>A known feasible assignment (variable index to value) the solver may start from.</summary>
+    public IReadOnlyDictionary<int, double>? Start { get; set; }
+
     /// <summary>Adds a constraint.</summary>
     public void AddRow(string name, IEnumerable<(int Variable, double Coefficient)> terms, RowSense sense, double rhs) =>
         _rows.Add(new MilpRow(name, terms.Where(t => t.Coefficient != 0).ToList(), sense, rhs));

@@ -41,10 +41,12 @@ public static class PlanSearch
     /// <summary>Runs the search.</summary>
     public static SearchResult Run(SearchRequest req)
     {
-        var watch = Stopwatch.StartNew();
-        var options = req.Options ?? PricingOptions.Default;
         if (req.Objective == Objective.Cost && req.Cluster.PricePerGpuHour is null)
             throw new InputException($"--objective cost: cluster '{req.Cluster.Name}' has no price_per_gpu_hour");
+        if (req.Cluster.IsHeterogeneous)
+            return HeterogeneousSearch.Run(req);
+        var watch = Stopwatch.StartNew();
+        var options = req.Options ?? PricingOptions.Default;
         var shapes = Shapes(req).ToList();
         var found = new ConcurrentBag<List<Candidate>>();
         var nearMisses = new ConcurrentBag<List<Candidate>>();
@@ -101,7 +103,7 @@ public static class PlanSearch
         {
             if (best.Count >= req.Top && c.Bound > best[^1].Score)
                 break;
-            var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, worker.Block);
+            var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
                 continue;
             var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(g => g.Count()).First().Key;
@@ -231,7 +233,7 @@ public static class PlanSearch
                     if (PlanCheck.Problem(m, c, plan) is not null)
                         continue;
                     Enumerated++;
-                    var costs = PipelineCosts.Compute(m, c, plan, options, r => Block(plan, r));
+                    var costs = PipelineCosts.Compute(m, c, plan, options, (_, r) => Block(plan, r));
                     Bounded++;
                     double peak = costs.PeakMemoryBytes(plan);
                     double bound = costs.MakespanLowerBound(micro) + costs.WorstTail;

@@ -1,0 +1,198 @@
+using System.Text.Json;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Plans;
+
+/// <summary>
+/// Reads the plan object of CONTRACTS.md ("The plan object"), the file that <c>plan --out</c> writes and
+/// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>stages</c> (the
+/// uneven split <see cref="Pricing.PredictionJson"/> writes for <see cref="ParallelPlan.Stages"/>: <c>layers</c> and
+/// <c>recompute</c> per pipeline stage, and optionally <c>groups</c>); <c>prediction</c> and any other key are
+/// ignored. Every problem is an <see cref="InputException"/> whose one line names the file and key.
+/// </summary>
+public static class PlanFile
+{
+    /// <summary>Largest degree or size accepted, as for the <c>predict</c> flags.</summary>
+    public const int MaxValue = 10_000_000;
+
+    /// <summary>Reads a plan file.</summary>
+    public static (ParallelPlan Plan, string Model, string Cluster) Read(string path)
+    {
+        if (Directory.Exists(path))
+            throw new InputException($"--plan: '{path}' is a directory, not a plan file");
+        if (!File.Exists(path))
+            throw new InputException($"--plan: file '{path}' not found");
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InputException($"--plan: cannot read '{path}': {FirstLine(e.Message)}");
+        }
+        return Parse(text, path);
+    }
+
+    /// <summary>Parses plan JSON text; <paramref name="source"/> names the file in error messages.</summary>
+    public static (ParallelPlan Plan, string Model, string Cluster) Parse(string json, string source)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        }
+        catch (JsonException e)
+        {
+            throw new InputException($"{source}: invalid JSON at line {(e.LineNumber ?? 0) + 1}: {FirstLine(e.Message)}");
+        }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+                throw new InputException($"{source}: expected a JSON object (the plan object), got {Kind(root)}");
+            string model = Name(root, source, "model");
+            string cluster = Name(root, source, "cluster");
+            int tp = Positive(root, source, "tp");
+            int pp = Positive(root, source, "pp");
+            int dp = Positive(root, source, "dp");
+            int cp = Positive(root, source, "cp");
+            int zero = Whole(root, source, "zero");
+            if (zero is < 0 or > 3)
+                throw new InputException($"{source}: key 'zero' is {zero}; expected a ZeRO stage 0, 1, 2 or 3");
+            int mbs = Positive(root, source, "mbs");
+            int gbs = Positive(root, source, "gbs");
+            int seq = Positive(root, source, "seq");
+            int vpp = Positive(root, source, "vpp");
+            string recomputeName = Text(root, source, "recompute");
+            var recompute = ParallelPlan.ParseRecompute(recomputeName)
+                ?? throw new InputException($"{source}: key 'recompute' is '{recomputeName}'; expected none, selective or full");
+            bool sequenceParallel = Bool(root, source, "sequence_parallel");
+            string precisionName = Text(root, source, "precision");
+            var precision = PrecisionInfo.TryParse(precisionName)
+                ?? throw new InputException($"{source}: key 'precision' is '{precisionName}'; expected bf16, fp16, fp32, fp8 or tf32");
+
+            // Rules that hold for any model and cluster: the batch splits into whole micro-batches per
+            // data-parallel rank, and interleaving needs a pipeline.
+            if (gbs % ((long)dp * mbs) != 0)
+                throw new InputException($"{source}: key 'gbs' is {gbs}, not divisible by dp·mbs = {dp}·{mbs}");
+            if (vpp > 1 && pp == 1)
+                throw new InputException($"{source}: key 'vpp' is {vpp} with 'pp' 1; interleaving needs a pipeline of at least 2 stages");
+            if ((long)tp * pp * dp * cp > int.MaxValue)
+                throw new InputException($"{source}: keys 'tp'·'pp'·'dp'·'cp' = {(long)tp * pp * dp * cp} GPUs is out of range");
+
+            var stages = Stages(root, source, pp, vpp);
+            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages);
+            return (plan, model, cluster);
+        }
+    }
+
+    /// <summary>The optional <c>stages</c> object: one entry per pipeline stage in each list, interleaving excluded.</summary>
+    private static StagePlan? Stages(JsonElement root, string source, int pp, int vpp)
+    {
+        if (!root.TryGetProperty("stages", out var st) || st.ValueKind == JsonValueKind.Null)
+            return null;
+        if (st.ValueKind != JsonValueKind.Object)
+            throw new InputException($"{source}: key 'stages' must be an object with 'layers' and 'recompute' lists, got {Raw(st)}");
+        if (vpp != 1)
+            throw new InputException($"{source}: key 'stages' (an uneven split) needs 'vpp' 1, got {vpp}");
+        var layers = List(st, source, "layers", pp, (v, key) =>
+        {
+            if (v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n is >= 1 and <= MaxValue)
+                return n;
+            throw new InputException($"{source}: key '{key}' has {Raw(v)}; expected whole numbers of layers from 1 to {MaxValue}");
+        });
+        var recompute = List(st, source, "recompute", pp, (v, key) =>
+            (v.ValueKind == JsonValueKind.String ? ParallelPlan.ParseRecompute(v.GetString()!) : null)
+            ?? throw new InputException($"{source}: key '{key}' has {Raw(v)}; expected none, selective or full"));
+        IReadOnlyList<int>? groups = null;
+        if (st.TryGetProperty("groups", out var g) && g.ValueKind != JsonValueKind.Null)
+            groups = List(st, source, "groups", pp, (v, key) =>
+                v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 0
+                    ? n
+                    : throw new InputException($"{source}: key '{key}' has {Raw(v)}; expected GPU group numbers from 0"));
+        return new StagePlan(layers, recompute, groups);
+    }
+
+    private static List<T> List<T>(JsonElement stages, string source, string name, int pp, Func<JsonElement, string, T> item)
+    {
+        string key = $"stages.{name}";
+        if (!stages.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null)
+            throw new InputException($"{source}: missing required key '{key}'");
+        if (v.ValueKind != JsonValueKind.Array)
+            throw new InputException($"{source}: key '{key}' must be a list, got {Raw(v)}");
+        if (v.GetArrayLength() != pp)
+            throw new InputException($"{source}: key '{key}' has {v.GetArrayLength()} entries; expected one per pipeline stage ('pp' {pp})");
+        return v.EnumerateArray().Select(e => item(e, key)).ToList();
+    }
+
+    private static JsonElement Get(JsonElement root, string source, string key)
+    {
+        if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+            throw new InputException($"{source}: missing required key '{key}'");
+        return v;
+    }
+
+    private static int Whole(JsonElement root, string source, string key)
+    {
+        var v = Get(root, source, key);
+        if (v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long l) && l is >= int.MinValue and <= int.MaxValue)
+            return (int)l;
+        throw new InputException($"{source}: key '{key}' must be a whole number, got {Raw(v)}");
+    }
+
+    private static int Positive(JsonElement root, string source, string key)
+    {
+        int v = Whole(root, source, key);
+        return v is >= 1 and <= MaxValue
+            ? v
+            : throw new InputException($"{source}: key '{key}' is {v}; expected a whole number from 1 to {MaxValue}");
+    }
+
+    private static string Text(JsonElement root, string source, string key)
+    {
+        var v = Get(root, source, key);
+        return v.ValueKind == JsonValueKind.String
+            ? v.GetString()!
+            : throw new InputException($"{source}: key '{key}' must be a string, got {Raw(v)}");
+    }
+
+    private static string Name(JsonElement root, string source, string key)
+    {
+        string s = Text(root, source, key);
+        if (string.IsNullOrWhiteSpace(s))
+            throw new InputException($"{source}: key '{key}' is empty; expected a preset name or a path");
+        if (s.Any(char.IsControl))
+            throw new InputException($"{source}: key '{key}' contains control characters; expected a preset name or a path");
+        return s;
+    }
+
+    private static bool Bool(JsonElement root, string source, string key)
+    {
+        var v = Get(root, source, key);
+        return v.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new InputException($"{source}: key '{key}' must be true or false, got {Raw(v)}"),
+        };
+    }
+
+    /// <summary>A value as written, shortened to keep the error on one short line.</summary>
+    private static string Raw(JsonElement v)
+    {
+        string s = string.Join(' ', v.GetRawText().Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        return s.Length <= 40 ? s : s[..37] + "...";
+    }
+
+    private static string Kind(JsonElement v) => v.ValueKind switch
+    {
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        _ => "null",
+    };
+
+    private static string FirstLine(string s) => s.Split('\n')[0].Trim();
+}

@@ -1,0 +1,119 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+
+namespace Planner.Cli.Export;
+
+/// <summary>
+/// A plan as a DeepSpeed JSON config (<c>--deepspeed_config</c>). Notes go in a top-level <c>"_comment"</c> array:
+/// JSON has no comments and DeepSpeed ignores top-level keys it does not know.
+/// </summary>
+/// <remarks>
+/// Keys checked against the DeepSpeed configuration reference, deepspeedai/DeepSpeed <c>docs/_pages/config-json.md</c>
+/// (https://www.deepspeed.ai/docs/config-json/): <c>train_batch_size</c> (= micro batch × accumulation steps ×
+/// data-parallel GPUs), <c>train_micro_batch_size_per_gpu</c>, <c>gradient_accumulation_steps</c>,
+/// <c>gradient_clipping</c>, <c>zero_optimization.stage</c> (0–3), <c>bf16.enabled</c>, <c>fp16.enabled</c> and
+/// <c>fp16.loss_scale</c> (0.0 = dynamic loss scaling), and <c>activation_checkpointing</c>
+/// (<c>partition_activations</c>, <c>cpu_checkpointing</c>, <c>contiguous_memory_optimization</c>,
+/// <c>number_checkpoints</c>, <c>synchronize_checkpoint_boundary</c>, <c>profile</c>).
+/// Tensor and pipeline degrees are not DeepSpeed config keys: Megatron-DeepSpeed takes them on its command line.
+/// </remarks>
+public static class DeepSpeedExporter
+{
+    /// <summary>Renders the config, indented, with a trailing newline.</summary>
+    public static string Render(ExportInput x)
+    {
+        var p = x.Plan;
+        var m = x.Model;
+        var notes = new List<string>
+        {
+            "DeepSpeed config for " + x.Summary(),
+            "keys: DeepSpeed docs/_pages/config-json.md (https://www.deepspeed.ai/docs/config-json/)",
+        };
+        if (x.UnresolvedNote() is { } unresolved)
+            notes.Add(unresolved);
+        int layersPerChunk = x.LayersPerVirtualStage() ?? 0; // validates vpp against the model's layers when known
+
+        if (p.Tp > 1 || p.Pp > 1 || p.Cp > 1 || p.SequenceParallel || p.Vpp > 1)
+        {
+            var launcher = new List<string>
+            {
+                $"--tensor-model-parallel-size {p.Tp}",
+                $"--pipeline-model-parallel-size {p.Pp}",
+            };
+            if (p.Vpp > 1)
+                launcher.Add(layersPerChunk > 0 ? $"--num-layers-per-virtual-pipeline-stage {layersPerChunk}" : $"--num-virtual-stages-per-pipeline-rank {p.Vpp}");
+            if (p.Cp > 1)
+                launcher.Add($"--context-parallel-size {p.Cp}");
+            if (p.SequenceParallel)
+                launcher.Add("--sequence-parallel");
+            notes.Add($"TP/PP are not DeepSpeed config keys: they come from the launcher (Megatron-DeepSpeed {string.Join(' ', launcher)}); " +
+                      $"DeepSpeed takes the data-parallel size from the model-parallel groups: dp = {p.Gpus} / (tp x pp x cp) = {p.Dp}");
+        }
+        if (p.Stages is { } st)
+            notes.Add($"uneven pipeline stages: {string.Join("/", st.Layers)} layers per stage; set the launcher's pipeline partition to match (Megatron-LM --pipeline-model-parallel-layout, DeepSpeed PipelineModule partition_method)");
+        notes.Add($"gradient_accumulation_steps = gbs / (dp x mbs) = {p.Gbs} / ({p.Dp} x {p.Mbs}) = {p.MicroBatches}");
+        if (p.Pp > 1 && p.Zero >= 2)
+            notes.Add($"warning: DeepSpeed's pipeline engine asserts 'ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism' (deepspeed/runtime/pipe/engine.py); ZeRO-{p.Zero} with pp {p.Pp} needs stage 0 or 1 there");
+
+        var config = new JsonObject
+        {
+            ["_comment"] = null, // filled last, kept first
+            ["train_batch_size"] = p.Gbs,
+            ["train_micro_batch_size_per_gpu"] = p.Mbs,
+            ["gradient_accumulation_steps"] = p.MicroBatches,
+            ["gradient_clipping"] = JsonNode.Parse("1.0"), // kept as written: 1.0, not 1
+            ["zero_optimization"] = new JsonObject { ["stage"] = p.Zero },
+        };
+
+        switch (p.Precision)
+        {
+            case Precision.Bf16:
+                config["bf16"] = new JsonObject { ["enabled"] = true };
+                break;
+            case Precision.Fp16:
+                config["fp16"] = new JsonObject { ["enabled"] = true, ["loss_scale"] = 0 };
+                notes.Add("fp16.loss_scale 0 selects dynamic loss scaling");
+                break;
+            case Precision.Fp8:
+                config["bf16"] = new JsonObject { ["enabled"] = true };
+                notes.Add("fp8: DeepSpeed has no fp8 training key; bf16 is enabled and the fp8 GEMMs come from Transformer Engine in the model code (Megatron-DeepSpeed --fp8-format hybrid)");
+                break;
+            case Precision.Fp32:
+            case Precision.Tf32:
+                notes.Add($"{p.Precision.Name()}: neither bf16 nor fp16 is enabled (fp32 training)");
+                break;
+        }
+
+        if (x.PerStageRecomputeNote() is { } perStage)
+            notes.Add(perStage);
+        switch (x.RecomputePolicy)
+        {
+            case Recompute.Full:
+                var ckpt = new JsonObject
+                {
+                    ["partition_activations"] = p.Tp > 1,
+                    ["cpu_checkpointing"] = false,
+                    ["contiguous_memory_optimization"] = false,
+                };
+                if (x.StageLayers() is { } stageLayers)
+                    ckpt["number_checkpoints"] = stageLayers.Max();
+                else if (m is not null)
+                    ckpt["number_checkpoints"] = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+                ckpt["synchronize_checkpoint_boundary"] = false;
+                ckpt["profile"] = false;
+                config["activation_checkpointing"] = ckpt;
+                notes.Add("recompute full: activation_checkpointing applies where the model code calls deepspeed.checkpointing " +
+                          "(Megatron-DeepSpeed --checkpoint-activations --deepspeed-activation-checkpointing); " +
+                          (p.Tp > 1 ? "partition_activations splits the kept block inputs over the tensor-parallel group" : "partition_activations is off: there is no tensor-parallel group to split over"));
+                break;
+            case Recompute.Selective:
+                notes.Add("recompute selective: no DeepSpeed config key; it comes from the model code (Megatron-DeepSpeed --recompute-granularity selective)");
+                break;
+        }
+
+        config["_comment"] = new JsonArray(notes.Select(n => (JsonNode?)JsonValue.Create(ExportInput.OneLine(n))).ToArray());
+        return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    }
+}

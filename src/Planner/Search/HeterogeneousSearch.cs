@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using Planner.Cli.Milp;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Units = Planner.CostModel.Specs.Units;
+
+namespace Planner.Cli.Search;
+
+/// <summary>
+/// Search on a cluster with several GPU groups: every stage runs on one group, each group hosts a whole number of
+/// stages of tp·cp·dp GPUs, and the stage-partition MILP gives each stage its blocks and recompute policy under its
+/// own GPU's speed and memory. Group orders along the pipeline are all tried (the first stages hold the most
+/// micro-batches in flight, so a larger-memory group may belong first).
+/// </summary>
+public static class HeterogeneousSearch
+{
+    /// <summary>Runs the search.</summary>
+    public static SearchResult Run(SearchRequest req)
+    {
+        var watch = Stopwatch.StartNew();
+        var m = req.Model;
+        var c = req.Cluster;
+        var options = req.Options ?? PricingOptions.Default;
+        if (!CbcSolver.IsAvailable)
+            throw new InvalidOperationException("a heterogeneous cluster needs the MILP solver: install coinor-libcbc-dev");
+        var partitioner = new StagePartitioner(new CbcSolver());
+        var cache = new Dictionary<(int, (int, int, int, int, bool, Precision, Recompute)), BlockCosts>();
+        var best = new List<(double Score, Prediction P)>();
+        long enumerated = 0;
+        int priced = 0;
+        (ParallelPlan, double)? smallest = null;
+        int groups = c.GroupList.Count;
+        var orders = Permutations(Enumerable.Range(0, groups).ToArray()).ToList();
+        int tpMax = Math.Min(req.TpMax ?? c.GpusPerNode, c.GpusPerNode);
+        var candidates = new List<(ParallelPlan Plan, int[] Groups, double Bound)>();
+
+        BlockCosts Block(ParallelPlan plan, int g, Recompute r)
+        {
+            var key = (g, BlockCosts.Key(plan) with { Recompute = r });
+            if (!cache.TryGetValue(key, out var b))
+                cache[key] = b = BlockCosts.Compute(m, c.ForGroup(g), plan with { Recompute = r }, options);
+            return b;
+        }
+
+        foreach (int seq in req.Seqs)
+        foreach (var precision in req.Precisions)
+        for (int tp = 1; tp <= tpMax; tp++)
+        {
+            if (PlanCheck.TpProblem(m, tp) is not null)
+                continue;
+            for (int cp = 1; cp == 1 || (seq % (2 * cp) == 0 && seq / cp >= 1024); cp *= 2)
+            for (int dp = 1; ; dp++)
+            {
+                int perStage = tp * cp * dp;
+                if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) < perStage))
+                    break;
+                if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) % perStage != 0))
+                    continue;
+                int[] stagesOf = Enumerable.Range(0, groups).Select(g => c.GroupGpus(g) / perStage).ToArray();
+                int pp = stagesOf.Sum();
+                if (pp > m.Layers)
+                    continue;
+                foreach (var order in orders)
+                {
+                    var stageGroups = order.SelectMany(g => Enumerable.Repeat(g, stagesOf[g])).ToArray();
+                    foreach (int mbs in Divisors(req.Gbs % dp == 0 ? req.Gbs / dp : 0).Where(x => x <= 64))
+                    foreach (bool sp in tp > 1 ? new[] { true, false } : [false])
+                    foreach (int zero in dp > 1 ? new[] { 0, 1, 2 } : [0])
+                    {
+                        var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, req.Gbs, seq, 1, Recompute.None, sp, precision);
+                        enumerated++;
+                        // The exact min-max stage time of the balancing algorithm bounds the step from below.
+                        var terms = StagePartitioner.StageTerms(m, c, plan, req.RecomputePolicies, options, (g, r) => Block(plan, g, r), stageGroups);
+                        var capacities = stageGroups.Select(g => c.GroupList[g].Gpu.MemoryBytes).ToArray();
+                        if (StagePartitioner.Balance(terms, m.Layers, capacities) is not { } balanced)
+                            continue;
+                        candidates.Add((plan, stageGroups, PlanSearch.Score(req, plan, plan.MicroBatches * balanced.Slowest)));
+                    }
+                }
+            }
+        }
+        // Branch and bound: no split of a candidate beats m times its balanced slowest stage.
+        candidates.Sort((a, b) => a.Bound.CompareTo(b.Bound));
+        foreach (var (plan, stageGroups, bound) in candidates)
+        {
+            if (best.Count >= req.Top && bound > best[^1].Score)
+                break;
+            var split = partitioner.Partition(m, c, plan, req.RecomputePolicies, options, (g, r) => Block(plan, g, r), stageGroups);
+            if (split is null)
+                continue;
+            var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(x => x.Count()).First().Key;
+            var staged = plan with { Recompute = dominant, Stages = split };
+            if (PlanCheck.Problem(m, c, staged) is not null)
+                continue;
+            var p = Pricer.Price(m, c, staged, options);
+            priced++;
+            if (!p.Fits)
+            {
+                if (smallest is null || p.PeakMemoryGib * Units.GiB < smallest.Value.Item2)
+                    smallest = (staged, p.PeakMemoryGib * Units.GiB);
+                continue;
+            }
+            double score = PlanSearch.Score(req, staged, p.StepTimeSeconds);
+            int at = best.FindIndex(x => x.Score > score || (x.Score == score && x.P.PeakMemoryGib > p.PeakMemoryGib));
+            best.Insert(at < 0 ? best.Count : at, (score, p));
+            if (best.Count > req.Top)
+                best.RemoveAt(best.Count - 1);
+        }
+        return new SearchResult(best.Select(x => x.P).ToList(), enumerated, enumerated, priced, watch.Elapsed.TotalSeconds, smallest);
+    }
+
+    private static IEnumerable<int> Divisors(int n)
+    {
+        for (int d = 1; d <= n; d++)
+            if (n % d == 0)
+                yield return d;
+    }
+
+    private static IEnumerable<int[]> Permutations(int[] items)
+    {
+        if (items.Length <= 1)
+        {
+            yield return items;
+            yield break;
+        }
+        for (int i = 0; i < items.Length; i++)
+        {
+            var rest = items.Where((_, j) => j != i).ToArray();
+            foreach (var tail in Permutations(rest))
+                yield return [items[i], .. tail];
+        }
+    }
+}

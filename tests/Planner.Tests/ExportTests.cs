@@ -1,0 +1,656 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using CliEntry = global::Planner.Cli.Commands.Cli;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>
+/// <c>export --plan plan.json --to megatron|deepspeed|torchtitan [--out FILE] [--force]</c>: each target carries the
+/// plan's values under the framework's documented names, bad plan files are exit 2 with one line naming the file and
+/// key, and <c>--out</c> never overwrites a file without <c>--force</c>.
+/// </summary>
+public sealed class ExportTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), $"planner-export-{Guid.NewGuid():N}");
+
+    public ExportTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    // Llama-3 8B (32 layers, 32 heads, 8 kv heads, SwiGLU, RMSNorm, rotary, untied, no biases) on 128 GPUs.
+    private static readonly ParallelPlan Llama = new(Tp: 4, Pp: 4, Dp: 8, Cp: 1, Zero: 1, Mbs: 1, Gbs: 256, Seq: 8192, Vpp: 2,
+        Recompute.Selective, SequenceParallel: true, Precision.Bf16);
+
+    // GPT-2 small (12 layers, 12 heads, GeLU, LayerNorm, learned positions, tied, biases): data parallel only.
+    private static readonly ParallelPlan Gpt2 = new(Tp: 1, Pp: 1, Dp: 8, Cp: 1, Zero: 0, Mbs: 4, Gbs: 128, Seq: 1024, Vpp: 1,
+        Recompute.None, SequenceParallel: false, Precision.Fp16);
+
+    private string WritePlan(ParallelPlan plan, string model, string cluster = "dgx-h100", string name = "plan.json")
+    {
+        // The shape plan --out writes: the plan object with its prediction.
+        var o = PredictionJson.Plan(plan, model, cluster);
+        o["prediction"] = new JsonObject { ["step_time_s"] = 1.25, ["fits"] = true };
+        string path = Path.Combine(_dir, name);
+        File.WriteAllText(path, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        return path;
+    }
+
+    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static string Export(string planPath, string to)
+    {
+        var (code, stdout, stderr) = Run("export", "--plan", planPath, "--to", to);
+        Assert.True(code == 0, $"export --to {to} exit code {code}; stderr: {stderr}");
+        Assert.Equal("", stderr);
+        return stdout;
+    }
+
+    private static void AssertBadInput((int Code, string Stdout, string Stderr) r, params string[] names)
+    {
+        Assert.True(r.Code == 2, $"exit code {r.Code}, expected 2; stderr: {r.Stderr}");
+        var lines = r.Stderr.Replace("\r\n", "\n").TrimEnd('\n').Split('\n');
+        Assert.True(lines.Length == 1, $"expected exactly one line on stderr, got {lines.Length}:\n{r.Stderr}");
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.DoesNotContain("Exception", r.Stderr);
+        foreach (var n in names)
+            Assert.True(r.Stderr.Contains(n, StringComparison.Ordinal), $"stderr does not name '{n}': {r.Stderr}");
+        Assert.Equal("", r.Stdout);
+    }
+
+    // ---- Megatron ----
+
+    /// <summary>The comment lines, and the flags (in order) with their value or null for a switch.</summary>
+    private static (List<string> Comments, List<(string Flag, string? Value)> Args) ParseMegatron(string text)
+    {
+        var lines = text.Replace("\r\n", "\n").TrimEnd('\n').Split('\n');
+        var comments = new List<string>();
+        var args = new List<(string, string?)>();
+        for (int i = 0; i < lines.Length; i++)
+        {
+            string line = lines[i];
+            if (line.StartsWith('#'))
+            {
+                Assert.True(args.Count == 0, $"comment after the arguments would end the shell command: {line}");
+                comments.Add(line);
+                continue;
+            }
+            bool last = i == lines.Length - 1;
+            if (last)
+                Assert.False(line.EndsWith('\\'), "the last argument line must not continue");
+            else
+                Assert.True(line.EndsWith(" \\", StringComparison.Ordinal), $"argument line without ' \\': '{line}'");
+            var parts = line.TrimEnd('\\').Trim().Split(' ');
+            Assert.True(parts.Length is 1 or 2, $"one flag and at most one value per line: '{line}'");
+            Assert.StartsWith("--", parts[0]);
+            args.Add((parts[0], parts.Length == 2 ? parts[1] : null));
+        }
+        Assert.NotEmpty(args);
+        Assert.Equal(args.Count, args.Select(a => a.Item1).Distinct().Count());
+        return (comments, args);
+    }
+
+    private static string? Value(List<(string Flag, string? Value)> args, string flag)
+    {
+        var hit = args.Where(a => a.Flag == flag).ToList();
+        Assert.True(hit.Count == 1, $"expected {flag} once, found {hit.Count}");
+        return hit[0].Value;
+    }
+
+    private static bool Has(List<(string Flag, string? Value)> args, string flag) => args.Any(a => a.Flag == flag);
+
+    [Fact]
+    public void Megatron_CarriesTheParallelismBatchAndModelShape()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(Llama, "llama3-8b"), "megatron"));
+
+        Assert.Equal("4", Value(args, "--tensor-model-parallel-size"));
+        Assert.Equal("4", Value(args, "--pipeline-model-parallel-size"));
+        Assert.Equal("4", Value(args, "--num-layers-per-virtual-pipeline-stage")); // 32 layers / (pp 4 · vpp 2)
+        Assert.False(Has(args, "--context-parallel-size"), "cp 1 needs no flag");
+        Assert.Equal("1", Value(args, "--micro-batch-size"));
+        Assert.Equal("256", Value(args, "--global-batch-size"));
+        Assert.Equal("8192", Value(args, "--seq-length"));
+        Assert.Equal("8192", Value(args, "--max-position-embeddings"));
+        Assert.Null(Value(args, "--sequence-parallel"));
+        Assert.Equal("selective", Value(args, "--recompute-granularity"));
+        Assert.False(Has(args, "--recompute-method"));
+        Assert.Null(Value(args, "--use-distributed-optimizer"));
+        Assert.Contains(comments, c => c.Contains("ZeRO-1", StringComparison.Ordinal));
+        Assert.Null(Value(args, "--bf16"));
+        Assert.False(Has(args, "--fp16"));
+
+        Assert.Equal("32", Value(args, "--num-layers"));
+        Assert.Equal("4096", Value(args, "--hidden-size"));
+        Assert.Equal("32", Value(args, "--num-attention-heads"));
+        Assert.Equal("14336", Value(args, "--ffn-hidden-size"));
+        Assert.Null(Value(args, "--group-query-attention"));
+        Assert.Equal("8", Value(args, "--num-query-groups"));
+        Assert.Null(Value(args, "--swiglu"));
+        Assert.Equal("RMSNorm", Value(args, "--normalization"));
+        Assert.Equal("rope", Value(args, "--position-embedding-type"));
+        Assert.Null(Value(args, "--untie-embeddings-and-output-weights"));
+        Assert.Null(Value(args, "--disable-bias-linear"));
+        Assert.DoesNotContain(comments, c => c.Contains("could not be resolved", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Megatron_Gpt2UsesTheDefaultsAndAddsNoLlamaFlags()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(Gpt2, "gpt2"), "megatron"));
+
+        Assert.Equal("1", Value(args, "--tensor-model-parallel-size"));
+        Assert.Equal("1", Value(args, "--pipeline-model-parallel-size"));
+        Assert.Equal("4", Value(args, "--micro-batch-size"));
+        Assert.Equal("128", Value(args, "--global-batch-size"));
+        Assert.Equal("1024", Value(args, "--seq-length"));
+        Assert.Equal("1024", Value(args, "--max-position-embeddings"));
+        Assert.Null(Value(args, "--fp16"));
+        Assert.Equal("12", Value(args, "--num-layers"));
+        Assert.Equal("768", Value(args, "--hidden-size"));
+        Assert.Equal("12", Value(args, "--num-attention-heads"));
+        Assert.Equal("3072", Value(args, "--ffn-hidden-size"));
+        foreach (var absent in new[]
+                 {
+                     "--num-layers-per-virtual-pipeline-stage", "--num-virtual-stages-per-pipeline-rank", "--context-parallel-size",
+                     "--sequence-parallel", "--recompute-granularity", "--use-distributed-optimizer", "--bf16", "--fp8-format",
+                     "--group-query-attention", "--num-query-groups", "--swiglu", "--normalization", "--position-embedding-type",
+                     "--untie-embeddings-and-output-weights", "--disable-bias-linear", "--num-experts",
+                 })
+            Assert.False(Has(args, absent), $"{absent} does not belong to this plan or model");
+        Assert.DoesNotContain(comments.Skip(1), c => c.Contains("ZeRO", StringComparison.Ordinal)); // the first line summarises the plan
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Megatron_ZeroAboveOneKeepsTheDistributedOptimizerAndWarns(int zero)
+    {
+        var plan = Llama with { Zero = zero, Recompute = Recompute.Full, Precision = Precision.Fp8, Cp = 2, Dp = 4 };
+        var (comments, args) = ParseMegatron(Export(WritePlan(plan, "llama3-8b"), "megatron"));
+
+        Assert.Null(Value(args, "--use-distributed-optimizer"));
+        Assert.Contains(comments, c => c.Contains("ZeRO-1", StringComparison.Ordinal));
+        Assert.Contains(comments, c => c.Contains($"ZeRO-{zero}", StringComparison.Ordinal) && c.Contains("no Megatron equivalent", StringComparison.Ordinal));
+        Assert.Equal("full", Value(args, "--recompute-granularity"));
+        Assert.Equal("uniform", Value(args, "--recompute-method"));
+        Assert.Equal("1", Value(args, "--recompute-num-layers"));
+        Assert.Null(Value(args, "--bf16"));
+        Assert.Equal("hybrid", Value(args, "--fp8-format"));
+        Assert.Equal("2", Value(args, "--context-parallel-size"));
+    }
+
+    [Fact]
+    public void Megatron_MixtureOfExpertsNamesExpertsAndTopK()
+    {
+        var plan = new ParallelPlan(2, 2, 2, 1, 1, 1, 64, 4096, 1, Recompute.Full, true, Precision.Bf16);
+        var (_, args) = ParseMegatron(Export(WritePlan(plan, "mixtral-8x7b"), "megatron"));
+        var m = ModelLoader.Load("mixtral-8x7b");
+        Assert.Equal(m.Experts.ToString(CultureInfo.InvariantCulture), Value(args, "--num-experts"));
+        Assert.Equal(m.ExpertsPerToken.ToString(CultureInfo.InvariantCulture), Value(args, "--moe-router-topk"));
+    }
+
+    [Fact]
+    public void Megatron_VirtualStagesThatDoNotDivideTheLayersAreBadInput()
+    {
+        string path = WritePlan(Llama with { Vpp = 3 }, "llama3-8b"); // 32 layers over 4 · 3 = 12 chunks
+        AssertBadInput(Run("export", "--plan", path, "--to", "megatron"), path, "'vpp'");
+    }
+
+    [Fact]
+    public void Megatron_AnUnresolvableModelGivesOnlyParallelismAndBatchAndSaysSo()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(Llama, "no-such-model-anywhere"), "megatron"));
+
+        Assert.Contains(comments, c => c.Contains("'no-such-model-anywhere' could not be resolved", StringComparison.Ordinal));
+        Assert.Equal("4", Value(args, "--tensor-model-parallel-size"));
+        Assert.Equal("2", Value(args, "--num-virtual-stages-per-pipeline-rank"));
+        Assert.Equal("256", Value(args, "--global-batch-size"));
+        Assert.Equal("8192", Value(args, "--max-position-embeddings"));
+        foreach (var shape in new[] { "--num-layers", "--hidden-size", "--num-attention-heads", "--ffn-hidden-size", "--swiglu", "--num-layers-per-virtual-pipeline-stage" })
+            Assert.False(Has(args, shape), $"{shape} needs the model");
+    }
+
+    [Fact]
+    public void AModelGivenAsAPathToAConfigIsResolved()
+    {
+        string config = Path.Combine(_dir, "config.json");
+        File.WriteAllText(config, """
+            { "num_hidden_layers": 24, "hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 16,
+              "intermediate_size": 5632, "vocab_size": 32000, "max_position_embeddings": 4096, "hidden_act": "silu" }
+            """);
+        var plan = new ParallelPlan(2, 2, 2, 1, 1, 2, 64, 2048, 3, Recompute.None, false, Precision.Bf16);
+        var (_, args) = ParseMegatron(Export(WritePlan(plan, config), "megatron"));
+        Assert.Equal("24", Value(args, "--num-layers"));
+        Assert.Equal("4", Value(args, "--num-layers-per-virtual-pipeline-stage")); // 24 / (2 · 3)
+        Assert.Equal("4096", Value(args, "--max-position-embeddings"));
+        Assert.False(Has(args, "--group-query-attention"), "16 kv heads of 16 is not GQA");
+    }
+
+    // ---- Uneven pipeline stages (the planner's MILP split) ----
+
+    private static ParallelPlan Staged(int[] layers, Recompute[] recompute) =>
+        new(Tp: 4, Pp: layers.Length, Dp: 4, Cp: 1, Zero: 1, Mbs: 1, Gbs: 64, Seq: 8192, Vpp: 1, Recompute.None, true, Precision.Bf16,
+            new StagePlan(layers, recompute));
+
+    private static readonly Recompute[] NoRecompute4 = [Recompute.None, Recompute.None, Recompute.None, Recompute.None];
+
+    [Fact]
+    public void Megatron_UnevenEndsUseFirstAndLastStageCounts()
+    {
+        var (_, args) = ParseMegatron(Export(WritePlan(Staged([7, 9, 9, 7], NoRecompute4), "llama3-8b"), "megatron"));
+        Assert.Equal("7", Value(args, "--decoder-first-pipeline-num-layers"));
+        Assert.Equal("7", Value(args, "--decoder-last-pipeline-num-layers"));
+        Assert.False(Has(args, "--pipeline-model-parallel-layout"));
+        Assert.False(Has(args, "--recompute-granularity"));
+    }
+
+    [Fact]
+    public void Megatron_TwoUnevenStagesNeedOnlyTheFirstCount()
+    {
+        var (_, args) = ParseMegatron(Export(WritePlan(Staged([15, 17], [Recompute.None, Recompute.None]), "llama3-8b"), "megatron"));
+        Assert.Equal("15", Value(args, "--decoder-first-pipeline-num-layers"));
+        Assert.False(Has(args, "--decoder-last-pipeline-num-layers"));
+    }
+
+    [Fact]
+    public void Megatron_AnArbitrarySplitUsesTheLayoutAndTheStrongestRecompute()
+    {
+        var plan = Staged([6, 9, 8, 9], [Recompute.Full, Recompute.Selective, Recompute.None, Recompute.None]);
+        var (comments, args) = ParseMegatron(Export(WritePlan(plan, "llama3-8b"), "megatron"));
+        Assert.Equal("\"E,t*6|t*9|t*8|t*9,L\"", Value(args, "--pipeline-model-parallel-layout"));
+        Assert.False(Has(args, "--decoder-first-pipeline-num-layers"));
+        Assert.Equal("full", Value(args, "--recompute-granularity"));
+        Assert.Contains(comments, c => c.Contains("full/selective/none/none", StringComparison.Ordinal) && c.Contains("warning", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Megatron_TheEvenSplitWithARemainderIsSpelledOut()
+    {
+        // gpt2-medium: 24 layers over 5 stages is 5/5/5/5/4 in the planner's layout (remainder on the first stages).
+        var plan = new ParallelPlan(1, 5, 2, 1, 0, 1, 16, 1024, 1, Recompute.None, false, Precision.Bf16);
+        var (_, args) = ParseMegatron(Export(WritePlan(plan, "gpt2-medium"), "megatron"));
+        Assert.False(Has(args, "--decoder-first-pipeline-num-layers"));
+        Assert.Equal("4", Value(args, "--decoder-last-pipeline-num-layers"));
+    }
+
+    [Fact]
+    public void Torchtitan_UnevenStagesBecomeSplitPointsAndTheStrongestRecompute()
+    {
+        var plan = Staged([7, 9, 9, 7], [Recompute.None, Recompute.Selective, Recompute.None, Recompute.None]);
+        var toml = ParseToml(Export(WritePlan(plan, "llama3-8b"), "torchtitan"));
+        Assert.Equal("[\"layers.7\", \"layers.16\", \"layers.25\"]", toml["parallelism.pipeline_parallel_split_points"]);
+        Assert.Equal("1F1B", toml["parallelism.pipeline_parallel_schedule"]);
+        Assert.Equal("selective", toml["activation_checkpoint.mode"]);
+    }
+
+    [Fact]
+    public void DeepSpeed_AFullRecomputeStageTurnsOnActivationCheckpointing()
+    {
+        var plan = Staged([7, 9, 9, 7], [Recompute.Full, Recompute.None, Recompute.None, Recompute.None]);
+        var ds = DeepSpeed(Export(WritePlan(plan, "llama3-8b"), "deepspeed"));
+        Assert.Equal(9, ds.GetProperty("activation_checkpointing").GetProperty("number_checkpoints").GetInt32());
+        Assert.Contains(Comments(ds), c => c.Contains("7/9/9/7", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void StagesThatDoNotAddUpToTheModelAreBadInput()
+    {
+        string path = WritePlan(Staged([7, 9, 9, 8], NoRecompute4), "llama3-8b"); // 33 of 32 layers
+        foreach (var to in new[] { "megatron", "deepspeed", "torchtitan" })
+            AssertBadInput(Run("export", "--plan", path, "--to", to), path, "'stages.layers'");
+    }
+
+    // ---- DeepSpeed ----
+
+    private static JsonElement DeepSpeed(string text)
+    {
+        using var doc = JsonDocument.Parse(text);
+        return doc.RootElement.Clone();
+    }
+
+    private static IEnumerable<string> Comments(JsonElement ds) =>
+        ds.TryGetProperty("_comment", out var c) ? c.EnumerateArray().Select(e => e.GetString()!) : [];
+
+    [Fact]
+    public void DeepSpeed_CarriesTheBatchArithmeticZeroAndPrecision()
+    {
+        string text = Export(WritePlan(Llama, "llama3-8b"), "deepspeed");
+        var ds = DeepSpeed(text);
+
+        int micro = ds.GetProperty("train_micro_batch_size_per_gpu").GetInt32();
+        int accumulation = ds.GetProperty("gradient_accumulation_steps").GetInt32();
+        int batch = ds.GetProperty("train_batch_size").GetInt32();
+        Assert.Equal(Llama.Gbs, batch);
+        Assert.Equal(Llama.Mbs, micro);
+        Assert.Equal(Llama.Gbs / (Llama.Dp * Llama.Mbs), accumulation); // 256 / (8 · 1) = 32
+        Assert.Equal(32, accumulation);
+        Assert.Equal(batch, micro * accumulation * Llama.Dp); // DeepSpeed's own consistency rule
+        Assert.Equal(1, ds.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        Assert.True(ds.GetProperty("bf16").GetProperty("enabled").GetBoolean());
+        Assert.False(ds.TryGetProperty("fp16", out _));
+        Assert.Equal(1.0, ds.GetProperty("gradient_clipping").GetDouble());
+        Assert.Contains("\"gradient_clipping\": 1.0", text);
+        Assert.False(ds.TryGetProperty("activation_checkpointing", out _), "selective recompute has no DeepSpeed key");
+        Assert.Contains(Comments(ds), c => c.Contains("TP/PP", StringComparison.Ordinal) && c.Contains("--tensor-model-parallel-size 4", StringComparison.Ordinal)
+                                           && c.Contains("--pipeline-model-parallel-size 4", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DeepSpeed_Fp16IsDynamicLossScalingAndPureDataParallelHasNoLauncherNote()
+    {
+        var ds = DeepSpeed(Export(WritePlan(Gpt2, "gpt2"), "deepspeed"));
+
+        Assert.Equal(128, ds.GetProperty("train_batch_size").GetInt32());
+        Assert.Equal(4, ds.GetProperty("train_micro_batch_size_per_gpu").GetInt32());
+        Assert.Equal(4, ds.GetProperty("gradient_accumulation_steps").GetInt32()); // 128 / (8 · 4)
+        Assert.Equal(0, ds.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        var fp16 = ds.GetProperty("fp16");
+        Assert.True(fp16.GetProperty("enabled").GetBoolean());
+        Assert.Equal(0, fp16.GetProperty("loss_scale").GetDouble());
+        Assert.False(ds.TryGetProperty("bf16", out _));
+        Assert.DoesNotContain(Comments(ds), c => c.Contains("TP/PP", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(1, 3)]
+    [InlineData(4, 2)]
+    public void DeepSpeed_FullRecomputeConfiguresActivationCheckpointing(int tp, int zero)
+    {
+        var plan = new ParallelPlan(tp, 1, 16, 1, zero, 2, 256, 4096, 1, Recompute.Full, false, Precision.Bf16);
+        var ds = DeepSpeed(Export(WritePlan(plan, "llama2-7b"), "deepspeed"));
+
+        var ckpt = ds.GetProperty("activation_checkpointing");
+        Assert.Equal(tp > 1, ckpt.GetProperty("partition_activations").GetBoolean());
+        Assert.False(ckpt.GetProperty("cpu_checkpointing").GetBoolean());
+        Assert.False(ckpt.GetProperty("contiguous_memory_optimization").GetBoolean());
+        Assert.Equal(zero, ds.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        Assert.Equal(8, ds.GetProperty("gradient_accumulation_steps").GetInt32()); // 256 / (16 · 2)
+        Assert.Equal(tp > 1, Comments(ds).Any(c => c.Contains("TP/PP", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void DeepSpeed_PipelineWithZeroTwoWarns()
+    {
+        var plan = Llama with { Zero = 2, Vpp = 1 };
+        var ds = DeepSpeed(Export(WritePlan(plan, "llama3-8b"), "deepspeed"));
+        Assert.Equal(2, ds.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        Assert.Contains(Comments(ds), c => c.StartsWith("warning:", StringComparison.Ordinal) && c.Contains("pipeline", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DeepSpeed_AnUnresolvableModelSaysSo()
+    {
+        var ds = DeepSpeed(Export(WritePlan(Gpt2, "/nonexistent/config.json"), "deepspeed"));
+        Assert.Contains(Comments(ds), c => c.Contains("could not be resolved", StringComparison.Ordinal));
+        Assert.Equal(128, ds.GetProperty("train_batch_size").GetInt32());
+    }
+
+    // ---- torchtitan ----
+
+    /// <summary>Every <c>table.key</c> with its value (strings unquoted), from a TOML file of comment lines, tables and
+    /// <c>key = value</c> lines.</summary>
+    private static Dictionary<string, string> ParseToml(string text)
+    {
+        var values = new Dictionary<string, string>();
+        string table = "";
+        foreach (var raw in text.Replace("\r\n", "\n").Split('\n'))
+        {
+            string line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+                continue;
+            if (line.StartsWith('['))
+            {
+                Assert.EndsWith("]", line);
+                table = line[1..^1];
+                continue;
+            }
+            int eq = line.IndexOf(" = ", StringComparison.Ordinal);
+            Assert.True(eq > 0, $"not a key = value line: '{line}'");
+            Assert.NotEqual("", table);
+            string key = $"{table}.{line[..eq]}";
+            string value = line[(eq + 3)..];
+            if (value.StartsWith('"'))
+            {
+                Assert.EndsWith("\"", value);
+                value = value[1..^1];
+            }
+            Assert.True(values.TryAdd(key, value), $"duplicate key {key}");
+        }
+        return values;
+    }
+
+    private static int Int(Dictionary<string, string> toml, string key)
+    {
+        Assert.True(toml.ContainsKey(key), $"missing {key}");
+        return int.Parse(toml[key], CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public void Torchtitan_FsdpPipelineAndBatchArithmetic()
+    {
+        var toml = ParseToml(Export(WritePlan(Llama, "llama3-8b"), "torchtitan"));
+
+        Assert.Equal(8, Int(toml, "parallelism.data_parallel_shard_degree")); // ZeRO-1 is FSDP over dp
+        Assert.Equal(1, Int(toml, "parallelism.data_parallel_replicate_degree"));
+        Assert.Equal("never", toml["parallelism.fsdp_reshard_after_forward"]);
+        Assert.Equal(4, Int(toml, "parallelism.tensor_parallel_degree"));
+        Assert.Equal(4, Int(toml, "parallelism.pipeline_parallel_degree"));
+        Assert.Equal(1, Int(toml, "parallelism.context_parallel_degree"));
+        Assert.Equal("Interleaved1F1B", toml["parallelism.pipeline_parallel_schedule"]);
+        Assert.Equal(1, Int(toml, "parallelism.pipeline_parallel_microbatch_size"));
+        // 8 stages of 4 layers: 7 split points, each starting a stage.
+        Assert.Equal("[\"layers.4\", \"layers.8\", \"layers.12\", \"layers.16\", \"layers.20\", \"layers.24\", \"layers.28\"]",
+            toml["parallelism.pipeline_parallel_split_points"]);
+
+        int local = Int(toml, "training.local_batch_size"), global = Int(toml, "training.global_batch_size");
+        Assert.Equal(256, global);
+        Assert.Equal(global, local * Llama.Dp); // one pipeline flush per step: no gradient accumulation
+        Assert.Equal(Llama.MicroBatches, local / Int(toml, "parallelism.pipeline_parallel_microbatch_size"));
+        Assert.Equal(8192, Int(toml, "training.seq_len"));
+        Assert.Equal("bfloat16", toml["training.mixed_precision_param"]);
+        Assert.Equal("selective", toml["activation_checkpoint.mode"]);
+        Assert.Equal("op", toml["activation_checkpoint.selective_ac_option"]);
+        Assert.False(toml.ContainsKey("training.batch_size"), "batch_size is the old name of local_batch_size");
+    }
+
+    [Fact]
+    public void Torchtitan_ZeroZeroIsReplicationAndGradientAccumulationWithoutPipeline()
+    {
+        var plan = Gpt2 with { Precision = Precision.Fp32, Recompute = Recompute.Full };
+        var toml = ParseToml(Export(WritePlan(plan, "gpt2"), "torchtitan"));
+
+        Assert.Equal(8, Int(toml, "parallelism.data_parallel_replicate_degree"));
+        Assert.Equal(1, Int(toml, "parallelism.data_parallel_shard_degree"));
+        Assert.False(toml.ContainsKey("parallelism.fsdp_reshard_after_forward"));
+        Assert.Equal(1, Int(toml, "parallelism.pipeline_parallel_degree"));
+        Assert.Equal("1F1B", toml["parallelism.pipeline_parallel_schedule"]);
+        Assert.False(toml.ContainsKey("parallelism.pipeline_parallel_split_points"));
+        int local = Int(toml, "training.local_batch_size"), global = Int(toml, "training.global_batch_size");
+        Assert.Equal(4, local);
+        Assert.Equal(128, global);
+        Assert.Equal(plan.MicroBatches, global / (local * plan.Dp)); // torchtitan's accumulation steps: 128 / (4 · 8) = 4
+        Assert.Equal("float32", toml["training.mixed_precision_param"]);
+        Assert.Equal("full", toml["activation_checkpoint.mode"]);
+        Assert.False(toml.ContainsKey("activation_checkpoint.selective_ac_option"));
+    }
+
+    [Fact]
+    public void Torchtitan_Zero3Fp8ContextParallelAndNoRecompute()
+    {
+        var plan = new ParallelPlan(2, 1, 8, 2, 3, 1, 64, 8192, 1, Recompute.None, true, Precision.Fp8);
+        var toml = ParseToml(Export(WritePlan(plan, "llama3-8b"), "torchtitan"));
+
+        Assert.Equal(8, Int(toml, "parallelism.data_parallel_shard_degree"));
+        Assert.False(toml.ContainsKey("parallelism.fsdp_reshard_after_forward"), "ZeRO-3 keeps FSDP's default resharding");
+        Assert.Equal(2, Int(toml, "parallelism.context_parallel_degree"));
+        Assert.Equal("none", toml["activation_checkpoint.mode"]);
+        Assert.Equal("bfloat16", toml["training.mixed_precision_param"]);
+        Assert.Equal("[\"float8\"]", toml["model.converters"]);
+    }
+
+    [Fact]
+    public void Torchtitan_Fp16IsBadInputNamingPrecision()
+    {
+        string path = WritePlan(Gpt2, "gpt2"); // fp16
+        AssertBadInput(Run("export", "--plan", path, "--to", "torchtitan"), path, "'precision'", "fp16");
+    }
+
+    // ---- Bad plan files ----
+
+    [Theory]
+    [InlineData("missing-key", "'gbs'")]
+    [InlineData("wrong-type", "'tp'")]
+    [InlineData("bad-recompute", "'recompute'")]
+    [InlineData("bad-precision", "'precision'")]
+    [InlineData("non-positive", "'mbs'")]
+    [InlineData("zero-out-of-range", "'zero'")]
+    [InlineData("invalid-json", "invalid JSON")]
+    [InlineData("not-an-object", "JSON object")]
+    [InlineData("gbs-not-divisible", "'gbs'")]
+    [InlineData("tp-does-not-divide-heads", "'tp'")]
+    public void ABadPlanFileIsExit2WithOneLineNamingTheFileAndKey(string kind, string name)
+    {
+        var o = PredictionJson.Plan(Llama, "llama3-8b", "dgx-h100");
+        string text = kind switch
+        {
+            "missing-key" => Without(o, "gbs"),
+            "wrong-type" => Set(o, "tp", "\"4\""),
+            "bad-recompute" => Set(o, "recompute", "\"partial\""),
+            "bad-precision" => Set(o, "precision", "\"fp9\""),
+            "non-positive" => Set(o, "mbs", "0"),
+            "zero-out-of-range" => Set(o, "zero", "5"),
+            "invalid-json" => "{\n  \"model\": \"llama3-8b\",\n  \"tp\": \n",
+            "not-an-object" => "[1, 2, 3]",
+            "gbs-not-divisible" => Set(o, "gbs", "100"),
+            "tp-does-not-divide-heads" => Set(Set(o, "tp", "3"), "sequence_parallel", "false"),
+            _ => throw new ArgumentException(kind),
+        };
+        string path = Path.Combine(_dir, $"{kind}.json");
+        File.WriteAllText(path, text);
+        foreach (var to in new[] { "megatron", "deepspeed", "torchtitan" })
+            AssertBadInput(Run("export", "--plan", path, "--to", to), path, name);
+    }
+
+    private static string Without(JsonObject o, string key)
+    {
+        var copy = JsonNode.Parse(o.ToJsonString())!.AsObject();
+        copy.Remove(key);
+        return copy.ToJsonString();
+    }
+
+    private static string Set(JsonObject o, string key, string raw) => Set(o.ToJsonString(), key, raw);
+
+    private static string Set(string json, string key, string raw)
+    {
+        var copy = JsonNode.Parse(json)!.AsObject();
+        copy[key] = JsonNode.Parse(raw);
+        return copy.ToJsonString();
+    }
+
+    [Fact]
+    public void AMissingPlanFileIsExit2NamingIt()
+    {
+        string path = Path.Combine(_dir, "no-such-plan.json");
+        AssertBadInput(Run("export", "--plan", path, "--to", "megatron"), "--plan", path);
+    }
+
+    [Fact]
+    public void AnUnknownTargetIsExit2NamingTo()
+    {
+        AssertBadInput(Run("export", "--plan", WritePlan(Llama, "llama3-8b"), "--to", "jax"), "--to", "jax");
+    }
+
+    [Fact]
+    public void AMissingTargetIsExit2NamingTo()
+    {
+        AssertBadInput(Run("export", "--plan", WritePlan(Llama, "llama3-8b")), "--to");
+    }
+
+    // ---- --out ----
+
+    [Theory]
+    [InlineData("megatron")]
+    [InlineData("deepspeed")]
+    [InlineData("torchtitan")]
+    public void Out_WritesWhatStdoutWouldShowAndRefusesToOverwriteWithoutForce(string to)
+    {
+        string plan = WritePlan(Llama, "llama3-8b");
+        string expected = Export(plan, to);
+        string outPath = Path.Combine(_dir, $"config-{to}.txt");
+
+        var first = Run("export", "--plan", plan, "--to", to, "--out", outPath);
+        Assert.True(first.Code == 0, $"exit code {first.Code}; stderr: {first.Stderr}");
+        Assert.Equal("", first.Stderr);
+        Assert.Contains(outPath, first.Stdout);
+        Assert.Equal(expected, File.ReadAllText(outPath));
+
+        const string keep = "hand-edited config: keep me\n";
+        File.WriteAllText(outPath, keep);
+        AssertBadInput(Run("export", "--plan", plan, "--to", to, "--out", outPath), "--out", outPath, "--force");
+        Assert.Equal(keep, File.ReadAllText(outPath));
+
+        var forced = Run("export", "--plan", plan, "--to", to, "--out", outPath, "--force");
+        Assert.True(forced.Code == 0, $"exit code {forced.Code}; stderr: {forced.Stderr}");
+        Assert.Equal(expected, File.ReadAllText(outPath));
+    }
+
+    [Fact]
+    public void Out_NeverOverwritesThePlanItself()
+    {
+        string plan = WritePlan(Llama, "llama3-8b");
+        string before = File.ReadAllText(plan);
+        AssertBadInput(Run("export", "--plan", plan, "--to", "megatron", "--out", plan, "--force"), "--out");
+        Assert.Equal(before, File.ReadAllText(plan));
+    }
+
+    [Fact]
+    public void Out_IntoAMissingDirectoryIsExit2()
+    {
+        string outPath = Path.Combine(_dir, "no", "such", "dir", "args.sh");
+        AssertBadInput(Run("export", "--plan", WritePlan(Llama, "llama3-8b"), "--to", "megatron", "--out", outPath), "--out", outPath);
+    }
+
+    [Fact]
+    public void Out_WithABadPlanWritesNothing()
+    {
+        string plan = Path.Combine(_dir, "bad.json");
+        File.WriteAllText(plan, "{}");
+        string outPath = Path.Combine(_dir, "args.sh");
+        AssertBadInput(Run("export", "--plan", plan, "--to", "megatron", "--out", outPath), plan, "'model'");
+        Assert.False(File.Exists(outPath));
+    }
+
+    // ---- End to end ----
+
+    [Fact]
+    public void APlanWrittenByPlanOutExportsToEveryTarget()
+    {
+        string plan = Path.Combine(_dir, "best.json");
+        var planned = Run("plan", "--model", "llama2-7b", "--cluster", "dgx-a100-80g-1node", "--gbs", "64", "--seq", "4096", "--out", plan);
+        Assert.True(planned.Code == 0, $"plan exit code {planned.Code}; stderr: {planned.Stderr}");
+        var (p, _, _) = PlanFile.Read(plan);
+
+        var (_, args) = ParseMegatron(Export(plan, "megatron"));
+        Assert.Equal(p.Tp.ToString(CultureInfo.InvariantCulture), Value(args, "--tensor-model-parallel-size"));
+        Assert.Equal("32", Value(args, "--num-layers"));
+
+        var ds = DeepSpeed(Export(plan, "deepspeed"));
+        Assert.Equal(64, ds.GetProperty("train_batch_size").GetInt32());
+        Assert.Equal(p.MicroBatches, ds.GetProperty("gradient_accumulation_steps").GetInt32());
+
+        var toml = ParseToml(Export(plan, "torchtitan"));
+        Assert.Equal(p.Tp, Int(toml, "parallelism.tensor_parallel_degree"));
+        Assert.Equal(4096, Int(toml, "training.seq_len"));
+    }
+}
