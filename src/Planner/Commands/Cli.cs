@@ -23,6 +23,8 @@ public static class Cli
         root.Subcommands.Add(BenchCommand.Create(stdout));
         root.Subcommands.Add(PresetsCommand.Create(stdout));
         root.Subcommands.Add(ExportCommand.Create(stdout));
+        root.Subcommands.Add(WhatIfCommand.Create(stdout));
+        root.Subcommands.Add(AblateCommand.Create(stdout));
         return root;
     }
 

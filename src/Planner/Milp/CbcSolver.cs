@@ -11,6 +11,9 @@ public sealed partial class CbcSolver : IMilpSolver
 {
     private const string Library = "CbcSolver";
 
+    /// <summary>CBC's solver keeps global state (its command-line driver): one solve at a time per process.</summary>
+    private static readonly Lock SolveLock = new();
+
     static CbcSolver()
     {
         NativeLibrary.SetDllImportResolver(typeof(CbcSolver).Assembly, Resolve);
@@ -47,6 +50,12 @@ public sealed partial class CbcSolver : IMilpSolver
 
     /// <inheritdoc />
     public MilpSolution Solve(MilpProblem problem, double timeLimitSeconds = 10)
+    {
+        lock (SolveLock)
+            return SolveAlone(problem, timeLimitSeconds);
+    }
+
+    private static MilpSolution SolveAlone(MilpProblem problem, double timeLimitSeconds)
     {
         IntPtr model;
         try

@@ -265,7 +265,7 @@ public static class PlanSearch
 
         private IEnumerable<int> MicroBatchSizes(Shape s)
         {
-            int limit = req.GbsIsMaximum ? req.Gbs / s.Dp : req.Gbs / s.Dp;
+            int limit = req.Gbs / s.Dp;
             for (int mbs = 1; mbs <= Math.Min(limit, 64); mbs++)
                 if (req.GbsIsMaximum ? (mbs & (mbs - 1)) == 0 : (req.Gbs / s.Dp) % mbs == 0 && req.Gbs % s.Dp == 0)
                     yield return mbs;
