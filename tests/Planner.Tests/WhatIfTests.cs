@@ -268,21 +268,22 @@ public sealed class WhatIfTests : IDisposable
         var cluster = ClusterLoader.Load(Node);
         var req = new SearchRequest(model, cluster, 64, false, [4096], [Precision.Bf16], Top: 1);
 
-        // No constraint: the best even split, as pricing every fitting candidate finds it; the search (which may add
-        // uneven splits from its MILP) is at least as fast.
+        // No constraint: the same plan as the search, and at least as fast as pricing every fitting even split.
         var (free, all) = ConstrainedSearch.Best(req, PlanConstraint.None);
         var fitting = PlanSearch.Fitting(req);
-        Assert.Equal(fitting.Count, all);
-        Assert.Equal(fitting.Min(c => Pricer.Price(model, cluster, c.Plan).StepTimeSeconds), free!.StepTimeSeconds);
-        Assert.True(PlanSearch.Run(req).Plans[0].StepTimeSeconds <= free.StepTimeSeconds);
+        Assert.True(all >= fitting.Count);
+        Assert.True(free!.StepTimeSeconds <= fitting.Min(c => Pricer.Price(model, cluster, c.Plan).StepTimeSeconds) * (1 + 1e-12));
+        Assert.Equal(PlanSearch.Run(req).Plans[0].StepTimeSeconds, free.StepTimeSeconds);
 
         // A constraint: the best of pricing every matching fitting candidate.
         var constraint = new PlanConstraint(Tp: 2, Zero: 1);
         var (best, matching) = ConstrainedSearch.Best(req, constraint);
         var brute = PlanSearch.Fitting(req).Select(c => c.Plan).Where(constraint.Matches)
             .Select(p => Pricer.Price(model, cluster, p)).ToList();
-        Assert.Equal(brute.Count, matching);
-        Assert.Equal(brute.Min(p => p.StepTimeSeconds), best!.StepTimeSeconds);
+        Assert.True(matching >= brute.Count);
+        Assert.True(best!.StepTimeSeconds <= brute.Min(p => p.StepTimeSeconds) * (1 + 1e-12));
+        if (best.Plan.Stages is null)
+            Assert.Equal(brute.Min(p => p.StepTimeSeconds), best.StepTimeSeconds, 9);
         Assert.True(constraint.Matches(best.Plan));
 
         // Selective recompute (left out of the search under flash attention) prices as no recompute.

@@ -84,14 +84,14 @@ public static class HeterogeneousSearch
         candidates.Sort((a, b) => a.Bound.CompareTo(b.Bound));
         foreach (var (plan, stageGroups, bound) in candidates)
         {
-            if (best.Count >= req.Top && bound > best[^1].Score)
+            if (best.Count >= req.Top && bound > best[^1].Score * (1 + PlanSearch.TieTolerance))
                 break;
             var split = partitioner.Partition(m, c, plan, req.RecomputePolicies, options, (g, r) => Block(plan, g, r), stageGroups);
             if (split is null)
                 continue;
             var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(x => x.Count()).First().Key;
             var staged = plan with { Recompute = dominant, Stages = split };
-            if (PlanCheck.Problem(m, c, staged) is not null)
+            if (PlanCheck.Problem(m, c, staged) is not null || (req.Filter is { } accept && !accept(staged)))
                 continue;
             var p = Pricer.Price(m, c, staged, options);
             priced++;
@@ -101,11 +101,7 @@ public static class HeterogeneousSearch
                     smallest = (staged, p.PeakMemoryGib * Units.GiB);
                 continue;
             }
-            double score = PlanSearch.Score(req, staged, p.StepTimeSeconds);
-            int at = best.FindIndex(x => x.Score > score || (x.Score == score && x.P.PeakMemoryGib > p.PeakMemoryGib));
-            best.Insert(at < 0 ? best.Count : at, (score, p));
-            if (best.Count > req.Top)
-                best.RemoveAt(best.Count - 1);
+            PlanSearch.Insert(req, best, p);
         }
         return new SearchResult(best.Select(x => x.P).ToList(), enumerated, enumerated, priced, watch.Elapsed.TotalSeconds, smallest);
     }

@@ -32,6 +32,12 @@ public static class PlanSearch
 {
     private readonly record struct Candidate(ParallelPlan Plan, double Bound);
 
+    /// <summary>Relative difference under which two step times count as equal (rounding of the same sums).</summary>
+    public const double TieTolerance = 1e-9;
+
+    /// <summary>True when two scores are equal up to <see cref="TieTolerance"/>.</summary>
+    public static bool Tie(double a, double b) => Math.Abs(a - b) <= TieTolerance * Math.Max(Math.Abs(a), Math.Abs(b));
+
     /// <summary>How many shapes the stage-partition MILP refines per search.</summary>
     public const int MilpRefinements = 16;
 
@@ -71,8 +77,8 @@ public static class PlanSearch
         int priced = 0;
         foreach (var c in all)
         {
-            if (best.Count >= req.Top && c.Bound > best[^1].Score)
-                break; // no remaining candidate can enter the top K
+            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
+                break; // no remaining candidate can enter the top K (ties included, for the memory tie-break)
             var p = Pricer.Price(req.Model, req.Cluster, c.Plan, options);
             priced++;
             Insert(req, best, p);
@@ -101,13 +107,15 @@ public static class PlanSearch
         int priced = 0;
         foreach (var c in pool)
         {
-            if (best.Count >= req.Top && c.Bound > best[^1].Score)
+            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
                 break;
             var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
                 continue;
             var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(g => g.Count()).First().Key;
             var plan = c.Plan with { Recompute = dominant, Stages = split };
+            if (req.Filter is { } accept && !accept(plan))
+                continue;
             var p = Pricer.Price(req.Model, req.Cluster, plan, options);
             priced++;
             if (!p.Fits)
@@ -117,13 +125,14 @@ public static class PlanSearch
         return priced;
     }
 
-    private static void Insert(SearchRequest req, List<(double Score, Prediction P)> best, Prediction p)
+    /// <summary>Inserts an exactly priced plan into a top-K list ordered by score, ties to the leaner plan.</summary>
+    internal static void Insert(SearchRequest req, List<(double Score, Prediction P)> best, Prediction p)
     {
         double score = Score(req, p.Plan, p.StepTimeSeconds);
         if (best.Any(x => x.P.Plan == p.Plan))
             return;
-        // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed) go to the plan that needs less memory.
-        int at = best.FindIndex(x => x.Score > score || (x.Score == score && x.P.PeakMemoryGib > p.PeakMemoryGib));
+        // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed, up to rounding) go to the plan that needs less memory.
+        int at = best.FindIndex(x => Tie(x.Score, score) ? x.P.PeakMemoryGib > p.PeakMemoryGib : x.Score > score);
         best.Insert(at < 0 ? best.Count : at, (score, p));
         if (best.Count > req.Top)
             best.RemoveAt(best.Count - 1);
@@ -230,6 +239,8 @@ public static class PlanSearch
                 foreach (int zero in zeros)
                 {
                     var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision);
+                    if (req.Filter is { } accept && !accept(plan))
+                        continue;
                     if (PlanCheck.Problem(m, c, plan) is not null)
                         continue;
                     Enumerated++;

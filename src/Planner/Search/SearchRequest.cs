@@ -26,6 +26,7 @@ public enum Objective
 /// <param name="Objective">Ranking.</param>
 /// <param name="Top">Plans to return.</param>
 /// <param name="Options">Software behaviours assumed by the pricing.</param>
+/// <param name="Filter">Only plans it accepts are considered (what-if points that pin some plan values).</param>
 public sealed record SearchRequest(
     ModelSpec Model,
     ClusterSpec Cluster,
@@ -37,7 +38,8 @@ public sealed record SearchRequest(
     int? TpMax = null,
     Objective Objective = Objective.Throughput,
     int Top = 10,
-    PricingOptions? Options = null)
+    PricingOptions? Options = null,
+    Func<ParallelPlan, bool>? Filter = null)
 {
     /// <summary>Recompute policies worth searching: under flash attention selective equals none.</summary>
     public IReadOnlyList<Recompute> RecomputePolicies => (Options ?? PricingOptions.Default).FlashAttention
