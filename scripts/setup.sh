@@ -7,6 +7,9 @@ set -euo pipefail
 # Debian packages the planner needs: COIN-OR CBC for the stage-partition MILP (loaded through its C API) and
 # gnuplot for what-if plots.
 PLANNER_APT_PACKAGES=(coinor-libcbc-dev gnuplot-nox)
+# The executor's libtorch shim: Debian's libtorch 1.13 with Gloo, OpenBLAS (else torch links the slow reference
+# BLAS), the compiler and CMake; python3-torch only for the binding's parity tests.
+EXECUTOR_APT_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ make python3-torch)
 
 planner_need_dotnet() {
   if ! command -v dotnet >/dev/null 2>&1; then
@@ -36,10 +39,24 @@ planner_need_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# Builds src/Executor/native (CMake) when the library is missing or older than a source file.
+planner_build_shim() {
+  local root="$1" dir="$1/src/Executor/native" lib="$1/src/Executor/native/build/libplanner_torch.so"
+  if [ -f "$lib" ] && [ -z "$(find "$dir" -maxdepth 1 \( -name '*.cpp' -o -name '*.h' -o -name CMakeLists.txt \) -newer "$lib" -print -quit)" ]; then
+    return 0
+  fi
+  echo "planner: building the libtorch shim (CMake)..." >&2
+  if ! { cmake -S "$dir" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release >"$dir/build.log" 2>&1 &&
+         cmake --build "$dir/build" -j "$(nproc)" >>"$dir/build.log" 2>&1; }; then
+    cat "$dir/build.log" >&2
+    echo "planner: the libtorch shim failed to build (log above, also in src/Executor/native/build.log)" >&2
+    return 1
+  fi
+}
+
 planner_setup() {
   planner_need_dotnet
-  if [ ${#PLANNER_APT_PACKAGES[@]} -gt 0 ]; then
-    planner_need_apt "${PLANNER_APT_PACKAGES[@]}"
-  fi
+  planner_need_apt "${PLANNER_APT_PACKAGES[@]}" "${EXECUTOR_APT_PACKAGES[@]}"
   export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+  planner_build_shim "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 }

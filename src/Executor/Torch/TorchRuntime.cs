@@ -1,0 +1,140 @@
+using System.Runtime.InteropServices;
+
+namespace Planner.Executor.Torch;
+
+/// <summary>Process-wide settings and measurements of the libtorch runtime.</summary>
+public static class TorchRuntime
+{
+    /// <summary>The libtorch version the shim was built against.</summary>
+    public static string Version
+    {
+        get
+        {
+            Native.EnsureLoaded();
+            return Marshal.PtrToStringUTF8(Native.pt_torch_version()) ?? "?";
+        }
+    }
+
+    /// <summary>Seeds libtorch's default generators (dropout, and anything not given its own seed).</summary>
+    public static void Seed(ulong seed)
+    {
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_manual_seed(seed));
+    }
+
+    /// <summary>Intra-op threads.</summary>
+    public static int Threads
+    {
+        get
+        {
+            Native.EnsureLoaded();
+            return Native.pt_get_num_threads();
+        }
+        set
+        {
+            Native.EnsureLoaded();
+            Native.Check(Native.pt_set_num_threads(value));
+        }
+    }
+
+    /// <summary>Tensors alive in the shim (created and not freed), for leak tests.</summary>
+    public static long LiveTensors
+    {
+        get
+        {
+            Native.EnsureLoaded();
+            return Native.pt_live_tensors();
+        }
+    }
+
+    /// <summary>A monotonic clock, nanoseconds.</summary>
+    public static long NowNanoseconds()
+    {
+        Native.EnsureLoaded();
+        return Native.pt_now_ns();
+    }
+
+    /// <summary>CUDA devices visible (0 in a CPU build).</summary>
+    public static int CudaDevices
+    {
+        get
+        {
+            Native.EnsureLoaded();
+            return Native.pt_cuda_device_count();
+        }
+    }
+
+    /// <summary>Waits for a device's queued work (a no-op on the CPU).</summary>
+    public static void Synchronize(Device device)
+    {
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_synchronize((int)device.Type, device.Index));
+    }
+
+    /// <summary>
+    /// Current and peak memory, bytes: on the CPU the process's resident set (current from /proc/self/statm, peak
+    /// from getrusage), on CUDA the caching allocator's allocated bytes.
+    /// </summary>
+    public static (long Current, long Peak) Memory(Device device)
+    {
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_memory((int)device.Type, device.Index, out long current, out long peak));
+        return (current, peak);
+    }
+
+    /// <summary>Resets the peak statistic (CUDA; the CPU's peak resident set cannot be reset).</summary>
+    public static void ResetPeakMemory(Device device)
+    {
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_reset_peak_memory((int)device.Type, device.Index));
+    }
+
+    /// <summary>Records no autograd history until disposed (on this thread).</summary>
+    public static IDisposable NoGrad()
+    {
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_no_grad_enter(out var guard));
+        return new NoGradScope(guard);
+    }
+
+    private sealed class NoGradScope(IntPtr guard) : IDisposable
+    {
+        private IntPtr _guard = guard;
+
+        public void Dispose()
+        {
+            if (_guard == IntPtr.Zero)
+                return;
+            Native.Check(Native.pt_no_grad_exit(_guard));
+            _guard = IntPtr.Zero;
+        }
+    }
+}
+
+/// <summary>AdamW over a parameter list.</summary>
+public sealed class AdamW : IDisposable
+{
+    private readonly OptimizerHandle _handle;
+
+    /// <summary>Creates the optimizer; the parameters must stay alive while it is used.</summary>
+    public AdamW(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01)
+    {
+        Native.EnsureLoaded();
+        var handles = parameters.Select(p => p.Handle.DangerousGetHandle()).ToArray();
+        Native.Check(Native.pt_adamw_new(handles, handles.Length, lr, beta1, beta2, eps, weightDecay, out var h));
+        GC.KeepAlive(parameters);
+        _handle = new OptimizerHandle(h);
+    }
+
+    /// <summary>One update from the parameters' gradients.</summary>
+    public void Step() => Native.Check(Native.pt_adamw_step(_handle));
+
+    /// <summary>Clears the parameters' gradients.</summary>
+    public void ZeroGrad() => Native.Check(Native.pt_adamw_zero_grad(_handle));
+
+    /// <summary>Sets the learning rate.</summary>
+    public void SetLearningRate(double lr) => Native.Check(Native.pt_adamw_set_lr(_handle, lr));
+
+    /// <summary>Frees the optimizer and its state.</summary>
+    public void Dispose() => _handle.Dispose();
+}

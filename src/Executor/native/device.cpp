@@ -1,0 +1,81 @@
+// Seeds, threads, clock, device synchronisation and memory statistics.
+#include "common.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#ifdef PT_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
+#endif
+
+PT_EXPORT int32_t pt_manual_seed(uint64_t seed) {
+  PT_TRY
+  torch::manual_seed(seed);
+  PT_CATCH
+}
+
+PT_EXPORT int32_t pt_set_num_threads(int32_t n) {
+  PT_TRY
+  at::set_num_threads(n);
+  PT_CATCH
+}
+
+PT_EXPORT int32_t pt_get_num_threads() { return at::get_num_threads(); }
+
+// Monotonic nanoseconds.
+PT_EXPORT int64_t pt_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+PT_EXPORT int32_t pt_cuda_device_count() {
+#ifdef PT_WITH_CUDA
+  return static_cast<int32_t>(torch::cuda::device_count());
+#else
+  return 0;
+#endif
+}
+
+// Waits for the device's queued work (a no-op on the CPU, whose ops are synchronous).
+PT_EXPORT int32_t pt_synchronize(int32_t device_type, int32_t index) {
+  PT_TRY
+#ifdef PT_WITH_CUDA
+  if (device_type == 1) torch::cuda::synchronize(index);
+#endif
+  PT_CATCH
+}
+
+// Memory of the process (CPU: resident set size from the kernel — current from /proc/self/statm, peak from
+// getrusage's ru_maxrss) or of a CUDA device (the caching allocator's allocated bytes, current and peak).
+PT_EXPORT int32_t pt_memory(int32_t device_type, int32_t index, int64_t* current, int64_t* peak) {
+  PT_TRY
+  if (device_type == 0) {
+    long pages = 0, resident = 0;
+    std::ifstream statm("/proc/self/statm");
+    statm >> pages >> resident;
+    *current = static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
+    struct rusage usage {};
+    getrusage(RUSAGE_SELF, &usage);
+    *peak = static_cast<int64_t>(usage.ru_maxrss) * 1024;
+  } else {
+#ifdef PT_WITH_CUDA
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+    *current = stats.allocated_bytes[all].current;
+    *peak = stats.allocated_bytes[all].peak;
+#else
+    throw std::runtime_error("this build of the shim has no CUDA");
+#endif
+  }
+  PT_CATCH
+}
+
+PT_EXPORT int32_t pt_reset_peak_memory(int32_t device_type, int32_t index) {
+  PT_TRY
+#ifdef PT_WITH_CUDA
+  if (device_type == 1) c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+#endif
+  PT_CATCH
+}

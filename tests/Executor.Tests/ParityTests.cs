@@ -1,0 +1,145 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Planner.Executor.Torch;
+using Xunit;
+
+namespace Planner.Executor.Tests;
+
+/// <summary>
+/// The binding against PyTorch: reference/reference.py (Debian's python3-torch) computes outputs and gradients of a
+/// GeLU MLP (and one AdamW step), a causal attention block and a SwiGLU block with cross entropy on deterministic
+/// inputs; the C# results must match to 1e-6.
+/// </summary>
+public sealed class ParityTests : IClassFixture<ParityTests.Reference>
+{
+    private const double Tolerance = 1e-6;
+    private readonly JsonElement _ref;
+
+    public ParityTests(Reference reference) => _ref = reference.Json;
+
+    /// <summary>Runs the Python script once for the class.</summary>
+    public sealed class Reference
+    {
+        public JsonElement Json { get; }
+
+        public Reference()
+        {
+            string script = Path.Combine(AppContext.BaseDirectory, "reference", "reference.py");
+            string output = Path.Combine(Path.GetTempPath(), $"planner-parity-{Guid.NewGuid():N}.json");
+            // Debian's interpreter: the one python3-torch installs into (another python3 may come first on PATH).
+            var psi = new ProcessStartInfo("/usr/bin/python3", [script, output]) { RedirectStandardError = true, UseShellExecute = false };
+            using var p = Process.Start(psi)!;
+            string err = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, $"reference.py failed (is python3-torch installed?): {err}");
+            Json = JsonDocument.Parse(File.ReadAllText(output)).RootElement.Clone();
+            File.Delete(output);
+        }
+    }
+
+    /// <summary>value(i) = sin(a·i + b)·c in double, rounded to float32: the script's inputs.</summary>
+    private static Tensor Det(long[] shape, double a, double b, double c = 1.0, bool grad = true)
+    {
+        long n = shape.Aggregate(1L, (x, y) => x * y);
+        var data = new float[n];
+        for (int i = 0; i < n; i++)
+            data[i] = (float)(Math.Sin(a * i + b) * c);
+        var t = Tensor.From(data, shape);
+        t.RequiresGrad = grad;
+        return t;
+    }
+
+    private void Same(string block, string key, Tensor? actual)
+    {
+        Assert.NotNull(actual);
+        var expected = _ref.GetProperty(block).GetProperty(key).EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var got = actual!.ToDoubleArray();
+        Assert.Equal(expected.Length, got.Length);
+        double worst = 0;
+        for (int i = 0; i < got.Length; i++)
+            worst = Math.Max(worst, Math.Abs(got[i] - expected[i]));
+        Assert.True(worst <= Tolerance, $"{block}.{key}: largest difference {worst:E2} above {Tolerance:E0}");
+    }
+
+    private void SameScalar(string block, string key, Tensor actual) =>
+        Assert.Equal(_ref.GetProperty(block).GetProperty(key).GetDouble(), actual.Item(), 6);
+
+    [Fact]
+    public void Mlp_outputs_gradients_and_an_adamw_step_match_pytorch()
+    {
+        using var scope = DisposeScope.Begin();
+        var x = Det([4, 8], 0.37, 0.1);
+        var w1 = Det([16, 8], 0.11, 0.2, 0.5);
+        var b1 = Det([16], 0.23, 0.3, 0.1);
+        var w2 = Det([8, 16], 0.07, 0.4, 0.5);
+        var b2 = Det([8], 0.19, 0.5, 0.1);
+        var y = F.Linear(F.Linear(x, w1, b1).Gelu(), w2, b2);
+        var loss = (y * y).Mean();
+        loss.Backward();
+        Same("mlp", "y", y);
+        SameScalar("mlp", "loss", loss);
+        Same("mlp", "grad_x", x.Grad);
+        Same("mlp", "grad_w1", w1.Grad);
+        Same("mlp", "grad_b1", b1.Grad);
+        Same("mlp", "grad_w2", w2.Grad);
+        Same("mlp", "grad_b2", b2.Grad);
+        using var opt = new AdamW([w1, b1, w2, b2], lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
+        opt.Step();
+        Same("mlp", "w1_after_adamw", w1);
+        Same("mlp", "b2_after_adamw", b2);
+    }
+
+    [Fact]
+    public void Causal_attention_block_matches_pytorch()
+    {
+        const int b = 2, s = 5, h = 16, nh = 4, d = h / nh;
+        using var scope = DisposeScope.Begin();
+        var x = Det([b, s, h], 0.13, 0.7);
+        var lnW = Det([h], 0.31, 0.9, 0.2);
+        var lnB = Det([h], 0.17, 1.1, 0.1);
+        var wqkv = Det([3 * h, h], 0.05, 1.3, 0.4);
+        var bqkv = Det([3 * h], 0.29, 1.5, 0.1);
+        var wo = Det([h, h], 0.09, 1.7, 0.4);
+        var bo = Det([h], 0.21, 1.9, 0.1);
+        var target = Det([b, s, h], 0.41, 2.1, grad: false);
+        var n = F.LayerNorm(x, lnW, lnB, 1e-5);
+        var qkv = F.Linear(n, wqkv, bqkv).Chunk(3, -1);
+        Tensor Heads(Tensor t) => t.Reshape(b, s, nh, d).Transpose(1, 2);
+        var att = F.CausalAttention(Heads(qkv[0]), Heads(qkv[1]), Heads(qkv[2])).Transpose(1, 2).Reshape(b, s, h);
+        var y = x + F.Linear(att, wo, bo);
+        var loss = (y * target).Sum();
+        loss.Backward();
+        Same("attention", "y", y);
+        SameScalar("attention", "loss", loss);
+        Same("attention", "grad_x", x.Grad);
+        Same("attention", "grad_ln_w", lnW.Grad);
+        Same("attention", "grad_ln_b", lnB.Grad);
+        Same("attention", "grad_wqkv", wqkv.Grad);
+        Same("attention", "grad_bqkv", bqkv.Grad);
+        Same("attention", "grad_wo", wo.Grad);
+        Same("attention", "grad_bo", bo.Grad);
+    }
+
+    [Fact]
+    public void Swiglu_rmsnorm_and_cross_entropy_match_pytorch()
+    {
+        using var scope = DisposeScope.Begin();
+        var x = Det([6, 8], 0.33, 2.3);
+        var rmsW = Det([8], 0.27, 2.5, 0.3);
+        var wg = Det([12, 8], 0.15, 2.7, 0.5);
+        var wu = Det([12, 8], 0.25, 2.9, 0.5);
+        var wd = Det([10, 12], 0.35, 3.1, 0.5);
+        var normed = F.RmsNorm(x, rmsW, 1e-5);
+        var hidden = F.Linear(normed, wg).Silu() * F.Linear(normed, wu);
+        var logits = F.Linear(hidden, wd);
+        var loss = F.CrossEntropy(logits, Tensor.From([0L, 3, 9, 4, 4, 1], 6));
+        loss.Backward();
+        Same("swiglu", "logits", logits);
+        SameScalar("swiglu", "loss", loss);
+        Same("swiglu", "grad_x", x.Grad);
+        Same("swiglu", "grad_rms_w", rmsW.Grad);
+        Same("swiglu", "grad_wg", wg.Grad);
+        Same("swiglu", "grad_wu", wu.Grad);
+        Same("swiglu", "grad_wd", wd.Grad);
+    }
+}

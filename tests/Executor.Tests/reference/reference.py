@@ -1,0 +1,104 @@
+"""Reference outputs and gradients for the binding's parity tests, computed with PyTorch (Debian python3-torch).
+
+Inputs are deterministic formulas (no RNG) that the C# test reproduces exactly: value(i) = sin(a*i + b) * c,
+computed in double precision and rounded to float32. Writes JSON to the path given as the only argument.
+"""
+import json
+import math
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+
+
+def det(shape, a, b, c=1.0):
+    n = 1
+    for d in shape:
+        n *= d
+    return torch.tensor([math.sin(a * i + b) * c for i in range(n)], dtype=torch.float64).to(torch.float32).reshape(shape)
+
+
+def leaf(shape, a, b, c=1.0):
+    t = det(shape, a, b, c)
+    t.requires_grad_(True)
+    return t
+
+
+def flat(t):
+    return [float(v) for v in t.detach().reshape(-1).tolist()]
+
+
+out = {}
+
+# A two-layer GeLU MLP with a mean-square loss, then one AdamW step.
+x = leaf([4, 8], 0.37, 0.1)
+w1 = leaf([16, 8], 0.11, 0.2, 0.5)
+b1 = leaf([16], 0.23, 0.3, 0.1)
+w2 = leaf([8, 16], 0.07, 0.4, 0.5)
+b2 = leaf([8], 0.19, 0.5, 0.1)
+h = torch.nn.functional.gelu(torch.nn.functional.linear(x, w1, b1))
+y = torch.nn.functional.linear(h, w2, b2)
+loss = (y * y).mean()
+loss.backward()
+out["mlp"] = {
+    "y": flat(y), "loss": float(loss),
+    "grad_x": flat(x.grad), "grad_w1": flat(w1.grad), "grad_b1": flat(b1.grad),
+    "grad_w2": flat(w2.grad), "grad_b2": flat(b2.grad),
+}
+opt = torch.optim.AdamW([w1, b1, w2, b2], lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+opt.step()
+out["mlp"]["w1_after_adamw"] = flat(w1)
+out["mlp"]["b2_after_adamw"] = flat(b2)
+
+# A causal self-attention block: LayerNorm, fused QKV, 4 heads, causal attention, output projection, residual.
+B, S, H, NH = 2, 5, 16, 4
+D = H // NH
+xa = leaf([B, S, H], 0.13, 0.7)
+ln_w = leaf([H], 0.31, 0.9, 0.2)
+ln_b = leaf([H], 0.17, 1.1, 0.1)
+wqkv = leaf([3 * H, H], 0.05, 1.3, 0.4)
+bqkv = leaf([3 * H], 0.29, 1.5, 0.1)
+wo = leaf([H, H], 0.09, 1.7, 0.4)
+bo = leaf([H], 0.21, 1.9, 0.1)
+target = det([B, S, H], 0.41, 2.1)
+n = torch.nn.functional.layer_norm(xa, [H], ln_w, ln_b, 1e-5)
+qkv = torch.nn.functional.linear(n, wqkv, bqkv)
+q, k, v = qkv.chunk(3, dim=-1)
+q = q.reshape(B, S, NH, D).transpose(1, 2)
+k = k.reshape(B, S, NH, D).transpose(1, 2)
+v = v.reshape(B, S, NH, D).transpose(1, 2)
+scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(D)
+mask = torch.ones(S, S, dtype=torch.bool).triu(1)
+probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+att = torch.matmul(probs, v).transpose(1, 2).reshape(B, S, H)
+ya = xa + torch.nn.functional.linear(att, wo, bo)
+la = (ya * target).sum()
+la.backward()
+out["attention"] = {
+    "y": flat(ya), "loss": float(la),
+    "grad_x": flat(xa.grad), "grad_ln_w": flat(ln_w.grad), "grad_ln_b": flat(ln_b.grad),
+    "grad_wqkv": flat(wqkv.grad), "grad_bqkv": flat(bqkv.grad), "grad_wo": flat(wo.grad), "grad_bo": flat(bo.grad),
+}
+
+# SwiGLU with RMSNorm and a cross-entropy loss over a small vocabulary.
+xs = leaf([6, 8], 0.33, 2.3)
+rms_w = leaf([8], 0.27, 2.5, 0.3)
+wg = leaf([12, 8], 0.15, 2.7, 0.5)
+wu = leaf([12, 8], 0.25, 2.9, 0.5)
+wd = leaf([10, 12], 0.35, 3.1, 0.5)
+xf = xs.float()
+normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5) * rms_w
+hs = torch.nn.functional.silu(torch.nn.functional.linear(normed, wg)) * torch.nn.functional.linear(normed, wu)
+logits = torch.nn.functional.linear(hs, wd)
+targets = torch.tensor([0, 3, 9, 4, 4, 1], dtype=torch.int64)
+ce = torch.nn.functional.cross_entropy(logits, targets)
+ce.backward()
+out["swiglu"] = {
+    "logits": flat(logits), "loss": float(ce),
+    "grad_x": flat(xs.grad), "grad_rms_w": flat(rms_w.grad), "grad_wg": flat(wg.grad),
+    "grad_wu": flat(wu.grad), "grad_wd": flat(wd.grad),
+}
+
+with open(sys.argv[1], "w") as f:
+    json.dump(out, f)
