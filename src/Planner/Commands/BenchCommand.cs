@@ -14,7 +14,8 @@ public static class BenchCommand
     {
         var seconds = new Option<double>("--seconds") { Description = "How long to measure each case", DefaultValueFactory = _ => 2.0 };
         var search = new Option<bool>("--search") { Description = "Also time the plan search on the issue's two large cases (530B on 5,120 A100, 405B on 16,384 H100)" };
-        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search };
+        var torch = new Option<bool>("--torch") { Description = "Also measure the libtorch binding: 2048x2048 fp32 matmul rate against PyTorch (same threads), and the per-call overhead of a small op" };
+        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search, torch };
         cmd.SetAction(r =>
         {
             double budget = r.GetValue(seconds);
@@ -36,6 +37,8 @@ public static class BenchCommand
                 double rate = n / watch.Elapsed.TotalSeconds;
                 stdout.WriteLine($"{name,-44} {rate,12:N0} plans/s  {1e6 / rate,10:F1} us/plan  ({plan.MicroBatches} micro-batches x {plan.Pp} stages x {plan.Vpp} chunks)");
             }
+            if (r.GetValue(torch))
+                TorchBench.Run(stdout, budget);
             if (r.GetValue(search))
                 foreach (var (name, model, cluster, gbs, seq) in SearchCases())
                 {
