@@ -77,6 +77,9 @@ public sealed class ProcessGroup : IDisposable
         Name = name;
     }
 
+    /// <summary>The native handle, for the model-parallel autograd ops.</summary>
+    internal ProcessGroupHandle HandleForOps => _handle;
+
     /// <summary>This process's rank in the group.</summary>
     public int Rank { get; }
 

@@ -25,6 +25,35 @@ public sealed class DisposeScope : IDisposable
 
     internal static void Track(Tensor t) => _current?._tensors.Add(t);
 
+    /// <summary>Removes a tensor from the current scope (it becomes long-lived: the caller disposes it).</summary>
+    public static void Untrack(Tensor t) => _current?._tensors.Remove(t);
+
+    /// <summary>
+    /// Stops collecting without disposing: the scope keeps its tensors (e.g. a pipeline micro-batch's activations
+    /// between its forward and its backward) until <see cref="Resume"/> or <see cref="Dispose"/>. Must be the
+    /// innermost scope.
+    /// </summary>
+    public void Detach()
+    {
+        if (_current != this)
+            throw new InvalidOperationException("only the innermost dispose scope can be detached");
+        _current = _resumedParent ?? _parent;
+        _detached = true;
+    }
+
+    /// <summary>Collects again on this thread, inside whatever scope is current now.</summary>
+    public void Resume()
+    {
+        if (!_detached)
+            throw new InvalidOperationException("the scope is not detached");
+        _resumedParent = _current;
+        _current = this;
+        _detached = false;
+    }
+
+    private bool _detached;
+    private DisposeScope? _resumedParent;
+
     /// <summary>Keeps a tensor alive past this scope (it moves to the enclosing scope, if any).</summary>
     public T Keep<T>(T tensor) where T : class
     {
@@ -43,6 +72,6 @@ public sealed class DisposeScope : IDisposable
             t.Dispose();
         _tensors.Clear();
         if (_current == this)
-            _current = _parent;
+            _current = _resumedParent ?? _parent;
     }
 }

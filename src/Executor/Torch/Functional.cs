@@ -53,6 +53,10 @@ public static class F
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double dropout = 0) =>
         Tensor.From(Native.pt_causal_attention(q.Handle, k.Handle, v.Handle, dropout, out var h), h);
 
+    /// <summary>Causal attention that keeps only q, k and v and recomputes the scores in backward (selective recompute).</summary>
+    public static Tensor CausalAttentionRecompute(Tensor q, Tensor k, Tensor v) =>
+        Tensor.From(Native.pt_causal_attention_recompute(q.Handle, k.Handle, v.Handle, out var h), h);
+
     /// <summary>Dropout (identity when not training).</summary>
     public static Tensor Dropout(Tensor x, double p, bool training) =>
         Tensor.From(Native.pt_dropout(x.Handle, p, training ? 1 : 0, out var h), h);

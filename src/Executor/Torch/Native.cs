@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 1;
+    internal const int AbiVersion = 2;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -166,6 +166,10 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_recv_async(ProcessGroupHandle g, TensorHandle t, int src, int tag, out IntPtr work);
     [LibraryImport(Library)] internal static partial int pt_work_wait(WorkHandle w, long timeoutMs);
     [LibraryImport(Library)] internal static partial int pt_work_free(IntPtr w);
+
+    // parallel.cpp
+    [LibraryImport(Library)] internal static partial int pt_tp_op(ProcessGroupHandle g, TensorHandle x, int kind, long dim, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_causal_attention_recompute(TensorHandle q, TensorHandle k, TensorHandle v, out IntPtr result);
 
     // device.cpp
     [LibraryImport(Library)] internal static partial int pt_manual_seed(ulong seed);

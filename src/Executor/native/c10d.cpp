@@ -1,5 +1,6 @@
 // c10d: TCPStore rendezvous, Gloo (CPU) and NCCL (CUDA) process groups, sub-groups, collectives with timeouts.
 #include "common.h"
+#include "group.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -13,12 +14,6 @@ struct pt_store {
   c10::intrusive_ptr<c10d::Store> store;
 };
 
-struct pt_pg {
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
-  std::chrono::milliseconds timeout;
-  int rank;
-  int size;
-};
 
 struct pt_work {
   c10::intrusive_ptr<c10d::Work> work;

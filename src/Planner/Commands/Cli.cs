@@ -25,6 +25,8 @@ public static class Cli
         root.Subcommands.Add(ExportCommand.Create(stdout));
         root.Subcommands.Add(WhatIfCommand.Create(stdout));
         root.Subcommands.Add(AblateCommand.Create(stdout));
+        root.Subcommands.Add(RunCommand.Create(stdout));
+        root.Subcommands.Add(RunCommand.CreateRank(stdout));
         return root;
     }
 
@@ -56,6 +58,16 @@ public static class Cli
             return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
         catch (InputException e)
+        {
+            stderr.WriteLine($"planner: {e.Message}");
+            return BadInput;
+        }
+        catch (RankFailedException e)
+        {
+            stderr.WriteLine($"planner: {e.Message}");
+            return InternalError;
+        }
+        catch (NotSupportedException e)
         {
             stderr.WriteLine($"planner: {e.Message}");
             return BadInput;

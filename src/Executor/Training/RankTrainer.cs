@@ -1,0 +1,405 @@
+using Planner.CostModel.Comm;
+using Planner.CostModel.Pipeline;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Planner.Executor.Distributed;
+using Planner.Executor.Torch;
+
+namespace Planner.Executor.Training;
+
+/// <summary>What one rank measured in one optimizer step.</summary>
+/// <param name="Loss">The global batch's mean loss (reported by the last pipeline stage; NaN elsewhere).</param>
+public sealed record StepMetrics(int Step, double Seconds, double Loss);
+
+/// <summary>Options of a training run.</summary>
+public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0);
+
+/// <summary>
+/// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
+/// pipeline schedule (the cost model's <see cref="ScheduleGenerator"/>) with point-to-point transfers, reduces
+/// gradients over data parallelism (ZeRO-1/2/3 shard the optimizer step) and steps AdamW.
+/// </summary>
+public sealed class RankTrainer : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
+    private readonly ModelSpec _m;
+    private readonly ParallelPlan _plan;
+    private readonly ProcessGroupLayout _layout;
+    private readonly MeshCoordinates _me;
+    private readonly ProcessGroup? _tp, _pp, _dp, _tied;
+    private readonly GptStage _stage;
+    private readonly ITokenSource _data;
+    private readonly TrainOptions _options;
+    private readonly IReadOnlyList<Tensor> _params;
+    private readonly AdamW _optimizer;
+    private readonly Tensor? _masterShard; // ZeRO: this DP rank's slice of the flat parameters (fp32)
+    private readonly long _flatSize, _shardSize;
+
+    /// <summary>Sets up the rank: groups (every rank creates them in the same order), parameters and optimizer.</summary>
+    public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options)
+    {
+        if (plan.Cp != 1)
+            throw new NotSupportedException("the executor does not run context parallelism yet (cp must be 1)");
+        if (model.KvHeads % plan.Tp != 0)
+            throw new NotSupportedException($"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads");
+        if (model.IsMoe)
+            throw new NotSupportedException("the executor does not run mixture-of-experts models yet");
+        _m = model;
+        _plan = plan;
+        _options = options;
+        _data = data;
+        _layout = new ProcessGroupLayout(plan);
+        _me = _layout.Coordinates(rank);
+        _tp = Group(store, Axis.Tp, rank);
+        _pp = Group(store, Axis.Pp, rank);
+        _dp = Group(store, Axis.Dp, rank);
+        // Tied input and output embeddings on different stages: the first and last stage sum their gradients.
+        if (model.TiedEmbeddings && plan.Pp > 1)
+        {
+            var first = _layout.Rank(_me with { Pp = 0 });
+            var last = _layout.Rank(_me with { Pp = plan.Pp - 1 });
+            if (rank == first || rank == last)
+                _tied = ProcessGroup.Gloo(store, $"tied-{first}", rank == first ? 0 : 1, 2, Timeout);
+        }
+        var layout = StageLayout.Of(model, plan);
+        var chunks = new List<int[]>();
+        for (int c = 0; c < plan.Vpp; c++)
+        {
+            int v = c * plan.Pp + _me.Pp, first = 0;
+            for (int u = 0; u < v; u++)
+                first += layout.LayersOf(u);
+            chunks.Add(Enumerable.Range(first, layout.LayersOf(v)).ToArray());
+        }
+        _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed);
+        _params = _stage.Parameters;
+        if (plan.Zero == 0 || plan.Dp == 1)
+            _optimizer = new AdamW(_params, options.LearningRate, weightDecay: options.WeightDecay);
+        else
+        {
+            _flatSize = _params.Sum(p => p.Numel);
+            _shardSize = (_flatSize + plan.Dp - 1) / plan.Dp;
+            using var flat = Flatten(_params, detach: true);
+            using var padded = Pad(flat, _shardSize * plan.Dp);
+            _masterShard = padded.Narrow(0, _me.Dp * _shardSize, _shardSize).Clone();
+            DisposeScope.Untrack(_masterShard);
+            _masterShard.RequiresGrad = true;
+            _optimizer = new AdamW([_masterShard], options.LearningRate, weightDecay: options.WeightDecay);
+        }
+    }
+
+    private ProcessGroup? Group(Store store, Axis axis, int rank)
+    {
+        if (_layout.Plan.Gpus == 1)
+            return null;
+        ProcessGroup? mine = null;
+        // c10d: every rank creates every group of an axis in the same order; members keep theirs.
+        foreach (var members in _layout.Groups(axis))
+        {
+            int index = Array.IndexOf(members, rank);
+            if (index >= 0 && members.Length > 1)
+                mine = ProcessGroup.Gloo(store, $"{axis}-{members[0]}", index, members.Length, Timeout);
+        }
+        return mine;
+    }
+
+    /// <summary>The stage's parameters (for checks against the single-process run).</summary>
+    public GptStage Stage => _stage;
+
+    /// <summary>The rank's mesh coordinates.</summary>
+    public MeshCoordinates Coordinates => _me;
+
+    /// <summary>Runs one optimizer step.</summary>
+    public StepMetrics Step(int step)
+    {
+        long t0 = TorchRuntime.NowNanoseconds();
+        double lossSum = RunPipeline(step);
+        ReduceGradientsAndStep();
+        double loss = double.NaN;
+        if (_stage.HasHead)
+        {
+            using var l = Tensor.From([lossSum / _plan.MicroBatches], 1);
+            _dp?.AllReduce(l);
+            loss = l.Item() / (_dp?.Size ?? 1);
+        }
+        double seconds = (TorchRuntime.NowNanoseconds() - t0) / 1e9;
+        return new StepMetrics(step, seconds, loss);
+    }
+
+    // ---- pipeline ---------------------------------------------------------------------------------------------
+
+    private sealed class InFlight
+    {
+        public required DisposeScope Scope;
+        public required int Chunk;
+        public Tensor? Input;   // received activation (requires grad), null on the embedding chunk
+        public Tensor? Output;  // chunk output, or the scaled loss on the last chunk
+        public List<Tensor>? BlockInputs; // full recompute: each block's input, saved without graph
+        public Tensor? Embedded; // full recompute on the embedding chunk: the embedding's output, with graph
+        public long[]? Targets;
+    }
+
+    private double RunPipeline(int step)
+    {
+        int pp = _plan.Pp, vpp = _plan.Vpp, m = _plan.MicroBatches;
+        var schedule = ScheduleGenerator.Generate(pp, vpp, m);
+        var live = new Dictionary<(int, int), InFlight>();
+        var pending = new List<(Work Work, Tensor Keep)>();
+        double lossSum = 0;
+        long seqLocal = _stage.LocalSeq;
+        foreach (var action in schedule.Stages[_me.Pp])
+        {
+            int v = action.Chunk * pp + _me.Pp;
+            bool firstChunk = v == 0, lastChunk = v == pp * vpp - 1;
+            if (action.Kind == PassKind.Forward)
+            {
+                var scope = DisposeScope.Begin();
+                var run = new InFlight { Scope = scope, Chunk = action.Chunk };
+                var (ids, targets) = Batch(step, action.MicroBatch);
+                Tensor x;
+                if (firstChunk)
+                {
+                    x = _stage.Embed(ids, _plan.Mbs);
+                    if (_plan.Recompute == Recompute.Full)
+                    {
+                        run.Embedded = x;
+                        x = x.Detach();
+                    }
+                }
+                else
+                {
+                    var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
+                    _pp!.Recv(received, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v, forward: true));
+                    received.RequiresGrad = true;
+                    run.Input = received;
+                    x = received;
+                }
+                x = Blocks(action.Chunk, x, run);
+                if (lastChunk)
+                {
+                    run.Targets = targets;
+                    var loss = _stage.HeadLoss(x, targets);
+                    lossSum += loss.Item();
+                    run.Output = loss / m;
+                }
+                else
+                {
+                    run.Output = x;
+                    var outgoing = x.Detach().Contiguous();
+                    pending.Add((_pp!.SendAsync(outgoing, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v + 1, forward: true)), outgoing));
+                }
+                scope.Detach();
+                live[(action.MicroBatch, action.Chunk)] = run;
+            }
+            else
+            {
+                var run = live[(action.MicroBatch, action.Chunk)];
+                live.Remove((action.MicroBatch, action.Chunk));
+                run.Scope.Resume();
+                Tensor? grad = null;
+                if (!lastChunk)
+                {
+                    grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
+                    _pp!.Recv(grad, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v, forward: false));
+                }
+                BackwardChunk(run, grad);
+                if (!firstChunk)
+                {
+                    var back = run.Input!.Grad!.Contiguous();
+                    DisposeScope.Untrack(back);
+                    pending.Add((_pp!.SendAsync(back, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v - 1, forward: false)), back));
+                }
+                run.Scope.Dispose();
+            }
+        }
+        foreach (var (work, keep) in pending)
+        {
+            work.Wait(Timeout);
+            work.Dispose();
+            keep.Dispose();
+        }
+        return lossSum;
+    }
+
+    /// <summary>A unique tag per micro-batch, virtual stage and direction within a step.</summary>
+    private int Tag(int microBatch, int virtualStage, bool forward) =>
+        (microBatch * _plan.Pp * _plan.Vpp + virtualStage) * 2 + (forward ? 0 : 1);
+
+    private Tensor Blocks(int chunk, Tensor x, InFlight run)
+    {
+        var layers = _stage.ChunkLayers[chunk];
+        if (_plan.Recompute != Recompute.Full)
+        {
+            foreach (int layer in layers)
+                x = _stage.Block(layer, x, _plan.Recompute);
+            return x;
+        }
+        // Full recompute: keep only each block's input; the backward reruns the block.
+        run.BlockInputs = [];
+        using (TorchRuntime.NoGrad())
+            foreach (int layer in layers)
+            {
+                run.BlockInputs.Add(x);
+                x = _stage.Block(layer, x, Recompute.None);
+            }
+        var output = x.Detach();
+        output.RequiresGrad = true;
+        run.BlockInputs.Add(output); // the last entry: the chunk output the head or the next stage sees
+        return output;
+    }
+
+    private void BackwardChunk(InFlight run, Tensor? gradOut)
+    {
+        if (_plan.Recompute != Recompute.Full)
+        {
+            run.Output!.Backward(gradOut);
+            return;
+        }
+        var inputs = run.BlockInputs!;
+        var chunkOut = inputs[^1];
+        if (gradOut is null)
+        {
+            run.Output!.Backward(); // the loss: its gradient lands on the detached chunk output
+            gradOut = chunkOut.Grad!;
+        }
+        var layers = _stage.ChunkLayers[run.Chunk];
+        Tensor grad = gradOut;
+        for (int i = layers.Length - 1; i >= 0; i--)
+        {
+            var xin = inputs[i].Detach();
+            xin.RequiresGrad = true;
+            var y = _stage.Block(layers[i], xin, Recompute.None);
+            y.Backward(grad);
+            grad = xin.Grad!;
+        }
+        if (run.Embedded is not null)
+            run.Embedded.Backward(grad);
+        else
+            run.Input!.Backward(grad); // the received tensor is a leaf: this only accumulates its gradient
+    }
+
+    private (long[] Ids, long[] Targets) Batch(int step, int microBatch)
+    {
+        int seq = _plan.Seq, mbs = _plan.Mbs;
+        var ids = new long[mbs * seq];
+        var targets = new long[mbs * seq];
+        var buffer = new long[seq + 1];
+        long first = (long)step * _plan.Gbs + (long)_me.Dp * (_plan.Gbs / _plan.Dp) + (long)microBatch * mbs;
+        for (int i = 0; i < mbs; i++)
+        {
+            _data.Sample(first + i, buffer);
+            Array.Copy(buffer, 0, ids, i * seq, seq);
+            Array.Copy(buffer, 1, targets, i * seq, seq);
+        }
+        return (ids, targets);
+    }
+
+    // ---- data parallelism and the optimizer --------------------------------------------------------------------
+
+    private void ReduceGradientsAndStep()
+    {
+        using var scope = DisposeScope.Begin();
+        // Under sequence parallelism the norms and the row-parallel biases see only this rank's part of the
+        // sequence: their gradients are summed over the TP group (the position embedding is added before the split).
+        if (_plan.SequenceParallel && _tp is not null)
+            foreach (var spec in _stage.Specs)
+                if (spec.Shard == Shard.Replicated && spec.Name != "wpe" && _stage[spec.Name].Grad is { } g)
+                    _tp.AllReduce(g);
+        if (_tied is not null)
+        {
+            var g = _stage["wte"].Grad!;
+            _tied.AllReduce(g);
+        }
+        int dp = _plan.Dp;
+        if (_masterShard is null)
+        {
+            if (_dp is not null)
+            {
+                // Gradients in buckets of about 25M elements, all-reduced asynchronously, then averaged.
+                foreach (var bucket in Buckets(_params, 25_000_000))
+                {
+                    using var flat = Flatten(bucket, detach: false, grads: true);
+                    using (var w = _dp.AllReduceAsync(flat))
+                        w.Wait(Timeout);
+                    Unflatten(flat / dp, bucket, grads: true);
+                }
+            }
+            _optimizer.Step();
+            _optimizer.ZeroGrad();
+            return;
+        }
+        // ZeRO: reduce-scatter the flat gradients, step the optimizer on this rank's shard, all-gather the parameters.
+        var grads = Pad(Flatten(_params, detach: false, grads: true), _shardSize * dp);
+        var mine = _dp!.ReduceScatter(grads) / dp;
+        _masterShard.SetGrad(mine);
+        _optimizer.Step();
+        _optimizer.ZeroGrad();
+        var gathered = _dp.AllGather(_masterShard.Detach()).Reshape(_shardSize * dp).Narrow(0, 0, _flatSize);
+        Unflatten(gathered, _params, grads: false);
+        foreach (var p in _params)
+            p.SetGrad(null);
+    }
+
+    private static IEnumerable<List<Tensor>> Buckets(IReadOnlyList<Tensor> parameters, long elements)
+    {
+        var bucket = new List<Tensor>();
+        long size = 0;
+        foreach (var p in parameters)
+        {
+            bucket.Add(p);
+            size += p.Numel;
+            if (size >= elements)
+            {
+                yield return bucket;
+                bucket = [];
+                size = 0;
+            }
+        }
+        if (bucket.Count > 0)
+            yield return bucket;
+    }
+
+    private static Tensor Flatten(IReadOnlyList<Tensor> tensors, bool detach, bool grads = false)
+    {
+        using var scope = DisposeScope.Begin();
+        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape) : detach ? t.Detach() : t).Reshape(-1).To(DType.Float32)).ToList();
+        return scope.Keep(Tensor.Cat(parts, 0));
+    }
+
+    private static Tensor Pad(Tensor flat, long length)
+    {
+        long n = flat.Numel;
+        if (n == length)
+            return flat;
+        using var zeros = Tensor.Zeros([length - n]);
+        return Tensor.Cat([flat, zeros], 0);
+    }
+
+    private static void Unflatten(Tensor flat, IReadOnlyList<Tensor> targets, bool grads)
+    {
+        using var scope = DisposeScope.Begin();
+        long offset = 0;
+        foreach (var t in targets)
+        {
+            long n = t.Numel;
+            var piece = flat.Narrow(0, offset, n).Reshape(t.Shape);
+            if (grads)
+                t.SetGrad(piece.Clone());
+            else
+                t.CopyFrom(piece);
+            offset += n;
+        }
+    }
+
+    /// <summary>Frees everything.</summary>
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        _masterShard?.Dispose();
+        _stage.Dispose();
+        _tp?.Dispose();
+        _pp?.Dispose();
+        _dp?.Dispose();
+        _tied?.Dispose();
+    }
+}

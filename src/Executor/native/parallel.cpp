@@ -1,0 +1,120 @@
+// Model-parallel building blocks as autograd functions, each a forward and its backward (Megatron-LM's pairs):
+//   copy     identity          | all-reduce          (input of a column-parallel layer)
+//   reduce   all-reduce        | identity            (output of a row-parallel layer)
+//   gather   all-gather on dim | reduce-scatter on dim (sequence parallelism: into a TP region)
+//   scatter  keep own chunk    | all-gather on dim   (split a replicated tensor along the sequence)
+//   reduce_scatter on dim      | all-gather on dim   (sequence parallelism: out of a row-parallel layer)
+// and causal attention whose backward recomputes the scores (selective recompute: only q, k, v are kept).
+#include "common.h"
+
+#include "group.h"
+
+#include <cmath>
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+pt_pg* group_of(AutogradContext* ctx) { return reinterpret_cast<pt_pg*>(ctx->saved_data["pg"].toInt()); }
+
+torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
+  auto out = t.contiguous().clone();
+  std::vector<torch::Tensor> v{out};
+  c10d::AllreduceOptions o;
+  o.timeout = g->timeout;
+  if (!g->pg->allreduce(v, o)->wait(g->timeout)) throw std::runtime_error("all-reduce did not complete");
+  return out;
+}
+
+torch::Tensor all_gather(pt_pg* g, torch::Tensor t, int64_t dim) {
+  auto in = t.contiguous();
+  std::vector<std::vector<torch::Tensor>> outputs(1);
+  for (int i = 0; i < g->size; i++) outputs[0].push_back(torch::empty_like(in));
+  std::vector<torch::Tensor> inputs{in};
+  if (!g->pg->allgather(outputs, inputs, c10d::AllgatherOptions{g->timeout})->wait(g->timeout))
+    throw std::runtime_error("all-gather did not complete");
+  return torch::cat(outputs[0], dim);
+}
+
+torch::Tensor own_chunk(pt_pg* g, torch::Tensor t, int64_t dim) {
+  TORCH_CHECK(t.size(dim) % g->size == 0, "dimension ", dim, " of size ", t.size(dim), " is not divisible by the group size ", g->size);
+  int64_t chunk = t.size(dim) / g->size;
+  return t.narrow(dim, g->rank * chunk, chunk).contiguous();
+}
+
+// Gloo in libtorch 1.13 has no reduce-scatter: all-reduce, then keep this rank's chunk.
+torch::Tensor reduce_scatter(pt_pg* g, torch::Tensor t, int64_t dim) { return own_chunk(g, all_reduce(g, t), dim); }
+
+struct TpOp : public torch::autograd::Function<TpOp> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, int64_t pg, int64_t kind, int64_t dim) {
+    ctx->saved_data["pg"] = pg;
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["dim"] = dim;
+    auto* g = reinterpret_cast<pt_pg*>(pg);
+    switch (kind) {
+      case 0: return x.clone();
+      case 1: return all_reduce(g, x);
+      case 2: return all_gather(g, x, dim);
+      case 3: return own_chunk(g, x, dim);
+      case 4: return reduce_scatter(g, x, dim);
+      default: throw std::invalid_argument("unknown tensor-parallel op " + std::to_string(kind));
+    }
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto* g = group_of(ctx);
+    int64_t kind = ctx->saved_data["kind"].toInt(), dim = ctx->saved_data["dim"].toInt();
+    torch::Tensor grad = grads[0];
+    torch::Tensor out;
+    switch (kind) {
+      case 0: out = all_reduce(g, grad); break;
+      case 1: out = grad; break;
+      case 2: out = reduce_scatter(g, grad, dim); break;
+      case 3: out = all_gather(g, grad, dim); break;
+      case 4: out = all_gather(g, grad, dim); break;
+    }
+    return {out, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  int64_t s = q.size(-2), sk = k.size(-2);
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
+  auto mask = torch::ones({s, sk}, torch::TensorOptions().dtype(torch::kBool)).triu(sk - s + 1);
+  return torch::matmul(torch::softmax(scores.masked_fill(mask, -std::numeric_limits<double>::infinity()), -1), v);
+}
+
+struct CheckpointedAttention : public torch::autograd::Function<CheckpointedAttention> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor q, torch::Tensor k, torch::Tensor v) {
+    ctx->save_for_backward({q, k, v});
+    torch::NoGradGuard guard;  // the score matrix is not kept: the backward recomputes it
+    return attention(q, k, v);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto q = saved[0].detach().requires_grad_(true);
+    auto k = saved[1].detach().requires_grad_(true);
+    auto v = saved[2].detach().requires_grad_(true);
+    torch::AutoGradMode enable(true);
+    auto out = attention(q, k, v);
+    auto g = torch::autograd::grad({out}, {q, k, v}, {grads[0]});
+    return {g[0], g[1], g[2]};
+  }
+};
+}  // namespace
+
+// kind: 0 copy, 1 reduce, 2 gather, 3 scatter, 4 reduce_scatter (see the table above); dim for 2–4.
+PT_EXPORT int32_t pt_tp_op(pt_pg* g, pt_tensor* x, int32_t kind, int64_t dim, pt_tensor** out) {
+  PT_TRY
+  PT_CHECK_ARG(g != nullptr, "process group is null");
+  *out = pt::wrap(TpOp::apply(x->t, reinterpret_cast<int64_t>(g), kind, dim));
+  PT_CATCH
+}
+
+// Causal attention on [batch, heads, seq, head_dim] that keeps only q, k and v for the backward.
+PT_EXPORT int32_t pt_causal_attention_recompute(pt_tensor* q, pt_tensor* k, pt_tensor* v, pt_tensor** out) {
+  PT_TRY
+  *out = pt::wrap(CheckpointedAttention::apply(q->t, k->t, v->t));
+  PT_CATCH
+}

@@ -1,0 +1,307 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Planner.Executor.Training;
+using Spectre.Console;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>
+/// <c>run</c>: trains the plan's model with the plan's parallelism in real rank processes and reports measured against
+/// predicted. <c>rank</c> (hidden) is one of those processes.
+/// </summary>
+public static class RunCommand
+{
+    private sealed record RunInputs(ParallelPlan Plan, string PlanPath, ModelSpec Model, ClusterSpec? Cluster, string ClusterName);
+
+    /// <summary>Options common to run and rank.</summary>
+    private sealed class Flags
+    {
+        public Option<string> Plan { get; } = new("--plan") { Description = "Plan file (from plan --out)", Required = true };
+        public Option<int> Steps { get; } = new("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 5 };
+        public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
+        public Option<double> Lr { get; } = new("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 1e-3 };
+        public Option<string?> Data { get; } = new("--data") { Description = "Token file (flat uint16 or uint32 tokens, nanoGPT .bin); default: synthetic tokens" };
+        public Option<int> DataBytes { get; } = new("--data-bytes") { Description = "Bytes per token in --data (2 or 4)", DefaultValueFactory = _ => 2 };
+        public Option<string?> Dump { get; } = new("--dump-params") { Description = "Write each rank's parameter shards after training to this folder" };
+        public Option<int> Threads { get; } = new("--threads") { Description = "Intra-op threads per rank", DefaultValueFactory = _ => 1 };
+
+        public void AddTo(Command c)
+        {
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, Data, DataBytes, Dump, Threads })
+                c.Options.Add(o);
+        }
+
+        public RunInputs Read(ParseResult r)
+        {
+            string path = r.GetValue(Plan)!;
+            var (plan, model, cluster) = PlanFile.Read(path);
+            var m = ModelLoader.Load(model);
+            ClusterSpec? c = null;
+            try
+            {
+                c = ClusterLoader.Load(cluster);
+            }
+            catch (InputException)
+            {
+                // The prediction needs the cluster; training does not.
+            }
+            if (r.GetValue(Steps) is < 1 or > 1_000_000)
+                throw new InputException($"--steps: {r.GetValue(Steps)} must be from 1 to 1000000");
+            if (r.GetValue(DataBytes) is not (2 or 4))
+                throw new InputException($"--data-bytes: {r.GetValue(DataBytes)} must be 2 or 4");
+            if (r.GetValue(Data) is { } data && !File.Exists(data))
+                throw new InputException($"--data: file '{data}' not found");
+            if (r.GetValue(Threads) is < 1 or > 1024)
+                throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
+            return new RunInputs(plan, path, m, c, cluster);
+        }
+
+        public ITokenSource Source(ParseResult r, RunInputs inputs) => r.GetValue(Data) is { } data
+            ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
+            : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
+
+        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr));
+    }
+
+    /// <summary>The hidden rank verb.</summary>
+    public static Command CreateRank(TextWriter stdout)
+    {
+        var flags = new Flags();
+        var rank = new Option<int>("--rank") { Required = true };
+        var world = new Option<int>("--world") { Required = true };
+        var addr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--master-port") { Required = true };
+        var cmd = new Command("rank", "One rank process of run (started by run)") { Hidden = true };
+        flags.AddTo(cmd);
+        foreach (Option o in new Option[] { rank, world, addr, port })
+            cmd.Options.Add(o);
+        cmd.SetAction(r =>
+        {
+            var inputs = flags.Read(r);
+            using var data = flags.Source(r, inputs);
+            var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads));
+        });
+        return cmd;
+    }
+
+    /// <summary>The run verb.</summary>
+    public static Command Create(TextWriter stdout)
+    {
+        var flags = new Flags();
+        var warmup = new Option<int>("--warmup") { Description = "Steps left out of the median step time", DefaultValueFactory = _ => 1 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (CONTRACTS.md)" };
+        var nnodes = new Option<int>("--nnodes") { Description = "Machines of a multi-node run (start the same command on each)", DefaultValueFactory = _ => 1 };
+        var nodeRank = new Option<int>("--node-rank") { Description = "This machine's index", DefaultValueFactory = _ => 0 };
+        var addr = new Option<string>("--master-addr") { Description = "Host of rank 0 (the rendezvous)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int?>("--master-port") { Description = "Rendezvous port (default: a free one on a single machine, 29500 across machines)" };
+        var cmd = new Command("run", "Train the plan for real across rank processes and compare with the prediction") { warmup, json, nnodes, nodeRank, addr, port };
+        flags.AddTo(cmd);
+        cmd.SetAction(r =>
+        {
+            var inputs = flags.Read(r);
+            var plan = inputs.Plan;
+            int world = plan.Gpus;
+            // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
+            if (PlanCheck.Problem(inputs.Model, LocalCluster(world), plan) is { } problem)
+                throw new InputException($"{inputs.PlanPath}: {problem}");
+            CheckFitsMachine(inputs);
+            int warm = r.GetValue(warmup);
+            if (warm < 0 || warm >= r.GetValue(flags.Steps))
+                throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
+            var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
+            var lines = Launch.RunRanks(launch, r, flags, world);
+            Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps));
+            return Cli.Ok;
+        });
+        return cmd;
+    }
+
+    /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
+    private static ClusterSpec LocalCluster(int world) =>
+        ClusterLoader.Load("local-cpu") with { Nodes = world, GpusPerNode = 1, Gpu = ClusterLoader.LoadGpu("a100-80g") };
+
+    /// <summary>Refuses a model that would not fit this machine (the plan's model is trained at its real size).</summary>
+    private static void CheckFitsMachine(RunInputs inputs)
+    {
+        var m = inputs.Model;
+        var plan = inputs.Plan;
+        double perRank = m.TotalParams * 16.0 / (plan.Tp * plan.Pp) + 2e8;
+        double available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        int localRanks = plan.Gpus;
+        if (perRank * localRanks > available * 0.8)
+            throw new InputException($"{inputs.PlanPath}: model '{m.Name}' ({m.TotalParams / 1e6:F0}M parameters) needs about {perRank * localRanks / Units.GiB:F1} GiB for {localRanks} ranks; this machine has {available / Units.GiB:F1} GiB (use a smaller model config)");
+    }
+
+    /// <summary>How this process takes part: all ranks of one machine, some of several, or one rank from Slurm/MPI.</summary>
+    private sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Spawn)
+    {
+        public static Launch From(int nnodes, int nodeRank, string addr, int? port, int world)
+        {
+            // Ranks from a scheduler: this process is one rank (as torchrun reads them).
+            if (Environment.GetEnvironmentVariable("SLURM_PROCID") is { } sp && Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } sn)
+                return FromScheduler(int.Parse(sp), int.Parse(sn), FirstSlurmHost() ?? addr, port, world);
+            if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") is { } or && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is { } os)
+                return FromScheduler(int.Parse(or), int.Parse(os), addr, port, world);
+            if (nnodes < 1 || world % nnodes != 0)
+                throw new InputException($"--nnodes: {nnodes} must divide the plan's {world} ranks");
+            if (nodeRank < 0 || nodeRank >= nnodes)
+                throw new InputException($"--node-rank: {nodeRank} must be from 0 to {nnodes - 1}");
+            int perNode = world / nnodes;
+            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : FreePort()), true);
+        }
+
+        private static Launch FromScheduler(int rank, int size, string addr, int? port, int world)
+        {
+            if (size != world)
+                throw new InputException($"the scheduler started {size} tasks but the plan has {world} ranks");
+            return new Launch([rank], addr, port ?? 29500, false);
+        }
+
+        private static string? FirstSlurmHost()
+        {
+            // SLURM_NODELIST like "node[01-04],other": take the first host.
+            var list = Environment.GetEnvironmentVariable("SLURM_NODELIST");
+            if (string.IsNullOrEmpty(list))
+                return null;
+            int bracket = list.IndexOf('[');
+            int comma = list.IndexOf(',');
+            if (bracket < 0 || (comma >= 0 && comma < bracket))
+                return comma >= 0 ? list[..comma] : list;
+            string prefix = list[..bracket];
+            string first = list[(bracket + 1)..].Split(',', '-', ']')[0];
+            return prefix + first;
+        }
+
+        private static int FreePort()
+        {
+            var l = new TcpListener(IPAddress.Loopback, 0);
+            l.Start();
+            int p = ((IPEndPoint)l.LocalEndpoint).Port;
+            l.Stop();
+            return p;
+        }
+
+        /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
+        public static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world)
+        {
+            string self = typeof(RunCommand).Assembly.Location;
+            var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
+                "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
+            if (r.GetValue(flags.Data) is { } data)
+                forwarded.AddRange(["--data", data]);
+            if (r.GetValue(flags.Dump) is { } dump)
+                forwarded.AddRange(["--dump-params", dump]);
+            var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
+            foreach (int rank in launch.LocalRanks)
+            {
+                var psi = new ProcessStartInfo("dotnet")
+                {
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                    UseShellExecute = false,
+                };
+                foreach (var a in new[] { self, "rank", "--rank", rank.ToString(), "--world", world.ToString(),
+                             "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))
+                    psi.ArgumentList.Add(a);
+                // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
+                psi.Environment["OPENBLAS_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
+                psi.Environment["OMP_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
+                var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
+                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
+            }
+            // Wait for all; the first failure ends the others (no orphans).
+            var remaining = processes.ToList();
+            (int Rank, string Error)? failure = null;
+            while (remaining.Count > 0)
+            {
+                var done = remaining.FirstOrDefault(x => x.P.HasExited);
+                if (done.P is null)
+                {
+                    Thread.Sleep(20);
+                    continue;
+                }
+                remaining.Remove(done);
+                if (done.P.ExitCode != 0 && failure is null)
+                {
+                    string err = done.Err.Result.Trim();
+                    failure = (done.Rank, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim());
+                    foreach (var other in remaining)
+                        try { other.P.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+                }
+            }
+            if (failure is { } f)
+                throw new RankFailedException($"rank {f.Rank} failed: {f.Error}");
+            return processes.SelectMany(x => x.Out.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!).ToList();
+        }
+    }
+
+    private static void Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps)
+    {
+        var plan = inputs.Plan;
+        // Per step: the slowest rank's time, and the loss the last stage reported.
+        var perStep = Enumerable.Range(0, steps).Select(s =>
+        {
+            var rows = lines.Where(l => (int)l["step"]! == s).ToList();
+            double seconds = rows.Max(l => (double)l["seconds"]!);
+            double? loss = rows.Select(l => (double?)l["loss"]).FirstOrDefault(v => v is not null);
+            return (Step: s, Seconds: seconds, Loss: loss);
+        }).ToList();
+        var timed = perStep.Skip(warmup).Select(x => x.Seconds).OrderBy(x => x).ToList();
+        double median = timed.Count % 2 == 1 ? timed[timed.Count / 2] : (timed[timed.Count / 2 - 1] + timed[timed.Count / 2]) / 2;
+        var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
+        double peak = peakByRank.Max();
+        double tokensPerS = (double)plan.Gbs * plan.Seq / median;
+        Prediction? predicted = null;
+        if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
+            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan);
+        double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
+        double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
+        if (json)
+        {
+            var o = new JsonObject
+            {
+                ["plan"] = PredictionJson.Plan(plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName),
+                ["predicted"] = predicted is null ? null : PredictionJson.Prediction(predicted),
+                ["measured"] = new JsonObject
+                {
+                    ["step_time_s"] = median,
+                    ["tokens_per_s"] = tokensPerS,
+                    ["peak_memory_gib"] = peak,
+                    ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
+                    ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
+                    ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
+                },
+                ["error_pct"] = new JsonObject { ["step_time"] = stepError, ["peak_memory"] = memError },
+            };
+            stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        var console = Rendering.Tables.Console(stdout);
+        console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, gbs {plan.Gbs}, seq {plan.Seq}, {plan.Gpus} ranks");
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("step").AddColumn(new TableColumn("loss").RightAligned()).AddColumn(new TableColumn("seconds").RightAligned());
+        foreach (var x in perStep)
+            t.AddRow(x.Step.ToString(), x.Loss is double l ? $"{l:F5}" : "-", $"{x.Seconds:F3}");
+        console.Write(t);
+        var s = new Table().Border(TableBorder.Rounded).AddColumn("").AddColumn(new TableColumn("measured").RightAligned()).AddColumn(new TableColumn("predicted").RightAligned()).AddColumn(new TableColumn("error").RightAligned());
+        s.AddRow("step time (median after warm-up)", $"{median:F3} s", predicted is null ? "-" : $"{predicted.StepTimeSeconds:F3} s", stepError is double e1 ? $"{e1:+0.0;-0.0}%" : "-");
+        s.AddRow("tokens/s", $"{tokensPerS:N0}", predicted is null ? "-" : $"{predicted.TokensPerSecond:N0}", "");
+        s.AddRow("peak memory per rank", $"{peak:F2} GiB", predicted is null ? "-" : $"{predicted.PeakMemoryGib:F2} GiB", memError is double e2 ? $"{e2:+0.0;-0.0}%" : "-");
+        console.Write(s);
+        if (predicted is null)
+            console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
+    }
+}
+
+/// <summary>A rank process failed; the message names the rank and its error.</summary>
+public sealed class RankFailedException(string message) : Exception(message);
