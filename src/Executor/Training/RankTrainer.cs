@@ -13,7 +13,7 @@ namespace Planner.Executor.Training;
 public sealed record StepMetrics(int Step, double Seconds, double Loss);
 
 /// <summary>Options of a training run.</summary>
-public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0);
+public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8);
 
 /// <summary>
 /// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
@@ -74,7 +74,7 @@ public sealed class RankTrainer : IDisposable
         _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed);
         _params = _stage.Parameters;
         if (plan.Zero == 0 || plan.Dp == 1)
-            _optimizer = new AdamW(_params, options.LearningRate, weightDecay: options.WeightDecay);
+            _optimizer = new AdamW(_params, options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
         else
         {
             _flatSize = _params.Sum(p => p.Numel);
@@ -84,7 +84,7 @@ public sealed class RankTrainer : IDisposable
             _masterShard = padded.Narrow(0, _me.Dp * _shardSize, _shardSize).Clone();
             DisposeScope.Untrack(_masterShard);
             _masterShard.RequiresGrad = true;
-            _optimizer = new AdamW([_masterShard], options.LearningRate, weightDecay: options.WeightDecay);
+            _optimizer = new AdamW([_masterShard], options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
         }
     }
 

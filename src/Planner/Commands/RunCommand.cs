@@ -27,6 +27,7 @@ public static class RunCommand
         public Option<int> Steps { get; } = new("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 5 };
         public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
         public Option<double> Lr { get; } = new("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 1e-3 };
+        public Option<double> AdamEps { get; } = new("--adam-eps") { Description = "AdamW epsilon", DefaultValueFactory = _ => 1e-8 };
         public Option<string?> Data { get; } = new("--data") { Description = "Token file (flat uint16 or uint32 tokens, nanoGPT .bin); default: synthetic tokens" };
         public Option<int> DataBytes { get; } = new("--data-bytes") { Description = "Bytes per token in --data (2 or 4)", DefaultValueFactory = _ => 2 };
         public Option<string?> Dump { get; } = new("--dump-params") { Description = "Write each rank's parameter shards after training to this folder" };
@@ -34,7 +35,7 @@ public static class RunCommand
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, Data, DataBytes, Dump, Threads })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads })
                 c.Options.Add(o);
         }
 
@@ -67,7 +68,7 @@ public static class RunCommand
             ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
             : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
 
-        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr));
+        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps));
     }
 
     /// <summary>The hidden rank verb.</summary>
@@ -195,6 +196,7 @@ public static class RunCommand
             string self = typeof(RunCommand).Assembly.Location;
             var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
                 "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
                 "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
             if (r.GetValue(flags.Data) is { } data)
                 forwarded.AddRange(["--data", data]);

@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Planner.CostModel.Specs;
+using Planner.Executor.Training;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>
+/// Parity of the executor: every parallel layout of a small fp32 GPT, run for real in rank processes (`planner run`),
+/// reproduces the single-process run's per-step losses to 1e-5, and after training each rank's parameters are its
+/// exact slice of the single-process parameters.
+/// </summary>
+[Collection("executor")]
+public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
+{
+    private const double LossTolerance = 1e-5, ParamTolerance = 1e-5;
+    private readonly Reference _ref;
+
+    public ExecutorParityTests(Reference reference) => _ref = reference;
+
+    /// <summary>The tiny models, and the single-process runs every layout is compared with.</summary>
+    public sealed class Reference : IDisposable
+    {
+        public string Dir { get; } = Path.Combine(Path.GetTempPath(), $"planner-parity-{Guid.NewGuid():N}");
+        public Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> Single { get; } = [];
+
+        public Reference()
+        {
+            Directory.CreateDirectory(Dir);
+            // GPT-2 style (LayerNorm, biases, GeLU, learned positions, tied embeddings) and Llama style (RMSNorm,
+            // SwiGLU, rotary, GQA, untied).
+            File.WriteAllText(Path.Combine(Dir, "gpt.json"),
+                """{"model_type": "gpt2", "n_layer": 4, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 256, "n_inner": null, "tie_word_embeddings": true}""");
+            File.WriteAllText(Path.Combine(Dir, "llama.json"),
+                """{"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256, "max_position_embeddings": 64, "hidden_act": "silu", "tie_word_embeddings": false}""");
+            foreach (var model in new[] { "gpt", "llama" })
+            {
+                foreach (var lr in new[] { 1e-3, 0.0 })
+                {
+                    var (loss, p) = Run(model, "single", 1, 1, 1, 0, 1, "none", false, 3, lr);
+                    Single[$"{model}/{lr}"] = (loss, p[0]);
+                }
+                var (l1, p1) = Run(model, "single-1", 1, 1, 1, 0, 1, "none", false, 1);
+                Single[$"{model}/0.001/1"] = (l1, p1[0]);
+            }
+        }
+
+        public (double[] Loss, Dictionary<string, float[]>[] Params) Run(string model, string name, int tp, int pp, int dp, int zero,
+            int vpp, string recompute, bool sp, int steps, double lr = 1e-3)
+        {
+            string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
+            File.WriteAllText(plan, $$"""
+                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
+                 "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute}}",
+                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"}
+                """);
+            string dump = Path.Combine(Dir, $"dump-{model}-{name}-{lr}");
+            // Adam's epsilon at 1e-4 rather than 1e-8: with an epsilon far below a gradient's rounding (TP and DP sum
+            // the same products in another order), the first update lr·g/(|g|+eps) turns that rounding into a
+            // different sign for near-zero gradients; a larger epsilon keeps the update a smooth function of g, so the
+            // parameters compare the gradients themselves.
+            var (code, output, error) = Planner(["run", "--plan", plan, "--steps", steps.ToString(), "--warmup", "0", "--json", "--dump-params", dump, "--adam-eps", "1e-4",
+                "--lr", lr.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            Assert.True(code == 0, $"{name}: exit {code}: {error}");
+            var loss = JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+            var ranks = Directory.GetFiles(dump, "rank-*.json").OrderBy(f => int.Parse(Path.GetFileNameWithoutExtension(f)[5..]))
+                .Select(f => JsonNode.Parse(File.ReadAllText(f))!).ToArray();
+            var parameters = ranks.Select(r => r["parameters"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.AsArray().Select(v => (float)v!).ToArray())).ToArray();
+            Coordinates[name + model + lr] = ranks.Select(r => ((int)r["tp"]!, (int)r["pp"]!, (int)r["dp"]!)).ToArray();
+            return (loss, parameters);
+        }
+
+        public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
+
+        public void Dispose()
+        {
+            try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    internal static (int Code, string Output, string Error) Planner(string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "planner.dll"));
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        var error = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            Assert.Fail($"planner {string.Join(' ', args)} did not finish in 5 minutes");
+        }
+        return (p.ExitCode, output.Result, error.Result);
+    }
+
+    public static TheoryData<string, string, int, int, int, int, int, string, bool> Layouts()
+    {
+        var data = new TheoryData<string, string, int, int, int, int, int, string, bool>();
+        foreach (var model in new[] { "gpt", "llama" })
+        {
+            data.Add(model, "tp2", 2, 1, 1, 0, 1, "none", false);
+            data.Add(model, "tp2-sp", 2, 1, 1, 0, 1, "none", true);
+            data.Add(model, "pp2-1f1b", 1, 2, 1, 0, 1, "none", false);
+            data.Add(model, "pp2-interleaved", 1, 2, 1, 0, 2, "none", false);
+            data.Add(model, "dp2", 1, 1, 2, 0, 1, "none", false);
+            data.Add(model, "tp2-pp2", 2, 2, 1, 0, 1, "none", false);
+        }
+        data.Add("gpt", "zero1-dp2", 1, 1, 2, 1, 1, "none", false);
+        data.Add("gpt", "zero2-dp2", 1, 1, 2, 2, 1, "none", false);
+        data.Add("gpt", "zero3-dp2", 1, 1, 2, 3, 1, "none", false);
+        data.Add("gpt", "full-recompute", 1, 1, 1, 0, 1, "full", false);
+        data.Add("gpt", "selective-recompute", 1, 1, 1, 0, 1, "selective", false);
+        data.Add("gpt", "pp2-full-recompute", 1, 2, 1, 0, 1, "full", false);
+        data.Add("llama", "tp2-selective-recompute", 2, 1, 1, 0, 1, "selective", true);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Layout_reproduces_the_single_process_run(string model, string name, int tp, int pp, int dp, int zero, int vpp, string recompute, bool sp)
+    {
+        var single = _ref.Single[$"{model}/0.001"];
+        var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, vpp, recompute, sp, 3);
+        Assert.Equal(single.Loss.Length, loss.Length);
+        for (int s = 0; s < loss.Length; s++)
+            Assert.True(Math.Abs(loss[s] - single.Loss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {single.Loss[s]:R}");
+        // Parameters after one step (Adam's normalised update makes later steps amplify rounding in tiny gradients).
+        var one = _ref.Single[$"{model}/0.001/1"];
+        var (_, afterOne) = _ref.Run(model, name + "-1", tp, pp, dp, zero, vpp, recompute, sp, 1);
+        CheckSlices(model, name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + model + 0.001], ParamTolerance);
+    }
+
+    [Theory]
+    [InlineData("gpt")]
+    [InlineData("llama")]
+    public void Initial_weights_are_exact_slices_of_the_single_process_weights(string model)
+    {
+        // With a zero learning rate (and no weight decay) the dumped parameters are the initial ones.
+        var single = _ref.Single[$"{model}/0"];
+        var (_, parameters) = _ref.Run(model, "tp2-pp2-init", 2, 2, 1, 0, 1, "none", false, 1, lr: 0);
+        CheckSlices(model, "tp2-pp2-init", 2, single.Params, parameters, _ref.Coordinates["tp2-pp2-init" + model + 0.0], tolerance: 0);
+    }
+
+    private static void CheckSlices(string model, string name, int tp, Dictionary<string, float[]> full,
+        Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance)
+    {
+        var specs = Specs(model);
+        int checkedParams = 0;
+        for (int r = 0; r < ranks.Length; r++)
+        {
+            foreach (var (param, values) in ranks[r])
+            {
+                var s = specs[param];
+                var expected = Slice(full[param], s, coordinates[r].Tp, tp);
+                Assert.Equal(expected.Length, values.Length);
+                double worst = expected.Select((v, i) => Math.Abs(v - values[i])).Max();
+                Assert.True(worst <= tolerance, $"{model} {name} rank {r}: {param} differs from its slice by {worst:E2}");
+                checkedParams++;
+            }
+        }
+        Assert.True(checkedParams >= specs.Count, $"{name}: only {checkedParams} parameters dumped");
+    }
+
+    private static Dictionary<string, ParameterSpec> Specs(string model)
+    {
+        var m = model == "gpt"
+            ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
+            : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
+        return GptParameters.Embedding(m).Concat(Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Block(m, l)))
+            .Concat(GptParameters.Head(m)).ToDictionary(s => s.Name);
+    }
+
+    private static float[] Slice(float[] full, ParameterSpec s, int tpRank, int tp)
+    {
+        if (tp == 1 || s.Shard == Shard.Replicated)
+            return full;
+        if (s.Shard == Shard.Rows)
+        {
+            long rows = s.Shape[0] / tp, width = s.Shape.Length > 1 ? s.Shape[1] : 1;
+            return full.Skip((int)(tpRank * rows * width)).Take((int)(rows * width)).ToArray();
+        }
+        long cols = s.Shape[1] / tp;
+        var result = new List<float>();
+        for (long row = 0; row < s.Shape[0]; row++)
+            result.AddRange(full.Skip((int)(row * s.Shape[1] + tpRank * cols)).Take((int)cols));
+        return result.ToArray();
+    }
+}
