@@ -17,7 +17,11 @@ using torch::autograd::variable_list;
 
 pt_pg* group_of(AutogradContext* ctx) { return reinterpret_cast<pt_pg*>(ctx->saved_data["pg"].toInt()); }
 
+// Gloo in libtorch 1.13 reduces no bfloat16: such tensors travel as fp32 and come back converted.
+torch::Tensor wire(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16 ? t.to(torch::kFloat32) : t; }
+
 torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
+  if (t.scalar_type() == torch::kBFloat16) return all_reduce(g, wire(t)).to(torch::kBFloat16);
   auto out = t.contiguous().clone();
   std::vector<torch::Tensor> v{out};
   c10d::AllreduceOptions o;
@@ -27,6 +31,7 @@ torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
 }
 
 torch::Tensor all_gather(pt_pg* g, torch::Tensor t, int64_t dim) {
+  if (t.scalar_type() == torch::kBFloat16) return all_gather(g, wire(t), dim).to(torch::kBFloat16);
   auto in = t.contiguous();
   std::vector<std::vector<torch::Tensor>> outputs(1);
   for (int i = 0; i < g->size; i++) outputs[0].push_back(torch::empty_like(in));
