@@ -97,6 +97,11 @@ public sealed class GptStage : IDisposable
     public Tensor Embed(long[] ids, int batch)
     {
         long seq = _plan.Seq, vocabShard = _m.Vocab / _plan.Tp, start = _tpRank * vocabShard;
+        if (_plan.Tp == 1)
+        {
+            var plain = F.Embedding(W("wte"), Tensor.From(ids, batch, seq));
+            return _m.Positions == PositionKind.Learned ? plain + W("wpe").Narrow(0, 0, seq) : plain;
+        }
         var local = new long[ids.Length];
         var keep = new float[ids.Length];
         for (int i = 0; i < ids.Length; i++)
@@ -158,6 +163,8 @@ public sealed class GptStage : IDisposable
         long vocabShard = _m.Vocab / _plan.Tp, start = _tpRank * vocabShard;
         var h = Enter(Norm(x, "ln_f"));
         var logits = F.Linear(h, W(_m.TiedEmbeddings ? "wte" : "lm_head")).To(DType.Float32).View(n, vocabShard);
+        if (_plan.Tp == 1)
+            return F.CrossEntropy(logits, Tensor.From(targets, n));
         // Vocab-parallel cross entropy: the max (no gradient) and the sum of exponentials across TP ranks, and the
         // target's logit from the rank that holds it.
         var max = logits.Max(1, keepDim: true).Detach();

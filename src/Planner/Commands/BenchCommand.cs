@@ -15,7 +15,8 @@ public static class BenchCommand
         var seconds = new Option<double>("--seconds") { Description = "How long to measure each case", DefaultValueFactory = _ => 2.0 };
         var search = new Option<bool>("--search") { Description = "Also time the plan search on the issue's two large cases (530B on 5,120 A100, 405B on 16,384 H100)" };
         var torch = new Option<bool>("--torch") { Description = "Also measure the libtorch binding: 2048x2048 fp32 matmul rate against PyTorch (same threads), and the per-call overhead of a small op" };
-        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search, torch };
+        var executor = new Option<bool>("--executor") { Description = "Also compare the executor's training step with an equivalent PyTorch script (one process, one thread)" };
+        var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search, torch, executor };
         cmd.SetAction(r =>
         {
             double budget = r.GetValue(seconds);
@@ -39,6 +40,8 @@ public static class BenchCommand
             }
             if (r.GetValue(torch))
                 TorchBench.Run(stdout, budget);
+            if (r.GetValue(executor))
+                ExecutorBench.Run(stdout);
             if (r.GetValue(search))
                 foreach (var (name, model, cluster, gbs, seq) in SearchCases())
                 {
