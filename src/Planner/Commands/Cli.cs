@@ -27,6 +27,8 @@ public static class Cli
         root.Subcommands.Add(AblateCommand.Create(stdout));
         root.Subcommands.Add(RunCommand.Create(stdout));
         root.Subcommands.Add(RunCommand.CreateRank(stdout));
+        foreach (var c in ProfileCommand.Create(stdout))
+            root.Subcommands.Add(c);
         return root;
     }
 

@@ -34,12 +34,14 @@ public static class PlanCommand
         var json = new Option<bool>("--json") { Description = "Print {\"plans\": [...], \"search\": {...}}" };
         var outFile = new Option<string?>("--out") { Description = "Write the best plan (with its prediction) to this JSON file for run and export" };
         var force = new Option<bool>("--force") { Description = "Overwrite the --out file if it exists" };
+        var calibration = new Option<string?>("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
+        var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
-            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force };
+            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
-            var c = ClusterLoader.Load(r.GetValue(cluster)!);
+            var c = Profiling.CalibrationFile.Apply(ClusterLoader.Load(r.GetValue(cluster)!), r.GetValue(calibration), r.GetValue(forceCalibration));
             if (r.GetValue(gbs) is not null && r.GetValue(gbsMax) is not null)
                 throw new InputException("--gbs and --gbs-max: give one of them");
             int batch = r.GetValue(gbsMax) ?? r.GetValue(gbs) ?? DefaultGbs;

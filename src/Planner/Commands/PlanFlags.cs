@@ -37,13 +37,17 @@ public sealed class PlanFlags
     public Option<string> Recompute { get; } = new Option<string>("--recompute") { Description = "Activation recomputation", DefaultValueFactory = _ => "none" }.AcceptOnlyFromAmong("none", "selective", "full");
     /// <summary>--sequence-parallel</summary>
     public Option<bool> SequenceParallel { get; } = new("--sequence-parallel") { Description = "Shard norm/dropout activations along the sequence over the TP group" };
+    /// <summary>--calibration</summary>
+    public Option<string?> Calibration { get; } = new("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
+    /// <summary>--force-calibration</summary>
+    public Option<bool> ForceCalibration { get; } = new("--force-calibration") { Description = "Use a calibration measured on other hardware" };
     /// <summary>--precision</summary>
     public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
 
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, SequenceParallel, Precision })
+        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, SequenceParallel, Precision, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 
@@ -51,7 +55,7 @@ public sealed class PlanFlags
     public (ModelSpec Model, ClusterSpec Cluster, ParallelPlan Plan) Read(ParseResult r)
     {
         var model = ModelLoader.Load(r.GetValue(Model)!);
-        var cluster = ClusterLoader.Load(r.GetValue(Cluster)!);
+        var cluster = Profiling.CalibrationFile.Apply(ClusterLoader.Load(r.GetValue(Cluster)!), r.GetValue(Calibration), r.GetValue(ForceCalibration));
         int tp = Positive(r.GetValue(Tp), "--tp"), pp = Positive(r.GetValue(Pp), "--pp"), cp = Positive(r.GetValue(Cp), "--cp");
         if (PlanCheck.TpProblem(model, tp) is { } tpProblem)
             throw new InputException(tpProblem);

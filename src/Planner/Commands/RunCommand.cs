@@ -32,10 +32,12 @@ public static class RunCommand
         public Option<int> DataBytes { get; } = new("--data-bytes") { Description = "Bytes per token in --data (2 or 4)", DefaultValueFactory = _ => 2 };
         public Option<string?> Dump { get; } = new("--dump-params") { Description = "Write each rank's parameter shards after training to this folder" };
         public Option<int> Threads { get; } = new("--threads") { Description = "Intra-op threads per rank", DefaultValueFactory = _ => 1 };
+        public Option<string?> Calibration { get; } = new("--calibration") { Description = "Calibration file for the prediction (default: the cluster's, from profile)" };
+        public Option<bool> ForceCalibration { get; } = new("--force-calibration") { Description = "Use a calibration measured on other hardware" };
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration })
                 c.Options.Add(o);
         }
 
@@ -53,6 +55,8 @@ public static class RunCommand
             {
                 // The prediction needs the cluster; training does not.
             }
+            if (c is not null)
+                c = Profiling.CalibrationFile.Apply(c, r.GetValue(Calibration), r.GetValue(ForceCalibration));
             if (r.GetValue(Steps) is < 1 or > 1_000_000)
                 throw new InputException($"--steps: {r.GetValue(Steps)} must be from 1 to 1000000");
             if (r.GetValue(DataBytes) is not (2 or 4))

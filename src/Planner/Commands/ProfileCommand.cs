@@ -1,0 +1,129 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using Planner.Cli.Profiling;
+using Planner.CostModel.Specs;
+using Spectre.Console;
+using Cal = Planner.CostModel.Calibration.Calibration;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>
+/// <c>profile</c>: measures this machine through the executor's binding (GEMMs by shape, memory bandwidth, the cost of a
+/// kernel call, and collectives between real rank processes), fits the cost model's parameters and writes a calibration.
+/// </summary>
+public static class ProfileCommand
+{
+    /// <summary>Creates the verb and its hidden rank verb.</summary>
+    public static IEnumerable<Command> Create(TextWriter stdout)
+    {
+        var cluster = new Option<string>("--cluster") { Description = "The cluster this machine belongs to (its calibration is stored under its name)", DefaultValueFactory = _ => "local-cpu" };
+        var outFile = new Option<string?>("--out") { Description = "Calibration file (default: ~/.cache/planner/calibration/NAME.csv, used automatically for that cluster)" };
+        var ranks = new Option<int>("--ranks") { Description = "Rank processes for the collective measurements", DefaultValueFactory = _ => 2 };
+        var cmd = new Command("profile", "Measure this machine and write a calibration the cost model uses for the cluster") { cluster, outFile, ranks };
+        cmd.SetAction(r =>
+        {
+            var c = ClusterLoader.Load(r.GetValue(cluster)!);
+            int world = r.GetValue(ranks);
+            if (world is < 2 or > 64)
+                throw new InputException($"--ranks: {world} must be from 2 to 64");
+            string path = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
+            var watch = Stopwatch.StartNew();
+            JsonObject? result = null;
+            var console = Rendering.Tables.Console(stdout);
+            AnsiConsole.Console.Profile.Out = new AnsiConsoleOutput(Console.Error);
+            AnsiConsole.Status().Start($"measuring GEMMs, memory and collectives on {world} ranks...", _ => result = RunRanks(world));
+            var cal = Fit(c, result!, out var report);
+            CalibrationFile.Write(path, cal);
+            report(console);
+            console.WriteLine($"calibration for '{c.Name}' written to {path} in {watch.Elapsed.TotalSeconds:F0} s");
+            return Cli.Ok;
+        });
+
+        var rank = new Option<int>("--rank") { Required = true };
+        var worldOpt = new Option<int>("--world") { Required = true };
+        var port = new Option<int>("--master-port") { Required = true };
+        var rankCmd = new Command("profile-rank", "One rank of profile") { Hidden = true };
+        rankCmd.Options.Add(rank);
+        rankCmd.Options.Add(worldOpt);
+        rankCmd.Options.Add(port);
+        rankCmd.SetAction(r => ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), "127.0.0.1", r.GetValue(port), stdout));
+        return [cmd, rankCmd];
+    }
+
+    private static JsonObject RunRanks(int world)
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        var procs = Enumerable.Range(0, world).Select(rank =>
+        {
+            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { typeof(ProfileCommand).Assembly.Location, "profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-port", port.ToString() })
+                psi.ArgumentList.Add(a);
+            psi.Environment["OPENBLAS_NUM_THREADS"] = "1";
+            psi.Environment["OMP_NUM_THREADS"] = "1";
+            var p = Process.Start(psi)!;
+            return (P: p, Out: p.StandardOutput.ReadToEndAsync(), Err: p.StandardError.ReadToEndAsync());
+        }).ToList();
+        foreach (var (p, _, err) in procs)
+        {
+            if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+            {
+                procs.ForEach(x => { try { x.P.Kill(true); } catch (InvalidOperationException) { } });
+                throw new InvalidOperationException("a profiling rank did not finish in 5 minutes");
+            }
+            if (p.ExitCode != 0)
+                throw new InvalidOperationException($"a profiling rank failed: {err.Result.Trim().Split('\n').LastOrDefault()}");
+        }
+        return (JsonNode.Parse(procs[0].Out.Result.Trim().Split('\n').Last()) as JsonObject)!;
+    }
+
+    /// <summary>Fits the calibration from rank 0's measurements.</summary>
+    public static Cal Fit(ClusterSpec cluster, JsonObject m, out Action<IAnsiConsole> report)
+    {
+        var precision = cluster.Gpu.PeakTflops.ContainsKey(Precision.Fp32) ? Precision.Fp32 : cluster.Gpu.PeakTflops.Keys.First();
+        double peak = cluster.Gpu.PeakFlops(precision);
+        var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
+        var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
+        double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
+        var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
+        // uses the all-reduces, which tensor and data parallelism are made of; Gloo's point-to-point transfers are
+        // faster per byte (see the table), so pipeline transfers come out priced on the safe side.
+        var samples = ar.Select(x => (2.0, x.Item1, x.Item2)).ToList();
+        var (alpha, beta) = Fitting.AlphaBeta(samples);
+        var (host, cpu) = CalibrationFile.ThisMachine();
+        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, overhead * 1e6, bandwidth / 1e9,
+            (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
+            new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") });
+        report = console =>
+        {
+            var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
+                .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
+            foreach (var (mm, nn, kk, t) in gemm)
+            {
+                double fit = 2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
+                g.AddRow($"{mm}x{nn}x{kk}", $"{t * 1e3:F3}", $"{2 * mm * nn * kk / t / 1e9:F1}", $"{fit * 1e3:F3}");
+            }
+            console.Write(g);
+            console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
+            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory at start {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
+            var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
+                .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+            for (int i = 0; i < ar.Count; i++)
+            {
+                double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
+                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (2 - 1) / 2:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
+            }
+            console.Write(c);
+            console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");
+        };
+        return cal;
+    }
+}

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Planner.Executor.Distributed;
+using Planner.Executor.Torch;
+
+namespace Planner.Cli.Profiling;
+
+/// <summary>
+/// One rank of <c>profile</c>: the ranks run the compute sweeps at the same time (as training ranks share the
+/// machine's memory bandwidth), then time collectives between them; rank 0 prints the measurements as JSON.
+/// </summary>
+public static class ProfileRank
+{
+    /// <summary>GEMM shapes (m, n, k) measured: square sizes and thin ones, as the cost model prices them.</summary>
+    public static readonly (int M, int N, int K)[] GemmShapes =
+    [
+        (64, 64, 64), (128, 128, 128), (256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
+        (2048, 256, 256), (256, 2048, 256), (256, 256, 2048), (1024, 256, 1024), (2048, 1024, 256), (512, 2048, 512),
+        (32, 1024, 1024), (1024, 32, 1024), (1024, 1024, 32), (4096, 512, 128),
+    ];
+
+    /// <summary>Message sizes of the collective sweep, bytes.</summary>
+    public static readonly long[] MessageBytes = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+
+    private static double Median(Action op, double budget, int minRuns = 3)
+    {
+        op();
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < minRuns || total.Elapsed.TotalSeconds < budget)
+        {
+            var w = Stopwatch.StartNew();
+            op();
+            times.Add(w.Elapsed.TotalSeconds);
+            if (times.Count > 10_000)
+                break;
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    /// <summary>Runs the rank; returns the exit code.</summary>
+    public static int Run(int rank, int world, string host, int port, TextWriter stdout)
+    {
+        TorchRuntime.Threads = 1;
+        var timeout = TimeSpan.FromMinutes(2);
+        using var store = Store.Tcp(host, port, world, rank == 0, timeout);
+        using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout);
+        using var scope = DisposeScope.Begin();
+        pg.Barrier();
+        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
+        var gemm = new List<double[]>();
+        foreach (var (m, n, k) in GemmShapes)
+        {
+            var a = Tensor.Normal([m, k], 0, 1, seed: 1);
+            var b = Tensor.Normal([k, n], 0, 1, seed: 2);
+            pg.Barrier();
+            double t = Median(() => a.MatMul(b).Dispose(), 0.15);
+            gemm.Add([m, n, k, t]);
+            a.Dispose();
+            b.Dispose();
+        }
+        const long elements = 4 << 20;
+        var x = Tensor.Full([elements], 1);
+        var y = Tensor.Full([elements], 2);
+        pg.Barrier();
+        double add = Median(() => (x + y).Dispose(), 0.3);
+        var s1 = Tensor.Full([1], 1);
+        var s2 = Tensor.Full([1], 1);
+        double small = Median(() => (s1 + s2).Dispose(), 0.2);
+        var allReduce = new List<double[]>();
+        var sendRecv = new List<double[]>();
+        foreach (long bytes in MessageBytes)
+        {
+            var t = Tensor.Zeros([bytes / 4]);
+            pg.Barrier();
+            allReduce.Add([bytes, Median(() => pg.AllReduce(t), 0.2, minRuns: 5)]);
+            pg.Barrier();
+            // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
+            double roundTrip = Median(() =>
+            {
+                if (rank == 0)
+                {
+                    pg.Send(t, 1);
+                    pg.Recv(t, 1);
+                }
+                else if (rank == 1)
+                {
+                    pg.Recv(t, 0);
+                    pg.Send(t, 0);
+                }
+            }, 0.2, minRuns: 5);
+            sendRecv.Add([bytes, roundTrip / 2]);
+            pg.Barrier();
+            t.Dispose();
+        }
+        if (rank == 0)
+            stdout.WriteLine(JsonSerializer.Serialize(new
+            {
+                rss_bytes = rss,
+                gemm,
+                add_seconds = add,
+                add_bytes = 3 * 4 * elements,
+                small_op_seconds = small,
+                all_reduce = allReduce,
+                send_recv = sendRecv,
+                torch = TorchRuntime.Version,
+            }));
+        pg.Barrier();
+        return 0;
+    }
+}

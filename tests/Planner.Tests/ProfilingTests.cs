@@ -1,0 +1,86 @@
+using Planner.Cli.Profiling;
+using Planner.CostModel.Specs;
+using Xunit;
+using Cal = Planner.CostModel.Calibration.Calibration;
+
+namespace Planner.Cli.Tests;
+
+public sealed class ProfilingTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), $"planner-cal-{Guid.NewGuid():N}");
+
+    public ProfilingTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    [Fact]
+    public void Gemm_fit_recovers_known_parameters_from_synthetic_timings()
+    {
+        const double peak = 1e14, eff = 0.62, half = 96, overhead = 7e-6;
+        var samples = ProfileRank.GemmShapes.Select(s =>
+        {
+            double t = 2.0 * s.M * s.N * s.K / (peak * eff) * (s.M + half) / s.M * (s.N + half) / s.N * (s.K + half) / s.K + overhead;
+            return ((double)s.M, (double)s.N, (double)s.K, t);
+        }).ToList();
+        var (e, h, o, rms) = Fitting.Gemm(samples, peak);
+        Assert.Equal(eff, e, 3);
+        Assert.Equal(half, h, 0);
+        Assert.Equal(overhead, o, 8);
+        Assert.True(rms < 1e-6);
+    }
+
+    [Fact]
+    public void Alpha_beta_fit_recovers_latency_and_bandwidth()
+    {
+        const double alpha = 30e-6, bandwidth = 2.5e9;
+        var rng = new Random(7);
+        var samples = ProfileRank.MessageBytes.SelectMany(b => new[] { (2.0, (double)b), (1.0, (double)b) })
+            .Select(x => (x.Item1, x.Item2, (x.Item1 * alpha + x.Item2 / bandwidth) * (1 + 0.001 * (rng.NextDouble() - 0.5)))).ToList();
+        var (a, b) = Fitting.AlphaBeta(samples);
+        Assert.InRange(a, alpha * 0.97, alpha * 1.03);
+        Assert.InRange(b, bandwidth * 0.99, bandwidth * 1.01);
+    }
+
+    private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
+        new Dictionary<string, string> { ["libtorch"] = "1.13" });
+
+    [Fact]
+    public void Calibration_round_trips_and_applies_to_the_cluster()
+    {
+        var (host, cpu) = CalibrationFile.ThisMachine();
+        string path = Path.Combine(_dir, "mine.csv");
+        CalibrationFile.Write(path, Sample(host, cpu));
+        var read = CalibrationFile.Read(path);
+        Assert.Equal(0.8, read.GemmEfficiency);
+        Assert.Equal("1.13", read.Versions["libtorch"]);
+        var c = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
+        Assert.Equal(0.8, c.Gpu.GemmEfficiency);
+        Assert.Equal(9, c.Gpu.MemoryBandwidthGbs);
+        Assert.Equal(1.3, c.IntraNode.BandwidthGbs);
+        Assert.Equal(25, c.InterNode.LatencyUs);
+    }
+
+    [Fact]
+    public void A_calibration_from_another_machine_is_refused_unless_forced()
+    {
+        string path = Path.Combine(_dir, "other.csv");
+        CalibrationFile.Write(path, Sample("elsewhere", "Some Other CPU x64"));
+        var e = Assert.Throws<InputException>(() => CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false));
+        Assert.Contains("--force-calibration", e.Message);
+        Assert.Contains("elsewhere", e.Message);
+        var forced = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: true);
+        Assert.Equal(0.8, forced.Gpu.GemmEfficiency);
+    }
+
+    [Fact]
+    public void A_broken_calibration_file_names_the_key()
+    {
+        string path = Path.Combine(_dir, "broken.csv");
+        File.WriteAllText(path, "Key,Value\ncluster,local-cpu\nhost,x\n");
+        var e = Assert.Throws<InputException>(() => CalibrationFile.Read(path));
+        Assert.Contains("cpu", e.Message);
+    }
+}
