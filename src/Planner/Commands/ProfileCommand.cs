@@ -98,7 +98,9 @@ public static class ProfileCommand
         var samples = ar.Select(x => (2.0, x.Item1, x.Item2)).ToList();
         var (alpha, beta) = Fitting.AlphaBeta(samples);
         var (host, cpu) = CalibrationFile.ThisMachine();
-        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, overhead * 1e6, bandwidth / 1e9,
+        // A kernel call costs at least what the smallest op costs through the binding.
+        double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
+        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
             (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
             new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") });
         report = console =>

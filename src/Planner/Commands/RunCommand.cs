@@ -129,6 +129,12 @@ public static class RunCommand
         return cmd;
     }
 
+    /// <summary>
+    /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel), and the
+    /// data-parallel reduction after the backward pass rather than overlapped with it.
+    /// </summary>
+    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false);
+
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
         ClusterLoader.Load("local-cpu") with { Nodes = world, GpusPerNode = 1, Gpu = ClusterLoader.LoadGpu("a100-80g") };
@@ -270,7 +276,7 @@ public static class RunCommand
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
-            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan);
+            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software);
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
         if (json)
