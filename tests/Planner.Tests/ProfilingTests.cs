@@ -84,3 +84,36 @@ public sealed class ProfilingTests : IDisposable
         Assert.Contains("cpu", e.Message);
     }
 }
+
+public class KendallTauTests
+{
+    [Fact]
+    public void Kendall_tau_matches_hand_counts()
+    {
+        // Same order: +1; reversed: −1; one swapped pair of four: (5 concordant − 1 discordant) / 6.
+        Assert.Equal(1.0, Profiling.RunHistory.KendallTau([1, 2, 3, 4], [10, 20, 30, 40]), 12);
+        Assert.Equal(-1.0, Profiling.RunHistory.KendallTau([1, 2, 3, 4], [4, 3, 2, 1]), 12);
+        Assert.Equal(4.0 / 6, Profiling.RunHistory.KendallTau([1, 2, 3, 4], [1, 3, 2, 4]), 12);
+    }
+
+    [Fact]
+    public void History_round_trips_through_the_csv()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"planner-history-{Guid.NewGuid():N}.csv");
+        try
+        {
+            for (int i = 1; i <= 3; i++)
+                Profiling.RunHistory.Append(path, new Profiling.HistoryRow { Plan = $"p{i}", PredictedStepTime = i, MeasuredStepTime = i * 1.1, PredictedMemory = 1, MeasuredMemory = 1.2 });
+            var rows = Profiling.RunHistory.Read(path);
+            Assert.Equal(["p1", "p2", "p3"], rows.Select(r => r.Plan));
+            Assert.Equal(3.3, rows[2].MeasuredStepTime, 12);
+            var (code, output, _) = ExecutorParityTests.Planner(["validate", "--executed", path]);
+            Assert.Equal(0, code);
+            Assert.Contains("Kendall tau 1.00", output);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}

@@ -34,10 +34,11 @@ public static class RunCommand
         public Option<int> Threads { get; } = new("--threads") { Description = "Intra-op threads per rank", DefaultValueFactory = _ => 1 };
         public Option<string?> Calibration { get; } = new("--calibration") { Description = "Calibration file for the prediction (default: the cluster's, from profile)" };
         public Option<bool> ForceCalibration { get; } = new("--force-calibration") { Description = "Use a calibration measured on other hardware" };
+        public Option<string?> History { get; } = new("--history") { Description = "History CSV the run is appended to (default: ~/.cache/planner/history.csv)" };
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History })
                 c.Options.Add(o);
         }
 
@@ -123,7 +124,22 @@ public static class RunCommand
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
             var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
             var lines = Launch.RunRanks(launch, r, flags, world);
-            Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps));
+            var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps));
+            if (predicted is not null)
+                Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
+                {
+                    Date = DateTime.UtcNow.ToString("s", System.Globalization.CultureInfo.InvariantCulture),
+                    Host = Environment.MachineName,
+                    PlanFile = Path.GetFullPath(inputs.PlanPath),
+                    Model = inputs.Model.Name,
+                    Cluster = inputs.ClusterName,
+                    Plan = Rendering.Tables.Describe(plan) + $" gbs{plan.Gbs} seq{plan.Seq}",
+                    Calibrated = r.GetValue(flags.Calibration) is not null || File.Exists(Profiling.CalibrationFile.DefaultPath(inputs.ClusterName)),
+                    PredictedStepTime = predicted.StepTimeSeconds,
+                    MeasuredStepTime = measured,
+                    PredictedMemory = predicted.PeakMemoryGib,
+                    MeasuredMemory = measuredMemory,
+                });
             return Cli.Ok;
         });
         return cmd;
@@ -257,7 +273,7 @@ public static class RunCommand
         }
     }
 
-    private static void Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps)
+    private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps)
     {
         var plan = inputs.Plan;
         // Per step: the slowest rank's time, and the loss the last stage reported.
@@ -297,7 +313,7 @@ public static class RunCommand
                 ["error_pct"] = new JsonObject { ["step_time"] = stepError, ["peak_memory"] = memError },
             };
             stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            return;
+            return (median, peak, predicted);
         }
         var console = Rendering.Tables.Console(stdout);
         console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, gbs {plan.Gbs}, seq {plan.Seq}, {plan.Gpus} ranks");
@@ -312,6 +328,7 @@ public static class RunCommand
         console.Write(s);
         if (predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
+        return (median, peak, predicted);
     }
 }
 

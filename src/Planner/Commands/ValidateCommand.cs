@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Planner.Cli.Rendering;
 using Planner.Cli.Validation;
 using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
 using Spectre.Console;
 
 namespace Planner.Cli.Commands;
@@ -19,9 +20,12 @@ public static class ValidateCommand
     {
         var runs = new Option<string?>("--runs") { Description = $"CSV of measured runs (default: {DefaultRuns} of this repository)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
-        var cmd = new Command("validate", "Compare predicted step times with published measurements") { runs, json };
+        var executed = new Option<string?>("--executed") { Description = "Compare with this machine's executed runs instead (a history CSV; default ~/.cache/planner/history.csv)", Arity = ArgumentArity.ZeroOrOne };
+        var cmd = new Command("validate", "Compare predicted step times with published measurements (or with executed runs)") { runs, json, executed };
         cmd.SetAction(r =>
         {
+            if (r.GetResult(executed) is not null)
+                return Executed(stdout, r.GetValue(executed) ?? Profiling.RunHistory.DefaultPath, r.GetValue(json));
             string path = r.GetValue(runs) ?? RepoFile(DefaultRuns);
             var rows = Validator.Run(Validator.Read(path));
             var all = ErrorSummary.Of(rows);
@@ -59,6 +63,41 @@ public static class ValidateCommand
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    private static int Executed(TextWriter stdout, string path, bool json)
+    {
+        var rows = Profiling.RunHistory.Read(path);
+        if (rows.Count == 0)
+            throw new InputException($"--executed: '{path}' has no runs");
+        var errors = rows.Select(x => (x.PredictedStepTime - x.MeasuredStepTime) / x.MeasuredStepTime * 100).ToList();
+        var memErrors = rows.Select(x => (x.PredictedMemory - x.MeasuredMemory) / x.MeasuredMemory * 100).ToList();
+        double tau = Profiling.RunHistory.KendallTau(rows.Select(x => x.PredictedStepTime).ToList(), rows.Select(x => x.MeasuredStepTime).ToList());
+        if (json)
+        {
+            var o = new JsonObject
+            {
+                ["runs"] = new JsonArray(rows.Select((x, i) => (JsonNode)new JsonObject
+                {
+                    ["plan"] = x.Plan, ["predicted_step_time_s"] = x.PredictedStepTime, ["measured_step_time_s"] = x.MeasuredStepTime,
+                    ["error_pct"] = errors[i], ["peak_memory_error_pct"] = memErrors[i],
+                }).ToArray()),
+                ["mape_pct"] = errors.Average(Math.Abs),
+                ["peak_memory_mape_pct"] = memErrors.Average(Math.Abs),
+                ["kendall_tau"] = double.IsNaN(tau) ? null : tau,
+            };
+            stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return Cli.Ok;
+        }
+        var console = Tables.Console(stdout);
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("plan").AddColumn(new TableColumn("measured s").RightAligned())
+            .AddColumn(new TableColumn("predicted s").RightAligned()).AddColumn(new TableColumn("error").RightAligned())
+            .AddColumn(new TableColumn("memory error").RightAligned());
+        for (int i = 0; i < rows.Count; i++)
+            t.AddRow(Markup.Escape(rows[i].Plan), $"{rows[i].MeasuredStepTime:F3}", $"{rows[i].PredictedStepTime:F3}", $"{errors[i]:+0.0;-0.0}%", $"{memErrors[i]:+0.0;-0.0}%");
+        console.Write(t);
+        stdout.WriteLine($"{rows.Count} runs: step time MAPE {errors.Average(Math.Abs):F1}%, peak memory MAPE {memErrors.Average(Math.Abs):F1}%, Kendall tau {tau:F2}");
+        return Cli.Ok;
     }
 
     /// <summary>A file of the repository: found by walking up from the executable, then from the working directory.</summary>
