@@ -61,7 +61,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             // the same products in another order), the first update lr·g/(|g|+eps) turns that rounding into a
             // different sign for near-zero gradients; a larger epsilon keeps the update a smooth function of g, so the
             // parameters compare the gradients themselves.
-            var (code, output, error) = Planner(["run", "--plan", plan, "--steps", steps.ToString(), "--warmup", "0", "--json", "--dump-params", dump, "--adam-eps", "1e-4",
+            var (code, output, error) = Planner(["run", "--plan", plan, "--steps", steps.ToString(), "--warmup", "0", "--json", "--dump-params", dump, "--adam-eps", "1e-4", "--history", Path.Combine(Dir, "history.csv"),
                 "--lr", lr.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
             Assert.True(code == 0, $"{name}: exit {code}: {error}");
             var loss = JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();

@@ -43,6 +43,8 @@ public sealed class ExecutorRunTests : IDisposable
         return path;
     }
 
+    private string History => Path.Combine(_dir, "history.csv");
+
     private static double[] Losses(string output) =>
         JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
 
@@ -50,7 +52,7 @@ public sealed class ExecutorRunTests : IDisposable
     public void Loss_falls_on_a_real_token_file()
     {
         var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("data", 1, 1, 2, 1, "fp32"), "--steps", "40",
-            "--lr", "3e-3", "--data", TokenFile(), "--json"]);
+            "--lr", "3e-3", "--data", TokenFile(), "--json", "--history", History]);
         Assert.True(code == 0, error);
         var loss = Losses(output);
         Assert.Equal(40, loss.Length);
@@ -63,7 +65,7 @@ public sealed class ExecutorRunTests : IDisposable
     public void Bf16_training_runs_and_learns()
     {
         var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("bf16", 2, 1, 1, 0, "bf16"), "--steps", "20",
-            "--lr", "3e-3", "--data", TokenFile(), "--json"]);
+            "--lr", "3e-3", "--data", TokenFile(), "--json", "--history", History]);
         Assert.True(code == 0, error);
         var loss = Losses(output);
         Assert.All(loss, l => Assert.True(double.IsFinite(l)));
@@ -73,7 +75,8 @@ public sealed class ExecutorRunTests : IDisposable
     [Fact]
     public void The_report_has_the_contract_keys_and_a_prediction()
     {
-        var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("report", 1, 2, 1, 0, "fp32"), "--steps", "3", "--json"]);
+        var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("report", 1, 2, 1, 0, "fp32"), "--steps", "3", "--json", "--history", History]);
+        Assert.True(File.Exists(History), "the run was not appended to the history");
         Assert.True(code == 0, error);
         var o = JsonNode.Parse(output)!;
         foreach (var key in new[] { "step_time_s", "tokens_per_s", "peak_memory_gib", "loss" })

@@ -63,13 +63,13 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
                 {"model": "{{Path.Combine(dir, "config.json")}}", "cluster": "local-cpu", "tp": 1, "pp": 1, "dp": 1, "cp": 1, "zero": 0,
                  "mbs": {{Batch}}, "gbs": {{Batch}}, "seq": {{Seq}}, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32"}
                 """);
-            var ours = Process(Environment.ProcessPath!.EndsWith("dotnet") ? "dotnet" : "dotnet",
-                [typeof(ExecutorBench).Assembly.Location, "run", "--plan", plan, "--steps", Steps.ToString(), "--warmup", Warmup.ToString(), "--json"], dir);
+            var ours = Process("dotnet",
+                [typeof(ExecutorBench).Assembly.Location, "run", "--plan", plan, "--steps", Steps.ToString(), "--warmup", Warmup.ToString(), "--json",
+                 "--history", Path.Combine(dir, "history.csv")], dir);
             double oursStep = (double)JsonNode.Parse(ours)!["measured"]!["step_time_s"]!;
             string script = Path.Combine(dir, "bench.py");
             File.WriteAllText(script, Script);
-            var theirs = Process("/usr/bin/python3", [script, .. new[] { Layers, Hidden, Heads, Vocab, Seq, Batch, Steps, Warmup }.Select(x => x.ToString())], dir,
-                threads: true);
+            var theirs = Process("/usr/bin/python3", [script, .. new[] { Layers, Hidden, Heads, Vocab, Seq, Batch, Steps, Warmup }.Select(x => x.ToString())], dir);
             double torchStep = double.Parse(theirs.Trim(), CultureInfo.InvariantCulture);
             double flops = 6.0 * Batch * Seq * (12.0 * Layers * Hidden * Hidden + Vocab * Hidden) + 12.0 * Batch * Seq * Seq * Hidden * Layers;
             stdout.WriteLine($"executor GPT ({Layers} layers, hidden {Hidden}, batch {Batch}x{Seq}, fp32, 1 thread): {oursStep * 1e3:F1} ms/step; " +
@@ -82,7 +82,7 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
         }
     }
 
-    private static string Process(string file, string[] args, string dir, bool threads = false)
+    private static string Process(string file, string[] args, string dir)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
         foreach (var a in args)
