@@ -90,10 +90,11 @@ public sealed class ProcessGroup : IDisposable
     public string Name { get; }
 
     /// <summary>
-    /// A Gloo group. Only members call this, each with its rank inside the group; <paramref name="name"/> must be the
+    /// A Gloo group on <paramref name="interfaceHost"/> (loopback by default; null: this host's name, for groups that
+    /// span machines). Only members call this, each with its rank inside the group; <paramref name="name"/> must be the
     /// same on all members and different from other groups' (it prefixes the group's keys in the store).
     /// </summary>
-    public static ProcessGroup Gloo(Store store, string name, int rank, int size, TimeSpan timeout, string? interfaceHost = null)
+    public static ProcessGroup Gloo(Store store, string name, int rank, int size, TimeSpan timeout, string? interfaceHost = "127.0.0.1")
     {
         Native.Check(Native.pt_pg_gloo(store.Handle, name, rank, size, (long)timeout.TotalMilliseconds, interfaceHost, out var h));
         return new ProcessGroup(new ProcessGroupHandle(h), rank, size, name);

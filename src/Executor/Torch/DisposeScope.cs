@@ -58,7 +58,7 @@ public sealed class DisposeScope : IDisposable
     public T Keep<T>(T tensor) where T : class
     {
         if (tensor is Tensor t && _tensors.Remove(t))
-            _parent?._tensors.Add(t);
+            (_resumedParent ?? _parent)?._tensors.Add(t);
         return tensor;
     }
 

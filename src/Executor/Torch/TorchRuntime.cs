@@ -120,9 +120,24 @@ public sealed class AdamW : IDisposable
     public AdamW(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01)
     {
         Native.EnsureLoaded();
-        var handles = parameters.Select(p => p.Handle.DangerousGetHandle()).ToArray();
-        Native.Check(Native.pt_adamw_new(handles, handles.Length, lr, beta1, beta2, eps, weightDecay, out var h));
-        GC.KeepAlive(parameters);
+        var added = new bool[parameters.Count];
+        var handles = new IntPtr[parameters.Count];
+        IntPtr h;
+        try
+        {
+            for (int i = 0; i < parameters.Count; i++)
+            {
+                parameters[i].Handle.DangerousAddRef(ref added[i]);
+                handles[i] = parameters[i].Handle.DangerousGetHandle();
+            }
+            Native.Check(Native.pt_adamw_new(handles, handles.Length, lr, beta1, beta2, eps, weightDecay, out h));
+        }
+        finally
+        {
+            for (int i = 0; i < parameters.Count; i++)
+                if (added[i])
+                    parameters[i].Handle.DangerousRelease();
+        }
         _handle = new OptimizerHandle(h);
     }
 

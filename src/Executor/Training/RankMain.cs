@@ -23,7 +23,8 @@ public static class RankMain
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
         using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
-        using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options);
+        bool loopback = env.MasterAddr is "127.0.0.1" or "localhost" or "::1";
+        using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         for (int step = 0; step < options.Steps; step++)
         {
             using var scope = DisposeScope.Begin();

@@ -35,10 +35,16 @@ public sealed class RankTrainer : IDisposable
     private readonly AdamW _optimizer;
     private readonly Tensor? _masterShard; // ZeRO: this DP rank's slice of the flat parameters (fp32)
     private readonly long _flatSize, _shardSize;
+    private readonly string? _interface;
 
     /// <summary>Sets up the rank: groups (every rank creates them in the same order), parameters and optimizer.</summary>
-    public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options)
+    public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options, bool loopback = true)
     {
+        _interface = loopback ? "127.0.0.1" : null;
+        if (model.Vocab % plan.Tp != 0)
+            throw new NotSupportedException($"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config");
+        if (plan.Precision == Precision.Fp16)
+            throw new NotSupportedException("the executor has no fp16 loss scaling yet: train in bf16 (or fp32)");
         if (plan.Cp != 1)
             throw new NotSupportedException("the executor does not run context parallelism yet (cp must be 1)");
         if (model.KvHeads % plan.Tp != 0)
@@ -60,7 +66,7 @@ public sealed class RankTrainer : IDisposable
             var first = _layout.Rank(_me with { Pp = 0 });
             var last = _layout.Rank(_me with { Pp = plan.Pp - 1 });
             if (rank == first || rank == last)
-                _tied = ProcessGroup.Gloo(store, $"tied-{first}", rank == first ? 0 : 1, 2, Timeout);
+                _tied = ProcessGroup.Gloo(store, $"tied-{first}", rank == first ? 0 : 1, 2, Timeout, _interface);
         }
         var layout = StageLayout.Of(model, plan);
         var chunks = new List<int[]>();
@@ -81,7 +87,8 @@ public sealed class RankTrainer : IDisposable
             _shardSize = (_flatSize + plan.Dp - 1) / plan.Dp;
             using var flat = Flatten(_params, detach: true);
             using var padded = Pad(flat, _shardSize * plan.Dp);
-            _masterShard = padded.Narrow(0, _me.Dp * _shardSize, _shardSize).Clone();
+            using (var view = padded.Narrow(0, _me.Dp * _shardSize, _shardSize))
+                _masterShard = view.Clone();
             DisposeScope.Untrack(_masterShard);
             _masterShard.RequiresGrad = true;
             _optimizer = new AdamW([_masterShard], options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
@@ -98,7 +105,7 @@ public sealed class RankTrainer : IDisposable
         {
             int index = Array.IndexOf(members, rank);
             if (index >= 0 && members.Length > 1)
-                mine = ProcessGroup.Gloo(store, $"{axis}-{members[0]}", index, members.Length, Timeout);
+                mine = ProcessGroup.Gloo(store, $"{axis}-{members[0]}", index, members.Length, Timeout, _interface);
         }
         return mine;
     }
@@ -160,7 +167,7 @@ public sealed class RankTrainer : IDisposable
                 if (firstChunk)
                 {
                     x = _stage.Embed(ids, _plan.Mbs);
-                    if (_plan.Recompute == Recompute.Full)
+                    if (_plan.RecomputeOf(_me.Pp) == Recompute.Full)
                     {
                         run.Embedded = x;
                         x = x.Detach();
@@ -228,10 +235,11 @@ public sealed class RankTrainer : IDisposable
     private Tensor Blocks(int chunk, Tensor x, InFlight run)
     {
         var layers = _stage.ChunkLayers[chunk];
-        if (_plan.Recompute != Recompute.Full)
+        var policy = _plan.RecomputeOf(_me.Pp);
+        if (policy != Recompute.Full)
         {
             foreach (int layer in layers)
-                x = _stage.Block(layer, x, _plan.Recompute);
+                x = _stage.Block(layer, x, policy);
             return x;
         }
         // Full recompute: keep only each block's input; the backward reruns the block.
@@ -250,7 +258,7 @@ public sealed class RankTrainer : IDisposable
 
     private void BackwardChunk(InFlight run, Tensor? gradOut)
     {
-        if (_plan.Recompute != Recompute.Full)
+        if (_plan.RecomputeOf(_me.Pp) != Recompute.Full)
         {
             run.Output!.Backward(gradOut);
             return;

@@ -63,7 +63,7 @@ public sealed class TokenFile : ITokenSource
     /// <inheritdoc />
     public void Sample(long index, Span<long> tokens)
     {
-        long start = index * _seq % (_count - tokens.Length);
+        long start = index * _seq % (_count - tokens.Length + 1);
         for (int t = 0; t < tokens.Length; t++)
         {
             long pos = (start + t) * _width;

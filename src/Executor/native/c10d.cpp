@@ -79,8 +79,12 @@ PT_EXPORT int32_t pt_pg_gloo(pt_store* s, const char* prefix, int32_t rank, int3
                              const char* interface_host, pt_pg** out) {
   PT_TRY
   auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
-  std::string host = interface_host && *interface_host ? interface_host : "127.0.0.1";
-  options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+  // A given address (loopback for single-machine runs); otherwise the device of this host's name, reachable
+  // from other machines.
+  if (interface_host && *interface_host)
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(interface_host));
+  else
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, s->store);
   auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
   *out = new pt_pg{pg, std::chrono::milliseconds(timeout_ms), rank, size};

@@ -145,7 +145,7 @@ PT_EXPORT int32_t pt_causal_attention(pt_tensor* q, pt_tensor* k, pt_tensor* v, 
   PT_CHECK_ARG(q->t.dim() == 4 && k->t.dim() == 4 && v->t.dim() == 4, "attention expects [batch, heads, seq, head_dim]");
   int64_t s = q->t.size(-2), sk = k->t.size(-2);
   auto scores = torch::matmul(q->t, k->t.transpose(-2, -1)) / std::sqrt(static_cast<double>(q->t.size(-1)));
-  auto mask = torch::ones({s, sk}, torch::TensorOptions().dtype(torch::kBool)).triu(sk - s + 1);
+  auto mask = torch::ones({s, sk}, torch::TensorOptions().dtype(torch::kBool).device(q->t.device())).triu(sk - s + 1);
   scores = scores.masked_fill(mask, -std::numeric_limits<double>::infinity());
   auto probs = torch::softmax(scores, -1);
   if (dropout_p > 0) probs = torch::dropout(probs, dropout_p, true);

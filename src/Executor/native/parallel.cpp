@@ -85,7 +85,7 @@ struct TpOp : public torch::autograd::Function<TpOp> {
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
   int64_t s = q.size(-2), sk = k.size(-2);
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
-  auto mask = torch::ones({s, sk}, torch::TensorOptions().dtype(torch::kBool)).triu(sk - s + 1);
+  auto mask = torch::ones({s, sk}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(sk - s + 1);
   return torch::matmul(torch::softmax(scores.masked_fill(mask, -std::numeric_limits<double>::infinity()), -1), v);
 }
 

@@ -95,7 +95,8 @@ public static class ProfileCommand
         // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
         // uses the all-reduces, which tensor and data parallelism are made of; Gloo's point-to-point transfers are
         // faster per byte (see the table), so pipeline transfers come out priced on the safe side.
-        var samples = ar.Select(x => (2.0, x.Item1, x.Item2)).ToList();
+        int n = m["world"] is { } w ? (int)w : 2;
+        var samples = ar.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
         var (alpha, beta) = Fitting.AlphaBeta(samples);
         var (host, cpu) = CalibrationFile.ThisMachine();
         // A kernel call costs at least what the smallest op costs through the binding.
@@ -121,7 +122,7 @@ public static class ProfileCommand
             for (int i = 0; i < ar.Count; i++)
             {
                 double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
-                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (2 - 1) / 2:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
+                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
             }
             console.Write(c);
             console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");

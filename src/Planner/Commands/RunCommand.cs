@@ -207,6 +207,18 @@ public static class RunCommand
             return prefix + first;
         }
 
+        private static void Kill(Process p)
+        {
+            try
+            {
+                if (!p.HasExited)
+                    p.Kill(entireProcessTree: true);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+
         private static int FreePort()
         {
             var l = new TcpListener(IPAddress.Loopback, 0);
@@ -229,43 +241,54 @@ public static class RunCommand
             if (r.GetValue(flags.Dump) is { } dump)
                 forwarded.AddRange(["--dump-params", dump]);
             var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
-            foreach (int rank in launch.LocalRanks)
+            var failures = new List<(int Rank, DateTime At, string Error)>();
+            try
             {
-                var psi = new ProcessStartInfo("dotnet")
+                foreach (int rank in launch.LocalRanks)
                 {
-                    RedirectStandardOutput = true,
-                    RedirectStandardError = true,
-                    UseShellExecute = false,
-                };
-                foreach (var a in new[] { self, "rank", "--rank", rank.ToString(), "--world", world.ToString(),
-                             "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))
-                    psi.ArgumentList.Add(a);
-                // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
-                psi.Environment["OPENBLAS_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
-                psi.Environment["OMP_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
-                var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
-                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
+                    var psi = new ProcessStartInfo("dotnet")
+                    {
+                        RedirectStandardOutput = true,
+                        RedirectStandardError = true,
+                        UseShellExecute = false,
+                    };
+                    foreach (var a in new[] { self, "rank", "--rank", rank.ToString(), "--world", world.ToString(),
+                                 "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))
+                        psi.ArgumentList.Add(a);
+                    // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
+                    psi.Environment["OPENBLAS_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
+                    psi.Environment["OMP_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
+                    var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
+                    processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
+                }
+                // Wait for all; the first failure ends the others.
+                var remaining = processes.ToList();
+                while (remaining.Count > 0)
+                {
+                    var done = remaining.FirstOrDefault(x => x.P.HasExited);
+                    if (done.P is null)
+                    {
+                        Thread.Sleep(20);
+                        continue;
+                    }
+                    remaining.Remove(done);
+                    if (done.P.ExitCode != 0)
+                    {
+                        string err = done.Err.Result.Trim();
+                        failures.Add((done.Rank, done.P.ExitTime, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim()));
+                        foreach (var other in remaining)
+                            Kill(other.P);
+                    }
+                }
             }
-            // Wait for all; the first failure ends the others (no orphans).
-            var remaining = processes.ToList();
-            (int Rank, string Error)? failure = null;
-            while (remaining.Count > 0)
+            finally
             {
-                var done = remaining.FirstOrDefault(x => x.P.HasExited);
-                if (done.P is null)
-                {
-                    Thread.Sleep(20);
-                    continue;
-                }
-                remaining.Remove(done);
-                if (done.P.ExitCode != 0 && failure is null)
-                {
-                    string err = done.Err.Result.Trim();
-                    failure = (done.Rank, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim());
-                    foreach (var other in remaining)
-                        try { other.P.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-                }
+                // No orphans, whatever happened here.
+                foreach (var x in processes)
+                    Kill(x.P);
             }
+            // The rank that failed first is the cause; the others were ended or lost their peers.
+            (int Rank, string Error)? failure = failures.Count == 0 ? null : failures.OrderBy(x => x.At).Select(x => (x.Rank, x.Error)).First();
             if (failure is { } f)
                 throw new RankFailedException($"rank {f.Rank} failed: {f.Error}");
             return processes.SelectMany(x => x.Out.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries))

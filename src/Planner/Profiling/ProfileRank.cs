@@ -22,6 +22,21 @@ public static class ProfileRank
     /// <summary>Message sizes of the collective sweep, bytes.</summary>
     public static readonly long[] MessageBytes = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
 
+    /// <summary>Median of exactly <paramref name="runs"/> timed calls: every rank makes the same calls, as collectives require.</summary>
+    private static double MedianOf(Action op, int runs)
+    {
+        op();
+        var times = new double[runs];
+        for (int i = 0; i < runs; i++)
+        {
+            var w = Stopwatch.StartNew();
+            op();
+            times[i] = w.Elapsed.TotalSeconds;
+        }
+        Array.Sort(times);
+        return times[runs / 2];
+    }
+
     private static double Median(Action op, double budget, int minRuns = 3)
     {
         op();
@@ -74,10 +89,11 @@ public static class ProfileRank
         {
             var t = Tensor.Zeros([bytes / 4]);
             pg.Barrier();
-            allReduce.Add([bytes, Median(() => pg.AllReduce(t), 0.2, minRuns: 5)]);
+            int runs = (int)Math.Clamp((16L << 20) / bytes, 5, 50);
+            allReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
             pg.Barrier();
             // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
-            double roundTrip = Median(() =>
+            double roundTrip = MedianOf(() =>
             {
                 if (rank == 0)
                 {
@@ -89,7 +105,7 @@ public static class ProfileRank
                     pg.Recv(t, 0);
                     pg.Send(t, 0);
                 }
-            }, 0.2, minRuns: 5);
+            }, runs);
             sendRecv.Add([bytes, roundTrip / 2]);
             pg.Barrier();
             t.Dispose();
@@ -98,6 +114,7 @@ public static class ProfileRank
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
                 rss_bytes = rss,
+                world,
                 gemm,
                 add_seconds = add,
                 add_bytes = 3 * 4 * elements,
