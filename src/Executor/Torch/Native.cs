@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 2;
+    internal const int AbiVersion = 3;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -112,6 +112,7 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_unary(TensorHandle a, int op, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_reduce(TensorHandle a, int kind, long[] dims, int ndims, int keepdim, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_matmul(TensorHandle a, TensorHandle b, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_gather(TensorHandle x, long dim, TensorHandle index, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_linear(TensorHandle x, TensorHandle w, IntPtr b, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_embedding(TensorHandle weight, TensorHandle indices, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_layer_norm(TensorHandle x, IntPtr w, IntPtr b, double eps, out IntPtr result);

@@ -329,6 +329,9 @@ public sealed class Tensor : IDisposable
     /// <summary>Maximum over one dimension (values).</summary>
     public Tensor Max(long dim, bool keepDim = false) => Reduce(2, [dim], keepDim);
 
+    /// <summary>Elements picked along <paramref name="dim"/> by int64 <paramref name="index"/> (torch.gather).</summary>
+    public Tensor Gather(long dim, Tensor index) => From(Native.pt_gather(Handle, dim, index.Handle, out var h), h);
+
     /// <summary>Matrix product (batched, broadcasting).</summary>
     public Tensor MatMul(Tensor b) => From(Native.pt_matmul(Handle, b.Handle, out var h), h);
 

@@ -172,11 +172,17 @@ public sealed class GptStage : IDisposable
             _tp.AllReduce(max, ReduceOp.Max);
         var shifted = logits - max;
         var sumExp = TensorParallel.Reduce(_tp, shifted.Exp().Sum([1]));
-        var onehot = new float[n * vocabShard];
+        // The target's logit: gathered at its local index on the rank that holds it, zero elsewhere.
+        var local = new long[n];
+        var mine = new float[n];
         for (long i = 0; i < n; i++)
             if (targets[i] >= start && targets[i] < start + vocabShard)
-                onehot[i * vocabShard + targets[i] - start] = 1;
-        var picked = TensorParallel.Reduce(_tp, (shifted * Tensor.From(onehot, n, vocabShard)).Sum([1]));
+            {
+                local[i] = targets[i] - start;
+                mine[i] = 1;
+            }
+        var gathered = shifted.Gather(1, Tensor.From(local, n, 1)).View(n);
+        var picked = TensorParallel.Reduce(_tp, gathered * Tensor.From(mine, n));
         return (sumExp.Log() - picked).Mean();
     }
 

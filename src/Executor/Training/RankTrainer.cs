@@ -152,6 +152,9 @@ public sealed class RankTrainer : IDisposable
         var schedule = ScheduleGenerator.Generate(pp, vpp, m);
         var live = new Dictionary<(int, int), InFlight>();
         var pending = new List<(Work Work, Tensor Keep)>();
+        // A chunk output's send has completed once its gradient came back: wait for it and free it then, so the
+        // stage holds no more activations than the schedule's in-flight bound.
+        var forwardSends = new Dictionary<(int, int), (Work Work, Tensor Keep)>();
         double lossSum = 0;
         long seqLocal = _stage.LocalSeq;
         foreach (var action in schedule.Stages[_me.Pp])
@@ -193,7 +196,8 @@ public sealed class RankTrainer : IDisposable
                 {
                     run.Output = x;
                     var outgoing = x.Detach().Contiguous();
-                    pending.Add((_pp!.SendAsync(outgoing, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v + 1, forward: true)), outgoing));
+                    DisposeScope.Untrack(outgoing);
+                    forwardSends[(action.MicroBatch, action.Chunk)] = (_pp!.SendAsync(outgoing, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v + 1, forward: true)), outgoing);
                 }
                 scope.Detach();
                 live[(action.MicroBatch, action.Chunk)] = run;
@@ -208,6 +212,12 @@ public sealed class RankTrainer : IDisposable
                 {
                     grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
                     _pp!.Recv(grad, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v, forward: false));
+                    if (forwardSends.Remove((action.MicroBatch, action.Chunk), out var sent))
+                    {
+                        sent.Work.Wait(Timeout);
+                        sent.Work.Dispose();
+                        sent.Keep.Dispose();
+                    }
                 }
                 BackwardChunk(run, grad);
                 if (!firstChunk)
@@ -219,7 +229,7 @@ public sealed class RankTrainer : IDisposable
                 run.Scope.Dispose();
             }
         }
-        foreach (var (work, keep) in pending)
+        foreach (var (work, keep) in pending.Concat(forwardSends.Values))
         {
             work.Wait(Timeout);
             work.Dispose();

@@ -9,8 +9,8 @@
 
 #define PT_EXPORT extern "C" __attribute__((visibility("default")))
 
-// Bumped whenever an exported signature changes; the managed side refuses a library with another revision.
-#define PT_ABI_VERSION 2
+// Bumped whenever an export is added or its signature changes; the managed side refuses a library with another revision.
+#define PT_ABI_VERSION 3
 
 enum pt_status : int32_t { PT_OK = 0, PT_ERROR = 1 };
 

@@ -82,6 +82,13 @@ PT_EXPORT int32_t pt_reduce(pt_tensor* a, int32_t kind, const int64_t* dims, int
   PT_CATCH
 }
 
+// out[i] = x[i, index[i]] along `dim` (torch.gather with an index of the same rank as x).
+PT_EXPORT int32_t pt_gather(pt_tensor* x, int64_t dim, pt_tensor* index, pt_tensor** out) {
+  PT_TRY
+  *out = pt::wrap(torch::gather(x->t, dim, index->t));
+  PT_CATCH
+}
+
 PT_EXPORT int32_t pt_matmul(pt_tensor* a, pt_tensor* b, pt_tensor** out) {
   PT_TRY
   *out = pt::wrap(torch::matmul(a->t, b->t));
