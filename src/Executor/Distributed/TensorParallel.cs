@@ -11,6 +11,9 @@ public static class TensorParallel
     private static Tensor Op(ProcessGroup? g, Tensor x, int kind, long dim) =>
         g is null || g.Size == 1 ? x : Tensor.From(Native.pt_tp_op(g.HandleForOps, x.Handle, kind, dim, out var h), h);
 
+    /// <summary>Seconds this process spent in tensor-parallel collectives since the last call (then reset).</summary>
+    public static double TakeCommSeconds() => Native.pt_tp_comm_ns_take() / 1e9;
+
     /// <summary>Identity forward, all-reduce backward: the input of a column-parallel layer.</summary>
     public static Tensor Copy(ProcessGroup? g, Tensor x) => Op(g, x, 0, 0);
 

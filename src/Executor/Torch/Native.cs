@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 3;
+    internal const int AbiVersion = 4;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -170,6 +170,7 @@ internal static partial class Native
 
     // parallel.cpp
     [LibraryImport(Library)] internal static partial int pt_tp_op(ProcessGroupHandle g, TensorHandle x, int kind, long dim, out IntPtr result);
+    [LibraryImport(Library)] internal static partial long pt_tp_comm_ns_take();
     [LibraryImport(Library)] internal static partial int pt_causal_attention_recompute(TensorHandle q, TensorHandle k, TensorHandle v, out IntPtr result);
 
     // device.cpp

@@ -36,6 +36,11 @@ public static class RankMain
                 step = metrics.Step,
                 seconds = metrics.Seconds,
                 loss = double.IsNaN(metrics.Loss) ? (double?)null : metrics.Loss,
+                compute_s = metrics.Compute,
+                tp_comm_s = metrics.TpComm,
+                pp_wait_s = metrics.PpWait,
+                dp_comm_s = metrics.DpComm,
+                optimizer_s = metrics.Optimizer,
                 memory_bytes = current,
                 peak_memory_bytes = peak,
             }));

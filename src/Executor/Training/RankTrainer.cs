@@ -10,7 +10,15 @@ namespace Planner.Executor.Training;
 
 /// <summary>What one rank measured in one optimizer step.</summary>
 /// <param name="Loss">The global batch's mean loss (reported by the last pipeline stage; NaN elsewhere).</param>
-public sealed record StepMetrics(int Step, double Seconds, double Loss);
+/// <param name="TpComm">Seconds in tensor-parallel collectives.</param>
+/// <param name="PpWait">Seconds blocked receiving from neighbouring stages (bubble and transfers).</param>
+/// <param name="DpComm">Seconds reducing gradients (and ZeRO's gathers).</param>
+/// <param name="Optimizer">Seconds in the optimizer step.</param>
+public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0)
+{
+    /// <summary>What remains: forward and backward kernels (and recompute).</summary>
+    public double Compute => Math.Max(0, Seconds - TpComm - PpWait - DpComm - Optimizer);
+}
 
 /// <summary>Options of a training run.</summary>
 public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8);
@@ -36,6 +44,9 @@ public sealed class RankTrainer : IDisposable
     private readonly Tensor? _masterShard; // ZeRO: this DP rank's slice of the flat parameters (fp32)
     private readonly long _flatSize, _shardSize;
     private readonly string? _interface;
+    private double _ppWait, _dpComm, _optimizerSeconds;
+
+    private double Since(long t0) => (TorchRuntime.NowNanoseconds() - t0) / 1e9;
 
     /// <summary>Sets up the rank: groups (every rank creates them in the same order), parameters and optimizer.</summary>
     public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options, bool loopback = true)
@@ -120,7 +131,10 @@ public sealed class RankTrainer : IDisposable
     public StepMetrics Step(int step)
     {
         long t0 = TorchRuntime.NowNanoseconds();
+        TensorParallel.TakeCommSeconds();
+        _ppWait = _dpComm = _optimizerSeconds = 0;
         double lossSum = RunPipeline(step);
+        double tpComm = TensorParallel.TakeCommSeconds();
         ReduceGradientsAndStep();
         double loss = double.NaN;
         if (_stage.HasHead)
@@ -130,7 +144,7 @@ public sealed class RankTrainer : IDisposable
             loss = l.Item() / (_dp?.Size ?? 1);
         }
         double seconds = (TorchRuntime.NowNanoseconds() - t0) / 1e9;
-        return new StepMetrics(step, seconds, loss);
+        return new StepMetrics(step, seconds, loss, tpComm, _ppWait, _dpComm, _optimizerSeconds);
     }
 
     // ---- pipeline ---------------------------------------------------------------------------------------------
@@ -179,7 +193,9 @@ public sealed class RankTrainer : IDisposable
                 else
                 {
                     var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
+                    long w0 = TorchRuntime.NowNanoseconds();
                     _pp!.Recv(received, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v, forward: true));
+                    _ppWait += Since(w0);
                     received.RequiresGrad = true;
                     run.Input = received;
                     x = received;
@@ -211,7 +227,9 @@ public sealed class RankTrainer : IDisposable
                 if (!lastChunk)
                 {
                     grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
+                    long w0 = TorchRuntime.NowNanoseconds();
                     _pp!.Recv(grad, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v, forward: false));
+                    _ppWait += Since(w0);
                     if (forwardSends.Remove((action.MicroBatch, action.Chunk), out var sent))
                     {
                         sent.Work.Wait(Timeout);
@@ -317,6 +335,7 @@ public sealed class RankTrainer : IDisposable
     private void ReduceGradientsAndStep()
     {
         using var scope = DisposeScope.Begin();
+        long d0 = TorchRuntime.NowNanoseconds();
         // Under sequence parallelism the norms and the row-parallel biases see only this rank's part of the
         // sequence: their gradients are summed over the TP group (the position embedding is added before the split).
         if (_plan.SequenceParallel && _tp is not null)
@@ -342,20 +361,28 @@ public sealed class RankTrainer : IDisposable
                     Unflatten(flat / dp, bucket, grads: true);
                 }
             }
+            _dpComm += Since(d0);
+            long o0 = TorchRuntime.NowNanoseconds();
             _optimizer.Step();
             _optimizer.ZeroGrad();
+            _optimizerSeconds += Since(o0);
             return;
         }
         // ZeRO: reduce-scatter the flat gradients, step the optimizer on this rank's shard, all-gather the parameters.
         var grads = Pad(Flatten(_params, detach: false, grads: true), _shardSize * dp);
         var mine = _dp!.ReduceScatter(grads) / dp;
         _masterShard.SetGrad(mine);
+        _dpComm += Since(d0);
+        long z0 = TorchRuntime.NowNanoseconds();
         _optimizer.Step();
         _optimizer.ZeroGrad();
+        _optimizerSeconds += Since(z0);
+        long g0 = TorchRuntime.NowNanoseconds();
         var gathered = _dp.AllGather(_masterShard.Detach()).Reshape(_shardSize * dp).Narrow(0, 0, _flatSize);
         Unflatten(gathered, _params, grads: false);
         foreach (var p in _params)
             p.SetGrad(null);
+        _dpComm += Since(g0);
     }
 
     private static IEnumerable<List<Tensor>> Buckets(IReadOnlyList<Tensor> parameters, long elements)

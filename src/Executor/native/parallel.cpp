@@ -9,6 +9,8 @@
 
 #include "group.h"
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 
 namespace {
@@ -20,8 +22,19 @@ pt_pg* group_of(AutogradContext* ctx) { return reinterpret_cast<pt_pg*>(ctx->sav
 // Gloo in libtorch 1.13 reduces no bfloat16: such tensors travel as fp32 and come back converted.
 torch::Tensor wire(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16 ? t.to(torch::kFloat32) : t; }
 
+// Nanoseconds spent in tensor-parallel collectives on this process (forward and backward), for run's breakdown.
+std::atomic<int64_t> g_tp_ns{0};
+
+struct TpTimer {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~TpTimer() {
+    g_tp_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+  }
+};
+
 torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
   if (t.scalar_type() == torch::kBFloat16) return all_reduce(g, wire(t)).to(torch::kBFloat16);
+  TpTimer timer;
   auto out = t.contiguous().clone();
   std::vector<torch::Tensor> v{out};
   c10d::AllreduceOptions o;
@@ -32,6 +45,7 @@ torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
 
 torch::Tensor all_gather(pt_pg* g, torch::Tensor t, int64_t dim) {
   if (t.scalar_type() == torch::kBFloat16) return all_gather(g, wire(t), dim).to(torch::kBFloat16);
+  TpTimer timer;
   auto in = t.contiguous();
   std::vector<std::vector<torch::Tensor>> outputs(1);
   for (int i = 0; i < g->size; i++) outputs[0].push_back(torch::empty_like(in));
@@ -108,6 +122,9 @@ struct CheckpointedAttention : public torch::autograd::Function<CheckpointedAtte
   }
 };
 }  // namespace
+
+// Returns and resets the time spent in tensor-parallel collectives, nanoseconds.
+PT_EXPORT int64_t pt_tp_comm_ns_take() { return g_tp_ns.exchange(0); }
 
 // kind: 0 copy, 1 reduce, 2 gather, 3 scatter, 4 reduce_scatter (see the table above); dim for 2–4.
 PT_EXPORT int32_t pt_tp_op(pt_pg* g, pt_tensor* x, int32_t kind, int64_t dim, pt_tensor** out) {

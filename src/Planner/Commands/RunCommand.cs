@@ -296,6 +296,8 @@ public static class RunCommand
         }
     }
 
+    private static JsonNode? Num(double v) => double.IsNaN(v) ? null : v;
+
     private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps)
     {
         var plan = inputs.Plan;
@@ -317,6 +319,17 @@ public static class RunCommand
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
             predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software);
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
+        // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
+        var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
+        double Part(string key) => timedLines.Count == 0 || timedLines.Any(l => l[key] is null) ? double.NaN : timedLines.Average(l => (double)l[key]!);
+        var parts = new (string Name, double Measured, double? Predicted)[]
+        {
+            ("compute (incl. recompute)", Part("compute_s"), predicted is null ? null : predicted.Breakdown.Compute + predicted.Breakdown.Recompute),
+            ("tensor-parallel communication", Part("tp_comm_s"), predicted?.Breakdown.TpComm),
+            ("pipeline waits (bubble, transfers)", Part("pp_wait_s"), predicted is null ? null : predicted.Breakdown.Bubble + predicted.Breakdown.PpComm),
+            ("data-parallel communication", Part("dp_comm_s"), predicted?.Breakdown.DpComm),
+            ("optimizer", Part("optimizer_s"), predicted?.Breakdown.Optimizer),
+        };
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
         if (json)
         {
@@ -332,6 +345,11 @@ public static class RunCommand
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                     ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
+                    ["breakdown"] = new JsonObject
+                    {
+                        ["compute"] = Num(parts[0].Measured), ["tp_comm"] = Num(parts[1].Measured), ["pp_wait"] = Num(parts[2].Measured),
+                        ["dp_comm"] = Num(parts[3].Measured), ["optimizer"] = Num(parts[4].Measured),
+                    },
                 },
                 ["error_pct"] = new JsonObject { ["step_time"] = stepError, ["peak_memory"] = memError },
             };
@@ -348,6 +366,9 @@ public static class RunCommand
         s.AddRow("step time (median after warm-up)", $"{median:F3} s", predicted is null ? "-" : $"{predicted.StepTimeSeconds:F3} s", stepError is double e1 ? $"{e1:+0.0;-0.0}%" : "-");
         s.AddRow("tokens/s", $"{tokensPerS:N0}", predicted is null ? "-" : $"{predicted.TokensPerSecond:N0}", "");
         s.AddRow("peak memory per rank", $"{peak:F2} GiB", predicted is null ? "-" : $"{predicted.PeakMemoryGib:F2} GiB", memError is double e2 ? $"{e2:+0.0;-0.0}%" : "-");
+        foreach (var (name, measuredPart, predictedPart) in parts)
+            if (!double.IsNaN(measuredPart))
+                s.AddRow($"  {name} (s per step, rank mean)", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
         console.Write(s);
         if (predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
