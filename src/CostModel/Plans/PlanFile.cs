@@ -37,20 +37,9 @@ public static class PlanFile
     /// <summary>Parses plan JSON text; <paramref name="source"/> names the file in error messages.</summary>
     public static (ParallelPlan Plan, string Model, string Cluster) Parse(string json, string source)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
-        }
-        catch (JsonException e)
-        {
-            throw new InputException($"{source}: invalid JSON at line {(e.LineNumber ?? 0) + 1}: {FirstLine(e.Message)}");
-        }
-        using (doc)
+        using (var doc = JsonInput.ParseObject(json, source, "the plan object"))
         {
             var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new InputException($"{source}: expected a JSON object (the plan object), got {Kind(root)}");
             string model = Name(root, source, "model");
             string cluster = Name(root, source, "cluster");
             int tp = Positive(root, source, "tp");
@@ -184,15 +173,6 @@ public static class PlanFile
         string s = string.Join(' ', v.GetRawText().Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         return s.Length <= 40 ? s : s[..37] + "...";
     }
-
-    private static string Kind(JsonElement v) => v.ValueKind switch
-    {
-        JsonValueKind.Array => "an array",
-        JsonValueKind.String => "a string",
-        JsonValueKind.Number => "a number",
-        JsonValueKind.True or JsonValueKind.False => "a boolean",
-        _ => "null",
-    };
 
     private static string FirstLine(string s) => s.Split('\n')[0].Trim();
 }

@@ -29,20 +29,9 @@ public static class ModelLoader
     /// <summary>Parses config JSON text; <paramref name="source"/> names the file in error messages.</summary>
     public static ModelSpec Parse(string json, string source, string name)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
-        }
-        catch (JsonException e)
-        {
-            throw new InputException($"{source}: invalid JSON at line {e.LineNumber + 1}: {FirstLine(e.Message)}");
-        }
-        using (doc)
+        using (var doc = JsonInput.ParseObject(json, source, "a model config"))
         {
             var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-                throw new InputException($"{source}: expected a JSON object");
             var r = new Reader(root, source);
             bool gpt2 = root.TryGetProperty("n_layer", out _) || root.TryGetProperty("n_embd", out _);
             var spec = gpt2 ? ParseGpt2(r, name) : ParseLlama(r, name);
@@ -128,7 +117,6 @@ public static class ModelLoader
             ? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path))) ?? "config"
             : Path.GetFileNameWithoutExtension(path);
 
-    private static string FirstLine(string s) => s.Split('\n')[0].Trim();
 
     /// <summary>Typed access to config keys with errors that name the file and key.</summary>
     private readonly struct Reader(JsonElement root, string source)
