@@ -55,31 +55,11 @@ public static class ProfileCommand
 
     private static JsonObject RunRanks(int world)
     {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        var procs = Enumerable.Range(0, world).Select(rank =>
-        {
-            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { typeof(ProfileCommand).Assembly.Location, "profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-port", port.ToString() })
-                psi.ArgumentList.Add(a);
-            psi.Environment["OPENBLAS_NUM_THREADS"] = "1";
-            psi.Environment["OMP_NUM_THREADS"] = "1";
-            var p = Process.Start(psi)!;
-            return (P: p, Out: p.StandardOutput.ReadToEndAsync(), Err: p.StandardError.ReadToEndAsync());
-        }).ToList();
-        foreach (var (p, _, err) in procs)
-        {
-            if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
-            {
-                procs.ForEach(x => { try { x.P.Kill(true); } catch (InvalidOperationException) { } });
-                throw new InvalidOperationException("a profiling rank did not finish in 5 minutes");
-            }
-            if (p.ExitCode != 0)
-                throw new InvalidOperationException($"a profiling rank failed: {err.Result.Trim().Split('\n').LastOrDefault()}");
-        }
-        return (JsonNode.Parse(procs[0].Out.Result.Trim().Split('\n').Last()) as JsonObject)!;
+        int port = RankProcesses.FreePort();
+        var ranks = Enumerable.Range(0, world).Select(rank => (rank, (IEnumerable<string>)
+            ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-port", port.ToString()])).ToList();
+        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5));
+        return (JsonNode.Parse(outputs[0].Output.Trim().Split('\n').Last()) as JsonObject)!;
     }
 
     /// <summary>Fits the calibration from rank 0's measurements.</summary>

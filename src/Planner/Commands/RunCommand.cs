@@ -182,7 +182,7 @@ public static class RunCommand
             if (nodeRank < 0 || nodeRank >= nnodes)
                 throw new InputException($"--node-rank: {nodeRank} must be from 0 to {nnodes - 1}");
             int perNode = world / nnodes;
-            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : FreePort()), true);
+            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : RankProcesses.FreePort()), true);
         }
 
         private static Launch FromScheduler(int rank, int size, string addr, int? port, int world)
@@ -207,31 +207,9 @@ public static class RunCommand
             return prefix + first;
         }
 
-        private static void Kill(Process p)
-        {
-            try
-            {
-                if (!p.HasExited)
-                    p.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-            }
-        }
-
-        private static int FreePort()
-        {
-            var l = new TcpListener(IPAddress.Loopback, 0);
-            l.Start();
-            int p = ((IPEndPoint)l.LocalEndpoint).Port;
-            l.Stop();
-            return p;
-        }
-
         /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
         public static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world)
         {
-            string self = typeof(RunCommand).Assembly.Location;
             var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
                 "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
@@ -240,58 +218,11 @@ public static class RunCommand
                 forwarded.AddRange(["--data", data]);
             if (r.GetValue(flags.Dump) is { } dump)
                 forwarded.AddRange(["--dump-params", dump]);
-            var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
-            var failures = new List<(int Rank, DateTime At, string Error)>();
-            try
-            {
-                foreach (int rank in launch.LocalRanks)
-                {
-                    var psi = new ProcessStartInfo("dotnet")
-                    {
-                        RedirectStandardOutput = true,
-                        RedirectStandardError = true,
-                        UseShellExecute = false,
-                    };
-                    foreach (var a in new[] { self, "rank", "--rank", rank.ToString(), "--world", world.ToString(),
-                                 "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))
-                        psi.ArgumentList.Add(a);
-                    // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
-                    psi.Environment["OPENBLAS_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
-                    psi.Environment["OMP_NUM_THREADS"] = r.GetValue(flags.Threads).ToString();
-                    var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
-                    processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
-                }
-                // Wait for all; the first failure ends the others.
-                var remaining = processes.ToList();
-                while (remaining.Count > 0)
-                {
-                    var done = remaining.FirstOrDefault(x => x.P.HasExited);
-                    if (done.P is null)
-                    {
-                        Thread.Sleep(20);
-                        continue;
-                    }
-                    remaining.Remove(done);
-                    if (done.P.ExitCode != 0)
-                    {
-                        string err = done.Err.Result.Trim();
-                        failures.Add((done.Rank, done.P.ExitTime, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim()));
-                        foreach (var other in remaining)
-                            Kill(other.P);
-                    }
-                }
-            }
-            finally
-            {
-                // No orphans, whatever happened here.
-                foreach (var x in processes)
-                    Kill(x.P);
-            }
-            // The rank that failed first is the cause; the others were ended or lost their peers.
-            (int Rank, string Error)? failure = failures.Count == 0 ? null : failures.OrderBy(x => x.At).Select(x => (x.Rank, x.Error)).First();
-            if (failure is { } f)
-                throw new RankFailedException($"rank {f.Rank} failed: {f.Error}");
-            return processes.SelectMany(x => x.Out.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
+                "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))).ToList();
+            // Training may run long; the ranks' own timeouts end a stuck collective well before this.
+            return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7))
+                .SelectMany(x => x.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
                 .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!).ToList();
         }
     }

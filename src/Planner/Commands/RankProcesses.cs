@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>
+/// Starts rank processes of this planner (`dotnet planner.dll VERB ...`, one core each), waits for all, ends the
+/// others as soon as one fails, leaves no orphan on any exit path, and reports the rank that failed first.
+/// Shared by <c>run</c> and <c>profile</c>.
+/// </summary>
+public static class RankProcesses
+{
+    /// <summary>A free TCP port on loopback for the rendezvous.</summary>
+    public static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
+    /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>
+    public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit)
+    {
+        string self = typeof(RankProcesses).Assembly.Location;
+        var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
+        var failures = new List<(int Rank, DateTime At, string Error)>();
+        var deadline = DateTime.UtcNow + limit;
+        try
+        {
+            foreach (var (rank, args) in ranks)
+            {
+                var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                psi.ArgumentList.Add(self);
+                foreach (var a in args)
+                    psi.ArgumentList.Add(a);
+                // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
+                psi.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString();
+                psi.Environment["OMP_NUM_THREADS"] = threads.ToString();
+                var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
+                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
+            }
+            var remaining = processes.ToList();
+            while (remaining.Count > 0)
+            {
+                if (DateTime.UtcNow > deadline)
+                    throw new RankFailedException($"rank {remaining[0].Rank} did not finish in {limit.TotalMinutes:F0} minutes");
+                var done = remaining.FirstOrDefault(x => x.P.HasExited);
+                if (done.P is null)
+                {
+                    Thread.Sleep(20);
+                    continue;
+                }
+                remaining.Remove(done);
+                if (done.P.ExitCode != 0)
+                {
+                    string err = done.Err.Result.Trim();
+                    failures.Add((done.Rank, done.P.ExitTime, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim()));
+                    foreach (var other in remaining)
+                        Kill(other.P);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var x in processes)
+                Kill(x.P);
+        }
+        // The rank that failed first is the cause; the others were ended or lost their peers.
+        if (failures.Count > 0)
+        {
+            var first = failures.MinBy(x => x.At);
+            throw new RankFailedException($"rank {first.Rank} failed: {first.Error}");
+        }
+        return processes.Select(x => (x.Rank, x.Out.Result)).ToList();
+    }
+
+    private static void Kill(Process p)
+    {
+        try
+        {
+            if (!p.HasExited)
+                p.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+}
