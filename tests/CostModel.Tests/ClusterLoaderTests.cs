@@ -105,6 +105,21 @@ public class ClusterLoaderTests
     }
 
     [Fact]
+    public void Parse_HostBlock_IsOptional_AndRead()
+    {
+        Assert.Null(ClusterLoader.Parse(Valid, "test.yaml").Host);
+        var c = ClusterLoader.Parse(Valid + "\nhost:\n  memory_gib: 1024\n  pcie_gbs: 12\n  memory_bandwidth_gbs: 410\n", "test.yaml");
+        Assert.Equal(new HostSpec(1024, 12, 410), c.Host);
+        Assert.Equal(1024 * Units.GiB * HostSpec.UsableFraction, c.Host!.UsableBytes);
+        var e = Assert.Throws<InputException>(() => ClusterLoader.Parse(Valid + "\nhost:\n  memory_gib: 1024\n  pcie: 12\n  memory_bandwidth_gbs: 410\n", "test.yaml"));
+        Assert.Contains("pcie", e.Message);
+        e = Assert.Throws<InputException>(() => ClusterLoader.Parse(Valid + "\nhost:\n  memory_gib: 1024\n  memory_bandwidth_gbs: 410\n", "test.yaml"));
+        Assert.Contains("pcie_gbs", e.Message);
+        Assert.NotNull(ClusterLoader.Load("dgx-h100").Host);
+        Assert.Null(ClusterLoader.Load("local-cpu").Host);
+    }
+
+    [Fact]
     public void Parse_NameDefaultsToFileName()
     {
         var c = ClusterLoader.Parse(Valid.Replace("name: test-cluster\n", ""), "dir/my-cluster.yaml");

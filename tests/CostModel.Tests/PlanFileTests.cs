@@ -38,6 +38,10 @@ public sealed class PlanFileTests : IDisposable
                 new StagePlan([11, 13, 13, 11], [Recompute.Full, Recompute.None, Recompute.None, Recompute.Selective])),
             "llama3-70b", "dgx-h100"
         },
+        {
+            new ParallelPlan(2, 4, 4, 1, 3, 1, 64, 4096, 1, Recompute.Full, true, Precision.Bf16, RecomputeLayers: 3, OptimizerOffload: 0.3),
+            "llama3-8b", "dgx-h100"
+        },
     };
 
     [Theory]
@@ -128,6 +132,15 @@ public sealed class PlanFileTests : IDisposable
     [InlineData("zero", "4")]
     [InlineData("zero", "-1")]
     public void ABadEnumValueIsNamed(string key, string raw) => AssertBad(With(key, raw), $"'{key}'", raw.Trim('"'));
+
+    [Theory]
+    [InlineData("optimizer_offload", "1.5")]
+    [InlineData("optimizer_offload", "-0.1")]
+    [InlineData("optimizer_offload", "\"half\"")]
+    [InlineData("recompute_layers", "0")]
+    [InlineData("recompute_layers", "2.5")]
+    [InlineData("recompute_layers", "3")] // the baseline recomputes nothing: recompute_layers needs recompute full
+    public void ABadOptionalKnobIsNamed(string key, string raw) => AssertBad(With(key, raw), $"'{key}'");
 
     [Theory]
     [InlineData("tp", "0")]

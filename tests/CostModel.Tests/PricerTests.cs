@@ -215,4 +215,80 @@ public class PricerTests
         Assert.Equal(0, r.Breakdown.Bubble, 12);
         AssertRel(r.StepTimeSeconds, r.Breakdown.Compute + r.Breakdown.Optimizer);
     }
+
+    [Fact]
+    public void PartialRecompute_LiesBetweenNoneAndFull_InTimeMemoryAndFlops()
+    {
+        // Llama 2 7B, 32 blocks on 4 stages with 2 chunks each: 4 blocks per chunk.
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var basePlan = Plan(tp: 2, pp: 4, dp: 16, zero: 1, vpp: 2, sp: true, gbs: 256);
+        var none = Pricer.Price(model, cluster, basePlan);
+        var full = Pricer.Price(model, cluster, basePlan with { Recompute = Recompute.Full });
+        var previous = none;
+        for (int k = 1; k <= 3; k++)
+        {
+            var partial = Pricer.Price(model, cluster, basePlan with { Recompute = Recompute.Full, RecomputeLayers = k });
+            Assert.True(partial.StepTimeSeconds > previous.StepTimeSeconds, $"k={k}: more recompute must cost time");
+            Assert.True(partial.PeakMemoryGib < previous.PeakMemoryGib, $"k={k}: more recompute must save memory");
+            Assert.True(partial.StepTimeSeconds < full.StepTimeSeconds && partial.PeakMemoryGib > full.PeakMemoryGib);
+            // Recompute time is k blocks of the four in each chunk.
+            AssertRel(full.Breakdown.Recompute * k / 4, partial.Breakdown.Recompute);
+            previous = partial;
+        }
+        // The hardware FLOPs count k/4 of full recompute's extra forward.
+        var flopsNone = Compute.Flops.PerStep(model, basePlan, true);
+        var flopsFull = Compute.Flops.PerStep(model, basePlan with { Recompute = Recompute.Full }, true);
+        var flopsOne = Compute.Flops.PerStep(model, basePlan with { Recompute = Recompute.Full, RecomputeLayers = 1 }, true);
+        AssertRel((flopsFull.Hardware - flopsNone.Hardware) / 4, flopsOne.Hardware - flopsNone.Hardware);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void OptimizerOffload_MovesStateToTheHost_AndTheStepIsTheSlowerOfGpuAndCpu(int zero)
+    {
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 2, pp: 2, dp: 32, zero: zero, gbs: 256, sp: true);
+        var onGpu = Pricer.Price(model, cluster, plan);
+        double[] fractions = [0, 0.25, 0.5, 1];
+        var variants = Pricer.PriceOffloads(model, cluster, plan, fractions);
+        for (int i = 0; i < fractions.Length; i++)
+        {
+            var alone = Pricer.Price(model, cluster, plan with { OptimizerOffload = fractions[i] });
+            Assert.Equal(alone.StepTimeSeconds, variants[i].StepTimeSeconds, 12); // one simulation prices every fraction
+            Assert.Equal(alone.PeakMemoryGib, variants[i].PeakMemoryGib, 12);
+            Assert.Equal(fractions[i], variants[i].Plan.OptimizerOffload);
+            var mem = variants[i].MemoryByStage[0];
+            // GPU optimizer memory falls and host memory rises in proportion; the optimizer state plus the fp32
+            // gradient copy of the offloaded share is on the host (12 + 4 bytes per parameter).
+            AssertRel(onGpu.MemoryByStage[0].Optimizer * (1 - fractions[i]), mem.Optimizer);
+            AssertRel(onGpu.MemoryByStage[0].Optimizer * fractions[i] * 16 / 12, mem.Host);
+        }
+        // PCIe at 12 GB/s is far slower than HBM: offloading everything slows the optimizer step.
+        Assert.True(variants[3].Breakdown.Optimizer > onGpu.Breakdown.Optimizer * 5);
+        // The pipeline is the same: only the step after the flush changes.
+        Assert.Equal(onGpu.Breakdown.Compute, variants[3].Breakdown.Compute);
+        Assert.Equal(onGpu.Breakdown.Bubble, variants[3].Breakdown.Bubble);
+        Assert.Equal(onGpu.Breakdown.PpComm, variants[3].Breakdown.PpComm);
+        Assert.Equal(onGpu.Breakdown.TpComm, variants[3].Breakdown.TpComm);
+    }
+
+    [Fact]
+    public void OptimizerOffload_NeedsAHost_AndItsMemory()
+    {
+        var model = ModelLoader.Load("llama2-70b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 8, pp: 2, dp: 8, gbs: 64, r: Recompute.Full, sp: true) with { OptimizerOffload = 1 };
+        var e = Assert.Throws<InputException>(() => Pricer.Price(model, cluster with { Host = null }, plan));
+        Assert.Contains("host", e.Message);
+        Assert.True(Pricer.Price(model, cluster, plan).Fits);
+        // 70B over tp·pp = 16 without ZeRO: 4.4B parameters per GPU, 70 GB of host state per GPU, 560 GB per node.
+        var small = cluster with { Host = cluster.Host! with { MemoryGib = 256 } };
+        var r = Pricer.Price(model, small, plan);
+        Assert.False(r.Fits);
+        Assert.True(r.MemoryByStage.Max(m => m.Host) * 8 > 256 * Units.GiB * HostSpec.UsableFraction);
+    }
 }

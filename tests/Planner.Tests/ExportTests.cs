@@ -284,6 +284,55 @@ public sealed class ExportTests : IDisposable
         Assert.Equal("4", Value(args, "--decoder-last-pipeline-num-layers"));
     }
 
+    // Llama-3 8B on 4 stages, 8 blocks each: full recompute of the first 3 blocks of each stage, half the optimizer
+    // state offloaded to the host.
+    private static readonly ParallelPlan Partial = new(Tp: 2, Pp: 4, Dp: 4, Cp: 1, Zero: 3, Mbs: 1, Gbs: 64, Seq: 4096, Vpp: 1,
+        Recompute.Full, SequenceParallel: true, Precision.Bf16, RecomputeLayers: 3, OptimizerOffload: 0.5);
+
+    [Fact]
+    public void Megatron_PartialRecomputeIsBlockMethodAndOffloadIsTheHybridOptimizer()
+    {
+        var (_, args) = ParseMegatron(Export(WritePlan(Partial, "llama3-8b"), "megatron"));
+        Assert.Equal("full", Value(args, "--recompute-granularity"));
+        Assert.Equal("block", Value(args, "--recompute-method"));
+        Assert.Equal("3", Value(args, "--recompute-num-layers"));
+        Assert.Null(Value(args, "--optimizer-cpu-offload"));
+        Assert.Equal("0.5", Value(args, "--optimizer-offload-fraction"));
+        Assert.Null(Value(args, "--overlap-cpu-optimizer-d2h-h2d"));
+        Assert.Null(Value(args, "--use-precision-aware-optimizer"));
+
+        var (_, plain) = ParseMegatron(Export(WritePlan(Llama, "llama3-8b", name: "plain.json"), "megatron"));
+        Assert.False(Has(plain, "--optimizer-cpu-offload"), "no offload in a plan without it");
+    }
+
+    [Fact]
+    public void DeepSpeed_OffloadIsOffloadOptimizerWithItsRatioUnderZero3()
+    {
+        var ds = DeepSpeed(Export(WritePlan(Partial, "llama3-8b"), "deepspeed"));
+        var offload = ds.GetProperty("zero_optimization").GetProperty("offload_optimizer");
+        Assert.Equal("cpu", offload.GetProperty("device").GetString());
+        Assert.Equal(0.5, offload.GetProperty("ratio").GetDouble());
+        Assert.Equal(3, ds.GetProperty("activation_checkpointing").GetProperty("number_checkpoints").GetInt32());
+
+        // Under ZeRO-1 DeepSpeed cannot offload a part: all of it, with a warning.
+        var z1 = DeepSpeed(Export(WritePlan(Partial with { Zero = 1 }, "llama3-8b", name: "z1.json"), "deepspeed"));
+        Assert.False(z1.GetProperty("zero_optimization").GetProperty("offload_optimizer").TryGetProperty("ratio", out _));
+        Assert.Contains(z1.GetProperty("_comment").EnumerateArray(), c => c.GetString()!.Contains("needs ZeRO-3", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Torchtitan_PartialRecomputeIsEveryNthBlockAndOffloadIsAWarning()
+    {
+        string text = Export(WritePlan(Partial with { RecomputeLayers = 4 }, "llama3-8b"), "torchtitan");
+        var toml = ParseToml(text);
+        // 8 blocks per stage, 4 recomputed: every 2nd block, as many as the plan.
+        Assert.Equal("selective", toml["activation_checkpoint.mode"]);
+        Assert.Equal("2", toml["activation_checkpoint.selective_ac_option"]);
+        Assert.Contains("no optimizer-only offload", text, StringComparison.Ordinal);
+        // 3 of 8 has no every-Nth equivalent: every 2nd block (4), said so.
+        Assert.Contains("recomputes 4, more than the planner priced", Export(WritePlan(Partial, "llama3-8b", name: "p3.json"), "torchtitan"), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Torchtitan_UnevenStagesBecomeSplitPointsAndTheStrongestRecompute()
     {

@@ -32,8 +32,20 @@ public readonly record struct Flops(double Model, double Hardware)
         };
         double recomputed = plan.Stages is { } st
             ? st.Layers.Select((l, s) => l * Extra(st.Recompute[s])).Sum()
-            : model.Layers * Extra(plan.Recompute);
+            : RecomputedBlocks(model, plan) * Extra(plan.Recompute);
         return new Flops(modelFlops, modelFlops + recomputed * plan.Gbs);
+    }
+
+    /// <summary>Blocks the recompute policy applies to over the whole model (all chunks of all stages).</summary>
+    private static int RecomputedBlocks(ModelSpec model, ParallelPlan plan)
+    {
+        if (plan.RecomputeLayers is null)
+            return model.Layers;
+        var layout = new Pricing.StageLayout(model.Layers, plan.Pp, plan.Vpp);
+        int n = 0;
+        for (int v = 0; v < plan.Pp * plan.Vpp; v++)
+            n += plan.RecomputedBlocks(v % plan.Pp, layout.LayersOf(v));
+        return n;
     }
 
     private static double CoreFlops(IReadOnlyList<Op> ops)

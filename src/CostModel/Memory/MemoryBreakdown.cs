@@ -10,6 +10,7 @@ namespace Planner.CostModel.Memory;
 /// <param name="Buffers">Communication buffers (point-to-point activations, collective staging).</param>
 /// <param name="Overhead">Allocator fragmentation and the runtime's reserved memory.</param>
 /// <param name="InFlight">Micro-batch model chunks whose activations are held at once.</param>
+/// <param name="Host">Host (CPU) memory the rank's offloaded optimizer state takes; not part of <see cref="Total"/>.</param>
 public sealed record MemoryBreakdown(
     int Stage,
     double Weights,
@@ -19,7 +20,8 @@ public sealed record MemoryBreakdown(
     double Working,
     double Buffers,
     double Overhead,
-    int InFlight)
+    int InFlight,
+    double Host = 0)
 {
     /// <summary>The sum, bytes.</summary>
     public double Total => Weights + Gradients + Optimizer + Activations + Working + Buffers + Overhead;

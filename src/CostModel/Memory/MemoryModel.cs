@@ -77,9 +77,12 @@ public sealed class MemoryModel
     /// <param name="inFlight">Micro-batch model chunks in flight at the stage's peak.</param>
     /// <param name="chunks">Model chunks on the stage (vpp).</param>
     /// <param name="recompute">The stage's recompute policy (default: the plan's for that stage).</param>
-    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks, Recompute? recompute = null)
+    /// <param name="variant">The plan with other values of the knobs that leave the kernels alone (partial recompute,
+    /// optimizer offload): a search prices those variants on one model. Default: the plan of the constructor.</param>
+    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks, Recompute? recompute = null, ParallelPlan? variant = null)
     {
-        var rc = recompute ?? _p.RecomputeOf(stage);
+        var v = variant ?? _p;
+        var rc = recompute ?? v.RecomputeOf(stage);
         bool first = stage == 0, last = stage == _p.Pp - 1;
         double e = _p.Precision.ActivationBytes();
         double paramsHere = StageParams(layers, first, last);
@@ -90,9 +93,15 @@ public sealed class MemoryModel
         double dp = _p.Dp;
         double weights = paramsHere * weightBytes / (_p.Zero >= 3 ? dp : 1);
         double grads = paramsHere * gradBytes / (_p.Zero >= 2 ? dp : 1);
-        double optim = paramsHere * optimBytes / (_p.Zero >= 1 ? dp : 1);
+        double owned = paramsHere / (_p.Zero >= 1 ? dp : 1);
+        // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
+        double optim = owned * optimBytes * (1 - v.OptimizerOffload);
+        double host = owned * (optimBytes + 4) * v.OptimizerOffload;
 
-        double perChunk = ActivationsPerLayer(rc) * layers / chunks;
+        // Under block-wise partial recompute the first k blocks of each chunk keep only their input.
+        double chunkLayers = (double)layers / chunks;
+        double recomputed = v.RecomputeLayers is { } k && rc == Recompute.Full ? Math.Min(k, chunkLayers) : chunkLayers;
+        double perChunk = recomputed * ActivationsPerLayer(rc) + (chunkLayers - recomputed) * ActivationsPerLayer(Recompute.None);
         double activations = perChunk * inFlight;
         if (first)
             activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
@@ -111,6 +120,6 @@ public sealed class MemoryModel
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0);
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = Fragmentation * allocated + _reservedBytes;
-        return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight);
+        return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
     }
 }

@@ -31,6 +31,12 @@ public enum Recompute
 /// <param name="Precision">Training precision.</param>
 /// <param name="Stages">An uneven split of the blocks over pipeline stages with a recompute policy per stage (from
 /// the planner's MILP); null means the even split with <paramref name="Recompute"/> everywhere. Only with vpp = 1.</param>
+/// <param name="RecomputeLayers">With full recompute, only the first this many blocks of each model chunk are
+/// recomputed and the others keep their activations (Megatron-LM's <c>--recompute-method block
+/// --recompute-num-layers</c>); null recomputes every block.</param>
+/// <param name="OptimizerOffload">Fraction of the optimizer state (fp32 master weights and Adam's moments) kept in
+/// host memory and stepped by the CPU while the GPU steps the rest (Megatron-LM's <c>--optimizer-cpu-offload
+/// --optimizer-offload-fraction</c>, DeepSpeed's <c>offload_optimizer</c>); 0 keeps it all on the GPU.</param>
 public sealed record ParallelPlan(
     int Tp,
     int Pp,
@@ -44,8 +50,18 @@ public sealed record ParallelPlan(
     Recompute Recompute,
     bool SequenceParallel,
     Precision Precision,
-    StagePlan? Stages = null)
+    StagePlan? Stages = null,
+    int? RecomputeLayers = null,
+    double OptimizerOffload = 0)
 {
+    /// <summary>Blocks of a model chunk of <paramref name="layers"/> blocks on <paramref name="stage"/> that its
+    /// recompute policy applies to; the rest run without recompute.</summary>
+    public int RecomputedBlocks(int stage, int layers) =>
+        RecomputeLayers is { } k && RecomputeOf(stage) == Recompute.Full ? Math.Min(k, layers) : layers;
+
+    /// <summary>Short name of the recompute setting, e.g. "full", "none" or "full:3" (3 blocks per chunk).</summary>
+    public string RecomputeLabel => RecomputeLayers is { } k ? $"{Name(Recompute)}:{k}" : Name(Recompute);
+
     /// <summary>The recompute policy of a stage.</summary>
     public Recompute RecomputeOf(int stage) => Stages?.Recompute[stage] ?? Recompute;
 

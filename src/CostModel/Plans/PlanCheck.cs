@@ -42,6 +42,20 @@ public static class PlanCheck
             return $"--seq: {p.Seq} is beyond the {m.MaxSeq} learned positions of '{m.Name}'";
         if (p.Pp * p.Vpp > m.Layers)
             return $"--pp·--vpp: {p.Pp * p.Vpp} model chunks for {m.Layers} layers";
+        if (p.RecomputeLayers is { } k)
+        {
+            int perChunk = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+            if (p.Recompute != Recompute.Full)
+                return "--recompute-layers: applies to full recompute only (--recompute full)";
+            if (k < 1 || k >= perChunk)
+                return $"--recompute-layers: {k} must be between 1 and {perChunk - 1}, below the {perChunk} blocks of a model chunk (omit it to recompute every block)";
+            if (p.Stages is not null)
+                return "--recompute-layers: not with an uneven stage split (stages carry their own recompute policy)";
+        }
+        if (p.OptimizerOffload is < 0 or > 1 || double.IsNaN(p.OptimizerOffload))
+            return $"--optimizer-offload: {p.OptimizerOffload} is not a fraction from 0 to 1";
+        if (p.OptimizerOffload > 0 && c.Host is null)
+            return $"--optimizer-offload: cluster '{c.Name}' gives no 'host' (memory_gib, pcie_gbs, memory_bandwidth_gbs) to offload to";
         if (p.Stages is { } st)
         {
             if (p.Vpp != 1)

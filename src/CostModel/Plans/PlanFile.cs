@@ -5,7 +5,9 @@ namespace Planner.CostModel.Plans;
 
 /// <summary>
 /// Reads the plan object of CONTRACTS.md ("The plan object"), the file that <c>plan --out</c> writes and
-/// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>stages</c> (the
+/// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>recompute_layers</c>
+/// (<see cref="ParallelPlan.RecomputeLayers"/>), <c>optimizer_offload</c> (<see cref="ParallelPlan.OptimizerOffload"/>)
+/// and <c>stages</c> (the
 /// uneven split <see cref="Pricing.PredictionJson"/> writes for <see cref="ParallelPlan.Stages"/>: <c>layers</c> and
 /// <c>recompute</c> per pipeline stage, and optionally <c>groups</c>); <c>prediction</c> and any other key are
 /// ignored. Every problem is an <see cref="InputException"/> whose one line names the file and key.
@@ -71,7 +73,20 @@ public static class PlanFile
                 throw new InputException($"{source}: keys 'tp'·'pp'·'dp'·'cp' = {(long)tp * pp * dp * cp} GPUs is out of range");
 
             var stages = Stages(root, source, pp, vpp);
-            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages);
+            int? recomputeLayers = null;
+            if (root.TryGetProperty("recompute_layers", out var rl) && rl.ValueKind != JsonValueKind.Null)
+            {
+                recomputeLayers = Positive(root, source, "recompute_layers");
+                if (recompute != Recompute.Full)
+                    throw new InputException($"{source}: key 'recompute_layers' needs 'recompute' full, got '{recomputeName}'");
+            }
+            double offload = 0;
+            if (root.TryGetProperty("optimizer_offload", out var off) && off.ValueKind != JsonValueKind.Null)
+            {
+                if (off.ValueKind != JsonValueKind.Number || !off.TryGetDouble(out offload) || offload is < 0 or > 1)
+                    throw new InputException($"{source}: key 'optimizer_offload' is {Raw(off)}; expected a fraction from 0 to 1");
+            }
+            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages, recomputeLayers, offload);
             return (plan, model, cluster);
         }
     }

@@ -26,6 +26,10 @@ public sealed class StageParts
     public double DpTail;
     /// <summary>The optimizer step.</summary>
     public double Optimizer;
+    /// <summary>The optimizer step with all the rank's optimizer state on the GPU.</summary>
+    public double GpuOptimizer;
+    /// <summary>Parameters whose optimizer state the rank owns (after ZeRO sharding).</summary>
+    public double OwnedParams;
     /// <summary>Everything after the flush: <see cref="DpTail"/> + <see cref="Optimizer"/>.</summary>
     public double Tail => DpTail + Optimizer;
 }
@@ -53,6 +57,35 @@ public sealed class PipelineCosts
     public required StageLayout Layout { get; init; }
     /// <summary>The memory model of the plan, per GPU group.</summary>
     public required MemoryModel[] Memories { get; init; }
+    /// <summary>Host memory each GPU may fill with offloaded state, bytes (0 without a host spec).</summary>
+    public required double HostBytesPerGpu { get; init; }
+    /// <summary>Seconds per offloaded parameter of the CPU optimizer step, pipelined over buckets: the slowest of the
+    /// gradient's copy to the host, the CPU's Adam update and the updated weight's copy back (0 without a host spec).</summary>
+    public required double HostSecondsPerParam { get; init; }
+
+    /// <summary>
+    /// The optimizer step of a stage with <paramref name="offload"/> of its state on the host: the GPU steps the rest
+    /// while the CPU steps that part, so the slower of the two.
+    /// </summary>
+    public double OptimizerSeconds(int stage, double offload)
+    {
+        var part = Parts[stage];
+        return offload <= 0 ? part.GpuOptimizer : Math.Max(part.GpuOptimizer * (1 - offload), part.OwnedParams * offload * HostSecondsPerParam);
+    }
+
+    /// <summary>The largest after-flush time over stages with another optimizer offload than the plan's.</summary>
+    public double WorstTailWith(double offload)
+    {
+        double w = 0;
+        for (int s = 0; s < Parts.Length; s++)
+            w = Math.Max(w, Parts[s].DpTail + OptimizerSeconds(s, offload));
+        return w;
+    }
+
+    /// <summary>True when the plan's offloaded state fits its nodes' host memory (first and last stages hold the most).</summary>
+    public bool HostFits(ParallelPlan plan) =>
+        plan.OptimizerOffload <= 0
+        || (StageMemory(0, plan).Host <= HostBytesPerGpu && StageMemory(plan.Pp - 1, plan).Host <= HostBytesPerGpu);
 
     /// <summary>The largest after-flush time over stages.</summary>
     public double WorstTail
@@ -89,7 +122,7 @@ public sealed class PipelineCosts
 
     /// <summary>Peak memory of one stage's rank.</summary>
     public MemoryBreakdown StageMemory(int stage, ParallelPlan plan) =>
-        Memories[plan.GroupOf(stage)].Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp);
+        Memories[plan.GroupOf(stage)].Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp, variant: plan);
 
     /// <summary>
     /// The largest per-rank peak, bytes. Only the first and last stages can hold it: layers per stage and in-flight
@@ -159,13 +192,15 @@ public sealed class PipelineCosts
                 bool hasEmbed = layout.HasEmbedding(s, c), hasHead = layout.HasHead(s, c);
                 double computeF = layers * blockFwd + (hasEmbed ? embedFwd : 0) + (hasHead ? headFwd : 0);
                 double computeB = layers * blockBwd + (hasEmbed ? embedBwd : 0) + (hasHead ? headBwd : 0);
-                double recompute = layers * blockRecompute;
+                int recomputed = plan.RecomputedBlocks(s, layers);
+                double recompute = recomputed * blockRecompute;
                 double commF = layers * (tpBlockFwd + cpFwd) + (hasEmbed ? tpEmbed : 0);
-                double commB = layers * (tpBlockBwd + tpBlockRecompute + cpBwd) + (hasHead ? tpEmbed : 0);
+                double commB = layers * (tpBlockBwd + cpBwd) + recomputed * tpBlockRecompute + (hasHead ? tpEmbed : 0);
                 double gather = Zero3Fwd(s, c);
                 double zeroF = gpu.Overlapped(computeF, gather) - computeF;
                 // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
-                double zeroB = gpu.Overlapped(computeB + recompute, gather * (plan.RecomputeOf(s) == Recompute.Full ? 3 : 2)) - (computeB + recompute);
+                bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0;
+                double zeroB = gpu.Overlapped(computeB + recompute, gather * (regather ? 3 : 2)) - (computeB + recompute);
                 fwd[s, c] = computeF + commF + zeroF;
                 bwd[s, c] = computeB + recompute + commB + zeroB;
                 part.Compute += m * (computeF + computeB);
@@ -205,10 +240,25 @@ public sealed class PipelineCosts
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
-            double optimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            parts[s].OwnedParams = owned;
+            parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Stream(owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;
-            parts[s].Optimizer = optimizer;
         }
-        return new PipelineCosts { Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memories = memories };
+        double hostSecondsPerParam = 0, hostBytesPerGpu = 0;
+        if (cluster.Host is { } host)
+        {
+            double toHost = gradBytes / host.PcieBytesPerSecond, toGpu = weightBytes / host.PcieBytesPerSecond;
+            double cpu = OptimizerBytesPerParam(mixed) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
+            hostSecondsPerParam = Math.Max(cpu, Math.Max(toHost, toGpu));
+            hostBytesPerGpu = host.UsableBytes / cluster.GpusPerNode;
+        }
+        var costs = new PipelineCosts
+        {
+            Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memories = memories,
+            HostBytesPerGpu = hostBytesPerGpu, HostSecondsPerParam = hostSecondsPerParam,
+        };
+        for (int s = 0; s < plan.Pp; s++)
+            parts[s].Optimizer = costs.OptimizerSeconds(s, plan.OptimizerOffload);
+        return costs;
     }
 }

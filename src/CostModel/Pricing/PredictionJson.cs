@@ -12,6 +12,10 @@ public static class PredictionJson
     public static JsonObject Plan(ParallelPlan p, string model, string cluster)
     {
         var o = PlanFields(p, model, cluster);
+        if (p.RecomputeLayers is { } k)
+            o["recompute_layers"] = k;
+        if (p.OptimizerOffload > 0)
+            o["optimizer_offload"] = p.OptimizerOffload;
         if (p.Stages is { } st)
             o["stages"] = new JsonObject
             {
@@ -83,5 +87,6 @@ public static class PredictionJson
         ["buffers"] = m.Buffers / Units.GiB,
         ["overhead"] = m.Overhead / Units.GiB,
         ["in_flight"] = m.InFlight,
+        ["host"] = m.Host / Units.GiB,
     };
 }

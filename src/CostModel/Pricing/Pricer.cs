@@ -15,10 +15,18 @@ namespace Planner.CostModel.Pricing;
 public static class Pricer
 {
     /// <summary>Prices a plan that passed <see cref="PlanCheck.Problem"/>; throws <see cref="InputException"/> otherwise.</summary>
-    public static Prediction Price(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions? options = null)
+    public static Prediction Price(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions? options = null) =>
+        PriceOffloads(model, cluster, plan, [plan.OptimizerOffload], options)[0];
+
+    /// <summary>
+    /// Prices a plan at several optimizer-offload fractions with one pipeline simulation (the fraction changes only
+    /// the optimizer step and the memory): the same predictions as <see cref="Price"/> for each variant.
+    /// </summary>
+    public static IReadOnlyList<Prediction> PriceOffloads(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, IReadOnlyList<double> offloads, PricingOptions? options = null)
     {
-        if (PlanCheck.Problem(model, cluster, plan) is { } problem)
-            throw new InputException(problem);
+        foreach (double f in offloads)
+            if (PlanCheck.Problem(model, cluster, plan with { OptimizerOffload = f }) is { } problem)
+                throw new InputException(problem);
         options ??= PricingOptions.Default;
         var costs = PipelineCosts.Compute(model, cluster, plan, options);
         int m = plan.MicroBatches;
@@ -26,7 +34,6 @@ public static class Pricer
         double Duration(int s, int c, PassKind k) => k == PassKind.Forward ? costs.Forward[s, c] : costs.Backward[s, c];
         var withP2p = PipelineSimulator.Simulate(schedule, Duration, costs.P2p);
         var withoutP2p = costs.P2p > 0 ? PipelineSimulator.Simulate(schedule, Duration, 0) : withP2p;
-        double worstTail = costs.WorstTail;
 
         // The busiest stage explains the step.
         int critical = 0;
@@ -35,47 +42,55 @@ public static class Pricer
                 critical = s;
         var cp = costs.Parts[critical];
         double busy = withP2p.StageBusySeconds[critical];
-        double step = withP2p.MakespanSeconds + worstTail;
-        var breakdown = new Breakdown(
-            Compute: cp.Compute,
-            Recompute: cp.Recompute,
-            TpComm: cp.TpComm,
-            PpComm: withP2p.MakespanSeconds - withoutP2p.MakespanSeconds,
-            DpComm: cp.Zero3 + (worstTail - cp.Optimizer),
-            Bubble: withoutP2p.MakespanSeconds - busy,
-            Optimizer: cp.Optimizer);
-
-        var mem = StageMemory(costs, plan);
-        double peak = 0, capacity = double.MaxValue, peakFlops = 0;
-        bool fits = true;
-        for (int s = 0; s < plan.Pp; s++)
-        {
-            var gpuOfStage = cluster.GroupList[plan.GroupOf(s)].Gpu;
-            peak = Math.Max(peak, mem[s].Total);
-            capacity = Math.Min(capacity, gpuOfStage.MemoryGib);
-            fits &= mem[s].Total <= gpuOfStage.MemoryBytes;
-            peakFlops += gpuOfStage.PeakFlops(plan.Precision) / plan.Pp; // every stage has tp·cp·dp GPUs
-        }
-
-        // FLOPs of the whole model for the global batch: per-sequence FLOPs of an unsharded model.
         var flops = Flops.PerStep(model, plan, options.FlashAttention);
-        int gpus = plan.Gpus;
-        double modelTflops = flops.Model / (gpus * step) / 1e12;
-        double hardwareTflops = flops.Hardware / (gpus * step) / 1e12;
-        return new Prediction(
-            plan,
-            model.Source ?? model.Name,
-            cluster.Source ?? cluster.Name,
-            step,
-            (double)plan.Gbs * plan.Seq / step,
-            modelTflops,
-            hardwareTflops,
-            modelTflops * 1e12 / peakFlops,
-            peak / Units.GiB,
-            capacity,
-            fits,
-            breakdown,
-            mem);
+        var predictions = new List<Prediction>(offloads.Count);
+        foreach (double offload in offloads)
+        {
+            var variant = plan with { OptimizerOffload = offload };
+            double worstTail = costs.WorstTailWith(offload);
+            double optimizer = costs.OptimizerSeconds(critical, offload);
+            double step = withP2p.MakespanSeconds + worstTail;
+            var breakdown = new Breakdown(
+                Compute: cp.Compute,
+                Recompute: cp.Recompute,
+                TpComm: cp.TpComm,
+                PpComm: withP2p.MakespanSeconds - withoutP2p.MakespanSeconds,
+                DpComm: cp.Zero3 + (worstTail - optimizer),
+                Bubble: withoutP2p.MakespanSeconds - busy,
+                Optimizer: optimizer);
+
+            var mem = StageMemory(costs, variant);
+            double peak = 0, capacity = double.MaxValue, peakFlops = 0;
+            bool fits = costs.HostFits(variant);
+            for (int s = 0; s < plan.Pp; s++)
+            {
+                var gpuOfStage = cluster.GroupList[plan.GroupOf(s)].Gpu;
+                peak = Math.Max(peak, mem[s].Total);
+                capacity = Math.Min(capacity, gpuOfStage.MemoryGib);
+                fits &= mem[s].Total <= gpuOfStage.MemoryBytes;
+                peakFlops += gpuOfStage.PeakFlops(plan.Precision) / plan.Pp; // every stage has tp·cp·dp GPUs
+            }
+
+            // FLOPs of the whole model for the global batch: per-sequence FLOPs of an unsharded model.
+            int gpus = plan.Gpus;
+            double modelTflops = flops.Model / (gpus * step) / 1e12;
+            double hardwareTflops = flops.Hardware / (gpus * step) / 1e12;
+            predictions.Add(new Prediction(
+                variant,
+                model.Source ?? model.Name,
+                cluster.Source ?? cluster.Name,
+                step,
+                (double)plan.Gbs * plan.Seq / step,
+                modelTflops,
+                hardwareTflops,
+                modelTflops * 1e12 / peakFlops,
+                peak / Units.GiB,
+                capacity,
+                fits,
+                breakdown,
+                mem));
+        }
+        return predictions;
     }
 
     /// <summary>

@@ -13,7 +13,8 @@ public static class ClusterLoader
     /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one (fitted likewise).</summary>
     public const double DefaultInterNodeEfficiency = 0.85;
 
-    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour", "groups"];
+    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
+    private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
     private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib"];
@@ -76,8 +77,15 @@ public static class ClusterLoader
         var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency);
         var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);
+        HostSpec? host = null;
+        if (map.Has("host"))
+        {
+            var h = map.Map("host").Allow(HostKeys);
+            host = new HostSpec(h.Number("memory_gib", 1e7), h.Number("pcie_gbs", 1e4), h.Number("memory_bandwidth_gbs", 1e5));
+            h.RejectUnknown(HostKeys);
+        }
         map.RejectUnknown(ClusterKeys);
-        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null);
+        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host);
     }
 
     private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)

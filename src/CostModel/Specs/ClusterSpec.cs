@@ -13,6 +13,26 @@ public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Effi
     public double LatencySeconds => LatencyUs * 1e-6;
 }
 
+/// <summary>The host side of a node: what offloading to CPU memory works with.</summary>
+/// <param name="MemoryGib">CPU memory of a node, GiB.</param>
+/// <param name="PcieGbs">Host link of one GPU, GB/s per direction as achieved (a PCIe switch shared by two GPUs
+/// gives each half of the CPU uplink).</param>
+/// <param name="MemoryBandwidthGbs">CPU memory bandwidth of a node, GB/s, that a CPU optimizer step streams through.</param>
+public sealed record HostSpec(double MemoryGib, double PcieGbs, double MemoryBandwidthGbs)
+{
+    /// <summary>Fraction of the node's memory left to offloaded state (the rest: OS, data loaders, pinned staging).</summary>
+    public const double UsableFraction = 0.8;
+
+    /// <summary>Fraction of the memory bandwidth a vectorised CPU Adam reaches (DeepSpeed's CPU-Adam is memory bound).</summary>
+    public const double OptimizerEfficiency = 0.5;
+
+    /// <summary>Host-link bytes per second of one GPU.</summary>
+    public double PcieBytesPerSecond => PcieGbs * 1e9;
+
+    /// <summary>Offloadable bytes of one node.</summary>
+    public double UsableBytes => MemoryGib * Units.GiB * UsableFraction;
+}
+
 /// <summary>A group of identical nodes in a heterogeneous cluster.</summary>
 /// <param name="Gpu">The group's GPU.</param>
 /// <param name="Nodes">Nodes in the group.</param>
@@ -26,6 +46,7 @@ public sealed record GpuGroup(GpuSpec Gpu, int Nodes);
 /// <param name="PricePerGpuHour">Optional price in currency units per GPU-hour.</param>
 /// <param name="Groups">GPU groups of a heterogeneous cluster.</param>
 /// <param name="Source">How to load the cluster again: the preset name, or the full path of its file.</param>
+/// <param name="Host">The nodes' CPU memory and host links; null when the file gives none (no offloading then).</param>
 public sealed record ClusterSpec(
     string Name,
     GpuSpec Gpu,
@@ -35,7 +56,8 @@ public sealed record ClusterSpec(
     LinkSpec InterNode,
     double? PricePerGpuHour = null,
     IReadOnlyList<GpuGroup>? Groups = null,
-    string? Source = null)
+    string? Source = null,
+    HostSpec? Host = null)
 {
     /// <summary>All GPUs of the cluster.</summary>
     public int TotalGpus => Nodes * GpusPerNode;

@@ -35,6 +35,10 @@ public sealed class PlanFlags
     public Option<int> Vpp { get; } = new("--vpp") { Description = "Model chunks per pipeline stage (interleaved 1F1B above 1)", DefaultValueFactory = _ => 1 };
     /// <summary>--recompute</summary>
     public Option<string> Recompute { get; } = new Option<string>("--recompute") { Description = "Activation recomputation", DefaultValueFactory = _ => "none" }.AcceptOnlyFromAmong("none", "selective", "full");
+    /// <summary>--recompute-layers</summary>
+    public Option<int?> RecomputeLayers { get; } = new("--recompute-layers") { Description = "With --recompute full: recompute only the first K blocks of each model chunk" };
+    /// <summary>--optimizer-offload</summary>
+    public Option<double> OptimizerOffload { get; } = new("--optimizer-offload") { Description = "Fraction 0-1 of the optimizer state kept in host memory and stepped by the CPU (needs the cluster's 'host')", DefaultValueFactory = _ => 0 };
     /// <summary>--sequence-parallel</summary>
     public Option<bool> SequenceParallel { get; } = new("--sequence-parallel") { Description = "Shard norm/dropout activations along the sequence over the TP group" };
     /// <summary>--calibration</summary>
@@ -47,7 +51,7 @@ public sealed class PlanFlags
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, SequenceParallel, Precision, Calibration, ForceCalibration })
+        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 
@@ -74,7 +78,9 @@ public sealed class PlanFlags
             Vpp: Positive(r.GetValue(Vpp), "--vpp"),
             Recompute: ParallelPlan.ParseRecompute(r.GetValue(Recompute)!)!.Value,
             SequenceParallel: r.GetValue(SequenceParallel),
-            Precision: PrecisionInfo.TryParse(r.GetValue(Precision)!)!.Value);
+            Precision: PrecisionInfo.TryParse(r.GetValue(Precision)!)!.Value,
+            RecomputeLayers: r.GetValue(RecomputeLayers),
+            OptimizerOffload: r.GetValue(OptimizerOffload));
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException(problem);
         return (model, cluster, plan);

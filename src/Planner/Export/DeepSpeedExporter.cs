@@ -67,6 +67,23 @@ public static class DeepSpeedExporter
             ["zero_optimization"] = new JsonObject { ["stage"] = p.Zero },
         };
 
+        if (p.OptimizerOffload > 0)
+        {
+            var zero = (JsonObject)config["zero_optimization"]!;
+            if (p.Zero == 0)
+                notes.Add($"warning: the plan offloads {p.OptimizerOffload:0.##} of the optimizer state with ZeRO-0; DeepSpeed offloads the optimizer only under ZeRO 1-3, so offload_optimizer is not set and GPU memory will be above the planner's prediction");
+            else
+            {
+                var offload = new JsonObject { ["device"] = "cpu", ["pin_memory"] = true };
+                if (p.OptimizerOffload < 1 && p.Zero == 3)
+                    offload["ratio"] = p.OptimizerOffload;
+                else if (p.OptimizerOffload < 1)
+                    notes.Add($"warning: the plan offloads {p.OptimizerOffload:0.##} of the optimizer state; DeepSpeed's partial offload (offload_optimizer.ratio) needs ZeRO-3, so all of it is offloaded here: less GPU memory and a slower optimizer step than predicted");
+                zero["offload_optimizer"] = offload;
+                notes.Add("offload_optimizer: the optimizer state lives in pinned host memory and DeepSpeed's CPU Adam steps it");
+            }
+        }
+
         switch (p.Precision)
         {
             case Precision.Bf16:
@@ -97,7 +114,12 @@ public static class DeepSpeedExporter
                     ["cpu_checkpointing"] = false,
                     ["contiguous_memory_optimization"] = false,
                 };
-                if (x.StageLayers() is { } stageLayers)
+                if (p.RecomputeLayers is { } k)
+                {
+                    ckpt["number_checkpoints"] = k;
+                    notes.Add($"recompute {k} blocks per model chunk: the model code checkpoints only the first {k} blocks of each chunk (Megatron-DeepSpeed --recompute-method block --recompute-num-layers {k}); number_checkpoints sizes the buffers for them");
+                }
+                else if (x.StageLayers() is { } stageLayers)
                     ckpt["number_checkpoints"] = stageLayers.Max();
                 else if (m is not null)
                     ckpt["number_checkpoints"] = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);

@@ -71,7 +71,7 @@ public sealed record ExportInput(
     {
         var p = Plan;
         return $"plan {Source}: model {ModelName} on {ClusterName}, {p.Gpus} GPUs = tp {p.Tp} x pp {p.Pp} x cp {p.Cp} x dp {p.Dp}, " +
-               $"ZeRO-{p.Zero}, mbs {p.Mbs}, gbs {p.Gbs}, seq {p.Seq}, vpp {p.Vpp}, recompute {ParallelPlan.Name(p.Recompute)}, " +
+               $"ZeRO-{p.Zero}, mbs {p.Mbs}, gbs {p.Gbs}, seq {p.Seq}, vpp {p.Vpp}, recompute {p.RecomputeLabel}, " +
                $"sequence parallel {(p.SequenceParallel ? "on" : "off")}, {p.Precision.Name()}" +
                (p.Stages is { } st ? $", stages {st}" : "");
     }

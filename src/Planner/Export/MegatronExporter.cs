@@ -65,6 +65,7 @@ public static class MegatronExporter
         var notes = new List<string>();
         var args = new List<(string Flag, string? Value)>();
         void Arg(string flag, long value) => args.Add((flag, value.ToString(CultureInfo.InvariantCulture)));
+        void Fraction(string flag, double value) => args.Add((flag, value.ToString("0.##", CultureInfo.InvariantCulture)));
         void Flag(string flag, string? value = null) => args.Add((flag, value));
 
         if (x.UnresolvedNote() is { } unresolved)
@@ -110,6 +111,12 @@ public static class MegatronExporter
             case Recompute.Selective:
                 Flag("--recompute-granularity", "selective");
                 break;
+            case Recompute.Full when p.RecomputeLayers is { } k:
+                Flag("--recompute-granularity", "full");
+                Flag("--recompute-method", "block");
+                Arg("--recompute-num-layers", k);
+                notes.Add($"--recompute-method block --recompute-num-layers {k}: the first {k} blocks of each model chunk are recomputed, the others keep their activations");
+                break;
             case Recompute.Full:
                 Flag("--recompute-granularity", "full");
                 Flag("--recompute-method", "uniform");
@@ -124,6 +131,16 @@ public static class MegatronExporter
             notes.Add("--use-distributed-optimizer: Megatron's distributed optimizer shards the optimizer state over the data-parallel group, i.e. ZeRO-1");
             if (p.Zero >= 2)
                 notes.Add($"warning: the plan asks for ZeRO-{p.Zero}; ZeRO-2/3 (sharded gradients{(p.Zero == 3 ? " and parameters" : "")}) have no Megatron equivalent, so per-GPU memory will be above the planner's prediction");
+        }
+
+        // Optimizer offload: the hybrid CPU/GPU optimizer steps a fraction of the state on the host.
+        if (p.OptimizerOffload > 0)
+        {
+            Flag("--optimizer-cpu-offload");
+            Fraction("--optimizer-offload-fraction", p.OptimizerOffload);
+            Flag("--overlap-cpu-optimizer-d2h-h2d");
+            Flag("--use-precision-aware-optimizer");
+            notes.Add($"--optimizer-cpu-offload --optimizer-offload-fraction {p.OptimizerOffload}: the CPU steps that share of the optimizer state while the GPU steps the rest; --overlap-cpu-optimizer-d2h-h2d pipelines the copies with the CPU step, as priced");
         }
 
         // Precision.

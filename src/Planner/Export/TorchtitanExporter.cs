@@ -64,6 +64,8 @@ public static class TorchtitanExporter
             if (p.Dp > 1 && (p.Tp > 1 || p.Pp > 1 || p.Cp > 1))
                 notes.Add("ZeRO-0 is DDP (data_parallel_replicate_degree); older torchtitan releases refuse DDP combined with TP, PP or CP ('DDP has not supported > 1D parallelism'): export a ZeRO-1+ plan for FSDP then");
         }
+        if (p.OptimizerOffload > 0)
+            notes.Add($"warning: the plan offloads {p.OptimizerOffload:0.##} of the optimizer state; torchtitan has no optimizer-only offload (training.enable_cpu_offload moves parameters, gradients and optimizer state to the host with FSDP2), so nothing is offloaded here and GPU memory will be above the planner's prediction");
         parallelism.Add(("tensor_parallel_degree", Int(p.Tp)));
         if (p.Tp > 1 && !p.SequenceParallel)
             notes.Add("torchtitan's tensor parallelism always shards norms and dropout along the sequence (sequence parallel); the plan has it off, so activation memory will be below the planner's prediction");
@@ -115,7 +117,22 @@ public static class TorchtitanExporter
 
         if (x.PerStageRecomputeNote() is { } perStageRecompute)
             notes.Add(perStageRecompute);
-        checkpoint.Add(("mode", Str(ParallelPlan.Name(x.RecomputePolicy))));
+        if (p.RecomputeLayers is { } kept && m is not null)
+        {
+            // torchtitan's layer-wise selective checkpointing takes every N-th block: N = blocks per chunk / k when
+            // that divides, else the largest N that still recomputes at least k blocks (more memory headroom, more time).
+            int perChunk = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+            int every = Math.Max(1, perChunk / kept);
+            checkpoint.Add(("mode", Str(every == 1 ? "full" : "selective")));
+            if (every > 1)
+                checkpoint.Add(("selective_ac_option", Str(every.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+            int recomputed = (perChunk + every - 1) / every;
+            notes.Add(recomputed == kept
+                ? $"recompute {kept} of {perChunk} blocks per chunk: selective_ac_option = \"{every}\" checkpoints every {every}th block, as many as the plan (other blocks than its first {kept}, same cost)"
+                : $"warning: recompute {kept} of {perChunk} blocks per chunk has no torchtitan equivalent; checkpointing every {every}th block recomputes {recomputed}, more than the planner priced");
+        }
+        else
+            checkpoint.Add(("mode", Str(ParallelPlan.Name(x.RecomputePolicy))));
         if (x.RecomputePolicy == Recompute.Selective)
         {
             checkpoint.Add(("selective_ac_option", Str("op")));

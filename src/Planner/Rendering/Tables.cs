@@ -34,8 +34,9 @@ public static class Tables
         parts.Add($"mbs{p.Mbs}");
         if (p.Stages is { } st)
             parts.Add($"stages={st}");
-        parts.Add(p.Recompute switch { Recompute.Full => "full-rc", Recompute.Selective => "sel-rc", _ => "no-rc" } + (p.SequenceParallel ? "+SP" : ""));
+        parts.Add(p.Recompute switch { Recompute.Full => p.RecomputeLayers is { } k ? $"rc{k}/chunk" : "full-rc", Recompute.Selective => "sel-rc", _ => "no-rc" } + (p.SequenceParallel ? "+SP" : ""));
         if (p.Zero > 0) parts.Add($"ZeRO-{p.Zero}");
+        if (p.OptimizerOffload > 0) parts.Add($"opt-offload{p.OptimizerOffload * 100:0}%");
         parts.Add(p.Precision.Name());
         return string.Join(' ', parts);
     }

@@ -23,7 +23,10 @@ public static class Infeasibility
         if (result.Smallest is { } s)
             parts.Add($"the leanest, {Describe(s.Plan)}, needs {s.PeakBytes / gib:F1} GiB per GPU");
         double perGpuAllSharded = state / c.TotalGpus / gib;
-        if (perGpuAllSharded > capacity)
+        double weightsAndGrads = m.TotalParams * 4.0 / c.TotalGpus / gib; // 16-bit weights and gradients
+        if (perGpuAllSharded > capacity && c.Host is not null)
+            parts.Add($"weights, gradients and optimizer state alone need {state / gib:F0} GiB; even with ZeRO-3 over all {c.TotalGpus} GPUs and all optimizer state offloaded to the hosts, weights and gradients need {weightsAndGrads:F1} GiB per GPU");
+        else if (perGpuAllSharded > capacity)
             parts.Add($"weights, gradients and optimizer state alone need {state / gib:F0} GiB, {perGpuAllSharded:F0} GiB per GPU even fully sharded (ZeRO-3 over all {c.TotalGpus} GPUs)");
         else
             parts.Add($"weights, gradients and optimizer state need {state / gib:F0} GiB: {state / modelParallel / gib:F1} GiB per GPU at tp·pp = {modelParallel} without ZeRO, {perGpuAllSharded:F1} GiB with ZeRO-3 over all GPUs; activations take the rest");

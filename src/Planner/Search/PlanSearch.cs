@@ -30,7 +30,19 @@ public sealed record SearchResult(
 /// </summary>
 public static class PlanSearch
 {
-    private readonly record struct Candidate(ParallelPlan Plan, double Bound);
+    /// <summary>What a queue entry stands for.</summary>
+    private enum Kind
+    {
+        /// <summary>One plan, with the lower bound of its step.</summary>
+        Plan,
+        /// <summary>The partial-recompute plans of a shape from k = the plan's recompute_layers up, with a bound valid
+        /// for all of them.</summary>
+        RecomputeFamily,
+        /// <summary>The optimizer-offload variants (fractions above 0) of a plan, with a bound valid for all of them.</summary>
+        OffloadFamily,
+    }
+
+    private readonly record struct Candidate(ParallelPlan Plan, double Bound, Kind Kind = Kind.Plan);
 
     /// <summary>Relative difference under which two step times count as equal (rounding of the same sums).</summary>
     public const double TieTolerance = 1e-9;
@@ -42,7 +54,7 @@ public static class PlanSearch
     public const int MilpRefinements = 16;
 
     /// <summary>Plans whose stages the MILP may split unevenly.</summary>
-    private static bool Splittable(ParallelPlan p) => p.Pp > 1 && p.Vpp == 1 && p.Zero < 3;
+    private static bool Splittable(ParallelPlan p) => p.Pp > 1 && p.Vpp == 1 && p.Zero < 3 && p.RecomputeLayers is null && p.OptimizerOffload == 0;
 
     /// <summary>Runs the search.</summary>
     public static SearchResult Run(SearchRequest req)
@@ -55,6 +67,7 @@ public static class PlanSearch
         var options = req.Options ?? PricingOptions.Default;
         var shapes = Shapes(req).ToList();
         var found = new ConcurrentBag<List<Candidate>>();
+        var families = new ConcurrentBag<List<Candidate>>();
         var nearMisses = new ConcurrentBag<List<Candidate>>();
         long enumerated = 0, bounded = 0;
         var smallest = new ConcurrentBag<(ParallelPlan, double)>();
@@ -64,6 +77,7 @@ public static class PlanSearch
             worker =>
             {
                 found.Add(worker.Fits);
+                families.Add(worker.Families);
                 nearMisses.Add(worker.NearMisses);
                 Interlocked.Add(ref enumerated, worker.Enumerated);
                 Interlocked.Add(ref bounded, worker.Bounded);
@@ -71,18 +85,42 @@ public static class PlanSearch
                     smallest.Add(s);
             });
 
+        // Best first: a plan is priced exactly when its bound is the lowest left; a family of variants (partial
+        // recompute, optimizer offload) enters with a bound valid for all its members and is unfolded when it comes up.
         var all = found.SelectMany(l => l).ToList();
-        all.Sort((a, b) => a.Bound.CompareTo(b.Bound));
+        var queue = new PriorityQueue<Candidate, double>();
+        foreach (var c in all.Concat(families.SelectMany(l => l)))
+            queue.Enqueue(c, c.Bound);
         var best = new List<(double Score, Prediction P)>();
         int priced = 0;
-        foreach (var c in all)
+        var expander = new Worker(req, options);
+        var variants = new Dictionary<ParallelPlan, Prediction>();
+        while (queue.TryDequeue(out var item, out double bound))
         {
-            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
+            if (best.Count >= req.Top && bound > best[^1].Score * (1 + TieTolerance))
                 break; // no remaining candidate can enter the top K (ties included, for the memory tie-break)
-            var p = Pricer.Price(req.Model, req.Cluster, c.Plan, options);
+            if (item.Kind != Kind.Plan)
+            {
+                foreach (var next in expander.Unfold(item))
+                    queue.Enqueue(next, next.Bound);
+                continue;
+            }
+            if (!variants.Remove(item.Plan, out var p))
+            {
+                if (item.Plan.OptimizerOffload > 0)
+                {
+                    // One simulation prices every offload fraction of the plan; keep the others for when they come up.
+                    foreach (var v in Pricer.PriceOffloads(req.Model, req.Cluster, item.Plan, expander.OffloadFractions, options))
+                        variants[v.Plan] = v;
+                    variants.Remove(item.Plan, out p);
+                }
+                else
+                    p = Pricer.Price(req.Model, req.Cluster, item.Plan, options);
+            }
             priced++;
-            Insert(req, best, p);
+            Insert(req, best, p!);
         }
+        bounded += expander.Bounded;
         int refined = Refine(req, options, all, nearMisses.SelectMany(l => l).ToList(), best);
         (ParallelPlan, double)? least = smallest.IsEmpty ? null : smallest.MinBy(x => x.Item2);
         return new SearchResult(best.Select(x => x.P).ToList(), enumerated, bounded, priced + refined, watch.Elapsed.TotalSeconds, least);
@@ -125,26 +163,54 @@ public static class PlanSearch
         return priced;
     }
 
-    /// <summary>Inserts an exactly priced plan into a top-K list ordered by score, ties to the leaner plan.</summary>
+    /// <summary>
+    /// The configuration a plan is a variant of: the plan without its partial recompute depth and optimizer offload,
+    /// knobs that trade speed for memory on the same configuration. The top list keeps the best variant of each.
+    /// </summary>
+    public static ParallelPlan VariantOf(ParallelPlan p) => p with { RecomputeLayers = null, OptimizerOffload = 0 };
+
+    /// <summary>Inserts an exactly priced plan into a top-K list ordered by score, ties to the leaner plan, one plan
+    /// per configuration (<see cref="VariantOf"/>).</summary>
     internal static void Insert(SearchRequest req, List<(double Score, Prediction P)> best, Prediction p)
     {
         double score = Score(req, p.Plan, p.StepTimeSeconds);
-        if (best.Any(x => x.P.Plan == p.Plan))
-            return;
         // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed, up to rounding) go to the plan that needs less memory.
-        int at = best.FindIndex(x => Tie(x.Score, score) ? x.P.PeakMemoryGib > p.PeakMemoryGib : x.Score > score);
+        bool Better((double Score, Prediction P) x) => Tie(x.Score, score) ? x.P.PeakMemoryGib > p.PeakMemoryGib : x.Score > score;
+        var variant = VariantOf(p.Plan);
+        int same = best.FindIndex(x => VariantOf(x.P.Plan) == variant);
+        if (same >= 0)
+        {
+            if (best[same].P.Plan == p.Plan || !Better(best[same]))
+                return;
+            best.RemoveAt(same);
+        }
+        int at = best.FindIndex(Better);
         best.Insert(at < 0 ? best.Count : at, (score, p));
         if (best.Count > req.Top)
             best.RemoveAt(best.Count - 1);
     }
 
-    /// <summary>Every candidate that fits, with its lower-bound score (for tests that compare with brute force).</summary>
-    public static IReadOnlyList<(ParallelPlan Plan, double BoundScore)> Fitting(SearchRequest req)
+    /// <summary>
+    /// Every candidate that fits, with its lower-bound score and the largest bound of the families it was unfolded
+    /// from (its own bound for a plain candidate), for tests that compare with brute force and check every bound.
+    /// </summary>
+    public static IReadOnlyList<(ParallelPlan Plan, double BoundScore, double FamilyBound)> Fitting(SearchRequest req)
     {
         var worker = new Worker(req, req.Options ?? PricingOptions.Default);
         foreach (var shape in Shapes(req))
             worker.Expand(shape);
-        return worker.Fits.Select(c => (c.Plan, c.Bound)).ToList();
+        var result = worker.Fits.Select(c => (c.Plan, c.Bound, c.Bound)).ToList();
+        var pending = new Stack<(Candidate C, double Above)>(worker.Families.Select(f => (f, f.Bound)));
+        while (pending.TryPop(out var family))
+            foreach (var c in worker.Unfold(family.C))
+            {
+                double above = Math.Max(family.Above, c.Bound);
+                if (c.Kind == Kind.Plan)
+                    result.Add((c.Plan, c.Bound, above));
+                else
+                    pending.Push((c, above));
+            }
+        return result;
     }
 
     /// <summary>True when at least one candidate fits (stops at the first; for explanations).</summary>
@@ -217,6 +283,7 @@ public static class PlanSearch
         private readonly Dictionary<(int, int, int, int, bool, Precision, Recompute), BlockCosts> _blocks = [];
         public readonly List<Candidate> Fits = [];
         public readonly List<Candidate> NearMisses = [];
+        public readonly List<Candidate> Families = [];
         public long Enumerated, Bounded;
         public (ParallelPlan, double)? Smallest;
         public bool StopAtFirstFit;
@@ -234,35 +301,222 @@ public static class PlanSearch
                     continue;
                 int micro = gbs / (s.Dp * mbs);
                 foreach (int vpp in Interleavings(s.Pp, micro))
-                foreach (var rc in req.RecomputePolicies)
                 foreach (bool sp in s.Tp > 1 ? new[] { true, false } : [false])
                 foreach (int zero in zeros)
                 {
-                    var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision);
-                    if (req.Filter is { } accept && !accept(plan))
-                        continue;
-                    if (PlanCheck.Problem(m, c, plan) is not null)
-                        continue;
-                    Enumerated++;
-                    var costs = PipelineCosts.Compute(m, c, plan, options, (_, r) => Block(plan, r));
-                    Bounded++;
-                    double peak = costs.PeakMemoryBytes(plan);
-                    double bound = costs.MakespanLowerBound(micro) + costs.WorstTail;
-                    if (peak > capacity)
+                    PipelineCosts? none = null, full = null;
+                    foreach (var rc in req.RecomputePolicies)
                     {
-                        if (Smallest is null || peak < Smallest.Value.Item2)
-                            Smallest = (plan, peak);
-                        // An uneven split may fit where the even one does not: the last stage holds the fewest
-                        // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
-                        if (Splittable(plan) && costs.StageMemory(plan.Pp - 1, plan).Total <= capacity)
-                            NearMisses.Add(new Candidate(plan, Score(req, plan, bound)));
-                        continue;
+                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision);
+                        if (req.Filter is { } accept && !accept(plan))
+                            continue;
+                        if (PlanCheck.Problem(m, c, plan) is not null)
+                            continue;
+                        Enumerated++;
+                        var costs = Costs(plan);
+                        if (rc == Recompute.None)
+                            none = costs;
+                        else if (rc == Recompute.Full)
+                            full = costs;
+                        double peak = costs.PeakMemoryBytes(plan);
+                        double pipeline = costs.MakespanLowerBound(micro);
+                        double bound = pipeline + costs.WorstTail;
+                        if (peak > capacity)
+                        {
+                            if (Smallest is null || peak < Smallest.Value.Item2)
+                                Smallest = (plan, peak);
+                            // An uneven split may fit where the even one does not: the last stage holds the fewest
+                            // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
+                            if (Splittable(plan) && costs.StageMemory(plan.Pp - 1, plan).Total <= capacity)
+                                NearMisses.Add(new Candidate(plan, Score(req, plan, bound)));
+                        }
+                        else
+                        {
+                            Fits.Add(new Candidate(plan, Score(req, plan, bound)));
+                            if (StopAtFirstFit)
+                                return;
+                        }
+                        if (AddOffloadFamily(plan, costs, pipeline) && StopAtFirstFit)
+                            return;
                     }
-                    Fits.Add(new Candidate(plan, Score(req, plan, bound)));
-                    if (StopAtFirstFit)
-                        return;
+                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision), none, full);
                 }
             }
+        }
+
+        /// <summary>Optimizer offload fractions searched: tenths from 0 to 1 when the cluster has a host to offload to.</summary>
+        private double[] Offloads { get; } = req.Cluster.Host is null || req.Cluster.IsHeterogeneous
+            ? [0]
+            : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
+
+        /// <summary>The offload fractions above 0 searched.</summary>
+        public IReadOnlyList<double> OffloadFractions => Offloads[1..];
+
+        /// <summary>
+        /// The optimizer-offload variants of a bounded plan (fractions above 0): the same pipeline, less GPU memory,
+        /// another optimizer step. They enter as one family, with the plan's pipeline bound plus the least
+        /// after-flush time any fraction allows, if the largest fraction the hosts take fits the GPUs. True if it does.
+        /// </summary>
+        private bool AddOffloadFamily(ParallelPlan plan, PipelineCosts costs, double pipeline)
+        {
+            if (Offloads.Length < 2)
+                return false;
+            Enumerated += Offloads.Length - 1;
+            var leanest = plan with { OptimizerOffload = MostOffload(plan, costs) };
+            if (leanest.OptimizerOffload == 0)
+                return false;
+            if (!Fit(leanest, costs))
+            {
+                double peak = costs.PeakMemoryBytes(leanest);
+                if (Smallest is null || peak < Smallest.Value.Item2)
+                    Smallest = (leanest, peak);
+                return false;
+            }
+            Families.Add(new Candidate(plan, Score(req, plan, pipeline + OffloadTail(costs)), Kind.OffloadFamily));
+            return true;
+        }
+
+        /// <summary>A lower bound of the after-flush time of every offload fraction above 0: per stage, its
+        /// data-parallel tail plus its fastest optimizer step over those fractions.</summary>
+        private double OffloadTail(PipelineCosts costs)
+        {
+            double worst = 0;
+            for (int s = 0; s < costs.Parts.Length; s++)
+            {
+                double fastest = double.MaxValue;
+                for (int i = 1; i < Offloads.Length; i++)
+                    fastest = Math.Min(fastest, costs.OptimizerSeconds(s, Offloads[i]));
+                worst = Math.Max(worst, costs.Parts[s].DpTail + fastest);
+            }
+            return worst;
+        }
+
+        /// <summary>A lower bound of the after-flush time over every offload fraction searched: the optimizer step
+        /// (which no recompute choice changes) at its best fraction.</summary>
+        private double OptimizerTail(PipelineCosts costs)
+        {
+            double best = double.MaxValue;
+            foreach (double f in Offloads)
+            {
+                double worst = 0;
+                for (int s = 0; s < costs.Parts.Length; s++)
+                    worst = Math.Max(worst, costs.OptimizerSeconds(s, f));
+                best = Math.Min(best, worst);
+            }
+            return best;
+        }
+
+        /// <summary>
+        /// The partial-recompute family of a shape: full recompute of the first k blocks of each chunk for every k
+        /// from 1 to one below the blocks per chunk. Its members' memory falls and their time rises with k, so full
+        /// recompute bounds their memory from below and no recompute their pipeline time; the family enters the
+        /// search with that bound and is unfolded only if the bound can still beat the best plans.
+        /// </summary>
+        private void AddFamily(ParallelPlan fullPlan, PipelineCosts? none, PipelineCosts? full)
+        {
+            int members = ChunkBlocks(fullPlan) - 1;
+            var first = fullPlan with { RecomputeLayers = 1 };
+            if (members < 1 || full is null || !req.RecomputePolicies.Contains(Recompute.Full))
+                return;
+            if (req.Filter is { } accept && !accept(first))
+                return;
+            Enumerated += members * Offloads.Length;
+            if (!Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
+                return; // none fits: full recompute with the most offload the hosts take needs the least GPU memory
+            none ??= Costs(fullPlan with { Recompute = Recompute.None });
+            Families.Add(new Candidate(first, Score(req, first, none.MakespanLowerBound(fullPlan.MicroBatches) + OptimizerTail(none)), Kind.RecomputeFamily));
+        }
+
+        /// <summary>
+        /// Unfolds a partial-recompute family that starts at k = <see cref="ParallelPlan.RecomputeLayers"/>: the
+        /// first member from k up that fits, with its exact bound, and the family of the members after it, with a
+        /// bound valid for all of them (their pipeline time is at least this member's).
+        /// </summary>
+        public IEnumerable<Candidate> Unfold(Candidate family) =>
+            family.Kind == Kind.OffloadFamily ? UnfoldOffload(family.Plan) : UnfoldRecompute(family.Plan);
+
+        /// <summary>The offload variants of a plan that fit, each with its exact bound.</summary>
+        private IEnumerable<Candidate> UnfoldOffload(ParallelPlan plan)
+        {
+            var costs = Costs(plan);
+            double pipeline = costs.MakespanLowerBound(plan.MicroBatches);
+            for (int i = 1; i < Offloads.Length; i++)
+            {
+                var variant = plan with { OptimizerOffload = Offloads[i] };
+                if (Fit(variant, costs) && (req.Filter is not { } accept || accept(variant)))
+                    yield return new Candidate(variant, Score(req, variant, pipeline + costs.WorstTailWith(Offloads[i])));
+            }
+        }
+
+        private IEnumerable<Candidate> UnfoldRecompute(ParallelPlan family)
+        {
+            int last = ChunkBlocks(family) - 1, k = family.RecomputeLayers!.Value;
+            bool FitsAt(int j, out PipelineCosts costs)
+            {
+                // Some offload fraction fits when the largest the hosts take does (GPU memory falls with offload).
+                var plan = family with { RecomputeLayers = j };
+                costs = Costs(plan);
+                plan = plan with { OptimizerOffload = MostOffload(plan, costs) };
+                return Fit(plan, costs);
+            }
+            if (!FitsAt(k, out var at))
+            {
+                // Memory falls with k: find the smallest k that fits by bisection.
+                if (!FitsAt(last, out var top))
+                    yield break;
+                int lo = k, hi = last; // lo does not fit, hi does
+                at = top;
+                while (hi - lo > 1)
+                {
+                    int mid = (lo + hi) / 2;
+                    if (FitsAt(mid, out var costs))
+                    {
+                        hi = mid;
+                        at = costs;
+                    }
+                    else
+                        lo = mid;
+                }
+                k = hi;
+            }
+            double pipeline = at.MakespanLowerBound(family.MicroBatches);
+            var member = family with { RecomputeLayers = k };
+            if (Fit(member, at) && (req.Filter is not { } accept || accept(member)))
+                yield return new Candidate(member, Score(req, member, pipeline + at.WorstTail));
+            if (Offloads.Length > 1 && Fit(member with { OptimizerOffload = MostOffload(member, at) }, at))
+                yield return new Candidate(member, Score(req, member, pipeline + OffloadTail(at)), Kind.OffloadFamily);
+            if (k < last)
+            {
+                var rest = family with { RecomputeLayers = k + 1 };
+                yield return new Candidate(rest, Score(req, rest, pipeline + OptimizerTail(at)), Kind.RecomputeFamily);
+            }
+        }
+
+        /// <summary>The largest number of blocks in a model chunk of the even split.</summary>
+        private int ChunkBlocks(ParallelPlan p) => (req.Model.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+
+        /// <summary>The largest offload fraction searched whose host memory fits (host memory grows in proportion to
+        /// the fraction and does not depend on recompute).</summary>
+        private double MostOffload(ParallelPlan plan, PipelineCosts costs)
+        {
+            if (Offloads.Length < 2)
+                return 0;
+            var all = plan with { OptimizerOffload = 1 };
+            double perGpu = Math.Max(costs.StageMemory(0, all).Host, costs.StageMemory(plan.Pp - 1, all).Host);
+            int tenths = perGpu <= 0 ? 10 : (int)Math.Min(10, Math.Floor(10 * costs.HostBytesPerGpu / perGpu));
+            while (tenths > 0 && !costs.HostFits(plan with { OptimizerOffload = Offloads[tenths] }))
+                tenths--;
+            return Offloads[tenths];
+        }
+
+        /// <summary>True when a plan (or a variant priced on the same costs) fits its GPUs and hosts.</summary>
+        private bool Fit(ParallelPlan plan, PipelineCosts costs) =>
+            costs.PeakMemoryBytes(plan) <= req.Cluster.Gpu.MemoryBytes && costs.HostFits(plan);
+
+        private PipelineCosts Costs(ParallelPlan plan)
+        {
+            Bounded++;
+            return PipelineCosts.Compute(req.Model, req.Cluster, plan, options, (_, r) => Block(plan, r));
         }
 
         /// <summary>Block costs of a plan under a recompute policy, computed once per key.</summary>

@@ -37,7 +37,7 @@ public sealed record PlanConstraint(
     public bool Matches(ParallelPlan p) =>
         (Tp is null || p.Tp == Tp) && (Pp is null || p.Pp == Pp) && (Dp is null || p.Dp == Dp) && (Cp is null || p.Cp == Cp)
         && (Zero is null || p.Zero == Zero) && (Mbs is null || p.Mbs == Mbs) && (Vpp is null || p.Vpp == Vpp)
-        && (Recompute is null || p.Recompute == Recompute) && (SequenceParallel is null || p.SequenceParallel == SequenceParallel)
+        && (Recompute is null || (p.Recompute == Recompute && p.RecomputeLayers is null)) && (SequenceParallel is null || p.SequenceParallel == SequenceParallel)
         && (Precision is null || p.Precision == Precision);
 
     /// <summary>The pinned values as "tp=4 zero=1", for notes.</summary>

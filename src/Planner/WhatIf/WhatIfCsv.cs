@@ -81,7 +81,7 @@ public static class WhatIfCsv
             "gbs" => Int(plan?.Gbs ?? s.Gbs),
             "seq" => Int(plan?.Seq ?? s.SeqOrDefault),
             "vpp" => Int(plan?.Vpp),
-            "recompute" => plan is null ? "" : ParallelPlan.Name(plan.Recompute),
+            "recompute" => plan is null ? "" : plan.RecomputeLabel,
             "sequence_parallel" => plan is null ? "" : plan.SequenceParallel ? "true" : "false",
             "precision" => plan?.Precision.Name() ?? "",
             "stages" => plan?.Stages?.ToString() ?? "",
