@@ -109,5 +109,12 @@ public sealed class ExecutorRunTests : IDisposable
         (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("steps", 1, 1, 1, 0, "fp32"), "--steps", "0"]);
         Assert.Equal(2, code);
         Assert.Contains("--steps", error);
+        // Optimizer offload needs a host link the CPU ranks do not have.
+        string offload = Plan("offload", 1, 1, 2, 1, "fp32");
+        File.WriteAllText(offload, File.ReadAllText(offload).TrimEnd().TrimEnd('}') + ", \"optimizer_offload\": 0.5}");
+        (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", offload, "--steps", "2"]);
+        Assert.Equal(2, code);
+        Assert.Contains("'optimizer_offload'", error);
+        Assert.Single(error.Trim().Split('\n'));
     }
 }

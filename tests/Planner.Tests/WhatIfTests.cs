@@ -99,10 +99,10 @@ public sealed class WhatIfTests : IDisposable
         string[] expected =
         [
             "nodes", "latency",
-            "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel", "precision", "stages",
+            "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
             "step_time_s", "tokens_per_s", "mfu", "peak_memory_gib", "fits",
             "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
-            "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib",
+            "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib", "mem_host_gib",
             "note",
         ];
         var args = new[] { "--model", "gpt2", "--cluster", Node, "--gbs", "64", "--sweep", "nodes=1,2", "--sweep", "latency=3,30" };

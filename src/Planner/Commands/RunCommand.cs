@@ -112,6 +112,8 @@ public static class RunCommand
             var inputs = flags.Read(r);
             var plan = inputs.Plan;
             int world = plan.Gpus;
+            if (plan.OptimizerOffload > 0)
+                throw new InputException($"{inputs.PlanPath}: key 'optimizer_offload' is {plan.OptimizerOffload}; the executor steps the optimizer where its ranks run (CPU ranks have no host link to offload over): set it to 0 to run this plan");
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
             if (PlanCheck.Problem(inputs.Model, LocalCluster(world), plan) is { } problem)
                 throw new InputException($"{inputs.PlanPath}: {problem}");

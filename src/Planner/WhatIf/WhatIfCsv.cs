@@ -17,10 +17,10 @@ public static class WhatIfCsv
     /// <summary>The standard columns, in order (before the optional token-budget columns and <c>note</c>).</summary>
     public static readonly IReadOnlyList<string> Standard =
     [
-        "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel", "precision", "stages",
+        "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
         "step_time_s", "tokens_per_s", "mfu", "peak_memory_gib", "fits",
         "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
-        "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib",
+        "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib", "mem_host_gib",
     ];
 
     /// <summary>The header for a set of swept keys.</summary>
@@ -82,6 +82,7 @@ public static class WhatIfCsv
             "seq" => Int(plan?.Seq ?? s.SeqOrDefault),
             "vpp" => Int(plan?.Vpp),
             "recompute" => plan is null ? "" : plan.RecomputeLabel,
+            "optimizer_offload" => Num(plan?.OptimizerOffload),
             "sequence_parallel" => plan is null ? "" : plan.SequenceParallel ? "true" : "false",
             "precision" => plan?.Precision.Name() ?? "",
             "stages" => plan?.Stages?.ToString() ?? "",
@@ -103,6 +104,7 @@ public static class WhatIfCsv
             "mem_optimizer_gib" => Gib(m?.Optimizer),
             "mem_activations_gib" => Gib(m?.Activations),
             "mem_other_gib" => Gib(m is null ? null : Other(m)),
+            "mem_host_gib" => Gib(m?.Host),
             "time_to_train_days" => Num(TrainSeconds(row, tokens) / 86400),
             "cost_to_train" => Num(TrainSeconds(row, tokens) / 3600 * row.Gpus * s.Cluster.PricePerGpuHour),
             "note" => row.Note ?? "",
