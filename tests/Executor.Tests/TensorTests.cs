@@ -93,6 +93,38 @@ public class TensorTests
     }
 
     [Fact]
+    public void A_freed_weight_restored_through_its_data_keeps_the_saved_graph_valid()
+    {
+        using var scope = DisposeScope.Begin();
+        var values = Tensor.From([1f, 2, 3, 4], 2, 2);
+        var w = values.Clone();
+        w.RequiresGrad = true;
+        var x = Tensor.From([1f, 1, 2, 0], 2, 2);
+        x.RequiresGrad = true;
+        var y = F.Linear(x, w).Sum(); // the graph saves w for x's gradient
+        Assert.Equal(16, w.StorageBytes);
+        w.FreeStorage();
+        Assert.Equal(0, w.StorageBytes);
+        Assert.Equal(new long[] { 2, 2 }, w.Shape);
+        Assert.Throws<TorchException>(() => w.ToFloatArray());
+        w.AllocateStorage();
+        Assert.Equal(16, w.StorageBytes);
+        w.AllocateStorage(); // holds its bytes: no-op
+        using (var data = w.Data())
+            data.CopyFrom(values);
+        y.Backward();
+        Assert.Equal(new float[] { 4, 6, 4, 6 }, x.Grad!.ToFloatArray()); // ones · w
+        Assert.Equal(new float[] { 3, 1, 3, 1 }, w.Grad!.ToFloatArray()); // onesᵀ · x
+
+        // Restoring through the tensor itself is an in-place change autograd refuses at the backward.
+        var z = F.Linear(x, w).Sum();
+        w.FreeStorage();
+        w.AllocateStorage();
+        w.CopyFrom(values);
+        Assert.Throws<TorchException>(() => z.Backward());
+    }
+
+    [Fact]
     public void A_loop_of_training_steps_leaks_no_handles_or_memory()
     {
         var w = Tensor.Normal([256, 256], 0, 0.02, seed: 1);

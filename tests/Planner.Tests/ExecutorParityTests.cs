@@ -112,6 +112,12 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         data.Add("gpt", "zero1-dp2", 1, 1, 2, 1, 1, "none", false);
         data.Add("gpt", "zero2-dp2", 1, 1, 2, 2, 1, "none", false);
         data.Add("gpt", "zero3-dp2", 1, 1, 2, 3, 1, "none", false);
+        // ZeRO-3 gathers and frees each chunk's parameters around its forward, backward and recompute: with full
+        // recompute, across interleaved chunks with the embedding tied between the first and the last stage, and with
+        // sequence parallelism's TP sums of the norms' gradients.
+        data.Add("gpt", "zero3-dp2-full-recompute", 1, 1, 2, 3, 1, "full", false);
+        data.Add("gpt", "zero3-pp2-interleaved-dp2", 1, 2, 2, 3, 2, "none", false);
+        data.Add("llama", "zero3-tp2-sp-dp2", 2, 1, 2, 3, 1, "selective", true);
         data.Add("gpt", "full-recompute", 1, 1, 1, 0, 1, "full", false);
         data.Add("gpt", "selective-recompute", 1, 1, 1, 0, 1, "selective", false);
         data.Add("gpt", "pp2-full-recompute", 1, 2, 1, 0, 1, "full", false);

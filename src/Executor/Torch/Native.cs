@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 4;
+    internal const int AbiVersion = 5;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -105,6 +105,10 @@ internal static partial class Native
     [LibraryImport(Library)] internal static unsafe partial int pt_copy_from(TensorHandle a, void* src, int dtype, long elements);
     [LibraryImport(Library)] internal static partial int pt_item(TensorHandle a, out double value);
     [LibraryImport(Library)] internal static partial int pt_copy_(TensorHandle a, TensorHandle b);
+    [LibraryImport(Library)] internal static partial int pt_data(TensorHandle a, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_storage_nbytes(TensorHandle a, out long bytes);
+    [LibraryImport(Library)] internal static partial int pt_storage_free(TensorHandle a);
+    [LibraryImport(Library)] internal static partial int pt_storage_allocate(TensorHandle a);
 
     // ops.cpp
     [LibraryImport(Library)] internal static partial int pt_binary(TensorHandle a, TensorHandle b, int op, out IntPtr result);

@@ -254,6 +254,34 @@ public sealed class Tensor : IDisposable
     /// <summary>Overwrites the elements in place from another tensor (no autograd history).</summary>
     public void CopyFrom(Tensor other) => Native.Check(Native.pt_copy_(Handle, other.Handle));
 
+    /// <summary>
+    /// A tensor on the same storage outside autograd (Python's <c>.data</c>): writes through it do not count as
+    /// in-place changes of this tensor, so graphs that saved this tensor stay valid when its values are restored.
+    /// </summary>
+    public Tensor Data() => From(Native.pt_data(Handle, out var h), h);
+
+    /// <summary>Bytes of memory the tensor's storage holds now (0 after <see cref="FreeStorage"/>).</summary>
+    public long StorageBytes
+    {
+        get
+        {
+            Native.Check(Native.pt_storage_nbytes(Handle, out long n));
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// Frees the memory of the tensor's storage; the tensor (and every tensor on the same storage, autograd's saved
+    /// ones included) keeps its shape and identity but must not be read until <see cref="AllocateStorage"/>.
+    /// </summary>
+    public void FreeStorage() => Native.Check(Native.pt_storage_free(Handle));
+
+    /// <summary>
+    /// Gives a tensor whose storage was freed memory again (uninitialised: fill it through <see cref="Data"/>); a
+    /// no-op while the storage holds the tensor's bytes.
+    /// </summary>
+    public void AllocateStorage() => Native.Check(Native.pt_storage_allocate(Handle));
+
     /// <summary>The value of a one-element tensor.</summary>
     public double Item()
     {

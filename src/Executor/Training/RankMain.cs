@@ -43,6 +43,7 @@ public static class RankMain
                 optimizer_s = metrics.Optimizer,
                 memory_bytes = current,
                 peak_memory_bytes = peak,
+                parameter_bytes = trainer.ResidentParameterBytes,
             }));
             output.Flush();
         }
@@ -51,11 +52,14 @@ public static class RankMain
         return 0;
     }
 
-    /// <summary>Writes the rank's parameter shards as JSON {name: [values]} to DIR/rank-N.json.</summary>
+    /// <summary>
+    /// Writes the rank's parameters (its TP shards; ZeRO-3 gathers them over DP first, so every rank must call this)
+    /// as JSON {name: [values]} to DIR/rank-N.json.
+    /// </summary>
     public static void Dump(RankTrainer trainer, int rank, string directory)
     {
         Directory.CreateDirectory(directory);
-        var values = trainer.Stage.Specs.ToDictionary(s => s.Name, s => trainer.Stage[s.Name].ToFloatArray());
+        var values = trainer.ParameterValues();
         var c = trainer.Coordinates;
         File.WriteAllText(Path.Combine(directory, $"rank-{rank}.json"), JsonSerializer.Serialize(new
         {

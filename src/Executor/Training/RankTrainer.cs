@@ -26,7 +26,9 @@ public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningR
 /// <summary>
 /// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
 /// pipeline schedule (the cost model's <see cref="ScheduleGenerator"/>) with point-to-point transfers, reduces
-/// gradients over data parallelism (ZeRO-1/2/3 shard the optimizer step) and steps AdamW.
+/// gradients over data parallelism (ZeRO-1/2/3 shard the optimizer step) and steps AdamW. Under ZeRO-3 the rank keeps
+/// only its shard of the parameters between uses: a model chunk's parameters are all-gathered before each forward and
+/// backward of the chunk and freed after it, and its gradients are reduce-scattered after each backward.
 /// </summary>
 public sealed class RankTrainer : IDisposable
 {
@@ -41,8 +43,10 @@ public sealed class RankTrainer : IDisposable
     private readonly TrainOptions _options;
     private readonly IReadOnlyList<Tensor> _params;
     private readonly AdamW _optimizer;
-    private readonly Tensor? _masterShard; // ZeRO: this DP rank's slice of the flat parameters (fp32)
-    private readonly long _flatSize, _shardSize;
+    private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
+    private readonly bool _zero3; // parameters gathered per use, gradients reduced per backward
+    private readonly int[][] _chunkGroups = []; // ZeRO-3: each chunk's parameter groups in _shards
+    private readonly int _tiedGroup = -1; // ZeRO-3: the group of the embedding tied across stages (its own group)
     private readonly string? _interface;
     private double _ppWait, _dpComm, _optimizerSeconds;
 
@@ -94,16 +98,58 @@ public sealed class RankTrainer : IDisposable
             _optimizer = new AdamW(_params, options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
         else
         {
-            _flatSize = _params.Sum(p => p.Numel);
-            _shardSize = (_flatSize + plan.Dp - 1) / plan.Dp;
-            using var flat = Flatten(_params, detach: true);
-            using var padded = Pad(flat, _shardSize * plan.Dp);
-            using (var view = padded.Narrow(0, _me.Dp * _shardSize, _shardSize))
-                _masterShard = view.Clone();
-            DisposeScope.Untrack(_masterShard);
-            _masterShard.RequiresGrad = true;
-            _optimizer = new AdamW([_masterShard], options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
+            _zero3 = plan.Zero >= 3;
+            var groups = new List<IReadOnlyList<Tensor>>();
+            if (_zero3)
+            {
+                _chunkGroups = new int[plan.Vpp][];
+                for (int c = 0; c < plan.Vpp; c++)
+                {
+                    var mine = new List<int>();
+                    foreach (var part in ChunkParameters(c))
+                    {
+                        if (part.Contains("wte") && _tied is not null)
+                            _tiedGroup = groups.Count;
+                        mine.Add(groups.Count);
+                        groups.Add(part.Select(n => _stage[n]).ToList());
+                    }
+                    _chunkGroups[c] = mine.ToArray();
+                }
+                if (groups.Sum(g => g.Count) != _params.Count)
+                    throw new NotSupportedException("ZeRO-3 needs every parameter of the stage in exactly one model chunk (one pipeline stage of several chunks would share the embedding)");
+            }
+            else
+                groups.Add(_params);
+            _shards = new ShardedParameters(groups, _dp!);
+            if (_zero3)
+                for (int g = 0; g < _shards.Groups; g++)
+                    _shards.Release(g);
+            _optimizer = new AdamW([_shards.Master], options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
         }
+    }
+
+    /// <summary>
+    /// ZeRO-3's groups of chunk <paramref name="chunk"/>'s parameter names, in the stage's order: its blocks', with the
+    /// embedding on the first virtual stage and the final norm and head on the last. An embedding tied across stages
+    /// is a group of its own, so that its shard covers the same elements on the first and the last stage.
+    /// </summary>
+    private IEnumerable<List<string>> ChunkParameters(int chunk)
+    {
+        int pp = _plan.Pp, v = chunk * pp + _me.Pp;
+        var layers = _stage.ChunkLayers[chunk].Select(l => $"layers.{l}.").ToArray();
+        bool Mine(string name) => name switch
+        {
+            "wte" => v == 0 || (v == pp * _plan.Vpp - 1 && _m.TiedEmbeddings),
+            "wpe" => v == 0,
+            "lm_head" => v == pp * _plan.Vpp - 1,
+            _ when name.StartsWith("ln_f.", StringComparison.Ordinal) => v == pp * _plan.Vpp - 1,
+            _ => layers.Any(l => name.StartsWith(l, StringComparison.Ordinal)),
+        };
+        var names = _stage.Specs.Select(s => s.Name).Where(Mine).ToList();
+        if (_tied is not null && names.Remove("wte"))
+            yield return ["wte"];
+        if (names.Count > 0)
+            yield return names;
     }
 
     private ProcessGroup? Group(Store store, Axis axis, int rank)
@@ -121,8 +167,26 @@ public sealed class RankTrainer : IDisposable
         return mine;
     }
 
-    /// <summary>The stage's parameters (for checks against the single-process run).</summary>
-    public GptStage Stage => _stage;
+    /// <summary>
+    /// The stage's parameters by name (this rank's TP shards), for checks against the single-process run. Under
+    /// ZeRO-3 they are all-gathered for the copy and freed again: every DP rank must call this.
+    /// </summary>
+    public Dictionary<string, float[]> ParameterValues()
+    {
+        var groups = _zero3 ? Enumerable.Range(0, _shards!.Groups).ToList() : [];
+        foreach (int g in groups)
+            _shards!.Gather(g);
+        var values = _stage.Specs.ToDictionary(s => s.Name, s => _stage[s.Name].ToFloatArray());
+        foreach (int g in groups)
+            _shards!.Release(g);
+        return values;
+    }
+
+    /// <summary>
+    /// Bytes of memory the stage's parameter tensors and the ZeRO master shard hold now (between steps: the full
+    /// parameters and the shard under ZeRO-1/2, only the shard under ZeRO-3).
+    /// </summary>
+    public long ResidentParameterBytes => _params.Sum(p => p.StorageBytes) + (_shards?.Master.StorageBytes ?? 0);
 
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Coordinates => _me;
@@ -183,6 +247,7 @@ public sealed class RankTrainer : IDisposable
                 Tensor x;
                 if (firstChunk)
                 {
+                    GatherChunk(action.Chunk);
                     x = _stage.Embed(ids, _plan.Mbs);
                     if (_plan.RecomputeOf(_me.Pp) == Recompute.Full)
                     {
@@ -199,6 +264,7 @@ public sealed class RankTrainer : IDisposable
                     received.RequiresGrad = true;
                     run.Input = received;
                     x = received;
+                    GatherChunk(action.Chunk);
                 }
                 x = Blocks(action.Chunk, x, run);
                 if (lastChunk)
@@ -217,6 +283,7 @@ public sealed class RankTrainer : IDisposable
                 }
                 scope.Detach();
                 live[(action.MicroBatch, action.Chunk)] = run;
+                ReleaseChunk(action.Chunk);
             }
             else
             {
@@ -237,6 +304,7 @@ public sealed class RankTrainer : IDisposable
                         sent.Keep.Dispose();
                     }
                 }
+                GatherChunk(action.Chunk);
                 BackwardChunk(run, grad);
                 if (!firstChunk)
                 {
@@ -245,6 +313,8 @@ public sealed class RankTrainer : IDisposable
                     pending.Add((_pp!.SendAsync(back, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v - 1, forward: false)), back));
                 }
                 run.Scope.Dispose();
+                ReduceChunkGradients(action.Chunk);
+                ReleaseChunk(action.Chunk);
             }
         }
         foreach (var (work, keep) in pending.Concat(forwardSends.Values))
@@ -254,6 +324,54 @@ public sealed class RankTrainer : IDisposable
             keep.Dispose();
         }
         return lossSum;
+    }
+
+    /// <summary>ZeRO-3: all-gathers a chunk's parameters from the DP ranks' shards before its forward or backward.</summary>
+    private void GatherChunk(int chunk)
+    {
+        if (!_zero3)
+            return;
+        long t0 = TorchRuntime.NowNanoseconds();
+        foreach (int g in _chunkGroups[chunk])
+            _shards!.Gather(g);
+        _dpComm += Since(t0);
+    }
+
+    /// <summary>ZeRO-3: frees a chunk's parameters after its forward or backward (graphs keep them by identity only).</summary>
+    private void ReleaseChunk(int chunk)
+    {
+        if (!_zero3)
+            return;
+        foreach (int g in _chunkGroups[chunk])
+            _shards!.Release(g);
+    }
+
+    /// <summary>ZeRO-3: after a chunk's backward, reduce-scatters its gradients into the rank's gradient shard.</summary>
+    private void ReduceChunkGradients(int chunk)
+    {
+        if (!_zero3)
+            return;
+        using var scope = DisposeScope.Begin();
+        long t0 = TorchRuntime.NowNanoseconds();
+        foreach (int g in _chunkGroups[chunk])
+        {
+            SumSequenceParallelGradients(_shards!.Parameters(g));
+            _shards.ReduceGradients(g);
+        }
+        _dpComm += Since(t0);
+    }
+
+    /// <summary>
+    /// Under sequence parallelism the norms and the row-parallel biases see only this rank's part of the sequence:
+    /// their gradients are summed over the TP group (the position embedding is added before the split).
+    /// </summary>
+    private void SumSequenceParallelGradients(IReadOnlyList<Tensor> parameters)
+    {
+        if (!_plan.SequenceParallel || _tp is null)
+            return;
+        foreach (var spec in _stage.Specs)
+            if (spec.Shard == Shard.Replicated && spec.Name != "wpe" && parameters.Contains(_stage[spec.Name]) && _stage[spec.Name].Grad is { } g)
+                _tp.AllReduce(g);
     }
 
     /// <summary>A unique tag per micro-batch, virtual stage and direction within a step.</summary>
@@ -336,29 +454,24 @@ public sealed class RankTrainer : IDisposable
     {
         using var scope = DisposeScope.Begin();
         long d0 = TorchRuntime.NowNanoseconds();
-        // Under sequence parallelism the norms and the row-parallel biases see only this rank's part of the
-        // sequence: their gradients are summed over the TP group (the position embedding is added before the split).
-        if (_plan.SequenceParallel && _tp is not null)
-            foreach (var spec in _stage.Specs)
-                if (spec.Shard == Shard.Replicated && spec.Name != "wpe" && _stage[spec.Name].Grad is { } g)
-                    _tp.AllReduce(g);
-        if (_tied is not null)
+        if (!_zero3)
         {
-            var g = _stage["wte"].Grad!;
-            _tied.AllReduce(g);
+            SumSequenceParallelGradients(_params);
+            if (_tied is not null)
+                _tied.AllReduce(_stage["wte"].Grad!);
         }
         int dp = _plan.Dp;
-        if (_masterShard is null)
+        if (_shards is null)
         {
             if (_dp is not null)
             {
                 // Gradients in buckets of about 25M elements, all-reduced asynchronously, then averaged.
                 foreach (var bucket in Buckets(_params, 25_000_000))
                 {
-                    using var flat = Flatten(bucket, detach: false, grads: true);
+                    using var flat = ShardedParameters.Flatten(bucket, grads: true);
                     using (var w = _dp.AllReduceAsync(flat))
                         w.Wait(Timeout);
-                    Unflatten(flat / dp, bucket, grads: true);
+                    SetGradients(flat / dp, bucket);
                 }
             }
             _dpComm += Since(d0);
@@ -368,21 +481,25 @@ public sealed class RankTrainer : IDisposable
             _optimizerSeconds += Since(o0);
             return;
         }
-        // ZeRO: reduce-scatter the flat gradients, step the optimizer on this rank's shard, all-gather the parameters.
-        var grads = Pad(Flatten(_params, detach: false, grads: true), _shardSize * dp);
-        var mine = _dp!.ReduceScatter(grads) / dp;
-        _masterShard.SetGrad(mine);
+        // ZeRO: reduce-scatter the gradients (ZeRO-3 did it chunk by chunk in the pipeline; the embedding tied across
+        // stages sums its shard with the other stage's), step the optimizer on this rank's shard, and under ZeRO-1/2
+        // all-gather the parameters (ZeRO-3 gathers them at their next use).
+        if (!_zero3)
+            _shards.ReduceGradients(0);
+        else if (_tied is not null)
+            _tied.AllReduce(_shards.GradientShard(_tiedGroup));
+        _shards.AverageGradients();
         _dpComm += Since(d0);
         long z0 = TorchRuntime.NowNanoseconds();
         _optimizer.Step();
         _optimizer.ZeroGrad();
         _optimizerSeconds += Since(z0);
-        long g0 = TorchRuntime.NowNanoseconds();
-        var gathered = _dp.AllGather(_masterShard.Detach()).Reshape(_shardSize * dp).Narrow(0, 0, _flatSize);
-        Unflatten(gathered, _params, grads: false);
-        foreach (var p in _params)
-            p.SetGrad(null);
-        _dpComm += Since(g0);
+        if (!_zero3)
+        {
+            long g0 = TorchRuntime.NowNanoseconds();
+            _shards.Gather(0);
+            _dpComm += Since(g0);
+        }
     }
 
     private static IEnumerable<List<Tensor>> Buckets(IReadOnlyList<Tensor> parameters, long elements)
@@ -404,34 +521,14 @@ public sealed class RankTrainer : IDisposable
             yield return bucket;
     }
 
-    private static Tensor Flatten(IReadOnlyList<Tensor> tensors, bool detach, bool grads = false)
-    {
-        using var scope = DisposeScope.Begin();
-        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape) : detach ? t.Detach() : t).Reshape(-1).To(DType.Float32)).ToList();
-        return scope.Keep(Tensor.Cat(parts, 0));
-    }
-
-    private static Tensor Pad(Tensor flat, long length)
-    {
-        long n = flat.Numel;
-        if (n == length)
-            return flat;
-        using var zeros = Tensor.Zeros([length - n]);
-        return Tensor.Cat([flat, zeros], 0);
-    }
-
-    private static void Unflatten(Tensor flat, IReadOnlyList<Tensor> targets, bool grads)
+    private static void SetGradients(Tensor flat, IReadOnlyList<Tensor> targets)
     {
         using var scope = DisposeScope.Begin();
         long offset = 0;
         foreach (var t in targets)
         {
             long n = t.Numel;
-            var piece = flat.Narrow(0, offset, n).Reshape(t.Shape);
-            if (grads)
-                t.SetGrad(piece.Clone());
-            else
-                t.CopyFrom(piece);
+            t.SetGrad(flat.Narrow(0, offset, n).Reshape(t.Shape).Clone());
             offset += n;
         }
     }
@@ -440,7 +537,7 @@ public sealed class RankTrainer : IDisposable
     public void Dispose()
     {
         _optimizer.Dispose();
-        _masterShard?.Dispose();
+        _shards?.Dispose();
         _stage.Dispose();
         _tp?.Dispose();
         _pp?.Dispose();

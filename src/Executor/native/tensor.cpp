@@ -1,6 +1,8 @@
 // Tensor creation, dtype/device moves, shapes and views, and copies to caller memory.
 #include "common.h"
 
+#include <ATen/EmptyTensor.h>
+
 #include <cstring>
 
 namespace {
@@ -170,6 +172,7 @@ PT_EXPORT int32_t pt_cat(pt_tensor** items, int32_t n, int64_t dim, pt_tensor** 
 // Copies the tensor's elements (converted to `dtype`, on the CPU, row-major) into caller memory.
 PT_EXPORT int32_t pt_copy_to(pt_tensor* a, int32_t dtype, void* dst, int64_t capacity_elements) {
   PT_TRY
+  PT_CHECK_ARG(a->t.numel() == 0 || a->t.storage().data() != nullptr, "the tensor's storage is freed");
   auto t = a->t.detach().to(torch::kCPU).to(pt::to_scalar_type(dtype)).contiguous();
   PT_CHECK_ARG(t.numel() <= capacity_elements, "destination too small");
   std::memcpy(dst, t.data_ptr(), t.numel() * t.element_size());
@@ -198,5 +201,47 @@ PT_EXPORT int32_t pt_copy_(pt_tensor* a, pt_tensor* b) {
   PT_TRY
   torch::NoGradGuard guard;
   a->t.copy_(b->t);
+  PT_CATCH
+}
+
+// A tensor sharing `a`'s storage outside autograd (Python's `.data`): in-place writes through it leave `a`'s version
+// counter alone, so graphs that saved `a` stay valid when its values are restored (ZeRO-3's re-gather).
+PT_EXPORT int32_t pt_data(pt_tensor* a, pt_tensor** out) {
+  PT_TRY
+  *out = pt::wrap(a->t.variable_data());
+  PT_CATCH
+}
+
+// Bytes of memory the tensor's storage holds now (0 once freed by pt_storage_free).
+PT_EXPORT int32_t pt_storage_nbytes(pt_tensor* a, int64_t* out) {
+  PT_TRY
+  *out = a->t.has_storage() ? static_cast<int64_t>(a->t.storage().nbytes()) : 0;
+  PT_CATCH
+}
+
+// Frees the memory of the tensor's storage in place, as PyTorch's FSDP resizes a sharded parameter's storage to zero:
+// every tensor on the storage, the graphs' saved ones included, keeps its shape and identity but must not be read
+// until pt_storage_allocate.
+PT_EXPORT int32_t pt_storage_free(pt_tensor* a) {
+  PT_TRY
+  PT_CHECK_ARG(a->t.has_storage(), "the tensor has no storage");
+  auto* storage = a->t.storage().unsafeGetStorageImpl();
+  PT_CHECK_ARG(storage->resizable(), "the tensor's storage is not resizable");
+  storage->set_data_ptr_noswap(at::DataPtr(nullptr, storage->device()));
+  storage->set_nbytes(0);
+  PT_CATCH
+}
+
+// Gives the tensor's storage new (uninitialised) memory for the bytes the tensor spans, unless it holds them already.
+PT_EXPORT int32_t pt_storage_allocate(pt_tensor* a) {
+  PT_TRY
+  auto& t = a->t;
+  PT_CHECK_ARG(t.has_storage(), "the tensor has no storage");
+  auto* storage = t.storage().unsafeGetStorageImpl();
+  size_t spans = at::detail::computeStorageNbytes(t.sizes(), t.strides(), t.element_size(), t.storage_offset());
+  if (storage->nbytes() >= spans) return PT_OK;
+  PT_CHECK_ARG(storage->resizable(), "the tensor's storage is not resizable");
+  storage->set_data_ptr_noswap(storage->allocator()->allocate(spans));
+  storage->set_nbytes(spans);
   PT_CATCH
 }

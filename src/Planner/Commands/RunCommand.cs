@@ -244,6 +244,9 @@ public static class RunCommand
         var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
         double peak = peakByRank.Max();
+        // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
+        var parameterBytes = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["parameter_bytes"]!).ToList();
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
@@ -273,6 +276,7 @@ public static class RunCommand
                     ["tokens_per_s"] = tokensPerS,
                     ["peak_memory_gib"] = peak,
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
+                    ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                     ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
                     ["breakdown"] = new JsonObject
