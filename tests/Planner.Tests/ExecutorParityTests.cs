@@ -51,10 +51,12 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             int vpp, string recompute, bool sp, int steps, double lr = 1e-3)
         {
             string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
+            // "full:k" is full recompute of the first k blocks of each chunk.
+            string layers = recompute.Contains(':') ? $", \"recompute_layers\": {recompute.Split(':')[1]}" : "";
             File.WriteAllText(plan, $$"""
                 {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
-                 "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute}}",
-                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"}
+                 "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute.Split(':')[0]}}",
+                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}}
                 """);
             string dump = Path.Combine(Dir, $"dump-{model}-{name}-{lr}");
             // Adam's epsilon at 1e-4 rather than 1e-8: with an epsilon far below a gradient's rounding (TP and DP sum
@@ -121,6 +123,11 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         data.Add("gpt", "full-recompute", 1, 1, 1, 0, 1, "full", false);
         data.Add("gpt", "selective-recompute", 1, 1, 1, 0, 1, "selective", false);
         data.Add("gpt", "pp2-full-recompute", 1, 2, 1, 0, 1, "full", false);
+        // Partial recompute: the first block of each chunk recomputed, the others kept (with ZeRO-3's gathers, and
+        // a pipeline).
+        data.Add("gpt", "partial-recompute", 1, 1, 1, 0, 1, "full:1", false);
+        data.Add("gpt", "partial-recompute-pp2-zero3-dp2", 1, 2, 2, 3, 1, "full:1", false);
+        data.Add("llama", "partial-recompute-tp2-sp", 2, 1, 1, 0, 1, "full:2", true);
         data.Add("llama", "tp2-selective-recompute", 2, 1, 1, 0, 1, "selective", true);
         return data;
     }

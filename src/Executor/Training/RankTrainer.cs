@@ -388,18 +388,23 @@ public sealed class RankTrainer : IDisposable
                 x = _stage.Block(layer, x, policy);
             return x;
         }
-        // Full recompute: keep only each block's input; the backward reruns the block.
+        // Full recompute of the chunk's first r blocks (all of them unless the plan limits it): keep only each such
+        // block's input; the backward reruns the block. The blocks after them keep their activations as usual.
+        int recomputed = _plan.RecomputedBlocks(_me.Pp, layers.Length);
         run.BlockInputs = [];
         using (TorchRuntime.NoGrad())
-            foreach (int layer in layers)
+            for (int i = 0; i < recomputed; i++)
             {
                 run.BlockInputs.Add(x);
-                x = _stage.Block(layer, x, Recompute.None);
+                x = _stage.Block(layers[i], x, Recompute.None);
             }
-        var output = x.Detach();
-        output.RequiresGrad = true;
-        run.BlockInputs.Add(output); // the last entry: the chunk output the head or the next stage sees
-        return output;
+        var boundary = x.Detach();
+        boundary.RequiresGrad = true;
+        run.BlockInputs.Add(boundary); // the last entry: the output of the recomputed blocks
+        x = boundary;
+        for (int i = recomputed; i < layers.Length; i++)
+            x = _stage.Block(layers[i], x, Recompute.None);
+        return x;
     }
 
     private void BackwardChunk(InFlight run, Tensor? gradOut)
@@ -410,15 +415,13 @@ public sealed class RankTrainer : IDisposable
             return;
         }
         var inputs = run.BlockInputs!;
-        var chunkOut = inputs[^1];
-        if (gradOut is null)
-        {
-            run.Output!.Backward(); // the loss: its gradient lands on the detached chunk output
-            gradOut = chunkOut.Grad!;
-        }
+        var boundary = inputs[^1];
+        // Through the loss (last chunk) or the blocks kept with their graph, down to the recomputed blocks' output;
+        // when the chunk's output is that boundary itself, this only accumulates the gradient on it.
+        run.Output!.Backward(gradOut);
         var layers = _stage.ChunkLayers[run.Chunk];
-        Tensor grad = gradOut;
-        for (int i = layers.Length - 1; i >= 0; i--)
+        Tensor grad = boundary.Grad!;
+        for (int i = inputs.Count - 2; i >= 0; i--)
         {
             var xin = inputs[i].Detach();
             xin.RequiresGrad = true;

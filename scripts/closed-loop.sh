@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The closed loop of README "validate --executed" on this machine: profile local-cpu, run five plans of a small
+# GPT with two rank processes each, and compare the measured step times and memory with the predictions.
+#   scripts/closed-loop.sh [OUT_DIR] [STEPS]
+# Writes OUT_DIR/history.csv (runs appended), the plans and each run's JSON; prints validate --executed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-/tmp/planner-closed-loop}"
+steps="${2:-12}"
+mkdir -p "$out"
+planner="$root/planner"
+
+# A GPT-2-shaped model small enough for two ranks on two cores: 4 blocks, hidden 256, 8 heads, an 8k vocabulary.
+cat >"$out/config.json" <<'EOF'
+{"model_type": "gpt2", "n_layer": 4, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null, "tie_word_embeddings": true}
+EOF
+
+plan() { # name tp pp dp mbs recompute
+  cat >"$out/$1.json" <<EOF
+{"model": "$out/config.json", "cluster": "local-cpu", "tp": $2, "pp": $3, "dp": $4, "cp": 1, "zero": 0, "mbs": $5, "gbs": 16,
+ "seq": 128, "vpp": 1, "recompute": "$6", "sequence_parallel": false, "precision": "fp32"}
+EOF
+}
+plan dp2 1 1 2 4 none
+plan tp2 2 1 1 4 none
+plan pp2-mbs1 1 2 1 1 none
+plan pp2-mbs2 1 2 1 2 none
+plan dp2-full 1 1 2 4 full
+
+"$planner" profile --cluster local-cpu
+for p in dp2 tp2 pp2-mbs1 pp2-mbs2 dp2-full; do
+  "$planner" run --plan "$out/$p.json" --steps "$steps" --warmup 2 --history "$out/history.csv" --json >"$out/$p.run.json"
+  echo "ran $p"
+done
+"$planner" validate --executed "$out/history.csv"
