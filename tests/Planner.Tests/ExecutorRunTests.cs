@@ -95,6 +95,27 @@ public sealed class ExecutorRunTests : IDisposable
     }
 
     [Fact]
+    public void Zero0_starts_each_blocks_all_reduce_during_the_last_backward()
+    {
+        // 2 blocks, the embedding and the head (tied to it, on one stage): on each DP rank one all-reduce per block
+        // starts as its backward ends, the head's after the loss, and the embedding's after its own backward.
+        int[] Reduces(int dp, int pp)
+        {
+            var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan($"overlap-dp{dp}-pp{pp}", 1, pp, dp, 0, "fp32", mbs: 2, gbs: 8),
+                "--steps", "2", "--json", "--history", History]);
+            Assert.True(code == 0, error);
+            return JsonNode.Parse(output)!["measured"]!["overlapped_reduces_by_rank"]!.AsArray().Select(v => (int)v!).ToArray();
+        }
+        Assert.Equal([4, 4], Reduces(2, 1)); // 2 blocks + head (ln_f) + embedding (wte, wpe)
+        Assert.Equal([0], Reduces(1, 1));    // nothing to reduce without data parallelism
+        // Two stages: stage 0 has a block and the embedding; stage 1 a block and the head. The tied copies of the
+        // embedding wait for their sum across the stages, after the flush; wpe still goes with the embedding chunk.
+        var staged = Reduces(2, 2);
+        Assert.Equal(4, staged.Length);
+        Assert.All(staged, r => Assert.Equal(2, r));
+    }
+
+    [Fact]
     public void Zero3_in_bf16_reproduces_zero2s_losses()
     {
         // bf16 weights are cast from the gathered fp32 parameters, as ZeRO-2 casts its resident ones.

@@ -44,6 +44,7 @@ public static class RankMain
                 memory_bytes = current,
                 peak_memory_bytes = peak,
                 parameter_bytes = trainer.ResidentParameterBytes,
+                overlapped_reduces = trainer.OverlappedReduces,
             }));
             output.Flush();
         }

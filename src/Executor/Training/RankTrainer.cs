@@ -94,6 +94,22 @@ public sealed class RankTrainer : IDisposable
         }
         _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed);
         _params = _stage.Parameters;
+        _overlapReduce = plan.Zero == 0 && _dp is not null;
+        foreach (var spec in _stage.Specs)
+        {
+            var p = _stage[spec.Name];
+            if (spec.Name.StartsWith("layers.", StringComparison.Ordinal))
+            {
+                int layer = int.Parse(spec.Name.Split('.')[1], System.Globalization.CultureInfo.InvariantCulture);
+                if (!_blockParameters.TryGetValue(layer, out var list))
+                    _blockParameters[layer] = list = [];
+                list.Add(p);
+            }
+            else if (spec.Name == "wpe" || (spec.Name == "wte" && _stage.HasEmbedding))
+                _embeddingParameters.Add(p); // with tied embeddings on one stage the head's use of wte comes first
+            else
+                _headParameters.Add(p);
+        }
         if (plan.Zero == 0 || plan.Dp == 1)
             _optimizer = new AdamW(_params, options.LearningRate, eps: options.AdamEps, weightDecay: options.WeightDecay);
         else
@@ -219,15 +235,28 @@ public sealed class RankTrainer : IDisposable
         public required int Chunk;
         public Tensor? Input;   // received activation (requires grad), null on the embedding chunk
         public Tensor? Output;  // chunk output, or the scaled loss on the last chunk
-        public List<Tensor>? BlockInputs; // full recompute: each block's input, saved without graph
-        public Tensor? Embedded; // full recompute on the embedding chunk: the embedding's output, with graph
+        public List<Segment>? Segments; // blocks run from detached inputs, so that the backward can stop between them
+        public bool Overlap; // the chunk's last backward: each block's gradients go to the DP all-reduce when done
+        public Tensor? Embedded; // segmented embedding chunk: the embedding's output, with graph
         public long[]? Targets;
     }
+
+    /// <summary>
+    /// Blocks [<paramref name="From"/>, <paramref name="To"/>) of a chunk run from <paramref name="Input"/>: recomputed
+    /// (the input saved without graph, the block rerun in the backward) or kept (the input a detached leaf, the
+    /// <paramref name="Output"/> with its graph from it).
+    /// </summary>
+    private sealed record Segment(Tensor Input, Tensor? Output, int From, int To, bool Recomputed);
 
     private double RunPipeline(int step)
     {
         int pp = _plan.Pp, vpp = _plan.Vpp, m = _plan.MicroBatches;
         var schedule = ScheduleGenerator.Generate(pp, vpp, m);
+        // The micro-batch of each chunk's last backward on this stage: its gradients are final after it.
+        var lastMicroBatch = new int[vpp];
+        foreach (var a in schedule.Stages[_me.Pp])
+            if (a.Kind == PassKind.Backward)
+                lastMicroBatch[a.Chunk] = a.MicroBatch;
         var live = new Dictionary<(int, int), InFlight>();
         var pending = new List<(Work Work, Tensor Keep)>();
         // A chunk output's send has completed once its gradient came back: wait for it and free it then, so the
@@ -242,18 +271,15 @@ public sealed class RankTrainer : IDisposable
             if (action.Kind == PassKind.Forward)
             {
                 var scope = DisposeScope.Begin();
-                var run = new InFlight { Scope = scope, Chunk = action.Chunk };
+                var run = new InFlight { Scope = scope, Chunk = action.Chunk, Overlap = _overlapReduce && action.MicroBatch == lastMicroBatch[action.Chunk] };
                 var (ids, targets) = Batch(step, action.MicroBatch);
                 Tensor x;
                 if (firstChunk)
                 {
                     GatherChunk(action.Chunk);
                     x = _stage.Embed(ids, _plan.Mbs);
-                    if (_plan.RecomputeOf(_me.Pp) == Recompute.Full)
-                    {
-                        run.Embedded = x;
-                        x = x.Detach();
-                    }
+                    if (_plan.RecomputeOf(_me.Pp) == Recompute.Full || run.Overlap)
+                        run.Embedded = x; // the blocks start from a detached copy; the backward ends here
                 }
                 else
                 {
@@ -382,57 +408,127 @@ public sealed class RankTrainer : IDisposable
     {
         var layers = _stage.ChunkLayers[chunk];
         var policy = _plan.RecomputeOf(_me.Pp);
-        if (policy != Recompute.Full)
+        // Full recompute of the chunk's first r blocks (all of them unless the plan limits it).
+        int recomputed = policy == Recompute.Full ? _plan.RecomputedBlocks(_me.Pp, layers.Length) : 0;
+        if (recomputed == 0 && !run.Overlap)
         {
             foreach (int layer in layers)
                 x = _stage.Block(layer, x, policy);
             return x;
         }
-        // Full recompute of the chunk's first r blocks (all of them unless the plan limits it): keep only each such
-        // block's input; the backward reruns the block. The blocks after them keep their activations as usual.
-        int recomputed = _plan.RecomputedBlocks(_me.Pp, layers.Length);
-        run.BlockInputs = [];
+        run.Segments = [];
+        int i = 0;
+        // Recomputed blocks keep only their input; the backward reruns them.
         using (TorchRuntime.NoGrad())
-            for (int i = 0; i < recomputed; i++)
+            for (; i < recomputed; i++)
             {
-                run.BlockInputs.Add(x);
+                run.Segments.Add(new Segment(x, null, i, i + 1, true));
                 x = _stage.Block(layers[i], x, Recompute.None);
             }
-        var boundary = x.Detach();
-        boundary.RequiresGrad = true;
-        run.BlockInputs.Add(boundary); // the last entry: the output of the recomputed blocks
-        x = boundary;
-        for (int i = recomputed; i < layers.Length; i++)
-            x = _stage.Block(layers[i], x, Recompute.None);
+        // Kept blocks run with their graph from a detached input: one segment for all of them, or one per block when
+        // the backward hands each block's gradients to the DP all-reduce as soon as they are final.
+        var kept = policy == Recompute.Full ? Recompute.None : policy;
+        do
+        {
+            int to = run.Overlap ? Math.Min(i + 1, layers.Length) : layers.Length;
+            var input = x.Detach();
+            input.RequiresGrad = true;
+            x = input;
+            for (int j = i; j < to; j++)
+                x = _stage.Block(layers[j], x, kept);
+            run.Segments.Add(new Segment(input, x, i, to, false));
+            i = to;
+        }
+        while (i < layers.Length);
         return x;
     }
 
     private void BackwardChunk(InFlight run, Tensor? gradOut)
     {
-        if (_plan.RecomputeOf(_me.Pp) != Recompute.Full)
+        if (run.Segments is not { } segments)
         {
             run.Output!.Backward(gradOut);
             return;
         }
-        var inputs = run.BlockInputs!;
-        var boundary = inputs[^1];
-        // Through the loss (last chunk) or the blocks kept with their graph, down to the recomputed blocks' output;
-        // when the chunk's output is that boundary itself, this only accumulates the gradient on it.
-        run.Output!.Backward(gradOut);
         var layers = _stage.ChunkLayers[run.Chunk];
-        Tensor grad = boundary.Grad!;
-        for (int i = inputs.Count - 2; i >= 0; i--)
+        // Through the loss (last chunk) or the chunk output down to the last segment's input; when that segment holds
+        // no block (every block recomputed) its input is the output itself and this only accumulates its gradient.
+        run.Output!.Backward(gradOut);
+        if (run.Overlap && _stage.HasHead && run.Chunk == _plan.Vpp - 1)
+            StartReduce(_headParameters); // the head's gradients are final once the loss is through it
+        Tensor grad = segments[^1].Input.Grad!;
+        for (int k = segments.Count - 1; k >= 0; k--)
         {
-            var xin = inputs[i].Detach();
-            xin.RequiresGrad = true;
-            var y = _stage.Block(layers[i], xin, Recompute.None);
-            y.Backward(grad);
-            grad = xin.Grad!;
+            var seg = segments[k];
+            if (k < segments.Count - 1)
+            {
+                if (seg.Recomputed)
+                {
+                    var xin = seg.Input.Detach();
+                    xin.RequiresGrad = true;
+                    _stage.Block(layers[seg.From], xin, Recompute.None).Backward(grad);
+                    grad = xin.Grad!;
+                }
+                else
+                {
+                    seg.Output!.Backward(grad);
+                    grad = seg.Input.Grad!;
+                }
+            }
+            if (run.Overlap)
+                for (int j = seg.From; j < seg.To; j++)
+                    StartReduce(_blockParameters[layers[j]]);
         }
         if (run.Embedded is not null)
+        {
             run.Embedded.Backward(grad);
+            if (run.Overlap)
+                StartReduce(_embeddingParameters);
+        }
         else
             run.Input!.Backward(grad); // the received tensor is a leaf: this only accumulates its gradient
+    }
+
+    // ---- data-parallel reduction overlapped with the backward (ZeRO-0) ---------------------------------------------
+
+    private readonly bool _overlapReduce; // ZeRO-0 with dp > 1: each block's gradients all-reduced during the last backward
+    private readonly Dictionary<int, List<Tensor>> _blockParameters = [];
+    private readonly List<Tensor> _embeddingParameters = [], _headParameters = [];
+    private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = [];
+
+    /// <summary>
+    /// Starts the asynchronous DP all-reduce of parameters whose gradients are final (their sequence-parallel TP sums
+    /// first). An embedding tied across stages is left to the end of the step, after its sum with the other stage.
+    /// </summary>
+    private void StartReduce(List<Tensor> parameters)
+    {
+        var bucket = parameters.Where(p => p.Grad is not null && (_tied is null || p != _stage["wte"])).ToList();
+        if (bucket.Count == 0)
+            return;
+        long t0 = TorchRuntime.NowNanoseconds();
+        SumSequenceParallelGradients(bucket);
+        var flat = ShardedParameters.Flatten(bucket, grads: true);
+        DisposeScope.Untrack(flat);
+        _reducing.Add((_dp!.AllReduceAsync(flat), flat, bucket));
+        _dpComm += Since(t0);
+    }
+
+    /// <summary>All-reduces of the last step that started during the backward (ZeRO-0 with dp &gt; 1).</summary>
+    public int OverlappedReduces { get; private set; }
+
+    /// <summary>Waits for the all-reduces started during the backward and averages their gradients.</summary>
+    private void FinishReduce()
+    {
+        OverlappedReduces = _reducing.Count;
+        foreach (var (work, flat, bucket) in _reducing)
+        {
+            work.Wait(Timeout);
+            work.Dispose();
+            using (var mean = flat / _plan.Dp)
+                SetGradients(mean, bucket);
+            flat.Dispose();
+        }
+        _reducing.Clear();
     }
 
     private (long[] Ids, long[] Targets) Batch(int step, int microBatch)
@@ -459,23 +555,25 @@ public sealed class RankTrainer : IDisposable
         long d0 = TorchRuntime.NowNanoseconds();
         if (!_zero3)
         {
-            SumSequenceParallelGradients(_params);
+            // What the overlapped reduction sent already had its sequence-parallel sums.
+            SumSequenceParallelGradients(_overlapReduce ? [_stage["wte"]] : _params);
             if (_tied is not null)
                 _tied.AllReduce(_stage["wte"].Grad!);
         }
         int dp = _plan.Dp;
         if (_shards is null)
         {
-            if (_dp is not null)
+            if (_overlapReduce)
             {
-                // Gradients in buckets of about 25M elements, all-reduced asynchronously, then averaged.
-                foreach (var bucket in Buckets(_params, 25_000_000))
+                // The blocks, head and embedding were all-reduced during the last backward; the tied embedding now.
+                if (_tied is not null)
                 {
-                    using var flat = ShardedParameters.Flatten(bucket, grads: true);
-                    using (var w = _dp.AllReduceAsync(flat))
-                        w.Wait(Timeout);
-                    SetGradients(flat / dp, bucket);
+                    var wte = _stage["wte"];
+                    using var flat = ShardedParameters.Flatten([wte], grads: true);
+                    _dp!.AllReduce(flat);
+                    SetGradients(flat / dp, [wte]);
                 }
+                FinishReduce();
             }
             _dpComm += Since(d0);
             long o0 = TorchRuntime.NowNanoseconds();
@@ -503,25 +601,6 @@ public sealed class RankTrainer : IDisposable
             _shards.Gather(0);
             _dpComm += Since(g0);
         }
-    }
-
-    private static IEnumerable<List<Tensor>> Buckets(IReadOnlyList<Tensor> parameters, long elements)
-    {
-        var bucket = new List<Tensor>();
-        long size = 0;
-        foreach (var p in parameters)
-        {
-            bucket.Add(p);
-            size += p.Numel;
-            if (size >= elements)
-            {
-                yield return bucket;
-                bucket = [];
-                size = 0;
-            }
-        }
-        if (bucket.Count > 0)
-            yield return bucket;
     }
 
     private static void SetGradients(Tensor flat, IReadOnlyList<Tensor> targets)

@@ -146,9 +146,10 @@ public static class RunCommand
 
     /// <summary>
     /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel), and the
-    /// data-parallel reduction after the backward pass rather than overlapped with it.
+    /// data-parallel all-reduce of ZeRO-0 started block by block behind the last backward (ZeRO-1/2 reduce-scatter
+    /// after the flush).
     /// </summary>
-    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false);
+    public static PricingOptions Software(ParallelPlan plan) => new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
@@ -247,10 +248,12 @@ public static class RunCommand
         // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
         var parameterBytes = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["parameter_bytes"]!).ToList();
+        var overlapped = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => (int)g.Last(l => (int)l["step"]! == steps - 1)["overlapped_reduces"]!).ToList();
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
-            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software);
+            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software(plan));
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
         var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
@@ -277,6 +280,7 @@ public static class RunCommand
                     ["peak_memory_gib"] = peak,
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
                     ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
+                    ["overlapped_reduces_by_rank"] = new JsonArray(overlapped.Select(v => (JsonNode)v).ToArray()),
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                     ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
                     ["breakdown"] = new JsonObject
