@@ -116,6 +116,43 @@ public sealed class ExecutorRunTests : IDisposable
     }
 
     [Fact]
+    public void Loss_scaling_leaves_the_losses_and_backs_off_on_overflow()
+    {
+        (double[] Loss, JsonNode Measured) Run(string name, params string[] extra)
+        {
+            var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan(name, 1, 2, 2, 1, "fp32", mbs: 2, gbs: 8),
+                "--steps", "4", "--json", "--history", History, .. extra]);
+            Assert.True(code == 0, error);
+            return (Losses(output), JsonNode.Parse(output)!["measured"]!);
+        }
+        var (plain, plainMeasured) = Run("unscaled");
+        Assert.Null(plainMeasured["loss_scale"]);
+        // A power-of-two scale is exact in fp32: the scaled and unscaled runs train alike (ZeRO-1 over DP, a pipeline).
+        var (scaled, scaledMeasured) = Run("scaled", "--loss-scale", "1024");
+        for (int i = 0; i < plain.Length; i++)
+            Assert.True(Math.Abs(plain[i] - scaled[i]) <= 1e-5, $"step {i}: {scaled[i]} against {plain[i]}");
+        Assert.Equal(1024, (double)scaledMeasured["loss_scale"]!);
+        Assert.Equal(0, (int)scaledMeasured["skipped_steps"]!);
+        // A scale near fp32's largest number overflows the loss: those steps are skipped and the scale halves each time.
+        var (_, overflow) = Run("overflow", "--loss-scale", "3e38");
+        int skipped = (int)overflow["skipped_steps"]!;
+        Assert.InRange(skipped, 1, 4);
+        Assert.Equal(3e38 / Math.Pow(2, skipped), (double)overflow["loss_scale"]!, 1e25);
+    }
+
+    [Fact]
+    public void Fp16_is_refused_on_cpu_with_one_line()
+    {
+        var (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("fp16", 1, 1, 2, 0, "fp16"), "--steps", "2", "--history", History]);
+        Assert.Equal(2, code);
+        Assert.Contains("fp16", error);
+        Assert.Single(error.Trim().Split('\n'));
+        (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("scale", 1, 1, 1, 0, "fp32"), "--loss-scale", "0.5"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--loss-scale", error);
+    }
+
+    [Fact]
     public void Zero3_in_bf16_reproduces_zero2s_losses()
     {
         // bf16 weights are cast from the gathered fp32 parameters, as ZeRO-2 casts its resident ones.

@@ -45,6 +45,8 @@ public static class RankMain
                 peak_memory_bytes = peak,
                 parameter_bytes = trainer.ResidentParameterBytes,
                 overlapped_reduces = trainer.OverlappedReduces,
+                loss_scale = trainer.LossScale,
+                skipped_steps = trainer.SkippedSteps,
             }));
             output.Flush();
         }

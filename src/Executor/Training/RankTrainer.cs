@@ -21,7 +21,8 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 }
 
 /// <summary>Options of a training run.</summary>
-public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8);
+/// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
+public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null);
 
 /// <summary>
 /// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
@@ -49,26 +50,43 @@ public sealed class RankTrainer : IDisposable
     private readonly int _tiedGroup = -1; // ZeRO-3: the group of the embedding tied across stages (its own group)
     private readonly string? _interface;
     private double _ppWait, _dpComm, _optimizerSeconds;
+    private readonly LossScaler? _scaler;
+
+    /// <summary>The dynamic loss scale, or null without loss scaling.</summary>
+    public double? LossScale => _scaler?.Scale;
+
+    /// <summary>Steps skipped because their scaled gradients overflowed.</summary>
+    public int SkippedSteps => _scaler?.SkippedSteps ?? 0;
 
     private double Since(long t0) => (TorchRuntime.NowNanoseconds() - t0) / 1e9;
+
+    /// <summary>Why the executor cannot train this plan of this model, or null.</summary>
+    public static string? Unsupported(ModelSpec model, ParallelPlan plan)
+    {
+        if (model.Vocab % plan.Tp != 0)
+            return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
+        if (plan.Precision == Precision.Fp16)
+            return "fp16: the executor trains on CPU, where libtorch has no fp16 matrix multiply ('addmm' is not implemented for Half); train in bf16 or fp32 (--loss-scale exercises the fp16 loss scaling in any precision)";
+        if (plan.Cp != 1)
+            return "the executor does not run context parallelism yet (cp must be 1)";
+        if (model.KvHeads % plan.Tp != 0)
+            return $"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads";
+        if (model.IsMoe)
+            return "the executor does not run mixture-of-experts models yet";
+        return null;
+    }
 
     /// <summary>Sets up the rank: groups (every rank creates them in the same order), parameters and optimizer.</summary>
     public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options, bool loopback = true)
     {
         _interface = loopback ? "127.0.0.1" : null;
-        if (model.Vocab % plan.Tp != 0)
-            throw new NotSupportedException($"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config");
-        if (plan.Precision == Precision.Fp16)
-            throw new NotSupportedException("the executor has no fp16 loss scaling yet: train in bf16 (or fp32)");
-        if (plan.Cp != 1)
-            throw new NotSupportedException("the executor does not run context parallelism yet (cp must be 1)");
-        if (model.KvHeads % plan.Tp != 0)
-            throw new NotSupportedException($"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads");
-        if (model.IsMoe)
-            throw new NotSupportedException("the executor does not run mixture-of-experts models yet");
+        if (Unsupported(model, plan) is { } reason)
+            throw new NotSupportedException(reason);
         _m = model;
         _plan = plan;
         _options = options;
+        if (plan.Precision == Precision.Fp16 || options.LossScale is not null)
+            _scaler = new LossScaler(options.LossScale ?? 65536);
         _data = data;
         _layout = new ProcessGroupLayout(plan);
         _me = _layout.Coordinates(rank);
@@ -298,7 +316,7 @@ public sealed class RankTrainer : IDisposable
                     run.Targets = targets;
                     var loss = _stage.HeadLoss(x, targets);
                     lossSum += loss.Item();
-                    run.Output = loss / m;
+                    run.Output = loss * ((_scaler?.Scale ?? 1) / m);
                 }
                 else
                 {
@@ -577,7 +595,8 @@ public sealed class RankTrainer : IDisposable
             }
             _dpComm += Since(d0);
             long o0 = TorchRuntime.NowNanoseconds();
-            _optimizer.Step();
+            if (Unscale(_params))
+                _optimizer.Step();
             _optimizer.ZeroGrad();
             _optimizerSeconds += Since(o0);
             return;
@@ -592,15 +611,40 @@ public sealed class RankTrainer : IDisposable
         _shards.AverageGradients();
         _dpComm += Since(d0);
         long z0 = TorchRuntime.NowNanoseconds();
-        _optimizer.Step();
+        bool stepped = Unscale([_shards.Master]);
+        if (stepped)
+            _optimizer.Step();
         _optimizer.ZeroGrad();
         _optimizerSeconds += Since(z0);
-        if (!_zero3)
+        if (!_zero3 && stepped)
         {
             long g0 = TorchRuntime.NowNanoseconds();
             _shards.Gather(0);
             _dpComm += Since(g0);
         }
+    }
+
+    /// <summary>
+    /// Loss scaling: true when every rank's gradients are finite, after dividing them by the scale; false (the step is
+    /// to be skipped, the scale halved) when any rank's overflowed. Without a scaler, true.
+    /// </summary>
+    private bool Unscale(IReadOnlyList<Tensor> optimized)
+    {
+        if (_scaler is null)
+            return true;
+        // Every rank decides the same: the overflow count summed over the TP, PP and DP axes covers the whole grid.
+        using var overflow = Tensor.From([LossScaler.AllFinite(optimized.Select(p => p.Grad)) ? 0f : 1f], 1);
+        foreach (var g in new[] { _tp, _pp, _dp })
+            g?.AllReduce(overflow);
+        bool finite = overflow.Item() == 0;
+        if (finite)
+        {
+            using var scope = DisposeScope.Begin();
+            foreach (var p in optimized)
+                if (p.Grad is { } g)
+                    p.SetGrad(g / _scaler.Scale);
+        }
+        return _scaler.Update(finite);
     }
 
     private static void SetGradients(Tensor flat, IReadOnlyList<Tensor> targets)

@@ -25,6 +25,7 @@ public static class RunCommand
         public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
         public Option<double> Lr { get; } = new("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 1e-3 };
         public Option<double> AdamEps { get; } = new("--adam-eps") { Description = "AdamW epsilon", DefaultValueFactory = _ => 1e-8 };
+        public Option<double?> LossScale { get; } = new("--loss-scale") { Description = "First dynamic loss scale (default: 65536 for fp16, none otherwise)" };
         public Option<string?> Data { get; } = new("--data") { Description = "Token file (flat uint16 or uint32 tokens, nanoGPT .bin); default: synthetic tokens" };
         public Option<int> DataBytes { get; } = new("--data-bytes") { Description = "Bytes per token in --data (2 or 4)", DefaultValueFactory = _ => 2 };
         public Option<string?> Dump { get; } = new("--dump-params") { Description = "Write each rank's parameter shards after training to this folder" };
@@ -35,7 +36,7 @@ public static class RunCommand
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, LossScale, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History })
                 c.Options.Add(o);
         }
 
@@ -61,6 +62,8 @@ public static class RunCommand
                 throw new InputException($"--data-bytes: {r.GetValue(DataBytes)} must be 2 or 4");
             if (r.GetValue(Data) is { } data && !File.Exists(data))
                 throw new InputException($"--data: file '{data}' not found");
+            if (r.GetValue(LossScale) is { } scale && !(scale >= 1 && scale <= 3.4e38))
+                throw new InputException($"--loss-scale: {scale} must be from 1 to 3.4e38 (fp32's largest number)");
             if (r.GetValue(Threads) is < 1 or > 1024)
                 throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
             return new RunInputs(plan, path, m, c, cluster);
@@ -70,7 +73,7 @@ public static class RunCommand
             ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
             : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
 
-        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps));
+        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale));
     }
 
     /// <summary>The hidden rank verb.</summary>
@@ -112,6 +115,8 @@ public static class RunCommand
             var inputs = flags.Read(r);
             var plan = inputs.Plan;
             int world = plan.Gpus;
+            if (Executor.Training.RankTrainer.Unsupported(inputs.Model, plan) is { } unsupported)
+                throw new InputException($"{inputs.PlanPath}: {unsupported}");
             if (plan.OptimizerOffload > 0)
                 throw new InputException($"{inputs.PlanPath}: key 'optimizer_offload' is {plan.OptimizerOffload}; the executor steps the optimizer where its ranks run (CPU ranks have no host link to offload over): set it to 0 to run this plan");
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
@@ -216,6 +221,8 @@ public static class RunCommand
                 "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
             if (r.GetValue(flags.Data) is { } data)
                 forwarded.AddRange(["--data", data]);
+            if (r.GetValue(flags.LossScale) is { } scale)
+                forwarded.AddRange(["--loss-scale", scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
             if (r.GetValue(flags.Dump) is { } dump)
                 forwarded.AddRange(["--dump-params", dump]);
             var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
@@ -250,6 +257,9 @@ public static class RunCommand
             .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["parameter_bytes"]!).ToList();
         var overlapped = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => (int)g.Last(l => (int)l["step"]! == steps - 1)["overlapped_reduces"]!).ToList();
+        var lastLine = lines.Last(l => (int)l["step"]! == steps - 1);
+        double? lossScale = (double?)lastLine["loss_scale"];
+        int skipped = (int)lastLine["skipped_steps"]!;
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
@@ -281,6 +291,8 @@ public static class RunCommand
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
                     ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
                     ["overlapped_reduces_by_rank"] = new JsonArray(overlapped.Select(v => (JsonNode)v).ToArray()),
+                    ["loss_scale"] = lossScale,
+                    ["skipped_steps"] = skipped,
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                     ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
                     ["breakdown"] = new JsonObject
