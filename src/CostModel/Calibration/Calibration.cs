@@ -10,6 +10,7 @@ namespace Planner.CostModel.Calibration;
 /// <param name="Host">Host name of the machine.</param>
 /// <param name="Cpu">CPU model (from /proc/cpuinfo) or GPU name: a file from other hardware is refused unless forced.</param>
 /// <param name="PeakTflops">Peak rate used for the GEMM curve (the best measured rate divided by the fitted efficiency).</param>
+/// <param name="ElementRateG">Billions of elements per second of a transcendental elementwise op (0: not measured).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -25,7 +26,8 @@ public sealed record Calibration(
     double IntraLatencyUs,
     double InterBandwidthGbs,
     double InterLatencyUs,
-    IReadOnlyDictionary<string, string> Versions)
+    IReadOnlyDictionary<string, string> Versions,
+    double ElementRateG = 0)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -42,6 +44,7 @@ public sealed record Calibration(
             MemoryBandwidthGbs = MemoryBandwidthGbs,
             MemoryEfficiency = 1,
             ReservedGib = ReservedGib,
+            ElementRateG = ElementRateG > 0 ? ElementRateG : cluster.Gpu.ElementRateG,
         };
         return cluster with
         {

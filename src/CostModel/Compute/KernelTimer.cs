@@ -4,13 +4,15 @@ namespace Planner.CostModel.Compute;
 
 /// <summary>
 /// Seconds of kernels on one GPU: GEMMs from the peak rate times an efficiency curve by size, memory-bound ops
-/// from the memory bandwidth, each plus a fixed launch overhead.
+/// from the memory bandwidth (or, on CPUs, their transcendental functions' element rate), each plus a fixed launch
+/// overhead.
 /// </summary>
 public sealed class KernelTimer(GpuSpec gpu, Precision precision)
 {
     private readonly double _peak = gpu.PeakFlops(precision);
     private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
     private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
+    private readonly double _elementSeconds = gpu.ElementRateG > 0 ? 1 / (gpu.ElementRateG * 1e9) : 0;
 
     /// <summary>
     /// Fraction of peak a GEMM reaches: the large-GEMM efficiency, scaled by d/(d + d½) for each dimension, so
@@ -25,11 +27,12 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// <summary>Seconds of one GEMM.</summary>
     public double Gemm(GemmShape g) => g.Flops / (_peak * GemmEfficiency(g)) + _overhead;
 
-    /// <summary>Seconds of a memory-bound kernel moving <paramref name="bytes"/>.</summary>
-    public double Memory(double bytes) => bytes / _bandwidth + _overhead;
+    /// <summary>Seconds of a memory-bound kernel moving <paramref name="bytes"/> (and evaluating a transcendental
+    /// function on <paramref name="elements"/> elements, when that is the slower part).</summary>
+    public double Memory(double bytes, double elements = 0) => Math.Max(bytes / _bandwidth, elements * _elementSeconds) + _overhead;
 
     /// <summary>Forward seconds of an op.</summary>
-    public double Forward(Op op) => op.Gemm is { } g ? Gemm(g) : Memory(op.Bytes);
+    public double Forward(Op op) => op.Gemm is { } g ? Gemm(g) : Memory(op.Bytes, op.Elements);
 
     /// <summary>
     /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N];
@@ -37,7 +40,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// </summary>
     public double Backward(Op op) => op.Gemm is { } g
         ? op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
-        : Memory(2 * op.Bytes);
+        : Memory(2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>
     public double Forward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false)

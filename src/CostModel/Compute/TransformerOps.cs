@@ -84,7 +84,7 @@ public sealed class TransformerOps
         {
             ops.Add(Op.Matmul("scores", sq, sk, d, batchHeads, attentionCore: true));
             // scale+mask+softmax in one kernel (read, write), then dropout (read, write, mask).
-            ops.Add(Op.Memory("softmax", 2 * scoreElems * e, attentionCore: true));
+            ops.Add(Op.Memory("softmax", 2 * scoreElems * e, attentionCore: true, elements: scoreElems));
             ops.Add(Op.Memory("attn_dropout", scoreElems * (2 * e + 1), attentionCore: true));
             ops.Add(Op.Matmul("values", sq, d, sk, batchHeads, attentionCore: true));
         }
@@ -100,12 +100,12 @@ public sealed class TransformerOps
         if (_m.Mlp == MlpKind.SwiGlu)
         {
             ops.Add(Op.Matmul("mlp_gate_up", routed, 2 * fLocal, h));
-            ops.Add(Op.Memory("swiglu", 3 * routed * fLocal * e));
+            ops.Add(Op.Memory("swiglu", 3 * routed * fLocal * e, elements: routed * fLocal));
         }
         else
         {
             ops.Add(Op.Matmul("mlp_up", routed, fLocal, h));
-            ops.Add(Op.Memory("gelu", 2 * routed * fLocal * e));
+            ops.Add(Op.Memory("gelu", 2 * routed * fLocal * e, elements: routed * fLocal));
         }
         ops.Add(Op.Matmul("mlp_down", routed, h, fLocal));
         ops.Add(Op.Memory("bias_dropout_add2", tn * h * (3 * e + 1)));
@@ -127,7 +127,7 @@ public sealed class TransformerOps
             Op.Memory("final_norm", 2 * NormTokens * h * e),
             Op.Matmul("lm_head", Tokens, vLocal, h),
             // Logits to fp32, softmax statistics and the loss: read the logits, write and re-read fp32 copies.
-            Op.Memory("cross_entropy", Tokens * vLocal * (e + 8)),
+            Op.Memory("cross_entropy", Tokens * vLocal * (e + 8), elements: Tokens * vLocal),
         ];
     }
 

@@ -17,7 +17,7 @@ public static class ClusterLoader
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
-    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib"];
+    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g"];
     private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8"];
 
     /// <summary>Cluster preset names.</summary>
@@ -121,7 +121,8 @@ public static class ClusterLoader
             MemoryEfficiency: m.OptionalNumber("memory_efficiency", 1) ?? DefaultGpu.MemoryEfficiency,
             KernelOverheadUs: m.OptionalNumber("kernel_overhead_us", 1e6, min: -1e-9) ?? DefaultGpu.KernelOverheadUs,
             OverlapSlowdown: m.OptionalNumber("overlap_slowdown", 0.9, min: -1e-9) ?? DefaultGpu.OverlapSlowdown,
-            ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib);
+            ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib,
+            ElementRateG: m.OptionalNumber("element_rate_g", 1e6, min: -1e-9) ?? 0);
         m.RejectUnknown(GpuKeys);
         return gpu;
     }

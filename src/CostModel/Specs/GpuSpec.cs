@@ -15,6 +15,9 @@ namespace Planner.CostModel.Specs;
 /// <param name="OverlapSlowdown">Fraction by which compute slows while a collective runs beside it (the
 /// communication kernels take streaming multiprocessors and memory bandwidth).</param>
 /// <param name="ReservedGib">Memory the runtime holds outside the allocator (CUDA context, library workspaces), GiB.</param>
+/// <param name="ElementRateG">Billions of elements per second that ops evaluating a transcendental function per element
+/// (softmax, GELU, SiLU, the loss's log-softmax) reach; 0 when they are memory-bound (GPUs, whose special-function
+/// units outpace memory). On CPUs the exp and tanh cost more than moving the bytes.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -25,7 +28,8 @@ public sealed record GpuSpec(
     double MemoryEfficiency,
     double KernelOverheadUs,
     double OverlapSlowdown,
-    double ReservedGib)
+    double ReservedGib,
+    double ElementRateG = 0)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>

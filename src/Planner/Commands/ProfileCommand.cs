@@ -68,6 +68,7 @@ public static class ProfileCommand
         var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
         var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
         double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
+        double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
         var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
@@ -81,7 +82,8 @@ public static class ProfileCommand
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
             (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
-            new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") });
+            new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
+            elementRate / 1e9);
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -93,7 +95,7 @@ public static class ProfileCommand
             }
             console.Write(g);
             console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
-            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory at start {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
+            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory at start {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
                 .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());

@@ -80,6 +80,8 @@ public static class ProfileRank
         var y = Tensor.Full([elements], 2);
         pg.Barrier();
         double add = Median(() => (x + y).Dispose(), 0.3);
+        // Elementwise transcendental functions (the MLP's tanh GELU; exp in softmax and the loss): elements per second.
+        double gelu = Median(() => x.Gelu(tanhApproximation: true).Dispose(), 0.3);
         var s1 = Tensor.Full([1], 1);
         var s2 = Tensor.Full([1], 1);
         double small = Median(() => (s1 + s2).Dispose(), 0.2);
@@ -118,6 +120,8 @@ public static class ProfileRank
                 gemm,
                 add_seconds = add,
                 add_bytes = 3 * 4 * elements,
+                gelu_seconds = gelu,
+                gelu_elements = elements,
                 small_op_seconds = small,
                 all_reduce = allReduce,
                 send_recv = sendRecv,
