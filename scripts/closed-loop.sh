@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The closed loop of README "validate --executed" on this machine: profile local-cpu, run five plans of a small
 # GPT with two rank processes each, and compare the measured step times and memory with the predictions.
-#   scripts/closed-loop.sh [OUT_DIR] [STEPS]
+#   scripts/closed-loop.sh [OUT_DIR] [STEPS] [WARMUP]  (the median step time leaves out the first WARMUP steps)
 # Writes OUT_DIR/history.csv (runs appended), the plans and each run's JSON; prints validate --executed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-/tmp/planner-closed-loop}"
-steps="${2:-12}"
+steps="${2:-24}"
+warmup="${3:-$((steps / 4))}"
 mkdir -p "$out"
 planner="$root/planner"
 
@@ -29,7 +30,7 @@ plan dp2-full 1 1 2 4 full
 
 "$planner" profile --cluster local-cpu
 for p in dp2 tp2 pp2-mbs1 pp2-mbs2 dp2-full; do
-  "$planner" run --plan "$out/$p.json" --steps "$steps" --warmup 2 --history "$out/history.csv" --json >"$out/$p.run.json"
+  "$planner" run --plan "$out/$p.json" --steps "$steps" --warmup "$warmup" --history "$out/history.csv" --json >"$out/$p.run.json"
   echo "ran $p"
 done
 "$planner" validate --executed "$out/history.csv"

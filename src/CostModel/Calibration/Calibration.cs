@@ -11,6 +11,7 @@ namespace Planner.CostModel.Calibration;
 /// <param name="Cpu">CPU model (from /proc/cpuinfo) or GPU name: a file from other hardware is refused unless forced.</param>
 /// <param name="PeakTflops">Peak rate used for the GEMM curve (the best measured rate divided by the fitted efficiency).</param>
 /// <param name="ElementRateG">Billions of elements per second of a transcendental elementwise op (0: not measured).</param>
+/// <param name="OverlapSlowdown">Measured slowdown of a kernel while an all-reduce runs beside it (null: not measured).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -27,7 +28,8 @@ public sealed record Calibration(
     double InterBandwidthGbs,
     double InterLatencyUs,
     IReadOnlyDictionary<string, string> Versions,
-    double ElementRateG = 0)
+    double ElementRateG = 0,
+    double? OverlapSlowdown = null)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -45,6 +47,7 @@ public sealed record Calibration(
             MemoryEfficiency = 1,
             ReservedGib = ReservedGib,
             ElementRateG = ElementRateG > 0 ? ElementRateG : cluster.Gpu.ElementRateG,
+            OverlapSlowdown = OverlapSlowdown ?? cluster.Gpu.OverlapSlowdown,
         };
         return cluster with
         {

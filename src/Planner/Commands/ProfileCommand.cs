@@ -69,13 +69,20 @@ public static class ProfileCommand
         var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
         double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
         double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
+        // The cost model's overlap: compute + s·comm while the communication is shorter than the compute, so
+        // s = (together − compute) / comm, within [0, 0.9].
+        var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
+        double slowdown = Math.Clamp((ov[2] - ov[0]) / ov[1], 0, 0.9);
         var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        var loaded = m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
-        // uses the all-reduces, which tensor and data parallelism are made of; Gloo's point-to-point transfers are
-        // faster per byte (see the table), so pipeline transfers come out priced on the safe side.
+        // uses the all-reduces as training runs them, right after a kernel on every rank (the "loaded" column: on
+        // shared cores that adds the wait for the peers' threads); tensor and data parallelism are made of them.
+        // Gloo's point-to-point transfers are faster per byte (see the table), so pipeline transfers come out priced
+        // on the safe side.
         int n = m["world"] is { } w ? (int)w : 2;
-        var samples = ar.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
+        var samples = loaded.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
         var (alpha, beta) = Fitting.AlphaBeta(samples);
         var (host, cpu) = CalibrationFile.ThisMachine();
         // A kernel call costs at least what the smallest op costs through the binding.
@@ -83,7 +90,7 @@ public static class ProfileCommand
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
             (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
             new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
-            elementRate / 1e9);
+            elementRate / 1e9, slowdown);
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -97,15 +104,16 @@ public static class ProfileCommand
             console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
             console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory at start {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
-                .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
+                .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
                 .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
             for (int i = 0; i < ar.Count; i++)
             {
                 double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
-                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
+                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{loaded[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
             }
             console.Write(c);
             console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");
+            console.WriteLine($"overlap: kernels {ov[0] * 1e3:F1} ms alone, a 4 MiB all-reduce {ov[1] * 1e3:F1} ms alone, both {ov[2] * 1e3:F1} ms: compute slows by {slowdown:P0} of the all-reduce's time");
         };
         return cal;
     }

@@ -53,6 +53,8 @@ public static class CalibrationFile
             new("inter_bandwidth_gbs", c.InterBandwidthGbs.ToString("R", inv)), new("inter_latency_us", c.InterLatencyUs.ToString("R", inv)),
         };
         rows.Add(new("element_rate_g", c.ElementRateG.ToString("R", inv)));
+        if (c.OverlapSlowdown is { } slowdown)
+            rows.Add(new("overlap_slowdown", slowdown.ToString("R", inv)));
         rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
@@ -83,7 +85,8 @@ public static class CalibrationFile
             D("kernel_overhead_us"), D("memory_bandwidth_gbs"), D("reserved_gib"), D("intra_bandwidth_gbs"), D("intra_latency_us"),
             D("inter_bandwidth_gbs"), D("inter_latency_us"),
             map.Where(kv => kv.Key.StartsWith("version.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key[8..], kv => kv.Value),
-            map.ContainsKey("element_rate_g") ? D("element_rate_g") : 0); // files from before this key: not measured
+            map.ContainsKey("element_rate_g") ? D("element_rate_g") : 0, // files from before these keys: not measured
+            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), 0.9) : null);
     }
 
     /// <summary>

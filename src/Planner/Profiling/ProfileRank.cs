@@ -86,13 +86,24 @@ public static class ProfileRank
         var s2 = Tensor.Full([1], 1);
         double small = Median(() => (s1 + s2).Dispose(), 0.2);
         var allReduce = new List<double[]>();
+        var loaded = new List<double[]>();
         var sendRecv = new List<double[]>();
+        // Training runs its collectives between kernels: a few milliseconds of work, then the collective, on every
+        // rank. With ranks sharing cores, a collective then also waits for the peers' communication threads to be
+        // scheduled again. Measured as (work + all-reduce) minus the work alone.
+        var wa = Tensor.Normal([512, 512], 0, 1, seed: 3);
+        var wb = Tensor.Normal([512, 512], 0, 1, seed: 4);
+        void Work() => wa.MatMul(wb).Dispose();
+        pg.Barrier();
+        double workAlone = MedianOf(Work, 20);
         foreach (long bytes in MessageBytes)
         {
             var t = Tensor.Zeros([bytes / 4]);
             pg.Barrier();
             int runs = (int)Math.Clamp((16L << 20) / bytes, 5, 50);
             allReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
+            pg.Barrier();
+            loaded.Add([bytes, Math.Max(1e-6, MedianOf(() => { Work(); pg.AllReduce(t); }, runs) - workAlone)]);
             pg.Barrier();
             // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
             double roundTrip = MedianOf(() =>
@@ -112,6 +123,23 @@ public static class ProfileRank
             pg.Barrier();
             t.Dispose();
         }
+        // Overlap: how much a kernel slows while an all-reduce runs beside it (the data-parallel reduction behind the
+        // backward). Work of about twice the all-reduce's time, alone and with the all-reduce started first.
+        var big = Tensor.Zeros([(4L << 20) / 4]);
+        pg.Barrier();
+        double commAlone = MedianOf(() => pg.AllReduce(big), 5);
+        int kernels = Math.Max(1, (int)Math.Ceiling(2 * commAlone / workAlone));
+        pg.Barrier();
+        double computeAlone = MedianOf(() => { for (int i = 0; i < kernels; i++) Work(); }, 5);
+        pg.Barrier();
+        double together = MedianOf(() =>
+        {
+            using var work = pg.AllReduceAsync(big);
+            for (int i = 0; i < kernels; i++)
+                Work();
+            work.Wait(timeout);
+        }, 5);
+        big.Dispose();
         if (rank == 0)
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
@@ -124,6 +152,8 @@ public static class ProfileRank
                 gelu_elements = elements,
                 small_op_seconds = small,
                 all_reduce = allReduce,
+                all_reduce_loaded = loaded,
+                overlap = new[] { computeAlone, commAlone, together },
                 send_recv = sendRecv,
                 torch = TorchRuntime.Version,
             }));
