@@ -12,6 +12,7 @@ namespace Planner.CostModel.Calibration;
 /// <param name="PeakTflops">Peak rate used for the GEMM curve (the best measured rate divided by the fitted efficiency).</param>
 /// <param name="ElementRateG">Billions of elements per second of a transcendental elementwise op (0: not measured).</param>
 /// <param name="OverlapSlowdown">Measured slowdown of a kernel while an all-reduce runs beside it (null: not measured).</param>
+/// <param name="GemmResiduals">Each profiled GEMM's measured time over the fitted curve's (null: none).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -29,7 +30,8 @@ public sealed record Calibration(
     double InterLatencyUs,
     IReadOnlyDictionary<string, string> Versions,
     double ElementRateG = 0,
-    double? OverlapSlowdown = null)
+    double? OverlapSlowdown = null,
+    IReadOnlyList<GemmResidual>? GemmResiduals = null)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -48,6 +50,7 @@ public sealed record Calibration(
             ReservedGib = ReservedGib,
             ElementRateG = ElementRateG > 0 ? ElementRateG : cluster.Gpu.ElementRateG,
             OverlapSlowdown = OverlapSlowdown ?? cluster.Gpu.OverlapSlowdown,
+            GemmResiduals = GemmResiduals,
         };
         return cluster with
         {

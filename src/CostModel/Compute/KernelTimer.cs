@@ -24,8 +24,26 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
         return gpu.GemmEfficiency * g.M / (g.M + half) * g.N / (g.N + half) * g.K / (g.K + half);
     }
 
-    /// <summary>Seconds of one GEMM.</summary>
-    public double Gemm(GemmShape g) => g.Flops / (_peak * GemmEfficiency(g)) + _overhead;
+    /// <summary>Seconds of one GEMM: the efficiency curve, corrected by the nearest profiled shape if there is one
+    /// within a factor 2 in each dimension.</summary>
+    public double Gemm(GemmShape g) => g.Flops / (_peak * GemmEfficiency(g)) * Residual(g) + _overhead;
+
+    private double Residual(GemmShape g)
+    {
+        if (gpu.GemmResiduals is not { Count: > 0 } residuals)
+            return 1;
+        double best = double.MaxValue, ratio = 1;
+        foreach (var r in residuals)
+        {
+            var (sum, max) = r.Distance(g.M, g.N, g.K);
+            if (max <= Math.Log(2) + 1e-9 && sum < best)
+            {
+                best = sum;
+                ratio = r.Ratio;
+            }
+        }
+        return ratio;
+    }
 
     /// <summary>Seconds of a memory-bound kernel moving <paramref name="bytes"/> (and evaluating a transcendental
     /// function on <paramref name="elements"/> elements, when that is the slower part).</summary>

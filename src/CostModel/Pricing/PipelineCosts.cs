@@ -174,6 +174,7 @@ public sealed class PipelineCosts
             memory.StageParams(layout.LayersOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
 
         int chunks = plan.Vpp;
+        double gradAccumulationBytes = mixed ? 2 : 4;
         var fwd = new double[plan.Pp, chunks];
         var bwd = new double[plan.Pp, chunks];
         var parts = new StageParts[plan.Pp];
@@ -201,9 +202,12 @@ public sealed class PipelineCosts
                 // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
                 bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0;
                 double zeroB = gpu.Overlapped(computeB + recompute, gather * (regather ? 3 : 2)) - (computeB + recompute);
+                // Every micro-batch after the first adds its weight gradients into the accumulated ones (read both,
+                // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
+                double accumulate = m > 1 && !options.FusedGradAccumulation ? block.Timer.Stream(3 * ChunkParams(s, c) * gradAccumulationBytes) * (m - 1) / m : 0;
                 fwd[s, c] = computeF + commF + zeroF;
-                bwd[s, c] = computeB + recompute + commB + zeroB;
-                part.Compute += m * (computeF + computeB);
+                bwd[s, c] = computeB + accumulate + recompute + commB + zeroB;
+                part.Compute += m * (computeF + computeB + accumulate);
                 part.Recompute += m * recompute;
                 part.TpComm += m * (commF + commB);
                 part.Zero3 += m * (zeroF + zeroB);

@@ -12,10 +12,14 @@ namespace Planner.CostModel.Pricing;
 /// <param name="FlashAttention">Fused attention (FlashAttention 2 and its kin, as current frameworks use); false for
 /// the materialised softmax of Megatron-LM of 2021–22. Under flash attention selective recompute has nothing left
 /// to recompute: the fused backward already redoes the scores.</param>
+/// <param name="FusedGradAccumulation">Weight-gradient GEMMs add into the accumulated gradients themselves
+/// (Megatron-LM's gradient accumulation fusion); false for plain autograd, where each micro-batch after the first
+/// adds its gradients in a memory-bound pass.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
-    bool FlashAttention = true)
+    bool FlashAttention = true,
+    bool FusedGradAccumulation = true)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

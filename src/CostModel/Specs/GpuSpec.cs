@@ -18,6 +18,9 @@ namespace Planner.CostModel.Specs;
 /// <param name="ElementRateG">Billions of elements per second that ops evaluating a transcendental function per element
 /// (softmax, GELU, SiLU, the loss's log-softmax) reach; 0 when they are memory-bound (GPUs, whose special-function
 /// units outpace memory). On CPUs the exp and tanh cost more than moving the bytes.</param>
+/// <param name="GemmResiduals">Measured GEMM shapes (dimensions sorted, largest first) with their measured time over
+/// the efficiency curve's, from a profile; a GEMM near one of them (within 2x in each dimension) is priced with its
+/// correction. Null: the curve alone.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -29,7 +32,8 @@ public sealed record GpuSpec(
     double KernelOverheadUs,
     double OverlapSlowdown,
     double ReservedGib,
-    double ElementRateG = 0)
+    double ElementRateG = 0,
+    IReadOnlyList<GemmResidual>? GemmResiduals = null)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>
@@ -47,4 +51,25 @@ public sealed record GpuSpec(
 
     /// <summary>Memory in bytes.</summary>
     public double MemoryBytes => MemoryGib * Units.GiB;
+}
+
+/// <summary>A profiled GEMM: its dimensions sorted (largest first) and its measured time over the curve's.</summary>
+public readonly record struct GemmResidual(double D1, double D2, double D3, double Ratio)
+{
+    /// <summary>The residual of a shape (dimensions in any order).</summary>
+    public static GemmResidual Of(double m, double n, double k, double ratio)
+    {
+        var d = new[] { m, n, k };
+        Array.Sort(d);
+        return new GemmResidual(d[2], d[1], d[0], ratio);
+    }
+
+    /// <summary>Distance to a shape in log space over sorted dimensions: the sum and the largest of |ln(a/b)|.</summary>
+    public (double Sum, double Max) Distance(double m, double n, double k)
+    {
+        var d = new[] { m, n, k };
+        Array.Sort(d);
+        double a = Math.Abs(Math.Log(D1 / d[2])), b = Math.Abs(Math.Log(D2 / d[1])), c = Math.Abs(Math.Log(D3 / d[0]));
+        return (a + b + c, Math.Max(a, Math.Max(b, c)));
+    }
 }

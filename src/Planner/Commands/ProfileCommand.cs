@@ -67,6 +67,8 @@ public static class ProfileCommand
         double peak = cluster.Gpu.PeakFlops(precision);
         var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
         var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
+        double CurveSeconds(double mm, double nn, double kk) =>
+            2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
         double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
         double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
         // The cost model's overlap: compute + s·comm while the communication is shorter than the compute, so
@@ -90,14 +92,15 @@ public static class ProfileCommand
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
             (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
             new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
-            elementRate / 1e9, slowdown);
+            elementRate / 1e9, slowdown,
+            gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList());
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
                 .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
             foreach (var (mm, nn, kk, t) in gemm)
             {
-                double fit = 2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
+                double fit = CurveSeconds(mm, nn, kk);
                 g.AddRow($"{mm}x{nn}x{kk}", $"{t * 1e3:F3}", $"{2 * mm * nn * kk / t / 1e9:F1}", $"{fit * 1e3:F3}");
             }
             console.Write(g);

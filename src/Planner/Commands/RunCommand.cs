@@ -152,9 +152,9 @@ public static class RunCommand
     /// <summary>
     /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel), and the
     /// data-parallel all-reduce of ZeRO-0 started block by block behind the last backward (ZeRO-1/2 reduce-scatter
-    /// after the flush).
+    /// after the flush), and autograd's accumulation of each micro-batch's gradients.
     /// </summary>
-    public static PricingOptions Software(ParallelPlan plan) => new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false);
+    public static PricingOptions Software(ParallelPlan plan) => new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false, FusedGradAccumulation: false);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
@@ -291,6 +291,8 @@ public static class RunCommand
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
                     ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
                     ["overlapped_reduces_by_rank"] = new JsonArray(overlapped.Select(v => (JsonNode)v).ToArray()),
+                    ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+                        .Select(g => (JsonNode)Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
                     ["loss_scale"] = lossScale,
                     ["skipped_steps"] = skipped,
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
@@ -323,6 +325,12 @@ public static class RunCommand
         if (predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
         return (median, peak, predicted);
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        return sorted.Length == 0 ? double.NaN : sorted[sorted.Length / 2];
     }
 }
 

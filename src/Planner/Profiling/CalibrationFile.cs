@@ -55,6 +55,12 @@ public static class CalibrationFile
         rows.Add(new("element_rate_g", c.ElementRateG.ToString("R", inv)));
         if (c.OverlapSlowdown is { } slowdown)
             rows.Add(new("overlap_slowdown", slowdown.ToString("R", inv)));
+        var residuals = c.GemmResiduals ?? [];
+        for (int i = 0; i < residuals.Count; i++)
+        {
+            var r = residuals[i];
+            rows.Add(new($"gemm_residual.{i}", string.Join(' ', new[] { r.D1, r.D2, r.D3, r.Ratio }.Select(v => v.ToString("R", inv)))));
+        }
         rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
@@ -86,7 +92,14 @@ public static class CalibrationFile
             D("inter_bandwidth_gbs"), D("inter_latency_us"),
             map.Where(kv => kv.Key.StartsWith("version.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key[8..], kv => kv.Value),
             map.ContainsKey("element_rate_g") ? D("element_rate_g") : 0, // files from before these keys: not measured
-            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), 0.9) : null);
+            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), 0.9) : null,
+            map.Keys.Where(k => k.StartsWith("gemm_residual.", StringComparison.Ordinal)).Select(k =>
+            {
+                var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d > 0 && double.IsFinite(d) ? d : -1).ToArray();
+                return v.Length == 4 && v.All(x => x > 0)
+                    ? new GemmResidual(v[0], v[1], v[2], v[3])
+                    : throw new InputException($"{path}: key '{k}' must hold four positive numbers (three GEMM dimensions and a ratio)");
+            }).ToList());
     }
 
     /// <summary>
