@@ -28,4 +28,23 @@ public class KernelTimerTests
         var add = Op.Memory("add", bytes: 8e6);
         Assert.Equal(8e6 / (cpu.MemoryBandwidthGbs * 1e9 * cpu.MemoryEfficiency) + overhead, timer.Forward(add), 12);
     }
+
+    [Fact]
+    public void A_profiled_gemm_corrects_the_curve_near_it_and_only_there()
+    {
+        var plain = ClusterLoader.LoadGpu("local-cpu");
+        // Measured 1.5x the curve at 128 x 8192 x 256 (an LM head), 0.8x at 512 x 768 x 256.
+        var gpu = plain with { GemmResiduals = [GemmResidual.Of(128, 8192, 256, 1.5), GemmResidual.Of(512, 768, 256, 0.8)] };
+        var curve = new KernelTimer(plain, Precision.Fp32);
+        var corrected = new KernelTimer(gpu, Precision.Fp32);
+        double overhead = plain.KernelOverheadUs * 1e-6;
+        double Kernel(KernelTimer t, GemmShape g) => t.Gemm(g) - overhead;
+        // The same shape in another order (a backward GEMM), and a shape within 2x in every dimension.
+        foreach (var g in new[] { new GemmShape(128, 8192, 256), new GemmShape(128, 256, 8192), new GemmShape(200, 6000, 300) })
+            Assert.Equal(1.5 * Kernel(curve, g), Kernel(corrected, g), 9);
+        Assert.Equal(0.8 * Kernel(curve, new GemmShape(512, 1024, 256)), Kernel(corrected, new GemmShape(512, 1024, 256)), 9);
+        // Beyond 2x in a dimension: the curve alone.
+        var far = new GemmShape(2048, 2048, 2048);
+        Assert.Equal(Kernel(curve, far), Kernel(corrected, far), 12);
+    }
 }

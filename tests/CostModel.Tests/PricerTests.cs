@@ -291,4 +291,19 @@ public class PricerTests
         Assert.False(r.Fits);
         Assert.True(r.MemoryByStage.Max(m => m.Host) * 8 > 256 * Units.GiB * HostSpec.UsableFraction);
     }
+
+    [Fact]
+    public void Unfused_gradient_accumulation_adds_a_pass_over_the_gradients_per_micro_batch()
+    {
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 8, pp: 1, dp: 16, gbs: 128); // 8 micro-batches
+        var fused = Pricer.Price(model, cluster, plan);
+        var autograd = Pricer.Price(model, cluster, plan, new PricingOptions(FusedGradAccumulation: false));
+        // 7 of 8 micro-batches read two gradient copies and write one: 3 · 2 bytes per parameter of the rank.
+        double parameters = fused.MemoryByStage[0].Gradients / 2;
+        double pass = 3 * 2 * parameters / (cluster.Gpu.MemoryBandwidthGbs * 1e9 * cluster.Gpu.MemoryEfficiency);
+        AssertRel(fused.Breakdown.Compute + 7 * pass, autograd.Breakdown.Compute, 1e-6);
+        Assert.True(autograd.StepTimeSeconds > fused.StepTimeSeconds);
+    }
 }

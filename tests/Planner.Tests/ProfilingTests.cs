@@ -45,7 +45,8 @@ public sealed class ProfilingTests : IDisposable
     }
 
     private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
-        new Dictionary<string, string> { ["libtorch"] = "1.13" });
+        new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
+        GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)]);
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -61,6 +62,18 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(9, c.Gpu.MemoryBandwidthGbs);
         Assert.Equal(1.3, c.IntraNode.BandwidthGbs);
         Assert.Equal(25, c.InterNode.LatencyUs);
+        Assert.Equal(0.3, c.Gpu.ElementRateG);
+        Assert.Equal(0.6, c.Gpu.OverlapSlowdown);
+        Assert.Equal([new GemmResidual(8192, 256, 128, 1.5)], c.Gpu.GemmResiduals!);
+        // A file from before these keys reads as "not measured": the cluster keeps its own values.
+        File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
+        var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
+        Assert.Equal(ClusterLoader.Load("local-cpu").Gpu.ElementRateG, old.Gpu.ElementRateG);
+        Assert.Empty(old.Gpu.GemmResiduals!);
+        // A broken residual row is named.
+        File.AppendAllText(path, "gemm_residual.0,128 256 x\n");
+        var e = Assert.Throws<InputException>(() => CalibrationFile.Read(path));
+        Assert.Contains("gemm_residual.0", e.Message);
     }
 
     [Fact]
