@@ -141,6 +141,34 @@ public sealed class PipelineCosts
         (b.Forward + b.Backward + b.Recompute + b.TpForward + b.TpBackward + b.TpRecompute + b.CpForward + b.CpBackward,
          (first ? b.EmbeddingForward + b.EmbeddingBackward + b.TpEmbedding : 0) + (last ? b.HeadForward + b.HeadBackward + b.TpEmbedding : 0));
 
+    /// <summary>
+    /// The first and last stages' memory of a plan on a homogeneous cluster without pricing its time (what
+    /// <see cref="StageMemory"/> gives for those stages): a search's first filter.
+    /// </summary>
+    /// <param name="variant">Another value of the knobs that leave the kernels alone (e.g. the optimizer offload), for
+    /// the second pair of the result.</param>
+    public static (MemoryBreakdown First, MemoryBreakdown Last, MemoryBreakdown VariantFirst, MemoryBreakdown VariantLast) EndStageMemory(
+        ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant)
+    {
+        var layout = StageLayout.Of(model, plan);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu);
+        int last = plan.Pp - 1;
+        int layersFirst = layout.LayersOnStage(0), layersLast = layout.LayersOnStage(last);
+        int inFlightFirst = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, 0);
+        int inFlightLast = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, last);
+        MemoryBreakdown At(int s, ParallelPlan p) => s == 0
+            ? memory.Stage(0, layersFirst, inFlightFirst, plan.Vpp, variant: p)
+            : memory.Stage(s, layersLast, inFlightLast, plan.Vpp, variant: p);
+        var first = At(0, plan);
+        var variantFirst = At(0, variant);
+        return last > 0
+            ? (first, At(last, plan), variantFirst, At(last, variant))
+            : (first, first, variantFirst, variantFirst);
+    }
+
+    /// <summary>Host memory each GPU of the cluster may fill with offloaded state, bytes (0 without a host spec).</summary>
+    public static double HostBytesPerGpuOf(ClusterSpec cluster) => cluster.Host is { } host ? host.UsableBytes / cluster.GpusPerNode : 0;
+
     /// <summary>Computes the costs of a plan that passed <see cref="PlanCheck"/>.</summary>
     public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
@@ -254,7 +282,7 @@ public sealed class PipelineCosts
             double toHost = gradBytes / host.PcieBytesPerSecond, toGpu = weightBytes / host.PcieBytesPerSecond;
             double cpu = OptimizerBytesPerParam(mixed) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
             hostSecondsPerParam = Math.Max(cpu, Math.Max(toHost, toGpu));
-            hostBytesPerGpu = host.UsableBytes / cluster.GpusPerNode;
+            hostBytesPerGpu = HostBytesPerGpuOf(cluster);
         }
         var costs = new PipelineCosts
         {

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Planner.Cli.Milp;
+using Planner.CostModel.Memory;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
@@ -71,7 +72,9 @@ public static class PlanSearch
         var nearMisses = new ConcurrentBag<List<Candidate>>();
         long enumerated = 0, bounded = 0;
         var smallest = new ConcurrentBag<(ParallelPlan, double)>();
-        Parallel.ForEach(shapes, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
+        // Longest first, one shape at a time: the shapes differ in cost by orders of magnitude (stages × chunks).
+        shapes.Sort((a, b) => b.Pp.CompareTo(a.Pp));
+        Parallel.ForEach(Partitioner.Create(shapes, EnumerablePartitionerOptions.NoBuffering), new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
             () => new Worker(req, options),
             (shape, _, worker) => { worker.Expand(shape); return worker; },
             worker =>
@@ -99,6 +102,12 @@ public static class PlanSearch
         {
             if (best.Count >= req.Top && bound > best[^1].Score * (1 + TieTolerance))
                 break; // no remaining candidate can enter the top K (ties included, for the memory tie-break)
+            // A plan (or a family: its members share a configuration) cannot enter the list when the best variant of
+            // its configuration already there beats its bound: the list keeps one plan per configuration.
+            var config = VariantOf(item.Plan);
+            int same = best.FindIndex(x => VariantOf(x.P.Plan) == config);
+            if (same >= 0 && bound > best[same].Score * (1 + TieTolerance))
+                continue;
             if (item.Kind != Kind.Plan)
             {
                 foreach (var next in expander.Unfold(item))
@@ -107,10 +116,11 @@ public static class PlanSearch
             }
             if (!variants.Remove(item.Plan, out var p))
             {
-                if (item.Plan.OptimizerOffload > 0)
+                if (expander.OffloadFractions.Count > 0)
                 {
                     // One simulation prices every offload fraction of the plan; keep the others for when they come up.
-                    foreach (var v in Pricer.PriceOffloads(req.Model, req.Cluster, item.Plan, expander.OffloadFractions, options))
+                    var fractions = expander.OffloadFractions.Prepend(0.0).ToList();
+                    foreach (var v in Pricer.PriceOffloads(req.Model, req.Cluster, item.Plan with { OptimizerOffload = 0 }, fractions, options))
                         variants[v.Plan] = v;
                     variants.Remove(item.Plan, out p);
                 }
@@ -305,6 +315,7 @@ public static class PlanSearch
                 foreach (int zero in zeros)
                 {
                     PipelineCosts? none = null, full = null;
+                    bool fullValid = false;
                     foreach (var rc in req.RecomputePolicies)
                     {
                         var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision);
@@ -313,12 +324,28 @@ public static class PlanSearch
                         if (PlanCheck.Problem(m, c, plan) is not null)
                             continue;
                         Enumerated++;
+                        fullValid |= rc == Recompute.Full;
+                        // Memory first: a plan that fits at no offload fraction (and is no near miss for an uneven
+                        // split) needs no time bound. Memory is linear in the offload fraction, and the first and last
+                        // stages hold the most (PipelineCosts.PeakMemoryBytes).
+                        Bounded++;
+                        var block = Block(plan, rc);
+                        var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 });
+                        double peak = Math.Max(first.Total, last.Total);
+                        var lean = Leanest(plan, first, last, firstAll, lastAll);
+                        bool nearMiss = peak > capacity && Splittable(plan) && last.Total <= capacity;
+                        if (peak > capacity && lean is null && !nearMiss)
+                        {
+                            Enumerated += Offloads.Length - 1;
+                            if (Smallest is null || peak < Smallest.Value.Item2)
+                                Smallest = (plan, peak);
+                            continue;
+                        }
                         var costs = Costs(plan);
                         if (rc == Recompute.None)
                             none = costs;
                         else if (rc == Recompute.Full)
                             full = costs;
-                        double peak = costs.PeakMemoryBytes(plan);
                         double pipeline = costs.MakespanLowerBound(micro);
                         double bound = pipeline + costs.WorstTail;
                         if (peak > capacity)
@@ -327,7 +354,7 @@ public static class PlanSearch
                                 Smallest = (plan, peak);
                             // An uneven split may fit where the even one does not: the last stage holds the fewest
                             // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
-                            if (Splittable(plan) && costs.StageMemory(plan.Pp - 1, plan).Total <= capacity)
+                            if (Splittable(plan) && last.Total <= capacity)
                                 NearMisses.Add(new Candidate(plan, Score(req, plan, bound)));
                         }
                         else
@@ -336,10 +363,18 @@ public static class PlanSearch
                             if (StopAtFirstFit)
                                 return;
                         }
-                        if (AddOffloadFamily(plan, costs, pipeline) && StopAtFirstFit)
-                            return;
+                        if (Offloads.Length > 1)
+                        {
+                            Enumerated += Offloads.Length - 1;
+                            if (lean is not null)
+                            {
+                                Families.Add(new Candidate(plan, Score(req, plan, pipeline + OffloadTail(costs)), Kind.OffloadFamily));
+                                if (StopAtFirstFit)
+                                    return;
+                            }
+                        }
                     }
-                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision), none, full);
+                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision), none, fullValid, full);
                 }
             }
         }
@@ -353,39 +388,43 @@ public static class PlanSearch
         public IReadOnlyList<double> OffloadFractions => Offloads[1..];
 
         /// <summary>
-        /// The optimizer-offload variants of a bounded plan (fractions above 0): the same pipeline, less GPU memory,
-        /// another optimizer step. They enter as one family, with the plan's pipeline bound plus the least
-        /// after-flush time any fraction allows, if the largest fraction the hosts take fits the GPUs. True if it does.
+        /// The optimizer-offload variants of a plan (fractions above 0) have the same pipeline, less GPU memory and
+        /// another optimizer step; they enter the search as one family when the largest fraction the hosts take fits
+        /// the GPUs. Returns that fraction when it does, else null (and notes the leanest variant). Memory is linear
+        /// in the fraction: the first and last stages at 0 and at 1 give every fraction's.
         /// </summary>
-        private bool AddOffloadFamily(ParallelPlan plan, PipelineCosts costs, double pipeline)
+        private double? Leanest(ParallelPlan plan, MemoryBreakdown first, MemoryBreakdown last, MemoryBreakdown firstAll, MemoryBreakdown lastAll)
         {
             if (Offloads.Length < 2)
-                return false;
-            Enumerated += Offloads.Length - 1;
-            var leanest = plan with { OptimizerOffload = MostOffload(plan, costs) };
-            if (leanest.OptimizerOffload == 0)
-                return false;
-            if (!Fit(leanest, costs))
-            {
-                double peak = costs.PeakMemoryBytes(leanest);
-                if (Smallest is null || peak < Smallest.Value.Item2)
-                    Smallest = (leanest, peak);
-                return false;
-            }
-            Families.Add(new Candidate(plan, Score(req, plan, pipeline + OffloadTail(costs)), Kind.OffloadFamily));
-            return true;
+                return null;
+            double hostAll = Math.Max(firstAll.Host, lastAll.Host);
+            int tenths = hostAll <= 0 ? 10 : (int)Math.Min(10, Math.Floor(10 * _hostBytesPerGpu / hostAll * (1 + 1e-12)));
+            if (tenths == 0)
+                return null;
+            double f = Offloads[tenths];
+            double peak = Math.Max(first.Total + f * (firstAll.Total - first.Total), last.Total + f * (lastAll.Total - last.Total));
+            if (peak <= req.Cluster.Gpu.MemoryBytes * (1 + 1e-12))
+                return f;
+            if (Smallest is null || peak < Smallest.Value.Item2)
+                Smallest = (plan with { OptimizerOffload = f }, peak);
+            return null;
         }
 
+        private readonly double _hostBytesPerGpu = PipelineCosts.HostBytesPerGpuOf(req.Cluster);
+
         /// <summary>A lower bound of the after-flush time of every offload fraction above 0: per stage, its
-        /// data-parallel tail plus its fastest optimizer step over those fractions.</summary>
+        /// data-parallel tail plus its fastest optimizer step over those fractions. The step is the slower of the
+        /// GPU's share G·(1 − f) and the host's H·f, fastest near f = G/(G + H): the grid points either side of it.</summary>
         private double OffloadTail(PipelineCosts costs)
         {
             double worst = 0;
             for (int s = 0; s < costs.Parts.Length; s++)
             {
-                double fastest = double.MaxValue;
-                for (int i = 1; i < Offloads.Length; i++)
-                    fastest = Math.Min(fastest, costs.OptimizerSeconds(s, Offloads[i]));
+                double g = costs.Parts[s].GpuOptimizer, h = costs.Parts[s].OwnedParams * costs.HostSecondsPerParam;
+                int at = g + h > 0 ? (int)Math.Clamp(Math.Floor(10 * g / (g + h)), 1, 10) : 10;
+                double fastest = costs.OptimizerSeconds(s, Offloads[at]);
+                if (at < 10)
+                    fastest = Math.Min(fastest, costs.OptimizerSeconds(s, Offloads[at + 1]));
                 worst = Math.Max(worst, costs.Parts[s].DpTail + fastest);
             }
             return worst;
@@ -412,16 +451,18 @@ public static class PlanSearch
         /// recompute bounds their memory from below and no recompute their pipeline time; the family enters the
         /// search with that bound and is unfolded only if the bound can still beat the best plans.
         /// </summary>
-        private void AddFamily(ParallelPlan fullPlan, PipelineCosts? none, PipelineCosts? full)
+        /// <param name="fullValid">The full-recompute plan passed the checks and the filter.</param>
+        /// <param name="full">Its costs, or null when no offload fraction of it fits (then no member fits either).</param>
+        private void AddFamily(ParallelPlan fullPlan, PipelineCosts? none, bool fullValid, PipelineCosts? full)
         {
             int members = ChunkBlocks(fullPlan) - 1;
             var first = fullPlan with { RecomputeLayers = 1 };
-            if (members < 1 || full is null || !req.RecomputePolicies.Contains(Recompute.Full))
+            if (members < 1 || !fullValid || !req.RecomputePolicies.Contains(Recompute.Full))
                 return;
             if (req.Filter is { } accept && !accept(first))
                 return;
             Enumerated += members * Offloads.Length;
-            if (!Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
+            if (full is null || !Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
                 return; // none fits: full recompute with the most offload the hosts take needs the least GPU memory
             none ??= Costs(fullPlan with { Recompute = Recompute.None });
             Families.Add(new Candidate(first, Score(req, first, none.MakespanLowerBound(fullPlan.MicroBatches) + OptimizerTail(none)), Kind.RecomputeFamily));
@@ -443,6 +484,7 @@ public static class PlanSearch
             for (int i = 1; i < Offloads.Length; i++)
             {
                 var variant = plan with { OptimizerOffload = Offloads[i] };
+                Bounded++;
                 if (Fit(variant, costs) && (req.Filter is not { } accept || accept(variant)))
                     yield return new Candidate(variant, Score(req, variant, pipeline + costs.WorstTailWith(Offloads[i])));
             }
@@ -455,6 +497,7 @@ public static class PlanSearch
             {
                 // Some offload fraction fits when the largest the hosts take does (GPU memory falls with offload).
                 var plan = family with { RecomputeLayers = j };
+                Bounded++;
                 costs = Costs(plan);
                 plan = plan with { OptimizerOffload = MostOffload(plan, costs) };
                 return Fit(plan, costs);
@@ -515,7 +558,6 @@ public static class PlanSearch
 
         private PipelineCosts Costs(ParallelPlan plan)
         {
-            Bounded++;
             return PipelineCosts.Compute(req.Model, req.Cluster, plan, options, (_, r) => Block(plan, r));
         }
 
