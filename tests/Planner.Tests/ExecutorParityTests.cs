@@ -114,6 +114,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         data.Add("gpt", "zero1-dp2", 1, 1, 2, 1, 1, "none", false);
         data.Add("gpt", "zero2-dp2", 1, 1, 2, 2, 1, "none", false);
         data.Add("gpt", "zero3-dp2", 1, 1, 2, 3, 1, "none", false);
+        // ZeRO-2 reduce-scatters chunk by chunk: across interleaved chunks with a tied embedding, and with SP's sums.
+        data.Add("gpt", "zero2-pp2-interleaved-dp2", 1, 2, 2, 2, 2, "none", false);
+        data.Add("llama", "zero2-tp2-sp-dp2", 2, 1, 2, 2, 1, "none", true);
         // ZeRO-3 gathers and frees each chunk's parameters around its forward, backward and recompute: with full
         // recompute, across interleaved chunks with the embedding tied between the first and the last stage, and with
         // sequence parallelism's TP sums of the norms' gradients.

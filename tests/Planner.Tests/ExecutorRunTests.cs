@@ -95,6 +95,25 @@ public sealed class ExecutorRunTests : IDisposable
     }
 
     [Fact]
+    public void Zero2_keeps_no_full_gradients_after_the_backward()
+    {
+        // ZeRO-2 reduce-scatters each chunk's gradients into the rank's shard after its backward and drops them;
+        // ZeRO-1 keeps the full gradients until the step.
+        var m = new ModelSpec("gpt", 2, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true);
+        long flat = GptParameters.Embedding(m).Concat(Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Block(m, l)))
+            .Concat(GptParameters.Head(m)).Sum(p => p.Shape.Aggregate(1L, (a, b) => a * b));
+        long[] Bytes(int zero)
+        {
+            var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan($"grads-zero{zero}", 1, 1, 2, zero, "fp32", mbs: 2, gbs: 8),
+                "--steps", "2", "--json", "--history", History]);
+            Assert.True(code == 0, error);
+            return JsonNode.Parse(output)!["measured"]!["gradient_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray();
+        }
+        Assert.All(Bytes(1), b => Assert.Equal(4 * flat, b));
+        Assert.All(Bytes(2), b => Assert.Equal(0, b));
+    }
+
+    [Fact]
     public void Zero0_starts_each_blocks_all_reduce_during_the_last_backward()
     {
         // 2 blocks, the embedding and the head (tied to it, on one stage): on each DP rank one all-reduce per block

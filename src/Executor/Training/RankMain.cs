@@ -45,6 +45,7 @@ public static class RankMain
                 peak_memory_bytes = peak,
                 parameter_bytes = trainer.ResidentParameterBytes,
                 overlapped_reduces = trainer.OverlappedReduces,
+                gradient_bytes = trainer.GradientBytesAfterBackward,
                 loss_scale = trainer.LossScale,
                 skipped_steps = trainer.SkippedSteps,
             }));

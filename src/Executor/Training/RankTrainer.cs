@@ -45,7 +45,8 @@ public sealed class RankTrainer : IDisposable
     private readonly IReadOnlyList<Tensor> _params;
     private readonly AdamW _optimizer;
     private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
-    private readonly bool _zero3; // parameters gathered per use, gradients reduced per backward
+    private readonly bool _zero3; // parameters gathered per use
+    private readonly bool _chunkwise; // ZeRO-2/3: each chunk's gradients reduce-scattered after its backward
     private readonly int[][] _chunkGroups = []; // ZeRO-3: each chunk's parameter groups in _shards
     private readonly int _tiedGroup = -1; // ZeRO-3: the group of the embedding tied across stages (its own group)
     private readonly string? _interface;
@@ -133,8 +134,9 @@ public sealed class RankTrainer : IDisposable
         else
         {
             _zero3 = plan.Zero >= 3;
+            _chunkwise = plan.Zero >= 2;
             var groups = new List<IReadOnlyList<Tensor>>();
-            if (_zero3)
+            if (_chunkwise)
             {
                 _chunkGroups = new int[plan.Vpp][];
                 for (int c = 0; c < plan.Vpp; c++)
@@ -150,7 +152,7 @@ public sealed class RankTrainer : IDisposable
                     _chunkGroups[c] = mine.ToArray();
                 }
                 if (groups.Sum(g => g.Count) != _params.Count)
-                    throw new NotSupportedException("ZeRO-3 needs every parameter of the stage in exactly one model chunk (one pipeline stage of several chunks would share the embedding)");
+                    throw new NotSupportedException("ZeRO-2/3 need every parameter of the stage in exactly one model chunk (one pipeline stage of several chunks would share the embedding)");
             }
             else
                 groups.Add(_params);
@@ -222,6 +224,10 @@ public sealed class RankTrainer : IDisposable
     /// </summary>
     public long ResidentParameterBytes => _params.Sum(p => p.StorageBytes) + (_shards?.Master.StorageBytes ?? 0);
 
+    /// <summary>Bytes the full-size gradients of the stage held when the last step's pipeline ended (before the
+    /// data-parallel reduction): all of them under ZeRO-0/1, none under ZeRO-2/3 (reduce-scattered chunk by chunk).</summary>
+    public long GradientBytesAfterBackward { get; private set; }
+
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Coordinates => _me;
 
@@ -232,6 +238,7 @@ public sealed class RankTrainer : IDisposable
         TensorParallel.TakeCommSeconds();
         _ppWait = _dpComm = _optimizerSeconds = 0;
         double lossSum = RunPipeline(step);
+        GradientBytesAfterBackward = _params.Sum(p => p.Grad?.StorageBytes ?? 0);
         double tpComm = TensorParallel.TakeCommSeconds();
         ReduceGradientsAndStep();
         double loss = double.NaN;
@@ -390,10 +397,11 @@ public sealed class RankTrainer : IDisposable
             _shards!.Release(g);
     }
 
-    /// <summary>ZeRO-3: after a chunk's backward, reduce-scatters its gradients into the rank's gradient shard.</summary>
+    /// <summary>ZeRO-2/3: after a chunk's backward, reduce-scatters its gradients into the rank's gradient shard and
+    /// drops the full ones.</summary>
     private void ReduceChunkGradients(int chunk)
     {
-        if (!_zero3)
+        if (!_chunkwise)
             return;
         using var scope = DisposeScope.Begin();
         long t0 = TorchRuntime.NowNanoseconds();
@@ -571,7 +579,7 @@ public sealed class RankTrainer : IDisposable
     {
         using var scope = DisposeScope.Begin();
         long d0 = TorchRuntime.NowNanoseconds();
-        if (!_zero3)
+        if (!_chunkwise)
         {
             // What the overlapped reduction sent already had its sequence-parallel sums.
             SumSequenceParallelGradients(_overlapReduce ? [_stage["wte"]] : _params);
@@ -601,10 +609,10 @@ public sealed class RankTrainer : IDisposable
             _optimizerSeconds += Since(o0);
             return;
         }
-        // ZeRO: reduce-scatter the gradients (ZeRO-3 did it chunk by chunk in the pipeline; the embedding tied across
+        // ZeRO: reduce-scatter the gradients (ZeRO-2/3 did it chunk by chunk in the pipeline; the embedding tied across
         // stages sums its shard with the other stage's), step the optimizer on this rank's shard, and under ZeRO-1/2
         // all-gather the parameters (ZeRO-3 gathers them at their next use).
-        if (!_zero3)
+        if (!_chunkwise)
             _shards.ReduceGradients(0);
         else if (_tied is not null)
             _tied.AllReduce(_shards.GradientShard(_tiedGroup));
@@ -619,7 +627,8 @@ public sealed class RankTrainer : IDisposable
         if (!_zero3 && stepped)
         {
             long g0 = TorchRuntime.NowNanoseconds();
-            _shards.Gather(0);
+            for (int g = 0; g < _shards.Groups; g++)
+                _shards.Gather(g);
             _dpComm += Since(g0);
         }
     }

@@ -257,6 +257,8 @@ public static class RunCommand
             .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["parameter_bytes"]!).ToList();
         var overlapped = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => (int)g.Last(l => (int)l["step"]! == steps - 1)["overlapped_reduces"]!).ToList();
+        var gradientBytes = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["gradient_bytes"]!).ToList();
         var lastLine = lines.Last(l => (int)l["step"]! == steps - 1);
         double? lossScale = (double?)lastLine["loss_scale"];
         int skipped = (int)lastLine["skipped_steps"]!;
@@ -291,6 +293,7 @@ public static class RunCommand
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
                     ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
                     ["overlapped_reduces_by_rank"] = new JsonArray(overlapped.Select(v => (JsonNode)v).ToArray()),
+                    ["gradient_bytes_by_rank"] = new JsonArray(gradientBytes.Select(v => (JsonNode)v).ToArray()),
                     ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
                         .Select(g => (JsonNode)Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
                     ["loss_scale"] = lossScale,
