@@ -66,7 +66,6 @@ public static class ProfileRank
         using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout);
         using var scope = DisposeScope.Begin();
         pg.Barrier();
-        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
         var gemm = new List<double[]>();
         foreach (var (m, n, k) in GemmShapes)
         {
@@ -78,6 +77,9 @@ public static class ProfileRank
             a.Dispose();
             b.Dispose();
         }
+        // The runtime's share of a rank: resident memory once the math library has run (BLAS keeps per-thread
+        // work buffers after its first GEMM), with the GEMMs' tensors freed.
+        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
         const long elements = 4 << 20;
         var x = Tensor.Full([elements], 1);
         var y = Tensor.Full([elements], 2);
