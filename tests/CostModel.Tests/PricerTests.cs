@@ -306,4 +306,18 @@ public class PricerTests
         AssertRel(fused.Breakdown.Compute + 7 * pass, autograd.Breakdown.Compute, 1e-6);
         Assert.True(autograd.StepTimeSeconds > fused.StepTimeSeconds);
     }
+
+    [Fact]
+    public void Gradient_bucket_copies_add_a_gradient_sized_buffer_to_zero0_data_parallelism_only()
+    {
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var copies = new PricingOptions(GradientBucketCopies: true);
+        var zero0 = Plan(tp: 8, pp: 1, dp: 16, gbs: 128);
+        var plain = Pricer.Price(model, cluster, zero0).MemoryByStage[0];
+        var copied = Pricer.Price(model, cluster, zero0, copies).MemoryByStage[0];
+        AssertRel(plain.Buffers + plain.Gradients, copied.Buffers);
+        var zero1 = zero0 with { Zero = 1 };
+        Assert.Equal(Pricer.Price(model, cluster, zero1).MemoryByStage[0].Buffers, Pricer.Price(model, cluster, zero1, copies).MemoryByStage[0].Buffers);
+    }
 }

@@ -18,14 +18,19 @@ public sealed class MemoryModel
     private readonly ParallelPlan _p;
     private readonly TransformerOps _ops;
     private readonly double _reservedBytes;
+    private readonly bool _bucketCopies;
 
     /// <summary>Creates the model for one plan.</summary>
-    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu)
+    /// <param name="gradientBucketCopies">The data-parallel all-reduce works on copies of the gradients (PyTorch DDP's
+    /// default buckets, the executor's flattened buckets) rather than on the gradient storage itself (Megatron-LM's
+    /// contiguous buffer): a gradient-sized buffer more under ZeRO-0 with dp &gt; 1.</param>
+    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false)
     {
         _m = model;
         _p = plan;
         _ops = ops;
         _reservedBytes = gpu.ReservedGib * Units.GiB;
+        _bucketCopies = gradientBucketCopies;
     }
 
     /// <summary>Parameters held by a rank of a stage (before ZeRO-3 sharding).</summary>
@@ -117,7 +122,8 @@ public sealed class MemoryModel
             working += 2 * (double)_m.LayerParams / _p.Tp * weightBytes; // the gathered layer and the prefetched one
 
         // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
-        double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0);
+        double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
+                         + (_bucketCopies && _p.Zero == 0 && _p.Dp > 1 ? grads : 0);
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = Fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);

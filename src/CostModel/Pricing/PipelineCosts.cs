@@ -148,10 +148,10 @@ public sealed class PipelineCosts
     /// <param name="variant">Another value of the knobs that leave the kernels alone (e.g. the optimizer offload), for
     /// the second pair of the result.</param>
     public static (MemoryBreakdown First, MemoryBreakdown Last, MemoryBreakdown VariantFirst, MemoryBreakdown VariantLast) EndStageMemory(
-        ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant)
+        ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant, PricingOptions options)
     {
         var layout = StageLayout.Of(model, plan);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies);
         int last = plan.Pp - 1;
         int layersFirst = layout.LayersOnStage(0), layersLast = layout.LayersOnStage(last);
         int inFlightFirst = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, 0);
@@ -187,7 +187,7 @@ public sealed class PipelineCosts
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
         for (int g = 0; g < memories.Length; g++)
-            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu);
+            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies);
         var memory = memories[0];
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();

@@ -15,11 +15,14 @@ namespace Planner.CostModel.Pricing;
 /// <param name="FusedGradAccumulation">Weight-gradient GEMMs add into the accumulated gradients themselves
 /// (Megatron-LM's gradient accumulation fusion); false for plain autograd, where each micro-batch after the first
 /// adds its gradients in a memory-bound pass.</param>
+/// <param name="GradientBucketCopies">The data-parallel all-reduce works on copies of the gradients (PyTorch DDP's
+/// default, the executor) rather than on the gradient storage (Megatron-LM's contiguous buffer).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
     bool FlashAttention = true,
-    bool FusedGradAccumulation = true)
+    bool FusedGradAccumulation = true,
+    bool GradientBucketCopies = false)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

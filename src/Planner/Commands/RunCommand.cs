@@ -152,9 +152,10 @@ public static class RunCommand
     /// <summary>
     /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel), and the
     /// data-parallel all-reduce of ZeRO-0 started block by block behind the last backward (ZeRO-1/2 reduce-scatter
-    /// after the flush), and autograd's accumulation of each micro-batch's gradients.
+    /// after the flush) on flattened copies of the gradients, and autograd's accumulation of each micro-batch's gradients.
     /// </summary>
-    public static PricingOptions Software(ParallelPlan plan) => new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false, FusedGradAccumulation: false);
+    public static PricingOptions Software(ParallelPlan plan) =>
+        new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>

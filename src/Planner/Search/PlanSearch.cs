@@ -330,7 +330,7 @@ public static class PlanSearch
                         // stages hold the most (PipelineCosts.PeakMemoryBytes).
                         Bounded++;
                         var block = Block(plan, rc);
-                        var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 });
+                        var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 }, options);
                         double peak = Math.Max(first.Total, last.Total);
                         var lean = Leanest(plan, first, last, firstAll, lastAll);
                         bool nearMiss = peak > capacity && Splittable(plan) && last.Total <= capacity;
