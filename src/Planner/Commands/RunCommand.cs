@@ -248,18 +248,13 @@ public static class RunCommand
             double? loss = rows.Select(l => (double?)l["loss"]).FirstOrDefault(v => v is not null);
             return (Step: s, Seconds: seconds, Loss: loss);
         }).ToList();
-        var timed = perStep.Skip(warmup).Select(x => x.Seconds).OrderBy(x => x).ToList();
-        double median = timed.Count % 2 == 1 ? timed[timed.Count / 2] : (timed[timed.Count / 2 - 1] + timed[timed.Count / 2]) / 2;
+        double median = Median(perStep.Skip(warmup).Select(x => x.Seconds));
         var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
         double peak = peakByRank.Max();
         // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
-        var parameterBytes = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-            .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["parameter_bytes"]!).ToList();
-        var overlapped = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-            .Select(g => (int)g.Last(l => (int)l["step"]! == steps - 1)["overlapped_reduces"]!).ToList();
-        var gradientBytes = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-            .Select(g => (long)g.Last(l => (int)l["step"]! == steps - 1)["gradient_bytes"]!).ToList();
+        JsonArray LastStepByRank(string key) => new(lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => g.Last(l => (int)l["step"]! == steps - 1)[key]!.DeepClone()).ToArray());
         var lastLine = lines.Last(l => (int)l["step"]! == steps - 1);
         double? lossScale = (double?)lastLine["loss_scale"];
         int skipped = (int)lastLine["skipped_steps"]!;
@@ -292,9 +287,9 @@ public static class RunCommand
                     ["tokens_per_s"] = tokensPerS,
                     ["peak_memory_gib"] = peak,
                     ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
-                    ["parameter_bytes_by_rank"] = new JsonArray(parameterBytes.Select(v => (JsonNode)v).ToArray()),
-                    ["overlapped_reduces_by_rank"] = new JsonArray(overlapped.Select(v => (JsonNode)v).ToArray()),
-                    ["gradient_bytes_by_rank"] = new JsonArray(gradientBytes.Select(v => (JsonNode)v).ToArray()),
+                    ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
+                    ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
+                    ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
                     ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
                         .Select(g => (JsonNode)Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
                     ["loss_scale"] = lossScale,
@@ -331,10 +326,12 @@ public static class RunCommand
         return (median, peak, predicted);
     }
 
+    /// <summary>The median (the mean of the middle two for an even count), NaN for none.</summary>
     private static double Median(IEnumerable<double> values)
     {
         var sorted = values.OrderBy(v => v).ToArray();
-        return sorted.Length == 0 ? double.NaN : sorted[sorted.Length / 2];
+        int n = sorted.Length;
+        return n == 0 ? double.NaN : n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 }
 

@@ -337,8 +337,7 @@ public static class PlanSearch
                         if (peak > capacity && lean is null && !nearMiss)
                         {
                             Enumerated += Offloads.Length - 1;
-                            if (Smallest is null || peak < Smallest.Value.Item2)
-                                Smallest = (plan, peak);
+                            NoteSmallest(plan, peak);
                             continue;
                         }
                         var costs = Costs(plan);
@@ -350,8 +349,7 @@ public static class PlanSearch
                         double bound = pipeline + costs.WorstTail;
                         if (peak > capacity)
                         {
-                            if (Smallest is null || peak < Smallest.Value.Item2)
-                                Smallest = (plan, peak);
+                            NoteSmallest(plan, peak);
                             // An uneven split may fit where the even one does not: the last stage holds the fewest
                             // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
                             if (Splittable(plan) && last.Total <= capacity)
@@ -397,18 +395,27 @@ public static class PlanSearch
         {
             if (Offloads.Length < 2)
                 return null;
-            double hostAll = Math.Max(firstAll.Host, lastAll.Host);
-            int tenths = hostAll <= 0 ? 10 : (int)Math.Min(10, Math.Floor(10 * _hostBytesPerGpu / hostAll * (1 + 1e-12)));
+            int tenths = HostTenths(Math.Max(firstAll.Host, lastAll.Host));
             if (tenths == 0)
                 return null;
             double f = Offloads[tenths];
             double peak = Math.Max(first.Total + f * (firstAll.Total - first.Total), last.Total + f * (lastAll.Total - last.Total));
             if (peak <= req.Cluster.Gpu.MemoryBytes * (1 + 1e-12))
                 return f;
-            if (Smallest is null || peak < Smallest.Value.Item2)
-                Smallest = (plan with { OptimizerOffload = f }, peak);
+            NoteSmallest(plan with { OptimizerOffload = f }, peak);
             return null;
         }
+
+        /// <summary>Keeps the plan with the smallest peak memory among those that do not fit (for the explanation).</summary>
+        private void NoteSmallest(ParallelPlan plan, double peak)
+        {
+            if (Smallest is null || peak < Smallest.Value.Item2)
+                Smallest = (plan, peak);
+        }
+
+        /// <summary>Tenths of the optimizer state whose host memory fits, given a GPU's host bytes with all of it offloaded.</summary>
+        private int HostTenths(double hostAll) =>
+            hostAll <= 0 ? 10 : (int)Math.Min(10, Math.Floor(10 * _hostBytesPerGpu / hostAll * (1 + 1e-12)));
 
         private readonly double _hostBytesPerGpu = PipelineCosts.HostBytesPerGpuOf(req.Cluster);
 
@@ -545,8 +552,7 @@ public static class PlanSearch
             if (Offloads.Length < 2)
                 return 0;
             var all = plan with { OptimizerOffload = 1 };
-            double perGpu = Math.Max(costs.StageMemory(0, all).Host, costs.StageMemory(plan.Pp - 1, all).Host);
-            int tenths = perGpu <= 0 ? 10 : (int)Math.Min(10, Math.Floor(10 * costs.HostBytesPerGpu / perGpu));
+            int tenths = HostTenths(Math.Max(costs.StageMemory(0, all).Host, costs.StageMemory(plan.Pp - 1, all).Host));
             while (tenths > 0 && !costs.HostFits(plan with { OptimizerOffload = Offloads[tenths] }))
                 tenths--;
             return Offloads[tenths];
@@ -556,10 +562,8 @@ public static class PlanSearch
         private bool Fit(ParallelPlan plan, PipelineCosts costs) =>
             costs.PeakMemoryBytes(plan) <= req.Cluster.Gpu.MemoryBytes && costs.HostFits(plan);
 
-        private PipelineCosts Costs(ParallelPlan plan)
-        {
-            return PipelineCosts.Compute(req.Model, req.Cluster, plan, options, (_, r) => Block(plan, r));
-        }
+        private PipelineCosts Costs(ParallelPlan plan) =>
+            PipelineCosts.Compute(req.Model, req.Cluster, plan, options, (_, r) => Block(plan, r));
 
         /// <summary>Block costs of a plan under a recompute policy, computed once per key.</summary>
         public BlockCosts Block(ParallelPlan plan, Recompute recompute)
