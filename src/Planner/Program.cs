@@ -6,5 +6,9 @@ namespace Planner.Cli;
 public static class Program
 {
     /// <summary>Runs the CLI; returns 0 on success, 2 on bad input, 1 on an internal error.</summary>
-    public static int Main(string[] args) => Commands.Cli.Run(args, Console.Out, Console.Error);
+    public static int Main(string[] args)
+    {
+        CpuAffinity.ApplyFromEnvironment();
+        return Commands.Cli.Run(args, Console.Out, Console.Error);
+    }
 }

@@ -7,7 +7,7 @@ namespace Planner.Cli.Commands;
 /// <summary>
 /// The executor against an equivalent PyTorch script on this machine: the same GPT-2-style model (LayerNorm, separate
 /// q/k/v projections, causal attention, tanh-GeLU MLP, tied embeddings), batch, sequence, fp32, AdamW, one thread,
-/// one process. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
+/// one process, the same glibc allocator settings. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
 /// </summary>
 public static class ExecutorBench
 {
@@ -89,6 +89,9 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
             psi.ArgumentList.Add(a);
         psi.Environment["OPENBLAS_NUM_THREADS"] = "1";
         psi.Environment["OMP_NUM_THREADS"] = "1";
+        // The allocator settings of the executor's rank processes, so that both sides reuse freed memory alike.
+        foreach (var (key, value) in RankProcesses.AllocatorSettings)
+            psi.Environment[key] = value;
         using var p = System.Diagnostics.Process.Start(psi)!;
         string output = p.StandardOutput.ReadToEnd();
         string error = p.StandardError.ReadToEnd();
