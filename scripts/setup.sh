@@ -9,7 +9,7 @@ set -euo pipefail
 PLANNER_APT_PACKAGES=(coinor-libcbc-dev gnuplot-nox)
 # The executor's libtorch shim: Debian's libtorch 1.13 with Gloo, OpenBLAS (else torch links the slow reference
 # BLAS), the compiler and CMake; python3-torch only for the binding's parity tests.
-EXECUTOR_APT_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ make python3-torch)
+EXECUTOR_APT_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-pthread libjemalloc2 cmake g++ make python3-torch)
 
 planner_need_dotnet() {
   if ! command -v dotnet >/dev/null 2>&1; then

@@ -13,6 +13,10 @@ namespace Planner.CostModel.Calibration;
 /// <param name="ElementRateG">Billions of elements per second of a transcendental elementwise op (0: not measured).</param>
 /// <param name="OverlapSlowdown">Measured slowdown of a kernel while an all-reduce runs beside it (null: not measured).</param>
 /// <param name="GemmResiduals">Each profiled GEMM's measured time over the fitted curve's (null: none).</param>
+/// <param name="OpRates">Measured memory-bound ops by the cost model's op name (null: none).</param>
+/// <param name="OptimizerNsPerParam">Measured optimizer step per parameter, ns (0: not measured).</param>
+/// <param name="LinearForwardFactor">Measured linear-layer forward GEMMs over the priced ones (0: not measured).</param>
+/// <param name="LinearBackwardFactor">Measured linear-layer backward GEMMs over the priced ones (0: not measured).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -31,7 +35,11 @@ public sealed record Calibration(
     IReadOnlyDictionary<string, string> Versions,
     double ElementRateG = 0,
     double? OverlapSlowdown = null,
-    IReadOnlyList<GemmResidual>? GemmResiduals = null)
+    IReadOnlyList<GemmResidual>? GemmResiduals = null,
+    IReadOnlyDictionary<string, OpRate>? OpRates = null,
+    double OptimizerNsPerParam = 0,
+    double LinearForwardFactor = 0,
+    double LinearBackwardFactor = 0)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -51,6 +59,10 @@ public sealed record Calibration(
             ElementRateG = ElementRateG > 0 ? ElementRateG : cluster.Gpu.ElementRateG,
             OverlapSlowdown = OverlapSlowdown ?? cluster.Gpu.OverlapSlowdown,
             GemmResiduals = GemmResiduals,
+            OpRates = OpRates is { Count: > 0 } ? OpRates : cluster.Gpu.OpRates,
+            OptimizerNsPerParam = OptimizerNsPerParam > 0 ? OptimizerNsPerParam : cluster.Gpu.OptimizerNsPerParam,
+            LinearForwardFactor = LinearForwardFactor > 0 ? LinearForwardFactor : cluster.Gpu.LinearForwardFactor,
+            LinearBackwardFactor = LinearBackwardFactor > 0 ? LinearBackwardFactor : cluster.Gpu.LinearBackwardFactor,
         };
         return cluster with
         {

@@ -12,6 +12,8 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     private readonly double _peak = gpu.PeakFlops(precision);
     private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
     private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
+    private readonly double _forwardFactor = gpu.LinearForwardFactor > 0 ? gpu.LinearForwardFactor : 1;
+    private readonly double _backwardFactor = gpu.LinearBackwardFactor > 0 ? gpu.LinearBackwardFactor : 1;
     private readonly double _elementSeconds = gpu.ElementRateG > 0 ? 1 / (gpu.ElementRateG * 1e9) : 0;
 
     /// <summary>
@@ -50,15 +52,19 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     public double Memory(double bytes, double elements = 0) => Math.Max(bytes / _bandwidth, elements * _elementSeconds) + _overhead;
 
     /// <summary>Forward seconds of an op.</summary>
-    public double Forward(Op op) => op.Gemm is { } g ? Gemm(g) : Memory(op.Bytes, op.Elements);
+    public double Forward(Op op) => op.Gemm is { } g ? _forwardFactor * Gemm(g) : Measured(op) is { } r ? op.Elements * r.ForwardNs * 1e-9 + _overhead : Memory(op.Bytes, op.Elements);
+
+    /// <summary>The profiled rate of a memory-bound op, if the GPU has one for its name.</summary>
+    private OpRate? Measured(Op op) =>
+        op.Elements > 0 && gpu.OpRates is { } rates && rates.TryGetValue(op.Name, out var r) ? r : null;
 
     /// <summary>
     /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N];
     /// a memory-bound op reads its saved input and the output gradient and writes the input gradient.
     /// </summary>
     public double Backward(Op op) => op.Gemm is { } g
-        ? op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
-        : Memory(2 * op.Bytes, op.Elements);
+        ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
+        : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>
     public double Forward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false)
@@ -78,6 +84,11 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
             s += Backward(op);
         return s;
     }
+
+    /// <summary>Seconds of an optimizer step over <paramref name="parameters"/> parameters whose state is
+    /// <paramref name="bytes"/>: the profiled time per parameter where there is one, else a pass over the bytes.</summary>
+    public double Optimizer(double parameters, double bytes) =>
+        gpu.OptimizerNsPerParam > 0 ? parameters * gpu.OptimizerNsPerParam * 1e-9 : Stream(bytes);
 
     /// <summary>Seconds of a memory-bound pass over <paramref name="bytes"/> with no launch cost (optimizer sweeps).</summary>
     public double Stream(double bytes) => bytes / _bandwidth;

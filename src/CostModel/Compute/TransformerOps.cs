@@ -126,8 +126,10 @@ public sealed class TransformerOps
         [
             Op.Memory("final_norm", 2 * NormTokens * h * e),
             Op.Matmul("lm_head", Tokens, vLocal, h),
-            // Logits to fp32, softmax statistics and the loss: read the logits, write and re-read fp32 copies.
-            Op.Memory("cross_entropy", Tokens * vLocal * (e + 8), elements: Tokens * vLocal),
+            // Logits to fp32, softmax statistics and the loss: read the logits, write and re-read fp32 copies. Over a
+            // vocabulary split across TP ranks it is a different kernel sequence (max, exp-sum and the target's logit,
+            // each summed across the ranks), profiled under its own name.
+            Op.Memory(_p.Tp > 1 ? "vocab_parallel_cross_entropy" : "cross_entropy", Tokens * vLocal * (e + 8), elements: Tokens * vLocal),
         ];
     }
 

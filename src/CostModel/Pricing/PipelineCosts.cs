@@ -273,7 +273,7 @@ public sealed class PipelineCosts
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
             parts[s].OwnedParams = owned;
-            parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Stream(owned * OptimizerBytesPerParam(mixed));
+            parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;
         }
         double hostSecondsPerParam = 0, hostBytesPerGpu = 0;

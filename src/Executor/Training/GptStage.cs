@@ -165,13 +165,23 @@ public sealed class GptStage : IDisposable
         var logits = F.Linear(h, W(_m.TiedEmbeddings ? "wte" : "lm_head")).To(DType.Float32).View(n, vocabShard);
         if (_plan.Tp == 1)
             return F.CrossEntropy(logits, Tensor.From(targets, n));
-        // Vocab-parallel cross entropy: the max (no gradient) and the sum of exponentials across TP ranks, and the
-        // target's logit from the rank that holds it.
+        return VocabParallelCrossEntropy(_tp, logits, targets, start);
+    }
+
+    /// <summary>
+    /// Mean cross entropy of logits [n, vocab shard] whose vocabulary is split across the ranks of <paramref name="tp"/>
+    /// (this rank holds ids from <paramref name="vocabStart"/>): the max (no gradient) and the sum of exponentials
+    /// across the ranks, and the target's logit from the rank that holds it. With no group, the same kernels on one
+    /// rank (what profile times).
+    /// </summary>
+    public static Tensor VocabParallelCrossEntropy(ProcessGroup? tp, Tensor logits, long[] targets, long vocabStart)
+    {
+        long n = logits.Shape[0], vocabShard = logits.Shape[1], start = vocabStart;
         var max = logits.Max(1, keepDim: true).Detach();
-        if (_tp is { Size: > 1 })
-            _tp.AllReduce(max, ReduceOp.Max);
+        if (tp is { Size: > 1 })
+            tp.AllReduce(max, ReduceOp.Max);
         var shifted = logits - max;
-        var sumExp = TensorParallel.Reduce(_tp, shifted.Exp().Sum([1]));
+        var sumExp = TensorParallel.Reduce(tp, shifted.Exp().Sum([1]));
         // The target's logit: gathered at its local index on the rank that holds it, zero elsewhere.
         var local = new long[n];
         var mine = new float[n];
@@ -182,7 +192,7 @@ public sealed class GptStage : IDisposable
                 mine[i] = 1;
             }
         var gathered = shifted.Gather(1, Tensor.From(local, n, 1)).View(n);
-        var picked = TensorParallel.Reduce(_tp, gathered * Tensor.From(mine, n));
+        var picked = TensorParallel.Reduce(tp, gathered * Tensor.From(mine, n));
         return (sumExp.Log() - picked).Mean();
     }
 

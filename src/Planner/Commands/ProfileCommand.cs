@@ -87,13 +87,40 @@ public static class ProfileCommand
         var samples = loaded.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
         var (alpha, beta) = Fitting.AlphaBeta(samples);
         var (host, cpu) = CalibrationFile.ThisMachine();
+        // Profiles from before these measurements have neither.
+        var opRates = m["ops"] is JsonObject ops
+            ? ops.ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!))
+            : new Dictionary<string, OpRate>();
+        double optimizerNs = m["optimizer_ns_per_param"] is { } o ? (double)o : 0;
         // A kernel call costs at least what the smallest op costs through the binding.
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
             (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
             new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
             elementRate / 1e9, slowdown,
-            gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList());
+            gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
+            opRates, optimizerNs);
+        // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
+        // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
+        var linear = m["linear"] is JsonArray la ? la.Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList() : [];
+        var linearRows = new List<(double[] Shape, double Forward, double Backward)>();
+        if (linear.Count > 0)
+        {
+            var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+            foreach (var l in linear)
+            {
+                double t = l[0], i = l[1], outs = l[2];
+                double f = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, outs, i));
+                double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
+                linearRows.Add((l, l[3] / f, l[4] / b));
+            }
+            static double MedianOf(IEnumerable<double> v)
+            {
+                var a = v.OrderBy(x => x).ToArray();
+                return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+            }
+            cal = cal with { LinearForwardFactor = MedianOf(linearRows.Select(r => r.Forward)), LinearBackwardFactor = MedianOf(linearRows.Select(r => r.Backward)) };
+        }
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -106,6 +133,14 @@ public static class ProfileCommand
             console.Write(g);
             console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
             console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory after the GEMMs {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
+            foreach (var (name, rate) in opRates)
+                console.WriteLine($"{name} ({ProfileRank.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
+            foreach (var (shape, f, b) in linearRows)
+                console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
+            if (linearRows.Count > 0)
+                console.WriteLine($"linear-layer factors: forward {cal.LinearForwardFactor:F2}, backward {cal.LinearBackwardFactor:F2}");
+            if (optimizerNs > 0)
+                console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
                 .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());

@@ -22,18 +22,30 @@ public static class RankProcesses
     }
 
     /// <summary>
-    /// glibc malloc settings of every rank process (unless the caller's environment sets them): blocks up to 32 MiB
-    /// come from the heap rather than from fresh mappings, and freed memory stays with the process. Training allocates
-    /// and frees the same activation and gradient sizes every micro-batch; with glibc's defaults each large tensor is a
-    /// new mapping whose pages fault in on first touch, which on a virtual machine costs a third of a step and makes it
-    /// vary by 2x between runs (what jemalloc or tcmalloc are preloaded for in PyTorch CPU training).
+    /// The memory allocator settings of every rank process (unless the caller's environment sets them). Training
+    /// allocates and frees the same activation and gradient sizes every micro-batch; an allocator that hands freed
+    /// pages back to the system (or places a block on pages never touched) makes each large tensor fault its pages in
+    /// again, which on a virtual machine costs a third of a step and makes it vary by 2x between runs. jemalloc that
+    /// never returns freed pages (as PyTorch CPU training preloads it) removes the faults; without it, glibc malloc
+    /// set to keep freed memory removes most of them.
     /// </summary>
-    public static readonly IReadOnlyList<(string Key, string Value)> AllocatorSettings =
-    [
-        ("MALLOC_MMAP_THRESHOLD_", "33554432"), // 32 MiB, glibc's largest accepted value; also stops the dynamic threshold
-        ("MALLOC_TRIM_THRESHOLD_", "4294967296"),
-        ("MALLOC_TOP_PAD_", "268435456"),
-    ];
+    public static IReadOnlyList<(string Key, string Value)> AllocatorSettings { get; } = Allocator();
+
+    private static List<(string Key, string Value)> Allocator()
+    {
+        string[] jemallocPaths =
+        [
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2",
+        ];
+        if (OperatingSystem.IsLinux() && jemallocPaths.FirstOrDefault(File.Exists) is { } jemalloc)
+            return [("LD_PRELOAD", jemalloc), ("MALLOC_CONF", "dirty_decay_ms:-1,muzzy_decay_ms:-1")];
+        return
+        [
+            ("MALLOC_MMAP_THRESHOLD_", "33554432"), // 32 MiB, glibc's largest accepted value; also stops the dynamic threshold
+            ("MALLOC_TRIM_THRESHOLD_", "4294967296"),
+            ("MALLOC_TOP_PAD_", "268435456"),
+        ];
+    }
 
     /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
     /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>

@@ -61,6 +61,14 @@ public static class CalibrationFile
             var r = residuals[i];
             rows.Add(new($"gemm_residual.{i}", string.Join(' ', new[] { r.D1, r.D2, r.D3, r.Ratio }.Select(v => v.ToString("R", inv)))));
         }
+        foreach (var (name, rate) in c.OpRates ?? new Dictionary<string, OpRate>())
+            rows.Add(new($"op.{name}", $"{rate.ForwardNs.ToString("R", inv)} {rate.BackwardNs.ToString("R", inv)}"));
+        if (c.OptimizerNsPerParam > 0)
+            rows.Add(new("optimizer_ns_per_param", c.OptimizerNsPerParam.ToString("R", inv)));
+        if (c.LinearForwardFactor > 0)
+            rows.Add(new("linear_forward_factor", c.LinearForwardFactor.ToString("R", inv)));
+        if (c.LinearBackwardFactor > 0)
+            rows.Add(new("linear_backward_factor", c.LinearBackwardFactor.ToString("R", inv)));
         rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
@@ -99,7 +107,17 @@ public static class CalibrationFile
                 return v.Length == 4 && v.All(x => x > 0)
                     ? new GemmResidual(v[0], v[1], v[2], v[3])
                     : throw new InputException($"{path}: key '{k}' must hold four positive numbers (three GEMM dimensions and a ratio)");
-            }).ToList());
+            }).ToList(),
+            map.Keys.Where(k => k.StartsWith("op.", StringComparison.Ordinal)).ToDictionary(k => k[3..], k =>
+            {
+                var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d >= 0 && double.IsFinite(d) ? d : -1).ToArray();
+                return v.Length == 2 && v.All(x => x >= 0)
+                    ? new OpRate(v[0], v[1])
+                    : throw new InputException($"{path}: key '{k}' must hold two non-negative numbers (ns per element forward and backward)");
+            }),
+            map.ContainsKey("optimizer_ns_per_param") ? D("optimizer_ns_per_param") : 0,
+            map.ContainsKey("linear_forward_factor") ? D("linear_forward_factor") : 0,
+            map.ContainsKey("linear_backward_factor") ? D("linear_backward_factor") : 0);
     }
 
     /// <summary>

@@ -40,6 +40,30 @@ public static class ProfileRank
         return times[runs / 2];
     }
 
+    /// <summary>GEMMs of 512x512x512 (about 3 ms each with every rank busy) between the loaded collectives: the gap
+    /// between a tensor-parallel block's collectives in a small model.</summary>
+    private const int GapKernels = 2;
+
+    /// <summary>Timed loaded collectives per message size.</summary>
+    private const int LoadedRuns = 30;
+
+    /// <summary>Mean seconds of <paramref name="op"/> timed alone, each call right after <paramref name="before"/>
+    /// (untimed) on every rank.</summary>
+    private static double MeanAfter(Action before, Action op, int runs)
+    {
+        before();
+        op();
+        double sum = 0;
+        for (int i = 0; i < runs; i++)
+        {
+            before();
+            var w = Stopwatch.StartNew();
+            op();
+            sum += w.Elapsed.TotalSeconds;
+        }
+        return sum / runs;
+    }
+
     private static double Median(Action op, double budget, int minRuns = 3)
     {
         op();
@@ -55,6 +79,123 @@ public static class ProfileRank
         }
         times.Sort();
         return times[times.Count / 2];
+    }
+
+    /// <summary>Tokens and vocabulary of the loss measurements: a micro-batch of 4 x 128 tokens over an 8k vocabulary,
+    /// whole and split in two as tensor parallelism splits it.</summary>
+    public const int LossTokens = 512, LossVocab = 8192;
+
+    /// <summary>
+    /// Memory-bound ops that the cost model prices by name, run as the executor runs them (the loss over the whole
+    /// vocabulary, and the vocabulary-parallel loss's kernels on one rank's half): nanoseconds per logit, forward and
+    /// backward. Each call's logits are a fresh leaf, so that the backward writes their gradient as training does.
+    /// </summary>
+    private static Dictionary<string, double[]> MeasureOps()
+    {
+        var result = new Dictionary<string, double[]>();
+        foreach (var (name, vocab) in new[] { ("cross_entropy", LossVocab), ("vocab_parallel_cross_entropy", LossVocab / 2) })
+        {
+            var targets = Enumerable.Range(0, LossTokens).Select(i => (long)(i * 7919L % LossVocab)).ToArray();
+            using var targetTensor = Tensor.From(targets, LossTokens);
+            using var source = Tensor.Normal([LossTokens, vocab], 0, 1, seed: 5);
+            Tensor Loss(Tensor logits) => name == "cross_entropy"
+                ? F.CrossEntropy(logits, targetTensor)
+                : Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
+            var forward = new List<double>();
+            var backward = new List<double>();
+            for (int i = 0; i < 9; i++)
+            {
+                using var scope = DisposeScope.Begin();
+                var leaf = source.Detach();
+                leaf.RequiresGrad = true;
+                var w = Stopwatch.StartNew();
+                var loss = Loss(leaf);
+                double f = w.Elapsed.TotalSeconds;
+                w.Restart();
+                loss.Backward();
+                double b = w.Elapsed.TotalSeconds;
+                if (i > 0)
+                {
+                    forward.Add(f);
+                    backward.Add(b);
+                }
+            }
+            forward.Sort();
+            backward.Sort();
+            double elements = (double)LossTokens * vocab;
+            result[name] = [forward[forward.Count / 2] / elements * 1e9, backward[backward.Count / 2] / elements * 1e9];
+        }
+        return result;
+    }
+
+    /// <summary>Linear layers (tokens, in, out) of a small transformer's micro-batch, timed as training runs them.</summary>
+    public static readonly (int Tokens, int In, int Out)[] LinearShapes = [(512, 256, 768), (512, 256, 1024), (512, 1024, 256), (512, 256, 8192)];
+
+    /// <summary>
+    /// Linear layers through autograd as the executor runs them (weights stored [out, in], so the forward multiplies
+    /// by a transposed matrix; the backward's two GEMMs by others): per shape, tokens, in, out and the median forward
+    /// and backward seconds.
+    /// </summary>
+    private static List<double[]> MeasureLinear()
+    {
+        var result = new List<double[]>();
+        foreach (var (t, i, o) in LinearShapes)
+        {
+            using var x0 = Tensor.Normal([t, i], 0, 1, seed: 6);
+            using var w = Tensor.Normal([o, i], 0, 0.02, seed: 7);
+            w.RequiresGrad = true;
+            var forward = new List<double>();
+            var backward = new List<double>();
+            for (int rep = 0; rep < 8; rep++)
+            {
+                using var scope = DisposeScope.Begin();
+                var x = x0.Detach();
+                x.RequiresGrad = true;
+                var sw = Stopwatch.StartNew();
+                var y = F.Linear(x, w);
+                double f = sw.Elapsed.TotalSeconds;
+                var g = Tensor.Full([t, o], 1);
+                sw.Restart();
+                y.Backward(g);
+                double b = sw.Elapsed.TotalSeconds;
+                if (rep > 0)
+                {
+                    forward.Add(f);
+                    backward.Add(b);
+                }
+            }
+            forward.Sort();
+            backward.Sort();
+            result.Add([t, i, o, forward[forward.Count / 2], backward[backward.Count / 2]]);
+        }
+        return result;
+    }
+
+    /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over 4M parameters: ns per parameter.</summary>
+    private static double MeasureOptimizer()
+    {
+        using var scope = DisposeScope.Begin();
+        var parameters = Enumerable.Range(0, 4).Select(i =>
+        {
+            var p = Tensor.Normal([1024, 1024], 0, 0.02, seed: (ulong)(10 + i));
+            p.RequiresGrad = true;
+            return p;
+        }).ToList();
+        using var optimizer = new AdamW(parameters, 1e-3);
+        var times = new List<double>();
+        for (int i = 0; i < 9; i++)
+        {
+            using (DisposeScope.Begin())
+                foreach (var p in parameters)
+                    (p * 1.5).Sum().Backward();
+            var w = Stopwatch.StartNew();
+            optimizer.Step();
+            optimizer.ZeroGrad();
+            if (i > 0)
+                times.Add(w.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return times[times.Count / 2] / (4.0 * 1024 * 1024) * 1e9;
     }
 
     /// <summary>Runs the rank; returns the exit code.</summary>
@@ -87,18 +228,28 @@ public static class ProfileRank
         double add = Median(() => (x + y).Dispose(), 0.3);
         // Elementwise transcendental functions (the MLP's tanh GELU; exp in softmax and the loss): elements per second.
         double gelu = Median(() => x.Gelu(tanhApproximation: true).Dispose(), 0.3);
+        var ops = MeasureOps();
+        var linear = MeasureLinear();
+        double optimizerNs = MeasureOptimizer();
         var s1 = Tensor.Full([1], 1);
         var s2 = Tensor.Full([1], 1);
         double small = Median(() => (s1 + s2).Dispose(), 0.2);
         var allReduce = new List<double[]>();
         var loaded = new List<double[]>();
         var sendRecv = new List<double[]>();
-        // Training runs its collectives between kernels: a few milliseconds of work, then the collective, on every
-        // rank. With ranks sharing cores, a collective then also waits for the peers' communication threads to be
-        // scheduled again. Measured as (work + all-reduce) minus the work alone.
+        var sendRecvLoaded = new List<double[]>();
+        // Training runs its collectives between kernels: a few milliseconds of work on every rank, then the collective.
+        // With ranks sharing cores (and on virtual machines, whose idle cores sleep), a collective then also waits for
+        // the peers to arrive and for their communication threads to wake: the "loaded" columns time each collective
+        // right after such work, as run's timers do, and take the mean (the step pays the slow ones too).
         var wa = Tensor.Normal([512, 512], 0, 1, seed: 3);
         var wb = Tensor.Normal([512, 512], 0, 1, seed: 4);
         void Work() => wa.MatMul(wb).Dispose();
+        void Gap()
+        {
+            for (int i = 0; i < GapKernels; i++)
+                Work();
+        }
         pg.Barrier();
         double workAlone = MedianOf(Work, 20);
         foreach (long bytes in MessageBytes)
@@ -108,10 +259,10 @@ public static class ProfileRank
             int runs = (int)Math.Clamp((16L << 20) / bytes, 5, 50);
             allReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
             pg.Barrier();
-            loaded.Add([bytes, Math.Max(1e-6, MedianOf(() => { Work(); pg.AllReduce(t); }, runs) - workAlone)]);
+            loaded.Add([bytes, MeanAfter(Gap, () => pg.AllReduce(t), LoadedRuns)]);
             pg.Barrier();
             // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
-            double roundTrip = MedianOf(() =>
+            void PingPong()
             {
                 if (rank == 0)
                 {
@@ -123,8 +274,10 @@ public static class ProfileRank
                     pg.Recv(t, 0);
                     pg.Send(t, 0);
                 }
-            }, runs);
-            sendRecv.Add([bytes, roundTrip / 2]);
+            }
+            sendRecv.Add([bytes, MedianOf(PingPong, runs) / 2]);
+            pg.Barrier();
+            sendRecvLoaded.Add([bytes, MeanAfter(Gap, PingPong, LoadedRuns) / 2]);
             pg.Barrier();
             t.Dispose();
         }
@@ -156,10 +309,14 @@ public static class ProfileRank
                 gelu_seconds = gelu,
                 gelu_elements = elements,
                 small_op_seconds = small,
+                ops,
+                linear,
+                optimizer_ns_per_param = optimizerNs,
                 all_reduce = allReduce,
                 all_reduce_loaded = loaded,
                 overlap = new[] { computeAlone, commAlone, together },
                 send_recv = sendRecv,
+                send_recv_loaded = sendRecvLoaded,
                 torch = TorchRuntime.Version,
             }));
         pg.Barrier();
