@@ -47,4 +47,34 @@ public class KernelTimerTests
         var far = new GemmShape(2048, 2048, 2048);
         Assert.Equal(Kernel(curve, far), Kernel(corrected, far), 12);
     }
+
+    [Fact]
+    public void A_profiled_op_rate_replaces_the_estimate_for_that_op_name_only()
+    {
+        var plain = ClusterLoader.LoadGpu("local-cpu");
+        var gpu = plain with { OpRates = new Dictionary<string, OpRate> { ["cross_entropy"] = new(2.0, 3.0) } };
+        var timer = new KernelTimer(gpu, Precision.Fp32);
+        var estimate = new KernelTimer(plain, Precision.Fp32);
+        double overhead = plain.KernelOverheadUs * 1e-6;
+        var loss = Op.Memory("cross_entropy", bytes: 12 * 4e6, elements: 4e6);
+        Assert.Equal(4e6 * 2e-9 + overhead, timer.Forward(loss), 12);
+        Assert.Equal(4e6 * 3e-9 + overhead, timer.Backward(loss), 12);
+        // Another name keeps the bandwidth and element-rate estimate.
+        var parallelLoss = loss with { Name = "vocab_parallel_cross_entropy" };
+        Assert.Equal(estimate.Forward(parallelLoss), timer.Forward(parallelLoss), 12);
+    }
+
+    [Fact]
+    public void Linear_factors_scale_the_passes_and_the_optimizer_uses_its_measured_rate()
+    {
+        var plain = ClusterLoader.LoadGpu("local-cpu");
+        var gpu = plain with { LinearForwardFactor = 1.1, LinearBackwardFactor = 1.2, OptimizerNsPerParam = 2 };
+        var timer = new KernelTimer(gpu, Precision.Fp32);
+        var curve = new KernelTimer(plain, Precision.Fp32);
+        var mlp = Op.Matmul("mlp_up", 512, 1024, 256);
+        Assert.Equal(1.1 * curve.Forward(mlp), timer.Forward(mlp), 12);
+        Assert.Equal(1.2 * curve.Backward(mlp), timer.Backward(mlp), 12);
+        Assert.Equal(1e6 * 2e-9, timer.Optimizer(1e6, 16e6), 12);
+        Assert.Equal(curve.Stream(16e6), curve.Optimizer(1e6, 16e6), 12);
+    }
 }

@@ -46,7 +46,9 @@ public sealed class ProfilingTests : IDisposable
 
     private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
-        GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)]);
+        GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
+        OpRates: new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
+        LinearForwardFactor: 1.04, LinearBackwardFactor: 1.07);
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -65,6 +67,10 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(0.3, c.Gpu.ElementRateG);
         Assert.Equal(0.6, c.Gpu.OverlapSlowdown);
         Assert.Equal([new GemmResidual(8192, 256, 128, 1.5)], c.Gpu.GemmResiduals!);
+        Assert.Equal(new OpRate(0.9, 0.8), c.Gpu.OpRates!["cross_entropy"]);
+        Assert.Equal(1.6, c.Gpu.OptimizerNsPerParam);
+        Assert.Equal(1.04, c.Gpu.LinearForwardFactor);
+        Assert.Equal(1.07, c.Gpu.LinearBackwardFactor);
         // A file from before these keys reads as "not measured": the cluster keeps its own values.
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
         var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
@@ -74,6 +80,10 @@ public sealed class ProfilingTests : IDisposable
         File.AppendAllText(path, "gemm_residual.0,128 256 x\n");
         var e = Assert.Throws<InputException>(() => CalibrationFile.Read(path));
         Assert.Contains("gemm_residual.0", e.Message);
+        // So is a broken op rate.
+        File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("gemm_residual")).Append("op.cross_entropy,0.9"));
+        var op = Assert.Throws<InputException>(() => CalibrationFile.Read(path));
+        Assert.Contains("op.cross_entropy", op.Message);
     }
 
     [Fact]
