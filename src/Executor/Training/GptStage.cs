@@ -121,6 +121,14 @@ public sealed class GptStage : IDisposable
     /// <summary>One transformer block on [batch, seq (local), hidden].</summary>
     public Tensor Block(int layer, Tensor x, Recompute recompute)
     {
+        // The block's temporaries are freed when it returns (autograd keeps what its backward needs), as Python's
+        // reference counting frees them: otherwise a micro-batch in flight would hold every intermediate tensor.
+        using var scope = DisposeScope.Begin();
+        return scope.Keep(BlockBody(layer, x, recompute));
+    }
+
+    private Tensor BlockBody(int layer, Tensor x, Recompute recompute)
+    {
         string p = $"layers.{layer}.";
         int tp = _plan.Tp;
         long b = x.Shape[0], s = _plan.Seq, d = _m.HeadDim, hl = _m.Heads / tp, kvl = _m.KvHeads / tp;
@@ -158,6 +166,12 @@ public sealed class GptStage : IDisposable
 
     /// <summary>Final norm, vocab-parallel logits and the mean cross entropy over the micro-batch's tokens.</summary>
     public Tensor HeadLoss(Tensor x, long[] targets)
+    {
+        using var scope = DisposeScope.Begin();
+        return scope.Keep(HeadLossBody(x, targets));
+    }
+
+    private Tensor HeadLossBody(Tensor x, long[] targets)
     {
         long b = x.Shape[0], s = _plan.Seq, n = b * s;
         long vocabShard = _m.Vocab / _plan.Tp, start = _tpRank * vocabShard;

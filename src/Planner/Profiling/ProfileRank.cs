@@ -81,6 +81,26 @@ public static class ProfileRank
         return times[times.Count / 2];
     }
 
+    /// <summary>Training's kernels once, on small tensors: linear layers, norm, GELU, attention and both losses forward
+    /// and backward, and an optimizer step.</summary>
+    private static void WarmUp()
+    {
+        using var scope = DisposeScope.Begin();
+        var w = Tensor.Normal([64, 64], 0, 0.02, seed: 8);
+        w.RequiresGrad = true;
+        var x = Tensor.Normal([2, 16, 64], 0, 1, seed: 9);
+        var h = F.LayerNorm(x, null, null);
+        var q = F.Linear(h, w).View(2, 16, 4, 16).Transpose(1, 2);
+        var a = F.CausalAttention(q, q, q).Transpose(1, 2).Reshape(2, 16, 64);
+        var logits = F.Linear(a.Gelu(tanhApproximation: true), w).View(32, 64);
+        var targets = Enumerable.Range(0, 32).Select(i => (long)(i % 64)).ToArray();
+        var loss = F.CrossEntropy(logits, Tensor.From(targets, 32)) + Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
+        loss.Backward();
+        using var optimizer = new AdamW([w], 1e-3);
+        optimizer.Step();
+        optimizer.ZeroGrad();
+    }
+
     /// <summary>Tokens and vocabulary of the loss measurements: a micro-batch of 4 x 128 tokens over an 8k vocabulary,
     /// whole and split in two as tensor parallelism splits it.</summary>
     public const int LossTokens = 512, LossVocab = 8192;
@@ -207,6 +227,11 @@ public static class ProfileRank
         using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout);
         using var scope = DisposeScope.Begin();
         pg.Barrier();
+        // The runtime's share of a rank: resident memory once training's kernels have run once on small tensors (their
+        // code is paged in; BLAS keeps per-thread work buffers after its first GEMM), read before the sweeps below,
+        // whose large tensors the rank's allocator would keep for reuse and which are no part of it.
+        WarmUp();
+        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
         var gemm = new List<double[]>();
         foreach (var (m, n, k) in GemmShapes)
         {
@@ -218,9 +243,6 @@ public static class ProfileRank
             a.Dispose();
             b.Dispose();
         }
-        // The runtime's share of a rank: resident memory once the math library has run (BLAS keeps per-thread
-        // work buffers after its first GEMM), with the GEMMs' tensors freed.
-        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
         const long elements = 4 << 20;
         var x = Tensor.Full([elements], 1);
         var y = Tensor.Full([elements], 2);
