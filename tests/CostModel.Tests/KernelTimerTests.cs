@@ -77,4 +77,21 @@ public class KernelTimerTests
         Assert.Equal(1e6 * 2e-9, timer.Optimizer(1e6, 16e6), 12);
         Assert.Equal(curve.Stream(16e6), curve.Optimizer(1e6, 16e6), 12);
     }
+
+    [Fact]
+    public void Whole_block_and_head_factors_scale_their_passes()
+    {
+        var plain = ClusterLoader.LoadGpu("local-cpu");
+        var gpu = plain with { BlockForwardFactor = 1.1, BlockBackwardFactor = 1.2, HeadForwardFactor = 1.3, HeadBackwardFactor = 1.4 };
+        var model = ModelLoader.Load("gpt2");
+        var plan = new Planner.CostModel.Plans.ParallelPlan(1, 1, 1, 1, 0, 4, 4, 128, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32);
+        var ops = new TransformerOps(model, plan, flashAttention: false);
+        var timer = new KernelTimer(gpu, Precision.Fp32);
+        var bare = new KernelTimer(plain, Precision.Fp32);
+        Assert.Equal(1.1 * bare.Forward(ops.Block), timer.BlockForward(ops.Block), 12);
+        Assert.Equal(1.2 * bare.Backward(ops.Block), timer.BlockBackward(ops.Block), 12);
+        Assert.Equal(1.3 * bare.Forward(ops.Head), timer.HeadForward(ops.Head), 12);
+        Assert.Equal(1.4 * bare.Backward(ops.Head), timer.HeadBackward(ops.Head), 12);
+        Assert.Equal(bare.BlockForward(ops.Block), bare.Forward(ops.Block), 12); // not measured: no correction
+    }
 }

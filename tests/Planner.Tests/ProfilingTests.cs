@@ -48,7 +48,8 @@ public sealed class ProfilingTests : IDisposable
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
         OpRates: new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
-        LinearForwardFactor: 1.04, LinearBackwardFactor: 1.07);
+        LinearForwardFactor: 1.04, LinearBackwardFactor: 1.07, BlockForwardFactor: 1.1, BlockBackwardFactor: 1.2,
+        HeadForwardFactor: 1.3, HeadBackwardFactor: 1.4);
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -71,6 +72,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(1.6, c.Gpu.OptimizerNsPerParam);
         Assert.Equal(1.04, c.Gpu.LinearForwardFactor);
         Assert.Equal(1.07, c.Gpu.LinearBackwardFactor);
+        Assert.Equal((1.1, 1.2, 1.3, 1.4), (c.Gpu.BlockForwardFactor, c.Gpu.BlockBackwardFactor, c.Gpu.HeadForwardFactor, c.Gpu.HeadBackwardFactor));
         // A file from before these keys reads as "not measured": the cluster keeps its own values.
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
         var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);

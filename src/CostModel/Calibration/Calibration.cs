@@ -17,6 +17,10 @@ namespace Planner.CostModel.Calibration;
 /// <param name="OptimizerNsPerParam">Measured optimizer step per parameter, ns (0: not measured).</param>
 /// <param name="LinearForwardFactor">Measured linear-layer forward GEMMs over the priced ones (0: not measured).</param>
 /// <param name="LinearBackwardFactor">Measured linear-layer backward GEMMs over the priced ones (0: not measured).</param>
+/// <param name="BlockForwardFactor">Measured transformer block forward over its price (0: not measured).</param>
+/// <param name="BlockBackwardFactor">Measured transformer block backward over its price (0: not measured).</param>
+/// <param name="HeadForwardFactor">Measured final norm, LM head and loss forward over their price (0: not measured).</param>
+/// <param name="HeadBackwardFactor">The same for their backward (0: not measured).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -39,7 +43,11 @@ public sealed record Calibration(
     IReadOnlyDictionary<string, OpRate>? OpRates = null,
     double OptimizerNsPerParam = 0,
     double LinearForwardFactor = 0,
-    double LinearBackwardFactor = 0)
+    double LinearBackwardFactor = 0,
+    double BlockForwardFactor = 0,
+    double BlockBackwardFactor = 0,
+    double HeadForwardFactor = 0,
+    double HeadBackwardFactor = 0)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -63,6 +71,10 @@ public sealed record Calibration(
             OptimizerNsPerParam = OptimizerNsPerParam > 0 ? OptimizerNsPerParam : cluster.Gpu.OptimizerNsPerParam,
             LinearForwardFactor = LinearForwardFactor > 0 ? LinearForwardFactor : cluster.Gpu.LinearForwardFactor,
             LinearBackwardFactor = LinearBackwardFactor > 0 ? LinearBackwardFactor : cluster.Gpu.LinearBackwardFactor,
+            BlockForwardFactor = BlockForwardFactor > 0 ? BlockForwardFactor : cluster.Gpu.BlockForwardFactor,
+            BlockBackwardFactor = BlockBackwardFactor > 0 ? BlockBackwardFactor : cluster.Gpu.BlockBackwardFactor,
+            HeadForwardFactor = HeadForwardFactor > 0 ? HeadForwardFactor : cluster.Gpu.HeadForwardFactor,
+            HeadBackwardFactor = HeadBackwardFactor > 0 ? HeadBackwardFactor : cluster.Gpu.HeadBackwardFactor,
         };
         return cluster with
         {

@@ -66,6 +66,21 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
         ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
         : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(2 * op.Bytes, op.Elements);
 
+    /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
+    /// whole-block correction.</summary>
+    public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false) =>
+        Forward(ops, attentionCoreOnly) * (gpu.BlockForwardFactor > 0 ? gpu.BlockForwardFactor : 1);
+
+    /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction.</summary>
+    public double BlockBackward(IReadOnlyList<Op> ops) =>
+        Backward(ops) * (gpu.BlockBackwardFactor > 0 ? gpu.BlockBackwardFactor : 1);
+
+    /// <summary>Forward seconds of the final norm, LM head and loss, with the profiled correction.</summary>
+    public double HeadForward(IReadOnlyList<Op> ops) => Forward(ops) * (gpu.HeadForwardFactor > 0 ? gpu.HeadForwardFactor : 1);
+
+    /// <summary>Their backward seconds, with the profiled correction.</summary>
+    public double HeadBackward(IReadOnlyList<Op> ops) => Backward(ops) * (gpu.HeadBackwardFactor > 0 ? gpu.HeadBackwardFactor : 1);
+
     /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>
     public double Forward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false)
     {

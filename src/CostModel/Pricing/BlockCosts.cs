@@ -57,11 +57,11 @@ public sealed class BlockCosts
         var placement = new Placement(plan, cluster.GpusPerNode);
         var gpu = cluster.Gpu;
         double e = plan.Precision.ActivationBytes();
-        double forward = timer.Forward(ops.Block);
+        double forward = timer.BlockForward(ops.Block);
         double recompute = plan.Recompute switch
         {
             Plans.Recompute.Full => forward,
-            Plans.Recompute.Selective => ops.FlashAttention ? 0 : timer.Forward(ops.Block, attentionCoreOnly: true),
+            Plans.Recompute.Selective => ops.FlashAttention ? 0 : timer.BlockForward(ops.Block, attentionCoreOnly: true),
             _ => 0,
         };
         // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
@@ -77,7 +77,7 @@ public sealed class BlockCosts
             Ops = ops,
             Timer = timer,
             Forward = forward,
-            Backward = timer.Backward(ops.Block),
+            Backward = timer.BlockBackward(ops.Block),
             Recompute = recompute,
             TpForward = tpPair,
             TpBackward = tpPair,
@@ -88,8 +88,8 @@ public sealed class BlockCosts
             TpEmbedding = CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm),
             EmbeddingForward = timer.Forward(ops.Embedding),
             EmbeddingBackward = timer.Backward(ops.Embedding),
-            HeadForward = timer.Forward(ops.Head),
-            HeadBackward = timer.Backward(ops.Head),
+            HeadForward = timer.HeadForward(ops.Head),
+            HeadBackward = timer.HeadBackward(ops.Head),
             HiddenBytes = hiddenBytes,
         };
     }

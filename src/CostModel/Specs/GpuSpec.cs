@@ -29,6 +29,12 @@ namespace Planner.CostModel.Specs;
 /// <param name="LinearForwardFactor">Measured time of a linear layer's forward GEMM over the GEMM curve's (weights
 /// transposed as layers store them; 0: not measured, 1).</param>
 /// <param name="LinearBackwardFactor">The same for its two backward GEMMs (0: not measured, 1).</param>
+/// <param name="BlockForwardFactor">Measured time of a whole transformer block's forward, as the training software
+/// runs it, over its price from the kernels above (what the kernel list leaves out: launch and framework overheads,
+/// layout copies); 0: not measured, 1.</param>
+/// <param name="BlockBackwardFactor">The same for the block's backward (0: not measured, 1).</param>
+/// <param name="HeadForwardFactor">The same for the final norm, LM head and loss, forward (0: not measured, 1).</param>
+/// <param name="HeadBackwardFactor">The same for their backward (0: not measured, 1).</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -45,7 +51,11 @@ public sealed record GpuSpec(
     IReadOnlyDictionary<string, OpRate>? OpRates = null,
     double OptimizerNsPerParam = 0,
     double LinearForwardFactor = 0,
-    double LinearBackwardFactor = 0)
+    double LinearBackwardFactor = 0,
+    double BlockForwardFactor = 0,
+    double BlockBackwardFactor = 0,
+    double HeadForwardFactor = 0,
+    double HeadBackwardFactor = 0)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>

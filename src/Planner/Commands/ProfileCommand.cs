@@ -121,6 +121,23 @@ public static class ProfileCommand
             }
             cal = cal with { LinearForwardFactor = MedianOf(linearRows.Select(r => r.Forward)), LinearBackwardFactor = MedianOf(linearRows.Select(r => r.Backward)) };
         }
+        // A whole transformer block as the executor runs it, against its price with everything above: what the kernel
+        // list leaves out (framework overheads, layout copies) corrects every block, forward and backward.
+        double[]? blockRow = null;
+        if (m["block"] is JsonArray ba)
+        {
+            var measured = ba.Select(v => (double)v!).ToArray();
+            var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+            var blockOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
+            double pf = blockTimer.Forward(blockOps.Block), pb = blockTimer.Backward(blockOps.Block);
+            blockRow = [measured[0], pf, measured[1], pb];
+            if (measured.Length >= 4)
+            {
+                blockRow = [.. blockRow, measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
+                cal = cal with { HeadForwardFactor = blockRow[4] / blockRow[5], HeadBackwardFactor = blockRow[6] / blockRow[7] };
+            }
+            cal = cal with { BlockForwardFactor = measured[0] / pf, BlockBackwardFactor = measured[1] / pb };
+        }
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -139,6 +156,10 @@ public static class ProfileCommand
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
             if (linearRows.Count > 0)
                 console.WriteLine($"linear-layer factors: forward {cal.LinearForwardFactor:F2}, backward {cal.LinearBackwardFactor:F2}");
+            if (blockRow is { } br)
+                console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.BlockForwardFactor:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.BlockBackwardFactor:F2}x)");
+            if (blockRow is { Length: 8 } hr)
+                console.WriteLine($"its head (norm, tied LM head, loss): forward {hr[4] * 1e3:F1} ms against {hr[5] * 1e3:F1} priced ({cal.HeadForwardFactor:F2}x), backward {hr[6] * 1e3:F1} ms against {hr[7] * 1e3:F1} ({cal.HeadBackwardFactor:F2}x)");
             if (optimizerNs > 0)
                 console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")

@@ -63,12 +63,15 @@ public static class CalibrationFile
         }
         foreach (var (name, rate) in c.OpRates ?? new Dictionary<string, OpRate>())
             rows.Add(new($"op.{name}", $"{rate.ForwardNs.ToString("R", inv)} {rate.BackwardNs.ToString("R", inv)}"));
-        if (c.OptimizerNsPerParam > 0)
-            rows.Add(new("optimizer_ns_per_param", c.OptimizerNsPerParam.ToString("R", inv)));
-        if (c.LinearForwardFactor > 0)
-            rows.Add(new("linear_forward_factor", c.LinearForwardFactor.ToString("R", inv)));
-        if (c.LinearBackwardFactor > 0)
-            rows.Add(new("linear_backward_factor", c.LinearBackwardFactor.ToString("R", inv)));
+        // Measurements a profile may lack (older files, other hardware): written only when measured.
+        (string Key, double Value)[] optional =
+        [
+            ("optimizer_ns_per_param", c.OptimizerNsPerParam), ("linear_forward_factor", c.LinearForwardFactor),
+            ("linear_backward_factor", c.LinearBackwardFactor), ("block_forward_factor", c.BlockForwardFactor),
+            ("block_backward_factor", c.BlockBackwardFactor), ("head_forward_factor", c.HeadForwardFactor),
+            ("head_backward_factor", c.HeadBackwardFactor),
+        ];
+        rows.AddRange(optional.Where(x => x.Value > 0).Select(x => new Row(x.Key, x.Value.ToString("R", inv))));
         rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
@@ -117,7 +120,11 @@ public static class CalibrationFile
             }),
             map.ContainsKey("optimizer_ns_per_param") ? D("optimizer_ns_per_param") : 0,
             map.ContainsKey("linear_forward_factor") ? D("linear_forward_factor") : 0,
-            map.ContainsKey("linear_backward_factor") ? D("linear_backward_factor") : 0);
+            map.ContainsKey("linear_backward_factor") ? D("linear_backward_factor") : 0,
+            map.ContainsKey("block_forward_factor") ? D("block_forward_factor") : 0,
+            map.ContainsKey("block_backward_factor") ? D("block_backward_factor") : 0,
+            map.ContainsKey("head_forward_factor") ? D("head_forward_factor") : 0,
+            map.ContainsKey("head_backward_factor") ? D("head_backward_factor") : 0);
     }
 
     /// <summary>

@@ -1,7 +1,10 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Planner.Executor.Distributed;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
 using Planner.Executor.Torch;
+using Planner.Executor.Training;
 
 namespace Planner.Cli.Profiling;
 
@@ -101,6 +104,38 @@ public static class ProfileRank
         optimizer.ZeroGrad();
     }
 
+    /// <summary>
+    /// Median forward and backward seconds of <paramref name="pass"/> on a fresh leaf copy of <paramref name="input"/>
+    /// each time (so that the backward writes the input's gradient as training does), the first call untimed; a
+    /// non-scalar output is back-propagated with a gradient of ones.
+    /// </summary>
+    private static (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7)
+    {
+        var forward = new List<double>();
+        var backward = new List<double>();
+        for (int i = 0; i <= runs; i++)
+        {
+            using var scope = DisposeScope.Begin();
+            var leaf = input.Detach();
+            leaf.RequiresGrad = true;
+            var w = Stopwatch.StartNew();
+            var y = pass(leaf);
+            double f = w.Elapsed.TotalSeconds;
+            var grad = y.Shape.Length == 0 ? null : Tensor.Full(y.Shape, 1);
+            w.Restart();
+            y.Backward(grad);
+            double b = w.Elapsed.TotalSeconds;
+            if (i > 0)
+            {
+                forward.Add(f);
+                backward.Add(b);
+            }
+        }
+        forward.Sort();
+        backward.Sort();
+        return (forward[forward.Count / 2], backward[backward.Count / 2]);
+    }
+
     /// <summary>Tokens and vocabulary of the loss measurements: a micro-batch of 4 x 128 tokens over an 8k vocabulary,
     /// whole and split in two as tensor parallelism splits it.</summary>
     public const int LossTokens = 512, LossVocab = 8192;
@@ -121,29 +156,9 @@ public static class ProfileRank
             Tensor Loss(Tensor logits) => name == "cross_entropy"
                 ? F.CrossEntropy(logits, targetTensor)
                 : Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
-            var forward = new List<double>();
-            var backward = new List<double>();
-            for (int i = 0; i < 9; i++)
-            {
-                using var scope = DisposeScope.Begin();
-                var leaf = source.Detach();
-                leaf.RequiresGrad = true;
-                var w = Stopwatch.StartNew();
-                var loss = Loss(leaf);
-                double f = w.Elapsed.TotalSeconds;
-                w.Restart();
-                loss.Backward();
-                double b = w.Elapsed.TotalSeconds;
-                if (i > 0)
-                {
-                    forward.Add(f);
-                    backward.Add(b);
-                }
-            }
-            forward.Sort();
-            backward.Sort();
+            var (f, b) = PassTimes(source, Loss, 8);
             double elements = (double)LossTokens * vocab;
-            result[name] = [forward[forward.Count / 2] / elements * 1e9, backward[backward.Count / 2] / elements * 1e9];
+            result[name] = [f / elements * 1e9, b / elements * 1e9];
         }
         return result;
     }
@@ -164,31 +179,35 @@ public static class ProfileRank
             using var x0 = Tensor.Normal([t, i], 0, 1, seed: 6);
             using var w = Tensor.Normal([o, i], 0, 0.02, seed: 7);
             w.RequiresGrad = true;
-            var forward = new List<double>();
-            var backward = new List<double>();
-            for (int rep = 0; rep < 8; rep++)
-            {
-                using var scope = DisposeScope.Begin();
-                var x = x0.Detach();
-                x.RequiresGrad = true;
-                var sw = Stopwatch.StartNew();
-                var y = F.Linear(x, w);
-                double f = sw.Elapsed.TotalSeconds;
-                var g = Tensor.Full([t, o], 1);
-                sw.Restart();
-                y.Backward(g);
-                double b = sw.Elapsed.TotalSeconds;
-                if (rep > 0)
-                {
-                    forward.Add(f);
-                    backward.Add(b);
-                }
-            }
-            forward.Sort();
-            backward.Sort();
-            result.Add([t, i, o, forward[forward.Count / 2], backward[backward.Count / 2]]);
+            var (f, b) = PassTimes(x0, x => F.Linear(x, w));
+            result.Add([t, i, o, f, b]);
         }
         return result;
+    }
+
+    /// <summary>The transformer block whose whole forward and backward profile times: a GPT-2 block of hidden 256, 8
+    /// heads, over a micro-batch of 4 sequences of 128 tokens, in fp32.</summary>
+    public const string ReferenceBlockConfig =
+        """{"model_type": "gpt2", "n_layer": 1, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null}""";
+
+    /// <summary>The reference block's model.</summary>
+    public static ModelSpec ReferenceModel() => ModelLoader.Parse(ReferenceBlockConfig, "profile", "profile-block");
+
+    /// <summary>The reference block's plan: one rank, micro-batches of 4 x 128 tokens, fp32.</summary>
+    public static ParallelPlan ReferencePlan() => new(1, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
+
+    /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
+    /// training runs), forward and backward: median seconds of each, block then head.</summary>
+    private static double[] MeasureBlock()
+    {
+        var model = ReferenceModel();
+        var plan = ReferencePlan();
+        using var stage = new GptStage(model, plan, [[0]], true, true, null, 0, 1);
+        var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
+        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
+        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None));
+        var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets));
+        return [bf, bb, hf, hb];
     }
 
     /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over 4M parameters: ns per parameter.</summary>
@@ -252,6 +271,7 @@ public static class ProfileRank
         double gelu = Median(() => x.Gelu(tanhApproximation: true).Dispose(), 0.3);
         var ops = MeasureOps();
         var linear = MeasureLinear();
+        var block = MeasureBlock();
         double optimizerNs = MeasureOptimizer();
         var s1 = Tensor.Full([1], 1);
         var s2 = Tensor.Full([1], 1);
@@ -333,6 +353,7 @@ public static class ProfileRank
                 small_op_seconds = small,
                 ops,
                 linear,
+                block,
                 optimizer_ns_per_param = optimizerNs,
                 all_reduce = allReduce,
                 all_reduce_loaded = loaded,
