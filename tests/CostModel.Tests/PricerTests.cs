@@ -320,4 +320,20 @@ public class PricerTests
         var zero1 = zero0 with { Zero = 1 };
         Assert.Equal(Pricer.Price(model, cluster, zero1).MemoryByStage[0].Buffers, Pricer.Price(model, cluster, zero1, copies).MemoryByStage[0].Buffers);
     }
+
+    [Fact]
+    public void The_last_gradients_of_the_backward_are_reduced_after_it_whatever_the_overlap()
+    {
+        // gpt2 on one DGX node with DP=8: the backward ends with the embedding, whose all-reduce cannot overlap it.
+        var model = ModelLoader.Load("gpt2");
+        var cluster = ClusterLoader.Load("dgx-a100-80g-1node");
+        var plan = Plan(tp: 1, pp: 1, dp: 8, mbs: 4, gbs: 64, seq: 1024);
+        var r = Pricer.Price(model, cluster, plan);
+        double embedding = Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, model.EmbeddingParams * 2.0,
+            new Comm.Placement(plan, cluster.GpusPerNode), Comm.Axis.Dp, cluster, Comm.CollectiveAlgorithm.Ring);
+        Assert.True(r.Breakdown.DpComm >= embedding * 0.99, $"exposed {r.Breakdown.DpComm} s, embedding's all-reduce {embedding} s");
+        // Without overlap the whole reduction is exposed, which is more.
+        var serial = Pricer.Price(model, cluster, plan, new PricingOptions(OverlapGradReduce: false));
+        Assert.True(serial.Breakdown.DpComm > r.Breakdown.DpComm);
+    }
 }

@@ -264,7 +264,12 @@ public sealed class PipelineCosts
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             if (options.OverlapGradReduce)
             {
-                reduce = gpu.Overlapped(parts[s].LastBackward, reduce) - parts[s].LastBackward;
+                // The gradients the backward produces last (the first stage's embedding, else the stage's first block)
+                // are reduced only after it ends: that bucket is exposed whatever the overlap.
+                double lastBucket = plan.Zero <= 2 && stageParams > 0
+                    ? (s == 0 ? (double)model.EmbeddingParams / plan.Tp : (double)model.LayerParams / plan.Tp) / stageParams * reduce
+                    : 0;
+                reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
                 gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
