@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-/tmp/planner-closed-loop}"
-steps="${2:-24}"
+steps="${2:-40}"
 warmup="${3:-$((steps / 4))}"
 mkdir -p "$out"
 planner="$root/planner"

@@ -48,7 +48,7 @@ public static class ProfileRank
     private const int GapKernels = 2;
 
     /// <summary>Timed loaded collectives per message size.</summary>
-    private const int LoadedRuns = 30;
+    private const int LoadedRuns = 80;
 
     /// <summary>Mean seconds of <paramref name="op"/> timed alone, each call right after <paramref name="before"/>
     /// (untimed) on every rank.</summary>
@@ -205,8 +205,8 @@ public static class ProfileRank
         using var stage = new GptStage(model, plan, [[0]], true, true, null, 0, 1);
         var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
-        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None));
-        var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets));
+        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15);
+        var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets), 15);
         return [bf, bb, hf, hb];
     }
 
