@@ -135,6 +135,18 @@ public class KendallTauTests
             var (code, output, _) = ExecutorParityTests.Planner(["validate", "--executed", path]);
             Assert.Equal(0, code);
             Assert.Contains("Kendall tau 1.00", output);
+            // Two more runs of p1, one slow (2.0 s) and one at 1.0 s: p1 counts once, by its median (1.1 s), so the
+            // order and the mean error stay those of three plans measured 1.1x their predictions.
+            Profiling.RunHistory.Append(path, new Profiling.HistoryRow { Plan = "p1", PredictedStepTime = 1, MeasuredStepTime = 2.0, PredictedMemory = 1, MeasuredMemory = 1.2 });
+            Profiling.RunHistory.Append(path, new Profiling.HistoryRow { Plan = "p1", PredictedStepTime = 1, MeasuredStepTime = 1.0, PredictedMemory = 1, MeasuredMemory = 1.2 });
+            (code, output, _) = ExecutorParityTests.Planner(["validate", "--executed", path, "--json"]);
+            Assert.Equal(0, code);
+            var o = System.Text.Json.Nodes.JsonNode.Parse(output)!;
+            Assert.Equal(3, o["runs"]!.AsArray().Count);
+            Assert.Equal(3, (int)o["runs"]![0]!["runs"]!);
+            Assert.Equal(1.1, (double)o["runs"]![0]!["measured_step_time_s"]!, 9);
+            Assert.Equal(1.0, (double)o["kendall_tau"]!, 9);
+            Assert.Equal(100 * (1 - 1 / 1.1), (double)o["mape_pct"]!, 6);
         }
         finally
         {

@@ -67,9 +67,24 @@ public static class ValidateCommand
 
     private static int Executed(TextWriter stdout, string path, bool json)
     {
-        var rows = Profiling.RunHistory.Read(path);
-        if (rows.Count == 0)
+        var all = Profiling.RunHistory.Read(path);
+        if (all.Count == 0)
             throw new InputException($"--executed: '{path}' has no runs");
+        // Repeated runs of one plan (same model, cluster and plan) count once, by their medians: a VM's noise moves a
+        // single run by more than the model's error.
+        static double Median(IEnumerable<double> v)
+        {
+            var a = v.OrderBy(x => x).ToArray();
+            return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+        }
+        var groups = all.GroupBy(x => (x.Model, x.Cluster, x.Plan)).ToList();
+        var rows = groups.Select(g => new Profiling.HistoryRow
+        {
+            Model = g.Key.Model, Cluster = g.Key.Cluster, Plan = g.Key.Plan,
+            PredictedStepTime = Median(g.Select(x => x.PredictedStepTime)), MeasuredStepTime = Median(g.Select(x => x.MeasuredStepTime)),
+            PredictedMemory = Median(g.Select(x => x.PredictedMemory)), MeasuredMemory = Median(g.Select(x => x.MeasuredMemory)),
+        }).ToList();
+        var counts = groups.Select(g => g.Count()).ToList();
         var errors = rows.Select(x => (x.PredictedStepTime - x.MeasuredStepTime) / x.MeasuredStepTime * 100).ToList();
         var memErrors = rows.Select(x => (x.PredictedMemory - x.MeasuredMemory) / x.MeasuredMemory * 100).ToList();
         double tau = Profiling.RunHistory.KendallTau(rows.Select(x => x.PredictedStepTime).ToList(), rows.Select(x => x.MeasuredStepTime).ToList());
@@ -79,7 +94,7 @@ public static class ValidateCommand
             {
                 ["runs"] = new JsonArray(rows.Select((x, i) => (JsonNode)new JsonObject
                 {
-                    ["plan"] = x.Plan, ["predicted_step_time_s"] = x.PredictedStepTime, ["measured_step_time_s"] = x.MeasuredStepTime,
+                    ["plan"] = x.Plan, ["runs"] = counts[i], ["predicted_step_time_s"] = x.PredictedStepTime, ["measured_step_time_s"] = x.MeasuredStepTime,
                     ["error_pct"] = errors[i], ["peak_memory_error_pct"] = memErrors[i],
                 }).ToArray()),
                 ["mape_pct"] = errors.Average(Math.Abs),
@@ -90,13 +105,13 @@ public static class ValidateCommand
             return Cli.Ok;
         }
         var console = Tables.Console(stdout);
-        var t = new Table().Border(TableBorder.Rounded).AddColumn("plan").AddColumn(new TableColumn("measured s").RightAligned())
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("plan").AddColumn(new TableColumn("runs").RightAligned()).AddColumn(new TableColumn("measured s").RightAligned())
             .AddColumn(new TableColumn("predicted s").RightAligned()).AddColumn(new TableColumn("error").RightAligned())
             .AddColumn(new TableColumn("memory error").RightAligned());
         for (int i = 0; i < rows.Count; i++)
-            t.AddRow(Markup.Escape(rows[i].Plan), $"{rows[i].MeasuredStepTime:F3}", $"{rows[i].PredictedStepTime:F3}", $"{errors[i]:+0.0;-0.0}%", $"{memErrors[i]:+0.0;-0.0}%");
+            t.AddRow(Markup.Escape(rows[i].Plan), $"{counts[i]}", $"{rows[i].MeasuredStepTime:F3}", $"{rows[i].PredictedStepTime:F3}", $"{errors[i]:+0.0;-0.0}%", $"{memErrors[i]:+0.0;-0.0}%");
         console.Write(t);
-        stdout.WriteLine($"{rows.Count} runs: step time MAPE {errors.Average(Math.Abs):F1}%, peak memory MAPE {memErrors.Average(Math.Abs):F1}%, Kendall tau {tau:F2}");
+        stdout.WriteLine($"{rows.Count} plans ({all.Count} runs, repeated plans by their medians): step time MAPE {errors.Average(Math.Abs):F1}%, peak memory MAPE {memErrors.Average(Math.Abs):F1}%, Kendall tau {tau:F2}");
         return Cli.Ok;
     }
 
