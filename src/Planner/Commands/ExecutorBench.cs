@@ -7,14 +7,15 @@ namespace Planner.Cli.Commands;
 /// <summary>
 /// The executor against an equivalent PyTorch script on this machine: the same GPT-2-style model (LayerNorm, separate
 /// q/k/v projections, causal attention, tanh-GeLU MLP, tied embeddings), batch, sequence, fp32, AdamW, one thread,
-/// one process, the same glibc allocator settings. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
+/// one process pinned to the same core, the same allocator settings. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
 /// </summary>
 public static class ExecutorBench
 {
     private const int Layers = 4, Hidden = 256, Heads = 4, Vocab = 1024, Seq = 128, Batch = 8, Steps = 12, Warmup = 2;
 
     private const string Script = """
-import math, sys, time, torch
+import math, os, sys, time, torch
+os.sched_setaffinity(0, {0})  # the core the executor's one rank is pinned to
 torch.set_num_threads(1); torch.manual_seed(0)
 L, H, NH, V, S, B, steps, warm = [int(a) for a in sys.argv[1:9]]
 D = H // NH
