@@ -114,12 +114,7 @@ public static class ProfileCommand
                 double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
                 linearRows.Add((l, l[3] / f, l[4] / b));
             }
-            static double MedianOf(IEnumerable<double> v)
-            {
-                var a = v.OrderBy(x => x).ToArray();
-                return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
-            }
-            cal = cal with { LinearForwardFactor = MedianOf(linearRows.Select(r => r.Forward)), LinearBackwardFactor = MedianOf(linearRows.Select(r => r.Backward)) };
+            cal = cal with { LinearForwardFactor = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackwardFactor = Fitting.Median(linearRows.Select(r => r.Backward)) };
         }
         // A whole transformer block as the executor runs it, against its price with everything above: what the kernel
         // list leaves out (framework overheads, layout copies) corrects every block, forward and backward.

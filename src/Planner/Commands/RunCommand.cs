@@ -248,7 +248,7 @@ public static class RunCommand
             double? loss = rows.Select(l => (double?)l["loss"]).FirstOrDefault(v => v is not null);
             return (Step: s, Seconds: seconds, Loss: loss);
         }).ToList();
-        double median = Median(perStep.Skip(warmup).Select(x => x.Seconds));
+        double median = Profiling.Fitting.Median(perStep.Skip(warmup).Select(x => x.Seconds));
         var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
         double peak = peakByRank.Max();
@@ -291,7 +291,7 @@ public static class RunCommand
                     ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
                     ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
                     ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-                        .Select(g => (JsonNode)Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
+                        .Select(g => (JsonNode)Profiling.Fitting.Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
                     ["loss_scale"] = lossScale,
                     ["skipped_steps"] = skipped,
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
@@ -324,14 +324,6 @@ public static class RunCommand
         if (predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
         return (median, peak, predicted);
-    }
-
-    /// <summary>The median (the mean of the middle two for an even count), NaN for none.</summary>
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.OrderBy(v => v).ToArray();
-        int n = sorted.Length;
-        return n == 0 ? double.NaN : n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 }
 

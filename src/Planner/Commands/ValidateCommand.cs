@@ -72,17 +72,12 @@ public static class ValidateCommand
             throw new InputException($"--executed: '{path}' has no runs");
         // Repeated runs of one plan (same model, cluster and plan) count once, by their medians: a VM's noise moves a
         // single run by more than the model's error.
-        static double Median(IEnumerable<double> v)
-        {
-            var a = v.OrderBy(x => x).ToArray();
-            return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
-        }
         var groups = all.GroupBy(x => (x.Model, x.Cluster, x.Plan)).ToList();
         var rows = groups.Select(g => new Profiling.HistoryRow
         {
             Model = g.Key.Model, Cluster = g.Key.Cluster, Plan = g.Key.Plan,
-            PredictedStepTime = Median(g.Select(x => x.PredictedStepTime)), MeasuredStepTime = Median(g.Select(x => x.MeasuredStepTime)),
-            PredictedMemory = Median(g.Select(x => x.PredictedMemory)), MeasuredMemory = Median(g.Select(x => x.MeasuredMemory)),
+            PredictedStepTime = Profiling.Fitting.Median(g.Select(x => x.PredictedStepTime)), MeasuredStepTime = Profiling.Fitting.Median(g.Select(x => x.MeasuredStepTime)),
+            PredictedMemory = Profiling.Fitting.Median(g.Select(x => x.PredictedMemory)), MeasuredMemory = Profiling.Fitting.Median(g.Select(x => x.MeasuredMemory)),
         }).ToList();
         var counts = groups.Select(g => g.Count()).ToList();
         var errors = rows.Select(x => (x.PredictedStepTime - x.MeasuredStepTime) / x.MeasuredStepTime * 100).ToList();

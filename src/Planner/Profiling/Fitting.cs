@@ -6,6 +6,14 @@ namespace Planner.Cli.Profiling;
 /// <summary>Least-squares fits of the cost model's few physical parameters to measurements (MathNet.Numerics).</summary>
 public static class Fitting
 {
+    /// <summary>The median (the mean of the middle two for an even count), NaN for none.</summary>
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        int n = sorted.Length;
+        return n == 0 ? double.NaN : n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+
     /// <summary>
     /// Fits t = F / (P·η) · Π (d + h)/d + o to GEMM timings (F = 2·m·n·k FLOPs, d each of m, n, k): for each half
     /// dimension h on a grid, η and o by least squares on relative errors; the h with the smallest error wins.
