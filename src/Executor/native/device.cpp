@@ -17,9 +17,14 @@ PT_EXPORT int32_t pt_manual_seed(uint64_t seed) {
   PT_CATCH
 }
 
+// OpenBLAS's own thread count (it starts a thread per core unless told, whatever ATen's setting); weak: absent
+// where libtorch uses another BLAS.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 PT_EXPORT int32_t pt_set_num_threads(int32_t n) {
   PT_TRY
   at::set_num_threads(n);
+  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(n);
   PT_CATCH
 }
 

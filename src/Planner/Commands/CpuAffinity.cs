@@ -22,11 +22,20 @@ public static partial class CpuAffinity
     /// refuses (the process then runs unpinned, as before).</summary>
     public static void ApplyFromEnvironment()
     {
-        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable(Variable) is not { Length: > 0 } spec)
+        if (Environment.GetEnvironmentVariable(Variable) is not { Length: > 0 } spec)
+            return;
+        Pin(spec.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(part => int.TryParse(part, out int cpu) ? cpu : -1));
+    }
+
+    /// <summary>Pins every thread of this process (and so every thread started later) to <paramref name="cores"/>;
+    /// silent where the OS refuses or no core is valid.</summary>
+    public static void Pin(IEnumerable<int> cores)
+    {
+        if (!OperatingSystem.IsLinux())
             return;
         ulong mask = 0;
-        foreach (var part in spec.Split(',', StringSplitOptions.RemoveEmptyEntries))
-            if (int.TryParse(part, out int cpu) && cpu is >= 0 and < 64)
+        foreach (int cpu in cores)
+            if (cpu is >= 0 and < 64)
                 mask |= 1UL << cpu;
         if (mask == 0)
             return;

@@ -9,7 +9,7 @@ namespace Planner.Cli.Commands;
 /// q/k/v projections, causal attention, tanh-GeLU MLP, tied embeddings), batch, sequence, fp32, AdamW, one thread,
 /// one process pinned to the same core, the same allocator settings. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
 /// </summary>
-public static class ExecutorBench
+public static partial class ExecutorBench
 {
     private const int Layers = 4, Hidden = 256, Heads = 4, Vocab = 1024, Seq = 128, Batch = 8, Steps = 12, Warmup = 2;
 
@@ -73,15 +73,41 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
             var theirs = Process("/usr/bin/python3", [script, .. new[] { Layers, Hidden, Heads, Vocab, Seq, Batch, Steps, Warmup }.Select(x => x.ToString())], dir);
             double torchStep = double.Parse(theirs.Trim(), CultureInfo.InvariantCulture);
             double flops = 6.0 * Batch * Seq * (12.0 * Layers * Hidden * Hidden + Vocab * Hidden) + 12.0 * Batch * Seq * Seq * Hidden * Layers;
+            double matmul = MatmulRate();
             stdout.WriteLine($"executor GPT ({Layers} layers, hidden {Hidden}, batch {Batch}x{Seq}, fp32, 1 thread): {oursStep * 1e3:F1} ms/step; " +
                              $"PyTorch script: {torchStep * 1e3:F1} ms/step; ratio {oursStep / torchStep:F3}; " +
                              $"executor model FLOP rate {flops / oursStep / 1e9:F1} GFLOP/s");
+            stdout.WriteLine($"matmul rate on the same core ({MatmulDim}x{MatmulDim}x{MatmulDim} fp32, 1 thread): {matmul / 1e9:F1} GFLOP/s; " +
+                             $"executor MFU {flops / oursStep / matmul:P1}, PyTorch script MFU {flops / torchStep / matmul:P1}");
         }
         finally
         {
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }
+
+    private const int MatmulDim = 1024;
+
+    /// <summary>This machine's matmul rate (FLOP/s) through the executor's binding, on the core the runs above used.</summary>
+    private static double MatmulRate()
+    {
+        // After both runs: the pinning is inherited by every thread and process this one starts.
+        CpuAffinity.Pin([0]);
+        // As the ranks' allocator settings: freed result buffers are reused, not returned and faulted in again (glibc).
+        if (OperatingSystem.IsLinux())
+        {
+            _ = mallopt(-3 /* M_MMAP_THRESHOLD */, 32 << 20);
+            _ = mallopt(-1 /* M_TRIM_THRESHOLD */, int.MaxValue);
+        }
+        Executor.Torch.TorchRuntime.Threads = 1;
+        using var a = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 1);
+        using var b = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 2);
+        double seconds = Profiling.ProfileRank.Median(() => a.MatMul(b).Dispose(), 1.0);
+        return 2.0 * MatmulDim * MatmulDim * MatmulDim / seconds;
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc")]
+    private static partial int mallopt(int param, int value);
 
     private static string Process(string file, string[] args, string dir)
     {

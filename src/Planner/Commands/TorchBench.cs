@@ -79,6 +79,8 @@ print(mm, small)
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
             };
+            // torch.set_num_threads does not bound OpenBLAS's own threads (the binding's thread setting does).
+            psi.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString();
             using var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start /usr/bin/python3");
             string output = p.StandardOutput.ReadToEnd();
             string error = p.StandardError.ReadToEnd();

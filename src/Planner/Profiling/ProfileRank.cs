@@ -67,7 +67,8 @@ public static class ProfileRank
         return sum / runs;
     }
 
-    private static double Median(Action op, double budget, int minRuns = 3)
+    /// <summary>Median seconds of <paramref name="op"/> after one warm-up call, over at least <paramref name="minRuns"/> runs and <paramref name="budget"/> seconds.</summary>
+    public static double Median(Action op, double budget, int minRuns = 3)
     {
         op();
         var times = new List<double>();
