@@ -17,20 +17,23 @@ public sealed record RankEnvironment(int Rank, int World, string MasterAddr, int
 public static class RankMain
 {
     /// <summary>Runs the rank; returns the process exit code.</summary>
+    /// <param name="gatherReport">Rank 0 also prints every other rank's lines after training (through the rendezvous
+    /// store), so that the machine of rank 0 reports a run whose ranks span several machines.</param>
     public static int Run(ModelSpec model, ParallelPlan plan, RankEnvironment env, TrainOptions options, ITokenSource data,
-        TextWriter output, string? dumpDirectory = null, int threads = 1)
+        TextWriter output, string? dumpDirectory = null, int threads = 1, bool gatherReport = false)
     {
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
         using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
         bool loopback = env.MasterAddr is "127.0.0.1" or "localhost" or "::1";
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
+        var lines = new System.Text.StringBuilder();
         for (int step = 0; step < options.Steps; step++)
         {
             using var scope = DisposeScope.Begin();
             var metrics = trainer.Step(step);
             var (current, peak) = TorchRuntime.Memory(Device.Cpu);
-            output.WriteLine(JsonSerializer.Serialize(new
+            string line = JsonSerializer.Serialize(new
             {
                 rank = env.Rank,
                 step = metrics.Step,
@@ -48,12 +51,32 @@ public static class RankMain
                 gradient_bytes = trainer.GradientBytesAfterBackward,
                 loss_scale = trainer.LossScale,
                 skipped_steps = trainer.SkippedSteps,
-            }));
+            });
+            output.WriteLine(line);
             output.Flush();
+            lines.AppendLine(line);
         }
         if (dumpDirectory is not null)
             Dump(trainer, env.Rank, dumpDirectory);
+        if (gatherReport)
+            GatherReport(store, env, lines.ToString(), output);
         return 0;
+    }
+
+    private const string ReportKey = "planner/report/";
+
+    /// <summary>Every rank leaves its lines in the store; rank 0 (the store's server, so it outlives the others'
+    /// writes) prints them all.</summary>
+    private static void GatherReport(Store store, RankEnvironment env, string lines, TextWriter output)
+    {
+        if (env.Rank != 0)
+        {
+            store.Set(ReportKey + env.Rank, System.Text.Encoding.UTF8.GetBytes(lines));
+            return;
+        }
+        for (int rank = 1; rank < env.World; rank++)
+            output.Write(System.Text.Encoding.UTF8.GetString(store.Get(ReportKey + rank)));
+        output.Flush();
     }
 
     /// <summary>

@@ -48,8 +48,9 @@ public static class RankProcesses
     }
 
     /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
+    /// <param name="pin">Pin each process to its own cores (round-robin); not where a scheduler binds the task.</param>
     /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>
-    public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit)
+    public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit, bool pin = true)
     {
         string self = typeof(RankProcesses).Assembly.Location;
         var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
@@ -70,7 +71,8 @@ public static class RankProcesses
                 foreach (var (key, value) in AllocatorSettings)
                     if (Environment.GetEnvironmentVariable(key) is null)
                         psi.Environment[key] = value;
-                psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(index, threads, Environment.ProcessorCount));
+                if (pin)
+                    psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(index, threads, Environment.ProcessorCount));
                 var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
                 processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
             }

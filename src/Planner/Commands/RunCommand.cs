@@ -84,16 +84,17 @@ public static class RunCommand
         var world = new Option<int>("--world") { Required = true };
         var addr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--master-port") { Required = true };
+        var gather = new Option<bool>("--gather-report") { Description = "Rank 0 prints every rank's lines (ranks on several machines)" };
         var cmd = new Command("rank", "One rank process of run (started by run)") { Hidden = true };
         flags.AddTo(cmd);
-        foreach (Option o in new Option[] { rank, world, addr, port })
+        foreach (Option o in new Option[] { rank, world, addr, port, gather })
             cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             var inputs = flags.Read(r);
             using var data = flags.Source(r, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
         });
         return cmd;
     }
@@ -128,6 +129,15 @@ public static class RunCommand
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
             var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
             var lines = Launch.RunRanks(launch, r, flags, world);
+            if (!launch.LocalRanks.Contains(0))
+            {
+                // Rank 0 gathers every rank's measurements; its machine reports the run and keeps its history.
+                string ranks = launch.LocalRanks.Length == 1 ? $"rank {launch.LocalRanks[0]}" : $"ranks {launch.LocalRanks.Min()}-{launch.LocalRanks.Max()}";
+                stdout.WriteLine(r.GetValue(json)
+                    ? new JsonObject { ["ranks"] = new JsonArray(launch.LocalRanks.Select(x => (JsonNode)x).ToArray()), ["report"] = "printed where rank 0 runs" }.ToJsonString()
+                    : $"{ranks} of {world} trained {r.GetValue(flags.Steps)} steps; the report (measured against predicted, all ranks) is printed where rank 0 runs");
+                return Cli.Ok;
+            }
             var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps));
             if (predicted is not null)
                 Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
@@ -174,28 +184,39 @@ public static class RunCommand
     }
 
     /// <summary>How this process takes part: all ranks of one machine, some of several, or one rank from Slurm/MPI.</summary>
-    private sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Spawn)
+    /// <param name="LocalRanks">The ranks this process starts.</param>
+    /// <param name="Scheduled">One rank per task of a scheduler (Slurm, MPI), which binds tasks to cores itself.</param>
+    private sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Scheduled)
     {
+        /// <summary>Some ranks run elsewhere: rank 0 gathers every rank's lines to report the whole run.</summary>
+        public bool Distributed(int world) => LocalRanks.Length < world;
+
         public static Launch From(int nnodes, int nodeRank, string addr, int? port, int world)
         {
             // Ranks from a scheduler: this process is one rank (as torchrun reads them).
             if (Environment.GetEnvironmentVariable("SLURM_PROCID") is { } sp && Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } sn)
-                return FromScheduler(int.Parse(sp), int.Parse(sn), FirstSlurmHost() ?? addr, port, world);
+                return FromScheduler(Variable("SLURM_PROCID", sp), Variable("SLURM_NTASKS", sn), FirstSlurmHost() ?? addr, port, world);
             if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") is { } or && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is { } os)
-                return FromScheduler(int.Parse(or), int.Parse(os), addr, port, world);
+                return FromScheduler(Variable("OMPI_COMM_WORLD_RANK", or), Variable("OMPI_COMM_WORLD_SIZE", os), addr, port, world);
             if (nnodes < 1 || world % nnodes != 0)
                 throw new InputException($"--nnodes: {nnodes} must divide the plan's {world} ranks");
             if (nodeRank < 0 || nodeRank >= nnodes)
                 throw new InputException($"--node-rank: {nodeRank} must be from 0 to {nnodes - 1}");
             int perNode = world / nnodes;
-            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : RankProcesses.FreePort()), true);
+            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : RankProcesses.FreePort()), false);
         }
+
+        private static int Variable(string name, string value) =>
+            int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v)
+                ? v : throw new InputException($"environment variable {name}: '{value}' is not a non-negative integer");
 
         private static Launch FromScheduler(int rank, int size, string addr, int? port, int world)
         {
             if (size != world)
                 throw new InputException($"the scheduler started {size} tasks but the plan has {world} ranks");
-            return new Launch([rank], addr, port ?? 29500, false);
+            if (rank >= size)
+                throw new InputException($"the scheduler's rank {rank} is not below its {size} tasks");
+            return new Launch([rank], addr, port ?? 29500, true);
         }
 
         private static string? FirstSlurmHost()
@@ -226,12 +247,16 @@ public static class RunCommand
                 forwarded.AddRange(["--loss-scale", scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
             if (r.GetValue(flags.Dump) is { } dump)
                 forwarded.AddRange(["--dump-params", dump]);
+            if (launch.Distributed(world))
+                forwarded.Add("--gather-report");
             var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
                 "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))).ToList();
             // Training may run long; the ranks' own timeouts end a stuck collective well before this.
-            return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7))
+            // Rank 0's gathered lines repeat those of the ranks started here: one line per rank and step.
+            return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled)
                 .SelectMany(x => x.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-                .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!).ToList();
+                .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!)
+                .DistinctBy(o => ((int)o["rank"]!, (int)o["step"]!)).ToList();
         }
     }
 
