@@ -52,7 +52,7 @@ public class KernelTimerTests
     public void A_profiled_op_rate_replaces_the_estimate_for_that_op_name_only()
     {
         var plain = ClusterLoader.LoadGpu("local-cpu");
-        var gpu = plain with { OpRates = new Dictionary<string, OpRate> { ["cross_entropy"] = new(2.0, 3.0) } };
+        var gpu = plain with { Profiled = new(OpRates: new Dictionary<string, OpRate> { ["cross_entropy"] = new(2.0, 3.0) }) };
         var timer = new KernelTimer(gpu, Precision.Fp32);
         var estimate = new KernelTimer(plain, Precision.Fp32);
         double overhead = plain.KernelOverheadUs * 1e-6;
@@ -68,7 +68,7 @@ public class KernelTimerTests
     public void Linear_factors_scale_the_passes_and_the_optimizer_uses_its_measured_rate()
     {
         var plain = ClusterLoader.LoadGpu("local-cpu");
-        var gpu = plain with { LinearForwardFactor = 1.1, LinearBackwardFactor = 1.2, OptimizerNsPerParam = 2 };
+        var gpu = plain with { Profiled = new(LinearForward: 1.1, LinearBackward: 1.2, OptimizerNsPerParam: 2) };
         var timer = new KernelTimer(gpu, Precision.Fp32);
         var curve = new KernelTimer(plain, Precision.Fp32);
         var mlp = Op.Matmul("mlp_up", 512, 1024, 256);
@@ -82,7 +82,7 @@ public class KernelTimerTests
     public void Whole_block_and_head_factors_scale_their_passes()
     {
         var plain = ClusterLoader.LoadGpu("local-cpu");
-        var gpu = plain with { BlockForwardFactor = 1.1, BlockBackwardFactor = 1.2, HeadForwardFactor = 1.3, HeadBackwardFactor = 1.4 };
+        var gpu = plain with { Profiled = new(BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4) };
         var model = ModelLoader.Load("gpt2");
         var plan = new Planner.CostModel.Plans.ParallelPlan(1, 1, 1, 1, 0, 4, 4, 128, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32);
         var ops = new TransformerOps(model, plan, flashAttention: false);

@@ -47,9 +47,8 @@ public sealed class ProfilingTests : IDisposable
     private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
-        OpRates: new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
-        LinearForwardFactor: 1.04, LinearBackwardFactor: 1.07, BlockForwardFactor: 1.1, BlockBackwardFactor: 1.2,
-        HeadForwardFactor: 1.3, HeadBackwardFactor: 1.4);
+        Profiled: new(new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
+            LinearForward: 1.04, LinearBackward: 1.07, BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4));
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -68,11 +67,12 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(0.3, c.Gpu.ElementRateG);
         Assert.Equal(0.6, c.Gpu.OverlapSlowdown);
         Assert.Equal([new GemmResidual(8192, 256, 128, 1.5)], c.Gpu.GemmResiduals!);
-        Assert.Equal(new OpRate(0.9, 0.8), c.Gpu.OpRates!["cross_entropy"]);
-        Assert.Equal(1.6, c.Gpu.OptimizerNsPerParam);
-        Assert.Equal(1.04, c.Gpu.LinearForwardFactor);
-        Assert.Equal(1.07, c.Gpu.LinearBackwardFactor);
-        Assert.Equal((1.1, 1.2, 1.3, 1.4), (c.Gpu.BlockForwardFactor, c.Gpu.BlockBackwardFactor, c.Gpu.HeadForwardFactor, c.Gpu.HeadBackwardFactor));
+        var p = c.Gpu.Profiled!;
+        Assert.Equal(new OpRate(0.9, 0.8), p.OpRates!["cross_entropy"]);
+        Assert.Equal(1.6, p.OptimizerNsPerParam);
+        Assert.Equal(1.04, p.LinearForward);
+        Assert.Equal(1.07, p.LinearBackward);
+        Assert.Equal((1.1, 1.2, 1.3, 1.4), (p.BlockForward, p.BlockBackward, p.HeadForward, p.HeadBackward));
         // A file from before these keys reads as "not measured": the cluster keeps its own values.
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
         var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
@@ -86,6 +86,28 @@ public sealed class ProfilingTests : IDisposable
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("gemm_residual")).Append("op.cross_entropy,0.9"));
         var op = Assert.Throws<InputException>(() => CalibrationFile.Read(path));
         Assert.Contains("op.cross_entropy", op.Message);
+    }
+
+    [Fact]
+    public void Corrections_a_profile_lacks_keep_the_clusters_own()
+    {
+        var (host, cpu) = CalibrationFile.ThisMachine();
+        string path = Path.Combine(_dir, "partial.csv");
+        CalibrationFile.Write(path, Sample(host, cpu));
+        File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("block_") && !l.StartsWith("op.") && !l.StartsWith("optimizer_ns")));
+        var read = CalibrationFile.Read(path);
+        Assert.Null(read.Profiled!.BlockForward);
+        Assert.Null(read.Profiled.OptimizerNsPerParam);
+        var local = ClusterLoader.Load("local-cpu");
+        var own = new ProfiledCorrections(new Dictionary<string, OpRate> { ["softmax"] = new(5, 6) }, OptimizerNsPerParam: 9, BlockForward: 2, LinearForward: 3);
+        var applied = read.Apply(local with { Gpu = local.Gpu with { Profiled = own } }).Gpu.Profiled!;
+        // Measured in the file: the file's; missing from it: the cluster's.
+        Assert.Equal(1.04, applied.LinearForward);
+        Assert.Equal(1.3, applied.HeadForward);
+        Assert.Equal(2, applied.BlockForward);
+        Assert.Null(applied.BlockBackward);
+        Assert.Equal(9, applied.OptimizerNsPerParam);
+        Assert.Equal(new OpRate(5, 6), applied.OpRates!["softmax"]);
     }
 
     [Fact]

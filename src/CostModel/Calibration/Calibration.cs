@@ -13,14 +13,8 @@ namespace Planner.CostModel.Calibration;
 /// <param name="ElementRateG">Billions of elements per second of a transcendental elementwise op (0: not measured).</param>
 /// <param name="OverlapSlowdown">Measured slowdown of a kernel while an all-reduce runs beside it (null: not measured).</param>
 /// <param name="GemmResiduals">Each profiled GEMM's measured time over the fitted curve's (null: none).</param>
-/// <param name="OpRates">Measured memory-bound ops by the cost model's op name (null: none).</param>
-/// <param name="OptimizerNsPerParam">Measured optimizer step per parameter, ns (0: not measured).</param>
-/// <param name="LinearForwardFactor">Measured linear-layer forward GEMMs over the priced ones (0: not measured).</param>
-/// <param name="LinearBackwardFactor">Measured linear-layer backward GEMMs over the priced ones (0: not measured).</param>
-/// <param name="BlockForwardFactor">Measured transformer block forward over its price (0: not measured).</param>
-/// <param name="BlockBackwardFactor">Measured transformer block backward over its price (0: not measured).</param>
-/// <param name="HeadForwardFactor">Measured final norm, LM head and loss forward over their price (0: not measured).</param>
-/// <param name="HeadBackwardFactor">The same for their backward (0: not measured).</param>
+/// <param name="Profiled">Corrections measured for the training software (null: none; each value not measured
+/// leaves the cluster's own).</param>
 public sealed record Calibration(
     string Cluster,
     string Host,
@@ -40,14 +34,7 @@ public sealed record Calibration(
     double ElementRateG = 0,
     double? OverlapSlowdown = null,
     IReadOnlyList<GemmResidual>? GemmResiduals = null,
-    IReadOnlyDictionary<string, OpRate>? OpRates = null,
-    double OptimizerNsPerParam = 0,
-    double LinearForwardFactor = 0,
-    double LinearBackwardFactor = 0,
-    double BlockForwardFactor = 0,
-    double BlockBackwardFactor = 0,
-    double HeadForwardFactor = 0,
-    double HeadBackwardFactor = 0)
+    ProfiledCorrections? Profiled = null)
 {
     /// <summary>The cluster with these measurements in place of its spec values.</summary>
     public ClusterSpec Apply(ClusterSpec cluster)
@@ -67,14 +54,7 @@ public sealed record Calibration(
             ElementRateG = ElementRateG > 0 ? ElementRateG : cluster.Gpu.ElementRateG,
             OverlapSlowdown = OverlapSlowdown ?? cluster.Gpu.OverlapSlowdown,
             GemmResiduals = GemmResiduals,
-            OpRates = OpRates is { Count: > 0 } ? OpRates : cluster.Gpu.OpRates,
-            OptimizerNsPerParam = OptimizerNsPerParam > 0 ? OptimizerNsPerParam : cluster.Gpu.OptimizerNsPerParam,
-            LinearForwardFactor = LinearForwardFactor > 0 ? LinearForwardFactor : cluster.Gpu.LinearForwardFactor,
-            LinearBackwardFactor = LinearBackwardFactor > 0 ? LinearBackwardFactor : cluster.Gpu.LinearBackwardFactor,
-            BlockForwardFactor = BlockForwardFactor > 0 ? BlockForwardFactor : cluster.Gpu.BlockForwardFactor,
-            BlockBackwardFactor = BlockBackwardFactor > 0 ? BlockBackwardFactor : cluster.Gpu.BlockBackwardFactor,
-            HeadForwardFactor = HeadForwardFactor > 0 ? HeadForwardFactor : cluster.Gpu.HeadForwardFactor,
-            HeadBackwardFactor = HeadBackwardFactor > 0 ? HeadBackwardFactor : cluster.Gpu.HeadBackwardFactor,
+            Profiled = Profiled?.Over(cluster.Gpu.Profiled) ?? cluster.Gpu.Profiled,
         };
         return cluster with
         {

@@ -12,8 +12,8 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     private readonly double _peak = gpu.PeakFlops(precision);
     private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
     private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
-    private readonly double _forwardFactor = gpu.LinearForwardFactor > 0 ? gpu.LinearForwardFactor : 1;
-    private readonly double _backwardFactor = gpu.LinearBackwardFactor > 0 ? gpu.LinearBackwardFactor : 1;
+    private readonly double _forwardFactor = gpu.Profiled?.LinearForward ?? 1;
+    private readonly double _backwardFactor = gpu.Profiled?.LinearBackward ?? 1;
     private readonly double _elementSeconds = gpu.ElementRateG > 0 ? 1 / (gpu.ElementRateG * 1e9) : 0;
 
     /// <summary>
@@ -56,7 +56,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
 
     /// <summary>The profiled rate of a memory-bound op, if the GPU has one for its name.</summary>
     private OpRate? Measured(Op op) =>
-        op.Elements > 0 && gpu.OpRates is { } rates && rates.TryGetValue(op.Name, out var r) ? r : null;
+        op.Elements > 0 && gpu.Profiled?.OpRates is { } rates && rates.TryGetValue(op.Name, out var r) ? r : null;
 
     /// <summary>
     /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N];
@@ -69,17 +69,17 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
     /// whole-block correction.</summary>
     public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false) =>
-        Forward(ops, attentionCoreOnly) * (gpu.BlockForwardFactor > 0 ? gpu.BlockForwardFactor : 1);
+        Forward(ops, attentionCoreOnly) * (gpu.Profiled?.BlockForward ?? 1);
 
     /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction.</summary>
     public double BlockBackward(IReadOnlyList<Op> ops) =>
-        Backward(ops) * (gpu.BlockBackwardFactor > 0 ? gpu.BlockBackwardFactor : 1);
+        Backward(ops) * (gpu.Profiled?.BlockBackward ?? 1);
 
     /// <summary>Forward seconds of the final norm, LM head and loss, with the profiled correction.</summary>
-    public double HeadForward(IReadOnlyList<Op> ops) => Forward(ops) * (gpu.HeadForwardFactor > 0 ? gpu.HeadForwardFactor : 1);
+    public double HeadForward(IReadOnlyList<Op> ops) => Forward(ops) * (gpu.Profiled?.HeadForward ?? 1);
 
     /// <summary>Their backward seconds, with the profiled correction.</summary>
-    public double HeadBackward(IReadOnlyList<Op> ops) => Backward(ops) * (gpu.HeadBackwardFactor > 0 ? gpu.HeadBackwardFactor : 1);
+    public double HeadBackward(IReadOnlyList<Op> ops) => Backward(ops) * (gpu.Profiled?.HeadBackward ?? 1);
 
     /// <summary>Forward seconds of a list of ops (optionally only the attention core).</summary>
     public double Forward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false)
@@ -103,7 +103,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// <summary>Seconds of an optimizer step over <paramref name="parameters"/> parameters whose state is
     /// <paramref name="bytes"/>: the profiled time per parameter where there is one, else a pass over the bytes.</summary>
     public double Optimizer(double parameters, double bytes) =>
-        gpu.OptimizerNsPerParam > 0 ? parameters * gpu.OptimizerNsPerParam * 1e-9 : Stream(bytes);
+        gpu.Profiled?.OptimizerNsPerParam is double ns ? parameters * ns * 1e-9 : Stream(bytes);
 
     /// <summary>Seconds of a memory-bound pass over <paramref name="bytes"/> with no launch cost (optimizer sweeps).</summary>
     public double Stream(double bytes) => bytes / _bandwidth;

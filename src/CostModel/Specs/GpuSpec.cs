@@ -21,20 +21,7 @@ namespace Planner.CostModel.Specs;
 /// <param name="GemmResiduals">Measured GEMM shapes (dimensions sorted, largest first) with their measured time over
 /// the efficiency curve's, from a profile; a GEMM near one of them (within 2x in each dimension) is priced with its
 /// correction. Null: the curve alone.</param>
-/// <param name="OpRates">Measured nanoseconds per element, forward and backward, of memory-bound ops by the cost
-/// model's op name (e.g. "cross_entropy": per logit), from a profile; they replace the bandwidth and element-rate
-/// estimate for those ops. Null: none measured.</param>
-/// <param name="OptimizerNsPerParam">Measured nanoseconds of one optimizer step per parameter (0: priced as a pass
-/// over the optimizer's bytes at the memory bandwidth).</param>
-/// <param name="LinearForwardFactor">Measured time of a linear layer's forward GEMM over the GEMM curve's (weights
-/// transposed as layers store them; 0: not measured, 1).</param>
-/// <param name="LinearBackwardFactor">The same for its two backward GEMMs (0: not measured, 1).</param>
-/// <param name="BlockForwardFactor">Measured time of a whole transformer block's forward, as the training software
-/// runs it, over its price from the kernels above (what the kernel list leaves out: launch and framework overheads,
-/// layout copies); 0: not measured, 1.</param>
-/// <param name="BlockBackwardFactor">The same for the block's backward (0: not measured, 1).</param>
-/// <param name="HeadForwardFactor">The same for the final norm, LM head and loss, forward (0: not measured, 1).</param>
-/// <param name="HeadBackwardFactor">The same for their backward (0: not measured, 1).</param>
+/// <param name="Profiled">Corrections a profile measured for the training software on this hardware (null: none).</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -48,14 +35,7 @@ public sealed record GpuSpec(
     double ReservedGib,
     double ElementRateG = 0,
     IReadOnlyList<GemmResidual>? GemmResiduals = null,
-    IReadOnlyDictionary<string, OpRate>? OpRates = null,
-    double OptimizerNsPerParam = 0,
-    double LinearForwardFactor = 0,
-    double LinearBackwardFactor = 0,
-    double BlockForwardFactor = 0,
-    double BlockBackwardFactor = 0,
-    double HeadForwardFactor = 0,
-    double HeadBackwardFactor = 0)
+    ProfiledCorrections? Profiled = null)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>
@@ -74,9 +54,6 @@ public sealed record GpuSpec(
     /// <summary>Memory in bytes.</summary>
     public double MemoryBytes => MemoryGib * Units.GiB;
 }
-
-/// <summary>A memory-bound op's measured cost: nanoseconds per element forward and backward.</summary>
-public readonly record struct OpRate(double ForwardNs, double BackwardNs);
 
 /// <summary>A profiled GEMM: its dimensions sorted (largest first) and its measured time over the curve's.</summary>
 public readonly record struct GemmResidual(double D1, double D2, double D3, double Ratio)

@@ -91,7 +91,7 @@ public static class ProfileCommand
         var opRates = m["ops"] is JsonObject ops
             ? ops.ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!))
             : new Dictionary<string, OpRate>();
-        double optimizerNs = m["optimizer_ns_per_param"] is { } o ? (double)o : 0;
+        double? optimizerNs = m["optimizer_ns_per_param"] is { } o ? (double)o : null;
         // A kernel call costs at least what the smallest op costs through the binding.
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
@@ -99,7 +99,7 @@ public static class ProfileCommand
             new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
-            opRates, optimizerNs);
+            new ProfiledCorrections(opRates, optimizerNs));
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
         var linear = m["linear"] is JsonArray la ? la.Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList() : [];
@@ -114,7 +114,7 @@ public static class ProfileCommand
                 double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
                 linearRows.Add((l, l[3] / f, l[4] / b));
             }
-            cal = cal with { LinearForwardFactor = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackwardFactor = Fitting.Median(linearRows.Select(r => r.Backward)) };
+            cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
         }
         // A whole transformer block as the executor runs it, against its price with everything above: what the kernel
         // list leaves out (framework overheads, layout copies) corrects every block, forward and backward.
@@ -129,9 +129,9 @@ public static class ProfileCommand
             if (measured.Length >= 4)
             {
                 blockRow = [.. blockRow, measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
-                cal = cal with { HeadForwardFactor = blockRow[4] / blockRow[5], HeadBackwardFactor = blockRow[6] / blockRow[7] };
+                cal = cal with { Profiled = cal.Profiled! with { HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7] } };
             }
-            cal = cal with { BlockForwardFactor = measured[0] / pf, BlockBackwardFactor = measured[1] / pb };
+            cal = cal with { Profiled = cal.Profiled! with { BlockForward = measured[0] / pf, BlockBackward = measured[1] / pb } };
         }
         report = console =>
         {
@@ -150,12 +150,12 @@ public static class ProfileCommand
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
             if (linearRows.Count > 0)
-                console.WriteLine($"linear-layer factors: forward {cal.LinearForwardFactor:F2}, backward {cal.LinearBackwardFactor:F2}");
+                console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             if (blockRow is { } br)
-                console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.BlockForwardFactor:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.BlockBackwardFactor:F2}x)");
+                console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
             if (blockRow is { Length: 8 } hr)
-                console.WriteLine($"its head (norm, tied LM head, loss): forward {hr[4] * 1e3:F1} ms against {hr[5] * 1e3:F1} priced ({cal.HeadForwardFactor:F2}x), backward {hr[6] * 1e3:F1} ms against {hr[7] * 1e3:F1} ({cal.HeadBackwardFactor:F2}x)");
-            if (optimizerNs > 0)
+                console.WriteLine($"its head (norm, tied LM head, loss): forward {hr[4] * 1e3:F1} ms against {hr[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {hr[6] * 1e3:F1} ms against {hr[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
+            if (optimizerNs is not null)
                 console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())

@@ -61,17 +61,13 @@ public static class CalibrationFile
             var r = residuals[i];
             rows.Add(new($"gemm_residual.{i}", string.Join(' ', new[] { r.D1, r.D2, r.D3, r.Ratio }.Select(v => v.ToString("R", inv)))));
         }
-        foreach (var (name, rate) in c.OpRates ?? new Dictionary<string, OpRate>())
+        var profiled = c.Profiled ?? ProfiledCorrections.None;
+        foreach (var (name, rate) in profiled.OpRates ?? new Dictionary<string, OpRate>())
             rows.Add(new($"op.{name}", $"{rate.ForwardNs.ToString("R", inv)} {rate.BackwardNs.ToString("R", inv)}"));
         // Measurements a profile may lack (older files, other hardware): written only when measured.
-        (string Key, double Value)[] optional =
-        [
-            ("optimizer_ns_per_param", c.OptimizerNsPerParam), ("linear_forward_factor", c.LinearForwardFactor),
-            ("linear_backward_factor", c.LinearBackwardFactor), ("block_forward_factor", c.BlockForwardFactor),
-            ("block_backward_factor", c.BlockBackwardFactor), ("head_forward_factor", c.HeadForwardFactor),
-            ("head_backward_factor", c.HeadBackwardFactor),
-        ];
-        rows.AddRange(optional.Where(x => x.Value > 0).Select(x => new Row(x.Key, x.Value.ToString("R", inv))));
+        foreach (var (key, get, _) in ProfiledCorrections.Scalars)
+            if (get(profiled) is double v)
+                rows.Add(new(key, v.ToString("R", inv)));
         rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
@@ -111,20 +107,23 @@ public static class CalibrationFile
                     ? new GemmResidual(v[0], v[1], v[2], v[3])
                     : throw new InputException($"{path}: key '{k}' must hold four positive numbers (three GEMM dimensions and a ratio)");
             }).ToList(),
-            map.Keys.Where(k => k.StartsWith("op.", StringComparison.Ordinal)).ToDictionary(k => k[3..], k =>
+            Corrections());
+
+        ProfiledCorrections Corrections()
+        {
+            var profiled = new ProfiledCorrections(OpRates: map.Keys.Where(k => k.StartsWith("op.", StringComparison.Ordinal)).ToDictionary(k => k[3..], k =>
             {
                 var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d >= 0 && double.IsFinite(d) ? d : -1).ToArray();
                 return v.Length == 2 && v.All(x => x >= 0)
                     ? new OpRate(v[0], v[1])
                     : throw new InputException($"{path}: key '{k}' must hold two non-negative numbers (ns per element forward and backward)");
-            }),
-            map.ContainsKey("optimizer_ns_per_param") ? D("optimizer_ns_per_param") : 0,
-            map.ContainsKey("linear_forward_factor") ? D("linear_forward_factor") : 0,
-            map.ContainsKey("linear_backward_factor") ? D("linear_backward_factor") : 0,
-            map.ContainsKey("block_forward_factor") ? D("block_forward_factor") : 0,
-            map.ContainsKey("block_backward_factor") ? D("block_backward_factor") : 0,
-            map.ContainsKey("head_forward_factor") ? D("head_forward_factor") : 0,
-            map.ContainsKey("head_backward_factor") ? D("head_backward_factor") : 0);
+            }));
+            // A correction of 0 was never written (not measured): read as not measured.
+            foreach (var (key, _, with) in ProfiledCorrections.Scalars)
+                if (map.ContainsKey(key) && D(key) > 0)
+                    profiled = with(profiled, D(key));
+            return profiled;
+        }
     }
 
     /// <summary>

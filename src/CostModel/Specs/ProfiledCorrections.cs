@@ -1,0 +1,57 @@
+namespace Planner.CostModel.Specs;
+
+/// <summary>
+/// What a profile measures of the training software as it runs on the hardware, beyond the kernel curves: each value
+/// corrects part of the price and is null where it was not measured (the price then stands uncorrected).
+/// </summary>
+/// <param name="OpRates">Measured nanoseconds per element, forward and backward, of memory-bound ops by the cost
+/// model's op name (e.g. "cross_entropy": per logit); they replace the bandwidth and element-rate estimate for those ops.</param>
+/// <param name="OptimizerNsPerParam">Nanoseconds of one optimizer step per parameter (null: priced as a pass over the
+/// optimizer's bytes at the memory bandwidth).</param>
+/// <param name="LinearForward">Measured time of a linear layer's forward GEMM over the GEMM curve's (weights
+/// transposed as layers store them).</param>
+/// <param name="LinearBackward">The same for its two backward GEMMs.</param>
+/// <param name="BlockForward">Measured time of a whole transformer block's forward, as the training software runs it,
+/// over its price from the kernels (what the kernel list leaves out: launch and framework overheads, layout copies).</param>
+/// <param name="BlockBackward">The same for the block's backward.</param>
+/// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
+/// <param name="HeadBackward">The same for their backward.</param>
+public sealed record ProfiledCorrections(
+    IReadOnlyDictionary<string, OpRate>? OpRates = null,
+    double? OptimizerNsPerParam = null,
+    double? LinearForward = null,
+    double? LinearBackward = null,
+    double? BlockForward = null,
+    double? BlockBackward = null,
+    double? HeadForward = null,
+    double? HeadBackward = null)
+{
+    /// <summary>Nothing measured.</summary>
+    public static ProfiledCorrections None { get; } = new();
+
+    /// <summary>The scalar corrections by their calibration-file key: one list for reading, writing and merging.</summary>
+    public static IReadOnlyList<(string Key, Func<ProfiledCorrections, double?> Get, Func<ProfiledCorrections, double?, ProfiledCorrections> With)> Scalars { get; } =
+    [
+        ("optimizer_ns_per_param", c => c.OptimizerNsPerParam, (c, v) => c with { OptimizerNsPerParam = v }),
+        ("linear_forward_factor", c => c.LinearForward, (c, v) => c with { LinearForward = v }),
+        ("linear_backward_factor", c => c.LinearBackward, (c, v) => c with { LinearBackward = v }),
+        ("block_forward_factor", c => c.BlockForward, (c, v) => c with { BlockForward = v }),
+        ("block_backward_factor", c => c.BlockBackward, (c, v) => c with { BlockBackward = v }),
+        ("head_forward_factor", c => c.HeadForward, (c, v) => c with { HeadForward = v }),
+        ("head_backward_factor", c => c.HeadBackward, (c, v) => c with { HeadBackward = v }),
+    ];
+
+    /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>
+    public ProfiledCorrections Over(ProfiledCorrections? fallback)
+    {
+        if (fallback is null)
+            return this;
+        var merged = this with { OpRates = OpRates is { Count: > 0 } ? OpRates : fallback.OpRates };
+        foreach (var (_, get, with) in Scalars)
+            merged = with(merged, get(this) ?? get(fallback));
+        return merged;
+    }
+}
+
+/// <summary>A memory-bound op's measured cost: nanoseconds per element forward and backward.</summary>
+public readonly record struct OpRate(double ForwardNs, double BackwardNs);
