@@ -336,4 +336,17 @@ public class PricerTests
         var serial = Pricer.Price(model, cluster, plan, new PricingOptions(OverlapGradReduce: false));
         Assert.True(serial.Breakdown.DpComm > r.Breakdown.DpComm);
     }
+
+    [Theory]
+    [InlineData(0.5, 1.0, 0.2, 1.1)]   // a short collective behind compute: half its time shows
+    [InlineData(0.5, 0.1, 1.0, 1.0)]   // a long one: the compute hides inside it
+    [InlineData(1.5, 1.0, 0.2, 1.3)]   // a measured slowdown of 1 or more: nothing overlaps, the time is paid 1.5x
+    [InlineData(1.5, 0.1, 1.0, 1.6)]
+    [InlineData(1.0, 0.1, 1.0, 1.1)]
+    public void Overlapped_pays_the_slowdown_times_the_communication_and_at_or_above_1_overlaps_nothing(double slowdown, double compute, double comm, double expected)
+    {
+        var gpu = ClusterLoader.LoadGpu("h100-sxm") with { OverlapSlowdown = slowdown };
+        Assert.Equal(expected, gpu.Overlapped(compute, comm), 12);
+        Assert.Equal(compute, gpu.Overlapped(compute, 0), 12);
+    }
 }

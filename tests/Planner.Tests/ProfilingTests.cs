@@ -32,6 +32,26 @@ public sealed class ProfilingTests : IDisposable
         Assert.True(rms < 1e-6);
     }
 
+    [Theory]
+    [InlineData(0.3, 4)]
+    [InlineData(0.9, 4)]
+    [InlineData(1.1, 4)]
+    [InlineData(1.8, 8)]
+    [InlineData(0.4, 1)]
+    public void Overlap_fit_recovers_the_slowdown_the_pricer_applies(double slowdown, int buckets)
+    {
+        // Synthetic measurement from the cost model itself: the overlapped buckets through GpuSpec.Overlapped, the last
+        // one exposed after the backward (as the pricer does); the fit must give back the slowdown.
+        var gpu = ClusterLoader.LoadGpu("local-cpu") with { OverlapSlowdown = slowdown };
+        double backward = 0.1, comm = 0.03;
+        double overlapped = buckets > 1 ? comm * (buckets - 1) / buckets : comm;
+        double together = gpu.Overlapped(backward, overlapped) + (comm - overlapped);
+        Assert.Equal(slowdown, Fitting.OverlapSlowdown(backward, comm, together, buckets), 9);
+        // Beyond the range: clamped.
+        Assert.Equal(GpuSpec.MaxOverlapSlowdown, Fitting.OverlapSlowdown(backward, comm, backward + 10 * comm, buckets));
+        Assert.Equal(0, Fitting.OverlapSlowdown(backward, comm, backward * 0.5, buckets));
+    }
+
     [Fact]
     public void Alpha_beta_fit_recovers_latency_and_bandwidth()
     {

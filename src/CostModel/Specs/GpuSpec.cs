@@ -48,8 +48,15 @@ public sealed record GpuSpec(
     /// overlapped beside them: the compute slows by <see cref="OverlapSlowdown"/> while the communication runs, and
     /// the window lasts at least as long as the communication.
     /// </summary>
+    /// <remarks>A slowdown of 1 or more (a measured machine whose communication takes the compute's own core, as
+    /// CPU ranks do) overlaps nothing: the communication's time is paid in full, or more.</remarks>
     public double Overlapped(double compute, double comm) =>
-        comm <= 0 ? compute : Math.Max(comm, compute + OverlapSlowdown * Math.Min(comm, compute / (1 - OverlapSlowdown)));
+        comm <= 0 ? compute
+        : OverlapSlowdown >= 1 ? compute + OverlapSlowdown * comm
+        : Math.Max(comm, compute + OverlapSlowdown * Math.Min(comm, compute / (1 - OverlapSlowdown)));
+
+    /// <summary>The largest slowdown a profile may measure: communication beside compute costing twice its own time.</summary>
+    public const double MaxOverlapSlowdown = 2;
 
     /// <summary>Memory in bytes.</summary>
     public double MemoryBytes => MemoryGib * Units.GiB;

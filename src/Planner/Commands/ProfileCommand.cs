@@ -71,10 +71,11 @@ public static class ProfileCommand
             2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
         double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
         double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
-        // The cost model's overlap: compute + s·comm while the communication is shorter than the compute, so
-        // s = (together − compute) / comm, within [0, 0.9].
+        // The backward with its gradients' all-reduces started block by block, as training overlaps them (older
+        // profiles: GEMMs beside one all-reduce, one bucket).
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
-        double slowdown = Math.Clamp((ov[2] - ov[0]) / ov[1], 0, 0.9);
+        int overlapBlocks = ov.Length > 3 ? (int)ov[3] : 1;
+        double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
         var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var loaded = m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
@@ -167,7 +168,8 @@ public static class ProfileCommand
             }
             console.Write(c);
             console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");
-            console.WriteLine($"overlap: kernels {ov[0] * 1e3:F1} ms alone, a 4 MiB all-reduce {ov[1] * 1e3:F1} ms alone, both {ov[2] * 1e3:F1} ms: compute slows by {slowdown:P0} of the all-reduce's time");
+            console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
+                              $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
         };
         return cal;
     }

@@ -99,7 +99,7 @@ public static class CalibrationFile
             D("inter_bandwidth_gbs"), D("inter_latency_us"),
             map.Where(kv => kv.Key.StartsWith("version.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key[8..], kv => kv.Value),
             map.ContainsKey("element_rate_g") ? D("element_rate_g") : 0, // files from before these keys: not measured
-            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), 0.9) : null,
+            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), GpuSpec.MaxOverlapSlowdown) : null,
             map.Keys.Where(k => k.StartsWith("gemm_residual.", StringComparison.Ordinal)).Select(k =>
             {
                 var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d > 0 && double.IsFinite(d) ? d : -1).ToArray();

@@ -55,4 +55,19 @@ public static class Fitting
         var coef = design.QR().Solve(ones);
         return (Math.Max(0, coef[0]), coef[1] > 0 ? 1 / coef[1] : double.PositiveInfinity);
     }
+
+    /// <summary>
+    /// The overlap slowdown s of the cost model (<see cref="Planner.CostModel.Specs.GpuSpec.Overlapped"/>) from a
+    /// backward of <paramref name="backward"/> seconds whose <paramref name="buckets"/> gradient all-reduces, each
+    /// started behind its part of the backward, took <paramref name="together"/> seconds in all and
+    /// <paramref name="comm"/> seconds back to back alone. The last bucket starts after the backward and is exposed,
+    /// as the pricer counts it: together = backward + s·comm·(n−1)/n + comm/n while the overlapped share is shorter
+    /// than the backward. Within [0, <see cref="Planner.CostModel.Specs.GpuSpec.MaxOverlapSlowdown"/>].
+    /// </summary>
+    public static double OverlapSlowdown(double backward, double comm, double together, int buckets)
+    {
+        double overlapped = buckets > 1 ? comm * (buckets - 1) / buckets : comm;
+        double exposed = buckets > 1 ? comm / buckets : 0;
+        return overlapped <= 0 ? 0 : Math.Clamp((together - backward - exposed) / overlapped, 0, Planner.CostModel.Specs.GpuSpec.MaxOverlapSlowdown);
+    }
 }

@@ -191,6 +191,73 @@ public static class ProfileRank
     public const string ReferenceBlockConfig =
         """{"model_type": "gpt2", "n_layer": 1, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null}""";
 
+    /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
+    private const int OverlapBlocks = 4;
+
+    /// <summary>
+    /// How much the data-parallel reduction slows the backward it runs behind, as training overlaps them: the
+    /// reference block's backward over <see cref="OverlapBlocks"/> micro-batch graphs, alone; all-reduces of a bucket
+    /// of the block's gradient bytes, alone and back to back; and both as training runs them, each block's all-reduce
+    /// started as soon as its backward ends, all waited for at the end: [backward s, all-reduces s, together s, blocks].
+    /// </summary>
+    private static double[] MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
+    {
+        var model = ReferenceModel();
+        var plan = ReferencePlan();
+        using var stage = new GptStage(model, plan, [[0]], true, true, null, 0, 1);
+        long bucketElements = stage.Specs.Where(spec => spec.Name.StartsWith("layers.", StringComparison.Ordinal)).Sum(spec => stage[spec.Name].Numel);
+        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 12);
+        var buckets = Enumerable.Range(0, OverlapBlocks).Select(_ => Tensor.Zeros([bucketElements])).ToList();
+        double Backward(bool reduce)
+        {
+            using var scope = DisposeScope.Begin();
+            var outputs = Enumerable.Range(0, OverlapBlocks).Select(_ =>
+            {
+                var leaf = x0.Detach();
+                leaf.RequiresGrad = true;
+                return stage.Block(0, leaf, Recompute.None);
+            }).ToList();
+            var grad = Tensor.Full(outputs[0].Shape, 1);
+            pg.Barrier();
+            var w = Stopwatch.StartNew();
+            var works = new List<Work>();
+            for (int i = 0; i < OverlapBlocks; i++)
+            {
+                outputs[i].Backward(grad);
+                if (reduce)
+                    works.Add(pg.AllReduceAsync(buckets[i]));
+            }
+            foreach (var work in works)
+            {
+                work.Wait(timeout);
+                work.Dispose();
+            }
+            return w.Elapsed.TotalSeconds;
+        }
+        double Comm()
+        {
+            pg.Barrier();
+            var w = Stopwatch.StartNew();
+            foreach (var b in buckets)
+                pg.AllReduce(b);
+            return w.Elapsed.TotalSeconds;
+        }
+        const int runs = 7;
+        var alone = new List<double>();
+        var comm = new List<double>();
+        var together = new List<double>();
+        Backward(true);
+        for (int i = 0; i < runs; i++)
+        {
+            alone.Add(Backward(false));
+            comm.Add(Comm());
+            together.Add(Backward(true));
+        }
+        foreach (var b in buckets)
+            b.Dispose();
+        return [Fitting.Median(alone), Fitting.Median(comm), Fitting.Median(together), OverlapBlocks];
+    }
+
     /// <summary>The reference block's model.</summary>
     public static ModelSpec ReferenceModel() => ModelLoader.Parse(ReferenceBlockConfig, "profile", "profile-block");
 
@@ -324,23 +391,7 @@ public static class ProfileRank
             pg.Barrier();
             t.Dispose();
         }
-        // Overlap: how much a kernel slows while an all-reduce runs beside it (the data-parallel reduction behind the
-        // backward). Work of about twice the all-reduce's time, alone and with the all-reduce started first.
-        var big = Tensor.Zeros([(4L << 20) / 4]);
-        pg.Barrier();
-        double commAlone = MedianOf(() => pg.AllReduce(big), 5);
-        int kernels = Math.Max(1, (int)Math.Ceiling(2 * commAlone / workAlone));
-        pg.Barrier();
-        double computeAlone = MedianOf(() => { for (int i = 0; i < kernels; i++) Work(); }, 5);
-        pg.Barrier();
-        double together = MedianOf(() =>
-        {
-            using var work = pg.AllReduceAsync(big);
-            for (int i = 0; i < kernels; i++)
-                Work();
-            work.Wait(timeout);
-        }, 5);
-        big.Dispose();
+        var overlap = MeasureOverlap(pg, timeout);
         if (rank == 0)
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
@@ -358,7 +409,7 @@ public static class ProfileRank
                 optimizer_ns_per_param = optimizerNs,
                 all_reduce = allReduce,
                 all_reduce_loaded = loaded,
-                overlap = new[] { computeAlone, commAlone, together },
+                overlap,
                 send_recv = sendRecv,
                 send_recv_loaded = sendRecvLoaded,
                 torch = TorchRuntime.Version,
