@@ -94,4 +94,26 @@ public class KernelTimerTests
         Assert.Equal(1.4 * bare.Backward(ops.Head), timer.HeadBackward(ops.Head), 12);
         Assert.Equal(bare.BlockForward(ops.Block), bare.Forward(ops.Block), 12); // not measured: no correction
     }
+
+    [Fact]
+    public void A_block_split_by_tensor_parallelism_takes_its_own_factor_else_the_whole_blocks()
+    {
+        var plain = ClusterLoader.LoadGpu("local-cpu");
+        var model = ModelLoader.Load("gpt2");
+        var plan = new Planner.CostModel.Plans.ParallelPlan(2, 1, 1, 1, 0, 4, 4, 128, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32);
+        var ops = new TransformerOps(model, plan, flashAttention: false);
+        var bare = new KernelTimer(plain, Precision.Fp32);
+        var both = new KernelTimer(plain with { Profiled = new(BlockForward: 1.1, BlockBackward: 1.2, TpBlockForward: 1.5, TpBlockBackward: 1.6) }, Precision.Fp32);
+        Assert.Equal(1.5 * bare.Forward(ops.Block), both.BlockForward(ops.Block, tp: 2), 12);
+        Assert.Equal(1.6 * bare.Backward(ops.Block), both.BlockBackward(ops.Block, tp: 2), 12);
+        Assert.Equal(1.1 * bare.Forward(ops.Block), both.BlockForward(ops.Block, tp: 1), 12);
+        var wholeOnly = new KernelTimer(plain with { Profiled = new(BlockForward: 1.1, BlockBackward: 1.2) }, Precision.Fp32);
+        Assert.Equal(1.2 * bare.Backward(ops.Block), wholeOnly.BlockBackward(ops.Block, tp: 2), 12);
+        // The pricer hands the plan's tp: a TP=2 plan's block forward carries the TP factor.
+        var cluster = ClusterLoader.Load("local-cpu");
+        var tpCluster = cluster with { Gpu = cluster.Gpu with { Profiled = new(BlockForward: 1.1, TpBlockForward: 1.5) } };
+        var plain2 = Planner.CostModel.Pricing.BlockCosts.Compute(model, cluster, plan, new Planner.CostModel.Pricing.PricingOptions());
+        var tp2 = Planner.CostModel.Pricing.BlockCosts.Compute(model, tpCluster, plan, new Planner.CostModel.Pricing.PricingOptions());
+        Assert.Equal(1.5 * plain2.Forward, tp2.Forward, 9);
+    }
 }

@@ -68,7 +68,8 @@ public sealed class ProfilingTests : IDisposable
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
         Profiled: new(new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
-            LinearForward: 1.04, LinearBackward: 1.07, BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4));
+            LinearForward: 1.04, LinearBackward: 1.07, BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4,
+            TpBlockForward: 1.5, TpBlockBackward: 1.6));
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -93,6 +94,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(1.04, p.LinearForward);
         Assert.Equal(1.07, p.LinearBackward);
         Assert.Equal((1.1, 1.2, 1.3, 1.4), (p.BlockForward, p.BlockBackward, p.HeadForward, p.HeadBackward));
+        Assert.Equal((1.5, 1.6), (p.TpBlockForward, p.TpBlockBackward));
         // A file from before these keys reads as "not measured": the cluster keeps its own values.
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
         var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);

@@ -67,13 +67,14 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
         : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
-    /// whole-block correction.</summary>
-    public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false) =>
-        Forward(ops, attentionCoreOnly) * (gpu.Profiled?.BlockForward ?? 1);
+    /// whole-block correction (its tensor-parallel one for a block split over <paramref name="tp"/> &gt; 1 ranks).</summary>
+    public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false, int tp = 1) =>
+        Forward(ops, attentionCoreOnly) * (tp > 1 ? gpu.Profiled?.TpBlockForward ?? gpu.Profiled?.BlockForward ?? 1 : gpu.Profiled?.BlockForward ?? 1);
 
-    /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction.</summary>
-    public double BlockBackward(IReadOnlyList<Op> ops) =>
-        Backward(ops) * (gpu.Profiled?.BlockBackward ?? 1);
+    /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction (its
+    /// tensor-parallel one for <paramref name="tp"/> &gt; 1).</summary>
+    public double BlockBackward(IReadOnlyList<Op> ops, int tp = 1) =>
+        Backward(ops) * (tp > 1 ? gpu.Profiled?.TpBlockBackward ?? gpu.Profiled?.BlockBackward ?? 1 : gpu.Profiled?.BlockBackward ?? 1);
 
     /// <summary>Forward seconds of the final norm, LM head and loss, with the profiled correction.</summary>
     public double HeadForward(IReadOnlyList<Op> ops) => Forward(ops) * (gpu.Profiled?.HeadForward ?? 1);

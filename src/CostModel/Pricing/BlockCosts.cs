@@ -57,11 +57,11 @@ public sealed class BlockCosts
         var placement = new Placement(plan, cluster.GpusPerNode);
         var gpu = cluster.Gpu;
         double e = plan.Precision.ActivationBytes();
-        double forward = timer.BlockForward(ops.Block);
+        double forward = timer.BlockForward(ops.Block, tp: plan.Tp);
         double recompute = plan.Recompute switch
         {
             Plans.Recompute.Full => forward,
-            Plans.Recompute.Selective => ops.FlashAttention ? 0 : timer.BlockForward(ops.Block, attentionCoreOnly: true),
+            Plans.Recompute.Selective => ops.FlashAttention ? 0 : timer.BlockForward(ops.Block, attentionCoreOnly: true, tp: plan.Tp),
             _ => 0,
         };
         // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
@@ -77,7 +77,7 @@ public sealed class BlockCosts
             Ops = ops,
             Timer = timer,
             Forward = forward,
-            Backward = timer.BlockBackward(ops.Block),
+            Backward = timer.BlockBackward(ops.Block, plan.Tp),
             Recompute = recompute,
             TpForward = tpPair,
             TpBackward = tpPair,

@@ -14,6 +14,10 @@ namespace Planner.CostModel.Specs;
 /// <param name="BlockForward">Measured time of a whole transformer block's forward, as the training software runs it,
 /// over its price from the kernels (what the kernel list leaves out: launch and framework overheads, layout copies).</param>
 /// <param name="BlockBackward">The same for the block's backward.</param>
+/// <param name="TpBlockForward">The block's factor when tensor parallelism splits it (measured at 2 ranks, its
+/// collectives left out): the split block runs narrower GEMMs and the parallel layers' own ops. Null: the whole
+/// block's factor.</param>
+/// <param name="TpBlockBackward">The same for its backward.</param>
 /// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
 /// <param name="HeadBackward">The same for their backward.</param>
 public sealed record ProfiledCorrections(
@@ -24,7 +28,9 @@ public sealed record ProfiledCorrections(
     double? BlockForward = null,
     double? BlockBackward = null,
     double? HeadForward = null,
-    double? HeadBackward = null)
+    double? HeadBackward = null,
+    double? TpBlockForward = null,
+    double? TpBlockBackward = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -39,6 +45,8 @@ public sealed record ProfiledCorrections(
         ("block_backward_factor", c => c.BlockBackward, (c, v) => c with { BlockBackward = v }),
         ("head_forward_factor", c => c.HeadForward, (c, v) => c with { HeadForward = v }),
         ("head_backward_factor", c => c.HeadBackward, (c, v) => c with { HeadBackward = v }),
+        ("tp_block_forward_factor", c => c.TpBlockForward, (c, v) => c with { TpBlockForward = v }),
+        ("tp_block_backward_factor", c => c.TpBlockBackward, (c, v) => c with { TpBlockBackward = v }),
     ];
 
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>

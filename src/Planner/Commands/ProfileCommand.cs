@@ -119,7 +119,7 @@ public static class ProfileCommand
         }
         // A whole transformer block as the executor runs it, against its price with everything above: what the kernel
         // list leaves out (framework overheads, layout copies) corrects every block, forward and backward.
-        double[]? blockRow = null;
+        double[]? blockRow = null, tpBlockRow = null;
         if (m["block"] is JsonArray ba)
         {
             var measured = ba.Select(v => (double)v!).ToArray();
@@ -133,6 +133,15 @@ public static class ProfileCommand
                 cal = cal with { Profiled = cal.Profiled! with { HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7] } };
             }
             cal = cal with { Profiled = cal.Profiled! with { BlockForward = measured[0] / pf, BlockBackward = measured[1] / pb } };
+            // The same block split over two tensor-parallel ranks, its collectives left out (priced apart).
+            if (m["block_tp"] is JsonArray ta)
+            {
+                var tpMeasured = ta.Select(v => (double)v!).ToArray();
+                var tpOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan() with { Tp = 2 }, flashAttention: false);
+                double tf = blockTimer.Forward(tpOps.Block), tb = blockTimer.Backward(tpOps.Block);
+                tpBlockRow = [tpMeasured[0], tf, tpMeasured[1], tb];
+                cal = cal with { Profiled = cal.Profiled! with { TpBlockForward = tpMeasured[0] / tf, TpBlockBackward = tpMeasured[1] / tb } };
+            }
         }
         report = console =>
         {
@@ -154,6 +163,8 @@ public static class ProfileCommand
                 console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             if (blockRow is { } br)
                 console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
+            if (tpBlockRow is { } tr)
+                console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
             if (blockRow is { Length: 8 } hr)
                 console.WriteLine($"its head (norm, tied LM head, loss): forward {hr[4] * 1e3:F1} ms against {hr[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {hr[6] * 1e3:F1} ms against {hr[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
             if (optimizerNs is not null)

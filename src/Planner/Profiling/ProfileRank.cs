@@ -191,6 +191,45 @@ public static class ProfileRank
     public const string ReferenceBlockConfig =
         """{"model_type": "gpt2", "n_layer": 1, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null}""";
 
+    /// <summary>
+    /// The reference block split over ranks 0 and 1 by tensor parallelism, as the executor runs it: median forward and
+    /// backward seconds without the time inside its collectives (the shim's own timer), which the pricer prices apart.
+    /// Null on the other ranks.
+    /// </summary>
+    private static double[]? MeasureTpBlock(Store store, int rank, TimeSpan timeout)
+    {
+        if (rank >= 2)
+            return null;
+        using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout);
+        var model = ReferenceModel();
+        var plan = ReferencePlan() with { Tp = 2 };
+        using var stage = new GptStage(model, plan, [[0]], true, true, tp, rank, 1);
+        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
+        var forward = new List<double>();
+        var backward = new List<double>();
+        for (int i = 0; i <= 15; i++)
+        {
+            using var scope = DisposeScope.Begin();
+            var leaf = x0.Detach();
+            leaf.RequiresGrad = true;
+            tp.Barrier();
+            TensorParallel.TakeCommSeconds();
+            var w = Stopwatch.StartNew();
+            var y = stage.Block(0, leaf, Recompute.None);
+            double f = w.Elapsed.TotalSeconds - TensorParallel.TakeCommSeconds();
+            var grad = Tensor.Full(y.Shape, 1);
+            w.Restart();
+            y.Backward(grad);
+            double b = w.Elapsed.TotalSeconds - TensorParallel.TakeCommSeconds();
+            if (i > 0)
+            {
+                forward.Add(f);
+                backward.Add(b);
+            }
+        }
+        return [Fitting.Median(forward), Fitting.Median(backward)];
+    }
+
     /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
     private const int OverlapBlocks = 4;
 
@@ -340,6 +379,7 @@ public static class ProfileRank
         var ops = MeasureOps();
         var linear = MeasureLinear();
         var block = MeasureBlock();
+        var blockTp = world >= 2 ? MeasureTpBlock(store, rank, timeout) : null;
         double optimizerNs = MeasureOptimizer();
         var s1 = Tensor.Full([1], 1);
         var s2 = Tensor.Full([1], 1);
@@ -406,6 +446,7 @@ public static class ProfileRank
                 ops,
                 linear,
                 block,
+                block_tp = blockTp,
                 optimizer_ns_per_param = optimizerNs,
                 all_reduce = allReduce,
                 all_reduce_loaded = loaded,
