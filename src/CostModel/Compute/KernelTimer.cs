@@ -69,12 +69,15 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
     /// whole-block correction (its tensor-parallel one for a block split over <paramref name="tp"/> &gt; 1 ranks).</summary>
     public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false, int tp = 1) =>
-        Forward(ops, attentionCoreOnly) * (tp > 1 ? gpu.Profiled?.TpBlockForward ?? gpu.Profiled?.BlockForward ?? 1 : gpu.Profiled?.BlockForward ?? 1);
+        Forward(ops, attentionCoreOnly) * BlockFactor(tp, gpu.Profiled?.TpBlockForward, gpu.Profiled?.BlockForward);
 
     /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction (its
     /// tensor-parallel one for <paramref name="tp"/> &gt; 1).</summary>
     public double BlockBackward(IReadOnlyList<Op> ops, int tp = 1) =>
-        Backward(ops) * (tp > 1 ? gpu.Profiled?.TpBlockBackward ?? gpu.Profiled?.BlockBackward ?? 1 : gpu.Profiled?.BlockBackward ?? 1);
+        Backward(ops) * BlockFactor(tp, gpu.Profiled?.TpBlockBackward, gpu.Profiled?.BlockBackward);
+
+    /// <summary>The tensor-parallel factor for a split block where measured, else the whole block's, else 1.</summary>
+    private static double BlockFactor(int tp, double? tensorParallel, double? whole) => (tp > 1 ? tensorParallel : null) ?? whole ?? 1;
 
     /// <summary>Forward seconds of the final norm, LM head and loss, with the profiled correction.</summary>
     public double HeadForward(IReadOnlyList<Op> ops) => Forward(ops) * (gpu.Profiled?.HeadForward ?? 1);

@@ -9,7 +9,7 @@ namespace Planner.Cli.Commands;
 /// q/k/v projections, causal attention, tanh-GeLU MLP, tied embeddings), batch, sequence, fp32, AdamW, one thread,
 /// one process pinned to the same core, the same allocator settings. Reports both median step times, their ratio, and the executor's MFU against the measured matmul rate.
 /// </summary>
-public static partial class ExecutorBench
+public static class ExecutorBench
 {
     private const int Layers = 4, Hidden = 256, Heads = 4, Vocab = 1024, Seq = 128, Batch = 8, Steps = 12, Warmup = 2;
 
@@ -93,21 +93,12 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
     {
         // After both runs: the pinning is inherited by every thread and process this one starts.
         CpuAffinity.Pin([0]);
-        // As the ranks' allocator settings: freed result buffers are reused, not returned and faulted in again (glibc).
-        if (OperatingSystem.IsLinux())
-        {
-            _ = mallopt(-3 /* M_MMAP_THRESHOLD */, 32 << 20);
-            _ = mallopt(-1 /* M_TRIM_THRESHOLD */, int.MaxValue);
-        }
         Executor.Torch.TorchRuntime.Threads = 1;
         using var a = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 1);
         using var b = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 2);
         double seconds = Profiling.ProfileRank.Median(() => a.MatMul(b).Dispose(), 1.0);
         return 2.0 * MatmulDim * MatmulDim * MatmulDim / seconds;
     }
-
-    [System.Runtime.InteropServices.LibraryImport("libc")]
-    private static partial int mallopt(int param, int value);
 
     private static string Process(string file, string[] args, string dir)
     {

@@ -71,10 +71,9 @@ public static class ProfileCommand
             2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
         double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
         double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
-        // The backward with its gradients' all-reduces started block by block, as training overlaps them (older
-        // profiles: GEMMs beside one all-reduce, one bucket).
+        // The backward with its gradients' all-reduces started block by block, as training overlaps them.
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
-        int overlapBlocks = ov.Length > 3 ? (int)ov[3] : 1;
+        int overlapBlocks = (int)ov[3];
         double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
         var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
@@ -88,11 +87,8 @@ public static class ProfileCommand
         var samples = loaded.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
         var (alpha, beta) = Fitting.AlphaBeta(samples);
         var (host, cpu) = CalibrationFile.ThisMachine();
-        // Profiles from before these measurements have neither.
-        var opRates = m["ops"] is JsonObject ops
-            ? ops.ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!))
-            : new Dictionary<string, OpRate>();
-        double? optimizerNs = m["optimizer_ns_per_param"] is { } o ? (double)o : null;
+        var opRates = m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!));
+        double optimizerNs = (double)m["optimizer_ns_per_param"]!;
         // A kernel call costs at least what the smallest op costs through the binding.
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
@@ -103,45 +99,39 @@ public static class ProfileCommand
             new ProfiledCorrections(opRates, optimizerNs));
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
-        var linear = m["linear"] is JsonArray la ? la.Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList() : [];
-        var linearRows = new List<(double[] Shape, double Forward, double Backward)>();
-        if (linear.Count > 0)
+        var linear = m["linear"]!.AsArray().Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList();
+        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var linearRows = linear.Select(l =>
         {
-            var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
-            foreach (var l in linear)
-            {
-                double t = l[0], i = l[1], outs = l[2];
-                double f = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, outs, i));
-                double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
-                linearRows.Add((l, l[3] / f, l[4] / b));
-            }
-            cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
-        }
-        // A whole transformer block as the executor runs it, against its price with everything above: what the kernel
-        // list leaves out (framework overheads, layout copies) corrects every block, forward and backward.
-        double[]? blockRow = null, tpBlockRow = null;
-        if (m["block"] is JsonArray ba)
+            double t = l[0], i = l[1], outs = l[2];
+            double f = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, outs, i));
+            double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
+            return (Shape: l, Forward: l[3] / f, Backward: l[4] / b);
+        }).ToList();
+        cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
+        // A whole transformer block and its head as the executor runs them, against their price with everything above:
+        // what the kernel list leaves out (framework overheads, layout copies) corrects every block and head.
+        var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
+        var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var blockOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
+        double[] blockRow = [measured[0], blockTimer.Forward(blockOps.Block), measured[1], blockTimer.Backward(blockOps.Block),
+            measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
+        cal = cal with
         {
-            var measured = ba.Select(v => (double)v!).ToArray();
-            var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
-            var blockOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
-            double pf = blockTimer.Forward(blockOps.Block), pb = blockTimer.Backward(blockOps.Block);
-            blockRow = [measured[0], pf, measured[1], pb];
-            if (measured.Length >= 4)
+            Profiled = cal.Profiled! with
             {
-                blockRow = [.. blockRow, measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
-                cal = cal with { Profiled = cal.Profiled! with { HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7] } };
-            }
-            cal = cal with { Profiled = cal.Profiled! with { BlockForward = measured[0] / pf, BlockBackward = measured[1] / pb } };
-            // The same block split over two tensor-parallel ranks, its collectives left out (priced apart).
-            if (m["block_tp"] is JsonArray ta)
-            {
-                var tpMeasured = ta.Select(v => (double)v!).ToArray();
-                var tpOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan() with { Tp = 2 }, flashAttention: false);
-                double tf = blockTimer.Forward(tpOps.Block), tb = blockTimer.Backward(tpOps.Block);
-                tpBlockRow = [tpMeasured[0], tf, tpMeasured[1], tb];
-                cal = cal with { Profiled = cal.Profiled! with { TpBlockForward = tpMeasured[0] / tf, TpBlockBackward = tpMeasured[1] / tb } };
-            }
+                BlockForward = blockRow[0] / blockRow[1], BlockBackward = blockRow[2] / blockRow[3],
+                HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7],
+            },
+        };
+        // The same block split over two tensor-parallel ranks, its collectives left out (priced apart); one rank: none.
+        double[]? tpBlockRow = null;
+        if (m["block_tp"] is JsonArray ta)
+        {
+            var tpMeasured = ta.Select(v => (double)v!).ToArray();
+            var tpOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(tp: 2), flashAttention: false);
+            tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
+            cal = cal with { Profiled = cal.Profiled! with { TpBlockForward = tpBlockRow[0] / tpBlockRow[1], TpBlockBackward = tpBlockRow[2] / tpBlockRow[3] } };
         }
         report = console =>
         {
@@ -159,16 +149,13 @@ public static class ProfileCommand
                 console.WriteLine($"{name} ({ProfileRank.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
-            if (linearRows.Count > 0)
-                console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
-            if (blockRow is { } br)
-                console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
+            console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
+            var br = blockRow;
+            console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
             if (tpBlockRow is { } tr)
                 console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
-            if (blockRow is { Length: 8 } hr)
-                console.WriteLine($"its head (norm, tied LM head, loss): forward {hr[4] * 1e3:F1} ms against {hr[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {hr[6] * 1e3:F1} ms against {hr[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
-            if (optimizerNs is not null)
-                console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
+            console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
+            console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
                 .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());

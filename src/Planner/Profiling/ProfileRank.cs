@@ -108,9 +108,10 @@ public static class ProfileRank
     /// <summary>
     /// Median forward and backward seconds of <paramref name="pass"/> on a fresh leaf copy of <paramref name="input"/>
     /// each time (so that the backward writes the input's gradient as training does), the first call untimed; a
-    /// non-scalar output is back-propagated with a gradient of ones.
+    /// non-scalar output is back-propagated with a gradient of ones. <paramref name="uncounted"/>, if given, returns
+    /// the seconds spent since its last call in what the pass times leave out (a block's collectives).
     /// </summary>
-    private static (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7)
+    private static (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7, Func<double>? uncounted = null)
     {
         var forward = new List<double>();
         var backward = new List<double>();
@@ -119,13 +120,14 @@ public static class ProfileRank
             using var scope = DisposeScope.Begin();
             var leaf = input.Detach();
             leaf.RequiresGrad = true;
+            uncounted?.Invoke();
             var w = Stopwatch.StartNew();
             var y = pass(leaf);
-            double f = w.Elapsed.TotalSeconds;
+            double f = w.Elapsed.TotalSeconds - (uncounted?.Invoke() ?? 0);
             var grad = y.Shape.Length == 0 ? null : Tensor.Full(y.Shape, 1);
             w.Restart();
             y.Backward(grad);
-            double b = w.Elapsed.TotalSeconds;
+            double b = w.Elapsed.TotalSeconds - (uncounted?.Invoke() ?? 0);
             if (i > 0)
             {
                 forward.Add(f);
@@ -202,32 +204,11 @@ public static class ProfileRank
             return null;
         using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout);
         var model = ReferenceModel();
-        var plan = ReferencePlan() with { Tp = 2 };
+        var plan = ReferencePlan(tp: 2);
         using var stage = new GptStage(model, plan, [[0]], true, true, tp, rank, 1);
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
-        var forward = new List<double>();
-        var backward = new List<double>();
-        for (int i = 0; i <= 15; i++)
-        {
-            using var scope = DisposeScope.Begin();
-            var leaf = x0.Detach();
-            leaf.RequiresGrad = true;
-            tp.Barrier();
-            TensorParallel.TakeCommSeconds();
-            var w = Stopwatch.StartNew();
-            var y = stage.Block(0, leaf, Recompute.None);
-            double f = w.Elapsed.TotalSeconds - TensorParallel.TakeCommSeconds();
-            var grad = Tensor.Full(y.Shape, 1);
-            w.Restart();
-            y.Backward(grad);
-            double b = w.Elapsed.TotalSeconds - TensorParallel.TakeCommSeconds();
-            if (i > 0)
-            {
-                forward.Add(f);
-                backward.Add(b);
-            }
-        }
-        return [Fitting.Median(forward), Fitting.Median(backward)];
+        var (f, b) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15, TensorParallel.TakeCommSeconds);
+        return [f, b];
     }
 
     /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
@@ -300,8 +281,8 @@ public static class ProfileRank
     /// <summary>The reference block's model.</summary>
     public static ModelSpec ReferenceModel() => ModelLoader.Parse(ReferenceBlockConfig, "profile", "profile-block");
 
-    /// <summary>The reference block's plan: one rank, micro-batches of 4 x 128 tokens, fp32.</summary>
-    public static ParallelPlan ReferencePlan() => new(1, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
+    /// <summary>The reference block's plan: micro-batches of 4 x 128 tokens, fp32, over <paramref name="tp"/> tensor-parallel ranks.</summary>
+    public static ParallelPlan ReferencePlan(int tp = 1) => new(tp, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
     /// training runs), forward and backward: median seconds of each, block then head.</summary>
