@@ -116,4 +116,28 @@ public class KernelTimerTests
         var tp2 = Planner.CostModel.Pricing.BlockCosts.Compute(model, tpCluster, plan, new Planner.CostModel.Pricing.PricingOptions());
         Assert.Equal(1.5 * plain2.Forward, tp2.Forward, 9);
     }
+
+    [Fact]
+    public void The_step_factor_scales_every_pass_and_the_tp_comm_factor_every_tp_collective()
+    {
+        var model = ModelLoader.Load("gpt2");
+        var plan = new Planner.CostModel.Plans.ParallelPlan(2, 1, 1, 1, 0, 4, 4, 128, 1, Planner.CostModel.Plans.Recompute.Full, false, Precision.Fp32);
+        var cluster = ClusterLoader.Load("local-cpu");
+        var scaled = cluster with { Gpu = cluster.Gpu with { Profiled = new(StepCompute: 1.25, TpComm: 1.5) } };
+        var options = new Planner.CostModel.Pricing.PricingOptions(FlashAttention: false);
+        var a = Planner.CostModel.Pricing.BlockCosts.Compute(model, cluster, plan, options);
+        var b = Planner.CostModel.Pricing.BlockCosts.Compute(model, scaled, plan, options);
+        Assert.True(a.Forward > 0 && a.TpForward > 0 && a.Recompute > 0 && a.HeadBackward > 0);
+        foreach (var (x, y) in new[] { (a.Forward, b.Forward), (a.Backward, b.Backward), (a.Recompute, b.Recompute), (a.EmbeddingForward, b.EmbeddingForward),
+                     (a.EmbeddingBackward, b.EmbeddingBackward), (a.HeadForward, b.HeadForward), (a.HeadBackward, b.HeadBackward) })
+            Assert.Equal(1.25 * x, y, 9);
+        foreach (var (x, y) in new[] { (a.TpForward, b.TpForward), (a.TpBackward, b.TpBackward), (a.TpRecompute, b.TpRecompute), (a.TpEmbedding, b.TpEmbedding) })
+            Assert.Equal(1.5 * x, y, 9);
+        // The step prices through them: compute and TP communication grow, the rest stays.
+        var pa = Planner.CostModel.Pricing.Pricer.Price(model, cluster, plan, options);
+        var pb = Planner.CostModel.Pricing.Pricer.Price(model, scaled, plan, options);
+        Assert.Equal(1.25 * (pa.Breakdown.Compute + pa.Breakdown.Recompute), pb.Breakdown.Compute + pb.Breakdown.Recompute, 6);
+        Assert.Equal(1.5 * pa.Breakdown.TpComm, pb.Breakdown.TpComm, 6);
+        Assert.Equal(pa.Breakdown.Optimizer, pb.Breakdown.Optimizer, 9);
+    }
 }

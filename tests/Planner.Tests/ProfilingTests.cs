@@ -69,7 +69,7 @@ public sealed class ProfilingTests : IDisposable
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
         Profiled: new(new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
             LinearForward: 1.04, LinearBackward: 1.07, BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4,
-            TpBlockForward: 1.5, TpBlockBackward: 1.6));
+            TpBlockForward: 1.5, TpBlockBackward: 1.6, StepCompute: 1.7, TpComm: 1.8));
 
     [Fact]
     public void Calibration_round_trips_and_applies_to_the_cluster()
@@ -95,6 +95,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(1.07, p.LinearBackward);
         Assert.Equal((1.1, 1.2, 1.3, 1.4), (p.BlockForward, p.BlockBackward, p.HeadForward, p.HeadBackward));
         Assert.Equal((1.5, 1.6), (p.TpBlockForward, p.TpBlockBackward));
+        Assert.Equal((1.7, 1.8), (p.StepCompute, p.TpComm));
         // A file from before these keys reads as "not measured": the cluster keeps its own values.
         File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.StartsWith("element_rate_g") && !l.StartsWith("overlap_slowdown") && !l.StartsWith("gemm_residual")));
         var old = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);

@@ -57,17 +57,21 @@ public sealed class BlockCosts
         var placement = new Placement(plan, cluster.GpusPerNode);
         var gpu = cluster.Gpu;
         double e = plan.Precision.ActivationBytes();
-        double forward = timer.BlockForward(ops.Block, tp: plan.Tp);
+        // Profiled corrections of whole steps: compute as a training step runs it, tensor-parallel collectives as its
+        // blocks run them.
+        double step = gpu.Profiled?.StepCompute ?? 1, tpComm = gpu.Profiled?.TpComm ?? 1;
+        double forward = step * timer.BlockForward(ops.Block, tp: plan.Tp);
         double recompute = plan.Recompute switch
         {
             Plans.Recompute.Full => forward,
-            Plans.Recompute.Selective => ops.FlashAttention ? 0 : timer.BlockForward(ops.Block, attentionCoreOnly: true, tp: plan.Tp),
+            Plans.Recompute.Selective => ops.FlashAttention ? 0 : step * timer.BlockForward(ops.Block, attentionCoreOnly: true, tp: plan.Tp),
             _ => 0,
         };
         // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
         // parallelism an all-gather and a reduce-scatter each, which move the same bytes.
         double hiddenBytes = ops.Tokens * model.Hidden * e;
-        double tpPair = 2 * CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+        double tpOne = tpComm * CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+        double tpPair = 2 * tpOne;
         // Ring attention passes each CP rank's K and V around the ring (and their gradients back), behind the attention core.
         double kvBytes = 2 * ops.Tokens * ops.LocalKvHeads * model.HeadDim * e;
         double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
@@ -77,7 +81,7 @@ public sealed class BlockCosts
             Ops = ops,
             Timer = timer,
             Forward = forward,
-            Backward = timer.BlockBackward(ops.Block, plan.Tp),
+            Backward = step * timer.BlockBackward(ops.Block, plan.Tp),
             Recompute = recompute,
             TpForward = tpPair,
             TpBackward = tpPair,
@@ -85,11 +89,11 @@ public sealed class BlockCosts
             CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
             CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
             // Vocab-parallel embedding: one all-reduce of its output; the LM head's input gradient: one more.
-            TpEmbedding = CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm),
-            EmbeddingForward = timer.Forward(ops.Embedding),
-            EmbeddingBackward = timer.Backward(ops.Embedding),
-            HeadForward = timer.HeadForward(ops.Head),
-            HeadBackward = timer.HeadBackward(ops.Head),
+            TpEmbedding = tpOne,
+            EmbeddingForward = step * timer.Forward(ops.Embedding),
+            EmbeddingBackward = step * timer.Backward(ops.Embedding),
+            HeadForward = step * timer.HeadForward(ops.Head),
+            HeadBackward = step * timer.HeadBackward(ops.Head),
             HiddenBytes = hiddenBytes,
         };
     }

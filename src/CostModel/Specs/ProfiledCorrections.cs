@@ -18,6 +18,12 @@ namespace Planner.CostModel.Specs;
 /// collectives left out): the split block runs narrower GEMMs and the parallel layers' own ops. Null: the whole
 /// block's factor.</param>
 /// <param name="TpBlockBackward">The same for its backward.</param>
+/// <param name="StepCompute">Compute of whole training steps of a small model, every rank training at once, over
+/// their price with the corrections above (what timing the pieces alone leaves out: all the blocks' activations held
+/// at once beyond the caches, ranks sharing the memory system, the embedding and gradient accumulation). Scales every
+/// pass's compute.</param>
+/// <param name="TpComm">The tensor-parallel block's collectives as training runs them (between its kernels) over
+/// their price from the fitted latency and bandwidth. Scales every tensor-parallel collective.</param>
 /// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
 /// <param name="HeadBackward">The same for their backward.</param>
 public sealed record ProfiledCorrections(
@@ -30,7 +36,9 @@ public sealed record ProfiledCorrections(
     double? HeadForward = null,
     double? HeadBackward = null,
     double? TpBlockForward = null,
-    double? TpBlockBackward = null)
+    double? TpBlockBackward = null,
+    double? StepCompute = null,
+    double? TpComm = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -47,6 +55,8 @@ public sealed record ProfiledCorrections(
         ("head_backward_factor", c => c.HeadBackward, (c, v) => c with { HeadBackward = v }),
         ("tp_block_forward_factor", c => c.TpBlockForward, (c, v) => c with { TpBlockForward = v }),
         ("tp_block_backward_factor", c => c.TpBlockBackward, (c, v) => c with { TpBlockBackward = v }),
+        ("step_compute_factor", c => c.StepCompute, (c, v) => c with { StepCompute = v }),
+        ("tp_comm_factor", c => c.TpComm, (c, v) => c with { TpComm = v }),
     ];
 
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>

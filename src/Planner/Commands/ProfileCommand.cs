@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Planner.Cli.Profiling;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Spectre.Console;
 using Cal = Planner.CostModel.Calibration.Calibration;
@@ -125,14 +126,29 @@ public static class ProfileCommand
             },
         };
         // The same block split over two tensor-parallel ranks, its collectives left out (priced apart); one rank: none.
-        double[]? tpBlockRow = null;
+        double[]? tpBlockRow = null, tpCommRow = null;
         if (m["block_tp"] is JsonArray ta)
         {
             var tpMeasured = ta.Select(v => (double)v!).ToArray();
             var tpOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(tp: 2), flashAttention: false);
             tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
-            cal = cal with { Profiled = cal.Profiled! with { TpBlockForward = tpBlockRow[0] / tpBlockRow[1], TpBlockBackward = tpBlockRow[2] / tpBlockRow[3] } };
+            // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
+            var tpCosts = BlockCosts.Compute(ProfileRank.ReferenceModel(), cal.Apply(cluster), ProfileRank.ReferencePlan(tp: 2), RunCommand.Software(ProfileRank.ReferencePlan(tp: 2)));
+            tpCommRow = [tpMeasured[2], tpCosts.TpForward + tpCosts.TpBackward];
+            cal = cal with
+            {
+                Profiled = cal.Profiled! with
+                {
+                    TpBlockForward = tpBlockRow[0] / tpBlockRow[1], TpBlockBackward = tpBlockRow[2] / tpBlockRow[3], TpComm = tpCommRow[0] / tpCommRow[1],
+                },
+            };
         }
+        // Whole training steps of a small GPT on every rank at once, against their price with all of the above.
+        var stepModel = ProfileRank.ReferenceStepModel();
+        var stepPlan = ProfileRank.ReferenceStepPlan();
+        var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software(stepPlan));
+        double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
+        cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1] } };
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -155,6 +171,9 @@ public static class ProfileCommand
             if (tpBlockRow is { } tr)
                 console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
             console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
+            if (tpCommRow is { } tc)
+                console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
+            console.WriteLine($"a training step of a 2-block GPT (2 x 4 x 128 tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
             console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
