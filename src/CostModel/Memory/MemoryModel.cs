@@ -11,13 +11,14 @@ namespace Planner.CostModel.Memory;
 /// </summary>
 public sealed class MemoryModel
 {
-    /// <summary>Share of the allocated peak lost to allocator fragmentation.</summary>
+    /// <summary>Share of the allocated peak lost to allocator fragmentation, where no profile measured it.</summary>
     public const double Fragmentation = 0.05;
 
     private readonly ModelSpec _m;
     private readonly ParallelPlan _p;
     private readonly TransformerOps _ops;
     private readonly double _reservedBytes;
+    private readonly double _fragmentation;
     private readonly bool _bucketCopies;
 
     /// <summary>Creates the model for one plan.</summary>
@@ -30,6 +31,7 @@ public sealed class MemoryModel
         _p = plan;
         _ops = ops;
         _reservedBytes = gpu.ReservedGib * Units.GiB;
+        _fragmentation = gpu.Profiled?.MemoryFactor is double f ? f - 1 : Fragmentation;
         _bucketCopies = gradientBucketCopies;
     }
 
@@ -125,7 +127,7 @@ public sealed class MemoryModel
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
                          + (_bucketCopies && _p.Zero == 0 && _p.Dp > 1 ? grads : 0);
         double allocated = weights + grads + optim + activations + working + buffers;
-        double overhead = Fragmentation * allocated + _reservedBytes;
+        double overhead = _fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
     }
 }

@@ -24,6 +24,8 @@ namespace Planner.CostModel.Specs;
 /// pass's compute.</param>
 /// <param name="TpComm">The tensor-parallel block's collectives as training runs them (between its kernels) over
 /// their price from the fitted latency and bandwidth. Scales every tensor-parallel collective.</param>
+/// <param name="MemoryFactor">Memory a training step of a small model adds to its process over the bytes the memory
+/// model allocates for it: the allocator's fragmentation and the pages it keeps (replaces the default share).</param>
 /// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
 /// <param name="HeadBackward">The same for their backward.</param>
 public sealed record ProfiledCorrections(
@@ -38,7 +40,8 @@ public sealed record ProfiledCorrections(
     double? TpBlockForward = null,
     double? TpBlockBackward = null,
     double? StepCompute = null,
-    double? TpComm = null)
+    double? TpComm = null,
+    double? MemoryFactor = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -57,6 +60,7 @@ public sealed record ProfiledCorrections(
         ("tp_block_backward_factor", c => c.TpBlockBackward, (c, v) => c with { TpBlockBackward = v }),
         ("step_compute_factor", c => c.StepCompute, (c, v) => c with { StepCompute = v }),
         ("tp_comm_factor", c => c.TpComm, (c, v) => c with { TpComm = v }),
+        ("memory_factor", c => c.MemoryFactor, (c, v) => c with { MemoryFactor = v }),
     ];
 
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>

@@ -148,7 +148,10 @@ public static class ProfileCommand
         var stepPlan = ProfileRank.ReferenceStepPlan();
         var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software(stepPlan));
         double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
-        cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1] } };
+        // The memory those steps added to the rank against what the memory model allocates for them: the allocator's share.
+        var stepStage = stepPrice.PeakStage;
+        double[] memoryRow = [(double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!, stepStage.Total - stepStage.Overhead];
+        cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1], MemoryFactor = memoryRow[0] / memoryRow[1] } };
         report = console =>
         {
             var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
@@ -174,6 +177,7 @@ public static class ProfileCommand
             if (tpCommRow is { } tc)
                 console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
             console.WriteLine($"a training step of a 2-block GPT (2 x 4 x 128 tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
+            console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
             console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())

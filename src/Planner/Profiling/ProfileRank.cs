@@ -216,7 +216,7 @@ public static class ProfileRank
             comm.Add(s);
             return s;
         }
-        const int runs = 15;
+        const int runs = 40;
         var (f, b) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), runs, Uncounted);
         // PassTimes reads the timer before each pass (nothing to count), after its forward and after its backward;
         // the first run is a warm-up.
@@ -237,7 +237,7 @@ public static class ProfileRank
 
     /// <summary>
     /// Training steps of a small GPT as run trains it, every rank at once, each its own one-rank trainer (no
-    /// communication): the mean compute seconds per step (the step pays the slow passes too) after a warm-up step.
+    /// communication): the mean compute seconds per step (the step pays the slow passes too) after warm-up steps.
     /// The pieces timed alone above leave out what a whole step adds: the activations of every block held at once
     /// (a working set beyond the caches, shared with the other ranks' cores), the embedding, gradient accumulation.
     /// </summary>
@@ -246,20 +246,21 @@ public static class ProfileRank
         using var scope = DisposeScope.Begin();
         var model = ReferenceStepModel();
         var plan = ReferenceStepPlan();
-        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepRuns + 1));
+        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + StepRuns));
         pg.Barrier();
         var compute = new List<double>();
-        for (int step = 0; step <= StepRuns; step++)
+        for (int step = 0; step < StepWarmUp + StepRuns; step++)
         {
             var metrics = trainer.Step(step);
-            if (step > 0)
+            if (step >= StepWarmUp)
                 compute.Add(metrics.Compute);
         }
         return compute.Average();
     }
 
-    /// <summary>Timed steps of <see cref="MeasureStep"/>.</summary>
-    private const int StepRuns = 6;
+    /// <summary>Steps of <see cref="MeasureStep"/> before the timed ones (the allocator's pages fault in over the first
+    /// steps, as in run's warm-up), and timed steps.</summary>
+    private const int StepWarmUp = 3, StepRuns = 6;
 
     /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
     private const int OverlapBlocks = 4;
@@ -389,6 +390,9 @@ public static class ProfileRank
         // whose large tensors the rank's allocator would keep for reuse and which are no part of it.
         WarmUp();
         var (rss, _) = TorchRuntime.Memory(Device.Cpu);
+        // Training steps first, while the allocator holds nothing but the runtime's: the memory they add is theirs.
+        double stepCompute = MeasureStep(pg, store);
+        var (stepRss, _) = TorchRuntime.Memory(Device.Cpu);
         var gemm = new List<double[]>();
         foreach (var (m, n, k) in GemmShapes)
         {
@@ -463,7 +467,6 @@ public static class ProfileRank
             t.Dispose();
         }
         var overlap = MeasureOverlap(pg, timeout);
-        double stepCompute = MeasureStep(pg, store);
         if (rank == 0)
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
@@ -484,6 +487,7 @@ public static class ProfileRank
                 all_reduce_loaded = loaded,
                 overlap,
                 step_compute_seconds = stepCompute,
+                step_rss_bytes = stepRss,
                 send_recv = sendRecv,
                 send_recv_loaded = sendRecvLoaded,
                 torch = TorchRuntime.Version,
