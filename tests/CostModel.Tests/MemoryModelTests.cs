@@ -212,6 +212,19 @@ public class MemoryModelTests
     }
 
     [Fact]
+    public void A_profiled_memory_factor_replaces_the_default_fragmentation()
+    {
+        var m = Gpt();
+        var plan = Plan(tp: 2, dp: 2, zero: 1, pp: 2);
+        var gpu = A100 with { Profiled = new(MemoryFactor: 1.3) };
+        var st = new MemoryModel(m, plan, new TransformerOps(m, plan, flashAttention: false), gpu).Stage(1, 8, 2, 1);
+        double allocated = st.Weights + st.Gradients + st.Optimizer + st.Activations + st.Working + st.Buffers;
+        AssertRel(0.3 * allocated + A100.ReservedGib * Units.GiB, st.Overhead, 1e-9);
+        var plain = Memory(m, plan).Stage(1, 8, 2, 1);
+        AssertRel(allocated, plain.Weights + plain.Gradients + plain.Optimizer + plain.Activations + plain.Working + plain.Buffers, 1e-12);
+    }
+
+    [Fact]
     public void Recompute_OrdersActivationMemory()
     {
         var m = Gpt();

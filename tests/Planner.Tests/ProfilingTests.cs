@@ -52,6 +52,35 @@ public sealed class ProfilingTests : IDisposable
         Assert.Equal(0, Fitting.OverlapSlowdown(backward, comm, backward * 0.5, buckets));
     }
 
+    [Theory]
+    [InlineData(40.0, 1.1)]
+    [InlineData(2.0, 0.9)]
+    public void Call_cost_fit_recovers_the_cost_of_a_call_from_two_sizes(double callUs, double factor)
+    {
+        // The reference block's price at 4 sequences and at 1 as the profile computes it (kernels, and per microsecond
+        // of call cost), and times made from a known call cost and factor: the fit gives the call cost back.
+        var gpu = ClusterLoader.LoadGpu("local-cpu");
+        var model = ProfileRank.ReferenceModel();
+        (double A, double B) Price(int mbs)
+        {
+            var ops = new Planner.CostModel.Compute.TransformerOps(model, ProfileRank.ReferencePlan(mbs: mbs), flashAttention: false);
+            double P(double us)
+            {
+                var t = new Planner.CostModel.Compute.KernelTimer(gpu with { KernelOverheadUs = us }, Precision.Fp32);
+                return t.Forward(ops.Block) + t.Backward(ops.Block);
+            }
+            return (P(0), P(1) - P(0));
+        }
+        var large = Price(4);
+        var small = Price(1);
+        Assert.True(large.A > 3 * small.A && large.B > 0, $"{large} {small}");
+        Assert.Equal(large.B, small.B, 9); // the same calls
+        double tLarge = factor * (large.A + callUs * large.B), tSmall = factor * (small.A + callUs * small.B);
+        Assert.Equal(callUs, Fitting.CallCost(tLarge, large, tSmall, small), 6);
+        // Sizes whose times scale like their work alone: no call cost.
+        Assert.Equal(0, Fitting.CallCost(factor * large.A, large, factor * small.A, small), 6);
+    }
+
     [Fact]
     public void Alpha_beta_fit_recovers_latency_and_bandwidth()
     {

@@ -98,6 +98,28 @@ public static class ProfileCommand
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
             new ProfiledCorrections(opRates, optimizerNs));
+        // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
+        // the block over 4 sequences and over 1 makes the same calls on a quarter of the work. With the price linear in
+        // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
+        var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
+        double? blockCallUs = null;
+        {
+            var gpu0 = cal.Apply(cluster).Gpu;
+            var ops4 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
+            var ops1 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(mbs: 1), flashAttention: false);
+            double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
+            {
+                var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
+                return t.Forward(ops.Block) + t.Backward(ops.Block);
+            }
+            double a4 = Price(0, ops4), b4 = Price(1, ops4) - a4, a1 = Price(0, ops1), b1 = Price(1, ops1) - a1;
+            double t4 = measured[0] + measured[1], t1 = measured[4] + measured[5];
+            double o = Fitting.CallCost(t4, (a4, b4), t1, (a1, b1));
+            if (double.IsFinite(o))
+                blockCallUs = o;
+            if (o > cal.KernelOverheadUs && o < 1000)
+                cal = cal with { KernelOverheadUs = o };
+        }
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
         var linear = m["linear"]!.AsArray().Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList();
@@ -112,7 +134,6 @@ public static class ProfileCommand
         cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
         // A whole transformer block and its head as the executor runs them, against their price with everything above:
         // what the kernel list leaves out (framework overheads, layout copies) corrects every block and head.
-        var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
         var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
         var blockOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
         double[] blockRow = [measured[0], blockTimer.Forward(blockOps.Block), measured[1], blockTimer.Backward(blockOps.Block),
@@ -168,6 +189,8 @@ public static class ProfileCommand
                 console.WriteLine($"{name} ({ProfileRank.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
+            if (blockCallUs is double callUs)
+                console.WriteLine($"the block over 1 sequence: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
             console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             var br = blockRow;
             console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");

@@ -70,4 +70,12 @@ public static class Fitting
         double exposed = buckets > 1 ? comm / buckets : 0;
         return overlapped <= 0 ? 0 : Math.Clamp((together - backward - exposed) / overlapped, 0, Planner.CostModel.Specs.GpuSpec.MaxOverlapSlowdown);
     }
+
+    /// <summary>
+    /// The cost of one kernel call from one pass timed at two sizes with the same calls: at size i the pass measured
+    /// <c>t</c> seconds where the price is <c>A + o·B</c> (A the kernels' work, B the calls, o the cost of a call) times
+    /// one factor common to both. Returns o (not finite when the two sizes cannot separate it).
+    /// </summary>
+    public static double CallCost(double tLarge, (double A, double B) large, double tSmall, (double A, double B) small) =>
+        (tLarge * small.A - tSmall * large.A) / (tSmall * large.B - tLarge * small.B);
 }
