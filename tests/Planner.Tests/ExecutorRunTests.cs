@@ -172,6 +172,27 @@ public sealed class ExecutorRunTests : IDisposable
     }
 
     [Fact]
+    public void Cuda_is_refused_with_one_line_where_the_shim_sees_no_device()
+    {
+        // This machine's shim is a CPU build: asking for CUDA names the flag and what to build; auto trains on the CPU.
+        var (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("cuda", 1, 1, 2, 0, "fp32"), "--steps", "2", "--device", "cuda", "--history", History]);
+        Assert.Equal(2, code);
+        Assert.StartsWith("planner: --device cuda:", error.Trim());
+        Assert.Contains("PLANNER_WITH_CUDA", error);
+        Assert.Single(error.Trim().Split('\n'));
+        (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("gpu", 1, 1, 2, 0, "fp32"), "--device", "gpu"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--device: 'gpu'", error);
+        // fp16 is refused on the CPU whichever way the CPU was chosen.
+        (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("fp16cpu", 1, 1, 1, 0, "fp16"), "--device", "cpu"]);
+        Assert.Equal(2, code);
+        Assert.Contains("fp16", error);
+        var (ok, output, err) = ExecutorParityTests.Planner(["run", "--plan", Plan("auto", 1, 1, 1, 0, "fp32"), "--steps", "1", "--warmup", "0", "--device", "auto", "--json", "--history", History]);
+        Assert.True(ok == 0, err);
+        Assert.Single(Losses(output));
+    }
+
+    [Fact]
     public void Zero3_in_bf16_reproduces_zero2s_losses()
     {
         // bf16 weights are cast from the gathered fp32 parameters, as ZeRO-2 casts its resident ones.

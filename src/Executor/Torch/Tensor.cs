@@ -161,6 +161,9 @@ public sealed class Tensor : IDisposable
     /// <summary>Converted to another element type.</summary>
     public Tensor To(DType dtype) => From(Native.pt_to_dtype(Handle, (int)dtype, out var h), h);
 
+    /// <summary>This tensor where it is already on <paramref name="device"/>, else its copy there.</summary>
+    public Tensor On(Device device) => device == Device ? this : To(device);
+
     /// <summary>Moved to another device.</summary>
     public Tensor To(Device device) => From(Native.pt_to_device(Handle, (int)device.Type, device.Index, out var h), h);
 

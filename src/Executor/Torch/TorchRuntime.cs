@@ -64,7 +64,17 @@ public static class TorchRuntime
         }
     }
 
-    /// <summary>Waits for a device's queued work (a no-op on the CPU).</summary>
+    /// <summary>Makes a CUDA device the process's current one (NCCL's communicators and stream go there); nothing on
+    /// the CPU.</summary>
+    public static void SetDevice(Device device)
+    {
+        if (device.Type != DeviceType.Cuda)
+            return;
+        Native.EnsureLoaded();
+        Native.Check(Native.pt_cuda_set_device(device.Index));
+    }
+
+    /// <summary>Waits for the work queued on <paramref name="device"/> (nothing to wait for on the CPU).</summary>
     public static void Synchronize(Device device)
     {
         Native.EnsureLoaded();

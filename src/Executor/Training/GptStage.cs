@@ -18,12 +18,16 @@ public sealed class GptStage : IDisposable
     private readonly int _tpRank;
     private readonly Dictionary<string, Tensor> _params = [];
     private readonly DType _compute;
+    private readonly Device _device;
 
     /// <summary>Builds the stage's parameters.</summary>
     /// <param name="chunkLayers">Global block indices of each model chunk this stage holds.</param>
+    /// <param name="device">Where the parameters live and the passes run (initialised on the CPU, so that every device
+    /// starts from the same values).</param>
     public GptStage(ModelSpec model, ParallelPlan plan, IReadOnlyList<int[]> chunkLayers, bool hasEmbedding, bool hasHead,
-        ProcessGroup? tp, int tpRank, ulong seed)
+        ProcessGroup? tp, int tpRank, ulong seed, Device device = default)
     {
+        _device = device;
         _m = model;
         _plan = plan;
         _tp = tp;
@@ -50,6 +54,12 @@ public sealed class GptStage : IDisposable
         {
             using var full = GptParameters.InitFull(spec, seed);
             var shard = GptParameters.Slice(full, spec, tpRank, plan.Tp);
+            if (device != Device.Cpu)
+            {
+                var moved = shard.To(device);
+                shard.Dispose();
+                shard = moved;
+            }
             DisposeScope.Untrack(shard);
             shard.RequiresGrad = true;
             _params[spec.Name] = shard;
@@ -77,6 +87,9 @@ public sealed class GptStage : IDisposable
     /// <summary>Tokens of a micro-batch in this rank's activations (seq / tp under sequence parallelism).</summary>
     public long LocalSeq => _plan.SequenceParallel ? _plan.Seq / _plan.Tp : _plan.Seq;
 
+    /// <summary>Where the stage's parameters live.</summary>
+    public Device Device => _device;
+
     /// <summary>The dtype activations travel in.</summary>
     public DType Compute => _compute;
 
@@ -99,7 +112,7 @@ public sealed class GptStage : IDisposable
         long seq = _plan.Seq, vocabShard = _m.Vocab / _plan.Tp, start = _tpRank * vocabShard;
         if (_plan.Tp == 1)
         {
-            var plain = F.Embedding(W("wte"), Tensor.From(ids, batch, seq));
+            var plain = F.Embedding(W("wte"), Tensor.From(ids, batch, seq).On(_device));
             return _m.Positions == PositionKind.Learned ? plain + W("wpe").Narrow(0, 0, seq) : plain;
         }
         var local = new long[ids.Length];
@@ -110,8 +123,8 @@ public sealed class GptStage : IDisposable
             local[i] = mine ? ids[i] - start : 0;
             keep[i] = mine ? 1 : 0;
         }
-        var e = F.Embedding(W("wte"), Tensor.From(local, batch, seq));
-        var masked = e * Tensor.From(keep, batch, seq, 1).To(_compute);
+        var e = F.Embedding(W("wte"), Tensor.From(local, batch, seq).On(_device));
+        var masked = e * Tensor.From(keep, batch, seq, 1).On(_device).To(_compute);
         var x = TensorParallel.Reduce(_tp, masked);
         if (_m.Positions == PositionKind.Learned)
             x = x + W("wpe").Narrow(0, 0, seq);
@@ -178,7 +191,7 @@ public sealed class GptStage : IDisposable
         var h = Enter(Norm(x, "ln_f"));
         var logits = F.Linear(h, W(_m.TiedEmbeddings ? "wte" : "lm_head")).To(DType.Float32).View(n, vocabShard);
         if (_plan.Tp == 1)
-            return F.CrossEntropy(logits, Tensor.From(targets, n));
+            return F.CrossEntropy(logits, Tensor.From(targets, n).On(_device));
         return VocabParallelCrossEntropy(_tp, logits, targets, start);
     }
 
@@ -205,8 +218,8 @@ public sealed class GptStage : IDisposable
                 local[i] = targets[i] - start;
                 mine[i] = 1;
             }
-        var gathered = shifted.Gather(1, Tensor.From(local, n, 1)).View(n);
-        var picked = TensorParallel.Reduce(tp, gathered * Tensor.From(mine, n));
+        var gathered = shifted.Gather(1, Tensor.From(local, n, 1).On(logits.Device)).View(n);
+        var picked = TensorParallel.Reduce(tp, gathered * Tensor.From(mine, n).On(logits.Device));
         return (sumExp.Log() - picked).Mean();
     }
 
@@ -233,7 +246,7 @@ public sealed class GptStage : IDisposable
                 cos[pos * d + i] = cos[pos * d + i + d / 2] = (float)Math.Cos(angle);
                 sin[pos * d + i] = sin[pos * d + i + d / 2] = (float)Math.Sin(angle);
             }
-        return (Tensor.From(cos, s, d).To(_compute), Tensor.From(sin, s, d).To(_compute));
+        return (Tensor.From(cos, s, d).On(_device).To(_compute), Tensor.From(sin, s, d).On(_device).To(_compute));
     }
 
     /// <summary>Frees the parameters.</summary>

@@ -32,7 +32,7 @@ public static class RankMain
         {
             using var scope = DisposeScope.Begin();
             var metrics = trainer.Step(step);
-            var (current, peak) = TorchRuntime.Memory(Device.Cpu);
+            var (current, peak) = TorchRuntime.Memory(options.Device);
             string line = JsonSerializer.Serialize(new
             {
                 rank = env.Rank,

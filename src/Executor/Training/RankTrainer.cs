@@ -22,7 +22,9 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
-public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null);
+/// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
+public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
+    Device Device = default);
 
 /// <summary>
 /// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
@@ -50,6 +52,7 @@ public sealed class RankTrainer : IDisposable
     private readonly int[][] _chunkGroups = []; // ZeRO-3: each chunk's parameter groups in _shards
     private readonly int _tiedGroup = -1; // ZeRO-3: the group of the embedding tied across stages (its own group)
     private readonly string? _interface;
+    private readonly Device _device;
     private double _ppWait, _dpComm, _optimizerSeconds;
     private readonly LossScaler? _scaler;
 
@@ -59,14 +62,23 @@ public sealed class RankTrainer : IDisposable
     /// <summary>Steps skipped because their scaled gradients overflowed.</summary>
     public int SkippedSteps => _scaler?.SkippedSteps ?? 0;
 
-    private double Since(long t0) => (TorchRuntime.NowNanoseconds() - t0) / 1e9;
+    private double Since(long t0) => (Now() - t0) / 1e9;
+
+    /// <summary>The clock, after the device's queued work (CUDA runs asynchronously; the CPU's ops are done when they return).</summary>
+    private long Now()
+    {
+        if (_device.Type == DeviceType.Cuda)
+            TorchRuntime.Synchronize(_device);
+        return TorchRuntime.NowNanoseconds();
+    }
 
     /// <summary>Why the executor cannot train this plan of this model, or null.</summary>
-    public static string? Unsupported(ModelSpec model, ParallelPlan plan)
+    /// <param name="device">Where it would train (fp16 needs a CUDA device).</param>
+    public static string? Unsupported(ModelSpec model, ParallelPlan plan, Device device = default)
     {
         if (model.Vocab % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
-        if (plan.Precision == Precision.Fp16)
+        if (plan.Precision == Precision.Fp16 && device.Type == DeviceType.Cpu)
             return "fp16: the executor trains on CPU, where libtorch has no fp16 matrix multiply ('addmm' is not implemented for Half); train in bf16 or fp32 (--loss-scale exercises the fp16 loss scaling in any precision)";
         if (plan.Cp != 1)
             return "the executor does not run context parallelism yet (cp must be 1)";
@@ -81,8 +93,10 @@ public sealed class RankTrainer : IDisposable
     public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options, bool loopback = true)
     {
         _interface = loopback ? "127.0.0.1" : null;
-        if (Unsupported(model, plan) is { } reason)
+        if (Unsupported(model, plan, options.Device) is { } reason)
             throw new NotSupportedException(reason);
+        _device = options.Device;
+        TorchRuntime.SetDevice(_device);
         _m = model;
         _plan = plan;
         _options = options;
@@ -100,7 +114,7 @@ public sealed class RankTrainer : IDisposable
             var first = _layout.Rank(_me with { Pp = 0 });
             var last = _layout.Rank(_me with { Pp = plan.Pp - 1 });
             if (rank == first || rank == last)
-                _tied = ProcessGroup.Gloo(store, $"tied-{first}", rank == first ? 0 : 1, 2, Timeout, _interface);
+                _tied = NewGroup(store, $"tied-{first}", rank == first ? 0 : 1, 2);
         }
         var layout = StageLayout.Of(model, plan);
         var chunks = new List<int[]>();
@@ -111,7 +125,7 @@ public sealed class RankTrainer : IDisposable
                 first += layout.LayersOf(u);
             chunks.Add(Enumerable.Range(first, layout.LayersOf(v)).ToArray());
         }
-        _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed);
+        _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed, _device);
         _params = _stage.Parameters;
         _overlapReduce = plan.Zero == 0 && _dp is not null;
         foreach (var spec in _stage.Specs)
@@ -188,6 +202,12 @@ public sealed class RankTrainer : IDisposable
             yield return names;
     }
 
+    /// <summary>A process group of the rank's backend: NCCL between CUDA devices, Gloo between CPUs.</summary>
+    private ProcessGroup NewGroup(Store store, string name, int rank, int size) =>
+        _device.Type == DeviceType.Cuda
+            ? ProcessGroup.Nccl(store, name, rank, size, Timeout)
+            : ProcessGroup.Gloo(store, name, rank, size, Timeout, _interface);
+
     private ProcessGroup? Group(Store store, Axis axis, int rank)
     {
         if (_layout.Plan.Gpus == 1)
@@ -198,7 +218,7 @@ public sealed class RankTrainer : IDisposable
         {
             int index = Array.IndexOf(members, rank);
             if (index >= 0 && members.Length > 1)
-                mine = ProcessGroup.Gloo(store, $"{axis}-{members[0]}", index, members.Length, Timeout, _interface);
+                mine = NewGroup(store, $"{axis}-{members[0]}", index, members.Length);
         }
         return mine;
     }
@@ -234,7 +254,7 @@ public sealed class RankTrainer : IDisposable
     /// <summary>Runs one optimizer step.</summary>
     public StepMetrics Step(int step)
     {
-        long t0 = TorchRuntime.NowNanoseconds();
+        long t0 = Now();
         TensorParallel.TakeCommSeconds();
         _ppWait = _dpComm = _optimizerSeconds = 0;
         double lossSum = RunPipeline(step);
@@ -244,11 +264,11 @@ public sealed class RankTrainer : IDisposable
         double loss = double.NaN;
         if (_stage.HasHead)
         {
-            using var l = Tensor.From([lossSum / _plan.MicroBatches], 1);
+            using var l = Tensor.From([lossSum / _plan.MicroBatches], 1).On(_device);
             _dp?.AllReduce(l);
             loss = l.Item() / (_dp?.Size ?? 1);
         }
-        double seconds = (TorchRuntime.NowNanoseconds() - t0) / 1e9;
+        double seconds = (Now() - t0) / 1e9;
         return new StepMetrics(step, seconds, loss, tpComm, _ppWait, _dpComm, _optimizerSeconds);
     }
 
@@ -308,8 +328,8 @@ public sealed class RankTrainer : IDisposable
                 }
                 else
                 {
-                    var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
-                    long w0 = TorchRuntime.NowNanoseconds();
+                    var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute).On(_device);
+                    long w0 = Now();
                     _pp!.Recv(received, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v, forward: true));
                     _ppWait += Since(w0);
                     received.RequiresGrad = true;
@@ -344,8 +364,8 @@ public sealed class RankTrainer : IDisposable
                 Tensor? grad = null;
                 if (!lastChunk)
                 {
-                    grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute);
-                    long w0 = TorchRuntime.NowNanoseconds();
+                    grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute).On(_device);
+                    long w0 = Now();
                     _pp!.Recv(grad, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v, forward: false));
                     _ppWait += Since(w0);
                     if (forwardSends.Remove((action.MicroBatch, action.Chunk), out var sent))
@@ -382,7 +402,7 @@ public sealed class RankTrainer : IDisposable
     {
         if (!_zero3)
             return;
-        long t0 = TorchRuntime.NowNanoseconds();
+        long t0 = Now();
         foreach (int g in _chunkGroups[chunk])
             _shards!.Gather(g);
         _dpComm += Since(t0);
@@ -404,7 +424,7 @@ public sealed class RankTrainer : IDisposable
         if (!_chunkwise)
             return;
         using var scope = DisposeScope.Begin();
-        long t0 = TorchRuntime.NowNanoseconds();
+        long t0 = Now();
         foreach (int g in _chunkGroups[chunk])
         {
             SumSequenceParallelGradients(_shards!.Parameters(g));
@@ -531,7 +551,7 @@ public sealed class RankTrainer : IDisposable
         var bucket = parameters.Where(p => p.Grad is not null && (_tied is null || p != _stage["wte"])).ToList();
         if (bucket.Count == 0)
             return;
-        long t0 = TorchRuntime.NowNanoseconds();
+        long t0 = Now();
         SumSequenceParallelGradients(bucket);
         var flat = ShardedParameters.Flatten(bucket, grads: true);
         DisposeScope.Untrack(flat);
@@ -578,7 +598,7 @@ public sealed class RankTrainer : IDisposable
     private void ReduceGradientsAndStep()
     {
         using var scope = DisposeScope.Begin();
-        long d0 = TorchRuntime.NowNanoseconds();
+        long d0 = Now();
         if (!_chunkwise)
         {
             // What the overlapped reduction sent already had its sequence-parallel sums.
@@ -602,7 +622,7 @@ public sealed class RankTrainer : IDisposable
                 FinishReduce();
             }
             _dpComm += Since(d0);
-            long o0 = TorchRuntime.NowNanoseconds();
+            long o0 = Now();
             if (Unscale(_params))
                 _optimizer.Step();
             _optimizer.ZeroGrad();
@@ -618,7 +638,7 @@ public sealed class RankTrainer : IDisposable
             _tied.AllReduce(_shards.GradientShard(_tiedGroup));
         _shards.AverageGradients();
         _dpComm += Since(d0);
-        long z0 = TorchRuntime.NowNanoseconds();
+        long z0 = Now();
         bool stepped = Unscale([_shards.Master]);
         if (stepped)
             _optimizer.Step();
@@ -626,7 +646,7 @@ public sealed class RankTrainer : IDisposable
         _optimizerSeconds += Since(z0);
         if (!_zero3 && stepped)
         {
-            long g0 = TorchRuntime.NowNanoseconds();
+            long g0 = Now();
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Gather(g);
             _dpComm += Since(g0);
@@ -642,7 +662,7 @@ public sealed class RankTrainer : IDisposable
         if (_scaler is null)
             return true;
         // Every rank decides the same: the overflow count summed over the TP, PP and DP axes covers the whole grid.
-        using var overflow = Tensor.From([LossScaler.AllFinite(optimized.Select(p => p.Grad)) ? 0f : 1f], 1);
+        using var overflow = Tensor.From([LossScaler.AllFinite(optimized.Select(p => p.Grad)) ? 0f : 1f], 1).On(_device);
         foreach (var g in new[] { _tp, _pp, _dp })
             g?.AllReduce(overflow);
         bool finite = overflow.Item() == 0;

@@ -98,7 +98,7 @@ public sealed class ShardedParameters : IDisposable
     {
         if (_gradients is null)
         {
-            _gradients = Tensor.Zeros(Master.Shape);
+            _gradients = Tensor.Zeros(Master.Shape).On(Master.Device);
             DisposeScope.Untrack(_gradients);
         }
         return _gradients.Narrow(0, _offset[group], _shard[group]);
@@ -119,7 +119,7 @@ public sealed class ShardedParameters : IDisposable
     internal static Tensor Flatten(IReadOnlyList<Tensor> tensors, bool grads)
     {
         using var scope = DisposeScope.Begin();
-        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape) : t.Detach()).Reshape(-1).To(DType.Float32)).ToList();
+        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape).On(t.Device) : t.Detach()).Reshape(-1).To(DType.Float32)).ToList();
         return scope.Keep(Tensor.Cat(parts, 0));
     }
 
@@ -128,7 +128,7 @@ public sealed class ShardedParameters : IDisposable
         long n = flat.Numel;
         if (n == length)
             return flat;
-        using var zeros = Tensor.Zeros([length - n]);
+        using var zeros = Tensor.Zeros([length - n]).On(flat.Device);
         return Tensor.Cat([flat, zeros], 0);
     }
 

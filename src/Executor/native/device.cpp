@@ -8,6 +8,7 @@
 #include <fstream>
 #ifdef PT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/cuda.h>
 #endif
 
@@ -41,6 +42,18 @@ PT_EXPORT int32_t pt_cuda_device_count() {
 #else
   return 0;
 #endif
+}
+
+// Makes CUDA device `index` the process's current one (NCCL communicators and kernels launched without a tensor of
+// their own go there). A CPU build has no device to set.
+PT_EXPORT int32_t pt_cuda_set_device(int32_t index) {
+  PT_TRY
+#ifdef PT_WITH_CUDA
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+#else
+  throw std::runtime_error("this build of the shim has no CUDA (build it against a CUDA libtorch with -DPLANNER_WITH_CUDA=ON)");
+#endif
+  PT_CATCH
 }
 
 // Waits for the device's queued work (a no-op on the CPU, whose ops are synchronous).

@@ -33,10 +33,15 @@ public static class RunCommand
         public Option<string?> Calibration { get; } = new("--calibration") { Description = "Calibration file for the prediction (default: the cluster's, from profile)" };
         public Option<bool> ForceCalibration { get; } = new("--force-calibration") { Description = "Use a calibration measured on other hardware" };
         public Option<string?> History { get; } = new("--history") { Description = "History CSV the run is appended to (default: ~/.cache/planner/history.csv)" };
+        public Option<string> Device { get; } = new("--device")
+        {
+            Description = "Where the ranks train: auto (CUDA devices when the libtorch shim sees them, else the CPU), cpu, or cuda (one device per rank of this machine; NCCL groups)",
+            DefaultValueFactory = _ => "auto",
+        };
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, LossScale, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, LossScale, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History, Device })
                 c.Options.Add(o);
         }
 
@@ -66,6 +71,7 @@ public static class RunCommand
                 throw new InputException($"--loss-scale: {scale} must be from 1 to 3.4e38 (fp32's largest number)");
             if (r.GetValue(Threads) is < 1 or > 1024)
                 throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
+            DeviceChoice.Parse(r.GetValue(Device)!);
             return new RunInputs(plan, path, m, c, cluster);
         }
 
@@ -73,7 +79,9 @@ public static class RunCommand
             ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
             : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
 
-        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale));
+        /// <summary>The options of a rank process (whose --device names its own device: cpu or cuda:N).</summary>
+        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
+            Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()));
     }
 
     /// <summary>The hidden rank verb.</summary>
@@ -116,19 +124,21 @@ public static class RunCommand
             var inputs = flags.Read(r);
             var plan = inputs.Plan;
             int world = plan.Gpus;
-            if (Executor.Training.RankTrainer.Unsupported(inputs.Model, plan) is { } unsupported)
+            var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
+            var device = DeviceChoice.Parse(r.GetValue(flags.Device)!).Resolve(launch.LocalRanks.Length, launch.Scheduled);
+            if (Executor.Training.RankTrainer.Unsupported(inputs.Model, plan, device.Of(0)) is { } unsupported)
                 throw new InputException($"{inputs.PlanPath}: {unsupported}");
             if (plan.OptimizerOffload > 0)
                 throw new InputException($"{inputs.PlanPath}: key 'optimizer_offload' is {plan.OptimizerOffload}; the executor steps the optimizer where its ranks run (CPU ranks have no host link to offload over): set it to 0 to run this plan");
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
             if (PlanCheck.Problem(inputs.Model, LocalCluster(world), plan) is { } problem)
                 throw new InputException($"{inputs.PlanPath}: {problem}");
-            CheckFitsMachine(inputs);
+            if (device.Type == Executor.Torch.DeviceType.Cpu)
+                CheckFitsMachine(inputs);
             int warm = r.GetValue(warmup);
             if (warm < 0 || warm >= r.GetValue(flags.Steps))
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
-            var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
-            var lines = Launch.RunRanks(launch, r, flags, world);
+            var lines = Launch.RunRanks(launch, r, flags, world, device);
             if (!launch.LocalRanks.Contains(0))
             {
                 // Rank 0 gathers every rank's measurements; its machine reports the run and keeps its history.
@@ -235,7 +245,7 @@ public static class RunCommand
         }
 
         /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
-        public static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world)
+        public static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
         {
             var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
                 "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -249,8 +259,9 @@ public static class RunCommand
                 forwarded.AddRange(["--dump-params", dump]);
             if (launch.Distributed(world))
                 forwarded.Add("--gather-report");
-            var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
-                "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString() }.Concat(forwarded))).ToList();
+            var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
+                "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString(),
+                "--device", device.RankArgument(launch.Scheduled ? DeviceChoice.SchedulerLocalRank() : local) }.Concat(forwarded))).ToList();
             // Training may run long; the ranks' own timeouts end a stuck collective well before this.
             // Rank 0's gathered lines repeat those of the ranks started here: one line per rank and step.
             return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled)
