@@ -61,9 +61,9 @@ public sealed class ProfilingTests : IDisposable
         // of call cost), and times made from a known call cost and factor: the fit gives the call cost back.
         var gpu = ClusterLoader.LoadGpu("local-cpu");
         var model = ProfileRank.ReferenceModel();
-        (double A, double B) Price(int mbs)
+        (double A, double B) Price(Planner.CostModel.Plans.ParallelPlan plan)
         {
-            var ops = new Planner.CostModel.Compute.TransformerOps(model, ProfileRank.ReferencePlan(mbs: mbs), flashAttention: false);
+            var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
             double P(double us)
             {
                 var t = new Planner.CostModel.Compute.KernelTimer(gpu with { KernelOverheadUs = us }, Precision.Fp32);
@@ -71,8 +71,8 @@ public sealed class ProfilingTests : IDisposable
             }
             return (P(0), P(1) - P(0));
         }
-        var large = Price(4);
-        var small = Price(1);
+        var large = Price(ProfileRank.ReferencePlan());
+        var small = Price(ProfileRank.SmallReferencePlan());
         Assert.True(large.A > 3 * small.A && large.B > 0, $"{large} {small}");
         Assert.Equal(large.B, small.B, 9); // the same calls
         double tLarge = factor * (large.A + callUs * large.B), tSmall = factor * (small.A + callUs * small.B);

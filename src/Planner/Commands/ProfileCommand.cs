@@ -99,14 +99,14 @@ public static class ProfileCommand
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
             new ProfiledCorrections(opRates, optimizerNs));
         // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
-        // the block over 4 sequences and over 1 makes the same calls on a quarter of the work. With the price linear in
+        // the block over 4 sequences of 128 tokens and over one of 32 makes the same calls on a sixteenth of the tokens. With the price linear in
         // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
         var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
         double? blockCallUs = null;
         {
             var gpu0 = cal.Apply(cluster).Gpu;
             var ops4 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
-            var ops1 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(mbs: 1), flashAttention: false);
+            var ops1 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.SmallReferencePlan(), flashAttention: false);
             double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
             {
                 var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
@@ -190,7 +190,7 @@ public static class ProfileCommand
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
             if (blockCallUs is double callUs)
-                console.WriteLine($"the block over 1 sequence: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
+                console.WriteLine($"the block over 1 x 32 tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
             console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             var br = blockRow;
             console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");

@@ -332,8 +332,11 @@ public static class ProfileRank
     /// <summary>The reference block's model.</summary>
     public static ModelSpec ReferenceModel() => ModelLoader.Parse(ReferenceBlockConfig, "profile", "profile-block");
 
-    /// <summary>The reference block's plan: micro-batches of <paramref name="mbs"/> (4) x 128 tokens, fp32, over <paramref name="tp"/> tensor-parallel ranks.</summary>
-    public static ParallelPlan ReferencePlan(int tp = 1, int mbs = 4) => new(tp, 1, 1, 1, 0, mbs, mbs, 128, 1, Recompute.None, false, Precision.Fp32);
+    /// <summary>The reference block's plan: micro-batches of 4 x 128 tokens, fp32, over <paramref name="tp"/> tensor-parallel ranks.</summary>
+    public static ParallelPlan ReferencePlan(int tp = 1) => new(tp, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
+
+    /// <summary>The block's small size for the cost of a call: one sequence of 32 tokens.</summary>
+    public static ParallelPlan SmallReferencePlan() => new(1, 1, 1, 1, 0, 1, 1, 32, 1, Recompute.None, false, Precision.Fp32);
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
     /// training runs), forward and backward: median seconds of each, block then head.</summary>
@@ -346,11 +349,12 @@ public static class ProfileRank
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
         var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15);
         var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets), 15);
-        // The block over one sequence: its kernels a quarter of the size, its calls as many (what a call costs).
-        var small = ReferencePlan(mbs: 1);
+        // The block over one short sequence: the same calls on a sixteenth of the tokens, so that its time is mostly
+        // the calls' (what a call costs, less exposed to the noise of the kernels' time than a larger size).
+        var small = SmallReferencePlan();
         using var smallStage = new GptStage(model, small, [[0]], true, true, null, 0, 1);
         using var x1 = Tensor.Normal([small.Mbs, small.Seq, model.Hidden], 0, 1, seed: 13);
-        var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x, Recompute.None), 25);
+        var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x, Recompute.None), 41);
         return [bf, bb, hf, hb, sf, sb];
     }
 
