@@ -58,6 +58,8 @@ public class ProcessGroupTests
     [InlineData("allgather", 4)]
     [InlineData("reduce_scatter", 2)]
     [InlineData("reduce_scatter", 4)]
+    [InlineData("alltoall", 2)]
+    [InlineData("alltoall", 4)]
     [InlineData("broadcast", 4)]
     [InlineData("sendrecv", 2)]
     [InlineData("sendrecv", 4)]

@@ -17,6 +17,28 @@ public sealed class ProfilingTests : IDisposable
     }
 
     [Fact]
+    public void Profile_measures_this_machine_and_writes_a_calibration_run_uses()
+    {
+        // The whole verb with real rank processes: every collective of the issue in the report, the calibration file
+        // with the measured corrections, and the file accepted by run's prediction.
+        string path = Path.Combine(_dir, "local.csv");
+        var (code, output, error) = ExecutorParityTests.Planner(["profile", "--cluster", "local-cpu", "--out", path]);
+        Assert.True(code == 0, error);
+        foreach (var heading in new[] { "all-reduce us", "send/recv us", "all-gather us", "reduce-scatter us", "all-to-all us", "busbw GB/s",
+                     "a training step of a 2-block GPT", "a kernel call as the block runs it", "its collectives (2 all-reduces per pass)" })
+            Assert.Contains(heading, output);
+        Assert.DoesNotContain("progress ", error); // progress lines feed the bar, not the errors
+        var cal = CalibrationFile.Read(path);
+        Assert.Equal("local-cpu", cal.Cluster);
+        var p = cal.Profiled!;
+        foreach (var (key, get, _) in ProfiledCorrections.Scalars)
+            Assert.True(get(p) is double v && double.IsFinite(v) && v > 0, $"{key} not measured");
+        Assert.True(cal.IntraBandwidthGbs > 0 && cal.IntraLatencyUs > 0);
+        var applied = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
+        Assert.Equal(cal.GemmEfficiency, applied.Gpu.GemmEfficiency);
+    }
+
+    [Fact]
     public void Gemm_fit_recovers_known_parameters_from_synthetic_timings()
     {
         const double peak = 1e14, eff = 0.62, half = 96, overhead = 7e-6;

@@ -80,6 +80,14 @@ public static class Program
                 Expect(expected, mine.ToFloatArray(), "reduce_scatter");
                 break;
             }
+            case "alltoall":
+            {
+                // Chunk j of each rank (2 values) goes to rank j; rank i gets chunk i of every rank j, at position j.
+                var got = pg.AllToAll(Tensor.From(Values(rank, 2 * world), 2 * world));
+                var expected = Enumerable.Range(0, world).SelectMany(j => new[] { (float)(j * 10 + 2 * rank), (float)(j * 10 + 2 * rank + 1) }).ToArray();
+                Expect(expected, got.ToFloatArray(), "alltoall");
+                break;
+            }
             case "broadcast":
             {
                 var t = Tensor.From(Values(rank, 5), 5);

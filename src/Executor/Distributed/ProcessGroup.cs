@@ -127,6 +127,10 @@ public sealed class ProcessGroup : IDisposable
     public Tensor ReduceScatter(Tensor t, ReduceOp op = ReduceOp.Sum) =>
         Tensor.From(Native.pt_reduce_scatter(_handle, t.Handle, (int)op, out var h), h);
 
+    /// <summary>All-to-all: this rank's tensor in Size equal chunks along dimension 0, chunk j sent to rank j; returns
+    /// the chunks received, rank j's at position j.</summary>
+    public Tensor AllToAll(Tensor t) => Tensor.From(Native.pt_alltoall(_handle, t.Handle, out var h), h);
+
     /// <summary>In-place broadcast from <paramref name="root"/>.</summary>
     public void Broadcast(Tensor t, int root) => Native.Check(Native.pt_broadcast(_handle, t.Handle, root));
 

@@ -163,6 +163,7 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_allreduce_async(ProcessGroupHandle g, TensorHandle t, int op, out IntPtr work);
     [LibraryImport(Library)] internal static partial int pt_allgather(ProcessGroupHandle g, TensorHandle t, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_reduce_scatter(ProcessGroupHandle g, TensorHandle t, int op, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_alltoall(ProcessGroupHandle g, TensorHandle t, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_broadcast(ProcessGroupHandle g, TensorHandle t, int root);
     [LibraryImport(Library)] internal static partial int pt_barrier(ProcessGroupHandle g);
     [LibraryImport(Library)] internal static partial int pt_send(ProcessGroupHandle g, TensorHandle t, int dst, int tag);

@@ -160,6 +160,21 @@ PT_EXPORT int32_t pt_reduce_scatter(pt_pg* g, pt_tensor* t, int32_t op, pt_tenso
   PT_CATCH
 }
 
+// All-to-all: every rank gives `t` with `size` equal chunks along dim 0; chunk j goes to rank j, and the result holds
+// chunk i of every rank j at position j (rank i's view).
+PT_EXPORT int32_t pt_alltoall(pt_pg* g, pt_tensor* t, pt_tensor** out) {
+  PT_TRY
+  PT_CHECK_ARG(t->t.dim() >= 1 && t->t.size(0) % g->size == 0, "all_to_all needs dim 0 divisible by the group size");
+  auto input = t->t.contiguous();
+  auto output = torch::empty_like(input);
+  std::vector<int64_t> equal;
+  c10d::AllToAllOptions o;
+  o.timeout = g->timeout;
+  wait(g, g->pg->alltoall_base(output, input, equal, equal, o));
+  *out = pt::wrap(output);
+  PT_CATCH
+}
+
 PT_EXPORT int32_t pt_broadcast(pt_pg* g, pt_tensor* t, int32_t root) {
   PT_TRY
   std::vector<torch::Tensor> v{t->t};

@@ -33,7 +33,17 @@ public static class ProfileCommand
             JsonObject? result = null;
             var console = Rendering.Tables.Console(stdout);
             AnsiConsole.Console.Profile.Out = new AnsiConsoleOutput(Console.Error);
-            AnsiConsole.Status().Start($"measuring GEMMs, memory and collectives on {world} ranks...", _ => result = RunRanks(world));
+            AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask($"profiling on {world} ranks", maxValue: 1);
+                    result = RunRanks(world, (done, what) =>
+                    {
+                        task.Value = done;
+                        task.Description = $"profiling on {world} ranks: {what}";
+                    });
+                    task.Value = 1;
+                });
             var cal = Fit(c, result!, out var report);
             CalibrationFile.Write(path, cal);
             report(console);
@@ -48,16 +58,22 @@ public static class ProfileCommand
         rankCmd.Options.Add(rank);
         rankCmd.Options.Add(worldOpt);
         rankCmd.Options.Add(port);
-        rankCmd.SetAction(r => ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), "127.0.0.1", r.GetValue(port), stdout));
+        rankCmd.SetAction(r => ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), "127.0.0.1", r.GetValue(port), stdout, Console.Error));
         return [cmd, rankCmd];
     }
 
-    private static JsonObject RunRanks(int world)
+    /// <param name="progress">Called with rank 0's progress reports: the share done and what it measures.</param>
+    private static JsonObject RunRanks(int world, Action<double, string> progress)
     {
         int port = RankProcesses.FreePort();
         var ranks = Enumerable.Range(0, world).Select(rank => (rank, (IEnumerable<string>)
             ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-port", port.ToString()])).ToList();
-        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5));
+        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5), progress: (rank, line) =>
+        {
+            int space = line.IndexOf(' ');
+            if (rank == 0 && space > 0 && double.TryParse(line[..space], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double done))
+                progress(done, line[(space + 1)..]);
+        });
         return (JsonNode.Parse(outputs[0].Output.Trim().Split('\n').Last()) as JsonObject)!;
     }
 
@@ -79,6 +95,11 @@ public static class ProfileCommand
         var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         var loaded = m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        List<(double, double)> Pairs(string key) => m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        var ag = Pairs("all_gather");
+        var rs = Pairs("reduce_scatter");
+        var a2a = Pairs("all_to_all");
+        var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
         // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
         // uses the all-reduces as training runs them, right after a kernel on every rank (the "loaded" column: on
         // shared cores that adds the wait for the peers' threads); tensor and data parallelism are made of them.
@@ -202,7 +223,7 @@ public static class ProfileCommand
             console.WriteLine($"a training step of a 2-block GPT (2 x 4 x 128 tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
             console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
             console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
-            var c = new Table().Border(TableBorder.Rounded).Title("collectives, 2 ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
+            var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
                 .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
                 .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
             for (int i = 0; i < ar.Count; i++)
@@ -211,6 +232,24 @@ public static class ProfileCommand
                 c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{loaded[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
             }
             console.Write(c);
+            var o = new Table().Border(TableBorder.Rounded).Title($"more collectives, {n} ranks (S: the whole buffer; busbw = algbw x (n-1)/n; Gloo's reduce-scatter is an all-reduce and a slice)")
+                .AddColumn("bytes S").AddColumn(new TableColumn("all-gather us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("reduce-scatter us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+            string Bus((double Bytes, double Seconds) x) => $"{x.Bytes / x.Seconds / 1e9 * (n - 1) / n:F2}";
+            for (int i = 0; i < ag.Count; i++)
+                o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]));
+            console.Write(o);
+            if (byGroup.Count > 0)
+            {
+                var gt = new Table().Border(TableBorder.Rounded).Title("all-reduce by group size (busbw = algbw x 2(g-1)/g)")
+                    .AddColumn("group").AddColumn("bytes").AddColumn(new TableColumn("us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+                foreach (var (size, bytes, seconds) in byGroup)
+                    gt.AddRow($"{size}", $"{bytes:N0}", $"{seconds * 1e6:F0}", $"{bytes / seconds / 1e9 * 2 * (size - 1) / size:F2}");
+                for (int i = 0; i < ar.Count; i++)
+                    gt.AddRow($"{n}", $"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{ar[i].Item1 / ar[i].Item2 / 1e9 * 2 * (n - 1) / n:F2}");
+                console.Write(gt);
+            }
             console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");
             console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
                               $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");

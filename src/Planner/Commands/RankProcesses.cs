@@ -47,10 +47,27 @@ public static class RankProcesses
         ];
     }
 
+    /// <summary>A rank's standard error, its progress lines handed to <paramref name="progress"/> and left out.</summary>
+    private static async Task<string> ReadErrors(Process p, int rank, Action<int, string>? progress)
+    {
+        var text = new System.Text.StringBuilder();
+        while (await p.StandardError.ReadLineAsync() is { } line)
+        {
+            if (line.StartsWith(Profiling.ProfileRank.ProgressPrefix, StringComparison.Ordinal))
+                progress?.Invoke(rank, line[Profiling.ProfileRank.ProgressPrefix.Length..]);
+            else
+                text.AppendLine(line);
+        }
+        return text.ToString();
+    }
+
     /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
     /// <param name="pin">Pin each process to its own cores (round-robin); not where a scheduler binds the task.</param>
     /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>
-    public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit, bool pin = true)
+    /// <param name="progress">Given each line a rank writes to its standard error that starts with
+    /// <see cref="Profiling.ProfileRank.ProgressPrefix"/> (without it), as it comes; such lines are no part of an error.</param>
+    public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit, bool pin = true,
+        Action<int, string>? progress = null)
     {
         string self = typeof(RankProcesses).Assembly.Location;
         var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
@@ -74,7 +91,7 @@ public static class RankProcesses
                 if (pin)
                     psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(index, threads, Environment.ProcessorCount));
                 var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
-                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()));
+                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), ReadErrors(p, rank, progress)));
             }
             var remaining = processes.ToList();
             while (remaining.Count > 0)

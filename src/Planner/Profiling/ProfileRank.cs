@@ -385,8 +385,12 @@ public static class ProfileRank
         return times[times.Count / 2] / (4.0 * 1024 * 1024) * 1e9;
     }
 
+    /// <summary>A progress line: the share done (0 to 1) and what is being measured.</summary>
+    public const string ProgressPrefix = "progress ";
+
     /// <summary>Runs the rank; returns the exit code.</summary>
-    public static int Run(int rank, int world, string host, int port, TextWriter stdout)
+    /// <param name="progress">Where rank 0 reports how far it is (lines starting with <see cref="ProgressPrefix"/>).</param>
+    public static int Run(int rank, int world, string host, int port, TextWriter stdout, TextWriter? progress = null)
     {
         TorchRuntime.Threads = 1;
         var timeout = TimeSpan.FromMinutes(2);
@@ -397,10 +401,18 @@ public static class ProfileRank
         // The runtime's share of a rank: resident memory once training's kernels have run once on small tensors (their
         // code is paged in; BLAS keeps per-thread work buffers after its first GEMM), read before the sweeps below,
         // whose large tensors the rank's allocator would keep for reuse and which are no part of it.
+        void Progress(double done, string what)
+        {
+            if (rank == 0)
+                progress?.WriteLine(FormattableString.Invariant($"{ProgressPrefix}{done:R} {what}"));
+        }
+        Progress(0, "warming up");
         WarmUp();
         var (rss, _) = TorchRuntime.Memory(Device.Cpu);
         // Training steps first, while the allocator holds nothing but the runtime's: the memory they add is theirs.
+        Progress(0.02, "training steps of a small GPT");
         double stepCompute = MeasureStep(pg, store);
+        Progress(0.12, "GEMMs");
         var (stepRss, _) = TorchRuntime.Memory(Device.Cpu);
         var gemm = new List<double[]>();
         foreach (var (m, n, k) in GemmShapes)
@@ -420,11 +432,17 @@ public static class ProfileRank
         double add = Median(() => (x + y).Dispose(), 0.3);
         // Elementwise transcendental functions (the MLP's tanh GELU; exp in softmax and the loss): elements per second.
         double gelu = Median(() => x.Gelu(tanhApproximation: true).Dispose(), 0.3);
+        Progress(0.30, "memory-bound ops and the loss");
         var ops = MeasureOps();
+        Progress(0.36, "linear layers");
         var linear = MeasureLinear();
+        Progress(0.42, "the transformer block and its head");
         var block = MeasureBlock();
+        Progress(0.52, "the block split over tensor-parallel ranks");
         var blockTp = world >= 2 ? MeasureTpBlock(store, rank, timeout) : null;
+        Progress(0.58, "the optimizer");
         double optimizerNs = MeasureOptimizer();
+        Progress(0.62, "collectives");
         var s1 = Tensor.Full([1], 1);
         var s2 = Tensor.Full([1], 1);
         double small = Median(() => (s1 + s2).Dispose(), 0.2);
@@ -432,6 +450,9 @@ public static class ProfileRank
         var loaded = new List<double[]>();
         var sendRecv = new List<double[]>();
         var sendRecvLoaded = new List<double[]>();
+        var allGather = new List<double[]>();
+        var reduceScatter = new List<double[]>();
+        var allToAll = new List<double[]>();
         // Training runs its collectives between kernels: a few milliseconds of work on every rank, then the collective.
         // With ranks sharing cores (and on virtual machines, whose idle cores sleep), a collective then also waits for
         // the peers to arrive and for their communication threads to wake: the "loaded" columns time each collective
@@ -448,6 +469,7 @@ public static class ProfileRank
         double workAlone = MedianOf(Work, 20);
         foreach (long bytes in MessageBytes)
         {
+            Progress(0.62 + 0.28 * Array.IndexOf(MessageBytes, bytes) / MessageBytes.Length, FormattableString.Invariant($"collectives of {bytes:N0} bytes"));
             var t = Tensor.Zeros([bytes / 4]);
             pg.Barrier();
             int runs = (int)Math.Clamp((16L << 20) / bytes, 5, 50);
@@ -473,9 +495,40 @@ public static class ProfileRank
             pg.Barrier();
             sendRecvLoaded.Add([bytes, MeanAfter(Gap, PingPong, LoadedRuns) / 2]);
             pg.Barrier();
+            // The other collectives over the same total bytes S (nccl-tests' sizes): all-gather of S/n per rank into S,
+            // reduce-scatter of S into S/n, all-to-all of S per rank.
+            long per = bytes / 4 / world;
+            using (var part = Tensor.Zeros([per]))
+                allGather.Add([per * world * 4, MedianOf(() => pg.AllGather(part).Dispose(), runs)]);
+            pg.Barrier();
+            using (var whole = Tensor.Zeros([per * world]))
+            {
+                reduceScatter.Add([per * world * 4, MedianOf(() => pg.ReduceScatter(whole).Dispose(), runs)]);
+                pg.Barrier();
+                allToAll.Add([per * world * 4, MedianOf(() => pg.AllToAll(whole).Dispose(), runs)]);
+            }
+            pg.Barrier();
             t.Dispose();
         }
+        // The all-reduce over smaller groups of the ranks (2, 4, ... below the world), each as its members alone run it.
+        var byGroup = new List<double[]>();
+        for (int size = 2; size < world; size *= 2)
+        {
+            if (rank < size)
+            {
+                using var sub = ProcessGroup.Gloo(store, $"profile-group-{size}", rank, size, timeout);
+                foreach (long bytes in MessageBytes)
+                {
+                    using var t = Tensor.Zeros([bytes / 4]);
+                    sub.Barrier();
+                    byGroup.Add([size, bytes, MedianOf(() => sub.AllReduce(t), (int)Math.Clamp((16L << 20) / bytes, 5, 50))]);
+                }
+            }
+            pg.Barrier();
+        }
+        Progress(0.92, "the backward beside its all-reduces");
         var overlap = MeasureOverlap(pg, timeout);
+        Progress(1, "done");
         if (rank == 0)
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
@@ -498,6 +551,10 @@ public static class ProfileRank
                 step_compute_seconds = stepCompute,
                 step_rss_bytes = stepRss,
                 send_recv = sendRecv,
+                all_gather = allGather,
+                reduce_scatter = reduceScatter,
+                all_to_all = allToAll,
+                all_reduce_by_group = byGroup,
                 send_recv_loaded = sendRecvLoaded,
                 torch = TorchRuntime.Version,
             }));
