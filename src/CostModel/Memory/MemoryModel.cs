@@ -31,7 +31,7 @@ public sealed class MemoryModel
         _p = plan;
         _ops = ops;
         _reservedBytes = gpu.ReservedGib * Units.GiB;
-        _fragmentation = gpu.Profiled?.MemoryFactor is double f ? f - 1 : Fragmentation;
+        _fragmentation = gpu.Profiled?.MemoryFactor is double f ? Math.Max(0, f - 1) : Fragmentation; // never below what is allocated
         _bucketCopies = gradientBucketCopies;
     }
 
