@@ -92,10 +92,11 @@ public static class ProfileCommand
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
         int overlapBlocks = (int)ov[3];
         double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
-        var ar = m["all_reduce"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
-        var sr = m["send_recv"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
-        var loaded = m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        // Each collective's [bytes, seconds] rows.
         List<(double, double)> Pairs(string key) => m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        var ar = Pairs("all_reduce");
+        var sr = Pairs("send_recv");
+        var loaded = Pairs("all_reduce_loaded");
         var ag = Pairs("all_gather");
         var rs = Pairs("reduce_scatter");
         var a2a = Pairs("all_to_all");
