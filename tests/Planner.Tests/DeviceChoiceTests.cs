@@ -53,4 +53,19 @@ public sealed class DeviceChoiceTests
         // The CPU needs no device count.
         Assert.Equal(DeviceType.Cpu, DeviceChoice.Parse("cpu").Resolve(4, false, () => throw new InvalidOperationException("not asked")).Type);
     }
+
+    [Fact]
+    public void A_scheduled_task_takes_its_local_rank_device_or_the_one_bound_to_it()
+    {
+        var cuda = DeviceChoice.Parse("cuda");
+        // Every GPU of the machine visible to each task: the local rank indexes them.
+        Assert.Equal("cuda:3", cuda.Resolve(1, scheduled: true, () => 8, () => 3).RankArgument(0));
+        // One GPU bound to each task (Slurm --gpus-per-task=1): it is device 0 of the task, whatever its local rank.
+        Assert.Equal("cuda:0", cuda.Resolve(1, scheduled: true, () => 1, () => 3).RankArgument(0));
+        Assert.Equal("cuda:0", DeviceChoice.Parse("auto").Resolve(1, scheduled: true, () => 1, () => 5).RankArgument(0));
+        // Some but not all: no device of its own.
+        Assert.Contains("local rank is 3 but the shim sees 2", Assert.Throws<InputException>(() => cuda.Resolve(1, true, () => 2, () => 3)).Message);
+        Assert.Equal(DeviceType.Cpu, DeviceChoice.Parse("auto").Resolve(1, true, () => 2, () => 3).Type);
+        Assert.Equal(DeviceType.Cpu, DeviceChoice.Parse("auto").Resolve(1, true, () => 0, () => 0).Type);
+    }
 }

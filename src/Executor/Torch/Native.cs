@@ -82,7 +82,7 @@ internal static partial class Native
     // tensor.cpp
     [LibraryImport(Library)] internal static partial int pt_tensor_free(IntPtr h);
     [LibraryImport(Library)] internal static unsafe partial int pt_tensor_from_data(void* data, int dtype, long[] shape, int ndim, out IntPtr result);
-    [LibraryImport(Library)] internal static partial int pt_zeros(long[] shape, int ndim, int dtype, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_zeros(long[] shape, int ndim, int dtype, int type, int index, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_full(long[] shape, int ndim, double value, int dtype, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_normal(long[] shape, int ndim, double mean, double std, ulong seed, int dtype, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_arange(double start, double end, double step, int dtype, out IntPtr result);

@@ -84,11 +84,11 @@ public sealed class Tensor : IDisposable
             throw new ArgumentException($"{length} values do not fill shape [{string.Join(", ", shape)}]");
     }
 
-    /// <summary>Zeros.</summary>
-    public static Tensor Zeros(long[] shape, DType dtype = DType.Float32)
+    /// <summary>Zeros, allocated on <paramref name="device"/> (default: the CPU).</summary>
+    public static Tensor Zeros(long[] shape, DType dtype = DType.Float32, Device device = default)
     {
         Native.EnsureLoaded();
-        return From(Native.pt_zeros(shape, shape.Length, (int)dtype, out var h), h);
+        return From(Native.pt_zeros(shape, shape.Length, (int)dtype, (int)device.Type, device.Index, out var h), h);
     }
 
     /// <summary>A constant.</summary>

@@ -41,6 +41,7 @@ public sealed class RankTrainer : IDisposable
     private readonly ProcessGroupLayout _layout;
     private readonly MeshCoordinates _me;
     private readonly ProcessGroup? _tp, _pp, _dp, _tied;
+    private readonly ProcessGroup[] _links = []; // the pipeline's point-to-point groups (PipelineLinks)
     private readonly GptStage _stage;
     private readonly ITokenSource _data;
     private readonly TrainOptions _options;
@@ -107,6 +108,8 @@ public sealed class RankTrainer : IDisposable
         _me = _layout.Coordinates(rank);
         _tp = Group(store, Axis.Tp, rank);
         _pp = Group(store, Axis.Pp, rank);
+        if (plan.Pp > 1)
+            _links = Enumerable.Range(0, PipelineLinks.Count).Select(l => Group(store, Axis.Pp, rank, $"-p2p{l}")!).ToArray();
         _dp = Group(store, Axis.Dp, rank);
         // Tied input and output embeddings on different stages: the first and last stage sum their gradients.
         if (model.TiedEmbeddings && plan.Pp > 1)
@@ -208,7 +211,7 @@ public sealed class RankTrainer : IDisposable
             ? ProcessGroup.Nccl(store, name, rank, size, Timeout)
             : ProcessGroup.Gloo(store, name, rank, size, Timeout, _interface);
 
-    private ProcessGroup? Group(Store store, Axis axis, int rank)
+    private ProcessGroup? Group(Store store, Axis axis, int rank, string suffix = "")
     {
         if (_layout.Plan.Gpus == 1)
             return null;
@@ -218,7 +221,7 @@ public sealed class RankTrainer : IDisposable
         {
             int index = Array.IndexOf(members, rank);
             if (index >= 0 && members.Length > 1)
-                mine = NewGroup(store, $"{axis}-{members[0]}", index, members.Length);
+                mine = NewGroup(store, $"{axis}-{members[0]}{suffix}", index, members.Length);
         }
         return mine;
     }
@@ -328,9 +331,10 @@ public sealed class RankTrainer : IDisposable
                 }
                 else
                 {
-                    var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute).On(_device);
+                    var received = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute, _device);
                     long w0 = Now();
-                    _pp!.Recv(received, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v, forward: true));
+                    int from = (_me.Pp - 1 + pp) % pp;
+                    _links[PipelineLinks.Of(true, from)].Recv(received, from, Tag(action.MicroBatch, v, forward: true));
                     _ppWait += Since(w0);
                     received.RequiresGrad = true;
                     run.Input = received;
@@ -350,7 +354,7 @@ public sealed class RankTrainer : IDisposable
                     run.Output = x;
                     var outgoing = x.Detach().Contiguous();
                     DisposeScope.Untrack(outgoing);
-                    forwardSends[(action.MicroBatch, action.Chunk)] = (_pp!.SendAsync(outgoing, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v + 1, forward: true)), outgoing);
+                    forwardSends[(action.MicroBatch, action.Chunk)] = (_links[PipelineLinks.Of(true, _me.Pp)].SendAsync(outgoing, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v + 1, forward: true)), outgoing);
                 }
                 scope.Detach();
                 live[(action.MicroBatch, action.Chunk)] = run;
@@ -364,9 +368,10 @@ public sealed class RankTrainer : IDisposable
                 Tensor? grad = null;
                 if (!lastChunk)
                 {
-                    grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute).On(_device);
+                    grad = Tensor.Zeros([_plan.Mbs, seqLocal, _m.Hidden], _stage.Compute, _device);
                     long w0 = Now();
-                    _pp!.Recv(grad, (_me.Pp + 1) % pp, Tag(action.MicroBatch, v, forward: false));
+                    int from = (_me.Pp + 1) % pp;
+                    _links[PipelineLinks.Of(false, from)].Recv(grad, from, Tag(action.MicroBatch, v, forward: false));
                     _ppWait += Since(w0);
                     if (forwardSends.Remove((action.MicroBatch, action.Chunk), out var sent))
                     {
@@ -381,7 +386,7 @@ public sealed class RankTrainer : IDisposable
                 {
                     var back = run.Input!.Grad!.Contiguous();
                     DisposeScope.Untrack(back);
-                    pending.Add((_pp!.SendAsync(back, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v - 1, forward: false)), back));
+                    pending.Add((_links[PipelineLinks.Of(false, _me.Pp)].SendAsync(back, (_me.Pp - 1 + pp) % pp, Tag(action.MicroBatch, v - 1, forward: false)), back));
                 }
                 run.Scope.Dispose();
                 ReduceChunkGradients(action.Chunk);
@@ -696,6 +701,8 @@ public sealed class RankTrainer : IDisposable
         _stage.Dispose();
         _tp?.Dispose();
         _pp?.Dispose();
+        foreach (var link in _links)
+            link.Dispose();
         _dp?.Dispose();
         _tied?.Dispose();
     }

@@ -9,6 +9,7 @@
 #ifdef PT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
 #endif
 
@@ -56,17 +57,21 @@ PT_EXPORT int32_t pt_cuda_set_device(int32_t index) {
   PT_CATCH
 }
 
-// Waits for the device's queued work (a no-op on the CPU, whose ops are synchronous).
+// Waits for the work queued on the device's current stream (a no-op on the CPU, whose ops are synchronous): the
+// kernels, and the collectives whose completion the stream was made to wait for (a waited work). Not the whole
+// device: an asynchronous all-reduce or pipeline send still in flight on NCCL's own streams is left running (a device
+// synchronisation would serialise the overlap and could wait for a send whose receive the peer has yet to post).
 PT_EXPORT int32_t pt_synchronize(int32_t device_type, int32_t index) {
   PT_TRY
 #ifdef PT_WITH_CUDA
-  if (device_type == 1) torch::cuda::synchronize(index);
+  if (device_type == 1) c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(index)).synchronize();
 #endif
   PT_CATCH
 }
 
 // Memory of the process (CPU: resident set size from the kernel — current from /proc/self/statm, peak from
-// getrusage's ru_maxrss) or of a CUDA device (the caching allocator's allocated bytes, current and peak).
+// getrusage's ru_maxrss) or of a CUDA device (the caching allocator's reserved bytes, current and peak: what the
+// process holds on the device, allocated tensors and the cached blocks between them, as the CPU's resident set is).
 PT_EXPORT int32_t pt_memory(int32_t device_type, int32_t index, int64_t* current, int64_t* peak) {
   PT_TRY
   if (device_type == 0) {
@@ -81,8 +86,8 @@ PT_EXPORT int32_t pt_memory(int32_t device_type, int32_t index, int64_t* current
 #ifdef PT_WITH_CUDA
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
     auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
-    *current = stats.allocated_bytes[all].current;
-    *peak = stats.allocated_bytes[all].peak;
+    *current = stats.reserved_bytes[all].current;
+    *peak = stats.reserved_bytes[all].peak;
 #else
     throw std::runtime_error("this build of the shim has no CUDA");
 #endif

@@ -12,6 +12,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+#ifdef PT_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#endif
 
 namespace {
 using torch::autograd::AutogradContext;
@@ -19,22 +26,51 @@ using torch::autograd::variable_list;
 
 pt_pg* group_of(AutogradContext* ctx) { return reinterpret_cast<pt_pg*>(ctx->saved_data["pg"].toInt()); }
 
-// Gloo in libtorch 1.13 reduces no bfloat16: such tensors travel as fp32 and come back converted.
-torch::Tensor wire(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16 ? t.to(torch::kFloat32) : t; }
+// Gloo in libtorch 1.13 reduces no bfloat16: such tensors travel as fp32 and come back converted (NCCL reduces them).
+bool needs_wire(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16 && !t.is_cuda(); }
+torch::Tensor wire(const torch::Tensor& t) { return t.to(torch::kFloat32); }
 
 // Nanoseconds spent in tensor-parallel collectives on this process (forward and backward), for run's breakdown.
 std::atomic<int64_t> g_tp_ns{0};
 
+#ifdef PT_WITH_CUDA
+// On CUDA a collective returns once queued: its time is that of the current stream between two timing events around
+// it (the stream waits for NCCL's), read when the step takes the total.
+std::mutex g_tp_events_mutex;
+std::vector<std::pair<std::unique_ptr<at::cuda::CUDAEvent>, std::unique_ptr<at::cuda::CUDAEvent>>> g_tp_events;
+#endif
+
 struct TpTimer {
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  explicit TpTimer(const torch::Tensor& t) : cuda(t.is_cuda()) {
+#ifdef PT_WITH_CUDA
+    if (cuda) {
+      begin = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+      begin->record();
+    }
+#endif
+  }
   ~TpTimer() {
+#ifdef PT_WITH_CUDA
+    if (cuda) {
+      auto end = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+      end->record();
+      std::lock_guard<std::mutex> lock(g_tp_events_mutex);
+      g_tp_events.emplace_back(std::move(begin), std::move(end));
+      return;
+    }
+#endif
     g_tp_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
   }
+  bool cuda;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+#ifdef PT_WITH_CUDA
+  std::unique_ptr<at::cuda::CUDAEvent> begin;
+#endif
 };
 
 torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
-  if (t.scalar_type() == torch::kBFloat16) return all_reduce(g, wire(t)).to(torch::kBFloat16);
-  TpTimer timer;
+  if (needs_wire(t)) return all_reduce(g, wire(t)).to(torch::kBFloat16);
+  TpTimer timer(t);
   auto out = t.contiguous().clone();
   std::vector<torch::Tensor> v{out};
   c10d::AllreduceOptions o;
@@ -44,8 +80,8 @@ torch::Tensor all_reduce(pt_pg* g, torch::Tensor t) {
 }
 
 torch::Tensor all_gather(pt_pg* g, torch::Tensor t, int64_t dim) {
-  if (t.scalar_type() == torch::kBFloat16) return all_gather(g, wire(t), dim).to(torch::kBFloat16);
-  TpTimer timer;
+  if (needs_wire(t)) return all_gather(g, wire(t), dim).to(torch::kBFloat16);
+  TpTimer timer(t);
   auto in = t.contiguous();
   std::vector<std::vector<torch::Tensor>> outputs(1);
   for (int i = 0; i < g->size; i++) outputs[0].push_back(torch::empty_like(in));
@@ -123,8 +159,19 @@ struct CheckpointedAttention : public torch::autograd::Function<CheckpointedAtte
 };
 }  // namespace
 
-// Returns and resets the time spent in tensor-parallel collectives, nanoseconds.
-PT_EXPORT int64_t pt_tp_comm_ns_take() { return g_tp_ns.exchange(0); }
+// Returns and resets the time spent in tensor-parallel collectives, nanoseconds (on CUDA: waits for the events).
+PT_EXPORT int64_t pt_tp_comm_ns_take() {
+  int64_t ns = g_tp_ns.exchange(0);
+#ifdef PT_WITH_CUDA
+  std::lock_guard<std::mutex> lock(g_tp_events_mutex);
+  for (auto& [begin, end] : g_tp_events) {
+    end->synchronize();
+    ns += static_cast<int64_t>(static_cast<double>(begin->elapsed_time(*end)) * 1e6);
+  }
+  g_tp_events.clear();
+#endif
+  return ns;
+}
 
 // kind: 0 copy, 1 reduce, 2 gather, 3 scatter, 4 reduce_scatter (see the table above); dim for 2–4.
 PT_EXPORT int32_t pt_tp_op(pt_pg* g, pt_tensor* x, int32_t kind, int64_t dim, pt_tensor** out) {

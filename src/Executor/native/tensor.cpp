@@ -40,9 +40,10 @@ PT_EXPORT int32_t pt_tensor_from_data(const void* data, int32_t dtype, const int
   PT_CATCH
 }
 
-PT_EXPORT int32_t pt_zeros(const int64_t* shape, int32_t ndim, int32_t dtype, pt_tensor** out) {
+// Zeros allocated on the device (type 0 CPU, 1 CUDA; index).
+PT_EXPORT int32_t pt_zeros(const int64_t* shape, int32_t ndim, int32_t dtype, int32_t type, int32_t index, pt_tensor** out) {
   PT_TRY
-  *out = pt::wrap(torch::zeros(sizes_of(shape, ndim), torch::TensorOptions().dtype(pt::to_scalar_type(dtype))));
+  *out = pt::wrap(torch::zeros(sizes_of(shape, ndim), torch::TensorOptions().dtype(pt::to_scalar_type(dtype)).device(device_of(type, index))));
   PT_CATCH
 }
 

@@ -29,18 +29,27 @@ public sealed record DeviceChoice(DeviceType? Type, int? Index = null)
     }
 
     /// <summary>
-    /// The device type for <paramref name="localRanks"/> ranks of this machine (one rank under a scheduler, whose local
-    /// rank picks the device), checked against the devices the shim sees.
+    /// The device for <paramref name="localRanks"/> ranks of this machine, checked against the devices the shim sees.
+    /// Under a scheduler this process is one rank: its local rank picks the device when it sees one per task of the
+    /// machine; when it sees a single device (the scheduler bound one GPU to each task) that one is its own.
     /// </summary>
     /// <param name="cudaDevices">CUDA devices visible (default: asks the shim, which loads libtorch).</param>
+    /// <param name="localRank">The scheduler's local rank of this task (default: <see cref="SchedulerLocalRank"/>).</param>
     /// <exception cref="InputException">CUDA asked for where there is none, or fewer devices than ranks.</exception>
-    public DeviceChoice Resolve(int localRanks, bool scheduled, Func<int>? cudaDevices = null)
+    public DeviceChoice Resolve(int localRanks, bool scheduled, Func<int>? cudaDevices = null, Func<int>? localRank = null)
     {
         if (Type == DeviceType.Cpu)
             return this;
         int count = (cudaDevices ?? (() => TorchRuntime.CudaDevices))();
+        int local = scheduled ? (localRank ?? SchedulerLocalRank)() : 0;
+        // The scheduled task's device: its own when it sees only one, else the one its local rank indexes.
+        int? task = !scheduled || count == 0 ? null : count == 1 ? 0 : local < count ? local : null;
         if (Type is null)
-            return count > 0 && (scheduled ? SchedulerLocalRank() < count : localRanks <= count) ? new DeviceChoice(DeviceType.Cuda) : new DeviceChoice(DeviceType.Cpu);
+        {
+            if (scheduled)
+                return task is int t ? new DeviceChoice(DeviceType.Cuda, t) : new DeviceChoice(DeviceType.Cpu);
+            return count > 0 && localRanks <= count ? new DeviceChoice(DeviceType.Cuda) : new DeviceChoice(DeviceType.Cpu);
+        }
         string name = Index is int i ? $"cuda:{i}" : "cuda";
         if (count == 0)
             throw new InputException($"--device {name}: the libtorch shim sees no CUDA device (a CPU-only build: build it against a CUDA libtorch with -DPLANNER_WITH_CUDA=ON, README 'Training on GPUs')");
@@ -52,11 +61,11 @@ public sealed record DeviceChoice(DeviceType? Type, int? Index = null)
                 throw new InputException($"--device {name}: the shim sees {count} CUDA device(s), 0 to {count - 1}");
             return this;
         }
-        int needed = scheduled ? SchedulerLocalRank() + 1 : localRanks;
-        if (needed > count)
-            throw new InputException(scheduled
-                ? $"--device cuda: this task's local rank is {needed - 1} but the shim sees {count} CUDA device(s)"
-                : $"--device cuda: {localRanks} ranks on this machine but the shim sees {count} CUDA device(s) (one device per rank)");
+        if (scheduled)
+            return task is int t ? new DeviceChoice(DeviceType.Cuda, t)
+                : throw new InputException($"--device cuda: this task's local rank is {local} but the shim sees {count} CUDA device(s) (bind one GPU per task, or let each task see all of the machine's)");
+        if (localRanks > count)
+            throw new InputException($"--device cuda: {localRanks} ranks on this machine but the shim sees {count} CUDA device(s) (one device per rank)");
         return this;
     }
 

@@ -138,7 +138,7 @@ public static class RunCommand
             int warm = r.GetValue(warmup);
             if (warm < 0 || warm >= r.GetValue(flags.Steps))
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
-            var lines = Launch.RunRanks(launch, r, flags, world, device);
+            var lines = RunRanks(launch, r, flags, world, device);
             if (!launch.LocalRanks.Contains(0))
             {
                 // Rank 0 gathers every rank's measurements; its machine reports the run and keeps its history.
@@ -193,82 +193,30 @@ public static class RunCommand
             throw new InputException($"{inputs.PlanPath}: model '{m.Name}' ({m.TotalParams / 1e6:F0}M parameters) needs about {perRank * localRanks / Units.GiB:F1} GiB for {localRanks} ranks; this machine has {available / Units.GiB:F1} GiB (use a smaller model config)");
     }
 
-    /// <summary>How this process takes part: all ranks of one machine, some of several, or one rank from Slurm/MPI.</summary>
-    /// <param name="LocalRanks">The ranks this process starts.</param>
-    /// <param name="Scheduled">One rank per task of a scheduler (Slurm, MPI), which binds tasks to cores itself.</param>
-    private sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Scheduled)
+    /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
+    private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
     {
-        /// <summary>Some ranks run elsewhere: rank 0 gathers every rank's lines to report the whole run.</summary>
-        public bool Distributed(int world) => LocalRanks.Length < world;
-
-        public static Launch From(int nnodes, int nodeRank, string addr, int? port, int world)
-        {
-            // Ranks from a scheduler: this process is one rank (as torchrun reads them).
-            if (Environment.GetEnvironmentVariable("SLURM_PROCID") is { } sp && Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } sn)
-                return FromScheduler(Variable("SLURM_PROCID", sp), Variable("SLURM_NTASKS", sn), FirstSlurmHost() ?? addr, port, world);
-            if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") is { } or && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is { } os)
-                return FromScheduler(Variable("OMPI_COMM_WORLD_RANK", or), Variable("OMPI_COMM_WORLD_SIZE", os), addr, port, world);
-            if (nnodes < 1 || world % nnodes != 0)
-                throw new InputException($"--nnodes: {nnodes} must divide the plan's {world} ranks");
-            if (nodeRank < 0 || nodeRank >= nnodes)
-                throw new InputException($"--node-rank: {nodeRank} must be from 0 to {nnodes - 1}");
-            int perNode = world / nnodes;
-            return new Launch(Enumerable.Range(nodeRank * perNode, perNode).ToArray(), addr, port ?? (nnodes > 1 ? 29500 : RankProcesses.FreePort()), false);
-        }
-
-        private static int Variable(string name, string value) =>
-            int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v)
-                ? v : throw new InputException($"environment variable {name}: '{value}' is not a non-negative integer");
-
-        private static Launch FromScheduler(int rank, int size, string addr, int? port, int world)
-        {
-            if (size != world)
-                throw new InputException($"the scheduler started {size} tasks but the plan has {world} ranks");
-            if (rank >= size)
-                throw new InputException($"the scheduler's rank {rank} is not below its {size} tasks");
-            return new Launch([rank], addr, port ?? 29500, true);
-        }
-
-        private static string? FirstSlurmHost()
-        {
-            // SLURM_NODELIST like "node[01-04],other": take the first host.
-            var list = Environment.GetEnvironmentVariable("SLURM_NODELIST");
-            if (string.IsNullOrEmpty(list))
-                return null;
-            int bracket = list.IndexOf('[');
-            int comma = list.IndexOf(',');
-            if (bracket < 0 || (comma >= 0 && comma < bracket))
-                return comma >= 0 ? list[..comma] : list;
-            string prefix = list[..bracket];
-            string first = list[(bracket + 1)..].Split(',', '-', ']')[0];
-            return prefix + first;
-        }
-
-        /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
-        public static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
-        {
-            var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
-                "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
-                "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-                "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
-            if (r.GetValue(flags.Data) is { } data)
-                forwarded.AddRange(["--data", data]);
-            if (r.GetValue(flags.LossScale) is { } scale)
-                forwarded.AddRange(["--loss-scale", scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
-            if (r.GetValue(flags.Dump) is { } dump)
-                forwarded.AddRange(["--dump-params", dump]);
-            if (launch.Distributed(world))
-                forwarded.Add("--gather-report");
-            var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
-                "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString(),
-                "--device", device.RankArgument(launch.Scheduled ? DeviceChoice.SchedulerLocalRank() : local) }.Concat(forwarded))).ToList();
-            // Training may run long; the ranks' own timeouts end a stuck collective well before this.
-            // Rank 0's gathered lines repeat those of the ranks started here: one line per rank and step.
-            return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled)
-                .SelectMany(x => x.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-                .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!)
-                .DistinctBy(o => ((int)o["rank"]!, (int)o["step"]!)).ToList();
-        }
+        var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
+            "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
+        if (r.GetValue(flags.Data) is { } data)
+            forwarded.AddRange(["--data", data]);
+        if (r.GetValue(flags.LossScale) is { } scale)
+            forwarded.AddRange(["--loss-scale", scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
+        if (r.GetValue(flags.Dump) is { } dump)
+            forwarded.AddRange(["--dump-params", dump]);
+        if (launch.Distributed(world))
+            forwarded.Add("--gather-report");
+        var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
+            "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString(),
+            "--device", device.RankArgument(local) }.Concat(forwarded))).ToList();
+        // Training may run long; the ranks' own timeouts end a stuck collective well before this.
+        // Rank 0's gathered lines repeat those of the ranks started here: one line per rank and step.
+        return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled)
+            .SelectMany(x => x.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!)
+            .DistinctBy(o => ((int)o["rank"]!, (int)o["step"]!)).ToList();
     }
 
     private static JsonNode? Num(double v) => double.IsNaN(v) ? null : v;
