@@ -173,6 +173,12 @@ public sealed class BadInputTests
                 return (["plan", "--model", "no-such-model-preset", "--cluster", Cluster], ["--model", "no-such-model-preset"]);
             case "plan-gbs-0":
                 return (["plan", "--model", Model, "--cluster", Cluster, "--gbs", "0"], ["--gbs"]);
+            case "profile-one-rank":
+                return (["profile", "--ranks", "1", "--out", Path.Combine(dir, "c.csv")], ["--ranks"]);
+            case "profile-node-rank-out-of-range":
+                return (["profile", "--nnodes", "2", "--node-rank", "2", "--out", Path.Combine(dir, "c.csv")], ["--node-rank", "0 to 1"]);
+            case "profile-nnodes-0":
+                return (["profile", "--nnodes", "0", "--out", Path.Combine(dir, "c.csv")], ["--nnodes"]);
             default:
                 throw new ArgumentException($"unknown case {name}");
         }
@@ -208,6 +214,9 @@ public sealed class BadInputTests
     [InlineData("validate-malformed-csv")]
     [InlineData("plan-unknown-model")]
     [InlineData("plan-gbs-0")]
+    [InlineData("profile-one-rank")]
+    [InlineData("profile-node-rank-out-of-range")]
+    [InlineData("profile-nnodes-0")]
     public void BadInputIsExit2WithOneLineNamingTheCulprit(string name)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"planner-badinput-{name}-{Guid.NewGuid():N}");

@@ -115,6 +115,88 @@ public sealed class ProfilingTests : IDisposable
         Assert.InRange(b, bandwidth * 0.99, bandwidth * 1.01);
     }
 
+    /// <summary>Rows of [bytes, seconds] for a loaded all-reduce over <paramref name="n"/> ranks, as a ring of
+    /// latency <paramref name="alpha"/> per step and <paramref name="bandwidth"/> bytes/s per rank would take.</summary>
+    private static System.Text.Json.Nodes.JsonArray RingRows(int n, double alpha, double bandwidth) =>
+        new(ProfileRank.MessageBytes.Select(b => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray(
+            (double)b, 2.0 * (n - 1) * alpha + 2.0 * (n - 1) / n * b / bandwidth)).ToArray());
+
+    [Theory]
+    [InlineData(1, 4)]
+    [InlineData(2, 2)]
+    [InlineData(4, 2)]
+    [InlineData(2, 1)]
+    public void Link_fit_recovers_each_tier_and_prices_the_measurements_back(int nodes, int perNode)
+    {
+        // A machine's own links (inside a node) and a slower network between nodes.
+        const double intraAlpha = 15e-6, intraBw = 6e9, interAlpha = 80e-6, interBw = 1.5e9;
+        int world = nodes * perNode;
+        var cluster = ClusterLoader.Load("local-cpu");
+        var m = new System.Text.Json.Nodes.JsonObject
+        {
+            ["world"] = world, ["nodes"] = nodes, ["ranks_per_node"] = perNode,
+            // One node: the world's all-reduce runs on the machine's links; several: it crosses the network.
+            ["all_reduce_loaded"] = nodes == 1 ? RingRows(world, intraAlpha, intraBw) : RingRows(world, interAlpha, interBw),
+            ["node_all_reduce_loaded"] = nodes > 1 && perNode > 1 ? RingRows(perNode, intraAlpha, intraBw) : new System.Text.Json.Nodes.JsonArray(),
+        };
+        var (intra, inter) = Planner.Cli.Commands.ProfileCommand.FitLinks(m, cluster);
+        if (nodes > 1 && perNode == 1)
+        {
+            // No two ranks share a node: the intra-node tier is the cluster spec's, and the report says so.
+            Assert.Equal(cluster.IntraNode.LatencySeconds, intra.LatencySeconds);
+            Assert.Equal(cluster.IntraNode.EffectiveBytesPerSecond, intra.BytesPerSecond);
+            Assert.Contains("not measured", intra.Source);
+        }
+        else
+        {
+            Assert.Equal(intraAlpha, intra.LatencySeconds, 1e-9);
+            Assert.Equal(intraBw, intra.BytesPerSecond, intraBw * 1e-6);
+        }
+        Assert.Equal(nodes == 1 ? intraAlpha : interAlpha, inter.LatencySeconds, 1e-9);
+        Assert.Equal(nodes == 1 ? intraBw : interBw, inter.BytesPerSecond, interBw * 1e-6);
+        // The cost model, given the fitted tiers, prices the world's all-reduce (a ring spanning the nodes) and a node's
+        // as they were measured.
+        var fitted = cluster with
+        {
+            Nodes = nodes, GpusPerNode = perNode,
+            IntraNode = new LinkSpec(intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, 1),
+            InterNode = new LinkSpec(inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6, 1),
+        };
+        foreach (var row in m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()))
+            Assert.Equal((double)row[1]!, Planner.CostModel.Comm.CollectiveModel.Seconds(Planner.CostModel.Comm.Collective.AllReduce, (double)row[0]!, world, perNode, fitted), 1e-9);
+        foreach (var row in m["node_all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()))
+            Assert.Equal((double)row[1]!, Planner.CostModel.Comm.CollectiveModel.Seconds(Planner.CostModel.Comm.Collective.AllReduce, (double)row[0]!, perNode, perNode, fitted), 1e-9);
+    }
+
+    [Fact]
+    public async Task Profile_across_two_emulated_nodes_fits_the_network_from_the_collectives_between_them()
+    {
+        // Two "machines" on this one (each its own launcher, --nnodes 2, one rank each, rendezvous on loopback):
+        // node 1's launcher measures with node 0's and leaves the calibration to it; node 0 fits the inter-node tier
+        // from the all-reduce between the nodes and keeps the spec's intra-node tier (no two ranks share a node).
+        string path = Path.Combine(_dir, "two-nodes.csv");
+        int port = Planner.Cli.Commands.RankProcesses.FreePort();
+        string[] Args(int node) => ["profile", "--cluster", "local-cpu", "--out", path, "--nnodes", "2", "--node-rank", node.ToString(), "--ranks", "1", "--master-port", port.ToString()];
+        var other = Task.Run(() => ExecutorParityTests.Planner(Args(1)));
+        var (code, output, error) = ExecutorParityTests.Planner(Args(0));
+        var (code1, output1, error1) = await other;
+        Assert.True(code == 0, error);
+        Assert.True(code1 == 0, error1);
+        Assert.Contains("ranks 1-1 of 2 measured; the calibration is written where rank 0 runs", output1);
+        Assert.Contains("inter-node send/recv us", output);
+        Assert.Contains("inter-node fit", output);
+        Assert.Contains("(all-reduce over 2 ranks on 2 nodes)", output);
+        var cal = CalibrationFile.Read(path);
+        var spec = ClusterLoader.Load("local-cpu");
+        Assert.Equal("2 node(s) x 1 rank(s)", cal.Versions["ranks"]);
+        Assert.Equal(spec.IntraNode.LatencyUs, cal.IntraLatencyUs, 1e-9);
+        Assert.Equal(spec.IntraNode.EffectiveBytesPerSecond / 1e9, cal.IntraBandwidthGbs, 1e-9);
+        Assert.True(cal.InterLatencyUs > 0 && double.IsFinite(cal.InterLatencyUs));
+        Assert.True(cal.InterBandwidthGbs > 0 && double.IsFinite(cal.InterBandwidthGbs));
+        // No tensor-parallel pair inside a node: the TP corrections were not measured, and the calibration leaves them out.
+        Assert.Null(cal.Profiled!.TpComm);
+    }
+
     private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],

@@ -20,24 +20,41 @@ public static class ProfileCommand
     {
         var cluster = new Option<string>("--cluster") { Description = "The cluster this machine belongs to (its calibration is stored under its name)", DefaultValueFactory = _ => "local-cpu" };
         var outFile = new Option<string?>("--out") { Description = "Calibration file (default: ~/.cache/planner/calibration/NAME.csv, used automatically for that cluster)" };
-        var ranks = new Option<int>("--ranks") { Description = "Rank processes for the collective measurements", DefaultValueFactory = _ => 2 };
-        var cmd = new Command("profile", "Measure this machine and write a calibration the cost model uses for the cluster") { cluster, outFile, ranks };
+        var ranks = new Option<int>("--ranks") { Description = "Rank processes on this machine for the collective measurements", DefaultValueFactory = _ => 2 };
+        var nnodes = new Option<int>("--nnodes") { Description = "Machines profiled together, collectives across them priced as the inter-node tier (start the same command on each)", DefaultValueFactory = _ => 1 };
+        var nodeRank = new Option<int>("--node-rank") { Description = "This machine's index among --nnodes (0 writes the calibration)", DefaultValueFactory = _ => 0 };
+        var addr = new Option<string>("--master-addr") { Description = "Address of node 0 (rendezvous)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int?>("--master-port") { Description = "Rendezvous port on node 0 (default: a free port on one machine, 29500 on several)" };
+        var cmd = new Command("profile", "Measure this machine (or several) and write a calibration the cost model uses for the cluster") { cluster, outFile, ranks, nnodes, nodeRank, addr, port };
         cmd.SetAction(r =>
         {
             var c = ClusterLoader.Load(r.GetValue(cluster)!);
-            int world = r.GetValue(ranks);
-            if (world is < 2 or > 64)
-                throw new InputException($"--ranks: {world} must be from 2 to 64");
+            int perNode = r.GetValue(ranks);
+            if (perNode is < 1 or > 64)
+                throw new InputException($"--ranks: {perNode} must be from 1 to 64");
+            if (r.GetValue(nnodes) is < 1 or > 1024)
+                throw new InputException($"--nnodes: {r.GetValue(nnodes)} must be from 1 to 1024");
+            int world = Launch.SchedulerWorld() ?? perNode * r.GetValue(nnodes);
+            if (world < 2)
+                throw new InputException($"--ranks: {perNode} rank on one machine measures no collective; use 2 or more (or several machines)");
+            var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world, "the profile");
             string path = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
             var watch = Stopwatch.StartNew();
-            JsonObject? result = null;
             var console = Rendering.Tables.Console(stdout);
+            if (!launch.LocalRanks.Contains(0))
+            {
+                // Another machine's ranks: they measure with rank 0, which fits and writes the calibration.
+                RunRanks(launch, world, r.GetValue(nodeRank), (_, _) => { });
+                console.WriteLine($"ranks {launch.LocalRanks.Min()}-{launch.LocalRanks.Max()} of {world} measured; the calibration is written where rank 0 runs");
+                return Cli.Ok;
+            }
+            JsonObject? result = null;
             AnsiConsole.Console.Profile.Out = new AnsiConsoleOutput(Console.Error);
             AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask($"profiling on {world} ranks", maxValue: 1);
-                    result = RunRanks(world, (done, what) =>
+                    result = RunRanks(launch, world, r.GetValue(nodeRank), (done, what) =>
                     {
                         task.Value = done;
                         task.Description = $"profiling on {world} ranks: {what}";
@@ -53,28 +70,75 @@ public static class ProfileCommand
 
         var rank = new Option<int>("--rank") { Required = true };
         var worldOpt = new Option<int>("--world") { Required = true };
-        var port = new Option<int>("--master-port") { Required = true };
+        var rankAddr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
+        var rankPort = new Option<int>("--master-port") { Required = true };
+        var node = new Option<string>("--node") { DefaultValueFactory = _ => "0" };
         var rankCmd = new Command("profile-rank", "One rank of profile") { Hidden = true };
-        rankCmd.Options.Add(rank);
-        rankCmd.Options.Add(worldOpt);
-        rankCmd.Options.Add(port);
-        rankCmd.SetAction(r => ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), "127.0.0.1", r.GetValue(port), stdout, Console.Error));
+        foreach (Option o in new Option[] { rank, worldOpt, rankAddr, rankPort, node })
+            rankCmd.Options.Add(o);
+        rankCmd.SetAction(r =>
+        {
+            string host = r.GetValue(rankAddr)!;
+            return ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), host, r.GetValue(rankPort), stdout, Console.Error, r.GetValue(node)!,
+                loopback: host is "127.0.0.1" or "localhost" or "::1");
+        });
         return [cmd, rankCmd];
     }
 
+    /// <summary>Starts this machine's ranks (or is the scheduler's one) and returns rank 0's measurements when it ran here.</summary>
     /// <param name="progress">Called with rank 0's progress reports: the share done and what it measures.</param>
-    private static JsonObject RunRanks(int world, Action<double, string> progress)
+    private static JsonObject? RunRanks(Launch launch, int world, int nodeRank, Action<double, string> progress)
     {
-        int port = RankProcesses.FreePort();
-        var ranks = Enumerable.Range(0, world).Select(rank => (rank, (IEnumerable<string>)
-            ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-port", port.ToString()])).ToList();
-        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5), progress: (rank, line) =>
+        // The ranks learn which of them share a machine from the name each gives its own: the launcher's node index,
+        // or under a scheduler its node id (Slurm) or the host name.
+        string nodeName = !launch.Scheduled ? $"node{nodeRank}"
+            : Environment.GetEnvironmentVariable("SLURM_NODEID") is { Length: > 0 } id ? $"slurm-node{id}" : Environment.MachineName;
+        var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)
+            ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-addr", launch.MasterAddr,
+             "--master-port", launch.MasterPort.ToString(), "--node", nodeName])).ToList();
+        // The sweeps grow with the ranks (the all-reduce over every smaller group); the ranks' own timeouts end a stuck collective.
+        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled, progress: (rank, line) =>
         {
             int space = line.IndexOf(' ');
             if (rank == 0 && space > 0 && double.TryParse(line[..space], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double done))
                 progress(done, line[(space + 1)..]);
         });
-        return (JsonNode.Parse(outputs[0].Output.Trim().Split('\n').Last()) as JsonObject)!;
+        return launch.LocalRanks.Contains(0) ? (JsonNode.Parse(outputs.First(o => o.Rank == 0).Output.Trim().Split('\n').Last()) as JsonObject)! : null;
+    }
+
+    /// <summary>A network tier's fit: latency per ring step, bytes per second per rank, and what it comes from.</summary>
+    public sealed record LinkFit(double LatencySeconds, double BytesPerSecond, string Source);
+
+    /// <summary>
+    /// The two tiers of the network from the loaded all-reduces (right after a kernel on every rank, as training runs
+    /// them: on shared cores that adds the wait for the peers' threads), each as a ring of n ranks: 2(n−1) latency
+    /// steps, 2(n−1)/n of the buffer through each rank (the cost model's ring). One machine: both tiers from the
+    /// world's all-reduce. Several: the world's crosses the network (the inter-node tier, a flat ring as the cost model
+    /// prices a group spanning nodes) and each node's own group gives the intra-node tier; with one rank per node that
+    /// tier is not measured and keeps the cluster spec's. Gloo's point-to-point transfers are faster per byte (see the
+    /// tables), so pipeline transfers come out priced on the safe side.
+    /// </summary>
+    public static (LinkFit Intra, LinkFit Inter) FitLinks(JsonObject m, ClusterSpec cluster)
+    {
+        List<(double, double)> Rows(string key) => m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        static LinkFit Ring(List<(double Bytes, double Seconds)> rows, int n, string source)
+        {
+            var (alpha, beta) = Fitting.AlphaBeta(rows.Select(x => (2.0 * (n - 1), x.Bytes * 2.0 * (n - 1) / n, x.Seconds)).ToList());
+            return new LinkFit(alpha, beta, source);
+        }
+        int world = m["world"] is { } w ? (int)w : 2;
+        int nodes = (int?)m["nodes"] ?? 1;
+        int perNode = (int?)m["ranks_per_node"] ?? world;
+        if (nodes <= 1)
+        {
+            var one = Ring(Rows("all_reduce_loaded"), world, $"all-reduce over {world} ranks of one machine");
+            return (one, one);
+        }
+        var inter = Ring(Rows("all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
+        var intra = perNode >= 2
+            ? Ring(Rows("node_all_reduce_loaded"), perNode, $"all-reduce over the {perNode} ranks of each node")
+            : new LinkFit(cluster.IntraNode.LatencySeconds, cluster.IntraNode.EffectiveBytesPerSecond, $"not measured with one rank per node: cluster '{cluster.Name}''s spec");
+        return (intra, inter);
     }
 
     /// <summary>Fits the calibration from rank 0's measurements.</summary>
@@ -101,22 +165,20 @@ public static class ProfileCommand
         var rs = Pairs("reduce_scatter");
         var a2a = Pairs("all_to_all");
         var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
-        // Two ranks: a ring all-reduce has 2 latency steps and moves the buffer once per rank (2(n−1)/n = 1). The fit
-        // uses the all-reduces as training runs them, right after a kernel on every rank (the "loaded" column: on
-        // shared cores that adds the wait for the peers' threads); tensor and data parallelism are made of them.
-        // Gloo's point-to-point transfers are faster per byte (see the table), so pipeline transfers come out priced
-        // on the safe side.
         int n = m["world"] is { } w ? (int)w : 2;
-        var samples = loaded.Select(x => (2.0 * (n - 1), x.Item1 * 2.0 * (n - 1) / n, x.Item2)).ToList();
-        var (alpha, beta) = Fitting.AlphaBeta(samples);
+        var (intra, inter) = FitLinks(m, cluster);
         var (host, cpu) = CalibrationFile.ThisMachine();
         var opRates = m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!));
         double optimizerNs = (double)m["optimizer_ns_per_param"]!;
         // A kernel call costs at least what the smallest op costs through the binding.
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
-            (double)m["rss_bytes"]! / Units.GiB, beta / 1e9, alpha * 1e6, beta / 1e9, alpha * 1e6,
-            new Dictionary<string, string> { ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd") },
+            (double)m["rss_bytes"]! / Units.GiB, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
+            new Dictionary<string, string>
+            {
+                ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
+                ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
+            },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
             new ProfiledCorrections(opRates, optimizerNs));
@@ -251,7 +313,24 @@ public static class ProfileCommand
                     gt.AddRow($"{n}", $"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{ar[i].Item1 / ar[i].Item2 / 1e9 * 2 * (n - 1) / n:F2}");
                 console.Write(gt);
             }
-            console.WriteLine($"fit: latency {alpha * 1e6:F1} us per step, bandwidth {beta / 1e9:F2} GB/s per rank");
+            if (m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } || m["send_recv_inter"] is JsonArray { Count: > 0 })
+            {
+                var nodeRows = m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } ? Pairs("node_all_reduce_loaded") : [];
+                var interRows = Pairs("send_recv_inter");
+                int per = (int?)m["ranks_per_node"] ?? n;
+                var nt = new Table().Border(TableBorder.Rounded).Title($"inside a node ({per} ranks, every node at once) and across nodes (first ranks of nodes 0 and 1)")
+                    .AddColumn("bytes").AddColumn(new TableColumn("node all-reduce loaded us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                    .AddColumn(new TableColumn("inter-node send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+                for (int i = 0; i < interRows.Count; i++)
+                {
+                    string nodeUs = i < nodeRows.Count ? $"{nodeRows[i].Item2 * 1e6:F0}" : "-";
+                    string nodeBus = i < nodeRows.Count ? $"{nodeRows[i].Item1 / nodeRows[i].Item2 / 1e9 * 2 * (per - 1) / per:F2}" : "-";
+                    nt.AddRow($"{interRows[i].Item1:N0}", nodeUs, nodeBus, $"{interRows[i].Item2 * 1e6:F0}", $"{interRows[i].Item1 / interRows[i].Item2 / 1e9:F2}");
+                }
+                console.Write(nt);
+            }
+            foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
+                console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
             console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
                               $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
         };

@@ -62,7 +62,7 @@ public static class RankProcesses
     }
 
     /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
-    /// <param name="pin">Pin each process to its own cores (round-robin); not where a scheduler binds the task.</param>
+    /// <param name="pin">Pin each process to its own cores (round-robin by rank); not where a scheduler binds the task.</param>
     /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>
     /// <param name="progress">Given each line a rank writes to its standard error that starts with
     /// <see cref="Profiling.ProfileRank.ProgressPrefix"/> (without it), as it comes; such lines are no part of an error.</param>
@@ -88,8 +88,10 @@ public static class RankProcesses
                 foreach (var (key, value) in AllocatorSettings)
                     if (Environment.GetEnvironmentVariable(key) is null)
                         psi.Environment[key] = value;
+                // By the global rank: ranks of several "nodes" emulated on one machine then take different cores, and on
+                // a real node the ranks still go round its cores.
                 if (pin)
-                    psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(index, threads, Environment.ProcessorCount));
+                    psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(rank, threads, Environment.ProcessorCount));
                 var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
                 processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), ReadErrors(p, rank, progress)));
             }

@@ -198,11 +198,11 @@ public static class ProfileRank
     /// backward seconds without the time inside its collectives (the shim's own timer), which the pricer prices apart.
     /// Null on the other ranks.
     /// </summary>
-    private static double[]? MeasureTpBlock(Store store, int rank, TimeSpan timeout)
+    private static double[]? MeasureTpBlock(Store store, int rank, TimeSpan timeout, string? iface)
     {
         if (rank >= 2)
             return null;
-        using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout);
+        using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout, iface);
         var model = ReferenceModel();
         var plan = ReferencePlan(tp: 2);
         using var stage = new GptStage(model, plan, [[0]], true, true, tp, rank, 1);
@@ -390,13 +390,17 @@ public static class ProfileRank
 
     /// <summary>Runs the rank; returns the exit code.</summary>
     /// <param name="progress">Where rank 0 reports how far it is (lines starting with <see cref="ProgressPrefix"/>).</param>
-    public static int Run(int rank, int world, string host, int port, TextWriter stdout, TextWriter? progress = null)
+    /// <param name="node">The machine the rank runs on, as its launcher names it: ranks naming the same one share a node.</param>
+    /// <param name="loopback">Every rank on this machine's loopback (else Gloo binds to the host name's address).</param>
+    public static int Run(int rank, int world, string host, int port, TextWriter stdout, TextWriter? progress = null, string node = "0", bool loopback = true)
     {
         TorchRuntime.Threads = 1;
         var timeout = TimeSpan.FromMinutes(2);
+        string? iface = loopback ? "127.0.0.1" : null;
         using var store = Store.Tcp(host, port, world, rank == 0, timeout);
-        using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout);
+        using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout, iface);
         using var scope = DisposeScope.Begin();
+        var nodes = Nodes(store, rank, world, node);
         pg.Barrier();
         // The runtime's share of a rank: resident memory once training's kernels have run once on small tensors (their
         // code is paged in; BLAS keeps per-thread work buffers after its first GEMM), read before the sweeps below,
@@ -442,7 +446,8 @@ public static class ProfileRank
         Progress(0.42, "the transformer block and its head");
         var block = MeasureBlock();
         Progress(0.52, "the block split over tensor-parallel ranks");
-        var blockTp = world >= 2 ? MeasureTpBlock(store, rank, timeout) : null;
+        // Tensor parallelism stays inside a node: with one rank per node there is no pair to split the block over.
+        var blockTp = nodes.RanksPerNode >= 2 ? MeasureTpBlock(store, rank, timeout, iface) : null;
         Progress(0.58, "the optimizer");
         double optimizerNs = MeasureOptimizer();
         Progress(0.62, "collectives");
@@ -519,7 +524,7 @@ public static class ProfileRank
         {
             if (rank < size)
             {
-                using var sub = ProcessGroup.Gloo(store, $"profile-group-{size}", rank, size, timeout);
+                using var sub = ProcessGroup.Gloo(store, $"profile-group-{size}", rank, size, timeout, iface);
                 foreach (long bytes in MessageBytes)
                 {
                     using var t = Tensor.Zeros([bytes / 4]);
@@ -529,6 +534,48 @@ public static class ProfileRank
             }
             pg.Barrier();
         }
+        // Several nodes: the world's collectives above cross the network; the all-reduce inside each node (every node's
+        // group at once, as a data-parallel step runs them) prices the intra-node tier, and a ping-pong between the first
+        // ranks of nodes 0 and 1 the network's point-to-point transfer.
+        var nodeLoaded = new List<double[]>();
+        var sendRecvInter = new List<double[]>();
+        if (nodes.Count > 1)
+        {
+            Progress(0.88, "collectives inside each node and across nodes");
+            ProcessGroup? local = null;
+            for (int n = 0; n < nodes.Count; n++)
+            {
+                var members = nodes.Ranks(n);
+                int index = Array.IndexOf(members, rank);
+                if (index >= 0 && members.Length > 1)
+                    local = ProcessGroup.Gloo(store, $"profile-node-{n}", index, members.Length, timeout, iface);
+            }
+            int peer = nodes.Ranks(1)[0];
+            foreach (long bytes in MessageBytes)
+            {
+                using var t = Tensor.Zeros([bytes / 4]);
+                pg.Barrier();
+                if (local is not null)
+                    nodeLoaded.Add([bytes, MeanAfter(Gap, () => local.AllReduce(t), LoadedRuns)]);
+                pg.Barrier();
+                void PingPong()
+                {
+                    if (rank == 0)
+                    {
+                        pg.Send(t, peer);
+                        pg.Recv(t, peer);
+                    }
+                    else if (rank == peer)
+                    {
+                        pg.Recv(t, 0);
+                        pg.Send(t, 0);
+                    }
+                }
+                sendRecvInter.Add([bytes, MedianOf(PingPong, (int)Math.Clamp((16L << 20) / bytes, 5, 50)) / 2]);
+            }
+            pg.Barrier();
+            local?.Dispose();
+        }
         Progress(0.92, "the backward beside its all-reduces");
         var overlap = MeasureOverlap(pg, timeout);
         Progress(1, "done");
@@ -537,6 +584,10 @@ public static class ProfileRank
             {
                 rss_bytes = rss,
                 world,
+                nodes = nodes.Count,
+                ranks_per_node = nodes.RanksPerNode,
+                node_all_reduce_loaded = nodeLoaded,
+                send_recv_inter = sendRecvInter,
                 gemm,
                 add_seconds = add,
                 add_bytes = 3 * 4 * elements,
@@ -563,5 +614,33 @@ public static class ProfileRank
             }));
         pg.Barrier();
         return 0;
+    }
+
+    /// <summary>The machines of a profile's ranks, numbered by their lowest rank.</summary>
+    /// <param name="Of">Each rank's node.</param>
+    public sealed record NodeMap(int[] Of)
+    {
+        /// <summary>Nodes.</summary>
+        public int Count => Of.Max() + 1;
+
+        /// <summary>The ranks of node <paramref name="node"/>, ascending.</summary>
+        public int[] Ranks(int node) => Enumerable.Range(0, Of.Length).Where(r => Of[r] == node).ToArray();
+
+        /// <summary>Ranks on the smallest node (every node has as many when the launcher started them evenly).</summary>
+        public int RanksPerNode => Enumerable.Range(0, Count).Min(n => Ranks(n).Length);
+
+        /// <summary>Numbers the nodes named by the ranks, in the order of their lowest rank.</summary>
+        public static NodeMap FromNames(IReadOnlyList<string> names)
+        {
+            var order = names.Distinct().ToList();
+            return new NodeMap(names.Select(n => order.IndexOf(n)).ToArray());
+        }
+    }
+
+    /// <summary>Every rank's node, from the names the ranks publish in the rendezvous store.</summary>
+    private static NodeMap Nodes(Store store, int rank, int world, string node)
+    {
+        store.Set($"profile-node-of-{rank}", System.Text.Encoding.UTF8.GetBytes(node));
+        return NodeMap.FromNames(Enumerable.Range(0, world).Select(r => System.Text.Encoding.UTF8.GetString(store.Get($"profile-node-of-{r}"))).ToList());
     }
 }
