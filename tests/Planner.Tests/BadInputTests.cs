@@ -177,6 +177,8 @@ public sealed class BadInputTests
                 return (["profile", "--ranks", "1", "--out", Path.Combine(dir, "c.csv")], ["--ranks"]);
             case "profile-node-rank-out-of-range":
                 return (["profile", "--nnodes", "2", "--node-rank", "2", "--out", Path.Combine(dir, "c.csv")], ["--node-rank", "0 to 1"]);
+            case "profile-gpu-cluster":
+                return (["profile", "--cluster", "dgx-h100", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "local-cpu"]);
             case "profile-nnodes-0":
                 return (["profile", "--nnodes", "0", "--out", Path.Combine(dir, "c.csv")], ["--nnodes"]);
             default:
@@ -217,6 +219,7 @@ public sealed class BadInputTests
     [InlineData("profile-one-rank")]
     [InlineData("profile-node-rank-out-of-range")]
     [InlineData("profile-nnodes-0")]
+    [InlineData("profile-gpu-cluster")]
     public void BadInputIsExit2WithOneLineNamingTheCulprit(string name)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"planner-badinput-{name}-{Guid.NewGuid():N}");

@@ -15,6 +15,10 @@ namespace Planner.Cli.Commands;
 /// </summary>
 public static class ProfileCommand
 {
+    /// <summary>Above this peak per device (TFLOP/s) a cluster's devices are GPUs, not the CPU cores profile measures
+    /// (one core's FMA units give about 0.1; a GPU 15 and more).</summary>
+    public const double CpuCoreTflopsLimit = 2;
+
     /// <summary>Creates the verb and its hidden rank verb.</summary>
     public static IEnumerable<Command> Create(TextWriter stdout)
     {
@@ -29,6 +33,11 @@ public static class ProfileCommand
         cmd.SetAction(r =>
         {
             var c = ClusterLoader.Load(r.GetValue(cluster)!);
+            // The ranks measure CPU cores through Gloo: a calibration of a GPU cluster from them would price every plan
+            // of that cluster with a CPU's rates (and be used for it by default).
+            double specPeak = c.Gpu.PeakTflops.Values.Max();
+            if (specPeak > CpuCoreTflopsLimit)
+                throw new InputException($"--cluster {c.Name}: its devices ({c.Gpu.Name}, {specPeak:G3} TFLOP/s) are not what profile measures (CPU cores through Gloo; CUDA devices and NCCL are not profiled yet); profile a CPU cluster such as local-cpu");
             int perNode = r.GetValue(ranks);
             if (perNode is < 1 or > 64)
                 throw new InputException($"--ranks: {perNode} must be from 1 to 64");
