@@ -81,8 +81,7 @@ public static class ProfileRank
             if (times.Count > 10_000)
                 break;
         }
-        times.Sort();
-        return times[times.Count / 2];
+        return Fitting.Median(times);
     }
 
     /// <summary>Training's kernels once, on small tensors: linear layers, norm, GELU, attention and both losses forward
@@ -134,9 +133,7 @@ public static class ProfileRank
                 backward.Add(b);
             }
         }
-        forward.Sort();
-        backward.Sort();
-        return (forward[forward.Count / 2], backward[backward.Count / 2]);
+        return (Fitting.Median(forward), Fitting.Median(backward));
     }
 
     /// <summary>Tokens and vocabulary of the loss measurements: a micro-batch of 4 x 128 tokens over an 8k vocabulary,
@@ -205,7 +202,7 @@ public static class ProfileRank
         using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout, iface);
         var model = ReferenceModel();
         var plan = ReferencePlan(tp: 2);
-        using var stage = new GptStage(model, plan, [[0]], true, true, tp, rank, 1);
+        using var stage = ReferenceStage(plan, tp, rank);
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
         // The collectives' own seconds, kept apart from the passes': the block's two all-reduces per pass as training
         // runs them, between its kernels (on shared cores that includes waking the peer's threads).
@@ -275,7 +272,7 @@ public static class ProfileRank
     {
         var model = ReferenceModel();
         var plan = ReferencePlan();
-        using var stage = new GptStage(model, plan, [[0]], true, true, null, 0, 1);
+        using var stage = ReferenceStage(plan);
         long bucketElements = stage.Specs.Where(spec => spec.Name.StartsWith("layers.", StringComparison.Ordinal)).Sum(spec => stage[spec.Name].Numel);
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 12);
         var buckets = Enumerable.Range(0, OverlapBlocks).Select(_ => Tensor.Zeros([bucketElements])).ToList();
@@ -335,6 +332,10 @@ public static class ProfileRank
     /// <summary>The reference block's plan: micro-batches of 4 x 128 tokens, fp32, over <paramref name="tp"/> tensor-parallel ranks.</summary>
     public static ParallelPlan ReferencePlan(int tp = 1) => new(tp, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
 
+    /// <summary>The reference model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
+    private static GptStage ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
+        new(ReferenceModel(), plan, [[0]], true, true, tp, tpRank, 1);
+
     /// <summary>The block's small size for the cost of a call: one sequence of 32 tokens.</summary>
     public static ParallelPlan SmallReferencePlan() => new(1, 1, 1, 1, 0, 1, 1, 32, 1, Recompute.None, false, Precision.Fp32);
 
@@ -344,7 +345,7 @@ public static class ProfileRank
     {
         var model = ReferenceModel();
         var plan = ReferencePlan();
-        using var stage = new GptStage(model, plan, [[0]], true, true, null, 0, 1);
+        using var stage = ReferenceStage(plan);
         var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
         var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15);
@@ -352,7 +353,7 @@ public static class ProfileRank
         // The block over one short sequence: the same calls on a sixteenth of the tokens, so that its time is mostly
         // the calls' (what a call costs, less exposed to the noise of the kernels' time than a larger size).
         var small = SmallReferencePlan();
-        using var smallStage = new GptStage(model, small, [[0]], true, true, null, 0, 1);
+        using var smallStage = ReferenceStage(small);
         using var x1 = Tensor.Normal([small.Mbs, small.Seq, model.Hidden], 0, 1, seed: 13);
         var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x, Recompute.None), 41);
         return [bf, bb, hf, hb, sf, sb];
