@@ -248,8 +248,12 @@ public sealed class PipelineCosts
         double p2pBytes = hiddenBytes / plan.Tp; // scatter/gather across the TP ranks of a stage (Narayanan et al. 2021)
         double p2p = plan.Pp > 1 ? CollectiveModel.Seconds(Collective.SendRecv, p2pBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster) : 0;
 
-        // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather.
+        // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather. ZeRO-2
+        // software that reduce-scatters every micro-batch's gradients runs m reduce-scatters a step: each behind its
+        // own micro-batch's backward, the last one's exposed part after the flush, the earlier ones' exposed parts
+        // counted here too (they hold their stage up as much, only earlier).
         double gradBytes = mixed ? 2 : 4;
+        int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? m : 1;
         for (int s = 0; s < plan.Pp; s++)
         {
             double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
@@ -270,8 +274,10 @@ public sealed class PipelineCosts
                     ? (s == 0 ? (double)model.EmbeddingParams / plan.Tp : (double)model.LayerParams / plan.Tp) / stageParams * reduce
                     : 0;
                 reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
-                gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
+                if (options.OverlapParamGather)
+                    gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
+            reduce *= reductions;
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
             double tied = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1)
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
