@@ -1,4 +1,5 @@
 using Xunit;
+using Planner.CostModel.Memory;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
@@ -308,17 +309,81 @@ public class PricerTests
     }
 
     [Fact]
-    public void Gradient_bucket_copies_add_a_gradient_sized_buffer_to_zero0_data_parallelism_only()
+    public void Gradient_bucket_copies_add_the_gradients_reduced_at_once_to_zero0_to_2_data_parallelism()
     {
         var model = ModelLoader.Load("llama2-7b");
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var copies = new PricingOptions(GradientBucketCopies: true);
         var zero0 = Plan(tp: 8, pp: 1, dp: 16, gbs: 128);
-        var plain = Pricer.Price(model, cluster, zero0).MemoryByStage[0];
-        var copied = Pricer.Price(model, cluster, zero0, copies).MemoryByStage[0];
-        AssertRel(plain.Buffers + plain.Gradients, copied.Buffers);
-        var zero1 = zero0 with { Zero = 1 };
-        Assert.Equal(Pricer.Price(model, cluster, zero1).MemoryByStage[0].Buffers, Pricer.Price(model, cluster, zero1, copies).MemoryByStage[0].Buffers);
+        (MemoryBreakdown Plain, MemoryBreakdown Copied) Stage0(ParallelPlan plan) =>
+            (Pricer.Price(model, cluster, plan).MemoryByStage[0], Pricer.Price(model, cluster, plan, copies).MemoryByStage[0]);
+        // ZeRO-0 and ZeRO-1 copy every bucket of the last backward beside the stage's full gradients.
+        foreach (var plan in new[] { zero0, zero0 with { Zero = 1 } })
+        {
+            var (plain, copied) = Stage0(plan);
+            AssertRel(plain.Buffers + plain.Gradients, copied.Buffers);
+        }
+        // ZeRO-2 keeps the gradient shard, and copies one chunk's gradients (here two chunks per stage) at a time.
+        var zero2 = Plan(tp: 8, pp: 2, dp: 8, zero: 2, gbs: 128, vpp: 2);
+        var (plain2, copied2) = Stage0(zero2);
+        AssertRel(plain2.Buffers + plain2.Gradients * zero2.Dp / 2, copied2.Buffers);
+        // ZeRO-3 reduce-scatters synchronously; without data parallelism there is nothing to reduce.
+        foreach (var plan in new[] { zero0 with { Zero = 3 }, Plan(tp: 8, pp: 1, dp: 1, gbs: 8) })
+        {
+            var (plain, copied) = Stage0(plan);
+            Assert.Equal(plain.Buffers, copied.Buffers);
+        }
+    }
+
+    /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
+    /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Zero_reduce_scatter_and_gather_overlap_options_change_the_dp_tail_as_priced(int zero)
+    {
+        // llama2-7b over 16 nodes of DGX A100 with TP 8 inside a node and short sequences: each stage reduce-scatters
+        // its bf16 gradients and all-gathers its bf16 weights over InfiniBand, longer than one micro-batch's backward
+        // (comm-bound).
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 8, pp: 1, dp: 16, zero: zero, gbs: 128, seq: 1024); // 8 micro-batches
+        PipelineCosts Costs(PricingOptions o) => PipelineCosts.Compute(model, cluster, plan, o);
+        var reference = Costs(PricingOptions.Default);
+        var part = reference.Parts[0];
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        double stageParams = reference.Memories[0].StageParams(model.Layers, true, true);
+        double rs = Comm.CollectiveModel.Seconds(Comm.Collective.ReduceScatter, stageParams * 2, placement, Comm.Axis.Dp, cluster);
+        double ag = Comm.CollectiveModel.Seconds(Comm.Collective.AllGather, stageParams * 2, placement, Comm.Axis.Dp, cluster);
+        Assert.True(rs > part.LastBackward, $"reduce-scatter {rs} s within a backward of {part.LastBackward} s: not comm-bound");
+        // The embedding's bucket comes last in the backward: it is exposed whatever the overlap.
+        double last = model.EmbeddingParams / 8.0 / stageParams * rs;
+        double exposedReduce = cluster.Gpu.Overlapped(part.LastBackward, rs - last) - part.LastBackward + last;
+        double exposedGather = cluster.Gpu.Overlapped(part.FirstForward, ag) - part.FirstForward;
+        Assert.True(exposedReduce < rs && exposedGather < ag);
+        int m = plan.MicroBatches;
+
+        AssertRel(exposedReduce + exposedGather, reference.Parts[0].DpTail);
+        // The gather after the optimizer step, not behind the next forward: all of it shows.
+        AssertRel(exposedReduce + ag, Costs(new PricingOptions(OverlapParamGather: false)).Parts[0].DpTail);
+        // Nothing overlapped: the reduce-scatter and the gather in full (the gather option needs the overlap).
+        AssertRel(rs + ag, Costs(new PricingOptions(OverlapGradReduce: false)).Parts[0].DpTail);
+        AssertRel(rs + ag, Costs(new PricingOptions(OverlapGradReduce: false, OverlapParamGather: true)).Parts[0].DpTail);
+        // ZeRO-2 reducing every micro-batch: m reduce-scatters, each as exposed as the last one is behind its backward;
+        // more than once a step. ZeRO-1 reduces once a step whatever the option.
+        var perMicroBatch = Costs(new PricingOptions(OverlapParamGather: false, ReduceScatterPerMicroBatch: true)).Parts[0].DpTail;
+        var serialPerMicroBatch = Costs(new PricingOptions(OverlapGradReduce: false, ReduceScatterPerMicroBatch: true)).Parts[0].DpTail;
+        if (zero == 2)
+        {
+            AssertRel(m * exposedReduce + ag, perMicroBatch);
+            AssertRel(m * rs + ag, serialPerMicroBatch);
+            Assert.True(perMicroBatch > exposedReduce + ag);
+        }
+        else
+        {
+            AssertRel(exposedReduce + ag, perMicroBatch);
+            AssertRel(rs + ag, serialPerMicroBatch);
+        }
     }
 
     [Fact]

@@ -64,6 +64,8 @@ public class ProcessGroupTests
     [InlineData("sendrecv", 2)]
     [InlineData("sendrecv", 4)]
     [InlineData("subgroups", 4)]
+    [InlineData("sharded_reduce", 2)]
+    [InlineData("sharded_reduce", 4)]
     public void Collective_values_are_right_on_every_rank(string test, int world)
     {
         var results = RunRanks(test, world, TimeSpan.FromSeconds(90));

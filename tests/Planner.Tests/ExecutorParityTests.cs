@@ -71,10 +71,14 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
                 .Select(f => JsonNode.Parse(File.ReadAllText(f))!).ToArray();
             var parameters = ranks.Select(r => r["parameters"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.AsArray().Select(v => (float)v!).ToArray())).ToArray();
             Coordinates[name + model + lr] = ranks.Select(r => ((int)r["tp"]!, (int)r["pp"]!, (int)r["dp"]!)).ToArray();
+            OverlappedReduces[name + model + lr] = JsonNode.Parse(output)!["measured"]!["overlapped_reduces_by_rank"]!.AsArray().Select(v => (int)v!).ToArray();
             return (loss, parameters);
         }
 
         public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
+
+        /// <summary>Each rank's reductions started during the backward in the last step of a run.</summary>
+        public Dictionary<string, int[]> OverlappedReduces { get; } = [];
 
         public void Dispose()
         {
@@ -142,7 +146,46 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
 
     [Theory]
     [MemberData(nameof(Layouts))]
-    public void Layout_reproduces_the_single_process_run(string model, string name, int tp, int pp, int dp, int zero, int vpp, string recompute, bool sp)
+    public void Layout_reproduces_the_single_process_run(string model, string name, int tp, int pp, int dp, int zero, int vpp, string recompute, bool sp) =>
+        CheckParity(model, name, tp, pp, dp, zero, vpp, recompute, sp);
+
+    /// <summary>
+    /// ZeRO-1/2 layouts whose reduce-scatters start bucket by bucket during the backward (ZeRO-1 in each chunk's last
+    /// backward, ZeRO-2 in every backward), with the number each rank starts per step: one per block, one for the head
+    /// (final norm, an untied lm_head) and one for the embedding (wpe, and wte unless it is tied across stages: that
+    /// one is reduced after the flush). With gbs 8, mbs 2 and dp 2 each rank runs 2 micro-batches.
+    /// </summary>
+    public static TheoryData<string, string, int, int, int, int, int, string, bool, int> OverlappedLayouts() => new()
+    {
+        // Stage 0: 2 blocks and wpe; stage 1: 2 blocks and ln_f (the tied wte on both waits for the flush).
+        { "gpt", "zero1-pp2-dp2", 1, 2, 2, 1, 1, "none", false, 3 },
+        // Interleaved: stage 0 holds blocks 0 and 2 and wpe; stage 1 blocks 1 and 3 and ln_f.
+        { "gpt", "zero1-pp2-interleaved-dp2", 1, 2, 2, 1, 2, "none", false, 3 },
+        // 4 blocks, the head (ln_f, lm_head), the embedding (wte), after sequence parallelism's TP sums.
+        { "llama", "zero1-tp2-sp-dp2", 2, 1, 2, 1, 1, "none", true, 6 },
+        // ZeRO-2: the same 3 buckets per stage, in both micro-batches' backwards.
+        { "gpt", "zero2-pp2-dp2", 1, 2, 2, 2, 1, "none", false, 6 },
+        // 4 blocks (the first two recomputed in the backward), ln_f, and wte with wpe, in both micro-batches.
+        { "gpt", "zero2-dp2-partial-recompute", 1, 1, 2, 2, 1, "full:2", false, 12 },
+        // ZeRO-2 with full recompute, interleaved chunks, a tied embedding across stages: 3 buckets, 2 micro-batches.
+        { "gpt", "zero2-pp2-interleaved-dp2-full-recompute", 1, 2, 2, 2, 2, "full", false, 6 },
+    };
+
+    [Theory]
+    [MemberData(nameof(OverlappedLayouts))]
+    public void Zero_reduce_scatter_overlapped_with_the_backward_reproduces_the_single_process_run(string model, string name, int tp, int pp, int dp,
+        int zero, int vpp, string recompute, bool sp, int reducesPerRank)
+    {
+        CheckParity(model, name, tp, pp, dp, zero, vpp, recompute, sp);
+        foreach (var run in new[] { name, name + "-1" })
+        {
+            var started = _ref.OverlappedReduces[run + model + 0.001];
+            Assert.Equal(tp * pp * dp, started.Length);
+            Assert.All(started, n => Assert.Equal(reducesPerRank, n));
+        }
+    }
+
+    private void CheckParity(string model, string name, int tp, int pp, int dp, int zero, int vpp, string recompute, bool sp)
     {
         var single = _ref.Single[$"{model}/0.001"];
         var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, vpp, recompute, sp, 3);

@@ -139,6 +139,47 @@ public static class Program
                 pg.Barrier();
                 break;
             }
+            case "sharded_reduce":
+            {
+                // Three groups of 3, 5 and 2 elements, each padded to a multiple of the world and sharded over the
+                // ranks: groups 1 and 0 reduced asynchronously (started in that order, finished after group 2's
+                // synchronous reduction), then averaged into the master shard's gradient.
+                int[][] sizes = [[3], [2, 3], [2]];
+                var groups = sizes.Select(g => (IReadOnlyList<Tensor>)g.Select(n =>
+                {
+                    var p = Tensor.Zeros([n]);
+                    p.RequiresGrad = true;
+                    return p;
+                }).ToList()).ToList();
+                using var shards = new Planner.Executor.Training.ShardedParameters(groups, pg, Timeout);
+                static float Grad(int r, int g, int i) => r * 100 + g * 10 + i;
+                for (int g = 0; g < groups.Count; g++)
+                {
+                    int i = 0;
+                    foreach (var p in groups[g])
+                    {
+                        int n = (int)p.Numel, first = i;
+                        p.SetGrad(Tensor.From(Enumerable.Range(first, n).Select(k => Grad(rank, g, k)).ToArray(), n));
+                        i += n;
+                    }
+                }
+                var started = new[] { shards.StartReduce(1), shards.StartReduce(0) };
+                shards.ReduceGradients(2);
+                foreach (var reduction in started)
+                    shards.FinishReduce(reduction);
+                if (groups.SelectMany(g => g).Any(p => p.Grad is not null))
+                    throw new CheckFailed("the reduced groups' parameters kept their gradients");
+                shards.AverageGradients();
+                var expected = new List<float>();
+                for (int g = 0; g < groups.Count; g++)
+                {
+                    int total = sizes[g].Sum(), shard = (total + world - 1) / world;
+                    for (int k = rank * shard; k < (rank + 1) * shard; k++)
+                        expected.Add(k < total ? (float)Enumerable.Range(0, world).Average(r => Grad(r, g, k)) : 0);
+                }
+                Expect(expected, shards.Master.Grad!.ToFloatArray(), "sharded gradient mean");
+                break;
+            }
             case "timeout":
             {
                 // Rank 0 waits for an all-reduce that rank 1 never joins: it must fail within the group's timeout.

@@ -22,9 +22,11 @@ public sealed class MemoryModel
     private readonly bool _bucketCopies;
 
     /// <summary>Creates the model for one plan.</summary>
-    /// <param name="gradientBucketCopies">The data-parallel all-reduce works on copies of the gradients (PyTorch DDP's
+    /// <param name="gradientBucketCopies">The data-parallel reduction works on copies of the gradients (PyTorch DDP's
     /// default buckets, the executor's flattened buckets) rather than on the gradient storage itself (Megatron-LM's
-    /// contiguous buffer): a gradient-sized buffer more under ZeRO-0 with dp &gt; 1.</param>
+    /// contiguous buffer): with dp &gt; 1 a buffer the size of the gradients whose reductions are in flight at once
+    /// beside them: the stage's under ZeRO-0/1 (every bucket of the last backward), one model chunk's under ZeRO-2
+    /// (its reduce-scatters are waited for at the end of each backward of the chunk).</param>
     public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false)
     {
         _m = model;
@@ -125,9 +127,18 @@ public sealed class MemoryModel
 
         // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
-                         + (_bucketCopies && _p.Zero == 0 && _p.Dp > 1 ? grads : 0);
+                         + (_bucketCopies && _p.Dp > 1 ? BucketCopies(paramsHere * gradBytes, chunks) : 0);
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = _fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
     }
+
+    /// <summary>Bytes of the flat gradient copies in flight at once (see the constructor), given the stage's full
+    /// gradient bytes; ZeRO-3 reduce-scatters each chunk synchronously, as its sharding accounts for.</summary>
+    private double BucketCopies(double stageGradBytes, int chunks) => _p.Zero switch
+    {
+        <= 1 => stageGradBytes,
+        2 => stageGradBytes / chunks, // an average chunk
+        _ => 0,
+    };
 }

@@ -22,7 +22,9 @@ public sealed class StageParts
     public double LastBackward;
     /// <summary>One micro-batch's forward over all chunks: what a ZeRO-1/2 parameter gather can hide behind.</summary>
     public double FirstForward;
-    /// <summary>Exposed data-parallel time after the pipeline flush (reduction, gathers, tied embeddings).</summary>
+    /// <summary>Exposed data-parallel time after the pipeline flush (reduction, gathers, tied embeddings); with ZeRO-2
+    /// reducing every micro-batch (<see cref="PricingOptions.ReduceScatterPerMicroBatch"/>) also the exposed parts of the
+    /// earlier micro-batches' reduce-scatters, which hold the stage up as long, only before the flush.</summary>
     public double DpTail;
     /// <summary>The optimizer step.</summary>
     public double Optimizer;
@@ -248,8 +250,12 @@ public sealed class PipelineCosts
         double p2pBytes = hiddenBytes / plan.Tp; // scatter/gather across the TP ranks of a stage (Narayanan et al. 2021)
         double p2p = plan.Pp > 1 ? CollectiveModel.Seconds(Collective.SendRecv, p2pBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster) : 0;
 
-        // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather.
+        // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather. ZeRO-2
+        // software that reduce-scatters every micro-batch's gradients runs m reduce-scatters a step: each behind its
+        // own micro-batch's backward, the last one's exposed part after the flush, the earlier ones' exposed parts
+        // counted here too (they hold their stage up as much, only earlier).
         double gradBytes = mixed ? 2 : 4;
+        int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? m : 1;
         for (int s = 0; s < plan.Pp; s++)
         {
             double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
@@ -270,8 +276,10 @@ public sealed class PipelineCosts
                     ? (s == 0 ? (double)model.EmbeddingParams / plan.Tp : (double)model.LayerParams / plan.Tp) / stageParams * reduce
                     : 0;
                 reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
-                gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
+                if (options.OverlapParamGather)
+                    gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
+            reduce *= reductions;
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
             double tied = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1)
                 ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)

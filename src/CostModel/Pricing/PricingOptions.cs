@@ -5,9 +5,10 @@ namespace Planner.CostModel.Pricing;
 /// <summary>
 /// Behaviours of the training software that change the price of the same plan on the same hardware.
 /// </summary>
-/// <param name="OverlapGradReduce">Data-parallel gradient reduction (and ZeRO-1/2 parameter gathers) run in
-/// buckets behind the last micro-batch's backward (and the next forward), as PyTorch DDP and current Megatron-LM
-/// do; false for software that reduces after the backward pass (Megatron-LM of 2021–22).</param>
+/// <param name="OverlapGradReduce">Data-parallel gradient reduction (and, with <paramref name="OverlapParamGather"/>,
+/// ZeRO-1/2 parameter gathers) run in buckets behind the last micro-batch's backward (and the next forward), as
+/// PyTorch DDP and current Megatron-LM do; false for software that reduces after the backward pass (Megatron-LM of
+/// 2021–22).</param>
 /// <param name="Algorithm">How collectives over groups that span nodes run.</param>
 /// <param name="FlashAttention">Fused attention (FlashAttention 2 and its kin, as current frameworks use); false for
 /// the materialised softmax of Megatron-LM of 2021–22. Under flash attention selective recompute has nothing left
@@ -17,12 +18,19 @@ namespace Planner.CostModel.Pricing;
 /// adds its gradients in a memory-bound pass.</param>
 /// <param name="GradientBucketCopies">The data-parallel all-reduce works on copies of the gradients (PyTorch DDP's
 /// default, the executor) rather than on the gradient storage (Megatron-LM's contiguous buffer).</param>
+/// <param name="OverlapParamGather">With <paramref name="OverlapGradReduce"/>, ZeRO-1/2's all-gather of the updated
+/// parameters runs behind the next step's first forward; false for software that gathers them after the optimizer
+/// step before going on (the executor).</param>
+/// <param name="ReduceScatterPerMicroBatch">ZeRO-2 reduce-scatters the gradients after every micro-batch's backward,
+/// adding each into the gradient shard (the executor), rather than once per step after the last micro-batch.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
     bool FlashAttention = true,
     bool FusedGradAccumulation = true,
-    bool GradientBucketCopies = false)
+    bool GradientBucketCopies = false,
+    bool OverlapParamGather = true,
+    bool ReduceScatterPerMicroBatch = false)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

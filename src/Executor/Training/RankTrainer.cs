@@ -29,9 +29,12 @@ public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningR
 /// <summary>
 /// One rank of a training run: builds its groups from the plan's placement, its stage of the model, runs the plan's
 /// pipeline schedule (the cost model's <see cref="ScheduleGenerator"/>) with point-to-point transfers, reduces
-/// gradients over data parallelism (ZeRO-1/2/3 shard the optimizer step) and steps AdamW. Under ZeRO-3 the rank keeps
-/// only its shard of the parameters between uses: a model chunk's parameters are all-gathered before each forward and
-/// backward of the chunk and freed after it, and its gradients are reduce-scattered after each backward.
+/// gradients over data parallelism (ZeRO-1/2/3 shard the optimizer step) and steps AdamW. Under ZeRO-0/1/2 the
+/// reduction of each block's gradients (and the head's, the embedding's) starts as soon as the backward has finished
+/// them: during each chunk's last backward (ZeRO-0's all-reduce, ZeRO-1's reduce-scatter) or during every backward
+/// (ZeRO-2's reduce-scatter, waited for at the end of that backward). Under ZeRO-3 the rank keeps only its shard of the
+/// parameters between uses: a model chunk's parameters are all-gathered before each forward and backward of the chunk
+/// and freed after it, and its gradients are reduce-scattered after each backward.
 /// </summary>
 public sealed class RankTrainer : IDisposable
 {
@@ -50,8 +53,9 @@ public sealed class RankTrainer : IDisposable
     private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
     private readonly bool _zero3; // parameters gathered per use
     private readonly bool _chunkwise; // ZeRO-2/3: each chunk's gradients reduce-scattered after its backward
-    private readonly int[][] _chunkGroups = []; // ZeRO-3: each chunk's parameter groups in _shards
-    private readonly int _tiedGroup = -1; // ZeRO-3: the group of the embedding tied across stages (its own group)
+    private readonly int[][] _chunkGroups = []; // ZeRO-1/2/3: each chunk's parameter groups in _shards
+    private readonly Dictionary<Tensor, int> _groupOf = new(ReferenceEqualityComparer.Instance); // a parameter's group in _shards
+    private readonly int _tiedGroup = -1; // ZeRO: the group of the embedding tied across stages (its own group)
     private readonly string? _interface;
     private readonly Device _device;
     private double _ppWait, _dpComm, _optimizerSeconds;
@@ -130,7 +134,8 @@ public sealed class RankTrainer : IDisposable
         }
         _stage = new GptStage(model, plan, chunks, _me.Pp == 0, _me.Pp == plan.Pp - 1, _tp, _me.Tp, options.Seed, _device);
         _params = _stage.Parameters;
-        _overlapReduce = plan.Zero == 0 && _dp is not null;
+        _overlapReduce = plan.Zero <= 2 && _dp is not null;
+        _overlapEveryBackward = plan.Zero == 2 && _dp is not null;
         foreach (var spec in _stage.Specs)
         {
             var p = _stage[spec.Name];
@@ -153,27 +158,25 @@ public sealed class RankTrainer : IDisposable
             _zero3 = plan.Zero >= 3;
             _chunkwise = plan.Zero >= 2;
             var groups = new List<IReadOnlyList<Tensor>>();
-            if (_chunkwise)
+            _chunkGroups = new int[plan.Vpp][];
+            for (int c = 0; c < plan.Vpp; c++)
             {
-                _chunkGroups = new int[plan.Vpp][];
-                for (int c = 0; c < plan.Vpp; c++)
+                var mine = new List<int>();
+                foreach (var part in _zero3 ? ChunkParameters(c).Select(names => names.Select(n => _stage[n]).ToList()) : ChunkBuckets(c))
                 {
-                    var mine = new List<int>();
-                    foreach (var part in ChunkParameters(c))
-                    {
-                        if (part.Contains("wte") && _tied is not null)
-                            _tiedGroup = groups.Count;
-                        mine.Add(groups.Count);
-                        groups.Add(part.Select(n => _stage[n]).ToList());
-                    }
-                    _chunkGroups[c] = mine.ToArray();
+                    if (_tied is not null && part.Contains(_stage["wte"]))
+                        _tiedGroup = groups.Count;
+                    foreach (var p in part)
+                        if (!_groupOf.TryAdd(p, groups.Count))
+                            throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group (one pipeline stage of several chunks would share the embedding)");
+                    mine.Add(groups.Count);
+                    groups.Add(part);
                 }
-                if (groups.Sum(g => g.Count) != _params.Count)
-                    throw new NotSupportedException("ZeRO-2/3 need every parameter of the stage in exactly one model chunk (one pipeline stage of several chunks would share the embedding)");
+                _chunkGroups[c] = mine.ToArray();
             }
-            else
-                groups.Add(_params);
-            _shards = new ShardedParameters(groups, _dp!);
+            if (_groupOf.Count != _params.Count)
+                throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
+            _shards = new ShardedParameters(groups, _dp!, Timeout);
             if (_zero3)
                 for (int g = 0; g < _shards.Groups; g++)
                     _shards.Release(g);
@@ -204,6 +207,33 @@ public sealed class RankTrainer : IDisposable
         if (names.Count > 0)
             yield return names;
     }
+
+    /// <summary>
+    /// ZeRO-1/2's groups of chunk <paramref name="chunk"/>: the buckets whose reductions start during the backward as
+    /// soon as it has finished their gradients (each block's, the head's on the last virtual stage, the embedding's on
+    /// the first), and an embedding tied across stages as a group of its own (summed with the other stage after the
+    /// flush, so that its shard covers the same elements on the first and the last stage).
+    /// </summary>
+    private IEnumerable<List<Tensor>> ChunkBuckets(int chunk)
+    {
+        int pp = _plan.Pp, v = chunk * pp + _me.Pp;
+        var buckets = _stage.ChunkLayers[chunk].Select(l => _blockParameters[l]).ToList();
+        if (v == pp * _plan.Vpp - 1)
+            buckets.Add(_headParameters);
+        if (v == 0)
+            buckets.Add(_embeddingParameters);
+        foreach (var bucket in buckets)
+        {
+            var rest = bucket.Where(p => !TiedAcrossStages(p)).ToList();
+            if (rest.Count > 0)
+                yield return rest;
+            if (rest.Count < bucket.Count)
+                yield return [_stage["wte"]];
+        }
+    }
+
+    /// <summary>True for the embedding when it is tied between the first and the last pipeline stage.</summary>
+    private bool TiedAcrossStages(Tensor p) => _tied is not null && p == _stage["wte"];
 
     /// <summary>A process group of the rank's backend: NCCL between CUDA devices, Gloo between CPUs.</summary>
     private ProcessGroup NewGroup(Store store, string name, int rank, int size) =>
@@ -260,7 +290,9 @@ public sealed class RankTrainer : IDisposable
         long t0 = Now();
         TensorParallel.TakeCommSeconds();
         _ppWait = _dpComm = _optimizerSeconds = 0;
+        _started = 0;
         double lossSum = RunPipeline(step);
+        OverlappedReduces = _started;
         GradientBytesAfterBackward = _params.Sum(p => p.Grad?.StorageBytes ?? 0);
         double tpComm = TensorParallel.TakeCommSeconds();
         ReduceGradientsAndStep();
@@ -284,7 +316,7 @@ public sealed class RankTrainer : IDisposable
         public Tensor? Input;   // received activation (requires grad), null on the embedding chunk
         public Tensor? Output;  // chunk output, or the scaled loss on the last chunk
         public List<Segment>? Segments; // blocks run from detached inputs, so that the backward can stop between them
-        public bool Overlap; // the chunk's last backward: each block's gradients go to the DP all-reduce when done
+        public bool Overlap; // each block's gradients go to the DP reduction when done (the chunk's last backward; every backward under ZeRO-2)
         public Tensor? Embedded; // segmented embedding chunk: the embedding's output, with graph
         public long[]? Targets;
     }
@@ -319,7 +351,11 @@ public sealed class RankTrainer : IDisposable
             if (action.Kind == PassKind.Forward)
             {
                 var scope = DisposeScope.Begin();
-                var run = new InFlight { Scope = scope, Chunk = action.Chunk, Overlap = _overlapReduce && action.MicroBatch == lastMicroBatch[action.Chunk] };
+                var run = new InFlight
+                {
+                    Scope = scope, Chunk = action.Chunk,
+                    Overlap = _overlapReduce && (_overlapEveryBackward || action.MicroBatch == lastMicroBatch[action.Chunk]),
+                };
                 var (ids, targets) = Batch(step, action.MicroBatch);
                 Tensor x;
                 if (firstChunk)
@@ -422,20 +458,41 @@ public sealed class RankTrainer : IDisposable
             _shards!.Release(g);
     }
 
-    /// <summary>ZeRO-2/3: after a chunk's backward, reduce-scatters its gradients into the rank's gradient shard and
-    /// drops the full ones.</summary>
+    /// <summary>
+    /// ZeRO-2/3: after a chunk's backward, reduce-scatters its gradients into the rank's gradient shard and drops the
+    /// full ones. Under ZeRO-2 most were started during the backward: this waits for them here, before the stage's next
+    /// backward could add to the same gradients, and so that no more than one micro-batch's gradients of the chunk (and
+    /// their flat copies) are held at a time, which is what ZeRO-2 saves.
+    /// </summary>
     private void ReduceChunkGradients(int chunk)
     {
         if (!_chunkwise)
             return;
         using var scope = DisposeScope.Begin();
         long t0 = Now();
-        foreach (int g in _chunkGroups[chunk])
-        {
-            SumSequenceParallelGradients(_shards!.Parameters(g));
-            _shards.ReduceGradients(g);
-        }
+        ReduceGroups(_chunkGroups[chunk]);
         _dpComm += Since(t0);
+    }
+
+    /// <summary>
+    /// ZeRO: waits for the reduce-scatters started during the backward, then reduce-scatters those of
+    /// <paramref name="groups"/> that were not started (their sequence-parallel sums first).
+    /// </summary>
+    private void ReduceGroups(IEnumerable<int> groups)
+    {
+        var started = new HashSet<int>();
+        foreach (var reduction in _scattering)
+        {
+            _shards!.FinishReduce(reduction);
+            started.Add(reduction.Group);
+        }
+        _scattering.Clear();
+        foreach (int g in groups)
+            if (!started.Contains(g))
+            {
+                SumSequenceParallelGradients(_shards!.Parameters(g));
+                _shards.ReduceGradients(g);
+            }
     }
 
     /// <summary>
@@ -540,37 +597,50 @@ public sealed class RankTrainer : IDisposable
             run.Input!.Backward(grad); // the received tensor is a leaf: this only accumulates its gradient
     }
 
-    // ---- data-parallel reduction overlapped with the backward (ZeRO-0) ---------------------------------------------
+    // ---- data-parallel reduction overlapped with the backward (ZeRO-0/1/2) -----------------------------------------
 
-    private readonly bool _overlapReduce; // ZeRO-0 with dp > 1: each block's gradients all-reduced during the last backward
+    private readonly bool _overlapReduce; // ZeRO-0/1/2 with dp > 1: each block's gradients reduced during the backward
+    private readonly bool _overlapEveryBackward; // ZeRO-2 with dp > 1: during every backward, not only the last
     private readonly Dictionary<int, List<Tensor>> _blockParameters = [];
     private readonly List<Tensor> _embeddingParameters = [], _headParameters = [];
-    private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = [];
+    private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = []; // ZeRO-0's all-reduces
+    private readonly List<ShardedParameters.Reduction> _scattering = []; // ZeRO-1/2's reduce-scatters
+    private int _started; // reductions started during the backward this step
 
     /// <summary>
-    /// Starts the asynchronous DP all-reduce of parameters whose gradients are final (their sequence-parallel TP sums
-    /// first). An embedding tied across stages is left to the end of the step, after its sum with the other stage.
+    /// Starts the asynchronous DP reduction of parameters whose gradients are final (their sequence-parallel TP sums
+    /// first): ZeRO-0's all-reduce of the bucket, ZeRO-1/2's reduce-scatter of the bucket's group. An embedding tied
+    /// across stages is left to the end of the step, after its sum with the other stage.
     /// </summary>
     private void StartReduce(List<Tensor> parameters)
     {
-        var bucket = parameters.Where(p => p.Grad is not null && (_tied is null || p != _stage["wte"])).ToList();
+        var bucket = parameters.Where(p => (_shards is not null || p.Grad is not null) && !TiedAcrossStages(p)).ToList();
         if (bucket.Count == 0)
             return;
         long t0 = Now();
         SumSequenceParallelGradients(bucket);
-        var flat = ShardedParameters.Flatten(bucket, grads: true);
-        DisposeScope.Untrack(flat);
-        _reducing.Add((_dp!.AllReduceAsync(flat), flat, bucket));
+        if (_shards is null)
+        {
+            var (work, flat) = ShardedParameters.StartAllReduce(_dp!, bucket, bucket.Sum(p => p.Numel));
+            _reducing.Add((work, flat, bucket));
+            _started++;
+        }
+        else
+            foreach (int g in bucket.Select(p => _groupOf[p]).Distinct())
+            {
+                _scattering.Add(_shards.StartReduce(g));
+                _started++;
+            }
         _dpComm += Since(t0);
     }
 
-    /// <summary>All-reduces of the last step that started during the backward (ZeRO-0 with dp &gt; 1).</summary>
+    /// <summary>Reductions of the last step that started during the backward (ZeRO-0/1/2 with dp &gt; 1): per chunk, one
+    /// per block, and the head's and the embedding's where the chunk has them; under ZeRO-2 in every micro-batch.</summary>
     public int OverlappedReduces { get; private set; }
 
-    /// <summary>Waits for the all-reduces started during the backward and averages their gradients.</summary>
+    /// <summary>ZeRO-0: waits for the all-reduces started during the backward and averages their gradients.</summary>
     private void FinishReduce()
     {
-        OverlappedReduces = _reducing.Count;
         foreach (var (work, flat, bucket) in _reducing)
         {
             work.Wait(Timeout);
@@ -604,16 +674,13 @@ public sealed class RankTrainer : IDisposable
     {
         using var scope = DisposeScope.Begin();
         long d0 = Now();
-        if (!_chunkwise)
+        int dp = _plan.Dp;
+        if (_shards is null)
         {
             // What the overlapped reduction sent already had its sequence-parallel sums.
             SumSequenceParallelGradients(_overlapReduce ? [_stage["wte"]] : _params);
             if (_tied is not null)
                 _tied.AllReduce(_stage["wte"].Grad!);
-        }
-        int dp = _plan.Dp;
-        if (_shards is null)
-        {
             if (_overlapReduce)
             {
                 // The blocks, head and embedding were all-reduced during the last backward; the tied embedding now.
@@ -634,11 +701,16 @@ public sealed class RankTrainer : IDisposable
             _optimizerSeconds += Since(o0);
             return;
         }
-        // ZeRO: reduce-scatter the gradients (ZeRO-2/3 did it chunk by chunk in the pipeline; the embedding tied across
-        // stages sums its shard with the other stage's), step the optimizer on this rank's shard, and under ZeRO-1/2
-        // all-gather the parameters (ZeRO-3 gathers them at their next use).
+        // ZeRO: reduce-scatter the gradients (ZeRO-1 started its buckets' during the last backward and waits for them
+        // now, after summing an embedding tied across stages with the other stage's; ZeRO-2/3 did it chunk by chunk in
+        // the pipeline, and sum the tied embedding's shard), step the optimizer on this rank's shard, and under
+        // ZeRO-1/2 all-gather the parameters (ZeRO-3 gathers them at their next use).
         if (!_chunkwise)
-            _shards.ReduceGradients(0);
+        {
+            if (_tied is not null)
+                _tied.AllReduce(_stage["wte"].Grad!);
+            ReduceGroups(Enumerable.Range(0, _shards.Groups));
+        }
         else if (_tied is not null)
             _tied.AllReduce(_shards.GradientShard(_tiedGroup));
         _shards.AverageGradients();

@@ -4,24 +4,29 @@ using Planner.Executor.Torch;
 namespace Planner.Executor.Training;
 
 /// <summary>
-/// ZeRO's sharding of a stage's parameters over the data-parallel group. The parameters come in groups (the whole
-/// stage under ZeRO-1/2, each model chunk's under ZeRO-3); a group's parameters, flattened in order and padded to a
-/// multiple of the DP size, are split evenly over the DP ranks, and this rank keeps its slice of every group, one
-/// after the other, as the fp32 <see cref="Master"/> shard the optimizer steps. Gradients are reduce-scattered group
-/// by group into a gradient shard of the same layout (summed over micro-batches until <see cref="AverageGradients"/>);
-/// parameters are all-gathered group by group from the master shard, and under ZeRO-3 freed between uses.
+/// ZeRO's sharding of a stage's parameters over the data-parallel group. The parameters come in groups (under ZeRO-1/2
+/// the buckets the backward finishes one by one: each block's, the embedding's, the head's; each model chunk's under
+/// ZeRO-3); a group's parameters, flattened in order and padded to a multiple of the DP size, are split evenly over the
+/// DP ranks, and this rank keeps its slice of every group, one after the other, as the fp32 <see cref="Master"/> shard
+/// the optimizer steps. Gradients are reduce-scattered group by group into a gradient shard of the same layout (summed
+/// over micro-batches until <see cref="AverageGradients"/>), synchronously or started (<see cref="StartReduce"/>) while
+/// the backward goes on and finished later; parameters are all-gathered group by group from the master shard, and
+/// under ZeRO-3 freed between uses.
 /// </summary>
 public sealed class ShardedParameters : IDisposable
 {
     private readonly ProcessGroup _dp;
+    private readonly TimeSpan _timeout;
     private readonly IReadOnlyList<IReadOnlyList<Tensor>> _groups;
     private readonly long[] _shard, _offset;
     private Tensor? _gradients; // this step's reduce-scattered gradients, summed over DP ranks and micro-batches
 
     /// <summary>Shards the parameters' current values: each DP rank must pass the same groups of the same shapes.</summary>
-    public ShardedParameters(IReadOnlyList<IReadOnlyList<Tensor>> groups, ProcessGroup dp)
+    /// <param name="timeout">How long a started reduction may be waited for.</param>
+    public ShardedParameters(IReadOnlyList<IReadOnlyList<Tensor>> groups, ProcessGroup dp, TimeSpan timeout)
     {
         _dp = dp;
+        _timeout = timeout;
         _groups = groups;
         int n = groups.Count;
         _shard = new long[n];
@@ -82,15 +87,62 @@ public sealed class ShardedParameters : IDisposable
     /// Reduce-scatters (sums over the DP ranks) group <paramref name="group"/>'s parameter gradients, adds this rank's
     /// slice to the gradient shard and drops the parameters' gradients.
     /// </summary>
-    public void ReduceGradients(int group)
+    public void ReduceGradients(int group) => FinishReduce(StartReduce(group));
+
+    /// <summary>A group's gradient reduction in flight: its flattened, padded gradients being summed over the DP ranks.</summary>
+    public sealed class Reduction
+    {
+        internal Reduction(int group, Work work, Tensor flat)
+        {
+            Group = group;
+            Work = work;
+            Flat = flat;
+        }
+
+        /// <summary>The group reduced.</summary>
+        public int Group { get; }
+        internal Work Work { get; }
+        internal Tensor Flat { get; }
+    }
+
+    /// <summary>
+    /// Starts the reduce-scatter of group <paramref name="group"/>'s gradients, which must be final for this step (or
+    /// micro-batch) until <see cref="FinishReduce"/>: Gloo has no reduce-scatter, so a flat copy of the group's
+    /// gradients, padded to the shards' size, is all-reduced in the background (twice a native reduce-scatter's traffic).
+    /// </summary>
+    public Reduction StartReduce(int group)
+    {
+        var (work, flat) = StartAllReduce(_dp, _groups[group], _shard[group] * _dp.Size);
+        return new Reduction(group, work, flat);
+    }
+
+    /// <summary>
+    /// Waits for a reduction, adds this rank's slice of the sum to the gradient shard and drops the group's parameter
+    /// gradients (and the flat copy).
+    /// </summary>
+    public void FinishReduce(Reduction reduction)
     {
         using var scope = DisposeScope.Begin();
-        var grads = Pad(Flatten(_groups[group], grads: true), _shard[group] * _dp.Size);
-        var mine = _dp.ReduceScatter(grads);
+        int group = reduction.Group;
+        reduction.Work.Wait(_timeout);
+        reduction.Work.Dispose();
         var sum = GradientShard(group);
-        sum.CopyFrom(sum + mine);
+        sum.CopyFrom(sum + reduction.Flat.Narrow(0, _dp.Rank * _shard[group], _shard[group]));
+        reduction.Flat.Dispose();
         foreach (var p in _groups[group])
             p.SetGrad(null);
+    }
+
+    /// <summary>
+    /// Starts the in-place all-reduce of a flat fp32 copy of the tensors' gradients, zero-padded to
+    /// <paramref name="length"/> elements; the caller waits for the work and disposes the copy.
+    /// </summary>
+    internal static (Work Work, Tensor Flat) StartAllReduce(ProcessGroup group, IReadOnlyList<Tensor> tensors, long length)
+    {
+        using var scope = DisposeScope.Begin();
+        var flat = Pad(Flatten(tensors, grads: true), length);
+        DisposeScope.Untrack(flat);
+        return (group.AllReduceAsync(flat), flat);
     }
 
     /// <summary>This rank's slice of group <paramref name="group"/>'s gradient sum this step (a view to reduce in place).</summary>

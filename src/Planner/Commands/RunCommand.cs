@@ -170,12 +170,15 @@ public static class RunCommand
     }
 
     /// <summary>
-    /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel), and the
-    /// data-parallel all-reduce of ZeRO-0 started block by block behind the last backward (ZeRO-1/2 reduce-scatter
-    /// after the flush) on flattened copies of the gradients, and autograd's accumulation of each micro-batch's gradients.
+    /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel); the
+    /// data-parallel reduction started block by block behind the backward on flattened copies of the gradients (ZeRO-0's
+    /// all-reduce and ZeRO-1's reduce-scatter behind the last backward, ZeRO-2's reduce-scatter behind every
+    /// micro-batch's backward); ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward;
+    /// and autograd's accumulation of each micro-batch's gradients.
     /// </summary>
     public static PricingOptions Software(ParallelPlan plan) =>
-        new(OverlapGradReduce: plan.Zero == 0, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true);
+        new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
