@@ -335,6 +335,45 @@ public class PricerTests
         }
     }
 
+    /// <summary>
+    /// ZeRO's reduce-scatters run as all-reduces and every data-parallel collective in fp32 (the executor on Gloo):
+    /// the DP tail (ZeRO-1/2) and the ZeRO-3 backward's collectives are priced with those collectives and bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Reduce_scatter_as_all_reduce_and_fp32_collectives_are_priced_as_such(int zero)
+    {
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 8, pp: 1, dp: 16, zero: zero, gbs: 128, seq: 1024); // bf16
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        var serial = new PricingOptions(OverlapGradReduce: false);
+        var reference = PipelineCosts.Compute(model, cluster, plan, serial);
+        var executorOptions = serial with { ReduceScatterAsAllReduce = true, Fp32DataParallel = true };
+        var executor = PipelineCosts.Compute(model, cluster, plan, executorOptions);
+        double stageParams = reference.Memories[0].StageParams(model.Layers, true, true);
+        double Seconds(Comm.Collective op, double bytes) => Comm.CollectiveModel.Seconds(op, bytes, placement, Comm.Axis.Dp, cluster);
+        if (zero <= 2)
+        {
+            // Nothing overlapped: the tail is the reduction and the gather in full.
+            AssertRel(Seconds(Comm.Collective.ReduceScatter, stageParams * 2) + Seconds(Comm.Collective.AllGather, stageParams * 2), reference.Parts[0].DpTail);
+            AssertRel(Seconds(Comm.Collective.AllReduce, stageParams * 4) + Seconds(Comm.Collective.AllGather, stageParams * 4), executor.Parts[0].DpTail);
+        }
+        else
+        {
+            // ZeRO-3 prices its gathers and reduce-scatters per chunk and micro-batch, partly hidden behind the compute:
+            // each option alone costs more, both together more than either; fp32 is no change for an fp32 plan.
+            double Zero3(ParallelPlan p, PricingOptions o) => PipelineCosts.Compute(model, cluster, p, o).Parts[0].Zero3;
+            double plain = Zero3(plan, serial), asAllReduce = Zero3(plan, serial with { ReduceScatterAsAllReduce = true });
+            double fp32 = Zero3(plan, serial with { Fp32DataParallel = true }), both = Zero3(plan, executorOptions);
+            Assert.True(asAllReduce > plain && fp32 > plain && both > Math.Max(asAllReduce, fp32), $"{plain} {asAllReduce} {fp32} {both}");
+            var plan32 = plan with { Precision = Precision.Fp32 };
+            Assert.Equal(Zero3(plan32, serial), Zero3(plan32, serial with { Fp32DataParallel = true }));
+        }
+    }
+
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
     /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
     [Theory]

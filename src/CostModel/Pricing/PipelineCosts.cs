@@ -198,8 +198,15 @@ public sealed class PipelineCosts
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
         // gradients every micro-batch; prefetching hides them behind that chunk's compute.
         double weightBytes = mixed ? 2 : 4;
+        // Data-parallel collectives in the training precision or in fp32, and ZeRO's reduce-scatter natively or as an
+        // all-reduce (see PricingOptions).
+        double gradBytes = mixed ? 2 : 4;
+        double reduceBytes = options.Fp32DataParallel ? 4 : gradBytes, gatherBytes = options.Fp32DataParallel ? 4 : weightBytes;
+        var scatter = options.ReduceScatterAsAllReduce ? Collective.AllReduce : Collective.ReduceScatter;
         double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : CollectiveModel.Seconds(Collective.AllGather,
-            ChunkParams(stage, chunk) * weightBytes, placement, Axis.Dp, cluster, options.Algorithm);
+            ChunkParams(stage, chunk) * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
+        double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : CollectiveModel.Seconds(scatter,
+            ChunkParams(stage, chunk) * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
         double ChunkParams(int stage, int chunk) =>
             memory.StageParams(layout.LayersOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
 
@@ -229,9 +236,9 @@ public sealed class PipelineCosts
                 double commB = layers * (tpBlockBwd + cpBwd) + recomputed * tpBlockRecompute + (hasHead ? tpEmbed : 0);
                 double gather = Zero3Fwd(s, c);
                 double zeroF = gpu.Overlapped(computeF, gather) - computeF;
-                // Backward gathers again (twice with full recompute) and reduce-scatters as many bytes.
+                // Backward gathers again (twice with full recompute) and reduce-scatters the chunk's gradients.
                 bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0;
-                double zeroB = gpu.Overlapped(computeB + recompute, gather * (regather ? 3 : 2)) - (computeB + recompute);
+                double zeroB = gpu.Overlapped(computeB + recompute, gather * (regather ? 2 : 1) + Zero3Reduce(s, c)) - (computeB + recompute);
                 // Every micro-batch after the first adds its weight gradients into the accumulated ones (read both,
                 // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
                 double accumulate = m > 1 && !options.FusedGradAccumulation ? block.Timer.Stream(3 * ChunkParams(s, c) * gradAccumulationBytes) * (m - 1) / m : 0;
@@ -254,18 +261,17 @@ public sealed class PipelineCosts
         // software that reduce-scatters every micro-batch's gradients runs m reduce-scatters a step: each behind its
         // own micro-batch's backward, the last one's exposed part after the flush, the earlier ones' exposed parts
         // counted here too (they hold their stage up as much, only earlier).
-        double gradBytes = mixed ? 2 : 4;
         int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? m : 1;
         for (int s = 0; s < plan.Pp; s++)
         {
             double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
             double reduce = 0, gather = 0;
             if (plan.Zero == 0)
-                reduce = CollectiveModel.Seconds(Collective.AllReduce, stageParams * gradBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                reduce = CollectiveModel.Seconds(Collective.AllReduce, stageParams * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
             else if (plan.Zero <= 2)
             {
-                reduce = CollectiveModel.Seconds(Collective.ReduceScatter, stageParams * gradBytes, placement, Axis.Dp, cluster, options.Algorithm);
-                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * weightBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                reduce = CollectiveModel.Seconds(scatter, stageParams * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
             }
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             if (options.OverlapGradReduce)

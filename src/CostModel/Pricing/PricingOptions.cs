@@ -23,6 +23,11 @@ namespace Planner.CostModel.Pricing;
 /// step before going on (the executor).</param>
 /// <param name="ReduceScatterPerMicroBatch">ZeRO-2 reduce-scatters the gradients after every micro-batch's backward,
 /// adding each into the gradient shard (the executor), rather than once per step after the last micro-batch.</param>
+/// <param name="ReduceScatterAsAllReduce">ZeRO's gradient reduce-scatters run as an all-reduce of the whole buffer of
+/// which each rank keeps its slice (the executor: Gloo has no reduce-scatter), moving twice the bytes.</param>
+/// <param name="Fp32DataParallel">Data-parallel collectives move fp32 whatever the precision: gradient reductions
+/// on fp32 copies and ZeRO's parameter gathers from the fp32 master shard (the executor; Gloo reduces no bf16), rather
+/// than gradients and weights in the training precision.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -30,7 +35,9 @@ public sealed record PricingOptions(
     bool FusedGradAccumulation = true,
     bool GradientBucketCopies = false,
     bool OverlapParamGather = true,
-    bool ReduceScatterPerMicroBatch = false)
+    bool ReduceScatterPerMicroBatch = false,
+    bool ReduceScatterAsAllReduce = false,
+    bool Fp32DataParallel = false)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

@@ -173,12 +173,13 @@ public static class RunCommand
     /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel); the
     /// data-parallel reduction started block by block behind the backward on flattened copies of the gradients (ZeRO-0's
     /// all-reduce and ZeRO-1's reduce-scatter behind the last backward, ZeRO-2's reduce-scatter behind every
-    /// micro-batch's backward); ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward;
-    /// and autograd's accumulation of each micro-batch's gradients.
+    /// micro-batch's backward); ZeRO's reduce-scatters as all-reduces (Gloo has none) and every gradient reduction on
+    /// fp32 copies; ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward; and autograd's
+    /// accumulation of each micro-batch's gradients.
     /// </summary>
     public static PricingOptions Software(ParallelPlan plan) =>
         new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true);
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
