@@ -617,7 +617,9 @@ public sealed class RankTrainer : IDisposable
         var bucket = parameters.Where(p => (_shards is not null || p.Grad is not null) && !TiedAcrossStages(p)).ToList();
         if (bucket.Count == 0)
             return;
-        long t0 = Now();
+        // Host time only: a device synchronisation per block would stop the CPU from queueing the backward ahead of the
+        // device (this times the flattening and the launch; the wait shows in FinishReduce / ReduceGroups).
+        long t0 = TorchRuntime.NowNanoseconds();
         SumSequenceParallelGradients(bucket);
         if (_shards is null)
         {
@@ -631,7 +633,7 @@ public sealed class RankTrainer : IDisposable
                 _scattering.Add(_shards.StartReduce(g));
                 _started++;
             }
-        _dpComm += Since(t0);
+        _dpComm += (TorchRuntime.NowNanoseconds() - t0) / 1e9;
     }
 
     /// <summary>Reductions of the last step that started during the backward (ZeRO-0/1/2 with dp &gt; 1): per chunk, one

@@ -150,7 +150,7 @@ public sealed class ShardedParameters : IDisposable
     {
         if (_gradients is null)
         {
-            _gradients = Tensor.Zeros(Master.Shape).On(Master.Device);
+            _gradients = Tensor.Zeros(Master.Shape, DType.Float32, Master.Device);
             DisposeScope.Untrack(_gradients);
         }
         return _gradients.Narrow(0, _offset[group], _shard[group]);
@@ -171,7 +171,7 @@ public sealed class ShardedParameters : IDisposable
     internal static Tensor Flatten(IReadOnlyList<Tensor> tensors, bool grads)
     {
         using var scope = DisposeScope.Begin();
-        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape).On(t.Device) : t.Detach()).Reshape(-1).To(DType.Float32)).ToList();
+        var parts = tensors.Select(t => (grads ? t.Grad ?? Tensor.Zeros(t.Shape, DType.Float32, t.Device) : t.Detach()).Reshape(-1).To(DType.Float32)).ToList();
         return scope.Keep(Tensor.Cat(parts, 0));
     }
 
@@ -180,7 +180,7 @@ public sealed class ShardedParameters : IDisposable
         long n = flat.Numel;
         if (n == length)
             return flat;
-        using var zeros = Tensor.Zeros([length - n]).On(flat.Device);
+        using var zeros = Tensor.Zeros([length - n], DType.Float32, flat.Device);
         return Tensor.Cat([flat, zeros], 0);
     }
 

@@ -1,5 +1,7 @@
 // c10d: TCPStore rendezvous, Gloo (CPU) and NCCL (CUDA) process groups, sub-groups, collectives with timeouts.
 #include "common.h"
+
+#include <cstdlib>
 #include "group.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -79,10 +81,14 @@ PT_EXPORT int32_t pt_pg_gloo(pt_store* s, const char* prefix, int32_t rank, int3
                              const char* interface_host, pt_pg** out) {
   PT_TRY
   auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
-  // A given address (loopback for single-machine runs); otherwise the device of this host's name, reachable
-  // from other machines.
+  // A given address (loopback for single-machine runs); otherwise the network interface named by GLOO_SOCKET_IFNAME
+  // (as PyTorch honours it: a host name that resolves to 127.0.1.1, Debian's default, would bind to loopback), else
+  // the device of this host's name, reachable from other machines.
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
   if (interface_host && *interface_host)
     options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(interface_host));
+  else if (ifname && *ifname)
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
   else
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, s->store);

@@ -8,9 +8,6 @@ namespace Planner.Cli.Commands;
 /// <param name="Scheduled">One rank per task of a scheduler (Slurm, MPI), which binds tasks to cores itself.</param>
 internal sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Scheduled)
 {
-    /// <summary>The rendezvous is on this machine's loopback: Gloo binds to it (else to the host name's address).</summary>
-    public bool Loopback => MasterAddr is "127.0.0.1" or "localhost" or "::1";
-
     /// <summary>The number of tasks a scheduler (Slurm, Open MPI) started, or null outside one.</summary>
     public static int? SchedulerWorld()
     {

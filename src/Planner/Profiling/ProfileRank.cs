@@ -191,18 +191,19 @@ public static class ProfileRank
         """{"model_type": "gpt2", "n_layer": 1, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null}""";
 
     /// <summary>
-    /// The reference block split over ranks 0 and 1 by tensor parallelism, as the executor runs it: median forward and
-    /// backward seconds without the time inside its collectives (the shim's own timer), which the pricer prices apart.
-    /// Null on the other ranks.
+    /// The reference block split by tensor parallelism over <paramref name="pair"/> (two ranks of one node), as the
+    /// executor runs it: median forward and backward seconds without the time inside its collectives (the shim's own
+    /// timer), which the pricer prices apart. Null on the other ranks.
     /// </summary>
-    private static double[]? MeasureTpBlock(Store store, int rank, TimeSpan timeout, string? iface)
+    private static double[]? MeasureTpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
     {
-        if (rank >= 2)
+        int tpRank = Array.IndexOf(pair, rank);
+        if (tpRank < 0)
             return null;
-        using var tp = ProcessGroup.Gloo(store, "profile-tp", rank, 2, timeout, iface);
+        using var tp = ProcessGroup.Gloo(store, "profile-tp", tpRank, 2, timeout, iface);
         var model = ReferenceModel();
         var plan = ReferencePlan(tp: 2);
-        using var stage = ReferenceStage(plan, tp, rank);
+        using var stage = ReferenceStage(plan, tp, tpRank);
         using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
         // The collectives' own seconds, kept apart from the passes': the block's two all-reduces per pass as training
         // runs them, between its kernels (on shared cores that includes waking the peer's threads).
@@ -447,8 +448,9 @@ public static class ProfileRank
         Progress(0.42, "the transformer block and its head");
         var block = MeasureBlock();
         Progress(0.52, "the block split over tensor-parallel ranks");
-        // Tensor parallelism stays inside a node: with one rank per node there is no pair to split the block over.
-        var blockTp = nodes.RanksPerNode >= 2 ? MeasureTpBlock(store, rank, timeout, iface) : null;
+        // Tensor parallelism stays inside a node: the first two ranks of rank 0's node (not ranks 0 and 1, which a
+        // scheduler's cyclic placement puts on different machines); with one rank per node there is no pair.
+        var blockTp = nodes.RanksPerNode >= 2 ? MeasureTpBlock(store, rank, nodes.Ranks(0)[..2], timeout, iface) : null;
         Progress(0.58, "the optimizer");
         double optimizerNs = MeasureOptimizer();
         Progress(0.62, "collectives");
