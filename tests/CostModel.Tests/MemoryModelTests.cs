@@ -157,6 +157,45 @@ public class MemoryModelTests
         AssertRel(perParam * n, st.Weights + st.Gradients + st.Optimizer, 1e-12);
     }
 
+    /// <summary>
+    /// The executor's layout: fp32 parameters cast at each use. Its model states per parameter, by ZeRO stage and
+    /// precision, and the casts each micro-batch in flight keeps under mixed precision.
+    /// </summary>
+    [Theory]
+    [InlineData(0, Precision.Bf16)]
+    [InlineData(1, Precision.Bf16)]
+    [InlineData(2, Precision.Bf16)]
+    [InlineData(3, Precision.Bf16)]
+    [InlineData(0, Precision.Fp32)]
+    [InlineData(1, Precision.Fp32)]
+    [InlineData(3, Precision.Fp32)]
+    public void Fp32_parameters_cast_at_use_are_priced_as_the_executor_holds_them(int zero, Precision precision)
+    {
+        const int dp = 8, inFlight = 3;
+        var m = Gpt();
+        var plan = Plan(dp: dp, zero: zero, precision: precision);
+        var ops = new TransformerOps(m, plan, flashAttention: false);
+        var plain = new MemoryModel(m, plan, ops, A100);
+        var executor = new MemoryModel(m, plan, ops, A100, fp32Params: true);
+        double n = executor.StageParams(L, true, true);
+        var st = executor.Stage(0, L, inFlight, chunks: 1);
+        var reference = plain.Stage(0, L, inFlight, chunks: 1);
+        // fp32 parameters and gradients (the gradients sharded from ZeRO-2, the parameters kept only as the master
+        // shard between uses under ZeRO-3); Adam's moments, and from ZeRO-1 an fp32 master shard, sharded.
+        Assert.Equal(zero >= 3 ? 0 : 4 * n, st.Weights, 1e-6);
+        Assert.Equal(zero >= 2 ? 4 * n / dp : 4 * n, st.Gradients, 1e-6);
+        Assert.Equal(zero >= 1 ? 12 * n / dp : 8 * n, st.Optimizer, 1e-6);
+        // Mixed precision: each micro-batch in flight keeps a cast of the weights for its backward.
+        bool mixed = precision != Precision.Fp32;
+        AssertRel(reference.Activations + (mixed ? inFlight * n * 2 : 0), st.Activations);
+        // ZeRO-3 gathers the whole chunk in fp32 at a time.
+        if (zero >= 3)
+            Assert.True(st.Working > reference.Working);
+        // An fp32 plan under ZeRO-0 is held the same either way.
+        if (!mixed && zero == 0)
+            Assert.Equal(reference.Total, st.Total, 1e-6);
+    }
+
     [Fact]
     public void Fp32_Is16BytesPerParam()
     {

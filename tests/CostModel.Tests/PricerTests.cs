@@ -374,6 +374,27 @@ public class PricerTests
         }
     }
 
+    [Theory]
+    [InlineData(Recompute.None)]
+    [InlineData(Recompute.Full)]
+    public void Zero3_without_prefetch_pays_each_gather_and_reduce_scatter_in_full(Recompute recompute)
+    {
+        // One stage, one chunk: every micro-batch gathers the weights for its forward and its backward (once, even
+        // with full recompute: the executor gathers before the chunk's backward, which recomputes inside it) and
+        // reduce-scatters the gradients, none of it behind the compute.
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 8, pp: 1, dp: 16, zero: 3, gbs: 128, seq: 1024, r: recompute);
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        var costs = PipelineCosts.Compute(model, cluster, plan, new PricingOptions(PrefetchZero3: false));
+        double stageParams = costs.Memories[0].StageParams(model.Layers, true, true);
+        double gather = Comm.CollectiveModel.Seconds(Comm.Collective.AllGather, stageParams * 2, placement, Comm.Axis.Dp, cluster);
+        double reduce = Comm.CollectiveModel.Seconds(Comm.Collective.ReduceScatter, stageParams * 2, placement, Comm.Axis.Dp, cluster);
+        AssertRel(plan.MicroBatches * (2 * gather + reduce), costs.Parts[0].Zero3);
+        // Prefetching hides some of it.
+        Assert.True(PipelineCosts.Compute(model, cluster, plan, PricingOptions.Default).Parts[0].Zero3 < costs.Parts[0].Zero3);
+    }
+
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
     /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
     [Theory]

@@ -20,6 +20,7 @@ public sealed class MemoryModel
     private readonly double _reservedBytes;
     private readonly double _fragmentation;
     private readonly bool _bucketCopies;
+    private readonly bool _fp32Params;
 
     /// <summary>Creates the model for one plan.</summary>
     /// <param name="gradientBucketCopies">The data-parallel reduction works on copies of the gradients (PyTorch DDP's
@@ -27,7 +28,12 @@ public sealed class MemoryModel
     /// contiguous buffer): with dp &gt; 1 a buffer the size of the gradients whose reductions are in flight at once
     /// beside them: the stage's under ZeRO-0/1 (every bucket of the last backward), one model chunk's under ZeRO-2
     /// (its reduce-scatters are waited for at the end of each backward of the chunk).</param>
-    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false)
+    /// <param name="fp32Params">The parameters themselves are fp32 and cast to the compute precision at each use (the
+    /// executor), rather than kept in the training precision beside an fp32 master copy in the optimizer (Megatron-LM):
+    /// fp32 weights and gradients; AdamW's moments on the parameters (ZeRO-0) or on an fp32 master shard (ZeRO-1/2/3);
+    /// under mixed precision each micro-batch in flight keeps its casts of the weights for its backward; under ZeRO-3
+    /// a whole model chunk is gathered at a time.</param>
+    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false, bool fp32Params = false)
     {
         _m = model;
         _p = plan;
@@ -35,6 +41,7 @@ public sealed class MemoryModel
         _reservedBytes = gpu.ReservedGib * Units.GiB;
         _fragmentation = gpu.Profiled?.MemoryFactor is double f ? Math.Max(0, f - 1) : Fragmentation; // never below what is allocated
         _bucketCopies = gradientBucketCopies;
+        _fp32Params = fp32Params;
     }
 
     /// <summary>Parameters held by a rank of a stage (before ZeRO-3 sharding).</summary>
@@ -96,11 +103,13 @@ public sealed class MemoryModel
         double e = _p.Precision.ActivationBytes();
         double paramsHere = StageParams(layers, first, last);
         bool mixed = _p.Precision.IsMixed();
-        double weightBytes = mixed ? 2 : 4;
-        double gradBytes = mixed ? 2 : 4;
-        double optimBytes = mixed ? 12 : 8;
+        double weightBytes = mixed && !_fp32Params ? 2 : 4;
+        double gradBytes = mixed && !_fp32Params ? 2 : 4;
+        // Fp32 parameters: Adam's two moments, and under ZeRO an fp32 master shard beside the full parameters.
+        double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp > 1 ? 12 : 8) : mixed ? 12 : 8;
         double dp = _p.Dp;
-        double weights = paramsHere * weightBytes / (_p.Zero >= 3 ? dp : 1);
+        // ZeRO-3 with fp32 parameters keeps only the master shard (counted with the optimizer) between uses.
+        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp > 1 ? 0 : paramsHere * weightBytes / (_p.Zero >= 3 ? dp : 1);
         double grads = paramsHere * gradBytes / (_p.Zero >= 2 ? dp : 1);
         double owned = paramsHere / (_p.Zero >= 1 ? dp : 1);
         // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
@@ -112,6 +121,9 @@ public sealed class MemoryModel
         double recomputed = v.RecomputeLayers is { } k && rc == Recompute.Full ? Math.Min(k, chunkLayers) : chunkLayers;
         double perChunk = recomputed * ActivationsPerLayer(rc) + (chunkLayers - recomputed) * ActivationsPerLayer(Recompute.None);
         double activations = perChunk * inFlight;
+        // Casts of fp32 parameters to the compute precision, saved by autograd for each micro-batch's backward.
+        if (_fp32Params && mixed)
+            activations += inFlight * paramsHere / chunks * e;
         if (first)
             activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
 
@@ -123,7 +135,9 @@ public sealed class MemoryModel
         if (last)
             working += _ops.Tokens * _m.Vocab / _p.Tp * (e + 4 + 4); // logits, fp32 softmax and its gradient
         if (_p.Zero >= 3)
-            working += 2 * (double)_m.LayerParams / _p.Tp * weightBytes; // the gathered layer and the prefetched one
+            working += _fp32Params
+                ? paramsHere / chunks * 4 // a whole chunk gathered at a time, fp32
+                : 2 * (double)_m.LayerParams / _p.Tp * weightBytes; // the gathered layer and the prefetched one
 
         // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)

@@ -153,7 +153,7 @@ public sealed class PipelineCosts
         ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant, PricingOptions options)
     {
         var layout = StageLayout.Of(model, plan);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies, options.Fp32Params);
         int last = plan.Pp - 1;
         int layersFirst = layout.LayersOnStage(0), layersLast = layout.LayersOnStage(last);
         int inFlightFirst = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, 0);
@@ -189,14 +189,14 @@ public sealed class PipelineCosts
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
         for (int g = 0; g < memories.Length; g++)
-            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies);
+            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies, options.Fp32Params);
         var memory = memories[0];
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();
         double hiddenBytes = planBlock.HiddenBytes;
 
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
-        // gradients every micro-batch; prefetching hides them behind that chunk's compute.
+        // gradients every micro-batch; prefetching hides them behind that chunk's compute (PricingOptions.PrefetchZero3).
         double weightBytes = mixed ? 2 : 4;
         // Data-parallel collectives in the training precision or in fp32, and ZeRO's reduce-scatter natively or as an
         // all-reduce (see PricingOptions).
@@ -235,10 +235,12 @@ public sealed class PipelineCosts
                 double commF = layers * (tpBlockFwd + cpFwd) + (hasEmbed ? tpEmbed : 0);
                 double commB = layers * (tpBlockBwd + cpBwd) + recomputed * tpBlockRecompute + (hasHead ? tpEmbed : 0);
                 double gather = Zero3Fwd(s, c);
-                double zeroF = gpu.Overlapped(computeF, gather) - computeF;
-                // Backward gathers again (twice with full recompute) and reduce-scatters the chunk's gradients.
-                bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0;
-                double zeroB = gpu.Overlapped(computeB + recompute, gather * (regather ? 2 : 1) + Zero3Reduce(s, c)) - (computeB + recompute);
+                // Backward gathers again (prefetching software twice with full recompute: for the recompute and for the
+                // backward) and reduce-scatters the chunk's gradients; without prefetch all of it waits.
+                bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0 && options.PrefetchZero3;
+                double backComm = gather * (regather ? 2 : 1) + Zero3Reduce(s, c);
+                double zeroF = options.PrefetchZero3 ? gpu.Overlapped(computeF, gather) - computeF : gather;
+                double zeroB = options.PrefetchZero3 ? gpu.Overlapped(computeB + recompute, backComm) - (computeB + recompute) : backComm;
                 // Every micro-batch after the first adds its weight gradients into the accumulated ones (read both,
                 // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
                 double accumulate = m > 1 && !options.FusedGradAccumulation ? block.Timer.Stream(3 * ChunkParams(s, c) * gradAccumulationBytes) * (m - 1) / m : 0;

@@ -28,6 +28,10 @@ namespace Planner.CostModel.Pricing;
 /// <param name="Fp32DataParallel">Data-parallel collectives move fp32 whatever the precision: gradient reductions
 /// on fp32 copies and ZeRO's parameter gathers from the fp32 master shard (the executor; Gloo reduces no bf16), rather
 /// than gradients and weights in the training precision.</param>
+/// <param name="Fp32Params">Parameters kept in fp32 and cast to the compute precision at each use (the executor),
+/// rather than in the training precision beside the optimizer's fp32 master copy: see <see cref="Memory.MemoryModel"/>.</param>
+/// <param name="PrefetchZero3">ZeRO-3's gathers and reduce-scatters run behind the chunk's compute (DeepSpeed's and
+/// FSDP's prefetch); false for software that gathers a chunk, then computes, then reduces (the executor).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -37,7 +41,9 @@ public sealed record PricingOptions(
     bool OverlapParamGather = true,
     bool ReduceScatterPerMicroBatch = false,
     bool ReduceScatterAsAllReduce = false,
-    bool Fp32DataParallel = false)
+    bool Fp32DataParallel = false,
+    bool Fp32Params = false,
+    bool PrefetchZero3 = true)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

@@ -7,7 +7,9 @@ namespace Planner.Cli.Commands;
 /// <summary>
 /// run's <c>--device</c>: where the ranks train. <c>auto</c> (null type) takes CUDA when the libtorch shim sees
 /// devices, else the CPU; <c>cuda</c> gives each rank of the machine its own device (its local index, or the
-/// scheduler's local rank); <c>cuda:N</c> names one device (what the launcher hands each rank process).
+/// scheduler's local rank; a scheduled task that sees a single device takes it, as when one GPU is bound to each task,
+/// though tasks that all see the same single GPU would then collide in NCCL); <c>cuda:N</c> names one device (what the
+/// launcher hands each rank process).
 /// </summary>
 public sealed record DeviceChoice(DeviceType? Type, int? Index = null)
 {

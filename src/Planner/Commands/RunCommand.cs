@@ -174,12 +174,13 @@ public static class RunCommand
     /// data-parallel reduction started block by block behind the backward on flattened copies of the gradients (ZeRO-0's
     /// all-reduce and ZeRO-1's reduce-scatter behind the last backward, ZeRO-2's reduce-scatter behind every
     /// micro-batch's backward); ZeRO's reduce-scatters as all-reduces (Gloo has none) and every gradient reduction on
-    /// fp32 copies; ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward; and autograd's
-    /// accumulation of each micro-batch's gradients.
+    /// fp32 copies; ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward; autograd's
+    /// accumulation of each micro-batch's gradients; fp32 parameters cast at each use; ZeRO-3's gathers and
+    /// reduce-scatters in line with the compute, not prefetched.
     /// </summary>
     public static PricingOptions Software(ParallelPlan plan) =>
         new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true);
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
