@@ -391,8 +391,9 @@ public class PricerTests
         double gather = Comm.CollectiveModel.Seconds(Comm.Collective.AllGather, stageParams * 2, placement, Comm.Axis.Dp, cluster);
         double reduce = Comm.CollectiveModel.Seconds(Comm.Collective.ReduceScatter, stageParams * 2, placement, Comm.Axis.Dp, cluster);
         AssertRel(plan.MicroBatches * (2 * gather + reduce), costs.Parts[0].Zero3);
-        // Prefetching hides some of it.
-        Assert.True(PipelineCosts.Compute(model, cluster, plan, PricingOptions.Default).Parts[0].Zero3 < costs.Parts[0].Zero3);
+        // Prefetching hides some of it (with full recompute it also gathers a second time, which can cost more).
+        if (recompute == Recompute.None)
+            Assert.True(PipelineCosts.Compute(model, cluster, plan, PricingOptions.Default).Parts[0].Zero3 < costs.Parts[0].Zero3);
     }
 
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
