@@ -396,6 +396,44 @@ public class PricerTests
             Assert.True(PipelineCosts.Compute(model, cluster, plan, PricingOptions.Default).Parts[0].Zero3 < costs.Parts[0].Zero3);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void A_tied_embedding_reduced_after_the_flush_is_priced_apart_and_exposed(int zero)
+    {
+        // gpt2-xl's embedding is tied across the two stages: the first and the last stage each reduce it over DP.
+        var model = ModelLoader.Load("gpt2-xl");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 1, pp: 2, dp: 8, zero: zero, gbs: 256, seq: 1024);
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        var serial = new PricingOptions(OverlapGradReduce: false, ReduceScatterPerMicroBatch: true);
+        var apart = serial with { TiedEmbeddingReducedAfterFlush = true };
+        var costs = PipelineCosts.Compute(model, cluster, plan, apart);
+        double tiedParams = (double)model.Vocab * model.Hidden;
+        var op = zero == 0 ? Comm.Collective.AllReduce : Comm.Collective.ReduceScatter;
+        int reductions = zero == 2 ? plan.MicroBatches : 1;
+        for (int s = 0; s < 2; s++)
+        {
+            double stageParams = costs.Memories[0].StageParams(costs.Layout.LayersOnStage(s), s == 0, s == 1);
+            double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
+            double gather = zero == 0 ? 0 : Dp(Comm.Collective.AllGather, stageParams * 2);
+            // The pipeline's sum: the whole gradient, or under ZeRO-2 the shard already reduced over DP.
+            int pairPerNode = placement.CrossesNodes(Comm.Axis.Pp) ? 1 : 2;
+            double tied = Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, tiedParams * 2 / (zero == 2 ? plan.Dp : 1), 2, pairPerNode, cluster);
+            AssertRel((Dp(op, (stageParams - tiedParams) * 2) + Dp(op, tiedParams * 2)) * reductions + gather + tied, costs.Parts[s].DpTail);
+            var together = PipelineCosts.Compute(model, cluster, plan, serial);
+            double tiedTogether = Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, tiedParams * 2, 2, pairPerNode, cluster);
+            AssertRel(Dp(op, stageParams * 2) * reductions + gather + tiedTogether, together.Parts[s].DpTail);
+        }
+        // Overlapped with the backward, the embedding reduced apart is exposed: the tail grows (under ZeRO-2 the
+        // pipeline then sums only a shard, which can make up for it).
+        var overlapped = new PricingOptions(ReduceScatterPerMicroBatch: true, OverlapParamGather: false);
+        if (zero <= 1)
+            Assert.True(PipelineCosts.Compute(model, cluster, plan, overlapped with { TiedEmbeddingReducedAfterFlush = true }).Parts[0].DpTail
+                        > PipelineCosts.Compute(model, cluster, plan, overlapped).Parts[0].DpTail);
+    }
+
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
     /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
     [Theory]

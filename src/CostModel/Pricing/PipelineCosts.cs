@@ -267,30 +267,42 @@ public sealed class PipelineCosts
         for (int s = 0; s < plan.Pp; s++)
         {
             double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
-            double reduce = 0, gather = 0;
-            if (plan.Zero == 0)
-                reduce = CollectiveModel.Seconds(Collective.AllReduce, stageParams * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
-            else if (plan.Zero <= 2)
+            // An embedding tied across stages that software reduces over data parallelism only after its sum over the
+            // pipeline, after the flush (PricingOptions.TiedEmbeddingReducedAfterFlush): its reduction is apart from
+            // the overlapped buckets and exposed.
+            bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
+            double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
+            double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
+            double reduce = 0, gather = 0, reduceApart = 0;
+            if (plan.Zero <= 2)
             {
-                reduce = CollectiveModel.Seconds(scatter, stageParams * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
-                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                var op = plan.Zero == 0 ? Collective.AllReduce : scatter;
+                reduce = CollectiveModel.Seconds(op, (stageParams - apart) * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                reduceApart = CollectiveModel.Seconds(op, apart * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
             }
+            if (plan.Zero is 1 or 2)
+                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             if (options.OverlapGradReduce)
             {
                 // The gradients the backward produces last (the first stage's embedding, else the stage's first block)
-                // are reduced only after it ends: that bucket is exposed whatever the overlap.
-                double lastBucket = plan.Zero <= 2 && stageParams > 0
-                    ? (s == 0 ? (double)model.EmbeddingParams / plan.Tp : (double)model.LayerParams / plan.Tp) / stageParams * reduce
-                    : 0;
+                // are reduced only after it ends: that bucket is exposed whatever the overlap. (An embedding reduced
+                // apart leaves the position table as the first stage's last bucket, or its first block without one.)
+                double reduced = stageParams - apart;
+                double lastParams = s == 0 ? (double)model.EmbeddingParams / plan.Tp - apart : 0;
+                if (lastParams <= 0)
+                    lastParams = (double)model.LayerParams / plan.Tp;
+                double lastBucket = plan.Zero <= 2 && reduced > 0 ? Math.Min(1, lastParams / reduced) * reduce : 0;
                 reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
                 if (options.OverlapParamGather)
                     gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
-            reduce *= reductions;
-            // Tied input and output embeddings on different stages: their gradients are summed across the pipeline.
-            double tied = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1)
-                ? CollectiveModel.Seconds(Collective.AllReduce, (double)model.Vocab * model.Hidden / plan.Tp * gradBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
+            reduce = (reduce + reduceApart) * reductions;
+            // Tied input and output embeddings on different stages: their gradients are summed across the pipeline
+            // (software that reduces them apart sums ZeRO-2/3's shards, already reduced over data parallelism).
+            double tiedBytes = tiedParams * reduceBytes / (options.TiedEmbeddingReducedAfterFlush && plan.Zero >= 2 ? plan.Dp : 1);
+            double tied = tiedHere
+                ? CollectiveModel.Seconds(Collective.AllReduce, tiedBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
             double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
             parts[s].OwnedParams = owned;

@@ -32,6 +32,10 @@ namespace Planner.CostModel.Pricing;
 /// rather than in the training precision beside the optimizer's fp32 master copy: see <see cref="Memory.MemoryModel"/>.</param>
 /// <param name="PrefetchZero3">ZeRO-3's gathers and reduce-scatters run behind the chunk's compute (DeepSpeed's and
 /// FSDP's prefetch); false for software that gathers a chunk, then computes, then reduces (the executor).</param>
+/// <param name="TiedEmbeddingReducedAfterFlush">An embedding tied across the first and last pipeline stages is summed
+/// over the pipeline after the flush and only then reduced over data parallelism, outside the overlapped buckets
+/// (the executor; under ZeRO-2 after every micro-batch, its shards summed over the pipeline), rather than reduced in
+/// the buckets and then summed (Megatron-LM).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -43,7 +47,8 @@ public sealed record PricingOptions(
     bool ReduceScatterAsAllReduce = false,
     bool Fp32DataParallel = false,
     bool Fp32Params = false,
-    bool PrefetchZero3 = true)
+    bool PrefetchZero3 = true,
+    bool TiedEmbeddingReducedAfterFlush = false)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

@@ -180,7 +180,7 @@ public static class RunCommand
     /// </summary>
     public static PricingOptions Software(ParallelPlan plan) =>
         new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false);
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
