@@ -16,6 +16,10 @@ public sealed class Store : IDisposable
 
     private Store(StoreHandle handle) => Handle = handle;
 
+    /// <summary>A rendezvous address on this machine's loopback: every rank is local, and Gloo binds to loopback too
+    /// (elsewhere it binds to the host name's address or GLOO_SOCKET_IFNAME's interface).</summary>
+    public static bool IsLoopback(string host) => host is "127.0.0.1" or "localhost" or "::1";
+
     /// <summary>Connects (or, with <paramref name="isServer"/>, serves) a TCPStore.</summary>
     public static Store Tcp(string host, int port, int worldSize, bool isServer, TimeSpan timeout)
     {

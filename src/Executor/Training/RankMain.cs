@@ -25,7 +25,7 @@ public static class RankMain
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
         using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
-        bool loopback = env.MasterAddr is "127.0.0.1" or "localhost" or "::1";
+        bool loopback = Store.IsLoopback(env.MasterAddr);
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         var lines = new System.Text.StringBuilder();
         for (int step = 0; step < options.Steps; step++)

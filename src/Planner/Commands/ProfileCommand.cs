@@ -89,7 +89,7 @@ public static class ProfileCommand
         {
             string host = r.GetValue(rankAddr)!;
             return ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), host, r.GetValue(rankPort), stdout, Console.Error, r.GetValue(node)!,
-                loopback: host is "127.0.0.1" or "localhost" or "::1");
+                loopback: Planner.Executor.Distributed.Store.IsLoopback(host));
         });
         return [cmd, rankCmd];
     }
@@ -115,6 +115,10 @@ public static class ProfileCommand
         return launch.LocalRanks.Contains(0) ? (JsonNode.Parse(outputs.First(o => o.Rank == 0).Output.Trim().Split('\n').Last()) as JsonObject)! : null;
     }
 
+    /// <summary>A collective's measured [bytes, seconds] rows under <paramref name="key"/>.</summary>
+    private static List<(double, double)> Pairs(JsonObject m, string key) =>
+        m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+
     /// <summary>A network tier's fit: latency per ring step, bytes per second per rank, and what it comes from.</summary>
     public sealed record LinkFit(double LatencySeconds, double BytesPerSecond, string Source);
 
@@ -129,7 +133,6 @@ public static class ProfileCommand
     /// </summary>
     public static (LinkFit Intra, LinkFit Inter) FitLinks(JsonObject m, ClusterSpec cluster)
     {
-        List<(double, double)> Rows(string key) => m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
         static LinkFit Ring(List<(double Bytes, double Seconds)> rows, int n, string source)
         {
             var (alpha, beta) = Fitting.AlphaBeta(rows.Select(x => (2.0 * (n - 1), x.Bytes * 2.0 * (n - 1) / n, x.Seconds)).ToList());
@@ -140,12 +143,12 @@ public static class ProfileCommand
         int perNode = (int?)m["ranks_per_node"] ?? world;
         if (nodes <= 1)
         {
-            var one = Ring(Rows("all_reduce_loaded"), world, $"all-reduce over {world} ranks of one machine");
+            var one = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks of one machine");
             return (one, one);
         }
-        var inter = Ring(Rows("all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
+        var inter = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
         var intra = perNode >= 2
-            ? Ring(Rows("node_all_reduce_loaded"), perNode, $"all-reduce over the {perNode} ranks of each node")
+            ? Ring(Pairs(m, "node_all_reduce_loaded"), perNode, $"all-reduce over the {perNode} ranks of each node")
             : new LinkFit(cluster.IntraNode.LatencySeconds, cluster.IntraNode.EffectiveBytesPerSecond, $"not measured with one rank per node: cluster '{cluster.Name}''s spec");
         return (intra, inter);
     }
@@ -165,8 +168,7 @@ public static class ProfileCommand
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
         int overlapBlocks = (int)ov[3];
         double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
-        // Each collective's [bytes, seconds] rows.
-        List<(double, double)> Pairs(string key) => m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+        List<(double, double)> Pairs(string key) => ProfileCommand.Pairs(m, key);
         var ar = Pairs("all_reduce");
         var sr = Pairs("send_recv");
         var loaded = Pairs("all_reduce_loaded");

@@ -67,6 +67,24 @@ public static class ProfileRank
         return sum / runs;
     }
 
+    /// <summary>Timed runs of a collective on <paramref name="bytes"/>: about 16 MB in all, 5 to 50 runs.</summary>
+    private static int RunsFor(long bytes) => (int)Math.Clamp((16L << 20) / bytes, 5, 50);
+
+    /// <summary>One round trip of <paramref name="t"/> between rank 0 and <paramref name="peer"/> (the others do nothing).</summary>
+    private static void PingPongWith(ProcessGroup pg, Tensor t, int rank, int peer)
+    {
+        if (rank == 0)
+        {
+            pg.Send(t, peer);
+            pg.Recv(t, peer);
+        }
+        else if (rank == peer)
+        {
+            pg.Recv(t, 0);
+            pg.Send(t, 0);
+        }
+    }
+
     /// <summary>Median seconds of <paramref name="op"/> after one warm-up call, over at least <paramref name="minRuns"/> runs and <paramref name="budget"/> seconds.</summary>
     public static double Median(Action op, double budget, int minRuns = 3)
     {
@@ -483,25 +501,13 @@ public static class ProfileRank
             Progress(0.62 + 0.28 * Array.IndexOf(MessageBytes, bytes) / MessageBytes.Length, FormattableString.Invariant($"collectives of {bytes:N0} bytes"));
             var t = Tensor.Zeros([bytes / 4]);
             pg.Barrier();
-            int runs = (int)Math.Clamp((16L << 20) / bytes, 5, 50);
+            int runs = RunsFor(bytes);
             allReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
             pg.Barrier();
             loaded.Add([bytes, MeanAfter(Gap, () => pg.AllReduce(t), LoadedRuns)]);
             pg.Barrier();
             // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
-            void PingPong()
-            {
-                if (rank == 0)
-                {
-                    pg.Send(t, 1);
-                    pg.Recv(t, 1);
-                }
-                else if (rank == 1)
-                {
-                    pg.Recv(t, 0);
-                    pg.Send(t, 0);
-                }
-            }
+            void PingPong() => PingPongWith(pg, t, rank, 1);
             sendRecv.Add([bytes, MedianOf(PingPong, runs) / 2]);
             pg.Barrier();
             sendRecvLoaded.Add([bytes, MeanAfter(Gap, PingPong, LoadedRuns) / 2]);
@@ -532,7 +538,7 @@ public static class ProfileRank
                 {
                     using var t = Tensor.Zeros([bytes / 4]);
                     sub.Barrier();
-                    byGroup.Add([size, bytes, MedianOf(() => sub.AllReduce(t), (int)Math.Clamp((16L << 20) / bytes, 5, 50))]);
+                    byGroup.Add([size, bytes, MedianOf(() => sub.AllReduce(t), RunsFor(bytes))]);
                 }
             }
             pg.Barrier();
@@ -561,20 +567,7 @@ public static class ProfileRank
                 if (local is not null)
                     nodeLoaded.Add([bytes, MeanAfter(Gap, () => local.AllReduce(t), LoadedRuns)]);
                 pg.Barrier();
-                void PingPong()
-                {
-                    if (rank == 0)
-                    {
-                        pg.Send(t, peer);
-                        pg.Recv(t, peer);
-                    }
-                    else if (rank == peer)
-                    {
-                        pg.Recv(t, 0);
-                        pg.Send(t, 0);
-                    }
-                }
-                sendRecvInter.Add([bytes, MedianOf(PingPong, (int)Math.Clamp((16L << 20) / bytes, 5, 50)) / 2]);
+                sendRecvInter.Add([bytes, MedianOf(() => PingPongWith(pg, t, rank, peer), RunsFor(bytes)) / 2]);
             }
             pg.Barrier();
             local?.Dispose();
