@@ -97,7 +97,9 @@ public sealed class MultiNodeLaunchTests : IDisposable
             "nnodes" => (RunArgs(plan, "--nnodes", "2", "--node-rank", i.ToString(), "--master-port", port.ToString()), new Dictionary<string, string>()),
             "slurm" => (RunArgs(plan, "--master-port", port.ToString()), new Dictionary<string, string>
             {
-                ["SLURM_PROCID"] = i.ToString(), ["SLURM_NTASKS"] = world.ToString(), ["SLURM_NODELIST"] = "localhost",
+                // What srun sets for each task of a step (SLURM_STEP_NUM_TASKS marks a task, not the batch script).
+                ["SLURM_PROCID"] = i.ToString(), ["SLURM_NTASKS"] = world.ToString(), ["SLURM_STEP_NUM_TASKS"] = world.ToString(),
+                ["SLURM_STEP_NODELIST"] = "localhost", ["SLURM_JOB_ID"] = "77",
             }),
             _ => (RunArgs(plan, "--master-port", port.ToString(), "--master-addr", "127.0.0.1"), new Dictionary<string, string>
             {
@@ -127,9 +129,33 @@ public sealed class MultiNodeLaunchTests : IDisposable
         }
     }
 
+    [Fact]
+    public void Run_from_a_slurm_batch_script_without_srun_starts_every_rank_itself_and_says_so()
+    {
+        // sbatch's script sees the job's variables (SLURM_PROCID=0, the job's SLURM_NTASKS) but no step's: it is one
+        // process, not one task per rank; taking it for rank 0 of 2 tasks would wait for a rank 1 that never starts.
+        string plan = Plan(1, 2, 1);
+        var (code, single, error) = ExecutorParityTests.Planner(RunArgs(plan));
+        Assert.True(code == 0, error);
+        var results = RunAll([(RunArgs(plan), new Dictionary<string, string>
+        {
+            ["SLURM_JOB_ID"] = "77", ["SLURM_PROCID"] = "0", ["SLURM_LOCALID"] = "0", ["SLURM_NTASKS"] = "2",
+            ["SLURM_JOB_NUM_NODES"] = "2", ["SLURM_NODELIST"] = "node[1-2]",
+        })]);
+        var (c, output, err) = results[0];
+        Assert.True(c == 0, err);
+        Assert.Contains("Slurm job 77's batch script, not an srun step", err);
+        var report = JsonNode.Parse(output)!;
+        Assert.Equal(2, report["measured"]!["peak_memory_gib_by_rank"]!.AsArray().Count);
+        var expected = Losses(JsonNode.Parse(single)!);
+        var losses = Losses(report);
+        for (int s = 0; s < 3; s++)
+            Assert.Equal(expected[s], losses[s], 1e-6);
+    }
+
     [Theory]
-    [InlineData("SLURM_PROCID", "first", "SLURM_NTASKS", "2", "SLURM_PROCID")]
-    [InlineData("SLURM_PROCID", "0", "SLURM_NTASKS", "-2", "SLURM_NTASKS")]
+    [InlineData("SLURM_PROCID", "first", "SLURM_STEP_NUM_TASKS", "2", "SLURM_PROCID")]
+    [InlineData("SLURM_PROCID", "0", "SLURM_STEP_NUM_TASKS", "-2", "SLURM_STEP_NUM_TASKS")]
     [InlineData("OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "4", "4 tasks but the plan has 2 ranks")]
     [InlineData("OMPI_COMM_WORLD_RANK", "2", "OMPI_COMM_WORLD_SIZE", "2", "rank 2 is not below its 2 tasks")]
     public void Bad_scheduler_variables_exit_2_naming_them(string rankVar, string rank, string sizeVar, string size, string named)

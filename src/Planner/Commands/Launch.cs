@@ -8,11 +8,28 @@ namespace Planner.Cli.Commands;
 /// <param name="Scheduled">One rank per task of a scheduler (Slurm, MPI), which binds tasks to cores itself.</param>
 internal sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPort, bool Scheduled)
 {
+    /// <summary>
+    /// This process's rank variable and its step's task count when srun started it as one task of a job step, else null.
+    /// A batch script (sbatch) also sees <c>SLURM_PROCID=0</c> and the job's <c>SLURM_NTASKS</c>, but it is one process,
+    /// not one task per rank: only srun sets <c>SLURM_STEP_NUM_TASKS</c> (the step's tasks, which may be fewer than the
+    /// job's), so a command run straight from the batch script starts its ranks itself, as on a machine of its own.
+    /// </summary>
+    private static (string Rank, string Tasks, string TasksName)? SlurmTask() =>
+        Environment.GetEnvironmentVariable("SLURM_PROCID") is { } rank && Environment.GetEnvironmentVariable("SLURM_STEP_NUM_TASKS") is { } tasks
+            ? (rank, tasks, "SLURM_STEP_NUM_TASKS") : null;
+
+    /// <summary>Inside a Slurm job's batch script (not a task of an srun step): what run and profile print, once.</summary>
+    public static string? SlurmBatchNote() =>
+        SlurmTask() is null && Environment.GetEnvironmentVariable("SLURM_JOB_ID") is { } job
+        && (Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } n && n != "1" || Environment.GetEnvironmentVariable("SLURM_JOB_NUM_NODES") is { } nodes && nodes != "1")
+            ? $"planner: in Slurm job {job}'s batch script, not an srun step: starting the ranks on this machine only (use srun to start one task per rank across the job's nodes)"
+            : null;
+
     /// <summary>The number of tasks a scheduler (Slurm, Open MPI) started, or null outside one.</summary>
     public static int? SchedulerWorld()
     {
-        if (Environment.GetEnvironmentVariable("SLURM_PROCID") is not null && Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } sn)
-            return Variable("SLURM_NTASKS", sn);
+        if (SlurmTask() is { } slurm)
+            return Variable(slurm.TasksName, slurm.Tasks);
         if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") is not null && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is { } os)
             return Variable("OMPI_COMM_WORLD_SIZE", os);
         return null;
@@ -24,10 +41,12 @@ internal sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPor
     public static Launch From(int nnodes, int nodeRank, string addr, int? port, int world, string what = "the plan")
     {
         // Ranks from a scheduler: this process is one rank (as torchrun reads them).
-        if (Environment.GetEnvironmentVariable("SLURM_PROCID") is { } sp && Environment.GetEnvironmentVariable("SLURM_NTASKS") is { } sn)
-            return FromScheduler(Variable("SLURM_PROCID", sp), Variable("SLURM_NTASKS", sn), FirstSlurmHost() ?? addr, port, world, what);
+        if (SlurmTask() is { } slurm)
+            return FromScheduler(Variable("SLURM_PROCID", slurm.Rank), Variable(slurm.TasksName, slurm.Tasks), FirstSlurmHost() ?? addr, port, world, what);
         if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") is { } or && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is { } os)
             return FromScheduler(Variable("OMPI_COMM_WORLD_RANK", or), Variable("OMPI_COMM_WORLD_SIZE", os), addr, port, world, what);
+        if (SlurmBatchNote() is { } note)
+            Console.Error.WriteLine(note);
         if (nnodes < 1 || world % nnodes != 0)
             throw new InputException($"--nnodes: {nnodes} must divide {what}'s {world} ranks");
         if (nodeRank < 0 || nodeRank >= nnodes)
@@ -51,8 +70,9 @@ internal sealed record Launch(int[] LocalRanks, string MasterAddr, int MasterPor
 
     private static string? FirstSlurmHost()
     {
-        // SLURM_NODELIST like "node[01-04],other": take the first host.
-        var list = Environment.GetEnvironmentVariable("SLURM_NODELIST");
+        // The step's nodes (srun -N may use fewer than the job's), like "node[01-04],other": take the first host.
+        var list = new[] { "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST" }
+            .Select(Environment.GetEnvironmentVariable).FirstOrDefault(v => !string.IsNullOrEmpty(v));
         if (string.IsNullOrEmpty(list))
             return null;
         int bracket = list.IndexOf('[');
