@@ -434,6 +434,44 @@ public class PricerTests
                         > PipelineCosts.Compute(model, cluster, plan, overlapped).Parts[0].DpTail);
     }
 
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(1, 1)]
+    [InlineData(2, 1)]
+    [InlineData(0, 2)]
+    [InlineData(1, 2)]
+    public void A_collective_per_bucket_pays_each_blocks_head_and_embedding_reduction_apart(int zero, int pp)
+    {
+        // gpt2-xl over DP 8: each stage reduces its blocks' gradients, the last stage its head's (final norm and the
+        // tied embedding's copy), the first its embedding's, one collective each; not overlapped, all in the tail.
+        var model = ModelLoader.Load("gpt2-xl");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 1, pp: pp, dp: 8, zero: zero, gbs: 256, seq: 1024);
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        var one = new PricingOptions(OverlapGradReduce: false);
+        var costs = PipelineCosts.Compute(model, cluster, plan, one with { CollectivePerBucket = true });
+        var together = PipelineCosts.Compute(model, cluster, plan, one);
+        double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
+        var op = zero == 0 ? Comm.Collective.AllReduce : Comm.Collective.ReduceScatter;
+        for (int s = 0; s < pp; s++)
+        {
+            int layers = costs.Layout.LayersOnStage(s);
+            double stageParams = costs.Memories[0].StageParams(layers, s == 0, s == pp - 1);
+            var buckets = Enumerable.Repeat((double)model.LayerParams, layers).ToList();
+            if (s == pp - 1)
+                buckets.Add(model.NormParams + (pp > 1 ? (double)model.Vocab * model.Hidden : 0));
+            if (s == 0)
+                buckets.Add(model.EmbeddingParams);
+            Assert.Equal(stageParams, buckets.Sum(), 6);
+            double Each(Comm.Collective c) => buckets.Sum(b => Dp(c, b * 2));
+            double gather = zero == 0 ? 0 : Each(Comm.Collective.AllGather);
+            double tied = pp > 1 ? Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, (double)model.Vocab * model.Hidden * 2, 2, placement.CrossesNodes(Comm.Axis.Pp) ? 1 : 2, cluster) : 0;
+            AssertRel(Each(op) + gather + tied, costs.Parts[s].DpTail);
+            // Each collective pays its latency: more than the stage's gradients priced as one.
+            Assert.True(costs.Parts[s].DpTail > together.Parts[s].DpTail);
+        }
+    }
+
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
     /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
     [Theory]

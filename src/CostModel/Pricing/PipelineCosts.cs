@@ -273,15 +273,29 @@ public sealed class PipelineCosts
             bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
             double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
+            // The stage's gradients by bucket: each block's, the head's (final norm and output layer) on the last stage,
+            // the embedding's on the first; an embedding reduced apart is left out.
+            int layersHere = layout.LayersOnStage(s);
+            double embedding = s == 0 ? (double)model.EmbeddingParams / plan.Tp : 0;
+            double head = stageParams - layersHere * (double)model.LayerParams / plan.Tp - embedding;
+            if (s == 0)
+                embedding -= apart;
+            else
+                head -= apart;
+            var buckets = Enumerable.Repeat((double)model.LayerParams / plan.Tp, layersHere).Append(head).Append(embedding).Where(b => b > 0).ToList();
+            // One collective per bucket (each paying its latency), or the stage's buckets priced as one.
+            double Collect(Collective op, IEnumerable<double> parts, double bytes) => options.CollectivePerBucket
+                ? parts.Sum(b => CollectiveModel.Seconds(op, b * bytes, placement, Axis.Dp, cluster, options.Algorithm))
+                : CollectiveModel.Seconds(op, parts.Sum() * bytes, placement, Axis.Dp, cluster, options.Algorithm);
             double reduce = 0, gather = 0, reduceApart = 0;
+            var reduceOp = plan.Zero == 0 ? Collective.AllReduce : scatter;
             if (plan.Zero <= 2)
             {
-                var op = plan.Zero == 0 ? Collective.AllReduce : scatter;
-                reduce = CollectiveModel.Seconds(op, (stageParams - apart) * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
-                reduceApart = CollectiveModel.Seconds(op, apart * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                reduce = Collect(reduceOp, buckets, reduceBytes);
+                reduceApart = CollectiveModel.Seconds(reduceOp, apart * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
             }
             if (plan.Zero is 1 or 2)
-                gather = CollectiveModel.Seconds(Collective.AllGather, stageParams * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append(apart) : buckets, gatherBytes);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             if (options.OverlapGradReduce)
             {
@@ -292,7 +306,9 @@ public sealed class PipelineCosts
                 double lastParams = s == 0 ? (double)model.EmbeddingParams / plan.Tp - apart : 0;
                 if (lastParams <= 0)
                     lastParams = (double)model.LayerParams / plan.Tp;
-                double lastBucket = plan.Zero <= 2 && reduced > 0 ? Math.Min(1, lastParams / reduced) * reduce : 0;
+                double lastBucket = plan.Zero > 2 || reduced <= 0 ? 0
+                    : options.CollectivePerBucket ? Math.Min(reduce, Collect(reduceOp, [Math.Min(lastParams, reduced)], reduceBytes))
+                    : Math.Min(1, lastParams / reduced) * reduce;
                 reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
                 if (options.OverlapParamGather)
                     gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;

@@ -36,6 +36,9 @@ namespace Planner.CostModel.Pricing;
 /// over the pipeline after the flush and only then reduced over data parallelism, outside the overlapped buckets
 /// (the executor; under ZeRO-2 after every micro-batch, its shards summed over the pipeline), rather than reduced in
 /// the buckets and then summed (Megatron-LM).</param>
+/// <param name="CollectivePerBucket">Data-parallel reductions and ZeRO-1/2's gathers run one collective per block, per
+/// head and per embedding, each paying the collective's latency (the executor), rather than priced as one collective
+/// over the stage's gradients (buckets sized for bandwidth, whose few latencies the price leaves out).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -48,7 +51,8 @@ public sealed record PricingOptions(
     bool Fp32DataParallel = false,
     bool Fp32Params = false,
     bool PrefetchZero3 = true,
-    bool TiedEmbeddingReducedAfterFlush = false)
+    bool TiedEmbeddingReducedAfterFlush = false,
+    bool CollectivePerBucket = false)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

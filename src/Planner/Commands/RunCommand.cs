@@ -176,11 +176,12 @@ public static class RunCommand
     /// micro-batch's backward); ZeRO's reduce-scatters as all-reduces (Gloo has none) and every gradient reduction on
     /// fp32 copies; ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward; autograd's
     /// accumulation of each micro-batch's gradients; fp32 parameters cast at each use; ZeRO-3's gathers and
-    /// reduce-scatters in line with the compute, not prefetched.
+    /// reduce-scatters in line with the compute, not prefetched; one collective per block, head and embedding.
     /// </summary>
     public static PricingOptions Software(ParallelPlan plan) =>
         new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true);
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true,
+            CollectivePerBucket: true);
 
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
