@@ -183,6 +183,15 @@ public static class RunCommand
             OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true,
             CollectivePerBucket: true);
 
+    /// <summary>The pipeline stage whose ranks' lines (<c>rank</c>, <c>compute_s</c>) hold the most compute on average
+    /// (the lowest such stage on a tie; 0 without lines).</summary>
+    public static int BusiestStage(ParallelPlan plan, IReadOnlyList<JsonNode> lines)
+    {
+        var layout = new Planner.Executor.Distributed.ProcessGroupLayout(plan);
+        return lines.Count == 0 ? 0 : lines.GroupBy(l => layout.Coordinates((int)l["rank"]!).Pp)
+            .OrderByDescending(g => g.Average(l => (double?)l["compute_s"] ?? 0)).ThenBy(g => g.Key).First().Key;
+    }
+
     /// <summary>A cluster large enough for any plan: structural checks of a plan against its model only.</summary>
     private static ClusterSpec LocalCluster(int world) =>
         ClusterLoader.Load("local-cpu") with { Nodes = world, GpusPerNode = 1, Gpu = ClusterLoader.LoadGpu("a100-80g") };
@@ -255,7 +264,12 @@ public static class RunCommand
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
         var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
-        double Part(string key) => timedLines.Count == 0 || timedLines.Any(l => l[key] is null) ? double.NaN : timedLines.Average(l => (double)l[key]!);
+        // The prediction's breakdown is its busiest pipeline stage's: compared with the ranks of the stage whose
+        // measured compute is the largest (every rank when there is one stage), not with a mean over stages.
+        var layout = new Planner.Executor.Distributed.ProcessGroupLayout(plan);
+        int busiestStage = BusiestStage(plan, timedLines);
+        var stageLines = timedLines.Where(l => layout.Coordinates((int)l["rank"]!).Pp == busiestStage).ToList();
+        double Part(string key) => stageLines.Count == 0 || stageLines.Any(l => l[key] is null) ? double.NaN : stageLines.Average(l => (double)l[key]!);
         var parts = new (string Name, double Measured, double? Predicted)[]
         {
             ("compute (incl. recompute)", Part("compute_s"), predicted is null ? null : predicted.Breakdown.Compute + predicted.Breakdown.Recompute),
@@ -286,6 +300,7 @@ public static class RunCommand
                     ["skipped_steps"] = skipped,
                     ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                     ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
+                    ["breakdown_stage"] = busiestStage,
                     ["breakdown"] = new JsonObject
                     {
                         ["compute"] = Num(parts[0].Measured), ["tp_comm"] = Num(parts[1].Measured), ["pp_wait"] = Num(parts[2].Measured),
@@ -309,7 +324,7 @@ public static class RunCommand
         s.AddRow("peak memory per rank", $"{peak:F2} GiB", predicted is null ? "-" : $"{predicted.PeakMemoryGib:F2} GiB", memError is double e2 ? $"{e2:+0.0;-0.0}%" : "-");
         foreach (var (name, measuredPart, predictedPart) in parts)
             if (!double.IsNaN(measuredPart))
-                s.AddRow($"  {name} (s per step, rank mean)", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
+                s.AddRow($"  {name} (s per step, {(plan.Pp > 1 ? $"stage {busiestStage}, the busiest" : "rank mean")})", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
         console.Write(s);
         if (predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
