@@ -523,6 +523,53 @@ public class PricerTests
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Zero2_reducing_every_micro_batch_under_interleaving_exposes_each_chunks_last_bucket(bool perBucket)
+    {
+        // llama2-7b (untied) over PP 2 x 2 chunks and DP 4 inside one DGX node (the reduce-scatters shorter than the
+        // backward, so that overlap matters): every micro-batch, each chunk's reduce-scatter runs behind that chunk's
+        // backward and is waited for at its end, so each chunk's last bucket (the first stage's embedding, else the
+        // chunk's first block) is exposed, not only the stage's last one.
+        var model = ModelLoader.Load("llama2-7b");
+        var cluster = ClusterLoader.Load("dgx-a100-80g");
+        var plan = Plan(tp: 1, pp: 2, dp: 4, zero: 2, gbs: 64, seq: 2048) with { Vpp = 2 };
+        var options = new PricingOptions(OverlapParamGather: false, ReduceScatterPerMicroBatch: true, CollectivePerBucket: perBucket);
+        var costs = PipelineCosts.Compute(model, cluster, plan, options);
+        var placement = new Comm.Placement(plan, cluster.GpusPerNode);
+        Assert.False(placement.CrossesNodes(Comm.Axis.Dp));
+        double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
+        double Collect(Comm.Collective c, List<double> buckets) => perBucket ? buckets.Sum(b => Dp(c, b * 2)) : Dp(c, buckets.Sum() * 2);
+        double block = model.LayerParams;
+        double chunkExposedAlone = 0;
+        for (int s = 0; s < 2; s++)
+        {
+            double exposed = 0;
+            var all = new List<double>();
+            for (int c = 0; c < 2; c++)
+            {
+                int layers = costs.Layout.LayersOf(s, c);
+                var buckets = Enumerable.Repeat(block, layers).ToList();
+                if (costs.Layout.HasHead(s, c))
+                    buckets.Add(model.NormParams + model.LmHeadParams);
+                if (costs.Layout.HasEmbedding(s, c))
+                    buckets.Add(model.EmbeddingParams);
+                all.AddRange(buckets);
+                double rs = Collect(Comm.Collective.ReduceScatter, buckets);
+                double lastParams = costs.Layout.HasEmbedding(s, c) ? model.EmbeddingParams : block;
+                double last = perBucket ? Dp(Comm.Collective.ReduceScatter, lastParams * 2) : lastParams / buckets.Sum() * rs;
+                exposed += cluster.Gpu.Overlapped(costs.Backward[s, c], rs - last) - costs.Backward[s, c] + last;
+                Assert.True(rs < costs.Backward[s, c], $"reduce-scatter {rs} s beyond its chunk's backward {costs.Backward[s, c]} s");
+                if (c > 0)
+                    chunkExposedAlone += last;
+            }
+            double gather = Collect(Comm.Collective.AllGather, all);
+            AssertRel(plan.MicroBatches * exposed + gather, costs.Parts[s].DpTail);
+        }
+        Assert.True(chunkExposedAlone > 0);
+    }
+
     [Fact]
     public void The_last_gradients_of_the_backward_are_reduced_after_it_whatever_the_overlap()
     {

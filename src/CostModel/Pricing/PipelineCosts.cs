@@ -273,17 +273,26 @@ public sealed class PipelineCosts
             bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
             double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
-            // The stage's gradients by bucket: each block's, the head's (final norm and output layer) on the last stage,
-            // the embedding's on the first; an embedding reduced apart is left out.
-            int layersHere = layout.LayersOnStage(s);
-            double embedding = s == 0 ? (double)model.EmbeddingParams / plan.Tp : 0;
-            double head = stageParams - layersHere * (double)model.LayerParams / plan.Tp - embedding;
-            if (s == 0)
-                embedding -= apart;
-            else
-                head -= apart;
-            var buckets = Enumerable.Repeat((double)model.LayerParams / plan.Tp, layersHere).Append(head).Append(embedding).Where(b => b > 0).ToList();
-            // One collective per bucket (each paying its latency), or the stage's buckets priced as one.
+            // Each chunk's gradients by bucket: its blocks', the head's (final norm and output layer) on the last virtual
+            // stage, the embedding's on the first; an embedding reduced apart is left out. Last: the bucket whose
+            // gradients the chunk's backward finishes last (the embedding where there is one, else the first block).
+            (List<double> Buckets, double Last) ChunkBuckets(int c)
+            {
+                int layers = layout.LayersOf(s, c);
+                bool first = layout.HasEmbedding(s, c), last = layout.HasHead(s, c);
+                double block = (double)model.LayerParams / plan.Tp;
+                double embedding = first ? (double)model.EmbeddingParams / plan.Tp : 0;
+                double head = memory.StageParams(layers, first, last) - layers * block - embedding;
+                if (first)
+                    embedding -= apart;
+                else if (last)
+                    head -= apart;
+                var list = Enumerable.Repeat(block, layers).Append(head).Append(embedding).Where(b => b > 0).ToList();
+                return (list, embedding > 0 ? embedding : layers > 0 ? block : head);
+            }
+            var chunkBuckets = Enumerable.Range(0, chunks).Select(ChunkBuckets).ToList();
+            var buckets = chunkBuckets.SelectMany(b => b.Buckets).ToList();
+            // One collective per bucket (each paying its latency), or the buckets priced as one.
             double Collect(Collective op, IEnumerable<double> parts, double bytes) => options.CollectivePerBucket
                 ? parts.Sum(b => CollectiveModel.Seconds(op, b * bytes, placement, Axis.Dp, cluster, options.Algorithm))
                 : CollectiveModel.Seconds(op, parts.Sum() * bytes, placement, Axis.Dp, cluster, options.Algorithm);
@@ -297,19 +306,27 @@ public sealed class PipelineCosts
             if (plan.Zero is 1 or 2)
                 gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append(apart) : buckets, gatherBytes);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
+            // The reduction of buckets started behind a backward of `seconds`: the last bucket only after it ends,
+            // exposed whatever the overlap.
+            double Exposed(double seconds, List<double> parts, double lastParams)
+            {
+                double all = Collect(reduceOp, parts, reduceBytes), total = parts.Sum();
+                if (total <= 0)
+                    return 0;
+                double last = options.CollectivePerBucket
+                    ? Math.Min(all, Collect(reduceOp, [Math.Min(lastParams, total)], reduceBytes))
+                    : Math.Min(1, lastParams / total) * all;
+                return gpu.Overlapped(seconds, all - last) - seconds + last;
+            }
             if (options.OverlapGradReduce)
             {
-                // The gradients the backward produces last (the first stage's embedding, else the stage's first block)
-                // are reduced only after it ends: that bucket is exposed whatever the overlap. (An embedding reduced
-                // apart leaves the position table as the first stage's last bucket, or its first block without one.)
-                double reduced = stageParams - apart;
-                double lastParams = s == 0 ? (double)model.EmbeddingParams / plan.Tp - apart : 0;
-                if (lastParams <= 0)
-                    lastParams = (double)model.LayerParams / plan.Tp;
-                double lastBucket = plan.Zero > 2 || reduced <= 0 ? 0
-                    : options.CollectivePerBucket ? Math.Min(reduce, Collect(reduceOp, [Math.Min(lastParams, reduced)], reduceBytes))
-                    : Math.Min(1, lastParams / reduced) * reduce;
-                reduce = gpu.Overlapped(parts[s].LastBackward, reduce - lastBucket) - parts[s].LastBackward + lastBucket;
+                // ZeRO-2 reducing every micro-batch waits for each chunk's buckets at the end of the chunk's backward:
+                // under interleaving every chunk exposes its own last bucket. Otherwise the stage's buckets run behind
+                // the last micro-batch's whole backward, the first chunk's last bucket exposed.
+                if (plan.Zero <= 2)
+                    reduce = plan.Zero == 2 && options.ReduceScatterPerMicroBatch
+                        ? Enumerable.Range(0, chunks).Sum(c => Exposed(bwd[s, c], chunkBuckets[c].Buckets, chunkBuckets[c].Last))
+                        : Exposed(parts[s].LastBackward, buckets, chunkBuckets[0].Last);
                 if (options.OverlapParamGather)
                     gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
             }
