@@ -181,6 +181,20 @@ public sealed class BadInputTests
                 return (["profile", "--cluster", "dgx-h100", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "local-cpu"]);
             case "profile-nnodes-0":
                 return (["profile", "--nnodes", "0", "--out", Path.Combine(dir, "c.csv")], ["--nnodes"]);
+            case "profile-gpu-cluster-on-cpu":
+                return (["profile", "--cluster", "dgx-h100", "--device", "cpu", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "--device cpu"]);
+            case "profile-cuda-without-cuda":
+                return (["profile", "--device", "cuda", "--out", Path.Combine(dir, "c.csv")], ["--device cuda", "no CUDA device"]);
+            case "profile-device-bogus":
+                return (["profile", "--device", "tpu", "--out", Path.Combine(dir, "c.csv")], ["--device", "tpu"]);
+            case "profile-from-missing-measurements":
+                return (["profile", "--from-measurements", Path.Combine(dir, "none.json"), "--out", Path.Combine(dir, "c.csv")], ["--from-measurements", "none.json"]);
+            case "profile-from-measurements-lacking-gemm":
+                return (["profile", "--from-measurements", Write("m.json", "{\"add_seconds\": 0.01}"), "--out", Path.Combine(dir, "c.csv")], ["--from-measurements", "'gemm'"]);
+            case "profile-from-cpu-measurements-for-a-gpu-cluster":
+                return (["profile", "--cluster", "dgx-h100", "--from-measurements", Write("m.json", "{\"device\": \"cpu\"}"), "--out", Path.Combine(dir, "c.csv")], ["--from-measurements", "CPU cores", "dgx-h100"]);
+            case "profile-from-measurements-not-json":
+                return (["profile", "--from-measurements", Write("m.json", "gemm: [1, 2"), "--out", Path.Combine(dir, "c.csv")], ["--from-measurements", "not JSON"]);
             default:
                 throw new ArgumentException($"unknown case {name}");
         }
@@ -220,6 +234,13 @@ public sealed class BadInputTests
     [InlineData("profile-node-rank-out-of-range")]
     [InlineData("profile-nnodes-0")]
     [InlineData("profile-gpu-cluster")]
+    [InlineData("profile-gpu-cluster-on-cpu")]
+    [InlineData("profile-cuda-without-cuda")]
+    [InlineData("profile-device-bogus")]
+    [InlineData("profile-from-missing-measurements")]
+    [InlineData("profile-from-measurements-lacking-gemm")]
+    [InlineData("profile-from-measurements-not-json")]
+    [InlineData("profile-from-cpu-measurements-for-a-gpu-cluster")]
     public void BadInputIsExit2WithOneLineNamingTheCulprit(string name)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"planner-badinput-{name}-{Guid.NewGuid():N}");

@@ -22,7 +22,8 @@ public sealed class ProfilingTests : IDisposable
         // The whole verb with real rank processes: every collective of the issue in the report, the calibration file
         // with the measured corrections, and the file accepted by run's prediction.
         string path = Path.Combine(_dir, "local.csv");
-        var (code, output, error) = ExecutorParityTests.Planner(["profile", "--cluster", "local-cpu", "--out", path]);
+        string kept = Path.Combine(_dir, "measurements.json");
+        var (code, output, error) = ExecutorParityTests.Planner(["profile", "--cluster", "local-cpu", "--out", path, "--keep-measurements", kept]);
         Assert.True(code == 0, error);
         foreach (var heading in new[] { "all-reduce us", "send/recv us", "all-gather us", "reduce-scatter us", "all-to-all us", "busbw GB/s",
                      "a training step of a 2-block GPT", "a kernel call as the block runs it", "its collectives (2 all-reduces per pass)" })
@@ -36,13 +37,85 @@ public sealed class ProfilingTests : IDisposable
         Assert.True(cal.IntraBandwidthGbs > 0 && cal.IntraLatencyUs > 0);
         var applied = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
         Assert.Equal(cal.GemmEfficiency, applied.Gpu.GemmEfficiency);
+
+        // The kept measurements fit again, measuring nothing, to the same calibration.
+        string refitPath = Path.Combine(_dir, "refit.csv");
+        var (refitCode, refitOutput, refitError) = ExecutorParityTests.Planner(["profile", "--cluster", "local-cpu", "--from-measurements", kept, "--out", refitPath]);
+        Assert.True(refitCode == 0, refitError);
+        Assert.Contains($"fitted from {kept}", refitOutput);
+        var refit = CalibrationFile.Read(refitPath);
+        Assert.Equal(cal.Host, refit.Host);
+        foreach (var (name, a, b) in new[]
+                 {
+                     ("gemm efficiency", cal.GemmEfficiency, refit.GemmEfficiency), ("half dimension", cal.GemmHalfDim, refit.GemmHalfDim),
+                     ("kernel overhead", cal.KernelOverheadUs, refit.KernelOverheadUs), ("reserved", cal.ReservedGib, refit.ReservedGib),
+                     ("intra bandwidth", cal.IntraBandwidthGbs, refit.IntraBandwidthGbs), ("step factor", p.StepCompute!.Value, refit.Profiled!.StepCompute!.Value),
+                     ("memory factor", p.MemoryFactor!.Value, refit.Profiled!.MemoryFactor!.Value),
+                 })
+            Assert.True(a == b, $"{name}: {a} measured, {b} refitted");
+        AssertCudaMeasurementsFitTheGpuCluster(kept);
+    }
+
+    /// <summary>
+    /// The fit of a CUDA profile, from measurements shaped as its ranks write them (this profile's, relabelled: this
+    /// machine has no GPU): the calibration is the cluster's training precision, the runtime's memory stays the spec's
+    /// (CUDA's allocator does not see the context), and the corrections are priced at the CUDA sizes.
+    /// </summary>
+    private static void AssertCudaMeasurementsFitTheGpuCluster(string kept)
+    {
+        System.Text.Json.Nodes.JsonObject Measurements() => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(kept))!.AsObject();
+        var m = Measurements();
+        m["device"] = "cuda";
+        m["precision"] = "bf16";
+        m["rss_bytes"] = null;
+        m["host"] = "gpu-node-7";
+        var spec = ClusterLoader.Load("dgx-h100");
+        var cal = Planner.Cli.Commands.ProfileCommand.Fit(spec, m, out var report);
+        Assert.Equal("bf16", cal.Precision);
+        Assert.Equal("gpu-node-7", cal.Host);
+        Assert.Equal("cuda, bf16", cal.Versions["device"]);
+        Assert.Equal(spec.Gpu.ReservedGib, cal.ReservedGib);
+        Assert.Equal(spec.Gpu.PeakTflops[Precision.Bf16], cal.PeakTflops, 1e-9);
+        var applied = cal.Apply(spec);
+        Assert.Equal(cal.PeakTflops, applied.Gpu.PeakTflops[Precision.Bf16]);
+        var console = new StringWriter();
+        report(Planner.Cli.Rendering.Tables.Console(console));
+        Assert.Contains("GEMM (bf16", console.ToString());
+        Assert.Contains($"GPT-2 block (hidden {ProfileSizes.Cuda(Precision.Bf16).BlockModel().Hidden}", console.ToString());
+        // The same measurements as the CPU's price the CPU's sizes: the block correction differs by their prices alone.
+        var cpu = Planner.Cli.Commands.ProfileCommand.Fit(ClusterLoader.Load("local-cpu"), Measurements(), out _);
+        Assert.Equal("fp32", cpu.Precision);
+        Assert.NotEqual(cpu.Profiled!.BlockForward, cal.Profiled!.BlockForward);
+    }
+
+    [Theory]
+    [InlineData("local-cpu", "auto", 4, 2, "cpu")]
+    [InlineData("local-cpu", "cpu", 0, 2, "cpu")]
+    [InlineData("dgx-h100", "auto", 8, 8, "cuda")]
+    [InlineData("dgx-h100", "cuda", 8, 2, "cuda")]
+    [InlineData("dgx-h100", "auto", 0, 2, "--cluster dgx-h100")]
+    [InlineData("dgx-h100", "cpu", 8, 2, "--device cpu")]
+    [InlineData("local-cpu", "cuda", 2, 2, "CPU cores")]
+    [InlineData("dgx-h100", "cuda", 4, 8, "8 ranks")]
+    public void Profile_measures_the_clusters_kind_of_device(string cluster, string device, int visible, int ranks, string expected)
+    {
+        // expected: the device measured, or a part of the refusal's message.
+        var spec = ClusterLoader.Load(cluster);
+        Commands.DeviceChoice Measured() => Commands.ProfileCommand.MeasuredDevice(spec, Commands.DeviceChoice.Parse(device), ranks, scheduled: false, () => visible);
+        if (expected is "cpu" or "cuda")
+        {
+            Assert.Equal(expected, Measured().Type == Planner.Executor.Torch.DeviceType.Cuda ? "cuda" : "cpu");
+            Assert.Equal(expected == "cuda" ? Precision.Bf16 : Precision.Fp32, ProfileSizes.PrecisionFor(spec, expected == "cuda"));
+        }
+        else
+            Assert.Contains(expected, Assert.Throws<InputException>(Measured).Message);
     }
 
     [Fact]
     public void Gemm_fit_recovers_known_parameters_from_synthetic_timings()
     {
         const double peak = 1e14, eff = 0.62, half = 96, overhead = 7e-6;
-        var samples = ProfileRank.GemmShapes.Select(s =>
+        var samples = ProfileSizes.Cpu.GemmShapes.Select(s =>
         {
             double t = 2.0 * s.M * s.N * s.K / (peak * eff) * (s.M + half) / s.M * (s.N + half) / s.N * (s.K + half) / s.K + overhead;
             return ((double)s.M, (double)s.N, (double)s.K, t);
@@ -82,7 +155,7 @@ public sealed class ProfilingTests : IDisposable
         // The reference block's price at 4 sequences and at 1 as the profile computes it (kernels, and per microsecond
         // of call cost), and times made from a known call cost and factor: the fit gives the call cost back.
         var gpu = ClusterLoader.LoadGpu("local-cpu");
-        var model = ProfileRank.ReferenceModel();
+        var model = ProfileSizes.Cpu.BlockModel();
         (double A, double B) Price(Planner.CostModel.Plans.ParallelPlan plan)
         {
             var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
@@ -93,8 +166,8 @@ public sealed class ProfilingTests : IDisposable
             }
             return (P(0), P(1) - P(0));
         }
-        var large = Price(ProfileRank.ReferencePlan());
-        var small = Price(ProfileRank.SmallReferencePlan());
+        var large = Price(ProfileSizes.Cpu.BlockPlan());
+        var small = Price(ProfileSizes.Cpu.SmallPlan());
         Assert.True(large.A > 3 * small.A && large.B > 0, $"{large} {small}");
         Assert.Equal(large.B, small.B, 9); // the same calls
         double tLarge = factor * (large.A + callUs * large.B), tSmall = factor * (small.A + callUs * small.B);
@@ -108,7 +181,7 @@ public sealed class ProfilingTests : IDisposable
     {
         const double alpha = 30e-6, bandwidth = 2.5e9;
         var rng = new Random(7);
-        var samples = ProfileRank.MessageBytes.SelectMany(b => new[] { (2.0, (double)b), (1.0, (double)b) })
+        var samples = ProfileSizes.Cpu.MessageBytes.SelectMany(b => new[] { (2.0, (double)b), (1.0, (double)b) })
             .Select(x => (x.Item1, x.Item2, (x.Item1 * alpha + x.Item2 / bandwidth) * (1 + 0.001 * (rng.NextDouble() - 0.5)))).ToList();
         var (a, b) = Fitting.AlphaBeta(samples);
         Assert.InRange(a, alpha * 0.97, alpha * 1.03);
@@ -118,7 +191,7 @@ public sealed class ProfilingTests : IDisposable
     /// <summary>Rows of [bytes, seconds] for a loaded all-reduce over <paramref name="n"/> ranks, as a ring of
     /// latency <paramref name="alpha"/> per step and <paramref name="bandwidth"/> bytes/s per rank would take.</summary>
     private static System.Text.Json.Nodes.JsonArray RingRows(int n, double alpha, double bandwidth) =>
-        new(ProfileRank.MessageBytes.Select(b => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray(
+        new(ProfileSizes.Cpu.MessageBytes.Select(b => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray(
             (double)b, 2.0 * (n - 1) * alpha + 2.0 * (n - 1) / n * b / bandwidth)).ToArray());
 
     [Theory]

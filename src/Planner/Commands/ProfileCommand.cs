@@ -15,8 +15,8 @@ namespace Planner.Cli.Commands;
 /// </summary>
 public static class ProfileCommand
 {
-    /// <summary>Above this peak per device (TFLOP/s) a cluster's devices are GPUs, not the CPU cores profile measures
-    /// (one core's FMA units give about 0.1; a GPU 15 and more).</summary>
+    /// <summary>Above this peak per device (TFLOP/s) a cluster's devices are GPUs, measured on CUDA devices; at or below
+    /// it CPU cores, measured on the CPU (one core's FMA units give about 0.1; a GPU 15 and more).</summary>
     public const double CpuCoreTflopsLimit = 2;
 
     /// <summary>Creates the verb and its hidden rank verb.</summary>
@@ -29,15 +29,29 @@ public static class ProfileCommand
         var nodeRank = new Option<int>("--node-rank") { Description = "This machine's index among --nnodes (0 writes the calibration)", DefaultValueFactory = _ => 0 };
         var addr = new Option<string>("--master-addr") { Description = "Address of node 0 (rendezvous)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int?>("--master-port") { Description = "Rendezvous port on node 0 (default: a free port on one machine, 29500 on several)" };
-        var cmd = new Command("profile", "Measure this machine (or several) and write a calibration the cost model uses for the cluster") { cluster, outFile, ranks, nnodes, nodeRank, addr, port };
+        var device = new Option<string>("--device")
+        {
+            Description = "What the ranks measure: auto (the cluster's kind of device: CUDA devices for a GPU cluster, else the CPU), cpu, or cuda (one device per rank of this machine; NCCL groups)",
+            DefaultValueFactory = _ => "auto",
+        };
+        var keep = new Option<string?>("--keep-measurements") { Description = "Also write the raw measurements (JSON) to this file, to fit again later with --from-measurements" };
+        var from = new Option<string?>("--from-measurements") { Description = "Measure nothing: fit the calibration from measurements a profile kept (--keep-measurements), on any machine" };
+        var cmd = new Command("profile", "Measure this machine (or several) and write a calibration the cost model uses for the cluster") { cluster, outFile, ranks, nnodes, nodeRank, addr, port, device, keep, from };
         cmd.SetAction(r =>
         {
             var c = ClusterLoader.Load(r.GetValue(cluster)!);
-            // The ranks measure CPU cores through Gloo: a calibration of a GPU cluster from them would price every plan
-            // of that cluster with a CPU's rates (and be used for it by default).
-            double specPeak = c.Gpu.PeakTflops.Values.Max();
-            if (specPeak > CpuCoreTflopsLimit)
-                throw new InputException($"--cluster {c.Name}: its devices ({c.Gpu.Name}, {specPeak:G3} TFLOP/s) are not what profile measures (CPU cores through Gloo; CUDA devices and NCCL are not profiled yet); profile a CPU cluster such as local-cpu");
+            if (r.GetValue(from) is { } fromPath)
+            {
+                var saved = ReadMeasurements(fromPath);
+                var refit = FitSaved(c, saved, fromPath, out var refitReport);
+                string refitPath = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
+                CalibrationFile.Write(refitPath, refit);
+                var refitConsole = Rendering.Tables.Console(stdout);
+                refitReport(refitConsole);
+                refitConsole.WriteLine($"calibration for '{c.Name}' fitted from {fromPath} (measured on {refit.Host}, {refit.Cpu}) written to {refitPath}");
+                return Cli.Ok;
+            }
+            var choice = DeviceChoice.Parse(r.GetValue(device)!);
             int perNode = r.GetValue(ranks);
             if (perNode is < 1 or > 64)
                 throw new InputException($"--ranks: {perNode} must be from 1 to 64");
@@ -47,13 +61,15 @@ public static class ProfileCommand
             if (world < 2)
                 throw new InputException($"--ranks: {perNode} rank on one machine measures no collective; use 2 or more (or several machines)");
             var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world, "the profile");
+            var measured = MeasuredDevice(c, choice, launch.LocalRanks.Length, launch.Scheduled);
+            var precision = ProfileSizes.PrecisionFor(c, measured.Type == Executor.Torch.DeviceType.Cuda);
             string path = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
             var watch = Stopwatch.StartNew();
             var console = Rendering.Tables.Console(stdout);
             if (!launch.LocalRanks.Contains(0))
             {
                 // Another machine's ranks: they measure with rank 0, which fits and writes the calibration.
-                RunRanks(launch, world, r.GetValue(nodeRank), (_, _) => { });
+                RunRanks(launch, world, r.GetValue(nodeRank), measured, precision, (_, _) => { });
                 console.WriteLine($"ranks {launch.LocalRanks.Min()}-{launch.LocalRanks.Max()} of {world} measured; the calibration is written where rank 0 runs");
                 return Cli.Ok;
             }
@@ -63,13 +79,18 @@ public static class ProfileCommand
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask($"profiling on {world} ranks", maxValue: 1);
-                    result = RunRanks(launch, world, r.GetValue(nodeRank), (done, what) =>
+                    result = RunRanks(launch, world, r.GetValue(nodeRank), measured, precision, (done, what) =>
                     {
                         task.Value = done;
                         task.Description = $"profiling on {world} ranks: {what}";
                     });
                     task.Value = 1;
                 });
+            if (r.GetValue(keep) is { } keepPath)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(keepPath))!);
+                File.WriteAllText(keepPath, result!.ToJsonString() + "\n");
+            }
             var cal = Fit(c, result!, out var report);
             CalibrationFile.Write(path, cal);
             report(console);
@@ -82,29 +103,56 @@ public static class ProfileCommand
         var rankAddr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
         var rankPort = new Option<int>("--master-port") { Required = true };
         var node = new Option<string>("--node") { DefaultValueFactory = _ => "0" };
+        var rankDevice = new Option<string>("--device") { DefaultValueFactory = _ => "cpu" };
+        var rankPrecision = new Option<string>("--precision") { DefaultValueFactory = _ => "fp32" };
         var rankCmd = new Command("profile-rank", "One rank of profile") { Hidden = true };
-        foreach (Option o in new Option[] { rank, worldOpt, rankAddr, rankPort, node })
+        foreach (Option o in new Option[] { rank, worldOpt, rankAddr, rankPort, node, rankDevice, rankPrecision })
             rankCmd.Options.Add(o);
         rankCmd.SetAction(r =>
         {
             string host = r.GetValue(rankAddr)!;
+            var own = DeviceChoice.Parse(r.GetValue(rankDevice)!);
+            var p = PrecisionInfo.TryParse(r.GetValue(rankPrecision)!) ?? throw new InputException($"--precision: '{r.GetValue(rankPrecision)}' is not fp32, tf32, fp16, bf16 or fp8");
             return ProfileRank.Run(r.GetValue(rank), r.GetValue(worldOpt), host, r.GetValue(rankPort), stdout, Console.Error, r.GetValue(node)!,
-                loopback: Planner.Executor.Distributed.Store.IsLoopback(host));
+                loopback: Planner.Executor.Distributed.Store.IsLoopback(host), device: own.Of(0), precision: p);
         });
         return [cmd, rankCmd];
     }
 
+    /// <summary>
+    /// The device the ranks measure for <paramref name="cluster"/>: its kind of device (CUDA devices for a GPU cluster,
+    /// CPU cores else) unless --device names one, checked against what this machine has. A calibration measured on the
+    /// other kind would price every plan of the cluster with the wrong device's rates (and be used for it by default).
+    /// </summary>
+    /// <exception cref="InputException">The device is not the cluster's kind, or CUDA is asked for where the shim sees none.</exception>
+    public static DeviceChoice MeasuredDevice(ClusterSpec cluster, DeviceChoice choice, int localRanks, bool scheduled, Func<int>? cudaDevices = null)
+    {
+        double specPeak = cluster.Gpu.PeakTflops.Values.Max();
+        bool gpus = specPeak > CpuCoreTflopsLimit;
+        var resolved = choice.Type is null && !gpus ? new DeviceChoice(Executor.Torch.DeviceType.Cpu) : choice.Resolve(localRanks, scheduled, cudaDevices);
+        bool cuda = resolved.Type == Executor.Torch.DeviceType.Cuda;
+        if (gpus && !cuda)
+            throw new InputException(choice.Type is null
+                ? $"--cluster {cluster.Name}: its devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are GPUs, and the libtorch shim sees {(cudaDevices ?? (() => Executor.Torch.TorchRuntime.CudaDevices))()} CUDA device(s) for {localRanks} rank(s) here (profile a GPU cluster on its GPU nodes with a CUDA build of the shim, README 'Training on GPUs'; on this machine, a CPU cluster such as local-cpu)"
+                : $"--cluster {cluster.Name}: its devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are GPUs, not the CPU cores --device cpu measures; profile a CPU cluster such as local-cpu, or the GPUs with --device cuda");
+        if (!gpus && cuda)
+            throw new InputException($"--cluster {cluster.Name}: its devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are CPU cores, not the CUDA devices --device {(choice.Type is null ? "auto" : "cuda")} measures; use --device cpu, or a GPU cluster");
+        return resolved;
+    }
+
     /// <summary>Starts this machine's ranks (or is the scheduler's one) and returns rank 0's measurements when it ran here.</summary>
+    /// <param name="device">What the ranks measure (each local rank its own CUDA device).</param>
+    /// <param name="precision">The precision they measure in on CUDA.</param>
     /// <param name="progress">Called with rank 0's progress reports: the share done and what it measures.</param>
-    private static JsonObject? RunRanks(Launch launch, int world, int nodeRank, Action<double, string> progress)
+    private static JsonObject? RunRanks(Launch launch, int world, int nodeRank, DeviceChoice device, Precision precision, Action<double, string> progress)
     {
         // The ranks learn which of them share a machine from the name each gives its own: the launcher's node index,
         // or under a scheduler its node id (Slurm) or the host name.
         string nodeName = !launch.Scheduled ? $"node{nodeRank}"
             : Environment.GetEnvironmentVariable("SLURM_NODEID") is { Length: > 0 } id ? $"slurm-node{id}" : Environment.MachineName;
-        var ranks = launch.LocalRanks.Select(rank => (rank, (IEnumerable<string>)
+        var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)
             ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-addr", launch.MasterAddr,
-             "--master-port", launch.MasterPort.ToString(), "--node", nodeName])).ToList();
+             "--master-port", launch.MasterPort.ToString(), "--node", nodeName, "--device", device.RankArgument(local), "--precision", precision.Name()])).ToList();
         // The sweeps grow with the ranks (the all-reduce over every smaller group); the ranks' own timeouts end a stuck collective.
         var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled, progress: (rank, line) =>
         {
@@ -114,6 +162,59 @@ public static class ProfileCommand
         });
         return launch.LocalRanks.Contains(0) ? (JsonNode.Parse(outputs.First(o => o.Rank == 0).Output.Trim().Split('\n').Last()) as JsonObject)! : null;
     }
+
+    /// <summary>Measurements a profile kept (rank 0's JSON).</summary>
+    /// <exception cref="InputException">The file is missing or not a JSON object.</exception>
+    public static JsonObject ReadMeasurements(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InputException($"--from-measurements: cannot read '{path}': {e.Message}");
+        }
+        try
+        {
+            return JsonNode.Parse(text) as JsonObject ?? throw new InputException($"--from-measurements: '{path}' is not a JSON object of profile's measurements");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InputException($"--from-measurements: '{path}' is not JSON: {e.Message}");
+        }
+    }
+
+    /// <summary><see cref="Fit"/> of kept measurements, a file that lacks one of them named as bad input.</summary>
+    /// <exception cref="InputException">A measurement is missing or of the wrong kind.</exception>
+    public static Cal FitSaved(ClusterSpec cluster, JsonObject m, string path, out Action<IAnsiConsole> report)
+    {
+        // Measurements of the other kind of device would price every plan of the cluster with the wrong device's rates.
+        bool cuda = ((string?)m["device"] ?? "cpu") == "cuda";
+        double specPeak = cluster.Gpu.PeakTflops.Values.Max();
+        if (cuda != specPeak > CpuCoreTflopsLimit)
+            throw new InputException($"--from-measurements: '{path}' was measured on {(cuda ? "CUDA devices" : "CPU cores")}, but --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are {(cuda ? "CPU cores" : "GPUs")}");
+        foreach (var key in RequiredMeasurements)
+            if (m[key] is null)
+                throw new InputException($"--from-measurements: '{path}' lacks '{key}' (not the measurements of this version's profile --keep-measurements)");
+        try
+        {
+            return Fit(cluster, m, out report);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or InvalidCastException or NullReferenceException or IndexOutOfRangeException or ArgumentException)
+        {
+            throw new InputException($"--from-measurements: '{path}' holds a measurement of the wrong form ({e.Message})");
+        }
+    }
+
+    /// <summary>The measurements <see cref="Fit"/> cannot do without.</summary>
+    public static readonly string[] RequiredMeasurements =
+    [
+        "gemm", "add_seconds", "add_bytes", "gelu_seconds", "gelu_elements", "small_op_seconds", "ops", "linear", "block", "optimizer_ns_per_param",
+        "all_reduce", "all_reduce_loaded", "overlap", "step_compute_seconds", "send_recv", "all_gather", "reduce_scatter", "all_to_all",
+        "all_reduce_by_group", "torch",
+    ];
 
     /// <summary>A collective's measured [bytes, seconds] rows under <paramref name="key"/>.</summary>
     private static List<(double, double)> Pairs(JsonObject m, string key) =>
@@ -156,7 +257,11 @@ public static class ProfileCommand
     /// <summary>Fits the calibration from rank 0's measurements.</summary>
     public static Cal Fit(ClusterSpec cluster, JsonObject m, out Action<IAnsiConsole> report)
     {
-        var precision = cluster.Gpu.PeakTflops.ContainsKey(Precision.Fp32) ? Precision.Fp32 : cluster.Gpu.PeakTflops.Keys.First();
+        // What the ranks measured at: the device and precision they name (older measurements: the CPU's).
+        string device = (string?)m["device"] ?? "cpu";
+        bool cuda = device == "cuda";
+        var precision = cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string)mp!) is { } named ? named : ProfileSizes.PrecisionFor(cluster, cuda);
+        var sizes = ProfileSizes.For(device, precision);
         double peak = cluster.Gpu.PeakFlops(precision);
         var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
         var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
@@ -178,17 +283,23 @@ public static class ProfileCommand
         var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
         int n = m["world"] is { } w ? (int)w : 2;
         var (intra, inter) = FitLinks(m, cluster);
-        var (host, cpu) = CalibrationFile.ThisMachine();
+        // The machine measured (kept measurements may be fitted on another).
+        var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
+        string host = (string?)m["host"] ?? thisHost, cpu = (string?)m["cpu"] ?? thisCpu;
         var opRates = m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!));
         double optimizerNs = (double)m["optimizer_ns_per_param"]!;
         // A kernel call costs at least what the smallest op costs through the binding.
         double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
+        // The runtime's memory: a CPU rank's resident set before training; on CUDA (whose context and NCCL buffers are
+        // outside the allocator's statistics) the cluster spec's.
+        double reservedGib = m["rss_bytes"] is { } rssNode ? (double)rssNode / Units.GiB : cluster.Gpu.ReservedGib;
         var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
-            (double)m["rss_bytes"]! / Units.GiB, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
+            reservedGib, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
             new Dictionary<string, string>
             {
                 ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
                 ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
+                ["device"] = cuda ? $"cuda, {precision.Name()}" : "cpu",
             },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
@@ -200,8 +311,8 @@ public static class ProfileCommand
         double? blockCallUs = null;
         {
             var gpu0 = cal.Apply(cluster).Gpu;
-            var ops4 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
-            var ops1 = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.SmallReferencePlan(), flashAttention: false);
+            var ops4 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
+            var ops1 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.SmallPlan(), flashAttention: false);
             double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
             {
                 var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
@@ -230,7 +341,7 @@ public static class ProfileCommand
         // A whole transformer block and its head as the executor runs them, against their price with everything above:
         // what the kernel list leaves out (framework overheads, layout copies) corrects every block and head.
         var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
-        var blockOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(), flashAttention: false);
+        var blockOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
         double[] blockRow = [measured[0], blockTimer.Forward(blockOps.Block), measured[1], blockTimer.Backward(blockOps.Block),
             measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
         cal = cal with
@@ -246,10 +357,10 @@ public static class ProfileCommand
         if (m["block_tp"] is JsonArray ta)
         {
             var tpMeasured = ta.Select(v => (double)v!).ToArray();
-            var tpOps = new Planner.CostModel.Compute.TransformerOps(ProfileRank.ReferenceModel(), ProfileRank.ReferencePlan(tp: 2), flashAttention: false);
+            var tpOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(tp: 2), flashAttention: false);
             tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
             // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
-            var tpCosts = BlockCosts.Compute(ProfileRank.ReferenceModel(), cal.Apply(cluster), ProfileRank.ReferencePlan(tp: 2), RunCommand.Software(ProfileRank.ReferencePlan(tp: 2)));
+            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software(sizes.BlockPlan(tp: 2)));
             tpCommRow = [tpMeasured[2], tpCosts.TpForward + tpCosts.TpBackward];
             cal = cal with
             {
@@ -260,17 +371,18 @@ public static class ProfileCommand
             };
         }
         // Whole training steps of a small GPT on every rank at once, against their price with all of the above.
-        var stepModel = ProfileRank.ReferenceStepModel();
-        var stepPlan = ProfileRank.ReferenceStepPlan();
+        var stepModel = sizes.StepModel();
+        var stepPlan = sizes.StepPlan();
         var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software(stepPlan));
         double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
         // The memory those steps added to the rank against what the memory model allocates for them: the allocator's share.
         var stepStage = stepPrice.PeakStage;
-        double[] memoryRow = [(double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!, stepStage.Total - stepStage.Overhead];
+        double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
+        double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
         cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1], MemoryFactor = memoryRow[0] / memoryRow[1] } };
         report = console =>
         {
-            var g = new Table().Border(TableBorder.Rounded).Title("GEMM (fp32, per rank, both ranks busy)")
+            var g = new Table().Border(TableBorder.Rounded).Title($"GEMM ({precision.Name()}, per rank, every rank busy)")
                 .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
             foreach (var (mm, nn, kk, t) in gemm)
             {
@@ -279,22 +391,23 @@ public static class ProfileCommand
             }
             console.Write(g);
             console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
-            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; rank resident memory after the GEMMs {(double)m["rss_bytes"]! / Units.GiB:F2} GiB");
+            string runtime = m["rss_bytes"] is null ? $"the runtime's memory (outside the CUDA allocator's statistics): the spec's {reservedGib:F2} GiB" : $"rank resident memory before the sweeps {reservedGib:F2} GiB";
+            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; {runtime}");
             foreach (var (name, rate) in opRates)
-                console.WriteLine($"{name} ({ProfileRank.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
+                console.WriteLine($"{name} ({sizes.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
             if (blockCallUs is double callUs)
-                console.WriteLine($"the block over 1 x 32 tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
+                console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
             console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             var br = blockRow;
-            console.WriteLine($"GPT-2 block (hidden 256, 4 x 128 tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
+            console.WriteLine($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
             if (tpBlockRow is { } tr)
                 console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
             console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
             if (tpCommRow is { } tc)
                 console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
-            console.WriteLine($"a training step of a 2-block GPT (2 x 4 x 128 tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
+            console.WriteLine($"a training step of a 2-block GPT ({sizes.StepGbs / sizes.StepMbs} x {sizes.StepMbs} x {sizes.StepSeq} tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
             console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
             console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")

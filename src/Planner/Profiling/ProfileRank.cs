@@ -14,29 +14,54 @@ namespace Planner.Cli.Profiling;
 /// </summary>
 public static class ProfileRank
 {
-    /// <summary>GEMM shapes (m, n, k) measured: square sizes and thin ones, as the cost model prices them.</summary>
-    public static readonly (int M, int N, int K)[] GemmShapes =
-    [
-        (64, 64, 64), (128, 128, 128), (256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
-        (2048, 256, 256), (256, 2048, 256), (256, 256, 2048), (1024, 256, 1024), (2048, 1024, 256), (512, 2048, 512),
-        (32, 1024, 1024), (1024, 32, 1024), (1024, 1024, 32), (4096, 512, 128),
-        // A transformer's own: tokens of a micro-batch against hidden, 3/4x hidden and vocabulary-sized dimensions.
-        (128, 768, 256), (128, 1024, 256), (128, 256, 1024), (128, 8192, 256), (256, 8192, 128),
-        (512, 768, 256), (512, 8192, 256), (2048, 3072, 1024), (2048, 4096, 1024), (2048, 1024, 4096), (1024, 8192, 512),
-    ];
+    /// <summary>The device this rank measures (the CPU, or its CUDA device).</summary>
+    private static Device _device = Device.Cpu;
 
-    /// <summary>Message sizes of the collective sweep, bytes.</summary>
-    public static readonly long[] MessageBytes = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+    /// <summary>The sizes it measures at.</summary>
+    private static ProfileSizes _sizes = ProfileSizes.Cpu;
+
+    private static bool Cuda => _device.Type == DeviceType.Cuda;
+
+    /// <summary>Waits for the device's queued work before a clock is read (CUDA runs asynchronously; nothing on the CPU,
+    /// whose ops are done when they return).</summary>
+    private static void Sync()
+    {
+        if (Cuda)
+            TorchRuntime.Synchronize(_device);
+    }
+
+    /// <summary>The tensor on the rank's device: itself on the CPU; on CUDA a copy, the host's freed.</summary>
+    private static Tensor D(Tensor t)
+    {
+        if (!Cuda)
+            return t;
+        var on = t.To(_device);
+        t.Dispose();
+        return on;
+    }
+
+    /// <summary><paramref name="t"/> on <paramref name="like"/>'s device and of its type.</summary>
+    private static Tensor Like(Tensor like, Tensor t)
+    {
+        var on = t.On(like.Device);
+        return on.DType == like.DType ? on : on.To(like.DType);
+    }
+
+    /// <summary>A process group of the rank's backend: NCCL between CUDA devices, Gloo between CPUs.</summary>
+    private static ProcessGroup NewGroup(Store store, string name, int rank, int size, TimeSpan timeout, string? iface) =>
+        Cuda ? ProcessGroup.Nccl(store, name, rank, size, timeout) : ProcessGroup.Gloo(store, name, rank, size, timeout, iface);
 
     /// <summary>Median of exactly <paramref name="runs"/> timed calls: every rank makes the same calls, as collectives require.</summary>
     private static double MedianOf(Action op, int runs)
     {
         op();
+        Sync();
         var times = new double[runs];
         for (int i = 0; i < runs; i++)
         {
             var w = Stopwatch.StartNew();
             op();
+            Sync();
             times[i] = w.Elapsed.TotalSeconds;
         }
         Array.Sort(times);
@@ -60,8 +85,10 @@ public static class ProfileRank
         for (int i = 0; i < runs; i++)
         {
             before();
+            Sync();
             var w = Stopwatch.StartNew();
             op();
+            Sync();
             sum += w.Elapsed.TotalSeconds;
         }
         return sum / runs;
@@ -85,17 +112,31 @@ public static class ProfileRank
         }
     }
 
-    /// <summary>Median seconds of <paramref name="op"/> after one warm-up call, over at least <paramref name="minRuns"/> runs and <paramref name="budget"/> seconds.</summary>
+    /// <summary>Median seconds of <paramref name="op"/> after one warm-up call, over at least <paramref name="minRuns"/>
+    /// runs and <paramref name="budget"/> seconds. On CUDA each run is a batch of calls (about a millisecond's worth)
+    /// between two synchronisations, divided by its calls: a kernel's own time, as training queues kernels back to back,
+    /// not the round trip of a synchronisation.</summary>
     public static double Median(Action op, double budget, int minRuns = 3)
     {
         op();
+        Sync();
+        int reps = 1;
+        if (Cuda)
+        {
+            var once = Stopwatch.StartNew();
+            op();
+            Sync();
+            reps = (int)Math.Clamp(1e-3 / Math.Max(once.Elapsed.TotalSeconds, 1e-7), 1, 1000);
+        }
         var times = new List<double>();
         var total = Stopwatch.StartNew();
         while (times.Count < minRuns || total.Elapsed.TotalSeconds < budget)
         {
             var w = Stopwatch.StartNew();
-            op();
-            times.Add(w.Elapsed.TotalSeconds);
+            for (int r = 0; r < reps; r++)
+                op();
+            Sync();
+            times.Add(w.Elapsed.TotalSeconds / reps);
             if (times.Count > 10_000)
                 break;
         }
@@ -107,19 +148,20 @@ public static class ProfileRank
     private static void WarmUp()
     {
         using var scope = DisposeScope.Begin();
-        var w = Tensor.Normal([64, 64], 0, 0.02, seed: 8);
+        var w = D(Tensor.Normal([64, 64], 0, 0.02, seed: 8));
         w.RequiresGrad = true;
-        var x = Tensor.Normal([2, 16, 64], 0, 1, seed: 9);
+        var x = D(Tensor.Normal([2, 16, 64], 0, 1, seed: 9));
         var h = F.LayerNorm(x, null, null);
         var q = F.Linear(h, w).View(2, 16, 4, 16).Transpose(1, 2);
         var a = F.CausalAttention(q, q, q).Transpose(1, 2).Reshape(2, 16, 64);
         var logits = F.Linear(a.Gelu(tanhApproximation: true), w).View(32, 64);
         var targets = Enumerable.Range(0, 32).Select(i => (long)(i % 64)).ToArray();
-        var loss = F.CrossEntropy(logits, Tensor.From(targets, 32)) + Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
+        var loss = F.CrossEntropy(logits, D(Tensor.From(targets, 32))) + Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
         loss.Backward();
         using var optimizer = new AdamW([w], 1e-3);
         optimizer.Step();
         optimizer.ZeroGrad();
+        Sync();
     }
 
     /// <summary>
@@ -137,13 +179,17 @@ public static class ProfileRank
             using var scope = DisposeScope.Begin();
             var leaf = input.Detach();
             leaf.RequiresGrad = true;
+            Sync();
             uncounted?.Invoke();
             var w = Stopwatch.StartNew();
             var y = pass(leaf);
+            Sync();
             double f = w.Elapsed.TotalSeconds - (uncounted?.Invoke() ?? 0);
-            var grad = y.Shape.Length == 0 ? null : Tensor.Full(y.Shape, 1);
+            var grad = y.Shape.Length == 0 ? null : Like(y, Tensor.Full(y.Shape, 1));
+            Sync();
             w.Restart();
             y.Backward(grad);
+            Sync();
             double b = w.Elapsed.TotalSeconds - (uncounted?.Invoke() ?? 0);
             if (i > 0)
             {
@@ -154,10 +200,6 @@ public static class ProfileRank
         return (Fitting.Median(forward), Fitting.Median(backward));
     }
 
-    /// <summary>Tokens and vocabulary of the loss measurements: a micro-batch of 4 x 128 tokens over an 8k vocabulary,
-    /// whole and split in two as tensor parallelism splits it.</summary>
-    public const int LossTokens = 512, LossVocab = 8192;
-
     /// <summary>
     /// Memory-bound ops that the cost model prices by name, run as the executor runs them (the loss over the whole
     /// vocabulary, and the vocabulary-parallel loss's kernels on one rank's half): nanoseconds per logit, forward and
@@ -166,23 +208,22 @@ public static class ProfileRank
     private static Dictionary<string, double[]> MeasureOps()
     {
         var result = new Dictionary<string, double[]>();
-        foreach (var (name, vocab) in new[] { ("cross_entropy", LossVocab), ("vocab_parallel_cross_entropy", LossVocab / 2) })
+        int tokens = _sizes.LossTokens, lossVocab = _sizes.LossVocab;
+        foreach (var (name, vocab) in new[] { ("cross_entropy", lossVocab), ("vocab_parallel_cross_entropy", lossVocab / 2) })
         {
-            var targets = Enumerable.Range(0, LossTokens).Select(i => (long)(i * 7919L % LossVocab)).ToArray();
-            using var targetTensor = Tensor.From(targets, LossTokens);
-            using var source = Tensor.Normal([LossTokens, vocab], 0, 1, seed: 5);
+            var targets = Enumerable.Range(0, tokens).Select(i => (long)(i * 7919L % lossVocab)).ToArray();
+            using var targetTensor = D(Tensor.From(targets, tokens));
+            // fp32 logits whatever the precision: the executor's loss converts them first.
+            using var source = D(Tensor.Normal([tokens, vocab], 0, 1, seed: 5));
             Tensor Loss(Tensor logits) => name == "cross_entropy"
                 ? F.CrossEntropy(logits, targetTensor)
                 : Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
             var (f, b) = PassTimes(source, Loss, 8);
-            double elements = (double)LossTokens * vocab;
+            double elements = (double)tokens * vocab;
             result[name] = [f / elements * 1e9, b / elements * 1e9];
         }
         return result;
     }
-
-    /// <summary>Linear layers (tokens, in, out) of a small transformer's micro-batch, timed as training runs them.</summary>
-    public static readonly (int Tokens, int In, int Out)[] LinearShapes = [(512, 256, 768), (512, 256, 1024), (512, 1024, 256), (512, 256, 8192)];
 
     /// <summary>
     /// Linear layers through autograd as the executor runs them (weights stored [out, in], so the forward multiplies
@@ -192,21 +233,16 @@ public static class ProfileRank
     private static List<double[]> MeasureLinear()
     {
         var result = new List<double[]>();
-        foreach (var (t, i, o) in LinearShapes)
+        foreach (var (t, i, o) in _sizes.LinearShapes)
         {
-            using var x0 = Tensor.Normal([t, i], 0, 1, seed: 6);
-            using var w = Tensor.Normal([o, i], 0, 0.02, seed: 7);
+            using var x0 = D(Tensor.Normal([t, i], 0, 1, seed: 6, _sizes.DType));
+            using var w = D(Tensor.Normal([o, i], 0, 0.02, seed: 7, _sizes.DType));
             w.RequiresGrad = true;
             var (f, b) = PassTimes(x0, x => F.Linear(x, w));
             result.Add([t, i, o, f, b]);
         }
         return result;
     }
-
-    /// <summary>The transformer block whose whole forward and backward profile times: a GPT-2 block of hidden 256, 8
-    /// heads, over a micro-batch of 4 sequences of 128 tokens, in fp32.</summary>
-    public const string ReferenceBlockConfig =
-        """{"model_type": "gpt2", "n_layer": 1, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null}""";
 
     /// <summary>
     /// The reference block split by tensor parallelism over <paramref name="pair"/> (two ranks of one node), as the
@@ -218,11 +254,11 @@ public static class ProfileRank
         int tpRank = Array.IndexOf(pair, rank);
         if (tpRank < 0)
             return null;
-        using var tp = ProcessGroup.Gloo(store, "profile-tp", tpRank, 2, timeout, iface);
-        var model = ReferenceModel();
-        var plan = ReferencePlan(tp: 2);
+        using var tp = NewGroup(store, "profile-tp", tpRank, 2, timeout, iface);
+        var model = _sizes.BlockModel();
+        var plan = _sizes.BlockPlan(tp: 2);
         using var stage = ReferenceStage(plan, tp, tpRank);
-        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
+        using var x0 = Input(plan, model, stage, seed: 11);
         // The collectives' own seconds, kept apart from the passes': the block's two all-reduces per pass as training
         // runs them, between its kernels (on shared cores that includes waking the peer's threads).
         var comm = new List<double>();
@@ -240,17 +276,6 @@ public static class ProfileRank
         return [f, b, perPass.Average()];
     }
 
-    /// <summary>The small GPT that profile trains as run trains it: two GPT-2 blocks of the reference block's shape,
-    /// tied embeddings.</summary>
-    public const string ReferenceStepConfig =
-        """{"model_type": "gpt2", "n_layer": 2, "n_embd": 256, "n_head": 8, "n_positions": 128, "vocab_size": 8192, "n_inner": null, "tie_word_embeddings": true}""";
-
-    /// <summary>The reference step's plan: one rank, two micro-batches of 4 x 128 tokens, fp32.</summary>
-    public static ParallelPlan ReferenceStepPlan() => new(1, 1, 1, 1, 0, 4, 8, 128, 1, Recompute.None, false, Precision.Fp32);
-
-    /// <summary>The reference step's model.</summary>
-    public static ModelSpec ReferenceStepModel() => ModelLoader.Parse(ReferenceStepConfig, "profile", "profile-step");
-
     /// <summary>
     /// Training steps of a small GPT as run trains it, every rank at once, each its own one-rank trainer (no
     /// communication): the mean compute seconds per step (the step pays the slow passes too) after warm-up steps.
@@ -260,9 +285,9 @@ public static class ProfileRank
     private static double MeasureStep(ProcessGroup pg, Store store)
     {
         using var scope = DisposeScope.Begin();
-        var model = ReferenceStepModel();
-        var plan = ReferenceStepPlan();
-        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + StepRuns));
+        var model = _sizes.StepModel();
+        var plan = _sizes.StepPlan();
+        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + StepRuns, Device: _device));
         pg.Barrier();
         var compute = new List<double>();
         for (int step = 0; step < StepWarmUp + StepRuns; step++)
@@ -289,12 +314,12 @@ public static class ProfileRank
     /// </summary>
     private static double[] MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
     {
-        var model = ReferenceModel();
-        var plan = ReferencePlan();
+        var model = _sizes.BlockModel();
+        var plan = _sizes.BlockPlan();
         using var stage = ReferenceStage(plan);
         long bucketElements = stage.Specs.Where(spec => spec.Name.StartsWith("layers.", StringComparison.Ordinal)).Sum(spec => stage[spec.Name].Numel);
-        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 12);
-        var buckets = Enumerable.Range(0, OverlapBlocks).Select(_ => Tensor.Zeros([bucketElements])).ToList();
+        using var x0 = Input(plan, model, stage, seed: 12);
+        var buckets = Enumerable.Range(0, OverlapBlocks).Select(_ => Tensor.Zeros([bucketElements], DType.Float32, _device)).ToList();
         double Backward(bool reduce)
         {
             using var scope = DisposeScope.Begin();
@@ -304,8 +329,9 @@ public static class ProfileRank
                 leaf.RequiresGrad = true;
                 return stage.Block(0, leaf, Recompute.None);
             }).ToList();
-            var grad = Tensor.Full(outputs[0].Shape, 1);
+            var grad = Like(outputs[0], Tensor.Full(outputs[0].Shape, 1));
             pg.Barrier();
+            Sync();
             var w = Stopwatch.StartNew();
             var works = new List<Work>();
             for (int i = 0; i < OverlapBlocks; i++)
@@ -319,14 +345,17 @@ public static class ProfileRank
                 work.Wait(timeout);
                 work.Dispose();
             }
+            Sync();
             return w.Elapsed.TotalSeconds;
         }
         double Comm()
         {
             pg.Barrier();
+            Sync();
             var w = Stopwatch.StartNew();
             foreach (var b in buckets)
                 pg.AllReduce(b);
+            Sync();
             return w.Elapsed.TotalSeconds;
         }
         const int runs = 7;
@@ -345,46 +374,43 @@ public static class ProfileRank
         return [Fitting.Median(alone), Fitting.Median(comm), Fitting.Median(together), OverlapBlocks];
     }
 
-    /// <summary>The reference block's model.</summary>
-    public static ModelSpec ReferenceModel() => ModelLoader.Parse(ReferenceBlockConfig, "profile", "profile-block");
-
-    /// <summary>The reference block's plan: micro-batches of 4 x 128 tokens, fp32, over <paramref name="tp"/> tensor-parallel ranks.</summary>
-    public static ParallelPlan ReferencePlan(int tp = 1) => new(tp, 1, 1, 1, 0, 4, 4, 128, 1, Recompute.None, false, Precision.Fp32);
-
-    /// <summary>The reference model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
+    /// <summary>The measured model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
     private static GptStage ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
-        new(ReferenceModel(), plan, [[0]], true, true, tp, tpRank, 1);
+        new(_sizes.BlockModel(), plan, [[0]], true, true, tp, tpRank, 1, _device);
 
-    /// <summary>The block's small size for the cost of a call: one sequence of 32 tokens.</summary>
-    public static ParallelPlan SmallReferencePlan() => new(1, 1, 1, 1, 0, 1, 1, 32, 1, Recompute.None, false, Precision.Fp32);
+    /// <summary>A block's input for <paramref name="plan"/>'s micro-batch, on the rank's device in the stage's compute type.</summary>
+    private static Tensor Input(ParallelPlan plan, ModelSpec model, GptStage stage, ulong seed) =>
+        D(Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed, stage.Compute));
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
     /// training runs), forward and backward: median seconds of each, block then head.</summary>
     private static double[] MeasureBlock()
     {
-        var model = ReferenceModel();
-        var plan = ReferencePlan();
+        var model = _sizes.BlockModel();
+        var plan = _sizes.BlockPlan();
         using var stage = ReferenceStage(plan);
         var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
-        using var x0 = Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed: 11);
+        using var x0 = Input(plan, model, stage, seed: 11);
         var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15);
         var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets), 15);
         // The block over one short sequence: the same calls on a sixteenth of the tokens, so that its time is mostly
         // the calls' (what a call costs, less exposed to the noise of the kernels' time than a larger size).
-        var small = SmallReferencePlan();
+        var small = _sizes.SmallPlan();
         using var smallStage = ReferenceStage(small);
-        using var x1 = Tensor.Normal([small.Mbs, small.Seq, model.Hidden], 0, 1, seed: 13);
+        using var x1 = Input(small, model, smallStage, seed: 13);
         var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x, Recompute.None), 41);
         return [bf, bb, hf, hb, sf, sb];
     }
 
-    /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over 4M parameters: ns per parameter.</summary>
+    /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over fp32 parameters (the master weights
+    /// of mixed precision): ns per parameter.</summary>
     private static double MeasureOptimizer()
     {
         using var scope = DisposeScope.Begin();
-        var parameters = Enumerable.Range(0, 4).Select(i =>
+        int side = _sizes.OptimizerDim, count = _sizes.OptimizerMatrices;
+        var parameters = Enumerable.Range(0, count).Select(i =>
         {
-            var p = Tensor.Normal([1024, 1024], 0, 0.02, seed: (ulong)(10 + i));
+            var p = D(Tensor.Normal([side, side], 0, 0.02, seed: (ulong)(10 + i)));
             p.RequiresGrad = true;
             return p;
         }).ToList();
@@ -395,14 +421,16 @@ public static class ProfileRank
             using (DisposeScope.Begin())
                 foreach (var p in parameters)
                     (p * 1.5).Sum().Backward();
+            Sync();
             var w = Stopwatch.StartNew();
             optimizer.Step();
             optimizer.ZeroGrad();
+            Sync();
             if (i > 0)
                 times.Add(w.Elapsed.TotalSeconds);
         }
         times.Sort();
-        return times[times.Count / 2] / (4.0 * 1024 * 1024) * 1e9;
+        return times[times.Count / 2] / ((double)count * side * side) * 1e9;
     }
 
     /// <summary>A progress line: the share done (0 to 1) and what is being measured.</summary>
@@ -412,13 +440,19 @@ public static class ProfileRank
     /// <param name="progress">Where rank 0 reports how far it is (lines starting with <see cref="ProgressPrefix"/>).</param>
     /// <param name="node">The machine the rank runs on, as its launcher names it: ranks naming the same one share a node.</param>
     /// <param name="loopback">Every rank on this machine's loopback (else Gloo binds to the host name's address).</param>
-    public static int Run(int rank, int world, string host, int port, TextWriter stdout, TextWriter? progress = null, string node = "0", bool loopback = true)
+    /// <param name="device">The device measured: the CPU (Gloo groups) or this rank's CUDA device (NCCL groups).</param>
+    /// <param name="precision">The GEMMs', blocks' and steps' precision on CUDA (the CPU measures fp32).</param>
+    public static int Run(int rank, int world, string host, int port, TextWriter stdout, TextWriter? progress = null, string node = "0", bool loopback = true,
+        Device device = default, Precision precision = Precision.Fp32)
     {
+        _device = device;
+        _sizes = ProfileSizes.For(device.Type == DeviceType.Cuda ? "cuda" : "cpu", precision);
         TorchRuntime.Threads = 1;
+        TorchRuntime.SetDevice(device);
         var timeout = TimeSpan.FromMinutes(2);
         string? iface = loopback ? "127.0.0.1" : null;
         using var store = Store.Tcp(host, port, world, rank == 0, timeout);
-        using var pg = ProcessGroup.Gloo(store, "profile", rank, world, timeout, iface);
+        using var pg = NewGroup(store, "profile", rank, world, timeout, iface);
         using var scope = DisposeScope.Begin();
         var nodes = Nodes(store, rank, world, node);
         pg.Barrier();
@@ -432,29 +466,36 @@ public static class ProfileRank
         }
         Progress(0, "warming up");
         WarmUp();
-        var (rss, _) = TorchRuntime.Memory(Device.Cpu);
+        // On CUDA the caching allocator's bytes: the runtime's share (the context, NCCL's buffers) is not among them and
+        // stays the cluster spec's.
+        var (rss, _) = TorchRuntime.Memory(_device);
+        TorchRuntime.ResetPeakMemory(_device);
         // Training steps first, while the allocator holds nothing but the runtime's: the memory they add is theirs.
         Progress(0.02, "training steps of a small GPT");
         double stepCompute = MeasureStep(pg, store);
         Progress(0.12, "GEMMs");
-        var (stepRss, _) = TorchRuntime.Memory(Device.Cpu);
+        // What the steps added: on the CPU the resident set's growth (pages the allocator keeps), on CUDA the
+        // allocator's peak over the steps.
+        var (stepRss, stepPeak) = TorchRuntime.Memory(_device);
+        long stepAdded = (Cuda ? stepPeak : stepRss) - rss;
         // Two passes over the shapes, the second in reverse order, each shape keeping its faster median: a spell of
         // the machine running slow (other work on the host) lasts seconds and would otherwise land on a run of shapes,
         // whose residuals then misprice every GEMM near them (seen once: four shapes at 2.3x their time).
-        var times = new double[GemmShapes.Length];
+        var shapes = _sizes.GemmShapes;
+        var times = new double[shapes.Length];
         Array.Fill(times, double.MaxValue);
-        foreach (int i in Enumerable.Range(0, GemmShapes.Length).Concat(Enumerable.Range(0, GemmShapes.Length).Reverse()))
+        foreach (int i in Enumerable.Range(0, shapes.Length).Concat(Enumerable.Range(0, shapes.Length).Reverse()))
         {
-            var (m, n, k) = GemmShapes[i];
-            using var a = Tensor.Normal([m, k], 0, 1, seed: 1);
-            using var b = Tensor.Normal([k, n], 0, 1, seed: 2);
+            var (m, n, k) = shapes[i];
+            using var a = D(Tensor.Normal([m, k], 0, 1, seed: 1, _sizes.DType));
+            using var b = D(Tensor.Normal([k, n], 0, 1, seed: 2, _sizes.DType));
             pg.Barrier();
             times[i] = Math.Min(times[i], Median(() => a.MatMul(b).Dispose(), 0.15));
         }
-        var gemm = GemmShapes.Select((g, i) => new double[] { g.M, g.N, g.K, times[i] }).ToList();
-        const long elements = 4 << 20;
-        var x = Tensor.Full([elements], 1);
-        var y = Tensor.Full([elements], 2);
+        var gemm = shapes.Select((g, i) => new double[] { g.M, g.N, g.K, times[i] }).ToList();
+        long elements = _sizes.ElementwiseElements;
+        var x = D(Tensor.Full([elements], 1));
+        var y = D(Tensor.Full([elements], 2));
         pg.Barrier();
         double add = Median(() => (x + y).Dispose(), 0.3);
         // Elementwise transcendental functions (the MLP's tanh GELU; exp in softmax and the loss): elements per second.
@@ -472,8 +513,8 @@ public static class ProfileRank
         Progress(0.58, "the optimizer");
         double optimizerNs = MeasureOptimizer();
         Progress(0.62, "collectives");
-        var s1 = Tensor.Full([1], 1);
-        var s2 = Tensor.Full([1], 1);
+        var s1 = D(Tensor.Full([1], 1));
+        var s2 = D(Tensor.Full([1], 1));
         double small = Median(() => (s1 + s2).Dispose(), 0.2);
         var allReduce = new List<double[]>();
         var loaded = new List<double[]>();
@@ -486,8 +527,8 @@ public static class ProfileRank
         // With ranks sharing cores (and on virtual machines, whose idle cores sleep), a collective then also waits for
         // the peers to arrive and for their communication threads to wake: the "loaded" columns time each collective
         // right after such work, as run's timers do, and take the mean (the step pays the slow ones too).
-        var wa = Tensor.Normal([512, 512], 0, 1, seed: 3);
-        var wb = Tensor.Normal([512, 512], 0, 1, seed: 4);
+        var wa = D(Tensor.Normal([512, 512], 0, 1, seed: 3));
+        var wb = D(Tensor.Normal([512, 512], 0, 1, seed: 4));
         void Work() => wa.MatMul(wb).Dispose();
         void Gap()
         {
@@ -496,10 +537,11 @@ public static class ProfileRank
         }
         pg.Barrier();
         double workAlone = MedianOf(Work, 20);
-        foreach (long bytes in MessageBytes)
+        var messages = _sizes.MessageBytes;
+        foreach (long bytes in messages)
         {
-            Progress(0.62 + 0.28 * Array.IndexOf(MessageBytes, bytes) / MessageBytes.Length, FormattableString.Invariant($"collectives of {bytes:N0} bytes"));
-            var t = Tensor.Zeros([bytes / 4]);
+            Progress(0.62 + 0.28 * Array.IndexOf(messages, bytes) / messages.Length, FormattableString.Invariant($"collectives of {bytes:N0} bytes"));
+            var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
             pg.Barrier();
             int runs = RunsFor(bytes);
             allReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
@@ -515,10 +557,10 @@ public static class ProfileRank
             // The other collectives over the same total bytes S (nccl-tests' sizes): all-gather of S/n per rank into S,
             // reduce-scatter of S into S/n, all-to-all of S per rank.
             long per = bytes / 4 / world;
-            using (var part = Tensor.Zeros([per]))
+            using (var part = Tensor.Zeros([per], DType.Float32, _device))
                 allGather.Add([per * world * 4, MedianOf(() => pg.AllGather(part).Dispose(), runs)]);
             pg.Barrier();
-            using (var whole = Tensor.Zeros([per * world]))
+            using (var whole = Tensor.Zeros([per * world], DType.Float32, _device))
             {
                 reduceScatter.Add([per * world * 4, MedianOf(() => pg.ReduceScatter(whole).Dispose(), runs)]);
                 pg.Barrier();
@@ -533,10 +575,10 @@ public static class ProfileRank
         {
             if (rank < size)
             {
-                using var sub = ProcessGroup.Gloo(store, $"profile-group-{size}", rank, size, timeout, iface);
-                foreach (long bytes in MessageBytes)
+                using var sub = NewGroup(store, $"profile-group-{size}", rank, size, timeout, iface);
+                foreach (long bytes in messages)
                 {
-                    using var t = Tensor.Zeros([bytes / 4]);
+                    using var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
                     sub.Barrier();
                     byGroup.Add([size, bytes, MedianOf(() => sub.AllReduce(t), RunsFor(bytes))]);
                 }
@@ -557,12 +599,12 @@ public static class ProfileRank
                 var members = nodes.Ranks(n);
                 int index = Array.IndexOf(members, rank);
                 if (index >= 0 && members.Length > 1)
-                    local = ProcessGroup.Gloo(store, $"profile-node-{n}", index, members.Length, timeout, iface);
+                    local = NewGroup(store, $"profile-node-{n}", index, members.Length, timeout, iface);
             }
             int peer = nodes.Ranks(1)[0];
-            foreach (long bytes in MessageBytes)
+            foreach (long bytes in messages)
             {
-                using var t = Tensor.Zeros([bytes / 4]);
+                using var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
                 pg.Barrier();
                 if (local is not null)
                     nodeLoaded.Add([bytes, MeanAfter(Gap, () => local.AllReduce(t), LoadedRuns)]);
@@ -575,10 +617,16 @@ public static class ProfileRank
         Progress(0.92, "the backward beside its all-reduces");
         var overlap = MeasureOverlap(pg, timeout);
         Progress(1, "done");
+        var (machine, cpu) = CalibrationFile.ThisMachine();
         if (rank == 0)
             stdout.WriteLine(JsonSerializer.Serialize(new
             {
-                rss_bytes = rss,
+                host = machine,
+                cpu,
+                device = _sizes.Device,
+                precision = _sizes.Precision.Name(),
+                rss_bytes = Cuda ? (long?)null : rss,
+                step_added_bytes = stepAdded,
                 world,
                 nodes = nodes.Count,
                 ranks_per_node = nodes.RanksPerNode,
