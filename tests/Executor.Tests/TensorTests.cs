@@ -66,7 +66,12 @@ public class TensorTests
         var e = Assert.Throws<TorchException>(() => a.MatMul(b));
         Assert.Contains("shape", e.Message, StringComparison.OrdinalIgnoreCase);
         if (TorchRuntime.CudaDevices == 0)
+        {
             Assert.Throws<TorchException>(() => a.To(Device.Cuda(0)));
+            Assert.Contains("PLANNER_WITH_CUDA", Assert.Throws<TorchException>(() => TorchRuntime.CudaDeviceName(0)).Message);
+        }
+        else
+            Assert.False(string.IsNullOrWhiteSpace(TorchRuntime.CudaDeviceName(0)));
         Assert.Throws<TorchException>(() => a.View(7));
         Assert.Throws<ArgumentException>(() => Tensor.From([1f, 2], 3));
         // The binding still works after the errors.

@@ -178,13 +178,16 @@ public sealed class BadInputTests
             case "profile-node-rank-out-of-range":
                 return (["profile", "--nnodes", "2", "--node-rank", "2", "--out", Path.Combine(dir, "c.csv")], ["--node-rank", "0 to 1"]);
             case "profile-gpu-cluster":
-                return (["profile", "--cluster", "dgx-h100", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "local-cpu"]);
+                // More ranks than any machine has GPUs: auto falls back to the CPU, which a GPU cluster refuses.
+                return (["profile", "--cluster", "dgx-h100", "--ranks", "64", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "local-cpu"]);
             case "profile-nnodes-0":
                 return (["profile", "--nnodes", "0", "--out", Path.Combine(dir, "c.csv")], ["--nnodes"]);
             case "profile-gpu-cluster-on-cpu":
                 return (["profile", "--cluster", "dgx-h100", "--device", "cpu", "--out", Path.Combine(dir, "c.csv")], ["--cluster dgx-h100", "--device cpu"]);
             case "profile-cuda-without-cuda":
-                return (["profile", "--device", "cuda", "--out", Path.Combine(dir, "c.csv")], ["--device cuda", "no CUDA device"]);
+                // Without CUDA the shim's refusal; with it (a CUDA build on a GPU node), local-cpu's.
+                return (["profile", "--device", "cuda", "--out", Path.Combine(dir, "c.csv")],
+                    Planner.Executor.Torch.TorchRuntime.CudaDevices == 0 ? ["--device cuda", "no CUDA device"] : ["--cluster local-cpu", "CPU cores"]);
             case "profile-device-bogus":
                 return (["profile", "--device", "tpu", "--out", Path.Combine(dir, "c.csv")], ["--device", "tpu"]);
             case "profile-from-missing-measurements":

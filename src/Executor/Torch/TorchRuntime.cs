@@ -64,6 +64,17 @@ public static class TorchRuntime
         }
     }
 
+    /// <summary>The name of CUDA device <paramref name="index"/> (as nvidia-smi gives it).</summary>
+    /// <exception cref="TorchException">A CPU build of the shim, or no such device.</exception>
+    public static string CudaDeviceName(int index)
+    {
+        Native.EnsureLoaded();
+        var buffer = new byte[256];
+        Native.Check(Native.pt_cuda_device_name(index, buffer, buffer.Length));
+        int end = Array.IndexOf(buffer, (byte)0);
+        return System.Text.Encoding.UTF8.GetString(buffer, 0, end < 0 ? buffer.Length : end);
+    }
+
     /// <summary>Makes a CUDA device the process's current one (NCCL's communicators and stream go there); nothing on
     /// the CPU.</summary>
     public static void SetDevice(Device device)

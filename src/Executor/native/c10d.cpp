@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #ifdef PT_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -104,7 +105,9 @@ PT_EXPORT int32_t pt_pg_nccl(pt_store* s, const char* prefix, int32_t rank, int3
   options->timeout = std::chrono::milliseconds(timeout_ms);
   auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, s->store);
   auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
-  *out = new pt_pg{pg, std::chrono::milliseconds(timeout_ms), rank, size};
+  // The process's current device (set before the group is made): a barrier before any collective would otherwise
+  // guess the device from the group rank, which is another rank's on a node whose ranks are not 0..n-1 of the group.
+  *out = new pt_pg{pg, std::chrono::milliseconds(timeout_ms), rank, size, static_cast<int>(c10::cuda::current_device())};
 #else
   throw std::runtime_error("this build of the shim has no NCCL: rebuild with -DPLANNER_WITH_CUDA=ON against a CUDA libtorch");
 #endif
@@ -195,6 +198,7 @@ PT_EXPORT int32_t pt_barrier(pt_pg* g) {
   PT_TRY
   c10d::BarrierOptions o;
   o.timeout = g->timeout;
+  if (g->device >= 0) o.device_ids = {g->device};
   wait(g, g->pg->barrier(o));
   PT_CATCH
 }

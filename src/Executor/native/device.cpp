@@ -11,7 +11,10 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
+#include <ATen/cuda/CUDAContext.h>
 #endif
+
+#include <cstdio>
 
 PT_EXPORT int32_t pt_manual_seed(uint64_t seed) {
   PT_TRY
@@ -43,6 +46,19 @@ PT_EXPORT int32_t pt_cuda_device_count() {
 #else
   return 0;
 #endif
+}
+
+// The name of CUDA device `index` (as nvidia-smi gives it), into `buffer` of `length` bytes, NUL-terminated.
+PT_EXPORT int32_t pt_cuda_device_name(int32_t index, char* buffer, int32_t length) {
+  PT_TRY
+  PT_CHECK_ARG(buffer != nullptr && length > 0, "the name's buffer is empty");
+#ifdef PT_WITH_CUDA
+  std::snprintf(buffer, static_cast<size_t>(length), "%s", at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index))->name);
+#else
+  (void)index;
+  throw std::runtime_error("this build of the shim has no CUDA (build it against a CUDA libtorch with -DPLANNER_WITH_CUDA=ON)");
+#endif
+  PT_CATCH
 }
 
 // Makes CUDA device `index` the process's current one (NCCL communicators and kernels launched without a tensor of

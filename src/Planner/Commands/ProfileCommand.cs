@@ -195,6 +195,8 @@ public static class ProfileCommand
         double specPeak = cluster.Gpu.PeakTflops.Values.Max();
         if (cuda != specPeak > CpuCoreTflopsLimit)
             throw new InputException($"--from-measurements: '{path}' was measured on {(cuda ? "CUDA devices" : "CPU cores")}, but --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are {(cuda ? "CPU cores" : "GPUs")}");
+        if (cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string?)mp ?? "") is { } p && !cluster.Gpu.PeakTflops.ContainsKey(p))
+            throw new InputException($"--from-measurements: '{path}' was measured in {p.Name()}, which --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}) have no rate for");
         foreach (var key in RequiredMeasurements)
             if (m[key] is null)
                 throw new InputException($"--from-measurements: '{path}' lacks '{key}' (not the measurements of this version's profile --keep-measurements)");
@@ -299,7 +301,7 @@ public static class ProfileCommand
             {
                 ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
                 ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
-                ["device"] = cuda ? $"cuda, {precision.Name()}" : "cpu",
+                ["device"] = cuda ? $"cuda ({(string?)m["device_name"] ?? "unnamed"}), {precision.Name()}" : "cpu",
             },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
@@ -323,7 +325,9 @@ public static class ProfileCommand
             double o = Fitting.CallCost(t4, (a4, b4), t1, (a1, b1));
             if (double.IsFinite(o))
                 blockCallUs = o;
-            if (o > cal.KernelOverheadUs && o < 1000)
+            // Not on CUDA, where the host queues calls while the device runs earlier kernels: a call's cost shows only
+            // where the kernels are shorter than their launch, and the two sizes are no longer one price plus o calls.
+            if (!cuda && o > cal.KernelOverheadUs && o < 1000)
                 cal = cal with { KernelOverheadUs = o };
         }
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
@@ -382,6 +386,7 @@ public static class ProfileCommand
         cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1], MemoryFactor = memoryRow[0] / memoryRow[1] } };
         report = console =>
         {
+            console.WriteLine($"measured on {host} ({cpu}): {(cuda ? cal.Versions["device"] : "its CPU cores, fp32")}, {cal.Versions["ranks"]}");
             var g = new Table().Border(TableBorder.Rounded).Title($"GEMM ({precision.Name()}, per rank, every rank busy)")
                 .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
             foreach (var (mm, nn, kk, t) in gemm)

@@ -484,13 +484,31 @@ public static class ProfileRank
         var shapes = _sizes.GemmShapes;
         var times = new double[shapes.Length];
         Array.Fill(times, double.MaxValue);
+        // On CUDA each shape's operands are made once for both passes (the host makes them, up to 8192 x 16384, on one
+        // thread); on the CPU, as before, for each pass.
+        var operands = new Dictionary<int, (Tensor A, Tensor B)>();
         foreach (int i in Enumerable.Range(0, shapes.Length).Concat(Enumerable.Range(0, shapes.Length).Reverse()))
         {
             var (m, n, k) = shapes[i];
-            using var a = D(Tensor.Normal([m, k], 0, 1, seed: 1, _sizes.DType));
-            using var b = D(Tensor.Normal([k, n], 0, 1, seed: 2, _sizes.DType));
+            if (!operands.TryGetValue(i, out var ab))
+            {
+                ab = (D(Tensor.Normal([m, k], 0, 1, seed: 1, _sizes.DType)), D(Tensor.Normal([k, n], 0, 1, seed: 2, _sizes.DType)));
+                if (Cuda)
+                    operands[i] = ab;
+            }
+            var (a, b) = ab;
             pg.Barrier();
             times[i] = Math.Min(times[i], Median(() => a.MatMul(b).Dispose(), 0.15));
+            if (!Cuda)
+            {
+                a.Dispose();
+                b.Dispose();
+            }
+        }
+        foreach (var (a, b) in operands.Values)
+        {
+            a.Dispose();
+            b.Dispose();
         }
         var gemm = shapes.Select((g, i) => new double[] { g.M, g.N, g.K, times[i] }).ToList();
         long elements = _sizes.ElementwiseElements;
@@ -499,7 +517,9 @@ public static class ProfileRank
         pg.Barrier();
         double add = Median(() => (x + y).Dispose(), 0.3);
         // Elementwise transcendental functions (the MLP's tanh GELU; exp in softmax and the loss): elements per second.
-        double gelu = Median(() => x.Gelu(tanhApproximation: true).Dispose(), 0.3);
+        // In the precision training runs it in (fp32 on the CPU; on CUDA the blocks' bf16 or fp16).
+        var xg = x.DType == _sizes.DType ? x : x.To(_sizes.DType);
+        double gelu = Median(() => xg.Gelu(tanhApproximation: true).Dispose(), 0.3);
         Progress(0.30, "memory-bound ops and the loss");
         var ops = MeasureOps();
         Progress(0.36, "linear layers");
@@ -624,6 +644,7 @@ public static class ProfileRank
                 host = machine,
                 cpu,
                 device = _sizes.Device,
+                device_name = Cuda ? TorchRuntime.CudaDeviceName(_device.Index) : null,
                 precision = _sizes.Precision.Name(),
                 rss_bytes = Cuda ? (long?)null : rss,
                 step_added_bytes = stepAdded,
