@@ -5,7 +5,9 @@
 #include "group.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#ifdef PT_WITH_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #ifdef PT_WITH_CUDA
@@ -81,6 +83,7 @@ PT_EXPORT int32_t pt_store_get(pt_store* s, const char* key, uint8_t** value, in
 PT_EXPORT int32_t pt_pg_gloo(pt_store* s, const char* prefix, int32_t rank, int32_t size, int64_t timeout_ms,
                              const char* interface_host, pt_pg** out) {
   PT_TRY
+#ifdef PT_WITH_GLOO
   auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
   // A given address (loopback for single-machine runs); otherwise the network interface named by GLOO_SOCKET_IFNAME
   // (as PyTorch honours it: a host name that resolves to 127.0.1.1, Debian's default, would bind to loopback), else
@@ -95,6 +98,9 @@ PT_EXPORT int32_t pt_pg_gloo(pt_store* s, const char* prefix, int32_t rank, int3
   auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, s->store);
   auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
   *out = new pt_pg{pg, std::chrono::milliseconds(timeout_ms), rank, size};
+#else
+  throw std::runtime_error("this build of the shim has no Gloo (its headers were not found at build time): CPU ranks need a build with gloo/algorithm.h on the include path");
+#endif
   PT_CATCH
 }
 

@@ -101,9 +101,9 @@ PT_EXPORT int32_t pt_memory(int32_t device_type, int32_t index, int64_t* current
   } else {
 #ifdef PT_WITH_CUDA
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-    auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
-    *current = stats.reserved_bytes[all].current;
-    *peak = stats.reserved_bytes[all].peak;
+    // Entry 0: StatType::AGGREGATE (all pools), in every libtorch; the enum itself moved out of this namespace in 2.5.
+    *current = stats.reserved_bytes[0].current;
+    *peak = stats.reserved_bytes[0].peak;
 #else
     throw std::runtime_error("this build of the shim has no CUDA");
 #endif
