@@ -520,6 +520,11 @@ public static class ProfileRank
         // In the precision training runs it in (fp32 on the CPU; on CUDA the blocks' bf16 or fp16).
         var xg = x.DType == _sizes.DType ? x : x.To(_sizes.DType);
         double gelu = Median(() => xg.Gelu(tanhApproximation: true).Dispose(), 0.3);
+        // Freed before the sweeps below (on CUDA 64M elements each, a quarter of a GB and more).
+        if (xg != x)
+            xg.Dispose();
+        x.Dispose();
+        y.Dispose();
         Progress(0.30, "memory-bound ops and the loss");
         var ops = MeasureOps();
         Progress(0.36, "linear layers");
