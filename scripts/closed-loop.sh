@@ -28,14 +28,17 @@ plan pp2-mbs1 1 2 1 1 none
 plan pp2-mbs2 1 2 1 2 none
 plan dp2-full 1 1 2 4 full
 
-# Each plan three times, the second pass in reverse order, so that a slow spell of the machine (this VM's speed
+# Each plan once per pass (three by default), every second pass in reverse order, so that a slow spell of the machine (this VM's speed
 # wanders by 10-15 % over minutes) does not fall on one plan alone; validate --executed takes each plan's median.
 # A profile before each pass: a calibration is a snapshot of the machine's speed over its half minute, and each run is
 # priced with the latest one (the history keeps the prediction made at the time of the run), so that one profile
 # caught in a slow or fast spell does not shift every plan's error alike.
-pass=0
-for order in "dp2 tp2 pp2-mbs1 pp2-mbs2 dp2-full" "dp2-full pp2-mbs2 pp2-mbs1 tp2 dp2" "dp2 tp2 pp2-mbs1 pp2-mbs2 dp2-full"; do
-  pass=$((pass + 1))
+# PASSES (default 3, odd) sets the passes: more make each plan's median outlast a longer slow spell.
+passes="${PASSES:-3}"
+forward="dp2 tp2 pp2-mbs1 pp2-mbs2 dp2-full"
+reverse="dp2-full pp2-mbs2 pp2-mbs1 tp2 dp2"
+for pass in $(seq 1 "$passes"); do
+  if [ $((pass % 2)) -eq 1 ]; then order="$forward"; else order="$reverse"; fi
   "$planner" profile --cluster local-cpu >"$out/profile-$pass.txt"
   grep -E "training step of a 2-block|^fit: efficiency|calibration for" "$out/profile-$pass.txt" || true
   for p in $order; do
