@@ -8,8 +8,9 @@ set -euo pipefail
 # gnuplot for what-if plots.
 PLANNER_APT_PACKAGES=(coinor-libcbc-dev gnuplot-nox)
 # The executor's libtorch shim: Debian's libtorch 1.13 with Gloo, OpenBLAS (else torch links the slow reference
-# BLAS), the compiler and CMake; python3-torch only for the binding's parity tests.
-EXECUTOR_APT_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-pthread libjemalloc2 cmake g++ make python3-torch)
+# BLAS), the compiler and CMake; python3-torch only for the binding's parity tests;
+# iproute2 (ip, tc) for the tests that emulate two machines in network namespaces (scripts/hosts.sh).
+EXECUTOR_APT_PACKAGES=(libtorch-dev libgloo-dev libopenblas0-pthread libjemalloc2 cmake g++ make python3-torch iproute2)
 
 planner_need_dotnet() {
   if ! command -v dotnet >/dev/null 2>&1; then

@@ -59,8 +59,6 @@ public static class RunCommand
             {
                 // The prediction needs the cluster; training does not.
             }
-            if (c is not null)
-                c = Profiling.CalibrationFile.Apply(c, r.GetValue(Calibration), r.GetValue(ForceCalibration));
             if (r.GetValue(Steps) is < 1 or > 1_000_000)
                 throw new InputException($"--steps: {r.GetValue(Steps)} must be from 1 to 1000000");
             if (r.GetValue(DataBytes) is not (2 or 4))
@@ -74,6 +72,14 @@ public static class RunCommand
             DeviceChoice.Parse(r.GetValue(Device)!);
             return new RunInputs(plan, path, m, c, cluster);
         }
+
+        /// <summary>
+        /// The inputs with the cluster as priced: its calibration (--calibration, else the cluster's own). Only the
+        /// launcher of rank 0 prices the run, so only it reads the calibration: a file measured on rank 0's machine is
+        /// another machine's for the other launchers of a multi-node run.
+        /// </summary>
+        public RunInputs Calibrated(ParseResult r, RunInputs inputs) => inputs.Cluster is null ? inputs
+            : inputs with { Cluster = Profiling.CalibrationFile.Apply(inputs.Cluster, r.GetValue(Calibration), r.GetValue(ForceCalibration)) };
 
         public ITokenSource Source(ParseResult r, RunInputs inputs) => r.GetValue(Data) is { } data
             ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
@@ -125,6 +131,8 @@ public static class RunCommand
             var plan = inputs.Plan;
             int world = plan.Gpus;
             var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
+            if (launch.LocalRanks.Contains(0))
+                inputs = flags.Calibrated(r, inputs);
             var device = DeviceChoice.Parse(r.GetValue(flags.Device)!).Resolve(launch.LocalRanks.Length, launch.Scheduled);
             if (Executor.Training.RankTrainer.Unsupported(inputs.Model, plan, device.Of(0)) is { } unsupported)
                 throw new InputException($"{inputs.PlanPath}: {unsupported}");

@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Planner.Cli.Profiling;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>
+/// profile and run across two machines emulated by scripts/hosts.sh: two network namespaces with host names of their
+/// own (host0, host1), joined by a veth pair shaped to 1 Gbit/s each way. Unlike the loopback emulation of
+/// <see cref="MultiNodeLaunchTests"/>, the ranks of the two launchers reach each other only through a network
+/// interface (Gloo bound by GLOO_SOCKET_IFNAME, the rendezvous at host 0's address) and each sees its own host name.
+/// Needs root and iproute2, as CI has.
+/// </summary>
+[Collection("executor")]
+public sealed class TwoHostsTests : IDisposable
+{
+    private const int RateMbit = 1000;
+    private static readonly string Root = FindRoot();
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), $"planner-hosts-{Guid.NewGuid():N}");
+    private readonly string _tag = "t" + Guid.NewGuid().ToString("N")[..6];
+    private readonly string _master;
+
+    public TwoHostsTests()
+    {
+        Directory.CreateDirectory(_dir);
+        var (code, output, error) = Shell(["up", _tag, RateMbit.ToString(CultureInfo.InvariantCulture)]);
+        Assert.True(code == 0, $"scripts/hosts.sh up failed (needs root and iproute2): {error}");
+        _master = output.Trim();
+    }
+
+    public void Dispose()
+    {
+        Shell(["down", _tag]);
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+    }
+
+    private static string FindRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "scripts", "hosts.sh")))
+                return d.FullName;
+        throw new InvalidOperationException("scripts/hosts.sh not found above " + AppContext.BaseDirectory);
+    }
+
+    private static (int Code, string Output, string Error) Shell(string[] args) => Wait(Start(args));
+
+    private static Process Start(string[] args)
+    {
+        var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(Root, "scripts", "hosts.sh"));
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        return Process.Start(psi)!;
+    }
+
+    private static (int Code, string Output, string Error) Wait(Process p)
+    {
+        var output = p.StandardOutput.ReadToEndAsync();
+        var error = p.StandardError.ReadToEndAsync();
+        try
+        {
+            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(6)), "a command on an emulated host did not finish in 6 minutes");
+            return (p.ExitCode, output.Result, error.Result);
+        }
+        finally
+        {
+            if (!p.HasExited)
+                p.Kill(entireProcessTree: true);
+            p.Dispose();
+        }
+    }
+
+    /// <summary>Runs the planner with <paramref name="args"/> on both hosts at once (node rank 0 and 1).</summary>
+    private (int Code, string Output, string Error)[] OnBoth(params string[] args)
+    {
+        int port = Commands.RankProcesses.FreePort();
+        var started = Enumerable.Range(0, 2).Select(i => Start(["on", _tag, i.ToString(CultureInfo.InvariantCulture),
+            "dotnet", Path.Combine(AppContext.BaseDirectory, "planner.dll"), .. args,
+            "--nnodes", "2", "--node-rank", i.ToString(CultureInfo.InvariantCulture), "--master-addr", _master, "--master-port", port.ToString(CultureInfo.InvariantCulture)])).ToList();
+        return started.Select(Wait).ToArray();
+    }
+
+    [Fact]
+    public void Profile_fits_the_shaped_link_between_two_hosts_and_runs_across_them_use_its_calibration()
+    {
+        File.WriteAllText(Path.Combine(_dir, "two-hosts.yaml"),
+            "name: two-hosts\ngpu: local-cpu\nnodes: 2\ngpus_per_node: 1\n" +
+            "intra_node:\n  bandwidth_gbs: 5\n  latency_us: 20\ninter_node:\n  bandwidth_gbs: 5\n  latency_us: 20\n");
+        string cluster = Path.Combine(_dir, "two-hosts.yaml");
+        string calibration = Path.Combine(_dir, "calibration.csv");
+
+        // The profile's collectives cross the veth pair: its transfers between the hosts move at the shaped link's
+        // rate (1 Gbit/s: 0.125 GB/s each way), not at loopback's (above 1 GB/s here); the inter-node tier it fits
+        // from the all-reduces is the link's as Gloo's ring uses it (two ranks: 60-75 % of the rate here).
+        string kept = Path.Combine(_dir, "measurements.json");
+        var profile = OnBoth("profile", "--cluster", cluster, "--out", calibration, "--ranks", "1", "--keep-measurements", kept);
+        Assert.True(profile[0].Code == 0, profile[0].Error);
+        Assert.True(profile[1].Code == 0, profile[1].Error);
+        Assert.Contains("ranks 1-1 of 2 measured; the calibration is written where rank 0 runs", profile[1].Output);
+        double link = RateMbit / 8000.0;
+        var largest = JsonNode.Parse(File.ReadAllText(kept))!["send_recv_inter"]!.AsArray().Select(x => x!.AsArray()).Last();
+        double p2p = (double)largest[0]! / (double)largest[1]! / 1e9;
+        Assert.InRange(p2p, 0.8 * link, 1.1 * link);
+        var cal = CalibrationFile.Read(calibration);
+        Assert.Equal("host0", cal.Host);
+        Assert.InRange(cal.InterBandwidthGbs, 0.4 * link, 1.1 * link);
+
+        // A run across the hosts with the same command on each, --calibration included: host 1 leaves the calibration
+        // (host0's) to the launcher of rank 0, which prices the run with it; the losses are the single process's.
+        File.WriteAllText(Path.Combine(_dir, "config.json"),
+            """{"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 256, "n_inner": null, "tie_word_embeddings": true}""");
+        foreach (var (tp, pp, dp) in new[] { (1, 1, 2), (1, 2, 1) })
+        {
+            string plan = Path.Combine(_dir, $"plan-{tp}-{pp}-{dp}.json");
+            File.WriteAllText(plan, $$"""
+                {"model": "{{Path.Combine(_dir, "config.json")}}", "cluster": "{{cluster}}", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
+                 "zero": 0, "mbs": 4, "gbs": 16, "seq": 32, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32"}
+                """);
+            string history = Path.Combine(_dir, "history.csv");
+            string[] run = ["run", "--plan", plan, "--steps", "3", "--warmup", "0", "--json", "--history", history];
+            var (code, single, error) = ExecutorParityTests.Planner([.. run, "--nnodes", "1"]);
+            Assert.True(code == 0, error);
+            var both = OnBoth([.. run, "--calibration", calibration]);
+            Assert.True(both[0].Code == 0, both[0].Error);
+            Assert.True(both[1].Code == 0, both[1].Error);
+            var report = JsonNode.Parse(both[0].Output)!;
+            var expected = JsonNode.Parse(single)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+            var losses = report["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+            Assert.Equal(3, losses.Length);
+            for (int s = 0; s < 3; s++)
+                Assert.Equal(expected[s], losses[s], 1e-6);
+            Assert.Equal([1], JsonNode.Parse(both[1].Output)!["ranks"]!.AsArray().Select(v => (int)v!).ToArray());
+            // Host 0 appended the run, calibrated, under its own name.
+            var last = RunHistory.Read(history).Last();
+            Assert.Equal("host0", last.Host);
+            Assert.True(last.Calibrated);
+        }
+    }
+}
