@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 7;
+    internal const int AbiVersion = 8;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -187,6 +187,7 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_synchronize(int type, int index);
     [LibraryImport(Library)] internal static partial int pt_cuda_set_device(int index);
     [LibraryImport(Library)] internal static partial int pt_cuda_device_name(int index, byte[] buffer, int length);
+    [LibraryImport(Library)] internal static partial int pt_cuda_device_bus_id(int index, byte[] buffer, int length);
     [LibraryImport(Library)] internal static partial int pt_memory(int type, int index, out long current, out long peak);
     [LibraryImport(Library)] internal static partial int pt_reset_peak_memory(int type, int index);
 }

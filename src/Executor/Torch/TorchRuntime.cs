@@ -66,11 +66,17 @@ public static class TorchRuntime
 
     /// <summary>The name of CUDA device <paramref name="index"/> (as nvidia-smi gives it).</summary>
     /// <exception cref="TorchException">A CPU build of the shim, or no such device.</exception>
-    public static string CudaDeviceName(int index)
+    public static string CudaDeviceName(int index) => NativeString(index, Native.pt_cuda_device_name);
+
+    /// <summary>The PCI address of CUDA device <paramref name="index"/> (domain:bus:device.0, nvidia-smi's Bus-Id).</summary>
+    /// <exception cref="TorchException">A CPU build of the shim, or no such device.</exception>
+    public static string CudaDeviceBusId(int index) => NativeString(index, Native.pt_cuda_device_bus_id);
+
+    private static string NativeString(int index, Func<int, byte[], int, int> call)
     {
         Native.EnsureLoaded();
         var buffer = new byte[256];
-        Native.Check(Native.pt_cuda_device_name(index, buffer, buffer.Length));
+        Native.Check(call(index, buffer, buffer.Length));
         int end = Array.IndexOf(buffer, (byte)0);
         return System.Text.Encoding.UTF8.GetString(buffer, 0, end < 0 ? buffer.Length : end);
     }

@@ -61,6 +61,21 @@ PT_EXPORT int32_t pt_cuda_device_name(int32_t index, char* buffer, int32_t lengt
   PT_CATCH
 }
 
+// The PCI address of CUDA device `index` (domain:bus:device, as nvidia-smi's Bus-Id gives it): with the host name it
+// tells whether two ranks would drive the same GPU (tasks that each see one device, the same one).
+PT_EXPORT int32_t pt_cuda_device_bus_id(int32_t index, char* buffer, int32_t length) {
+  PT_TRY
+  PT_CHECK_ARG(buffer != nullptr && length > 0, "the bus id's buffer is empty");
+#ifdef PT_WITH_CUDA
+  const auto* p = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
+  std::snprintf(buffer, static_cast<size_t>(length), "%08x:%02x:%02x.0", p->pciDomainID, p->pciBusID, p->pciDeviceID);
+#else
+  (void)index;
+  throw std::runtime_error("this build of the shim has no CUDA (build it against a CUDA libtorch with -DPLANNER_WITH_CUDA=ON)");
+#endif
+  PT_CATCH
+}
+
 // Makes CUDA device `index` the process's current one (NCCL communicators and kernels launched without a tensor of
 // their own go there). A CPU build has no device to set.
 PT_EXPORT int32_t pt_cuda_set_device(int32_t index) {
