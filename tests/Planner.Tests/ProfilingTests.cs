@@ -278,7 +278,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Null(cal.Profiled!.TpComm);
     }
 
-    private static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
+    internal static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
         new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
         GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
         Profiled: new(new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,

@@ -82,60 +82,84 @@ public sealed class TwoHostsTests : IDisposable
         return started.Select(Wait).ToArray();
     }
 
-    [Fact]
-    public void Profile_fits_the_shaped_link_between_two_hosts_and_runs_across_them_use_its_calibration()
+    private string Cluster(int perNode)
     {
-        File.WriteAllText(Path.Combine(_dir, "two-hosts.yaml"),
-            "name: two-hosts\ngpu: local-cpu\nnodes: 2\ngpus_per_node: 1\n" +
+        string path = Path.Combine(_dir, $"two-hosts-{perNode}.yaml");
+        File.WriteAllText(path, $"name: two-hosts-{perNode}\ngpu: local-cpu\nnodes: 2\ngpus_per_node: {perNode}\n" +
             "intra_node:\n  bandwidth_gbs: 5\n  latency_us: 20\ninter_node:\n  bandwidth_gbs: 5\n  latency_us: 20\n");
-        string cluster = Path.Combine(_dir, "two-hosts.yaml");
-        string calibration = Path.Combine(_dir, "calibration.csv");
+        return path;
+    }
 
-        // The profile's collectives cross the veth pair: its transfers between the hosts move at the shaped link's
-        // rate (1 Gbit/s: 0.125 GB/s each way), not at loopback's (above 1 GB/s here); the inter-node tier it fits
-        // from the all-reduces is the link's as Gloo's ring uses it (two ranks: 60-75 % of the rate here).
+    [Fact]
+    public void Profile_with_two_ranks_on_each_host_fits_loopback_inside_and_the_shaped_link_between()
+    {
+        // Each node's group stays inside its namespace (loopback); the world's all-reduce and the transfers between
+        // nodes cross the veth pair. Its transfers between the hosts move at the shaped link's rate (1 Gbit/s:
+        // 0.125 GB/s each way); the inter-node tier fitted from the world's all-reduces (a flat ring of four, two of
+        // its links on the wire) is the link as Gloo's ring uses it (55-75 % of the rate here), the intra-node tier
+        // that of loopback inside a host (several times faster).
+        string calibration = Path.Combine(_dir, "calibration.csv");
         string kept = Path.Combine(_dir, "measurements.json");
-        var profile = OnBoth("profile", "--cluster", cluster, "--out", calibration, "--ranks", "1", "--keep-measurements", kept);
+        var profile = OnBoth("profile", "--cluster", Cluster(2), "--out", calibration, "--ranks", "2", "--keep-measurements", kept);
         Assert.True(profile[0].Code == 0, profile[0].Error);
         Assert.True(profile[1].Code == 0, profile[1].Error);
-        Assert.Contains("ranks 1-1 of 2 measured; the calibration is written where rank 0 runs", profile[1].Output);
+        Assert.Contains("ranks 2-3 of 4 measured; the calibration is written where rank 0 runs", profile[1].Output);
         double link = RateMbit / 8000.0;
         var largest = JsonNode.Parse(File.ReadAllText(kept))!["send_recv_inter"]!.AsArray().Select(x => x!.AsArray()).Last();
         double p2p = (double)largest[0]! / (double)largest[1]! / 1e9;
         Assert.InRange(p2p, 0.8 * link, 1.1 * link);
         var cal = CalibrationFile.Read(calibration);
         Assert.Equal("host0", cal.Host);
-        Assert.InRange(cal.InterBandwidthGbs, 0.4 * link, 1.1 * link);
+        Assert.Equal("2 node(s) x 2 rank(s)", cal.Versions["ranks"]);
+        Assert.InRange(cal.InterBandwidthGbs, 0.3 * link, 1.1 * link);
+        Assert.True(cal.IntraBandwidthGbs > 3 * cal.InterBandwidthGbs, $"intra-node {cal.IntraBandwidthGbs} GB/s against inter-node {cal.InterBandwidthGbs} GB/s");
+    }
 
-        // A run across the hosts with the same command on each, --calibration included: host 1 leaves the calibration
-        // (host0's) to the launcher of rank 0, which prices the run with it; the losses are the single process's.
+    public static TheoryData<int, int, int, int> Layouts() => new()
+    {
+        // tp, pp, dp, ZeRO stage: one rank on each host, then two (TP or PP inside a host, DP across the link).
+        { 1, 1, 2, 0 },
+        { 1, 2, 1, 0 },
+        { 2, 1, 2, 1 },
+        { 1, 2, 2, 1 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Runs_across_two_hosts_give_one_launchers_losses_and_only_rank_0s_host_reads_the_calibration(int tp, int pp, int dp, int zero)
+    {
+        // The same command on each host, --calibration included. The file was measured on host0: host 1 must leave it
+        // to the launcher of rank 0, which alone prices the run (before, it refused the file as another machine's).
+        string calibration = Path.Combine(_dir, "host0.csv");
+        CalibrationFile.Write(calibration, ProfilingTests.Sample("host0", CalibrationFile.ThisMachine().Cpu));
         File.WriteAllText(Path.Combine(_dir, "config.json"),
             """{"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 256, "n_inner": null, "tie_word_embeddings": true}""");
-        foreach (var (tp, pp, dp) in new[] { (1, 1, 2), (1, 2, 1) })
-        {
-            string plan = Path.Combine(_dir, $"plan-{tp}-{pp}-{dp}.json");
-            File.WriteAllText(plan, $$"""
-                {"model": "{{Path.Combine(_dir, "config.json")}}", "cluster": "{{cluster}}", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
-                 "zero": 0, "mbs": 4, "gbs": 16, "seq": 32, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32"}
-                """);
-            string history = Path.Combine(_dir, "history.csv");
-            string[] run = ["run", "--plan", plan, "--steps", "3", "--warmup", "0", "--json", "--history", history];
-            var (code, single, error) = ExecutorParityTests.Planner([.. run, "--nnodes", "1"]);
-            Assert.True(code == 0, error);
-            var both = OnBoth([.. run, "--calibration", calibration]);
-            Assert.True(both[0].Code == 0, both[0].Error);
-            Assert.True(both[1].Code == 0, both[1].Error);
-            var report = JsonNode.Parse(both[0].Output)!;
-            var expected = JsonNode.Parse(single)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
-            var losses = report["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
-            Assert.Equal(3, losses.Length);
-            for (int s = 0; s < 3; s++)
-                Assert.Equal(expected[s], losses[s], 1e-6);
-            Assert.Equal([1], JsonNode.Parse(both[1].Output)!["ranks"]!.AsArray().Select(v => (int)v!).ToArray());
-            // Host 0 appended the run, calibrated, under its own name.
-            var last = RunHistory.Read(history).Last();
-            Assert.Equal("host0", last.Host);
-            Assert.True(last.Calibrated);
-        }
+        int perNode = tp * pp * dp / 2;
+        string plan = Path.Combine(_dir, "plan.json");
+        File.WriteAllText(plan, $$"""
+            {"model": "{{Path.Combine(_dir, "config.json")}}", "cluster": "{{Cluster(perNode)}}", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
+             "zero": {{zero}}, "mbs": 2, "gbs": 16, "seq": 32, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32"}
+            """);
+        string history = Path.Combine(_dir, "history.csv");
+        string[] run = ["run", "--plan", plan, "--steps", "3", "--warmup", "0", "--json", "--history", history];
+        var (code, single, error) = ExecutorParityTests.Planner(run);
+        Assert.True(code == 0, error);
+        var both = OnBoth([.. run, "--calibration", calibration]);
+        Assert.True(both[0].Code == 0, both[0].Error);
+        Assert.True(both[1].Code == 0, both[1].Error);
+        var report = JsonNode.Parse(both[0].Output)!;
+        var expected = JsonNode.Parse(single)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+        var losses = report["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+        Assert.Equal(3, losses.Length);
+        for (int s = 0; s < 3; s++)
+            Assert.Equal(expected[s], losses[s], 1e-6);
+        Assert.Equal(2 * perNode, report["measured"]!["peak_memory_gib_by_rank"]!.AsArray().Count);
+        Assert.Equal(Enumerable.Range(perNode, perNode).ToArray(), JsonNode.Parse(both[1].Output)!["ranks"]!.AsArray().Select(v => (int)v!).ToArray());
+        // Host 0 appended the run, calibrated, under its own name; its prediction is the calibration's (a run
+        // priced without it differs).
+        var rows = RunHistory.Read(history);
+        Assert.Equal("host0", rows[^1].Host);
+        Assert.True(rows[^1].Calibrated);
+        Assert.NotEqual(rows[^2].PredictedStepTime, rows[^1].PredictedStepTime);
     }
 }
