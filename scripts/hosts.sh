@@ -21,6 +21,12 @@ case "$verb" in
     rate="$3"
     [ "$(id -u)" -eq 0 ] || { echo "hosts.sh: needs root (ip netns, tc)" >&2; exit 2; }
     command -v tc >/dev/null || { echo "hosts.sh: needs iproute2 (ip, tc)" >&2; exit 2; }
+    if ip netns list | grep -qE "^${tag}h[01]( |$)"; then
+      echo "hosts.sh: a pair named '$tag' is up already (hosts.sh down $tag removes it)" >&2
+      exit 2
+    fi
+    # A step that fails leaves nothing behind.
+    trap '"$0" down "$tag"' ERR
     ip netns add "${tag}h0"
     ip netns add "${tag}h1"
     ip link add "${tag}v0" type veth peer name "${tag}v1"
@@ -46,6 +52,7 @@ case "$verb" in
   down)
     ip netns del "${tag}h0" 2>/dev/null || true
     ip netns del "${tag}h1" 2>/dev/null || true
+    ip link del "${tag}v0" 2>/dev/null || true # a pair not yet moved into its namespaces
     ;;
   *) usage ;;
 esac

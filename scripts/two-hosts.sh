@@ -19,8 +19,8 @@ planner="$root/planner"
 "$planner" presets >/dev/null
 
 tag="pl$(($$ % 100000))"
-master="$("$root/scripts/hosts.sh" up "$tag" "$rate")"
 trap '"$root/scripts/hosts.sh" down "$tag"' EXIT
+master="$("$root/scripts/hosts.sh" up "$tag" "$rate")"
 on() { "$root/scripts/hosts.sh" on "$tag" "$1" "$planner" "${@:2}"; }
 
 cat >"$out/two-hosts.yaml" <<EOF

@@ -69,12 +69,12 @@ public class TensorTests
         {
             Assert.Throws<TorchException>(() => a.To(Device.Cuda(0)));
             Assert.Contains("PLANNER_WITH_CUDA", Assert.Throws<TorchException>(() => TorchRuntime.CudaDeviceName(0)).Message);
-            Assert.Contains("PLANNER_WITH_CUDA", Assert.Throws<TorchException>(() => TorchRuntime.CudaDeviceBusId(0)).Message);
+            Assert.Contains("PLANNER_WITH_CUDA", Assert.Throws<TorchException>(() => TorchRuntime.CudaDeviceUuid(0)).Message);
         }
         else
         {
             Assert.False(string.IsNullOrWhiteSpace(TorchRuntime.CudaDeviceName(0)));
-            Assert.Matches("^[0-9a-f]{8}:[0-9a-f]{2}:[0-9a-f]{2}\\.0$", TorchRuntime.CudaDeviceBusId(0));
+            Assert.Matches("^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", TorchRuntime.CudaDeviceUuid(0));
         }
         Assert.Throws<TorchException>(() => a.View(7));
         Assert.Throws<ArgumentException>(() => Tensor.From([1f, 2], 3));

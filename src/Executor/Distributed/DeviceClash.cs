@@ -1,42 +1,65 @@
 using System.Text;
+using Planner.Executor.Torch;
 
 namespace Planner.Executor.Distributed;
 
+/// <summary>Where a rank trains, as the other ranks must know it.</summary>
+/// <param name="Kind">"cuda" or "cpu".</param>
+/// <param name="Identity">What two ranks must not share: a CUDA device's UUID (unique across machines, a MIG slice
+/// its own); a CPU rank's own name (CPU ranks share cores by design).</param>
+/// <param name="Label">Where it is, for messages: host name and device.</param>
+public readonly record struct RankDevice(string Kind, string Identity, string Label)
+{
+    /// <summary>The device of <paramref name="rank"/> on this machine.</summary>
+    public static RankDevice Of(Device device, int rank) => device.Type == DeviceType.Cuda
+        ? new("cuda", TorchRuntime.CudaDeviceUuid(device.Index), $"{Environment.MachineName} cuda:{device.Index}")
+        : new("cpu", $"cpu rank {rank}", $"{Environment.MachineName} cpu");
+}
+
 /// <summary>
-/// Ranks that would drive the same GPU. Tasks of a scheduler that each see a single device take it as their own, which
-/// is right when the scheduler bound one GPU to each task and wrong when every task sees the same one; NCCL then fails
-/// only inside its first collective, naming neither rank. So before any communicator exists each rank publishes where it
-/// runs (host name and the device's PCI address) in the rendezvous store, reads every other rank's, and refuses a layout
-/// in which two ranks share a device.
+/// Ranks that would drive the same GPU, or train on different kinds of device. Tasks of a scheduler that each see a
+/// single device take it as their own, which is right when the scheduler bound one GPU to each task and wrong when
+/// every task sees the same one; NCCL then fails only inside its first collective, naming neither rank. A task that
+/// sees fewer devices than its machine's ranks falls back to the CPU under --device auto, and the others would wait for
+/// it in an NCCL group it never joins. So before any process group exists each rank publishes its device in the
+/// rendezvous store, reads every other rank's, and all refuse such a layout with the same message.
 /// </summary>
 public static class DeviceClash
 {
     private const string Key = "planner/device/";
 
-    /// <summary>The first two ranks (by rank) whose identities are equal, or null when every rank has its own.</summary>
-    public static (int First, int Second)? Find(IReadOnlyList<string> identities)
+    /// <summary>What is wrong with the ranks' devices (indexed by rank), or null when nothing is.</summary>
+    public static string? Problem(IReadOnlyList<RankDevice> devices)
     {
+        for (int b = 1; b < devices.Count; b++)
+            if (devices[b].Kind != devices[0].Kind)
+                return $"rank 0 trains on {devices[0].Label} but rank {b} on {devices[b].Label}: every rank must train on the same kind of device (under --device auto a task that sees fewer CUDA devices than its machine's ranks takes the CPU; --device cuda says why)";
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int rank = 0; rank < identities.Count; rank++)
+        for (int rank = 0; rank < devices.Count; rank++)
         {
-            if (seen.TryGetValue(identities[rank], out int first))
-                return (first, rank);
-            seen[identities[rank]] = rank;
+            if (seen.TryGetValue(devices[rank].Identity, out int first))
+                return $"ranks {first} and {rank} would both use {devices[rank].Identity} ({devices[first].Label}; {devices[rank].Label}): bind one GPU to each task (srun --gpus-per-task=1, or CUDA_VISIBLE_DEVICES per task), or let every task see all of its machine's GPUs";
+            seen[devices[rank].Identity] = rank;
         }
         return null;
     }
 
     /// <summary>
-    /// Publishes this rank's <paramref name="identity"/> (e.g. "node7 GPU 00000000:3b:00.0"), waits for every other
-    /// rank's and throws when two ranks share one. Every rank of the world must call it.
+    /// Publishes this rank's device, waits for every other rank's and throws when <see cref="Problem"/> finds one.
+    /// Every rank of the world must call it, before it joins any process group.
     /// </summary>
-    /// <exception cref="NotSupportedException">Two ranks would use the same device.</exception>
-    public static void Check(Store store, int rank, int world, string identity)
+    /// <exception cref="NotSupportedException">Two ranks would share a GPU, or the ranks' kinds of device differ.</exception>
+    public static void Check(Store store, int rank, int world, RankDevice device)
     {
-        store.Set(Key + rank, Encoding.UTF8.GetBytes(identity));
-        var all = Enumerable.Range(0, world).Select(r => r == rank ? identity : Encoding.UTF8.GetString(store.Get(Key + r))).ToList();
-        if (Find(all) is (int a, int b))
-            throw new NotSupportedException(
-                $"ranks {a} and {b} would both use {all[a]} (each task sees the same single device): bind one GPU to each task (srun --gpus-per-task=1, or CUDA_VISIBLE_DEVICES per task), or let every task see all of its machine's GPUs");
+        store.Set(Key + rank, Encoding.UTF8.GetBytes($"{device.Kind}\n{device.Identity}\n{device.Label}"));
+        var all = Enumerable.Range(0, world).Select(r =>
+        {
+            if (r == rank)
+                return device;
+            var parts = Encoding.UTF8.GetString(store.Get(Key + r)).Split('\n');
+            return new RankDevice(parts[0], parts[1], parts[2]);
+        }).ToList();
+        if (Problem(all) is { } problem)
+            throw new NotSupportedException(problem);
     }
 }

@@ -187,7 +187,7 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_synchronize(int type, int index);
     [LibraryImport(Library)] internal static partial int pt_cuda_set_device(int index);
     [LibraryImport(Library)] internal static partial int pt_cuda_device_name(int index, byte[] buffer, int length);
-    [LibraryImport(Library)] internal static partial int pt_cuda_device_bus_id(int index, byte[] buffer, int length);
+    [LibraryImport(Library)] internal static partial int pt_cuda_device_uuid(int index, byte[] buffer, int length);
     [LibraryImport(Library)] internal static partial int pt_memory(int type, int index, out long current, out long peak);
     [LibraryImport(Library)] internal static partial int pt_reset_peak_memory(int type, int index);
 }

@@ -68,9 +68,10 @@ public static class TorchRuntime
     /// <exception cref="TorchException">A CPU build of the shim, or no such device.</exception>
     public static string CudaDeviceName(int index) => NativeString(index, Native.pt_cuda_device_name);
 
-    /// <summary>The PCI address of CUDA device <paramref name="index"/> (domain:bus:device.0, nvidia-smi's Bus-Id).</summary>
+    /// <summary>The UUID of CUDA device <paramref name="index"/> (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as
+    /// nvidia-smi -L gives it; a MIG slice has its own).</summary>
     /// <exception cref="TorchException">A CPU build of the shim, or no such device.</exception>
-    public static string CudaDeviceBusId(int index) => NativeString(index, Native.pt_cuda_device_bus_id);
+    public static string CudaDeviceUuid(int index) => NativeString(index, Native.pt_cuda_device_uuid);
 
     private static string NativeString(int index, Func<int, byte[], int, int> call)
     {

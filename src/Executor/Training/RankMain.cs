@@ -26,8 +26,7 @@ public static class RankMain
         TorchRuntime.Seed(options.Seed);
         using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
         bool loopback = Store.IsLoopback(env.MasterAddr);
-        if (options.Device.Type == DeviceType.Cuda)
-            DeviceClash.Check(store, env.Rank, env.World, $"{Environment.MachineName} GPU {TorchRuntime.CudaDeviceBusId(options.Device.Index)}");
+        DeviceClash.Check(store, env.Rank, env.World, RankDevice.Of(options.Device, env.Rank));
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         var lines = new System.Text.StringBuilder();
         for (int step = 0; step < options.Steps; step++)

@@ -61,14 +61,17 @@ PT_EXPORT int32_t pt_cuda_device_name(int32_t index, char* buffer, int32_t lengt
   PT_CATCH
 }
 
-// The PCI address of CUDA device `index` (domain:bus:device, as nvidia-smi's Bus-Id gives it): with the host name it
-// tells whether two ranks would drive the same GPU (tasks that each see one device, the same one).
-PT_EXPORT int32_t pt_cuda_device_bus_id(int32_t index, char* buffer, int32_t length) {
+// The UUID of CUDA device `index` ("GPU-" and 32 hex digits in nvidia-smi's grouping; a MIG slice has its own): unique
+// across machines, it tells whether two ranks would drive the same device (tasks that each see one device, the same one).
+PT_EXPORT int32_t pt_cuda_device_uuid(int32_t index, char* buffer, int32_t length) {
   PT_TRY
-  PT_CHECK_ARG(buffer != nullptr && length > 0, "the bus id's buffer is empty");
+  PT_CHECK_ARG(buffer != nullptr && length > 0, "the UUID's buffer is empty");
 #ifdef PT_WITH_CUDA
   const auto* p = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
-  std::snprintf(buffer, static_cast<size_t>(length), "%08x:%02x:%02x.0", p->pciDomainID, p->pciBusID, p->pciDeviceID);
+  const auto* u = reinterpret_cast<const unsigned char*>(p->uuid.bytes);
+  std::snprintf(buffer, static_cast<size_t>(length),
+                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 #else
   (void)index;
   throw std::runtime_error("this build of the shim has no CUDA (build it against a CUDA libtorch with -DPLANNER_WITH_CUDA=ON)");

@@ -452,8 +452,7 @@ public static class ProfileRank
         var timeout = TimeSpan.FromMinutes(2);
         string? iface = loopback ? "127.0.0.1" : null;
         using var store = Store.Tcp(host, port, world, rank == 0, timeout);
-        if (Cuda)
-            DeviceClash.Check(store, rank, world, $"{Environment.MachineName} GPU {TorchRuntime.CudaDeviceBusId(_device.Index)}");
+        DeviceClash.Check(store, rank, world, RankDevice.Of(_device, rank));
         using var pg = NewGroup(store, "profile", rank, world, timeout, iface);
         using var scope = DisposeScope.Begin();
         var nodes = Nodes(store, rank, world, node);
