@@ -48,25 +48,8 @@ public sealed class MultiNodeLaunchTests : IDisposable
     }
 
     /// <summary>Starts one `run` per (arguments, environment) at once; returns each one's exit code, output, error.</summary>
-    private static List<(int Code, string Output, string Error)> RunAll(IEnumerable<(string[] Args, Dictionary<string, string> Env)> launches)
-    {
-        var started = launches.Select(l => Start(l.Args, l.Env)).Select(p => (P: p, Out: p.StandardOutput.ReadToEndAsync(), Err: p.StandardError.ReadToEndAsync())).ToList();
-        try
-        {
-            foreach (var x in started)
-                Assert.True(x.P.WaitForExit(TimeSpan.FromMinutes(5)), "a launcher did not finish in 5 minutes");
-            return started.Select(x => (x.P.ExitCode, x.Out.Result, x.Err.Result)).ToList();
-        }
-        finally
-        {
-            foreach (var x in started)
-            {
-                if (!x.P.HasExited)
-                    x.P.Kill(entireProcessTree: true);
-                x.P.Dispose();
-            }
-        }
-    }
+    private static (int Code, string Output, string Error)[] RunAll(IEnumerable<(string[] Args, Dictionary<string, string> Env)> launches) =>
+        Launched.WaitAll(launches.Select(l => Start(l.Args, l.Env)).ToList(), TimeSpan.FromMinutes(5));
 
     private string[] RunArgs(string plan, params string[] more) =>
         ["run", "--plan", plan, "--steps", "3", "--warmup", "0", "--json", "--history", Path.Combine(_dir, "history.csv"), .. more];

@@ -45,49 +45,27 @@ public sealed class TwoHostsTests : IDisposable
         throw new InvalidOperationException("scripts/hosts.sh not found above " + AppContext.BaseDirectory);
     }
 
-    private static (int Code, string Output, string Error) Shell(string[] args) => WaitAll([Start(args)])[0];
+    private static readonly TimeSpan Limit = TimeSpan.FromMinutes(6);
 
-    /// <summary>Starts scripts/hosts.sh with <paramref name="args"/>, its output read as it comes.</summary>
-    private static (Process P, Task<string> Out, Task<string> Err) Start(string[] args)
+    private static (int Code, string Output, string Error) Shell(string[] args) => Launched.WaitAll([Start(args)], Limit)[0];
+
+    /// <summary>Starts scripts/hosts.sh with <paramref name="args"/>.</summary>
+    private static Process Start(string[] args)
     {
         var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(Root, "scripts", "hosts.sh"));
         foreach (var a in args)
             psi.ArgumentList.Add(a);
-        var p = Process.Start(psi)!;
-        return (p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync());
-    }
-
-    /// <summary>Waits for every process (6 minutes in all), then ends any still running (a host waiting for a peer
-    /// that failed) and returns each one's exit code, output and error.</summary>
-    private static (int Code, string Output, string Error)[] WaitAll(IReadOnlyList<(Process P, Task<string> Out, Task<string> Err)> started)
-    {
-        try
-        {
-            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(6);
-            foreach (var s in started)
-                Assert.True(s.P.WaitForExit(TimeSpan.FromMilliseconds(Math.Max(0, (deadline - DateTime.UtcNow).TotalMilliseconds))),
-                    "a command on an emulated host did not finish in 6 minutes");
-            return started.Select(s => (s.P.ExitCode, s.Out.Result, s.Err.Result)).ToArray();
-        }
-        finally
-        {
-            foreach (var s in started)
-            {
-                if (!s.P.HasExited)
-                    s.P.Kill(entireProcessTree: true);
-                s.P.Dispose();
-            }
-        }
+        return Process.Start(psi)!;
     }
 
     /// <summary>Runs the planner with <paramref name="args"/> on both hosts at once (node rank 0 and 1).</summary>
     private (int Code, string Output, string Error)[] OnBoth(params string[] args)
     {
         int port = Commands.RankProcesses.FreePort();
-        return WaitAll(Enumerable.Range(0, 2).Select(i => Start(["on", _tag, i.ToString(CultureInfo.InvariantCulture),
+        return Launched.WaitAll(Enumerable.Range(0, 2).Select(i => Start(["on", _tag, i.ToString(CultureInfo.InvariantCulture),
             "dotnet", Path.Combine(AppContext.BaseDirectory, "planner.dll"), .. args,
-            "--nnodes", "2", "--node-rank", i.ToString(CultureInfo.InvariantCulture), "--master-addr", _master, "--master-port", port.ToString(CultureInfo.InvariantCulture)])).ToList());
+            "--nnodes", "2", "--node-rank", i.ToString(CultureInfo.InvariantCulture), "--master-addr", _master, "--master-port", port.ToString(CultureInfo.InvariantCulture)])).ToList(), Limit);
     }
 
     private string Cluster(int perNode)

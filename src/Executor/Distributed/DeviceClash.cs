@@ -1,4 +1,3 @@
-using System.Text;
 using Planner.Executor.Torch;
 
 namespace Planner.Executor.Distributed;
@@ -51,14 +50,8 @@ public static class DeviceClash
     /// <exception cref="NotSupportedException">Two ranks would share a GPU, or the ranks' kinds of device differ.</exception>
     public static void Check(Store store, int rank, int world, RankDevice device)
     {
-        store.Set(Key + rank, Encoding.UTF8.GetBytes($"{device.Kind}\n{device.Identity}\n{device.Label}"));
-        var all = Enumerable.Range(0, world).Select(r =>
-        {
-            if (r == rank)
-                return device;
-            var parts = Encoding.UTF8.GetString(store.Get(Key + r)).Split('\n');
-            return new RankDevice(parts[0], parts[1], parts[2]);
-        }).ToList();
+        var all = store.AllGather(Key, rank, world, $"{device.Kind}\n{device.Identity}\n{device.Label}")
+            .Select(text => text.Split('\n')).Select(parts => new RankDevice(parts[0], parts[1], parts[2])).ToList();
         if (Problem(all) is { } problem)
             throw new NotSupportedException(problem);
     }

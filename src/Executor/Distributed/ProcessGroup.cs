@@ -47,6 +47,17 @@ public sealed class Store : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every rank's text, by rank: publishes <paramref name="value"/> under <paramref name="prefix"/> and this rank's
+    /// number, then reads every other rank's (each read waits until that rank has published). Every rank of the world
+    /// must call it with the same prefix.
+    /// </summary>
+    public IReadOnlyList<string> AllGather(string prefix, int rank, int world, string value)
+    {
+        Set(prefix + rank, System.Text.Encoding.UTF8.GetBytes(value));
+        return Enumerable.Range(0, world).Select(r => r == rank ? value : System.Text.Encoding.UTF8.GetString(Get(prefix + r))).ToList();
+    }
+
     /// <summary>Disconnects.</summary>
     public void Dispose() => Handle.Dispose();
 }

@@ -7,10 +7,10 @@ namespace Planner.Cli.Commands;
 /// <summary>
 /// run's <c>--device</c>: where the ranks train. <c>auto</c> (null type) takes CUDA when the libtorch shim sees
 /// devices, else the CPU; <c>cuda</c> gives each rank of the machine its own device (its local index, or the
-/// scheduler's local rank; a scheduled task that sees a single device takes it, as when one GPU is bound to each task,
-/// tasks that all see the same single GPU are refused by the ranks before NCCL starts, <see cref="Planner.Executor.Distributed.DeviceClash"/>);
-/// <c>cuda:N</c> names one device (what the
-/// launcher hands each rank process).
+/// scheduler's local rank; a scheduled task that sees a single device takes it, as when one GPU is bound to each task;
+/// tasks that all see the same single GPU are refused by the ranks before NCCL starts, see
+/// <see cref="Planner.Executor.Distributed.DeviceClash"/>); <c>cuda:N</c> names one device (what the launcher hands
+/// each rank process).
 /// </summary>
 public sealed record DeviceChoice(DeviceType? Type, int? Index = null)
 {

@@ -709,9 +709,6 @@ public static class ProfileRank
     }
 
     /// <summary>Every rank's node, from the names the ranks publish in the rendezvous store.</summary>
-    private static NodeMap Nodes(Store store, int rank, int world, string node)
-    {
-        store.Set($"profile-node-of-{rank}", System.Text.Encoding.UTF8.GetBytes(node));
-        return NodeMap.FromNames(Enumerable.Range(0, world).Select(r => System.Text.Encoding.UTF8.GetString(store.Get($"profile-node-of-{r}"))).ToList());
-    }
+    private static NodeMap Nodes(Store store, int rank, int world, string node) =>
+        NodeMap.FromNames(store.AllGather("profile-node-of-", rank, world, node));
 }
