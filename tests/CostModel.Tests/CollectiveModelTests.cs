@@ -51,7 +51,7 @@ public class CollectiveModelTests
     }
 
     [Fact]
-    public void Ring_SeveralMembersPerNode_UsesInterTierForEveryRank()
+    public void Ring_SeveralMembersPerDomain_UsesInterTierForEveryRank()
     {
         double s = 1 * GB;
         // 16 ranks, 8 per node: a flat ring at the network's per-GPU bandwidth and latency.
@@ -189,26 +189,26 @@ public class CollectiveModelTests
     }
 
     [Fact]
-    public void CrossesNodes_Tp8_StaysInNode_DpCrosses()
+    public void CrossesDomains_Tp8_StaysInNode_DpCrosses()
     {
         var p = new Placement(Plan(tp: 8, pp: 2, dp: 4), 8);
-        Assert.False(p.CrossesNodes(Axis.Tp));
-        Assert.Equal(8, p.MembersPerNode(Axis.Tp));
-        Assert.True(p.CrossesNodes(Axis.Dp));
-        Assert.Equal(1, p.MembersPerNode(Axis.Dp));
-        Assert.True(p.CrossesNodes(Axis.Pp));
+        Assert.False(p.CrossesDomains(Axis.Tp));
+        Assert.Equal(8, p.MembersPerDomain(Axis.Tp));
+        Assert.True(p.CrossesDomains(Axis.Dp));
+        Assert.Equal(1, p.MembersPerDomain(Axis.Dp));
+        Assert.True(p.CrossesDomains(Axis.Pp));
     }
 
     [Fact]
-    public void MembersPerNode_Tp4_Dp4()
+    public void MembersPerDomain_Tp4_Dp4()
     {
         // DP neighbours are 4 ranks apart: 2 of them share each 8-GPU node, so the group spans 2 nodes.
         var p = new Placement(Plan(tp: 4, pp: 1, dp: 4), 8);
-        Assert.Equal(2, p.MembersPerNode(Axis.Dp));
-        Assert.True(p.CrossesNodes(Axis.Dp));
+        Assert.Equal(2, p.MembersPerDomain(Axis.Dp));
+        Assert.True(p.CrossesDomains(Axis.Dp));
         var small = new Placement(Plan(tp: 2, pp: 1, dp: 4), 8);
-        Assert.Equal(4, small.MembersPerNode(Axis.Dp));
-        Assert.False(small.CrossesNodes(Axis.Dp));
+        Assert.Equal(4, small.MembersPerDomain(Axis.Dp));
+        Assert.False(small.CrossesDomains(Axis.Dp));
     }
 
     [Fact]

@@ -114,7 +114,7 @@ public class KernelTimerTests
         var tpCluster = cluster with { Gpu = cluster.Gpu with { Profiled = new(BlockForward: 1.1, TpBlockForward: 1.5) } };
         var plain2 = Planner.CostModel.Pricing.BlockCosts.Compute(model, cluster, plan, new Planner.CostModel.Pricing.PricingOptions());
         var tp2 = Planner.CostModel.Pricing.BlockCosts.Compute(model, tpCluster, plan, new Planner.CostModel.Pricing.PricingOptions());
-        Assert.Equal(1.5 * plain2.Forward, tp2.Forward, 9);
+        Assert.Equal(1.5 * plain2.Block.Forward, tp2.Block.Forward, 9);
     }
 
     [Fact]
@@ -127,11 +127,11 @@ public class KernelTimerTests
         var options = new Planner.CostModel.Pricing.PricingOptions(FlashAttention: false);
         var a = Planner.CostModel.Pricing.BlockCosts.Compute(model, cluster, plan, options);
         var b = Planner.CostModel.Pricing.BlockCosts.Compute(model, scaled, plan, options);
-        Assert.True(a.Forward > 0 && a.TpForward > 0 && a.Recompute > 0 && a.HeadBackward > 0);
-        foreach (var (x, y) in new[] { (a.Forward, b.Forward), (a.Backward, b.Backward), (a.Recompute, b.Recompute), (a.EmbeddingForward, b.EmbeddingForward),
+        Assert.True(a.Block.Forward > 0 && a.Block.TpForward > 0 && a.Block.Recompute > 0 && a.HeadBackward > 0);
+        foreach (var (x, y) in new[] { (a.Block.Forward, b.Block.Forward), (a.Block.Backward, b.Block.Backward), (a.Block.Recompute, b.Block.Recompute), (a.EmbeddingForward, b.EmbeddingForward),
                      (a.EmbeddingBackward, b.EmbeddingBackward), (a.HeadForward, b.HeadForward), (a.HeadBackward, b.HeadBackward) })
             Assert.Equal(1.25 * x, y, 9);
-        foreach (var (x, y) in new[] { (a.TpForward, b.TpForward), (a.TpBackward, b.TpBackward), (a.TpRecompute, b.TpRecompute), (a.TpEmbedding, b.TpEmbedding) })
+        foreach (var (x, y) in new[] { (a.Block.TpForward, b.Block.TpForward), (a.Block.TpBackward, b.Block.TpBackward), (a.Block.TpRecompute, b.Block.TpRecompute), (a.TpEmbedding, b.TpEmbedding) })
             Assert.Equal(1.5 * x, y, 9);
         // The step prices through them: compute and TP communication grow, the rest stays.
         var pa = Planner.CostModel.Pricing.Pricer.Price(model, cluster, plan, options);

@@ -94,6 +94,152 @@ public class ModelSpecTests
         Assert.Equal(46_702_792_704L - 32L * 6 * 176_160_768L, m.ActiveParams);
     }
 
+    // ---- Mixture-of-experts, MLA, multi-token prediction and sliding windows (shared/validation/models) ----
+
+    [Theory]
+    // Published totals and active counts: DeepSeek-V3 technical report (671B total, 37B activated per token);
+    // Qwen3 technical report (235B / 22B, 30.5B / 3.3B); Kimi K2 model card (1.04T total, 32.6B activated);
+    // OpenAI gpt-oss model card (116.83B total; 5.13B active, which counts the unembedding but not the embedding).
+    [InlineData("deepseek-v3-nomtp", 671e9, 37e9, 0.02)]
+    [InlineData("qwen3-235b-a22b", 235e9, 22e9, 0.03)]
+    [InlineData("qwen3-30b-a3b", 30.5e9, 3.3e9, 0.02)]
+    [InlineData("kimi-k2", 1.04e12, 32.6e9, 0.02)]
+    public void MoePresets_MatchPublishedTotalAndActive(string preset, double total, double active, double tolerance)
+    {
+        var m = ModelLoader.Load(preset);
+        Assert.True(m.IsMoe);
+        AssertRelative(total, m.TotalParams, tolerance);
+        AssertRelative(active, m.ActiveParams, tolerance);
+    }
+
+    [Fact]
+    public void GptOss120b_MatchesModelCard()
+    {
+        var m = ModelLoader.Load("gpt-oss-120b");
+        AssertRelative(116.83e9, m.TotalParams, 0.005);
+        // OpenAI counts the unembedding among the active parameters but not the embedding.
+        AssertRelative(5.13e9, m.ActiveParams - (long)m.Vocab * m.Hidden, 0.01);
+        Assert.Equal(64, m.HeadDim); // head_dim 64 with hidden 2880 and 64 heads: not hidden / heads
+        Assert.Equal(18, Enumerable.Range(0, m.Layers).Count(l => m.WindowOf(l) == 128));
+        Assert.Equal(0, m.WindowOf(1));
+        Assert.Equal(new LayerKind(true, 128), m.KindOf(0));
+        Assert.Equal(2, m.Kinds.Count);
+    }
+
+    [Fact]
+    public void DeepSeekV3_DenseFirstBlocks_MlaAndMtp()
+    {
+        var m = ModelLoader.Load("deepseek-v3");
+        var plain = ModelLoader.Load("deepseek-v3-nomtp");
+        Assert.False(m.IsMoeLayer(2));
+        Assert.True(m.IsMoeLayer(3));
+        Assert.Equal(58, m.Moe!.MoeLayers);
+        Assert.Equal(2048, m.Moe.SharedFfn); // one shared expert of moe_intermediate_size
+        Assert.Equal(192, m.QkHeadDim);
+        Assert.Equal(128, m.HeadDim);
+        // MLA by hand: q 7168·1536 + 1536 + 1536·128·192; kv 7168·(512 + 64) + 512 + 512·128·(128 + 128); out 128·128·7168.
+        long mla = 7168L * 1536 + 1536 + 1536L * 128 * 192 + 7168L * 576 + 512 + 512L * 128 * 256 + 128L * 128 * 7168;
+        Assert.Equal(mla, m.AttentionParams);
+        // The MTP module (DeepSeek's 14B counts its copies of the embedding and head, shared in training): two input
+        // norms, the 2h -> h projection, one MoE block and its output norm.
+        Assert.Equal(m.TotalParams - plain.TotalParams, m.MtpModuleParams);
+        Assert.Equal(3 * 7168L + 2L * 7168 * 7168 + m.LayerParamsOf(new LayerKind(true, 0)), m.MtpModuleParams);
+        AssertRelative(14e9 - 2 * 129280.0 * 7168, m.MtpModuleParams, 0.05);
+        Assert.Equal(plain.ActiveParams, m.ActiveParams);
+    }
+
+    [Fact]
+    public void Parse_MoeKeys_SharedExpertsDenseFirstAndFrequency()
+    {
+        const string json = """
+            { "num_hidden_layers": 6, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 4,
+              "intermediate_size": 1024, "moe_intermediate_size": 128, "n_routed_experts": 8, "num_experts_per_tok": 2,
+              "n_shared_experts": 2, "first_k_dense_replace": 1, "moe_layer_freq": 2, "vocab_size": 1000,
+              "max_position_embeddings": 512 }
+            """;
+        var m = ModelLoader.Parse(json, "moe.json", "x");
+        // Blocks 2 and 4 are MoE (l >= 1 and l % 2 == 0), the others dense.
+        Assert.Equal(new[] { false, false, true, false, true, false }, Enumerable.Range(0, 6).Select(m.IsMoeLayer));
+        long dense = 3L * 256 * 1024, expert = 3L * 256 * 128, shared = 3L * 256 * 256;
+        Assert.Equal(shared, m.SharedExpertParams);
+        long attention = 4L * 256 * 256, norms = 2 * 256;
+        Assert.Equal(attention + norms + dense, m.LayerParamsOf(new LayerKind(false, 0)));
+        Assert.Equal(attention + norms + 8 * expert + shared + 256 * 8, m.LayerParamsOf(new LayerKind(true, 0)));
+        long total = 4 * (attention + norms + dense) + 2 * (attention + norms + 8 * expert + shared + 256 * 8) + 2L * 1000 * 256 + 256;
+        Assert.Equal(total, m.TotalParams);
+        Assert.Equal(total - 2 * 6 * expert, m.ActiveParams);
+        Assert.Equal(8L * expert, m.ExpertParamsOf(2, 1));
+        Assert.Equal(0, m.ExpertParamsOf(3, 1));
+    }
+
+    [Fact]
+    public void Parse_MoeLayerFreqList_AndSharedIntermediateSize()
+    {
+        const string json = """
+            { "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 512,
+              "num_experts": 4, "num_experts_per_tok": 1, "shared_expert_intermediate_size": 384,
+              "moe_layer_freq": [0, 1, 1, 0], "vocab_size": 1000, "max_position_embeddings": 512 }
+            """;
+        var m = ModelLoader.Parse(json, "moe.json", "x");
+        Assert.Equal(new[] { false, true, true, false }, Enumerable.Range(0, 4).Select(m.IsMoeLayer));
+        Assert.Equal(512, m.Moe!.ExpertFfn); // no moe_intermediate_size: the experts are intermediate_size wide
+        Assert.Equal(384, m.Moe.SharedFfn);
+    }
+
+    [Fact]
+    public void Parse_HeadDim_LetsHiddenDifferFromHeadsTimesHeadWidth()
+    {
+        // Qwen3-30B-A3B: hidden 2048, 32 heads of 128 (4096 wide queries).
+        var m = ModelLoader.Load("qwen3-30b-a3b");
+        Assert.Equal(128, m.HeadDim);
+        Assert.Equal(2048L * (4096 + 2 * 512) + 4096L * 2048, m.AttentionParams);
+    }
+
+    [Fact]
+    public void Parse_SlidingWindowWithoutLayerTypes_AllBlocks_UnlessDisabled()
+    {
+        const string json = """
+            { "num_hidden_layers": 3, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 512,
+              "vocab_size": 1000, "max_position_embeddings": 8192, "sliding_window": 1024 }
+            """;
+        var m = ModelLoader.Parse(json, "w.json", "x");
+        Assert.All(Enumerable.Range(0, 3), l => Assert.Equal(1024, m.WindowOf(l)));
+        var off = ModelLoader.Parse(json.Replace("\"sliding_window\"", "\"use_sliding_window\": false, \"sliding_window\""), "w.json", "x");
+        Assert.Null(off.Window);
+    }
+
+    [Fact]
+    public void Parse_GptStyleWithLlamaKeys_LayerNormBiasesLearnedPositions()
+    {
+        var m = ModelLoader.Load("gpt3-5b");
+        Assert.Equal(NormKind.LayerNorm, m.Norm);
+        Assert.Equal(PositionKind.Learned, m.Positions);
+        Assert.True(m.Biases);
+        Assert.Equal(MlpKind.Gelu, m.Mlp);
+        var narayanan = 12.0 * 24 * 4096 * 4096 * (1 + 13.0 / (12 * 4096) + (51200.0 + 2048) / (12 * 24 * 4096));
+        AssertRelative(narayanan, m.TotalParams, 0.001);
+    }
+
+    [Theory]
+    [InlineData(""" "num_local_experts": 8, "num_experts": 4, "num_experts_per_tok": 2 """, "num_experts")]
+    [InlineData(""" "num_local_experts": 8, "num_experts_per_tok": 9 """, "num_experts_per_tok")]
+    [InlineData(""" "num_local_experts": 8, "num_experts_per_tok": 2, "moe_layer_freq": [1, 0] """, "moe_layer_freq")]
+    [InlineData(""" "num_local_experts": 8, "num_experts_per_tok": 2, "first_k_dense_replace": 4 """, "first_k_dense_replace")]
+    [InlineData(""" "kv_lora_rank": 64, "qk_nope_head_dim": 32, "v_head_dim": 32 """, "qk_rope_head_dim")]
+    [InlineData(""" "sliding_window": 16, "layer_types": ["sliding_attention"] """, "layer_types")]
+    [InlineData(""" "layer_types": ["sliding_attention", "full_attention", "full_attention", "full_attention"] """, "sliding_window")]
+    [InlineData(""" "head_dim": 0 """, "head_dim")]
+    public void Parse_BadMoeMlaWindowKeys_NameTheKey(string extra, string key)
+    {
+        string json = $$"""
+            { "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 512,
+              "vocab_size": 1000, "max_position_embeddings": 512, {{extra}} }
+            """;
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "bad.json", "x"));
+        Assert.Contains(key, e.Message);
+        Assert.Contains("bad.json", e.Message);
+    }
+
     [Fact]
     public void DenseModel_ActiveEqualsTotal()
     {

@@ -419,7 +419,7 @@ public class PricerTests
             double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
             double gather = zero == 0 ? 0 : Dp(Comm.Collective.AllGather, stageParams * 2);
             // The pipeline's sum: the whole gradient, or under ZeRO-2 the shard already reduced over DP.
-            int pairPerNode = placement.CrossesNodes(Comm.Axis.Pp) ? 1 : 2;
+            int pairPerNode = placement.CrossesDomains(Comm.Axis.Pp) ? 1 : 2;
             double tied = Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, tiedParams * 2 / (zero == 2 ? plan.Dp : 1), 2, pairPerNode, cluster);
             AssertRel((Dp(op, (stageParams - tiedParams) * 2) + Dp(op, tiedParams * 2)) * reductions + gather + tied, costs.Parts[s].DpTail);
             var together = PipelineCosts.Compute(model, cluster, plan, serial);
@@ -465,7 +465,7 @@ public class PricerTests
             Assert.Equal(stageParams, buckets.Sum(), 6);
             double Each(Comm.Collective c) => buckets.Sum(b => Dp(c, b * 2));
             double gather = zero == 0 ? 0 : Each(Comm.Collective.AllGather);
-            double tied = pp > 1 ? Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, (double)model.Vocab * model.Hidden * 2, 2, placement.CrossesNodes(Comm.Axis.Pp) ? 1 : 2, cluster) : 0;
+            double tied = pp > 1 ? Comm.CollectiveModel.Seconds(Comm.Collective.AllReduce, (double)model.Vocab * model.Hidden * 2, 2, placement.CrossesDomains(Comm.Axis.Pp) ? 1 : 2, cluster) : 0;
             AssertRel(Each(op) + gather + tied, costs.Parts[s].DpTail);
             // Each collective pays its latency: more than the stage's gradients priced as one.
             Assert.True(costs.Parts[s].DpTail > together.Parts[s].DpTail);
@@ -538,7 +538,7 @@ public class PricerTests
         var options = new PricingOptions(OverlapParamGather: false, ReduceScatterPerMicroBatch: true, CollectivePerBucket: perBucket);
         var costs = PipelineCosts.Compute(model, cluster, plan, options);
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
-        Assert.False(placement.CrossesNodes(Comm.Axis.Dp));
+        Assert.False(placement.CrossesDomains(Comm.Axis.Dp));
         double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
         double Collect(Comm.Collective c, List<double> buckets) => perBucket ? buckets.Sum(b => Dp(c, b * 2)) : Dp(c, buckets.Sum() * 2);
         double block = model.LayerParams;

@@ -10,7 +10,7 @@ public sealed class PredictContractTests
     private static readonly string[] TopKeys =
         ["step_time_s", "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "peak_memory_gib", "fits", "breakdown", "plan"];
 
-    private static readonly string[] BreakdownKeys = ["compute", "recompute", "tp_comm", "pp_comm", "dp_comm", "bubble", "optimizer"];
+    private static readonly string[] BreakdownKeys = ["compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm", "bubble", "optimizer"];
 
     private static readonly string[] PlanKeys =
         ["model", "cluster", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel", "precision"];

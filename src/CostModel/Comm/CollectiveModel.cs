@@ -73,5 +73,5 @@ public static class CollectiveModel
     /// <summary>The same collective for a group of a placed axis.</summary>
     public static double Seconds(Collective op, double bytes, Placement placement, Axis axis, ClusterSpec cluster,
         CollectiveAlgorithm algorithm = CollectiveAlgorithm.Ring) =>
-        Seconds(op, bytes, placement.Size(axis), placement.MembersPerNode(axis), cluster, algorithm);
+        Seconds(op, bytes, placement.Size(axis), placement.MembersPerDomain(axis), cluster, algorithm);
 }

@@ -1,25 +1,47 @@
 using Planner.CostModel.Plans;
-using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Comm;
 
-/// <summary>The parallel axes of the device mesh.</summary>
-public enum Axis { Tp, Cp, Dp, Pp }
+/// <summary>The parallel axes of the device mesh, and the groups carved from them.</summary>
+public enum Axis
+{
+    /// <summary>Tensor parallelism.</summary>
+    Tp,
+    /// <summary>Context parallelism.</summary>
+    Cp,
+    /// <summary>Data parallelism.</summary>
+    Dp,
+    /// <summary>Pipeline parallelism.</summary>
+    Pp,
+    /// <summary>The ranks that hold the same dense weights in a stage: cp · dp of them (the dense gradients' reduction
+    /// and ZeRO's sharding run over the data- and context-parallel ranks together, as Megatron-Core does).</summary>
+    DpCp,
+    /// <summary>Expert tensor parallelism: the ranks that split each expert's weights.</summary>
+    Etp,
+    /// <summary>Expert parallelism: the ranks that split the experts of a MoE block and exchange tokens.</summary>
+    Ep,
+    /// <summary>Expert data parallelism: the ranks of a stage that hold the same experts (tp·cp·dp / (ep·etp) of them).</summary>
+    Edp,
+}
 
 /// <summary>
 /// Rank placement: global rank = ((pp_index · dp + dp_index) · cp + cp_index) · tp + tp_index, i.e. TP innermost,
-/// then CP, DP and PP outermost, so that the chattiest group stays inside the NVLink domain.
-/// From it follows which network tier each group's collectives cross and how many GPUs of a group share a node.
+/// then CP, DP and PP outermost, so that the chattiest group stays inside the NVLink domain. The expert groups are
+/// carved from the same tp·cp·dp ranks of each stage as Megatron-Core does: expert-TP innermost, then EP, then
+/// expert-DP. From it follows which network tier each group's collectives cross and how many GPUs of a group share an
+/// NVLink domain (consecutive ranks fill a domain; a group no wider than a domain is placed inside one).
 /// </summary>
-public sealed record Placement(ParallelPlan Plan, int GpusPerNode)
+public sealed record Placement(ParallelPlan Plan, int GpusPerDomain)
 {
     /// <summary>Distance in global ranks between neighbours of an axis' group.</summary>
     public int Stride(Axis axis) => axis switch
     {
-        Axis.Tp => 1,
-        Axis.Cp => Plan.Tp,
+        Axis.Tp or Axis.Etp => 1,
+        Axis.Cp or Axis.DpCp => Plan.Tp,
         Axis.Dp => Plan.Tp * Plan.Cp,
         Axis.Pp => Plan.Tp * Plan.Cp * Plan.Dp,
+        Axis.Ep => Plan.Etp,
+        Axis.Edp => Plan.Etp * Plan.Ep,
         _ => throw new ArgumentOutOfRangeException(nameof(axis)),
     };
 
@@ -30,21 +52,25 @@ public sealed record Placement(ParallelPlan Plan, int GpusPerNode)
         Axis.Cp => Plan.Cp,
         Axis.Dp => Plan.Dp,
         Axis.Pp => Plan.Pp,
+        Axis.DpCp => Plan.Cp * Plan.Dp,
+        Axis.Etp => Plan.Etp,
+        Axis.Ep => Plan.Ep,
+        Axis.Edp => Plan.ExpertDp,
         _ => throw new ArgumentOutOfRangeException(nameof(axis)),
     };
 
-    /// <summary>Members of one group that sit on the same node (at least 1).</summary>
-    public int MembersPerNode(Axis axis)
+    /// <summary>Members of one group that sit in the same NVLink domain (at least 1).</summary>
+    public int MembersPerDomain(Axis axis)
     {
         int stride = Stride(axis);
-        if (stride >= GpusPerNode)
+        if (stride >= GpusPerDomain)
             return 1;
-        // Nodes hold GpusPerNode consecutive ranks; a group's members are stride apart.
-        return Math.Max(1, Math.Min(Size(axis), GpusPerNode / stride));
+        // Domains hold GpusPerDomain consecutive ranks; a group's members are stride apart.
+        return Math.Max(1, Math.Min(Size(axis), GpusPerDomain / stride));
     }
 
-    /// <summary>True when one group of this axis spans more than one node.</summary>
-    public bool CrossesNodes(Axis axis) => Size(axis) > MembersPerNode(axis);
+    /// <summary>True when one group of this axis spans more than one NVLink domain.</summary>
+    public bool CrossesDomains(Axis axis) => Size(axis) > MembersPerDomain(axis);
 
     /// <summary>Global ranks of the group of an axis that contains <paramref name="rank"/>.</summary>
     public int[] GroupOf(Axis axis, int rank)

@@ -18,15 +18,21 @@ public readonly record struct Flops(double Model, double Hardware)
     /// <param name="flashAttention">Under fused attention selective recompute re-executes nothing beyond the fused backward.</param>
     public static Flops PerStep(ModelSpec model, ParallelPlan plan, bool flashAttention)
     {
-        var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false, Stages = null };
+        var one = plan with { Tp = 1, Cp = 1, Pp = 1, Dp = 1, Mbs = 1, Gbs = 1, Vpp = 1, SequenceParallel = false, Stages = null, Ep = 1, Etp = 1, MoeImbalance = 1, MoeCapacity = null };
         // Counted on materialised attention: the convention of the published formulas (no causal saving).
         var ops = new TransformerOps(model, one, flashAttention: false);
-        double block = TransformerOps.Sum(ops.Block);
+        var kinds = ops.Blocks.Select(TransformerOps.Sum).ToArray();
+        double blocks = 0;
+        for (int l = 0; l < model.Layers; l++)
+            blocks += kinds[ops.KindIndex(model.KindOf(l))];
         double head = TransformerOps.Sum(ops.Head);
-        double modelFlops = 3 * (model.Layers * block + head) * plan.Gbs;
+        // Each multi-token-prediction module: its projection, one block and the shared head again.
+        double mtp = model.MtpLayers * (TransformerOps.Sum(ops.MtpProjection) + kinds[ops.KindIndex(model.MtpKind)] + head);
+        double modelFlops = 3 * (blocks + head + mtp) * plan.Gbs;
+        double mean = blocks / model.Layers;
         double Extra(Recompute r) => r switch
         {
-            Recompute.Full => block,
+            Recompute.Full => mean,
             Recompute.Selective => flashAttention ? 0 : CoreFlops(ops.Block),
             _ => 0,
         };

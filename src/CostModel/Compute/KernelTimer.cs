@@ -9,7 +9,11 @@ namespace Planner.CostModel.Compute;
 /// </summary>
 public sealed class KernelTimer(GpuSpec gpu, Precision precision)
 {
+    /// <summary>Peak of the GEMMs a low-precision format quantizes (the blocks' linear layers); every GEMM otherwise.</summary>
     private readonly double _peak = gpu.PeakFlops(precision);
+    /// <summary>Peak of the GEMMs a low-precision format leaves in bf16 (attention core, router, LM head).</summary>
+    private readonly double _unquantizedPeak = precision.IsQuantized() ? gpu.PeakFlops(Precision.Bf16) : gpu.PeakFlops(precision);
+    private readonly bool _quantized = precision.IsQuantized();
     private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
     private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
     private readonly double _forwardFactor = gpu.Profiled?.LinearForward ?? 1;
@@ -28,7 +32,14 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
 
     /// <summary>Seconds of one GEMM: the efficiency curve, corrected by the nearest profiled shape if there is one
     /// within a factor 2 in each dimension.</summary>
-    public double Gemm(GemmShape g) => g.Flops / (_peak * GemmEfficiency(g)) * Residual(g) + _overhead;
+    public double Gemm(GemmShape g) => Gemm(g, _unquantizedPeak);
+
+    /// <summary>Seconds of one GEMM at a given peak (see <see cref="Gemm(GemmShape)"/>).</summary>
+    private double Gemm(GemmShape g, double peak) => g.Flops / (peak * GemmEfficiency(g)) * Residual(g) + _overhead;
+
+    /// <summary>Seconds of an op's GEMM: at the format's rate when quantized, over the grouped-GEMM efficiency when grouped.</summary>
+    private double Gemm(Op op, GemmShape g) =>
+        Gemm(g, op.Quantized && _quantized ? _peak : _unquantizedPeak) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1);
 
     private double Residual(GemmShape g)
     {
@@ -52,7 +63,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     public double Memory(double bytes, double elements = 0) => Math.Max(bytes / _bandwidth, elements * _elementSeconds) + _overhead;
 
     /// <summary>Forward seconds of an op.</summary>
-    public double Forward(Op op) => op.Gemm is { } g ? _forwardFactor * Gemm(g) : Measured(op) is { } r ? op.Elements * r.ForwardNs * 1e-9 + _overhead : Memory(op.Bytes, op.Elements);
+    public double Forward(Op op) => op.Gemm is { } g ? _forwardFactor * Gemm(op, g) : Measured(op) is { } r ? op.Elements * r.ForwardNs * 1e-9 + _overhead : Memory(op.Bytes, op.Elements);
 
     /// <summary>The profiled rate of a memory-bound op, if the GPU has one for its name.</summary>
     private OpRate? Measured(Op op) =>
@@ -63,8 +74,8 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// a memory-bound op reads its saved input and the output gradient and writes the input gradient.
     /// </summary>
     public double Backward(Op op) => op.Gemm is { } g
-        ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(new GemmShape(g.K, g.N, g.M, g.Batch)))
-        : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(2 * op.Bytes, op.Elements);
+        ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(op, new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(op, new GemmShape(g.K, g.N, g.M, g.Batch)))
+        : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(op.BackwardBytes ?? 2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
     /// whole-block correction (its tensor-parallel one for a block split over <paramref name="tp"/> &gt; 1 ranks).</summary>

@@ -1,5 +1,6 @@
 using Planner.CostModel.Compute;
 using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Memory;
@@ -7,7 +8,9 @@ namespace Planner.CostModel.Memory;
 /// <summary>
 /// Per-rank memory: model state by precision and ZeRO stage (Rajbhandari et al. 2020: 2 + 2 + 12 bytes per
 /// parameter in mixed precision), activations by recompute policy and sequence parallelism (Korthikanti et al.
-/// 2022, generalised to GQA, gated MLPs and MoE), times the micro-batches the pipeline schedule holds in flight.
+/// 2022, generalised to GQA, MLA, gated MLPs and MoE), times the micro-batches the pipeline schedule holds in flight.
+/// Dense weights are split by TP and sharded by ZeRO over the data- and context-parallel ranks; experts are split by EP
+/// and expert TP and sharded over the expert-data-parallel ranks.
 /// </summary>
 public sealed class MemoryModel
 {
@@ -44,83 +47,164 @@ public sealed class MemoryModel
         _fp32Params = fp32Params;
     }
 
-    /// <summary>Parameters held by a rank of a stage (before ZeRO-3 sharding).</summary>
-    public double StageParams(int layers, bool first, bool last)
+    /// <summary>Kinds of blocks of the model (<see cref="TransformerOps.Kinds"/>).</summary>
+    public int KindCount => _ops.Kinds.Count;
+
+    /// <summary>A rank's weights of one block of kind <paramref name="kind"/> (an index of <see cref="TransformerOps.Kinds"/>):
+    /// the dense part (attention, norms, router, a dense MLP or shared experts) split by TP, the routed experts split by
+    /// EP and expert TP.</summary>
+    public (double Dense, double Expert) BlockParams(int kind)
     {
-        double p = layers * (double)_m.LayerParams / _p.Tp;
-        if (first)
-            p += (double)_m.EmbeddingParams / _p.Tp;
-        if (last)
-        {
-            p += _m.NormParams;
-            // A tied output layer on another stage keeps its own copy of the embedding (synchronised by an all-reduce).
-            p += _m.TiedEmbeddings ? (first ? 0 : (double)_m.Vocab * _m.Hidden / _p.Tp) : (double)_m.LmHeadParams / _p.Tp;
-        }
-        return p;
+        var k = _ops.Kinds[kind];
+        double experts = k.Moe ? (double)_m.Experts * _m.MlpParamsPerExpert : 0;
+        return ((_m.LayerParamsOf(k) - experts) / _p.Tp, experts / (_p.Ep * _p.Etp));
     }
 
-    /// <summary>Activation bytes one block saves for backward for one micro-batch on one rank.</summary>
-    public double ActivationsPerLayer(Recompute recompute)
+    /// <summary>A rank's weights of a stage or chunk (before ZeRO-3 sharding), dense and expert parts.</summary>
+    public (double Dense, double Expert) Params(BlockMix mix, bool first, bool last)
+    {
+        double dense = 0, expert = 0;
+        for (int k = 0; k < mix.Counts.Count; k++)
+        {
+            if (mix.Counts[k] == 0)
+                continue;
+            var (d, x) = BlockParams(k);
+            dense += mix.Counts[k] * d;
+            expert += mix.Counts[k] * x;
+        }
+        if (first)
+            dense += (double)_m.EmbeddingParams / _p.Tp;
+        if (last)
+        {
+            dense += _m.NormParams;
+            // A tied output layer on another stage keeps its own copy of the embedding (synchronised by an all-reduce).
+            dense += _m.TiedEmbeddings ? (first ? 0 : (double)_m.Vocab * _m.Hidden / _p.Tp) : (double)_m.LmHeadParams / _p.Tp;
+            if (_m.MtpLayers > 0)
+            {
+                var (d, x) = BlockParams(_ops.KindIndex(_m.MtpKind));
+                dense += _m.MtpLayers * (d + (_m.MtpModuleParams - _m.LayerParamsOf(_m.MtpKind)) / (double)_p.Tp);
+                expert += _m.MtpLayers * x;
+            }
+        }
+        return (dense, expert);
+    }
+
+    /// <summary>Parameters held by a rank of a stage (before ZeRO-3 sharding).</summary>
+    public double StageParams(BlockMix mix, bool first, bool last)
+    {
+        var (dense, expert) = Params(mix, first, last);
+        return dense + expert;
+    }
+
+    /// <summary>Parameters held by a rank of a stage of <paramref name="layers"/> blocks of a uniform model.</summary>
+    public double StageParams(int layers, bool first, bool last) => StageParams(BlockMix.Uniform(_ops.Kinds.Count, layers), first, last);
+
+    /// <summary>Activation bytes one block of the first kind saves for backward for one micro-batch on one rank.</summary>
+    public double ActivationsPerLayer(Recompute recompute) => ActivationsPerLayer(0, recompute);
+
+    /// <summary>Activation bytes one block of kind <paramref name="kind"/> saves for backward for one micro-batch on one rank.</summary>
+    public double ActivationsPerLayer(int kind, Recompute recompute)
     {
         double e = _p.Precision.ActivationBytes();
-        double t = _ops.Tokens, tn = _ops.NormTokens, h = _m.Hidden, d = _m.HeadDim;
+        double t = _ops.Tokens, tn = _ops.NormTokens, h = _m.Hidden;
         if (recompute == Recompute.Full)
             return e * tn * h; // only the block input
-        double routed = t * _m.ExpertsPerToken;
-        double fl = (double)_m.Ffn / _p.Tp;
-        double aq = _ops.LocalHeads, akv = _ops.LocalKvHeads;
-        // Replicated across TP unless sequence-parallel: norm inputs, QKV and MLP inputs, dropout masks.
-        double replicated = tn * h * (4 * e + 2);
-        double attention = e * t * (aq + akv) * d   // Q and K for the scores
-                           + e * t * akv * d        // V
-                           + e * t * aq * d;        // projection input
-        double mlp = _m.Mlp == MlpKind.SwiGlu
-            ? e * routed * fl * 3                    // gate and up outputs, the down projection's input
-            : e * routed * fl * 2;                   // GeLU input, the down projection's input
-        if (_m.IsMoe)
-            mlp += e * routed * h;                   // dispatched copies of the tokens
+        // A linear layer's input is saved quantized for the weight gradient under a low-precision format.
+        double q = _ops.Quantization?.SavedInputBytes ?? e;
+        var k = _ops.Kinds[kind];
+        double aq = _ops.LocalHeads, akv = _ops.LocalKvHeads, qk = _m.QkHeadDim, dv = _m.HeadDim;
+        // Replicated across TP unless sequence-parallel: the norms' inputs, the attention's and the MLP's inputs (linear
+        // layers' inputs), dropout masks.
+        double replicated = tn * h * (2 * e + 2 * q + 2);
+        double attention = e * t * (aq + akv) * qk   // Q and K for the scores
+                           + e * t * akv * dv        // V
+                           + q * t * aq * dv;        // projection input
+        if (_m.Mla is { } a)
+            attention += t * (q * (a.QLoraRank + a.KvLoraRank) + e * (a.QLoraRank + a.KvLoraRank + a.QkRopeHeadDim)); // latents: norm and up-projection inputs
+        double mlp = k.Moe ? ExpertActivations(e, q) : Mlp(t, (double)_m.Ffn / _p.Tp, e, q);
         double core = _ops.FlashAttention
             ? 4 * _p.Mbs * aq * _ops.LocalSeq // flash attention keeps only the softmax statistics (fp32)
             : recompute == Recompute.None
-                ? _p.Mbs * aq * _ops.LocalSeq * _p.Seq * (2 * e + 1) // softmax output, dropout mask and output
+                ? _p.Mbs * aq * _ops.LocalSeq * Math.Min(_p.Seq, k.Window > 0 ? k.Window : _p.Seq) * (2 * e + 1) // softmax output, dropout mask and output
                 : 0;
         return replicated + attention + mlp + core;
     }
 
+    /// <summary>An MLP's saved activations: the activation function's input (bf16) and the down projection's input.</summary>
+    private double Mlp(double tokens, double ffn, double e, double q) => _m.Mlp == MlpKind.SwiGlu
+        ? tokens * ffn * (2 * e + q)  // gate and up outputs, the down projection's input
+        : tokens * ffn * (e + q);     // the activation's input, the down projection's input
+
+    /// <summary>A MoE block's saved activations on the busiest rank: the router's scores, the dispatched token copies (the
+    /// experts' input), the experts' intermediate activations, and the shared experts'.</summary>
+    private double ExpertActivations(double e, double q)
+    {
+        var moe = _m.Moe!;
+        double tokens = _ops.ExpertTokens;
+        double router = 2 * _ops.RoutedTokens * moe.Experts * 4;
+        double routed = tokens * _m.Hidden * q + Mlp(tokens, (double)moe.ExpertFfn / _p.Etp, e, q);
+        double shared = moe.SharedFfn > 0 ? Mlp(_ops.Tokens, (double)moe.SharedFfn / _p.Tp, e, q) : 0;
+        return router + routed + shared;
+    }
+
+    /// <summary>Peak memory of a rank on a stage of <paramref name="layers"/> blocks of a uniform model.</summary>
+    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks, Recompute? recompute = null, ParallelPlan? variant = null) =>
+        Stage(stage, BlockMix.Uniform(_ops.Kinds.Count, layers), inFlight, chunks, recompute, variant);
+
     /// <summary>Peak memory of a rank on a stage.</summary>
     /// <param name="stage">Stage index.</param>
-    /// <param name="layers">Transformer blocks on the stage (all its chunks).</param>
+    /// <param name="mix">Transformer blocks on the stage (all its chunks), by kind.</param>
     /// <param name="inFlight">Micro-batch model chunks in flight at the stage's peak.</param>
     /// <param name="chunks">Model chunks on the stage (vpp).</param>
     /// <param name="recompute">The stage's recompute policy (default: the plan's for that stage).</param>
     /// <param name="variant">The plan with other values of the knobs that leave the kernels alone (partial recompute,
     /// optimizer offload): a search prices those variants on one model. Default: the plan of the constructor.</param>
-    public MemoryBreakdown Stage(int stage, int layers, int inFlight, int chunks, Recompute? recompute = null, ParallelPlan? variant = null)
+    public MemoryBreakdown Stage(int stage, BlockMix mix, int inFlight, int chunks, Recompute? recompute = null, ParallelPlan? variant = null)
     {
         var v = variant ?? _p;
         var rc = recompute ?? v.RecomputeOf(stage);
         bool first = stage == 0, last = stage == _p.Pp - 1;
         double e = _p.Precision.ActivationBytes();
-        double paramsHere = StageParams(layers, first, last);
+        var (dense, expert) = Params(mix, first, last);
+        double paramsHere = dense + expert;
         bool mixed = _p.Precision.IsMixed();
         double weightBytes = mixed && !_fp32Params ? 2 : 4;
         double gradBytes = mixed && !_fp32Params ? 2 : 4;
         // Fp32 parameters: Adam's two moments, and under ZeRO an fp32 master shard beside the full parameters.
         double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp > 1 ? 12 : 8) : mixed ? 12 : 8;
-        double dp = _p.Dp;
+        // ZeRO shards the dense weights over the data- and context-parallel ranks, the experts over the expert-data-parallel ones.
+        double Shard(int zero) => _p.Zero >= zero ? dense / (_p.Dp * _p.Cp) + expert / _p.ExpertDp : paramsHere;
         // ZeRO-3 with fp32 parameters keeps only the master shard (counted with the optimizer) between uses.
-        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp > 1 ? 0 : paramsHere * weightBytes / (_p.Zero >= 3 ? dp : 1);
-        double grads = paramsHere * gradBytes / (_p.Zero >= 2 ? dp : 1);
-        double owned = paramsHere / (_p.Zero >= 1 ? dp : 1);
+        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp > 1 ? 0 : Shard(3) * weightBytes;
+        // Quantized copies of the blocks' linear weights, built at the first micro-batch and kept for the step. FP8
+        // parameters (Megatron's fp8_param_gather, on in the published FP8 recipes) replace the bf16 weights of those
+        // layers; NVFP4 keeps them. Under ZeRO-3 the gathered copies are transient (counted with the gathered layers).
+        if (_ops.Quantization is { } quant && _p.Zero < 3)
+            weights += LinearParams(mix) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
+        double grads = Shard(2) * gradBytes;
+        double owned = Shard(1);
         // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
         double optim = owned * optimBytes * (1 - v.OptimizerOffload);
         double host = owned * (optimBytes + 4) * v.OptimizerOffload;
 
         // Under block-wise partial recompute the first k blocks of each chunk keep only their input.
-        double chunkLayers = (double)layers / chunks;
-        double recomputed = v.RecomputeLayers is { } k && rc == Recompute.Full ? Math.Min(k, chunkLayers) : chunkLayers;
-        double perChunk = recomputed * ActivationsPerLayer(rc) + (chunkLayers - recomputed) * ActivationsPerLayer(Recompute.None);
-        double activations = perChunk * inFlight;
+        double activations = 0, mostPerLayer = 0;
+        int layers = mix.Total;
+        for (int k = 0; k < mix.Counts.Count; k++)
+        {
+            if (mix.Counts[k] == 0)
+                continue;
+            double chunkLayers = (double)mix.Counts[k] / chunks;
+            double recomputed = v.RecomputeLayers is { } kept && rc == Recompute.Full ? Math.Min(kept, (double)layers / chunks) * mix.Counts[k] / Math.Max(1, layers) : chunkLayers;
+            activations += recomputed * ActivationsPerLayer(k, rc) + (chunkLayers - recomputed) * ActivationsPerLayer(k, Recompute.None);
+        }
+        // The largest kind of block the model has, whether or not the stage holds one: a stage's memory stays affine in
+        // its block count (the stage-partition MILP's premise).
+        for (int k = 0; k < mix.Counts.Count; k++)
+            mostPerLayer = Math.Max(mostPerLayer, ActivationsPerLayer(k, Recompute.None));
+        if (last && _m.MtpLayers > 0)
+            activations += _m.MtpLayers * (ActivationsPerLayer(_ops.KindIndex(_m.MtpKind), rc) + 4 * _ops.NormTokens * _m.Hidden * e) / chunks;
+        activations *= inFlight;
         // Casts of fp32 parameters to the compute precision, saved by autograd for each micro-batch's backward.
         if (_fp32Params && mixed)
             activations += inFlight * paramsHere / chunks * e;
@@ -129,7 +213,7 @@ public sealed class MemoryModel
 
         double working = 0;
         if (rc == Recompute.Full)
-            working += ActivationsPerLayer(Recompute.None); // the block being recomputed holds everything
+            working += mostPerLayer; // the block being recomputed holds everything
         else if (rc == Recompute.Selective && !_ops.FlashAttention)
             working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (2 * e + 1); // one recomputed attention core
         if (last)
@@ -137,7 +221,7 @@ public sealed class MemoryModel
         if (_p.Zero >= 3)
             working += _fp32Params
                 ? paramsHere / chunks * 4 // a whole chunk gathered at a time, fp32
-                : 2 * (double)_m.LayerParams / _p.Tp * weightBytes; // the gathered layer and the prefetched one
+                : 2 * LargestBlockParams() * weightBytes; // the gathered layer and the prefetched one
 
         // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
@@ -145,6 +229,32 @@ public sealed class MemoryModel
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = _fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
+    }
+
+    /// <summary>A rank's weights of the quantized linear layers of the blocks in <paramref name="mix"/>.</summary>
+    private double LinearParams(BlockMix mix)
+    {
+        double sum = 0;
+        for (int k = 0; k < mix.Counts.Count; k++)
+        {
+            if (mix.Counts[k] == 0)
+                continue;
+            var (d, x) = BlockParams(k);
+            sum += mix.Counts[k] * (d + x);
+        }
+        return sum;
+    }
+
+    /// <summary>The largest block a rank holds (a ZeRO-3 gather's unit).</summary>
+    private double LargestBlockParams()
+    {
+        double most = 0;
+        for (int k = 0; k < _ops.Kinds.Count; k++)
+        {
+            var (d, x) = BlockParams(k);
+            most = Math.Max(most, d + x);
+        }
+        return most;
     }
 
     /// <summary>Bytes of the flat gradient copies in flight at once (see the constructor), given the stage's full

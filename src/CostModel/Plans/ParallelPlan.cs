@@ -37,6 +37,11 @@ public enum Recompute
 /// <param name="OptimizerOffload">Fraction of the optimizer state (fp32 master weights and Adam's moments) kept in
 /// host memory and stepped by the CPU while the GPU steps the rest (Megatron-LM's <c>--optimizer-cpu-offload
 /// --optimizer-offload-fraction</c>, DeepSpeed's <c>offload_optimizer</c>); 0 keeps it all on the GPU.</param>
+/// <param name="Ep">Expert-parallel degree: the MoE blocks' experts are split over this many ranks of a stage, which
+/// exchange tokens by all-to-all.</param>
+/// <param name="Etp">Expert-tensor-parallel degree: each expert's weights split over this many ranks.</param>
+/// <param name="MoeImbalance">The busiest expert's token load over the mean (1: balanced, as published benchmarks force).</param>
+/// <param name="MoeCapacity">Token dropping: each expert processes at most this many times its mean load (null: dropless).</param>
 public sealed record ParallelPlan(
     int Tp,
     int Pp,
@@ -52,8 +57,29 @@ public sealed record ParallelPlan(
     Precision Precision,
     StagePlan? Stages = null,
     int? RecomputeLayers = null,
-    double OptimizerOffload = 0)
+    double OptimizerOffload = 0,
+    int Ep = 1,
+    int Etp = 1,
+    double MoeImbalance = 1,
+    double? MoeCapacity = null)
 {
+    /// <summary>Expert-data-parallel degree: the ranks of a stage that hold the same experts, tp·cp·dp / (ep·etp).</summary>
+    public int ExpertDp => Math.Max(1, Tp * Cp * Dp / (Ep * Etp));
+
+    /// <summary>
+    /// Tokens the busiest expert-parallel rank processes over the mean: the busiest expert's load (capped by the capacity
+    /// factor when tokens are dropped) with the other experts of its rank at the mean. 1 without expert parallelism:
+    /// a rank holding every expert processes every routed token whatever their spread.
+    /// </summary>
+    public double ExpertLoad(int experts)
+    {
+        double busiest = MoeCapacity is double c ? Math.Min(MoeImbalance, c) : MoeImbalance;
+        if (Ep <= 1)
+            return MoeCapacity is double cap ? Math.Min(1, cap) : 1;
+        double perRank = Math.Max(1, (double)experts / Ep);
+        return (busiest + perRank - 1) / perRank;
+    }
+
     /// <summary>Blocks of a model chunk of <paramref name="layers"/> blocks on <paramref name="stage"/> that its
     /// recompute policy applies to; the rest run without recompute.</summary>
     public int RecomputedBlocks(int stage, int layers) =>

@@ -16,8 +16,36 @@ public static class PlanCheck
             return $"--tp: {tp} does not divide the {m.Heads} attention heads of '{m.Name}'";
         if (m.KvHeads % tp != 0 && tp % m.KvHeads != 0)
             return $"--tp: {tp} neither divides nor is a multiple of the {m.KvHeads} key/value heads of '{m.Name}'";
-        if (m.Ffn % tp != 0)
+        bool dense = Enumerable.Range(0, m.Layers).Any(l => !m.IsMoeLayer(l));
+        if (dense && m.Ffn % tp != 0)
             return $"--tp: {tp} does not divide the ffn size {m.Ffn} of '{m.Name}'";
+        if (m.Moe is { SharedFfn: > 0 } moe && moe.SharedFfn % tp != 0)
+            return $"--tp: {tp} does not divide the shared experts' ffn size {moe.SharedFfn} of '{m.Name}'";
+        return null;
+    }
+
+    /// <summary>Why the expert-parallel degrees cannot split this model's experts over a stage's ranks, or null.</summary>
+    public static string? ExpertProblem(ModelSpec m, ParallelPlan p)
+    {
+        if (p.Ep < 1 || p.Etp < 1)
+            return "--ep and --etp must be at least 1";
+        if (m.Moe is not { } moe)
+            return p.Ep > 1 || p.Etp > 1 || p.MoeImbalance != 1 || p.MoeCapacity is not null
+                ? $"--ep, --etp, --moe-imbalance and --moe-capacity apply to mixture-of-experts models; '{m.Name}' is dense"
+                : null;
+        if (moe.Experts % p.Ep != 0)
+            return $"--ep: {p.Ep} does not divide the {moe.Experts} experts of '{m.Name}'";
+        if (moe.ExpertFfn % p.Etp != 0)
+            return $"--etp: {p.Etp} does not divide the experts' ffn size {moe.ExpertFfn} of '{m.Name}'";
+        long stage = (long)p.Tp * p.Cp * p.Dp;
+        if (stage % ((long)p.Ep * p.Etp) != 0)
+            return $"--ep·--etp = {(long)p.Ep * p.Etp} does not divide the tp·cp·dp = {stage} ranks of a pipeline stage (expert groups are carved from them)";
+        if (p.Tp > 1 && !p.SequenceParallel)
+            return $"--sequence-parallel: mixture-of-experts blocks with tp = {p.Tp} need sequence parallelism (Megatron-Core requires it)";
+        if (double.IsNaN(p.MoeImbalance) || p.MoeImbalance < 1 || p.MoeImbalance > moe.Experts)
+            return $"--moe-imbalance: {p.MoeImbalance} is not a load factor from 1 (balanced) to the {moe.Experts} experts";
+        if (p.MoeCapacity is double c && (double.IsNaN(c) || c <= 0 || c > moe.Experts))
+            return $"--moe-capacity: {c} is not a capacity factor above 0 and at most the {moe.Experts} experts";
         return null;
     }
 
@@ -32,6 +60,8 @@ public static class PlanCheck
             return $"--tp·--pp·--dp·--cp = {(long)p.Tp * p.Pp * p.Dp * p.Cp} GPUs, more than the {c.TotalGpus} of cluster '{c.Name}'";
         if (TpProblem(m, p.Tp) is { } tpProblem)
             return tpProblem;
+        if (ExpertProblem(m, p) is { } expertProblem)
+            return expertProblem;
         if (p.Gbs % ((long)p.Dp * p.Mbs) != 0)
             return $"--gbs: {p.Gbs} is not divisible by dp·mbs = {p.Dp}·{p.Mbs}";
         if (p.Seq % p.Cp != 0 || (p.Cp > 1 && (p.Seq / p.Cp) % 2 != 0))
@@ -81,7 +111,7 @@ public static class PlanCheck
         if (ScheduleGenerator.Validate(p.Pp, p.Vpp, p.MicroBatches) is { } why)
             return $"--vpp: {why}";
         foreach (var group in c.GroupList)
-            if (!group.Gpu.PeakTflops.ContainsKey(p.Precision))
+            if (!group.Gpu.Supports(p.Precision))
                 return $"--precision: GPU '{group.Gpu.Name}' has no {p.Precision.Name()} rate (it lists {string.Join(", ", group.Gpu.PeakTflops.Keys.Select(k => k.Name()))})";
         return null;
     }

@@ -6,7 +6,8 @@ namespace Planner.CostModel.Plans;
 /// <summary>
 /// Reads the plan object of CONTRACTS.md ("The plan object"), the file that <c>plan --out</c> writes and
 /// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>recompute_layers</c>
-/// (<see cref="ParallelPlan.RecomputeLayers"/>), <c>optimizer_offload</c> (<see cref="ParallelPlan.OptimizerOffload"/>)
+/// (<see cref="ParallelPlan.RecomputeLayers"/>), <c>optimizer_offload</c> (<see cref="ParallelPlan.OptimizerOffload"/>),
+/// <c>ep</c>, <c>etp</c>, <c>moe_imbalance</c>, <c>moe_capacity</c> (the expert-parallel fields of <see cref="ParallelPlan"/>)
 /// and <c>stages</c> (the
 /// uneven split <see cref="Pricing.PredictionJson"/> writes for <see cref="ParallelPlan.Stages"/>: <c>layers</c> and
 /// <c>recompute</c> per pipeline stage, and optionally <c>groups</c>); <c>prediction</c> and any other key are
@@ -61,7 +62,7 @@ public static class PlanFile
             bool sequenceParallel = Bool(root, source, "sequence_parallel");
             string precisionName = Text(root, source, "precision");
             var precision = PrecisionInfo.TryParse(precisionName)
-                ?? throw new InputException($"{source}: key 'precision' is '{precisionName}'; expected bf16, fp16, fp32, fp8 or tf32");
+                ?? throw new InputException($"{source}: key 'precision' is '{precisionName}'; expected one of {PrecisionInfo.Names}");
 
             // Rules that hold for any model and cluster: the batch splits into whole micro-batches per
             // data-parallel rank, and interleaving needs a pipeline.
@@ -86,7 +87,11 @@ public static class PlanFile
                 if (off.ValueKind != JsonValueKind.Number || !off.TryGetDouble(out offload) || offload is < 0 or > 1)
                     throw new InputException($"{source}: key 'optimizer_offload' is {Raw(off)}; expected a fraction from 0 to 1");
             }
-            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages, recomputeLayers, offload);
+            int ep = OptionalPositive(root, source, "ep") ?? 1, etp = OptionalPositive(root, source, "etp") ?? 1;
+            double imbalance = OptionalNumber(root, source, "moe_imbalance", "a load factor of at least 1", v => v >= 1) ?? 1;
+            double? capacity = OptionalNumber(root, source, "moe_capacity", "a capacity factor above 0", v => v > 0);
+            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages, recomputeLayers, offload,
+                ep, etp, imbalance, capacity);
             return (plan, model, cluster);
         }
     }
@@ -151,6 +156,18 @@ public static class PlanFile
         return v is >= 1 and <= MaxValue
             ? v
             : throw new InputException($"{source}: key '{key}' is {v}; expected a whole number from 1 to {MaxValue}");
+    }
+
+    private static int? OptionalPositive(JsonElement root, string source, string key) =>
+        root.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? Positive(root, source, key) : null;
+
+    private static double? OptionalNumber(JsonElement root, string source, string key, string expected, Func<double, bool> valid)
+    {
+        if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+            return null;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || !valid(d))
+            throw new InputException($"{source}: key '{key}' is {Raw(v)}; expected {expected}");
+        return d;
     }
 
     private static string Text(JsonElement root, string source, string key)

@@ -5,33 +5,49 @@ using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Pricing;
 
-/// <summary>
-/// Seconds of one transformer block (and of the embedding and head) for one micro-batch on one rank, with its TP and
-/// CP collectives. They depend on tp, cp, mbs, seq, sequence parallelism, precision and recompute but not on pp, dp
-/// or ZeRO, so a search computes them once per such key and reuses them across pipeline and data-parallel shapes.
-/// </summary>
-public sealed class BlockCosts
+/// <summary>Seconds of one block of one kind for one micro-batch on one rank, with its collectives.</summary>
+public sealed class KindCosts
 {
-    /// <summary>The block's kernels.</summary>
-    public required TransformerOps Ops { get; init; }
-    /// <summary>The kernel timer (GPU and precision).</summary>
-    public required KernelTimer Timer { get; init; }
-    /// <summary>Forward kernels of a block.</summary>
+    /// <summary>Forward kernels.</summary>
     public required double Forward { get; init; }
-    /// <summary>Backward kernels of a block.</summary>
+    /// <summary>Backward kernels.</summary>
     public required double Backward { get; init; }
-    /// <summary>Recomputed forward kernels of a block under the plan's policy.</summary>
+    /// <summary>Recomputed forward kernels under the plan's policy.</summary>
     public required double Recompute { get; init; }
-    /// <summary>TP collectives of a block's forward.</summary>
+    /// <summary>TP collectives of the forward.</summary>
     public required double TpForward { get; init; }
-    /// <summary>TP collectives of a block's backward.</summary>
+    /// <summary>TP collectives of the backward.</summary>
     public required double TpBackward { get; init; }
     /// <summary>TP collectives of a recomputed forward.</summary>
     public required double TpRecompute { get; init; }
-    /// <summary>Exposed context-parallel exchange in a block's forward.</summary>
+    /// <summary>Exposed context-parallel exchange in the forward.</summary>
     public required double CpForward { get; init; }
-    /// <summary>Exposed context-parallel exchange in a block's backward.</summary>
+    /// <summary>Exposed context-parallel exchange in the backward.</summary>
     public required double CpBackward { get; init; }
+    /// <summary>Expert-parallel token dispatch and combine (and expert-TP gathers) of the forward.</summary>
+    public required double EpForward { get; init; }
+    /// <summary>Their counterparts in the backward.</summary>
+    public required double EpBackward { get; init; }
+    /// <summary>The dispatch and combine of a recomputed forward.</summary>
+    public required double EpRecompute { get; init; }
+
+    /// <summary>One micro-batch's forward plus backward seconds of the block, everything included.</summary>
+    public double Total => Forward + Backward + Recompute + TpForward + TpBackward + TpRecompute + CpForward + CpBackward + EpForward + EpBackward + EpRecompute;
+}
+
+/// <summary>
+/// Seconds of each kind of transformer block (and of the embedding, head and multi-token-prediction projection) for one
+/// micro-batch on one rank, with its TP, CP and EP collectives. They depend on the fields of <see cref="Key"/> but not on
+/// pp, dp or ZeRO, so a search computes them once per such key and reuses them across pipeline and data-parallel shapes.
+/// </summary>
+public sealed class BlockCosts
+{
+    /// <summary>The blocks' kernels.</summary>
+    public required TransformerOps Ops { get; init; }
+    /// <summary>The kernel timer (GPU and precision).</summary>
+    public required KernelTimer Timer { get; init; }
+    /// <summary>The costs of each kind of block, indexed as <see cref="TransformerOps.Kinds"/>.</summary>
+    public required IReadOnlyList<KindCosts> Kinds { get; init; }
     /// <summary>The vocab-parallel embedding's (and the head's input-gradient) all-reduce.</summary>
     public required double TpEmbedding { get; init; }
     /// <summary>Embedding forward.</summary>
@@ -42,59 +58,107 @@ public sealed class BlockCosts
     public required double HeadForward { get; init; }
     /// <summary>Their backward.</summary>
     public required double HeadBackward { get; init; }
+    /// <summary>A multi-token-prediction module's projection forward (its block and head are priced as such).</summary>
+    public required double MtpForward { get; init; }
+    /// <summary>Its backward.</summary>
+    public required double MtpBackward { get; init; }
     /// <summary>Bytes of one micro-batch's hidden state on a rank.</summary>
     public required double HiddenBytes { get; init; }
 
+    /// <summary>The first kind's costs (every block of a uniform model).</summary>
+    public KindCosts Block => Kinds[0];
+
     /// <summary>The fields of a plan the block costs depend on (the cache key of a search).</summary>
-    public static (int Tp, int Cp, int Mbs, int Seq, bool Sp, Precision Precision, Recompute Recompute) Key(ParallelPlan p) =>
-        (p.Tp, p.Cp, p.Mbs, p.Seq, p.SequenceParallel, p.Precision, p.Recompute);
+    public static BlockKey Key(ParallelPlan p) =>
+        new(p.Tp, p.Cp, p.Mbs, p.Seq, p.SequenceParallel, p.Precision, p.Recompute, p.Ep, p.Etp, p.MoeImbalance, p.MoeCapacity);
 
     /// <summary>Computes the block costs of a plan.</summary>
     public static BlockCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
-        var ops = new TransformerOps(model, plan, options.FlashAttention);
-        var timer = new KernelTimer(cluster.Gpu, plan.Precision);
-        var placement = new Placement(plan, cluster.GpusPerNode);
         var gpu = cluster.Gpu;
+        var ops = new TransformerOps(model, plan, options.FlashAttention, Quantization.Of(plan.Precision, gpu));
+        var timer = new KernelTimer(gpu, plan.Precision);
+        var placement = new Placement(plan, cluster.NvlinkDomain);
         double e = plan.Precision.ActivationBytes();
         // Profiled corrections of whole steps: compute as a training step runs it, tensor-parallel collectives as its
         // blocks run them.
         double step = gpu.Profiled?.StepCompute ?? 1, tpComm = gpu.Profiled?.TpComm ?? 1;
-        double forward = step * timer.BlockForward(ops.Block, tp: plan.Tp);
-        double recompute = plan.Recompute switch
-        {
-            Plans.Recompute.Full => forward,
-            Plans.Recompute.Selective => ops.FlashAttention ? 0 : step * timer.BlockForward(ops.Block, attentionCoreOnly: true, tp: plan.Tp),
-            _ => 0,
-        };
-        // Two TP collectives per block per pass on one hidden-state tensor: all-reduces, or under sequence
-        // parallelism an all-gather and a reduce-scatter each, which move the same bytes.
+        // TP collectives on one hidden-state tensor per tensor-parallel sublayer and pass: all-reduces, or under
+        // sequence parallelism an all-gather and a reduce-scatter each, which move the same bytes.
         double hiddenBytes = ops.Tokens * model.Hidden * e;
         double tpOne = tpComm * CollectiveModel.Seconds(Collective.AllReduce, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
-        double tpPair = 2 * tpOne;
         // Ring attention passes each CP rank's K and V around the ring (and their gradients back), behind the attention core.
-        double kvBytes = 2 * ops.Tokens * ops.LocalKvHeads * model.HeadDim * e;
+        double kvBytes = ops.Tokens * ops.LocalKvHeads * (model.QkHeadDim + model.HeadDim) * e;
         double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
-        double coreFwd = timer.Forward(ops.Block, attentionCoreOnly: true);
+        var kinds = new List<KindCosts>(ops.Kinds.Count);
+        for (int k = 0; k < ops.Kinds.Count; k++)
+        {
+            var kind = ops.Kinds[k];
+            var blockOps = ops.Blocks[k];
+            double forward = step * timer.BlockForward(blockOps, tp: plan.Tp);
+            double recompute = plan.Recompute switch
+            {
+                Plans.Recompute.Full => forward,
+                Plans.Recompute.Selective => ops.FlashAttention ? 0 : step * timer.BlockForward(blockOps, attentionCoreOnly: true, tp: plan.Tp),
+                _ => 0,
+            };
+            // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
+            int sublayers = 1 + (!kind.Moe || model.Moe!.SharedFfn > 0 ? 1 : 0);
+            double tpPass = sublayers * tpOne;
+            double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
+            double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
+            kinds.Add(new KindCosts
+            {
+                Forward = forward,
+                Backward = step * timer.BlockBackward(blockOps, plan.Tp),
+                Recompute = recompute,
+                TpForward = tpPass,
+                TpBackward = tpPass,
+                TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass : 0,
+                CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
+                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
+                EpForward = ep,
+                EpBackward = ep,
+                EpRecompute = plan.Recompute == Plans.Recompute.Full ? ep : 0,
+            });
+        }
         return new BlockCosts
         {
             Ops = ops,
             Timer = timer,
-            Forward = forward,
-            Backward = step * timer.BlockBackward(ops.Block, plan.Tp),
-            Recompute = recompute,
-            TpForward = tpPair,
-            TpBackward = tpPair,
-            TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPair : 0,
-            CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
-            CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
+            Kinds = kinds,
             // Vocab-parallel embedding: one all-reduce of its output; the LM head's input gradient: one more.
             TpEmbedding = tpOne,
             EmbeddingForward = step * timer.Forward(ops.Embedding),
             EmbeddingBackward = step * timer.Backward(ops.Embedding),
             HeadForward = step * timer.HeadForward(ops.Head),
             HeadBackward = step * timer.HeadBackward(ops.Head),
+            MtpForward = step * timer.Forward(ops.MtpProjection),
+            MtpBackward = step * timer.Backward(ops.MtpProjection),
             HiddenBytes = hiddenBytes,
         };
     }
+
+    /// <summary>
+    /// One pass's expert-parallel exchange in a MoE block: the all-to-all that dispatches each routed token copy to its
+    /// expert's rank and the one that combines the results back (the busiest rank receives its load's share), and with
+    /// expert tensor parallelism the all-gather of the dispatched tokens over the expert-TP group and the reduce-scatter
+    /// of the experts' outputs. Exposed: the published runs do not overlap them with compute.
+    /// </summary>
+    private static double ExpertExchange(TransformerOps ops, ModelSpec model, ParallelPlan plan, Placement placement, ClusterSpec cluster, PricingOptions options)
+    {
+        double e = plan.Precision.ActivationBytes();
+        double tokenBytes = model.Hidden * e;
+        double exchanged = ops.RoutedTokens * model.ExpertsPerToken * plan.ExpertLoad(model.Experts) * tokenBytes;
+        double a2a = 2 * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
+        double etp = plan.Etp > 1
+            ? CollectiveModel.Seconds(Collective.AllGather, ops.ExpertTokens * tokenBytes, placement, Axis.Etp, cluster, options.Algorithm)
+              + CollectiveModel.Seconds(Collective.ReduceScatter, ops.ExpertTokens * tokenBytes, placement, Axis.Etp, cluster, options.Algorithm)
+            : 0;
+        return a2a + etp;
+    }
 }
+
+/// <summary>The fields of a plan that <see cref="BlockCosts"/> depend on.</summary>
+public readonly record struct BlockKey(int Tp, int Cp, int Mbs, int Seq, bool Sp, Precision Precision, Recompute Recompute,
+    int Ep, int Etp, double MoeImbalance, double? MoeCapacity);

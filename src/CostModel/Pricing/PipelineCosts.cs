@@ -14,8 +14,12 @@ public sealed class StageParts
     public double Compute;
     /// <summary>Recomputed forward kernels.</summary>
     public double Recompute;
-    /// <summary>TP and CP collectives.</summary>
+    /// <summary>TP collectives.</summary>
     public double TpComm;
+    /// <summary>Context-parallel exchanges not hidden behind the attention core.</summary>
+    public double CpComm;
+    /// <summary>Expert-parallel token dispatch and combine.</summary>
+    public double EpComm;
     /// <summary>ZeRO-3 gathers and reduce-scatters not hidden behind compute.</summary>
     public double Zero3;
     /// <summary>One micro-batch's backward over all chunks: what DP reduction can hide behind.</summary>
@@ -124,15 +128,23 @@ public sealed class PipelineCosts
 
     /// <summary>Peak memory of one stage's rank.</summary>
     public MemoryBreakdown StageMemory(int stage, ParallelPlan plan) =>
-        Memories[plan.GroupOf(stage)].Stage(stage, Layout.LayersOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp, variant: plan);
+        Memories[plan.GroupOf(stage)].Stage(stage, Layout.MixOnStage(stage), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, stage), plan.Vpp, variant: plan);
 
     /// <summary>
-    /// The largest per-rank peak, bytes. Only the first and last stages can hold it: layers per stage and in-flight
-    /// micro-batches never increase along the pipeline and the first stage adds the embedding, so stage 0 bounds
-    /// every middle stage; the last stage adds the head, the logits and a tied embedding's copy.
+    /// The largest per-rank peak, bytes. For a model of uniform blocks only the first and last stages can hold it:
+    /// layers per stage and in-flight micro-batches never increase along the pipeline and the first stage adds the
+    /// embedding, so stage 0 bounds every middle stage; the last stage adds the head, the logits and a tied embedding's
+    /// copy. Blocks of several kinds (dense first blocks before MoE ones) can make a middle stage the largest: every
+    /// stage is then computed.
     /// </summary>
-    public double PeakMemoryBytes(ParallelPlan plan) =>
-        Math.Max(StageMemory(0, plan).Total, plan.Pp > 1 ? StageMemory(plan.Pp - 1, plan).Total : 0);
+    public double PeakMemoryBytes(ParallelPlan plan)
+    {
+        double peak = Math.Max(StageMemory(0, plan).Total, plan.Pp > 1 ? StageMemory(plan.Pp - 1, plan).Total : 0);
+        if (Memories[0].KindCount > 1)
+            for (int s = 1; s < plan.Pp - 1; s++)
+                peak = Math.Max(peak, StageMemory(s, plan).Total);
+        return peak;
+    }
 
     /// <summary>
     /// One micro-batch's forward plus backward seconds on a stage (one chunk, no ZeRO-3), split into a per-block part
@@ -140,7 +152,7 @@ public sealed class PipelineCosts
     /// stage-partition MILP works with. Agrees with <see cref="Compute(ModelSpec, ClusterSpec, ParallelPlan, PricingOptions)"/>.
     /// </summary>
     public static (double PerLayer, double Fixed) StageSeconds(BlockCosts b, bool first, bool last) =>
-        (b.Forward + b.Backward + b.Recompute + b.TpForward + b.TpBackward + b.TpRecompute + b.CpForward + b.CpBackward,
+        (b.Block.Total,
          (first ? b.EmbeddingForward + b.EmbeddingBackward + b.TpEmbedding : 0) + (last ? b.HeadForward + b.HeadBackward + b.TpEmbedding : 0));
 
     /// <summary>
@@ -155,7 +167,8 @@ public sealed class PipelineCosts
         var layout = StageLayout.Of(model, plan);
         var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies, options.Fp32Params);
         int last = plan.Pp - 1;
-        int layersFirst = layout.LayersOnStage(0), layersLast = layout.LayersOnStage(last);
+        var layersFirst = layout.MixOnStage(0);
+        var layersLast = layout.MixOnStage(last);
         int inFlightFirst = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, 0);
         int inFlightLast = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, last);
         MemoryBreakdown At(int s, ParallelPlan p) => s == 0
@@ -184,7 +197,7 @@ public sealed class PipelineCosts
     /// </summary>
     public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, Func<int, Recompute, BlockCosts> blocks)
     {
-        var placement = new Placement(plan, cluster.GpusPerNode);
+        var placement = new Placement(plan, cluster.NvlinkDomain);
         var layout = StageLayout.Of(model, plan);
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
@@ -194,6 +207,7 @@ public sealed class PipelineCosts
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();
         double hiddenBytes = planBlock.HiddenBytes;
+        var quantization = planBlock.Ops.Quantization;
 
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
         // gradients every micro-batch; prefetching hides them behind that chunk's compute (PricingOptions.PrefetchZero3).
@@ -203,12 +217,15 @@ public sealed class PipelineCosts
         double gradBytes = mixed ? 2 : 4;
         double reduceBytes = options.Fp32DataParallel ? 4 : gradBytes, gatherBytes = options.Fp32DataParallel ? 4 : weightBytes;
         var scatter = options.ReduceScatterAsAllReduce ? Collective.AllReduce : Collective.ReduceScatter;
-        double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : CollectiveModel.Seconds(Collective.AllGather,
-            ChunkParams(stage, chunk) * gatherBytes, placement, Axis.Dp, cluster, options.Algorithm);
-        double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : CollectiveModel.Seconds(scatter,
-            ChunkParams(stage, chunk) * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
-        double ChunkParams(int stage, int chunk) =>
-            memory.StageParams(layout.LayersOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
+        // A data-parallel collective over weights (dense, expert): the dense ones over the data- and context-parallel
+        // ranks, the experts over the expert-data-parallel ones.
+        double Dp(Collective op, (double Dense, double Expert) weights, double bytes) =>
+            CollectiveModel.Seconds(op, weights.Dense * bytes, placement, Axis.DpCp, cluster, options.Algorithm)
+            + CollectiveModel.Seconds(op, weights.Expert * bytes, placement, Axis.Edp, cluster, options.Algorithm);
+        (double, double) ChunkParams(int stage, int chunk) =>
+            memory.Params(layout.MixOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
+        double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(Collective.AllGather, ChunkParams(stage, chunk), gatherBytes);
+        double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, ChunkParams(stage, chunk), reduceBytes);
 
         int chunks = plan.Vpp;
         double gradAccumulationBytes = mixed ? 2 : 4;
@@ -220,35 +237,80 @@ public sealed class PipelineCosts
             var part = new StageParts();
             var block = blocks(plan.GroupOf(s), plan.RecomputeOf(s));
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
-            double blockFwd = block.Forward, blockBwd = block.Backward, blockRecompute = block.Recompute;
-            double tpBlockFwd = block.TpForward, tpBlockBwd = block.TpBackward, tpBlockRecompute = block.TpRecompute;
-            double cpFwd = block.CpForward, cpBwd = block.CpBackward, tpEmbed = block.TpEmbedding;
-            double embedFwd = block.EmbeddingForward, embedBwd = block.EmbeddingBackward, headFwd = block.HeadForward, headBwd = block.HeadBackward;
+            double tpEmbed = block.TpEmbedding;
             for (int c = 0; c < chunks; c++)
             {
-                int layers = layout.LayersOf(s, c);
+                var mix = layout.MixOf(s, c);
+                int layers = mix.Total;
                 bool hasEmbed = layout.HasEmbedding(s, c), hasHead = layout.HasHead(s, c);
-                double computeF = layers * blockFwd + (hasEmbed ? embedFwd : 0) + (hasHead ? headFwd : 0);
-                double computeB = layers * blockBwd + (hasEmbed ? embedBwd : 0) + (hasHead ? headBwd : 0);
-                int recomputed = plan.RecomputedBlocks(s, layers);
-                double recompute = recomputed * blockRecompute;
-                double commF = layers * (tpBlockFwd + cpFwd) + (hasEmbed ? tpEmbed : 0);
-                double commB = layers * (tpBlockBwd + cpBwd) + recomputed * tpBlockRecompute + (hasHead ? tpEmbed : 0);
+                // Blocks of each kind; the recomputed ones (partial recompute) in proportion.
+                int recomputedBlocks = plan.RecomputedBlocks(s, layers);
+                double computeF = 0, computeB = 0, recompute = 0, tpF = 0, tpB = 0, cpF = 0, cpB = 0, epF = 0, epB = 0;
+                void Add(KindCosts k, double n, double recomputed)
+                {
+                    computeF += n * k.Forward;
+                    computeB += n * k.Backward;
+                    recompute += recomputed * k.Recompute;
+                    tpF += n * k.TpForward;
+                    tpB += n * k.TpBackward + recomputed * k.TpRecompute;
+                    cpF += n * k.CpForward;
+                    cpB += n * k.CpBackward;
+                    epF += n * k.EpForward;
+                    epB += n * k.EpBackward + recomputed * k.EpRecompute;
+                }
+                for (int k = 0; k < mix.Counts.Count; k++)
+                    if (mix.Counts[k] > 0)
+                        Add(block.Kinds[k], mix.Counts[k], layers == 0 ? 0 : (double)recomputedBlocks * mix.Counts[k] / layers);
+                if (hasEmbed)
+                {
+                    computeF += block.EmbeddingForward;
+                    computeB += block.EmbeddingBackward;
+                    tpF += tpEmbed;
+                }
+                if (hasHead)
+                {
+                    computeF += block.HeadForward;
+                    computeB += block.HeadBackward;
+                    tpB += tpEmbed;
+                    // Each multi-token-prediction module: its projection, one block, and the shared head once more.
+                    for (int d = 0; d < model.MtpLayers; d++)
+                    {
+                        Add(block.Kinds[block.Ops.KindIndex(model.MtpKind)], 1, recomputedBlocks > 0 ? 1 : 0);
+                        computeF += block.MtpForward + block.HeadForward;
+                        computeB += block.MtpBackward + block.HeadBackward;
+                        tpF += tpEmbed;
+                        tpB += tpEmbed;
+                    }
+                }
+                // Quantized weight copies are made at the first micro-batch of the step (read the bf16 weights, write
+                // the copies): spread over the micro-batches.
+                if (quantization is not null)
+                {
+                    var (dense, expert) = ChunkParams(s, c);
+                    computeF += block.Timer.Stream(quantization.CastBytes(dense + expert)) / m;
+                }
                 double gather = Zero3Fwd(s, c);
                 // Backward gathers again (prefetching software twice with full recompute: for the recompute and for the
                 // backward) and reduce-scatters the chunk's gradients; without prefetch all of it waits.
-                bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputed > 0 && options.PrefetchZero3;
+                bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputedBlocks > 0 && options.PrefetchZero3;
                 double backComm = gather * (regather ? 2 : 1) + Zero3Reduce(s, c);
                 double zeroF = options.PrefetchZero3 ? gpu.Overlapped(computeF, gather) - computeF : gather;
                 double zeroB = options.PrefetchZero3 ? gpu.Overlapped(computeB + recompute, backComm) - (computeB + recompute) : backComm;
                 // Every micro-batch after the first adds its weight gradients into the accumulated ones (read both,
                 // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
-                double accumulate = m > 1 && !options.FusedGradAccumulation ? block.Timer.Stream(3 * ChunkParams(s, c) * gradAccumulationBytes) * (m - 1) / m : 0;
-                fwd[s, c] = computeF + commF + zeroF;
-                bwd[s, c] = computeB + accumulate + recompute + commB + zeroB;
+                double accumulate = 0;
+                if (m > 1 && !options.FusedGradAccumulation)
+                {
+                    var (dense, expert) = ChunkParams(s, c);
+                    accumulate = block.Timer.Stream(3 * (dense + expert) * gradAccumulationBytes) * (m - 1) / m;
+                }
+                fwd[s, c] = computeF + tpF + cpF + epF + zeroF;
+                bwd[s, c] = computeB + accumulate + recompute + tpB + cpB + epB + zeroB;
                 part.Compute += m * (computeF + computeB + accumulate);
                 part.Recompute += m * recompute;
-                part.TpComm += m * (commF + commB);
+                part.TpComm += m * (tpF + tpB);
+                part.CpComm += m * (cpF + cpB);
+                part.EpComm += m * (epF + epB);
                 part.Zero3 += m * (zeroF + zeroB);
                 part.LastBackward += bwd[s, c];
                 part.FirstForward += fwd[s, c];
@@ -257,7 +319,7 @@ public sealed class PipelineCosts
         }
 
         double p2pBytes = hiddenBytes / plan.Tp; // scatter/gather across the TP ranks of a stage (Narayanan et al. 2021)
-        double p2p = plan.Pp > 1 ? CollectiveModel.Seconds(Collective.SendRecv, p2pBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster) : 0;
+        double p2p = plan.Pp > 1 ? CollectiveModel.Seconds(Collective.SendRecv, p2pBytes, 2, placement.CrossesDomains(Axis.Pp) ? 1 : 2, cluster) : 0;
 
         // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather. ZeRO-2
         // software that reduce-scatters every micro-batch's gradients runs m reduce-scatters a step: each behind its
@@ -266,56 +328,76 @@ public sealed class PipelineCosts
         int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? m : 1;
         for (int s = 0; s < plan.Pp; s++)
         {
-            double stageParams = memory.StageParams(layout.LayersOnStage(s), s == 0, s == plan.Pp - 1);
+            var (stageDense, stageExpert) = memory.Params(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
             // An embedding tied across stages that software reduces over data parallelism only after its sum over the
             // pipeline, after the flush (PricingOptions.TiedEmbeddingReducedAfterFlush): its reduction is apart from
             // the overlapped buckets and exposed.
             bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
             double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
-            // Each chunk's gradients by bucket: its blocks', the head's (final norm and output layer) on the last virtual
-            // stage, the embedding's on the first; an embedding reduced apart is left out. Last: the bucket whose
-            // gradients the chunk's backward finishes last (the embedding where there is one, else the first block).
-            (List<double> Buckets, double Last) ChunkBuckets(int c)
+            // Each chunk's gradients by bucket (dense, expert): its blocks', the head's (final norm and output layer,
+            // multi-token prediction) on the last virtual stage, the embedding's on the first; an embedding reduced apart
+            // is left out. Last: the bucket whose gradients the chunk's backward finishes last (the embedding where there
+            // is one, else the first block).
+            (List<(double Dense, double Expert)> Buckets, (double Dense, double Expert) Last) ChunkBuckets(int c)
             {
-                int layers = layout.LayersOf(s, c);
+                var mix = layout.MixOf(s, c);
                 bool first = layout.HasEmbedding(s, c), last = layout.HasHead(s, c);
-                double block = (double)model.LayerParams / plan.Tp;
+                var list = new List<(double Dense, double Expert)>();
+                for (int k = 0; k < mix.Counts.Count; k++)
+                    for (int i = 0; i < mix.Counts[k]; i++)
+                        list.Add(memory.BlockParams(k));
+                var (allDense, allExpert) = memory.Params(mix, first, last);
+                double blocksDense = list.Sum(b => b.Dense), blocksExpert = list.Sum(b => b.Expert);
                 double embedding = first ? (double)model.EmbeddingParams / plan.Tp : 0;
-                double head = memory.StageParams(layers, first, last) - layers * block - embedding;
+                var head = (Dense: allDense - blocksDense - embedding, Expert: allExpert - blocksExpert);
                 if (first)
                     embedding -= apart;
                 else if (last)
-                    head -= apart;
-                var list = Enumerable.Repeat(block, layers).Append(head).Append(embedding).Where(b => b > 0).ToList();
-                return (list, embedding > 0 ? embedding : layers > 0 ? block : head);
+                    head.Dense -= apart;
+                var firstBlock = mix.Total > 0 ? memory.BlockParams(layout.KindOfLayer(layout.FirstLayerOf(s, c))) : (0, 0);
+                if (head.Dense + head.Expert > 0)
+                    list.Add(head);
+                if (embedding > 0)
+                    list.Add((embedding, 0));
+                return (list, embedding > 0 ? (embedding, 0) : mix.Total > 0 ? firstBlock : head);
             }
             var chunkBuckets = Enumerable.Range(0, chunks).Select(ChunkBuckets).ToList();
             var buckets = chunkBuckets.SelectMany(b => b.Buckets).ToList();
             // One collective per bucket (each paying its latency), or the buckets priced as one.
-            double Collect(Collective op, IEnumerable<double> parts, double bytes) => options.CollectivePerBucket
-                ? parts.Sum(b => CollectiveModel.Seconds(op, b * bytes, placement, Axis.Dp, cluster, options.Algorithm))
-                : CollectiveModel.Seconds(op, parts.Sum() * bytes, placement, Axis.Dp, cluster, options.Algorithm);
+            double Collect(Collective op, IEnumerable<(double Dense, double Expert)> parts, double bytes)
+            {
+                if (options.CollectivePerBucket)
+                    return parts.Sum(b => Dp(op, b, bytes));
+                double dense = 0, expert = 0;
+                foreach (var b in parts)
+                {
+                    dense += b.Dense;
+                    expert += b.Expert;
+                }
+                return Dp(op, (dense, expert), bytes);
+            }
             double reduce = 0, gather = 0, reduceApart = 0;
             var reduceOp = plan.Zero == 0 ? Collective.AllReduce : scatter;
             if (plan.Zero <= 2)
             {
                 reduce = Collect(reduceOp, buckets, reduceBytes);
-                reduceApart = CollectiveModel.Seconds(reduceOp, apart * reduceBytes, placement, Axis.Dp, cluster, options.Algorithm);
+                reduceApart = Dp(reduceOp, (apart, 0), reduceBytes);
             }
             if (plan.Zero is 1 or 2)
-                gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append(apart) : buckets, gatherBytes);
+                gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0)) : buckets, gatherBytes);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             // The reduction of buckets started behind a backward of `seconds`: the last bucket only after it ends,
             // exposed whatever the overlap.
-            double Exposed(double seconds, List<double> parts, double lastParams)
+            double Exposed(double seconds, List<(double Dense, double Expert)> parts, (double Dense, double Expert) lastBucket)
             {
-                double all = Collect(reduceOp, parts, reduceBytes), total = parts.Sum();
+                double all = Collect(reduceOp, parts, reduceBytes);
+                double total = parts.Sum(b => b.Dense + b.Expert);
                 if (total <= 0)
                     return 0;
                 double last = options.CollectivePerBucket
-                    ? Math.Min(all, Collect(reduceOp, [Math.Min(lastParams, total)], reduceBytes))
-                    : Math.Min(1, lastParams / total) * all;
+                    ? Math.Min(all, Collect(reduceOp, [lastBucket], reduceBytes))
+                    : Math.Min(1, (lastBucket.Dense + lastBucket.Expert) / total) * all;
                 return gpu.Overlapped(seconds, all - last) - seconds + last;
             }
             if (options.OverlapGradReduce)
@@ -333,11 +415,11 @@ public sealed class PipelineCosts
             reduce = (reduce + reduceApart) * reductions;
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline
             // (software that reduces them apart sums ZeRO-2/3's shards, already reduced over data parallelism).
-            double tiedBytes = tiedParams * reduceBytes / (options.TiedEmbeddingReducedAfterFlush && plan.Zero >= 2 ? plan.Dp : 1);
+            double tiedBytes = tiedParams * reduceBytes / (options.TiedEmbeddingReducedAfterFlush && plan.Zero >= 2 ? plan.Dp * plan.Cp : 1);
             double tied = tiedHere
-                ? CollectiveModel.Seconds(Collective.AllReduce, tiedBytes, 2, placement.CrossesNodes(Axis.Pp) ? 1 : 2, cluster)
+                ? CollectiveModel.Seconds(Collective.AllReduce, tiedBytes, 2, placement.CrossesDomains(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
-            double owned = plan.Zero >= 1 ? stageParams / plan.Dp : stageParams;
+            double owned = plan.Zero >= 1 ? stageDense / (plan.Dp * plan.Cp) + stageExpert / plan.ExpertDp : stageDense + stageExpert;
             parts[s].OwnedParams = owned;
             parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;

@@ -16,6 +16,15 @@ public static class PredictionJson
             o["recompute_layers"] = k;
         if (p.OptimizerOffload > 0)
             o["optimizer_offload"] = p.OptimizerOffload;
+        if (p.Ep > 1 || p.Etp > 1)
+        {
+            o["ep"] = p.Ep;
+            o["etp"] = p.Etp;
+        }
+        if (p.MoeImbalance != 1)
+            o["moe_imbalance"] = p.MoeImbalance;
+        if (p.MoeCapacity is double capacity)
+            o["moe_capacity"] = capacity;
         if (p.Stages is { } st)
             o["stages"] = new JsonObject
             {
@@ -65,6 +74,8 @@ public static class PredictionJson
                 ["compute"] = b.Compute,
                 ["recompute"] = b.Recompute,
                 ["tp_comm"] = b.TpComm,
+                ["cp_comm"] = b.CpComm,
+                ["ep_comm"] = b.EpComm,
                 ["pp_comm"] = b.PpComm,
                 ["dp_comm"] = b.DpComm,
                 ["bubble"] = b.Bubble,

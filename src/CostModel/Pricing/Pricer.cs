@@ -57,7 +57,9 @@ public static class Pricer
                 PpComm: withP2p.MakespanSeconds - withoutP2p.MakespanSeconds,
                 DpComm: cp.Zero3 + (worstTail - optimizer),
                 Bubble: withoutP2p.MakespanSeconds - busy,
-                Optimizer: optimizer);
+                Optimizer: optimizer,
+                CpComm: cp.CpComm,
+                EpComm: cp.EpComm);
 
             var mem = StageMemory(costs, variant);
             double peak = 0, capacity = double.MaxValue, peakFlops = 0;

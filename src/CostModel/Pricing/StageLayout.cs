@@ -1,36 +1,70 @@
+using Planner.CostModel.Specs;
+
 namespace Planner.CostModel.Pricing;
 
 /// <summary>
 /// How the blocks are split over virtual pipeline stages: virtual stage v = chunk · pp + stage holds
-/// <see cref="LayersOf"/>(v) blocks, split as evenly as possible with the remainder on the first virtual stages.
-/// The embedding is on virtual stage 0, the LM head and loss on the last.
+/// <see cref="LayersOf(int)"/>(v) consecutive blocks, split as evenly as possible with the remainder on the first
+/// virtual stages. The embedding is on virtual stage 0, the LM head and loss (and any multi-token-prediction modules) on
+/// the last. Blocks of different kinds (dense or MoE, windowed attention) are counted per chunk by kind.
 /// </summary>
 public sealed class StageLayout
 {
     private readonly int[] _layers;
+    private readonly int[] _start;
+    private readonly int[] _kindOfLayer;
+    private readonly int _kinds;
 
-    /// <summary>Splits <paramref name="layers"/> blocks over pp · vpp virtual stages.</summary>
-    public StageLayout(int layers, int pp, int vpp)
+    /// <summary>Splits <paramref name="layers"/> uniform blocks over pp · vpp virtual stages.</summary>
+    public StageLayout(int layers, int pp, int vpp) : this(EvenSplit(layers, pp * vpp), pp, vpp, new int[layers], 1)
+    {
+    }
+
+    /// <summary>An explicit split: <paramref name="layersPerStage"/>[s] uniform blocks on stage s (one chunk per stage).</summary>
+    public StageLayout(IReadOnlyList<int> layersPerStage) : this(layersPerStage.ToArray(), layersPerStage.Count, 1, new int[layersPerStage.Sum()], 1)
+    {
+    }
+
+    private StageLayout(int[] layers, int pp, int vpp, int[] kindOfLayer, int kinds)
     {
         Pp = pp;
         Vpp = vpp;
-        int n = pp * vpp;
-        _layers = new int[n];
-        for (int v = 0; v < n; v++)
-            _layers[v] = layers / n + (v < layers % n ? 1 : 0);
+        _layers = layers;
+        _start = new int[layers.Length];
+        for (int v = 1; v < layers.Length; v++)
+            _start[v] = _start[v - 1] + layers[v - 1];
+        _kindOfLayer = kindOfLayer;
+        _kinds = kinds;
     }
 
-    /// <summary>An explicit split: <paramref name="layersPerStage"/>[s] blocks on stage s (one chunk per stage).</summary>
-    public StageLayout(IReadOnlyList<int> layersPerStage)
+    /// <summary>The layout of a plan: its explicit stages, or the even split; blocks classified by the model's kinds.</summary>
+    public static StageLayout Of(ModelSpec model, Plans.ParallelPlan plan)
     {
-        Pp = layersPerStage.Count;
-        Vpp = 1;
-        _layers = layersPerStage.ToArray();
+        var kinds = model.Kinds;
+        var kindOfLayer = new int[model.Layers];
+        if (kinds.Count > 1)
+            for (int l = 0; l < model.Layers; l++)
+                kindOfLayer[l] = IndexOf(kinds, model.KindOf(l));
+        return plan.Stages is { } st
+            ? new StageLayout(st.Layers.ToArray(), plan.Pp, 1, kindOfLayer, kinds.Count)
+            : new StageLayout(EvenSplit(model.Layers, plan.Pp * plan.Vpp), plan.Pp, plan.Vpp, kindOfLayer, kinds.Count);
     }
 
-    /// <summary>The layout of a plan: its explicit stages, or the even split.</summary>
-    public static StageLayout Of(Specs.ModelSpec model, Plans.ParallelPlan plan) =>
-        plan.Stages is { } st ? new StageLayout(st.Layers) : new StageLayout(model.Layers, plan.Pp, plan.Vpp);
+    private static int IndexOf(IReadOnlyList<LayerKind> kinds, LayerKind kind)
+    {
+        for (int i = 0; i < kinds.Count; i++)
+            if (kinds[i] == kind)
+                return i;
+        return 0;
+    }
+
+    private static int[] EvenSplit(int layers, int n)
+    {
+        var split = new int[n];
+        for (int v = 0; v < n; v++)
+            split[v] = layers / n + (v < layers % n ? 1 : 0);
+        return split;
+    }
 
     /// <summary>Physical stages.</summary>
     public int Pp { get; }
@@ -44,6 +78,12 @@ public sealed class StageLayout
     /// <summary>Blocks on chunk <paramref name="chunk"/> of stage <paramref name="stage"/>.</summary>
     public int LayersOf(int stage, int chunk) => _layers[chunk * Pp + stage];
 
+    /// <summary>The model's index of the first block on chunk <paramref name="chunk"/> of stage <paramref name="stage"/>.</summary>
+    public int FirstLayerOf(int stage, int chunk) => _start[chunk * Pp + stage];
+
+    /// <summary>The kind (an index of <see cref="Compute.TransformerOps.Kinds"/>) of the model's block <paramref name="layer"/>.</summary>
+    public int KindOfLayer(int layer) => _kindOfLayer[layer];
+
     /// <summary>Blocks on a physical stage, all chunks.</summary>
     public int LayersOnStage(int stage)
     {
@@ -51,6 +91,25 @@ public sealed class StageLayout
         for (int c = 0; c < Vpp; c++)
             sum += LayersOf(stage, c);
         return sum;
+    }
+
+    /// <summary>The blocks of a chunk by kind.</summary>
+    public BlockMix MixOf(int stage, int chunk)
+    {
+        var counts = new int[_kinds];
+        int first = FirstLayerOf(stage, chunk);
+        for (int l = first; l < first + LayersOf(stage, chunk); l++)
+            counts[_kindOfLayer[l]]++;
+        return new BlockMix(counts);
+    }
+
+    /// <summary>The blocks of a physical stage, all chunks, by kind.</summary>
+    public BlockMix MixOnStage(int stage)
+    {
+        var mix = MixOf(stage, 0);
+        for (int c = 1; c < Vpp; c++)
+            mix = mix.Plus(MixOf(stage, c));
+        return mix;
     }
 
     /// <summary>True for the chunk that holds the embedding.</summary>

@@ -13,12 +13,12 @@ public static class ClusterLoader
     /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one (fitted likewise).</summary>
     public const double DefaultInterNodeEfficiency = 0.85;
 
-    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
+    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
     private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g"];
-    private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8"];
+    private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"];
 
     /// <summary>Cluster preset names.</summary>
     public static IReadOnlyList<string> PresetNames => Presets.Names("topologies/", ".yaml");
@@ -74,6 +74,9 @@ public static class ClusterLoader
             nodes = map.Int("nodes", 1_000_000);
         }
         int perNode = map.Int("gpus_per_node", 1024);
+        int? domain = map.Has("nvlink_domain") ? map.Int("nvlink_domain", 1_000_000) : null;
+        if (domain is int d && (d < perNode || d % perNode != 0))
+            throw new InputException($"{source}: 'nvlink_domain' is {d}; expected a multiple of gpus_per_node ({perNode}): a domain holds whole nodes");
         var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency);
         var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);
@@ -85,7 +88,7 @@ public static class ClusterLoader
             h.RejectUnknown(HostKeys);
         }
         map.RejectUnknown(ClusterKeys);
-        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host);
+        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host, NvlinkDomainSize: domain);
     }
 
     private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)

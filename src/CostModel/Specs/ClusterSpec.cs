@@ -47,6 +47,9 @@ public sealed record GpuGroup(GpuSpec Gpu, int Nodes);
 /// <param name="Groups">GPU groups of a heterogeneous cluster.</param>
 /// <param name="Source">How to load the cluster again: the preset name, or the full path of its file.</param>
 /// <param name="Host">The nodes' CPU memory and host links; null when the file gives none (no offloading then).</param>
+/// <param name="NvlinkDomainSize">GPUs that share one NVLink fabric, whole nodes of them (72 on NVL72 racks whose trays
+/// hold 4 GPUs); null: one node. <see cref="IntraNode"/> is the fabric's link, <see cref="InterNode"/> the network
+/// between domains.</param>
 public sealed record ClusterSpec(
     string Name,
     GpuSpec Gpu,
@@ -57,10 +60,14 @@ public sealed record ClusterSpec(
     double? PricePerGpuHour = null,
     IReadOnlyList<GpuGroup>? Groups = null,
     string? Source = null,
-    HostSpec? Host = null)
+    HostSpec? Host = null,
+    int? NvlinkDomainSize = null)
 {
     /// <summary>All GPUs of the cluster.</summary>
     public int TotalGpus => Nodes * GpusPerNode;
+
+    /// <summary>GPUs of one NVLink domain: consecutive ranks up to this many talk over <see cref="IntraNode"/>.</summary>
+    public int NvlinkDomain => NvlinkDomainSize ?? GpusPerNode;
 
     /// <summary>True when the cluster has groups of different GPUs.</summary>
     public bool IsHeterogeneous => Groups is { Count: > 1 };

@@ -22,6 +22,8 @@ namespace Planner.CostModel.Specs;
 /// the efficiency curve's, from a profile; a GEMM near one of them (within 2x in each dimension) is priced with its
 /// correction. Null: the curve alone.</param>
 /// <param name="Profiled">Corrections a profile measured for the training software on this hardware (null: none).</param>
+/// <param name="GroupedGemmEfficiency">Fraction of the dense GEMM curve's rate that the experts' grouped GEMMs reach
+/// (one kernel over many small, unevenly sized GEMMs, with the token permutation's padding).</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -35,13 +37,17 @@ public sealed record GpuSpec(
     double ReservedGib,
     double ElementRateG = 0,
     IReadOnlyList<GemmResidual>? GemmResiduals = null,
-    ProfiledCorrections? Profiled = null)
+    ProfiledCorrections? Profiled = null,
+    double GroupedGemmEfficiency = 1)
 {
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>
-        PeakTflops.TryGetValue(p, out var t) && t > 0
+        PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0
             ? t * 1e12
             : throw new InputException($"--precision: GPU '{Name}' has no {p.Name()} rate");
+
+    /// <summary>True when the GPU lists a rate for the precision (current-scaling FP8 runs at the FP8 rate).</summary>
+    public bool Supports(Precision p) => PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0;
 
     /// <summary>
     /// Seconds of <paramref name="compute"/> seconds of kernels with <paramref name="comm"/> seconds of communication

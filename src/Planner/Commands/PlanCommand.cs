@@ -25,7 +25,7 @@ public static class PlanCommand
         var gbs = new Option<int?>("--gbs") { Description = $"Global batch size, sequences (default {DefaultGbs})" };
         var gbsMax = new Option<int?>("--gbs-max") { Description = "Largest global batch: each plan takes the largest multiple of dp·mbs up to it" };
         var seq = new Option<string?>("--seq") { Description = "Sequence length, or a comma-separated set to choose from (default: the model's, at most 8192)" };
-        var precision = new Option<string>("--precision") { Description = "Precision, or a comma-separated set to choose from (bf16, fp16, fp32, fp8, tf32)", DefaultValueFactory = _ => "bf16" };
+        var precision = new Option<string>("--precision") { Description = "Precision, or a comma-separated set to choose from (bf16, fp16, fp32, tf32, fp8, fp8-cs, mxfp8, nvfp4)", DefaultValueFactory = _ => "bf16" };
         var allowIdle = new Option<bool>("--allow-idle") { Description = "Let plans leave whole nodes idle when that factorises better" };
         var tpMax = new Option<int?>("--tp-max") { Description = "Largest TP degree (default: GPUs per node, keeping TP inside NVLink)" };
         var objective = new Option<string>("--objective") { Description = "Rank by throughput (tokens/s) or cost (needs price_per_gpu_hour)", DefaultValueFactory = _ => "throughput" }.AcceptOnlyFromAmong("throughput", "cost");
@@ -51,7 +51,7 @@ public static class PlanCommand
                        ?? [PlanFlags.DefaultSeq(m)];
             var precisions = ParseList(r.GetValue(precision), "--precision", PrecisionInfo.TryParse)!;
             foreach (var p in precisions)
-                if (!c.Gpu.PeakTflops.ContainsKey(p))
+                if (!c.Gpu.Supports(p))
                     throw new InputException($"--precision: GPU '{c.Gpu.Name}' has no {p.Name()} rate");
             int n = r.GetValue(top);
             if (n is < 1 or > 1000)

@@ -19,6 +19,14 @@ public sealed class PlanFlags
     public Option<int?> Dp { get; } = new("--dp") { Description = "Data-parallel degree (default: the cluster's GPUs / (tp·pp·cp))" };
     /// <summary>--cp</summary>
     public Option<int> Cp { get; } = new("--cp") { Description = "Context-parallel degree", DefaultValueFactory = _ => 1 };
+    /// <summary>--ep</summary>
+    public Option<int> Ep { get; } = new("--ep") { Description = "Expert-parallel degree (MoE models): experts split over this many ranks of a stage", DefaultValueFactory = _ => 1 };
+    /// <summary>--etp</summary>
+    public Option<int> Etp { get; } = new("--etp") { Description = "Expert-tensor-parallel degree (MoE models): each expert split over this many ranks", DefaultValueFactory = _ => 1 };
+    /// <summary>--moe-imbalance</summary>
+    public Option<double> MoeImbalance { get; } = new("--moe-imbalance") { Description = "The busiest expert's token load over the mean (MoE models; 1 = balanced)", DefaultValueFactory = _ => 1 };
+    /// <summary>--moe-capacity</summary>
+    public Option<double?> MoeCapacity { get; } = new("--moe-capacity") { Description = "Capacity factor: each expert takes at most this times its mean load, the rest dropped (default: dropless)" };
     /// <summary>--zero</summary>
     public Option<int> Zero { get; } = new("--zero") { Description = "ZeRO stage 0-3", DefaultValueFactory = _ => 0 };
     /// <summary>--mbs</summary>
@@ -46,12 +54,12 @@ public sealed class PlanFlags
     /// <summary>--force-calibration</summary>
     public Option<bool> ForceCalibration { get; } = new("--force-calibration") { Description = "Use a calibration measured on other hardware" };
     /// <summary>--precision</summary>
-    public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
+    public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision (fp8: delayed scaling, fp8-cs: current scaling, mxfp8 and nvfp4: block scaling)", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong(PrecisionInfo.All.Select(p => p.Name).ToArray());
 
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
+        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 
@@ -80,7 +88,11 @@ public sealed class PlanFlags
             SequenceParallel: r.GetValue(SequenceParallel),
             Precision: PrecisionInfo.TryParse(r.GetValue(Precision)!)!.Value,
             RecomputeLayers: r.GetValue(RecomputeLayers),
-            OptimizerOffload: r.GetValue(OptimizerOffload));
+            OptimizerOffload: r.GetValue(OptimizerOffload),
+            Ep: r.GetValue(Ep),
+            Etp: r.GetValue(Etp),
+            MoeImbalance: r.GetValue(MoeImbalance),
+            MoeCapacity: r.GetValue(MoeCapacity));
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException(problem);
         return (model, cluster, plan);

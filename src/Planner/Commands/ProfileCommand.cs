@@ -195,7 +195,7 @@ public static class ProfileCommand
         double specPeak = cluster.Gpu.PeakTflops.Values.Max();
         if (cuda != specPeak > CpuCoreTflopsLimit)
             throw new InputException($"--from-measurements: '{path}' was measured on {(cuda ? "CUDA devices" : "CPU cores")}, but --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are {(cuda ? "CPU cores" : "GPUs")}");
-        if (cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string?)mp ?? "") is { } p && !cluster.Gpu.PeakTflops.ContainsKey(p))
+        if (cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string?)mp ?? "") is { } p && !cluster.Gpu.Supports(p))
             throw new InputException($"--from-measurements: '{path}' was measured in {p.Name()}, which --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}) have no rate for");
         foreach (var key in RequiredMeasurements)
             if (m[key] is null)
@@ -365,7 +365,7 @@ public static class ProfileCommand
             tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
             // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
             var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software(sizes.BlockPlan(tp: 2)));
-            tpCommRow = [tpMeasured[2], tpCosts.TpForward + tpCosts.TpBackward];
+            tpCommRow = [tpMeasured[2], tpCosts.Block.TpForward + tpCosts.Block.TpBackward];
             cal = cal with
             {
                 Profiled = cal.Profiled! with

@@ -172,7 +172,7 @@ public sealed class OptionalPlanFlags
     /// <summary>--sequence-parallel</summary>
     public Option<bool> SequenceParallel { get; } = new("--sequence-parallel") { Description = "Pin sequence parallelism on (fixed plan default off)" };
     /// <summary>--precision</summary>
-    public Option<string?> Precision { get; } = new Option<string?>("--precision") { Description = "Pin the precision (default bf16, or fp16/fp32 on GPUs without bf16)" }.AcceptOnlyFromAmong("bf16", "fp16", "fp32", "fp8", "tf32");
+    public Option<string?> Precision { get; } = new Option<string?>("--precision") { Description = "Pin the precision (default bf16, or fp16/fp32 on GPUs without bf16)" }.AcceptOnlyFromAmong(PrecisionInfo.All.Select(p => p.Name).ToArray());
 
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)

@@ -30,6 +30,8 @@ public static class Tables
     {
         var parts = new List<string> { $"TP{p.Tp}", $"PP{p.Pp}", $"DP{p.Dp}" };
         if (p.Cp > 1) parts.Add($"CP{p.Cp}");
+        if (p.Ep > 1) parts.Add($"EP{p.Ep}");
+        if (p.Etp > 1) parts.Add($"ETP{p.Etp}");
         if (p.Vpp > 1) parts.Add($"VPP{p.Vpp}");
         parts.Add($"mbs{p.Mbs}");
         if (p.Stages is { } st)

@@ -25,7 +25,7 @@ public static class HeterogeneousSearch
         if (!CbcSolver.IsAvailable)
             throw new InvalidOperationException("a heterogeneous cluster needs the MILP solver: install coinor-libcbc-dev");
         var partitioner = new StagePartitioner(new CbcSolver());
-        var cache = new Dictionary<(int, (int, int, int, int, bool, Precision, Recompute)), BlockCosts>();
+        var cache = new Dictionary<(int, BlockKey), BlockCosts>();
         var best = new List<(double Score, Prediction P)>();
         long enumerated = 0;
         int priced = 0;

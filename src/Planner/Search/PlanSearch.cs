@@ -290,7 +290,7 @@ public static class PlanSearch
     /// <summary>Expands shapes into candidates on one thread, with its own cache of block costs.</summary>
     private sealed class Worker(SearchRequest req, PricingOptions options)
     {
-        private readonly Dictionary<(int, int, int, int, bool, Precision, Recompute), BlockCosts> _blocks = [];
+        private readonly Dictionary<BlockKey, BlockCosts> _blocks = [];
         public readonly List<Candidate> Fits = [];
         public readonly List<Candidate> NearMisses = [];
         public readonly List<Candidate> Families = [];

@@ -65,7 +65,7 @@ public sealed record PlanConstraint(
     public static Precision DefaultPrecision(ClusterSpec cluster)
     {
         foreach (var p in new[] { PrecisionKind.Bf16, PrecisionKind.Fp16, PrecisionKind.Fp32 })
-            if (cluster.GroupList.All(g => g.Gpu.PeakTflops.ContainsKey(p)))
+            if (cluster.GroupList.All(g => g.Gpu.Supports(p)))
                 return p;
         return PrecisionKind.Bf16;
     }

@@ -48,7 +48,7 @@ public static class Sweep
         ["vpp"] = new("model chunks per pipeline stage", s => Int(s, 1, 10_000), "a whole number of at least 1"),
         ["recompute"] = new("activation recomputation", s => ParallelPlan.ParseRecompute(s), "none, selective or full"),
         ["sequence_parallel"] = new("sequence parallelism", Bool, "true or false"),
-        ["precision"] = new("training precision", s => PrecisionInfo.TryParse(s), "bf16, fp16, fp32, fp8 or tf32"),
+        ["precision"] = new("training precision", s => PrecisionInfo.TryParse(s), PrecisionInfo.Names),
     };
 
     /// <summary>The keys, in a stable order, for help and errors.</summary>

@@ -115,7 +115,7 @@ public static class WhatIfRunner
     {
         var c = s.Cluster;
         var precision = s.Plan.Precision ?? PlanConstraint.DefaultPrecision(c);
-        if (c.GroupList.FirstOrDefault(g => !g.Gpu.PeakTflops.ContainsKey(precision)) is { } lacking)
+        if (c.GroupList.FirstOrDefault(g => !g.Gpu.Supports(precision)) is { } lacking)
             return new WhatIfRow(point, s, null, null, $"GPU '{lacking.Gpu.Name}' has no {precision.Name()} rate");
         // TP stays inside a node unless the point pins a larger degree.
         int? tpMax = s.Plan.Tp is int tp && tp > c.GpusPerNode ? tp : null;
