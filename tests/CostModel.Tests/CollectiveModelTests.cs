@@ -107,10 +107,23 @@ public class CollectiveModelTests
     public void AllToAll_OneNode_HandComputed()
     {
         double s = 1 * GB;
-        // Each rank sends 7/8 of its bytes to the other 7 ranks over NVSwitch, 7 latency steps.
-        AssertRel(7 * IntraAlpha + 7.0 / 8 * s / 300e9, CollectiveModel.Seconds(Collective.AllToAll, s, 8, 8, Cluster()));
+        // Each rank sends 7/8 of its bytes to the other 7 ranks over NVSwitch at once: one latency.
+        AssertRel(IntraAlpha + 7.0 / 8 * s / 300e9, CollectiveModel.Seconds(Collective.AllToAll, s, 8, 8, Cluster()));
         // Across 2 nodes of 8: 8/16 of the bytes leave the node, 7/16 stay; the network share dominates.
-        AssertRel(15 * InterAlpha + 8.0 / 16 * s / 25e9, CollectiveModel.Seconds(Collective.AllToAll, s, 16, 8, Cluster()));
+        AssertRel(InterAlpha + 8.0 / 16 * s / 25e9, CollectiveModel.Seconds(Collective.AllToAll, s, 16, 8, Cluster()));
+    }
+
+    [Fact]
+    public void AllToAll_RunsAtTheLinksAllToAllEfficiency_NotTheRingOne()
+    {
+        double s = 1 * GB;
+        var c = Cluster() with { IntraNode = new LinkSpec(300, 3, 0.7, 0.4), InterNode = new LinkSpec(25, 6, 0.85, 0.5) };
+        AssertRel(IntraAlpha + 7.0 / 8 * s / (0.4 * 300e9), CollectiveModel.Seconds(Collective.AllToAll, s, 8, 8, c));
+        // Inside a node's share at 7/16 of the bytes over 120 GB/s is faster than the network's 8/16 over 12.5 GB/s.
+        AssertRel(InterAlpha + 8.0 / 16 * s / (0.5 * 25e9), CollectiveModel.Seconds(Collective.AllToAll, s, 16, 8, c));
+        // The ring efficiency leaves the all-to-all alone.
+        Assert.Equal(CollectiveModel.Seconds(Collective.AllToAll, s, 8, 8, c),
+            CollectiveModel.Seconds(Collective.AllToAll, s, 8, 8, c with { IntraNode = c.IntraNode with { Efficiency = 0.1 } }));
     }
 
     [Fact]

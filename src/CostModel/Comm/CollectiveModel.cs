@@ -47,11 +47,12 @@ public static class CollectiveModel
             }
             case Collective.AllToAll:
             {
-                // Each rank sends (n−1)/n of its bytes; the share bound for other nodes crosses the network.
+                // Each rank sends (n−1)/n of its bytes to all the others at once; the share bound for other domains
+                // crosses the network. One latency of the farthest tier: the exchanges run concurrently.
                 double intraBytes = bytes * (perNode - 1) / size;
                 double interBytes = bytes * (size - perNode) / size;
-                return (size - 1) * (nodes > 1 ? inter.LatencySeconds : intra.LatencySeconds)
-                       + Math.Max(intraBytes / intra.EffectiveBytesPerSecond, interBytes / (nodes > 1 ? inter.EffectiveBytesPerSecond : double.PositiveInfinity));
+                return (nodes > 1 ? inter.LatencySeconds : intra.LatencySeconds)
+                       + Math.Max(intraBytes / intra.AllToAllBytesPerSecond, interBytes / (nodes > 1 ? inter.AllToAllBytesPerSecond : double.PositiveInfinity));
             }
         }
         // Ring phases: 2(n−1) steps for all-reduce, (n−1) for reduce-scatter / all-gather.

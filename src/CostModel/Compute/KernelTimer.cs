@@ -14,6 +14,7 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     /// <summary>Peak of the GEMMs a low-precision format leaves in bf16 (attention core, router, LM head).</summary>
     private readonly double _unquantizedPeak = precision.IsQuantized() ? gpu.PeakFlops(Precision.Bf16) : gpu.PeakFlops(precision);
     private readonly bool _quantized = precision.IsQuantized();
+    private readonly double _quantizedEfficiency = gpu.QuantizedEfficiency(precision);
     private readonly double _bandwidth = gpu.MemoryBandwidthGbs * 1e9 * gpu.MemoryEfficiency;
     private readonly double _overhead = gpu.KernelOverheadUs * 1e-6;
     private readonly double _forwardFactor = gpu.Profiled?.LinearForward ?? 1;
@@ -38,8 +39,9 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     private double Gemm(GemmShape g, double peak) => g.Flops / (peak * GemmEfficiency(g)) * Residual(g) + _overhead;
 
     /// <summary>Seconds of an op's GEMM: at the format's rate when quantized, over the grouped-GEMM efficiency when grouped.</summary>
-    private double Gemm(Op op, GemmShape g) =>
-        Gemm(g, op.Quantized && _quantized ? _peak : _unquantizedPeak) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1);
+    private double Gemm(Op op, GemmShape g) => op.Quantized && _quantized
+        ? Gemm(g, _peak * _quantizedEfficiency) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1)
+        : Gemm(g, _unquantizedPeak) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1);
 
     private double Residual(GemmShape g)
     {

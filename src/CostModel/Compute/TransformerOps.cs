@@ -21,14 +21,17 @@ public sealed class TransformerOps
     private readonly ModelSpec _m;
     private readonly ParallelPlan _p;
     private readonly Quantization? _q;
+    private readonly bool _fusedLoss;
 
     /// <summary>Builds the op lists for a model and plan.</summary>
     /// <param name="model">The model.</param>
     /// <param name="plan">The plan (shapes are local to one rank).</param>
     /// <param name="flashAttention">Fused attention without a score matrix in memory.</param>
     /// <param name="quantization">The low-precision format of the blocks' linear layers (null: none).</param>
-    public TransformerOps(ModelSpec model, ParallelPlan plan, bool flashAttention, Quantization? quantization = null)
+    /// <param name="fusedLoss">The loss is one fused kernel over the logits (see <see cref="Pricing.PricingOptions.FusedCrossEntropy"/>).</param>
+    public TransformerOps(ModelSpec model, ParallelPlan plan, bool flashAttention, Quantization? quantization = null, bool fusedLoss = false)
     {
+        _fusedLoss = fusedLoss;
         _m = model;
         _p = plan;
         _q = quantization;
@@ -113,13 +116,13 @@ public sealed class TransformerOps
             return new Op(name, new GemmShape(m, n, k, batch), 0, Quantized: _q is not null, Grouped: grouped);
         }
         AddAttention(ops, Linear, kind.Window);
-        ops.Add(Op.Memory("bias_dropout_add1", tn * h * (3 * e + 1)));
+        ops.Add(ResidualAdd("bias_dropout_add1"));
         ops.Add(Op.Memory("ln2", 2 * tn * h * e));
         if (kind.Moe)
             AddExperts(ops, Linear);
         else
             AddMlp(ops, Linear, "mlp", t, (double)_m.Ffn / _p.Tp);
-        ops.Add(Op.Memory("bias_dropout_add2", tn * h * (3 * e + 1)));
+        ops.Add(ResidualAdd("bias_dropout_add2"));
         if (_q is { } q && linears.Count > 0)
         {
             // Inputs cast in the forward, output gradients in the backward (the weights once per step: see PipelineCosts).
@@ -128,6 +131,9 @@ public sealed class TransformerOps
         }
         return ops;
     }
+
+    /// <summary>A residual add (read both, write one), with dropout's mask written when the model trains with dropout.</summary>
+    private Op ResidualAdd(string name) => Op.Memory(name, NormTokens * _m.Hidden * (3 * E + (_m.Dropout ? 1 : 0)));
 
     private void AddAttention(List<Op> ops, Func<string, double, double, double, double, bool, Op> linear, int window)
     {
@@ -167,7 +173,8 @@ public sealed class TransformerOps
             ops.Add(Op.Matmul("scores", sq, keys, qk, batchHeads, attentionCore: true));
             // scale+mask+softmax in one kernel (read, write), then dropout (read, write, mask).
             ops.Add(Op.Memory("softmax", 2 * scoreElems * e, attentionCore: true, elements: scoreElems));
-            ops.Add(Op.Memory("attn_dropout", scoreElems * (2 * e + 1), attentionCore: true));
+            if (_m.Dropout)
+                ops.Add(Op.Memory("attn_dropout", scoreElems * (2 * e + 1), attentionCore: true));
             ops.Add(Op.Matmul("values", sq, dv, keys, batchHeads, attentionCore: true));
         }
         ops.Add(linear("proj", t, h, aq * dv, 1, false));
@@ -226,7 +233,9 @@ public sealed class TransformerOps
             // Logits to fp32, softmax statistics and the loss: read the logits, write and re-read fp32 copies. Over a
             // vocabulary split across TP ranks it is a different kernel sequence (max, exp-sum and the target's logit,
             // each summed across the ranks), profiled under its own name.
-            Op.Memory(_p.Tp > 1 ? "vocab_parallel_cross_entropy" : "cross_entropy", Tokens * vLocal * (e + 8), elements: Tokens * vLocal),
+            _fusedLoss
+                ? new Op("fused_cross_entropy", null, Tokens * vLocal * e, Elements: Tokens * vLocal, BackwardBytes: 2 * Tokens * vLocal * e)
+                : Op.Memory(_p.Tp > 1 ? "vocab_parallel_cross_entropy" : "cross_entropy", Tokens * vLocal * (e + 8), elements: Tokens * vLocal),
         ];
     }
 

@@ -24,6 +24,7 @@ public sealed class MemoryModel
     private readonly double _fragmentation;
     private readonly bool _bucketCopies;
     private readonly bool _fp32Params;
+    private readonly bool _fusedLoss;
 
     /// <summary>Creates the model for one plan.</summary>
     /// <param name="gradientBucketCopies">The data-parallel reduction works on copies of the gradients (PyTorch DDP's
@@ -36,8 +37,11 @@ public sealed class MemoryModel
     /// fp32 weights and gradients; AdamW's moments on the parameters (ZeRO-0) or on an fp32 master shard (ZeRO-1/2/3);
     /// under mixed precision each micro-batch in flight keeps its casts of the weights for its backward; under ZeRO-3
     /// a whole model chunk is gathered at a time.</param>
-    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false, bool fp32Params = false)
+    /// <param name="fusedLoss">The cross-entropy loss is one fused kernel that keeps only the logits and writes their
+    /// gradient in place (Megatron-Core's cross-entropy fusion), rather than fp32 softmax and gradient copies.</param>
+    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false, bool fp32Params = false, bool fusedLoss = false)
     {
+        _fusedLoss = fusedLoss;
         _m = model;
         _p = plan;
         _ops = ops;
@@ -114,8 +118,9 @@ public sealed class MemoryModel
         var k = _ops.Kinds[kind];
         double aq = _ops.LocalHeads, akv = _ops.LocalKvHeads, qk = _m.QkHeadDim, dv = _m.HeadDim;
         // Replicated across TP unless sequence-parallel: the norms' inputs, the attention's and the MLP's inputs (linear
-        // layers' inputs), dropout masks.
-        double replicated = tn * h * (2 * e + 2 * q + 2);
+        // layers' inputs), dropout masks (one byte each, when the model trains with dropout).
+        double masks = _m.Dropout ? 2 : 0;
+        double replicated = tn * h * (2 * e + 2 * q + masks);
         double attention = e * t * (aq + akv) * qk   // Q and K for the scores
                            + e * t * akv * dv        // V
                            + q * t * aq * dv;        // projection input
@@ -125,7 +130,7 @@ public sealed class MemoryModel
         double core = _ops.FlashAttention
             ? 4 * _p.Mbs * aq * _ops.LocalSeq // flash attention keeps only the softmax statistics (fp32)
             : recompute == Recompute.None
-                ? _p.Mbs * aq * _ops.LocalSeq * Math.Min(_p.Seq, k.Window > 0 ? k.Window : _p.Seq) * (2 * e + 1) // softmax output, dropout mask and output
+                ? _p.Mbs * aq * _ops.LocalSeq * Math.Min(_p.Seq, k.Window > 0 ? k.Window : _p.Seq) * (_m.Dropout ? 2 * e + 1 : e) // softmax output (and dropout's mask and output)
                 : 0;
         return replicated + attention + mlp + core;
     }
@@ -208,16 +213,17 @@ public sealed class MemoryModel
         // Casts of fp32 parameters to the compute precision, saved by autograd for each micro-batch's backward.
         if (_fp32Params && mixed)
             activations += inFlight * paramsHere / chunks * e;
-        if (first)
+        if (first && _m.Dropout)
             activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
 
         double working = 0;
         if (rc == Recompute.Full)
             working += mostPerLayer; // the block being recomputed holds everything
         else if (rc == Recompute.Selective && !_ops.FlashAttention)
-            working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (2 * e + 1); // one recomputed attention core
+            working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (_m.Dropout ? 2 * e + 1 : e); // one recomputed attention core
         if (last)
-            working += _ops.Tokens * _m.Vocab / _p.Tp * (e + 4 + 4); // logits, fp32 softmax and its gradient
+            // The logits, and unless the loss is fused (computed and differentiated in place) its fp32 softmax and gradient.
+            working += _ops.Tokens * _m.Vocab / _p.Tp * (_fusedLoss ? e : e + 4 + 4);
         if (_p.Zero >= 3)
             working += _fp32Params
                 ? paramsHere / chunks * 4 // a whole chunk gathered at a time, fp32

@@ -76,7 +76,7 @@ public sealed class BlockCosts
     public static BlockCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
         var gpu = cluster.Gpu;
-        var ops = new TransformerOps(model, plan, options.FlashAttention, Quantization.Of(plan.Precision, gpu));
+        var ops = new TransformerOps(model, plan, options.FlashAttention, Quantization.Of(plan.Precision, gpu), options.FusedCrossEntropy);
         var timer = new KernelTimer(gpu, plan.Precision);
         var placement = new Placement(plan, cluster.NvlinkDomain);
         double e = plan.Precision.ActivationBytes();
@@ -107,10 +107,18 @@ public sealed class BlockCosts
             double tpPass = sublayers * tpOne;
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
+            double backward = step * timer.BlockBackward(blockOps, plan.Tp);
+            // A MoE block's pass also runs its small kernels that the op list leaves out (routing statistics, token counts
+            // and the host synchronisation on them, index kernels of the permutation): a fixed time per pass.
+            double overhead = kind.Moe ? options.MoeBlockOverheadSeconds : 0;
+            forward += overhead;
+            backward += overhead;
+            if (plan.Recompute == Plans.Recompute.Full)
+                recompute = forward;
             kinds.Add(new KindCosts
             {
                 Forward = forward,
-                Backward = step * timer.BlockBackward(blockOps, plan.Tp),
+                Backward = backward,
                 Recompute = recompute,
                 TpForward = tpPass,
                 TpBackward = tpPass,
@@ -140,6 +148,23 @@ public sealed class BlockCosts
     }
 
     /// <summary>
+    /// Copies of each token the dispatch sends over the expert-parallel group (its own rank's share included), routing
+    /// uniform over <paramref name="experts"/> experts split evenly over <paramref name="ep"/> ranks: one per routed
+    /// expert, or deduplicated, one per rank that holds at least one of its <paramref name="topK"/> experts:
+    /// ep · (1 − C(E − E/ep, k) / C(E, k)).
+    /// </summary>
+    public static double DispatchedCopies(int experts, int topK, int ep, bool deduplicated)
+    {
+        if (!deduplicated || ep <= 1)
+            return topK;
+        int others = experts - experts / ep;
+        double missed = 1; // C(others, k) / C(experts, k) as a product
+        for (int i = 0; i < topK; i++)
+            missed *= Math.Max(0.0, others - i) / (experts - i);
+        return ep * (1 - missed);
+    }
+
+    /// <summary>
     /// One pass's expert-parallel exchange in a MoE block: the all-to-all that dispatches each routed token copy to its
     /// expert's rank and the one that combines the results back (the busiest rank receives its load's share), and with
     /// expert tensor parallelism the all-gather of the dispatched tokens over the expert-TP group and the reduce-scatter
@@ -149,7 +174,8 @@ public sealed class BlockCosts
     {
         double e = plan.Precision.ActivationBytes();
         double tokenBytes = model.Hidden * e;
-        double exchanged = ops.RoutedTokens * model.ExpertsPerToken * plan.ExpertLoad(model.Experts) * tokenBytes;
+        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, options.DeduplicatedDispatch);
+        double exchanged = ops.RoutedTokens * copies * plan.ExpertLoad(model.Experts) * tokenBytes;
         double a2a = 2 * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
         double etp = plan.Etp > 1
             ? CollectiveModel.Seconds(Collective.AllGather, ops.ExpertTokens * tokenBytes, placement, Axis.Etp, cluster, options.Algorithm)

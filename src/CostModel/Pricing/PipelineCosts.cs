@@ -165,7 +165,7 @@ public sealed class PipelineCosts
         ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant, PricingOptions options)
     {
         var layout = StageLayout.Of(model, plan);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies, options.Fp32Params);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies, options.Fp32Params, options.FusedCrossEntropy);
         int last = plan.Pp - 1;
         var layersFirst = layout.MixOnStage(0);
         var layersLast = layout.MixOnStage(last);
@@ -202,7 +202,7 @@ public sealed class PipelineCosts
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
         for (int g = 0; g < memories.Length; g++)
-            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies, options.Fp32Params);
+            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies, options.Fp32Params, options.FusedCrossEntropy);
         var memory = memories[0];
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();

@@ -39,6 +39,15 @@ namespace Planner.CostModel.Pricing;
 /// <param name="CollectivePerBucket">Data-parallel reductions and ZeRO-1/2's gathers run one collective per block, per
 /// head and per embedding, each paying the collective's latency (the executor), rather than priced as one collective
 /// over the stage's gradients (buckets sized for bandwidth, whose few latencies the price leaves out).</param>
+/// <param name="FusedCrossEntropy">The loss is one fused kernel over the logits that writes their gradient in place
+/// (Megatron-Core's cross-entropy fusion): the logits in the training precision are all it keeps, one read and one
+/// write of them; false for a loss that makes fp32 softmax and gradient copies (Megatron-LM of 2021–22, the executor).</param>
+/// <param name="DeduplicatedDispatch">The expert-parallel dispatch sends each token once to every rank that holds one of its
+/// experts (Megatron-Core's flex dispatcher over DeepEP or HybridEP, as the published MoE runs use), rather than one copy
+/// per routed expert (the all-to-all dispatcher).</param>
+/// <param name="MoeBlockOverheadSeconds">Seconds each pass of a MoE block spends beyond the kernels its op list prices: the
+/// router's statistics, the token counts per expert and the host synchronisation on them, the permutation's index
+/// kernels.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -52,7 +61,10 @@ public sealed record PricingOptions(
     bool Fp32Params = false,
     bool PrefetchZero3 = true,
     bool TiedEmbeddingReducedAfterFlush = false,
-    bool CollectivePerBucket = false)
+    bool CollectivePerBucket = false,
+    bool FusedCrossEntropy = true,
+    bool DeduplicatedDispatch = true,
+    double MoeBlockOverheadSeconds = 0)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

@@ -13,11 +13,19 @@ public static class ClusterLoader
     /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one (fitted likewise).</summary>
     public const double DefaultInterNodeEfficiency = 0.85;
 
+    /// <summary>All-to-all efficiency of an NVLink domain when the file does not give one. Fitted once to the MoE runs of
+    /// validation/modern_runs.csv (docs/2026-12-07-modern-fit.md), the same for every row.</summary>
+    public const double DefaultIntraNodeAllToAllEfficiency = 0.5;
+
+    /// <summary>All-to-all efficiency of the network between domains when the file does not give one (fitted likewise).</summary>
+    public const double DefaultInterNodeAllToAllEfficiency = 0.5;
+
     private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
-    private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency"];
-    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g"];
+    private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency", "all_to_all_efficiency"];
+    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g", "grouped_gemm_efficiency", "quantized_gemm_efficiency"];
+    private static readonly string[] QuantizedKeys = ["fp8", "mxfp8", "nvfp4"];
     private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"];
 
     /// <summary>Cluster preset names.</summary>
@@ -77,8 +85,8 @@ public static class ClusterLoader
         int? domain = map.Has("nvlink_domain") ? map.Int("nvlink_domain", 1_000_000) : null;
         if (domain is int d && (d < perNode || d % perNode != 0))
             throw new InputException($"{source}: 'nvlink_domain' is {d}; expected a multiple of gpus_per_node ({perNode}): a domain holds whole nodes");
-        var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency);
-        var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency);
+        var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency, DefaultIntraNodeAllToAllEfficiency);
+        var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency, DefaultInterNodeAllToAllEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);
         HostSpec? host = null;
         if (map.Has("host"))
@@ -91,13 +99,14 @@ public static class ClusterLoader
         return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host, NvlinkDomainSize: domain);
     }
 
-    private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency)
+    private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency, double defaultAllToAll)
     {
         m.Allow(LinkKeys);
         var link = new LinkSpec(
             m.Number("bandwidth_gbs", 1e6),
             m.Number("latency_us", 1e6),
-            m.OptionalNumber("efficiency", 1) ?? defaultEfficiency);
+            m.OptionalNumber("efficiency", 1) ?? defaultEfficiency,
+            m.OptionalNumber("all_to_all_efficiency", 1) ?? defaultAllToAll);
         m.RejectUnknown(LinkKeys);
         return link;
     }
@@ -125,9 +134,19 @@ public static class ClusterLoader
             KernelOverheadUs: m.OptionalNumber("kernel_overhead_us", 1e6, min: -1e-9) ?? DefaultGpu.KernelOverheadUs,
             OverlapSlowdown: m.OptionalNumber("overlap_slowdown", 0.9, min: -1e-9) ?? DefaultGpu.OverlapSlowdown,
             ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib,
-            ElementRateG: m.OptionalNumber("element_rate_g", 1e6, min: -1e-9) ?? 0);
+            ElementRateG: m.OptionalNumber("element_rate_g", 1e6, min: -1e-9) ?? 0,
+            GroupedGemmEfficiency: m.OptionalNumber("grouped_gemm_efficiency", 1) ?? DefaultGpu.GroupedGemmEfficiency);
+        var quantized = new Dictionary<Precision, double>(DefaultGpu.QuantizedGemmEfficiency);
+        if (m.Has("quantized_gemm_efficiency"))
+        {
+            var q = m.Map("quantized_gemm_efficiency").Allow(QuantizedKeys);
+            foreach (var key in QuantizedKeys)
+                if (q.OptionalNumber(key, 1) is double v)
+                    quantized[PrecisionInfo.TryParse(key)!.Value] = v;
+            q.RejectUnknown(QuantizedKeys);
+        }
         m.RejectUnknown(GpuKeys);
-        return gpu;
+        return gpu with { QuantizedGemmEfficiency = quantized };
     }
 
     /// <summary>
@@ -149,5 +168,13 @@ public static class ClusterLoader
         public const double OverlapSlowdown = 0.3;
         /// <summary>See <see cref="GpuSpec.ReservedGib"/>.</summary>
         public const double ReservedGib = 0.75;
+        /// <summary>See <see cref="GpuSpec.GroupedGemmEfficiency"/>: fitted to the MoE runs of validation/modern_runs.csv.</summary>
+        public const double GroupedGemmEfficiency = 0.8;
+        /// <summary>See <see cref="GpuSpec.QuantizedGemmEfficiency"/>: fitted to the FP8 runs of validation/modern_runs.csv
+        /// (NVFP4, with no run to fit, takes MXFP8's).</summary>
+        public static IReadOnlyDictionary<Precision, double> QuantizedGemmEfficiency { get; } = new Dictionary<Precision, double>
+        {
+            [Precision.Fp8] = 1, [Precision.Mxfp8] = 1, [Precision.Nvfp4] = 1,
+        };
     }
 }

@@ -4,10 +4,15 @@ namespace Planner.CostModel.Specs;
 /// <param name="BandwidthGbs">GB/s per GPU per direction.</param>
 /// <param name="LatencyUs">Latency per hop (one message step of a collective), microseconds.</param>
 /// <param name="Efficiency">Fraction of <paramref name="BandwidthGbs"/> that collectives reach as bus bandwidth.</param>
-public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency)
+/// <param name="AllToAllEfficiency">Fraction of <paramref name="BandwidthGbs"/> that an all-to-all's traffic reaches (every
+/// rank exchanging with every other at once, in unevenly sized chunks: the expert-parallel token exchange).</param>
+public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency, double AllToAllEfficiency = 1)
 {
     /// <summary>Achieved bytes per second per GPU per direction.</summary>
     public double EffectiveBytesPerSecond => BandwidthGbs * 1e9 * Efficiency;
+
+    /// <summary>Achieved bytes per second per GPU per direction of an all-to-all.</summary>
+    public double AllToAllBytesPerSecond => BandwidthGbs * 1e9 * AllToAllEfficiency;
 
     /// <summary>Latency in seconds.</summary>
     public double LatencySeconds => LatencyUs * 1e-6;

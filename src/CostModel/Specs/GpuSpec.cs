@@ -24,6 +24,10 @@ namespace Planner.CostModel.Specs;
 /// <param name="Profiled">Corrections a profile measured for the training software on this hardware (null: none).</param>
 /// <param name="GroupedGemmEfficiency">Fraction of the dense GEMM curve's rate that the experts' grouped GEMMs reach
 /// (one kernel over many small, unevenly sized GEMMs, with the token permutation's padding).</param>
+/// <param name="QuantizedGemmEfficiency">Per low-precision format (<see cref="Precision.Fp8"/> for both per-tensor FP8
+/// recipes, <see cref="Precision.Mxfp8"/>, <see cref="Precision.Nvfp4"/>), the fraction of the GEMM curve's efficiency
+/// its GEMMs reach at that format's peak (scaled GEMMs fall further below their doubled peak than bf16 ones); a format
+/// not listed reaches the curve.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -38,8 +42,13 @@ public sealed record GpuSpec(
     double ElementRateG = 0,
     IReadOnlyList<GemmResidual>? GemmResiduals = null,
     ProfiledCorrections? Profiled = null,
-    double GroupedGemmEfficiency = 1)
+    double GroupedGemmEfficiency = 1,
+    IReadOnlyDictionary<Precision, double>? QuantizedGemmEfficiency = null)
 {
+    /// <summary>The quantized-GEMM efficiency of a precision's format (1 for formats that quantize nothing or are not listed).</summary>
+    public double QuantizedEfficiency(Precision p) =>
+        p.IsQuantized() && QuantizedGemmEfficiency is { } q && q.TryGetValue(p.RateKey(), out double f) ? f : 1;
+
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>
         PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0

@@ -58,7 +58,8 @@ public static class ModelLoader
             Norm: NormKind.LayerNorm,
             Positions: PositionKind.Learned,
             Biases: true,
-            TiedEmbeddings: r.OptionalBool("tie_word_embeddings") ?? true);
+            TiedEmbeddings: r.OptionalBool("tie_word_embeddings") ?? true,
+            Dropout: (r.OptionalNumber("resid_pdrop") ?? 0.1) > 0 || (r.OptionalNumber("attn_pdrop") ?? 0.1) > 0);
     }
 
     private static ModelSpec ParseLlama(Reader r, string name)
@@ -95,7 +96,8 @@ public static class ModelLoader
             Moe: ParseMoe(r, layers),
             Mla: ParseMla(r),
             MtpLayers: r.OptionalInt("num_nextn_predict_layers") ?? 0,
-            Window: ParseWindow(r, layers));
+            Window: ParseWindow(r, layers),
+            Dropout: (r.OptionalNumber("hidden_dropout") ?? 0) > 0 || (r.OptionalNumber("attention_dropout") ?? 0) > 0);
     }
 
     /// <summary>The MoE keys, or null for a dense model (no expert count, or one expert).</summary>
@@ -290,6 +292,15 @@ public static class ModelLoader
             if (v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long l) && l is >= int.MinValue and <= int.MaxValue)
                 return (int)l;
             throw new InputException($"{source}: key '{key}' must be a whole number, got {v.GetRawText()}");
+        }
+
+        public double? OptionalNumber(string key)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return null;
+            return v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d)
+                ? d
+                : throw new InputException($"{source}: key '{key}' must be a number, got {v.GetRawText()}");
         }
 
         public bool? OptionalBool(string key)

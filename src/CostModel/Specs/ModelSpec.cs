@@ -88,6 +88,8 @@ public readonly record struct LayerKind(bool Moe, int Window)
 /// <param name="MtpLayers">Multi-token prediction modules after the last block, each a projection, one block and the
 /// shared LM head [num_nextn_predict_layers].</param>
 /// <param name="Window">Sliding-window attention blocks; null when every block attends to the whole context.</param>
+/// <param name="Dropout">The model trains with dropout (GPT-2 and GPT-3 era models: masks saved for the backward, a
+/// masking pass in each residual add); current models train without [hidden_dropout, attention_dropout, resid_pdrop].</param>
 public sealed record ModelSpec(
     string Name,
     int Layers,
@@ -107,7 +109,8 @@ public sealed record ModelSpec(
     MoeSpec? Moe = null,
     MlaSpec? Mla = null,
     int MtpLayers = 0,
-    SlidingWindow? Window = null)
+    SlidingWindow? Window = null,
+    bool Dropout = true)
 {
     /// <summary>Width of one attention head (of the values under MLA).</summary>
     public int HeadDim => Mla?.VHeadDim ?? HeadDimension ?? Hidden / Heads;

@@ -189,7 +189,7 @@ public static class RunCommand
     public static PricingOptions Software(ParallelPlan plan) =>
         new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
             OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true,
-            CollectivePerBucket: true);
+            CollectivePerBucket: true, FusedCrossEntropy: false);
 
     /// <summary>The pipeline stage whose ranks' lines (<c>rank</c>, <c>compute_s</c>) hold the most compute on average
     /// (the lowest such stage on a tie; 0 without lines).</summary>

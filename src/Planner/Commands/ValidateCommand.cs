@@ -21,32 +21,54 @@ public static class ValidateCommand
         var runs = new Option<string?>("--runs") { Description = $"CSV of measured runs (default: {DefaultRuns} of this repository)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var executed = new Option<string?>("--executed") { Description = "Compare with this machine's executed runs instead (a history CSV; default ~/.cache/planner/history.csv)", Arity = ArgumentArity.ZeroOrOne };
-        var cmd = new Command("validate", "Compare predicted step times with published measurements (or with executed runs)") { runs, json, executed };
+        var fit = new Option<bool>("--fit") { Description = "Fit the physical parameters the rows exercise (GEMM efficiency per GPU and per low-precision format, grouped-GEMM and all-to-all efficiency) and print them with the errors they give" };
+        var cmd = new Command("validate", "Compare predicted step times with published measurements (or with executed runs)") { runs, json, executed, fit };
         cmd.SetAction(r =>
         {
             if (r.GetResult(executed) is not null)
                 return Executed(stdout, r.GetValue(executed) ?? Profiling.RunHistory.DefaultPath, r.GetValue(json));
             string path = r.GetValue(runs) ?? RepoFile(DefaultRuns);
+            if (r.GetValue(fit))
+                return Fit(stdout, Validator.Read(path));
             var rows = Validator.Run(Validator.Read(path));
             var all = ErrorSummary.Of(rows);
-            var korthikanti = ErrorSummary.Of(rows.Where(x => x.Run.Id.StartsWith("korthikanti", StringComparison.Ordinal)).ToList());
+            var groups = rows.SelectMany(x => x.Case.Groups.Select(g => (Group: g, Row: x)))
+                .GroupBy(x => x.Group, x => x.Row)
+                .Select(g => (Label: g.Key, Summary: ErrorSummary.Of(g.ToList())))
+                .ToList();
+            var korthikanti = ErrorSummary.Of(rows.Where(x => x.Case.Id.StartsWith("korthikanti", StringComparison.Ordinal)).ToList());
+            var unfit = rows.Where(x => !x.Prediction.Fits).ToList();
+            var memory = rows.Where(x => x.MemoryErrorPct is not null).ToList();
             if (r.GetValue(json))
             {
                 var o = new JsonObject
                 {
                     ["runs"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
                     {
-                        ["id"] = x.Run.Id,
-                        ["published_step_time_s"] = x.Run.StepTimeS,
+                        ["id"] = x.Case.Id,
+                        ["published_step_time_s"] = x.Case.StepTimeS,
                         ["predicted_step_time_s"] = x.Prediction.StepTimeSeconds,
                         ["error_pct"] = x.ErrorPct,
+                        ["fits"] = x.Prediction.Fits,
                         ["prediction"] = PredictionJson.Prediction(x.Prediction),
                     }).ToArray()),
                     ["mape_pct"] = all.MapePct,
                     ["max_abs_error_pct"] = all.MaxPct,
-                    ["korthikanti_mape_pct"] = korthikanti.MapePct,
-                    ["korthikanti_max_abs_error_pct"] = korthikanti.MaxPct,
+                    ["unfit"] = unfit.Count,
+                    ["groups"] = new JsonObject(groups.Select(g => KeyValuePair.Create(g.Label, (JsonNode?)new JsonObject
+                    {
+                        ["rows"] = g.Summary.Rows,
+                        ["mape_pct"] = g.Summary.MapePct,
+                        ["max_abs_error_pct"] = g.Summary.MaxPct,
+                    }))),
                 };
+                if (korthikanti.Rows > 0)
+                {
+                    o["korthikanti_mape_pct"] = korthikanti.MapePct;
+                    o["korthikanti_max_abs_error_pct"] = korthikanti.MaxPct;
+                }
+                if (memory.Count > 0)
+                    o["peak_memory_mape_pct"] = memory.Average(x => Math.Abs(x.MemoryErrorPct!.Value));
                 stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 return Cli.Ok;
             }
@@ -54,15 +76,38 @@ public static class ValidateCommand
             var t = new Table().Border(TableBorder.Rounded)
                 .AddColumn("run").AddColumn("GPUs").AddColumn("plan")
                 .AddColumn(new TableColumn("published s").RightAligned()).AddColumn(new TableColumn("predicted s").RightAligned())
-                .AddColumn(new TableColumn("error").RightAligned());
+                .AddColumn(new TableColumn("error").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned());
             foreach (var x in rows)
-                t.AddRow(x.Run.Id, x.Run.Gpus.ToString(), Tables.Describe(x.Prediction.Plan), $"{x.Run.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}", $"{x.ErrorPct:+0.0;-0.0}%");
+                t.AddRow(x.Case.Id, x.Case.Gpus.ToString(), Tables.Describe(x.Prediction.Plan), $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}",
+                    $"{x.ErrorPct:+0.0;-0.0}%", $"{x.Prediction.PeakMemoryGib:F1}{(x.Prediction.Fits ? "" : " (does not fit)")}");
             console.Write(t);
-            stdout.WriteLine($"all {all.Rows} rows: MAPE {all.MapePct:F2}%, max |error| {all.MaxPct:F2}%");
-            stdout.WriteLine($"Korthikanti et al. 2022 ({korthikanti.Rows} rows): MAPE {korthikanti.MapePct:F2}%, max |error| {korthikanti.MaxPct:F2}%");
+            stdout.WriteLine($"all {all.Rows} rows: MAPE {all.MapePct:F2}%, max |error| {all.MaxPct:F2}%{(unfit.Count > 0 ? $", {unfit.Count} predicted not to fit" : "")}");
+            foreach (var (label, summary) in groups.Where(g => g.Summary.Rows < all.Rows || groups.Count == 1))
+                stdout.WriteLine($"{label} ({summary.Rows} rows): MAPE {summary.MapePct:F2}%, max |error| {summary.MaxPct:F2}%");
+            if (memory.Count > 0)
+                stdout.WriteLine($"peak memory ({memory.Count} rows): MAPE {memory.Average(x => Math.Abs(x.MemoryErrorPct!.Value)):F2}%");
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    private static int Fit(TextWriter stdout, IReadOnlyList<ValidationCase> cases)
+    {
+        var before = ErrorSummary.Of(Validator.Run(cases));
+        var result = Fitter.FitInStages(cases);
+        var after = ErrorSummary.Of(result.Rows);
+        var console = Tables.Console(stdout);
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("parameter").AddColumn(new TableColumn("preset").RightAligned()).AddColumn(new TableColumn("fitted").RightAligned());
+        foreach (var (p, v) in result.Values)
+            t.AddRow(Markup.Escape(p.Key), $"{p.Initial:F3}", $"{v:F3}");
+        console.Write(t);
+        var rows = new Table().Border(TableBorder.Rounded).AddColumn("run").AddColumn(new TableColumn("published s").RightAligned())
+            .AddColumn(new TableColumn("fitted s").RightAligned()).AddColumn(new TableColumn("error").RightAligned());
+        foreach (var x in result.Rows)
+            rows.AddRow(x.Case.Id, $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}", $"{x.ErrorPct:+0.0;-0.0}%");
+        console.Write(rows);
+        stdout.WriteLine($"{cases.Count} rows: MAPE {before.MapePct:F2}% (max {before.MaxPct:F2}%) with the presets, {after.MapePct:F2}% (max {after.MaxPct:F2}%) fitted; {result.Evaluations} evaluations");
+        return Cli.Ok;
     }
 
     private static int Executed(TextWriter stdout, string path, bool json)

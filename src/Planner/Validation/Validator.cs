@@ -1,7 +1,6 @@
 using System.Globalization;
 using CsvHelper;
 using CsvHelper.Configuration;
-using Planner.CostModel.Comm;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
@@ -9,10 +8,13 @@ using Planner.CostModel.Specs;
 namespace Planner.Cli.Validation;
 
 /// <summary>One priced row: what we predict against what the source measured.</summary>
-public sealed record ValidationRow(PublishedRun Run, Prediction Prediction)
+public sealed record ValidationRow(ValidationCase Case, Prediction Prediction)
 {
     /// <summary>Signed error of the predicted step time, percent of the published one.</summary>
-    public double ErrorPct => (Prediction.StepTimeSeconds - Run.StepTimeS) / Run.StepTimeS * 100;
+    public double ErrorPct => (Prediction.StepTimeSeconds - Case.StepTimeS) / Case.StepTimeS * 100;
+
+    /// <summary>Signed error of the predicted peak memory, percent of the published one (null when none was published).</summary>
+    public double? MemoryErrorPct => Case.PeakMemoryGib is double m ? (Prediction.PeakMemoryGib - m) / m * 100 : null;
 }
 
 /// <summary>Mean absolute and maximum absolute percentage error over a set of rows.</summary>
@@ -25,7 +27,9 @@ public sealed record ErrorSummary(int Rows, double MapePct, double MaxPct)
 
 /// <summary>
 /// Prices every published run with the default GPU presets, the row's own network bandwidths and the default
-/// latencies and efficiencies. Nothing is tuned per row.
+/// latencies and efficiencies. Nothing is tuned per row. Two schemas: <c>published_runs.csv</c> (the model's shape in
+/// columns, Megatron-LM of 2021–22) and <c>modern_runs.csv</c> (the model a config file in <c>models/</c> beside the CSV,
+/// Megatron-Core of 2025 with expert parallelism and FP8).
 /// </summary>
 public static class Validator
 {
@@ -39,18 +43,29 @@ public static class Validator
     /// backward pass, without overlap (overlap arrived later with its distributed optimizer), and computed attention
     /// with a materialised softmax (fused flash attention came later).
     /// </summary>
-    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false);
+    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false, FusedCrossEntropy: false);
 
-    /// <summary>Reads the CSV; a malformed file is an <see cref="InputException"/> naming it.</summary>
-    public static IReadOnlyList<PublishedRun> Read(string path)
+    /// <summary>The software of the modern runs: Megatron-Core with its distributed optimizer, overlapped gradient
+    /// reduction and parameter gathers, and flash attention (the current frameworks' defaults).</summary>
+    public static PricingOptions ModernSoftware => PricingOptions.Default;
+
+    /// <summary>Reads either schema; a malformed file is an <see cref="InputException"/> naming it.</summary>
+    public static IReadOnlyList<ValidationCase> Read(string path)
     {
         if (!File.Exists(path))
             throw new InputException($"--runs: file '{path}' not found");
+        string header = File.ReadLines(path).FirstOrDefault() ?? "";
+        bool modern = header.Split(',').Select(c => c.Trim()).Contains("model");
+        return modern ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList() : ReadRows<PublishedRun>(path).Select(Case).ToList();
+    }
+
+    private static List<T> ReadRows<T>(string path)
+    {
         try
         {
             using var reader = new StreamReader(path);
             using var csv = new CsvReader(reader, new CsvConfiguration(CultureInfo.InvariantCulture) { TrimOptions = TrimOptions.Trim });
-            var rows = csv.GetRecords<PublishedRun>().ToList();
+            var rows = csv.GetRecords<T>().ToList();
             if (rows.Count == 0)
                 throw new InputException($"{path}: no rows");
             return rows;
@@ -61,6 +76,13 @@ public static class Validator
             throw new InputException($"{path}: line {line}: {e.Message.Split('\n')[0].Trim()}");
         }
     }
+
+    /// <summary>A row of the older schema.</summary>
+    public static ValidationCase Case(PublishedRun r) =>
+        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), Software, r.StepTimeS, null, [Paper(r.Id)]);
+
+    /// <summary>The paper a row of the older schema comes from, by its id's prefix.</summary>
+    private static string Paper(string id) => id.StartsWith("korthikanti", StringComparison.Ordinal) ? "Korthikanti et al. 2022" : "Narayanan et al. 2021";
 
     /// <summary>The model shape of a row (GeLU rows are GPT-style: biases, LayerNorm, learned positions).</summary>
     public static ModelSpec Model(PublishedRun r)
@@ -75,22 +97,58 @@ public static class Validator
     }
 
     /// <summary>The cluster of a row: the GPU preset, and the row's bandwidths with default latencies and efficiencies.</summary>
-    public static ClusterSpec Cluster(PublishedRun r) => new(
-        $"{r.Gpus}x{r.Gpu}",
-        ClusterLoader.LoadGpu(r.Gpu, $"row {r.Id}: gpu"),
-        Nodes: (r.Gpus + r.GpusPerNode - 1) / r.GpusPerNode,
-        GpusPerNode: r.GpusPerNode,
-        IntraNode: new LinkSpec(r.IntraGbs, IntraLatencyUs, ClusterLoader.DefaultIntraNodeEfficiency),
-        InterNode: new LinkSpec(r.InterGbs, InterLatencyUs, ClusterLoader.DefaultInterNodeEfficiency));
+    public static ClusterSpec Cluster(PublishedRun r) => Cluster($"{r.Gpus}x{r.Gpu}", r.Id, r.Gpu, r.Gpus, r.GpusPerNode, null, r.IntraGbs, r.InterGbs);
+
+    private static ClusterSpec Cluster(string name, string id, string gpu, int gpus, int perNode, int? domain, double intraGbs, double interGbs)
+    {
+        if (gpus < 1 || perNode < 1)
+            throw new InputException($"row {id}: gpus and gpus_per_node must be at least 1");
+        if (domain is int d && (d < perNode || d % perNode != 0))
+            throw new InputException($"row {id}: nvlink_domain {d} is not a multiple of gpus_per_node {perNode}");
+        return new(name,
+            ClusterLoader.LoadGpu(gpu, $"row {id}: gpu"),
+            Nodes: (gpus + perNode - 1) / perNode,
+            GpusPerNode: perNode,
+            IntraNode: new LinkSpec(intraGbs, IntraLatencyUs, ClusterLoader.DefaultIntraNodeEfficiency, ClusterLoader.DefaultIntraNodeAllToAllEfficiency),
+            InterNode: new LinkSpec(interGbs, InterLatencyUs, ClusterLoader.DefaultInterNodeEfficiency, ClusterLoader.DefaultInterNodeAllToAllEfficiency),
+            NvlinkDomainSize: domain);
+    }
 
     /// <summary>The plan of a row.</summary>
     public static ParallelPlan Plan(PublishedRun r) => new(
         r.Tp, r.Pp, r.Dp, r.Cp, r.Zero, r.Mbs, r.Gbs, r.Seq, r.Vpp,
-        ParallelPlan.ParseRecompute(r.Recompute) ?? throw new InputException($"row {r.Id}: recompute '{r.Recompute}' is not none, selective or full"),
+        Recompute(r.Id, r.Recompute),
         r.SeqParallel,
-        PrecisionInfo.TryParse(r.Precision) ?? throw new InputException($"row {r.Id}: precision '{r.Precision}' is unknown"));
+        Precision(r.Id, r.Precision));
+
+    private static Recompute Recompute(string id, string name) =>
+        ParallelPlan.ParseRecompute(name) ?? throw new InputException($"row {id}: recompute '{name}' is not none, selective or full");
+
+    private static Precision Precision(string id, string name) =>
+        PrecisionInfo.TryParse(name) ?? throw new InputException($"row {id}: precision '{name}' is unknown (expected one of {PrecisionInfo.Names})");
+
+    /// <summary>
+    /// A row of the modern schema: the model file beside the CSV, Megatron-Core's distributed optimizer (ZeRO-1; ZeRO-3
+    /// where the row used Megatron-FSDP), sequence parallelism whenever tp &gt; 1, force-balanced routing.
+    /// </summary>
+    public static ValidationCase Case(ModernRun r, string csvPath)
+    {
+        string modelPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(csvPath)) ?? ".", "models", r.Model);
+        if (!File.Exists(modelPath))
+            throw new InputException($"row {r.Id}: model file '{modelPath}' not found (the 'model' column names a file in models/ beside the CSV)");
+        var model = ModelLoader.Load(modelPath);
+        if (r.MoeBalance is not ("" or "forced"))
+            throw new InputException($"row {r.Id}: moe_balance '{r.MoeBalance}' is not priced (expected forced, or empty for a dense model)");
+        var cluster = Cluster($"{r.System} x{r.Gpus}", r.Id, r.Gpu, r.Gpus, r.GpusPerNode, r.NvlinkDomain, r.IntraGbs, r.InterGbs);
+        var plan = new ParallelPlan(r.Tp, r.Pp, r.Dp, r.Cp, r.Fsdp == 1 ? 3 : 1, r.Mbs, r.Gbs, r.Seq, r.Vpp,
+            Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: Math.Max(1, r.Ep), Etp: r.Etp ?? 1);
+        if (PlanCheck.Problem(model, cluster, plan) is { } problem)
+            throw new InputException($"row {r.Id}: {problem}");
+        return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, ModernSoftware, r.StepTimeS, r.PeakMemoryGib,
+            [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}"]);
+    }
 
     /// <summary>Prices every row.</summary>
-    public static IReadOnlyList<ValidationRow> Run(IEnumerable<PublishedRun> runs) =>
-        runs.Select(r => new ValidationRow(r, Pricer.Price(Model(r), Cluster(r), Plan(r), Software))).ToList();
+    public static IReadOnlyList<ValidationRow> Run(IEnumerable<ValidationCase> cases) =>
+        cases.Select(c => new ValidationRow(c, Pricer.Price(c.Model, c.Cluster, c.Plan, c.Software))).ToList();
 }
