@@ -39,9 +39,13 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
     private double Gemm(GemmShape g, double peak) => g.Flops / (peak * GemmEfficiency(g)) * Residual(g) + _overhead;
 
     /// <summary>Seconds of an op's GEMM: at the format's rate when quantized, over the grouped-GEMM efficiency when grouped.</summary>
-    private double Gemm(Op op, GemmShape g) => op.Quantized && _quantized
-        ? Gemm(g, _peak * _quantizedEfficiency) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1)
-        : Gemm(g, _unquantizedPeak) / (op.Grouped ? gpu.GroupedGemmEfficiency : 1);
+    /// <remarks>A grouped GEMM runs one GEMM per expert (Transformer Engine's grouped linear layers): each pays the launch
+    /// overhead.</remarks>
+    private double Gemm(Op op, GemmShape g)
+    {
+        double seconds = op.Quantized && _quantized ? Gemm(g, _peak * _quantizedEfficiency) : Gemm(g, _unquantizedPeak);
+        return op.Grouped ? (seconds - _overhead) / gpu.GroupedGemmEfficiency + g.Batch * _overhead : seconds;
+    }
 
     private double Residual(GemmShape g)
     {

@@ -108,9 +108,10 @@ public sealed class BlockCosts
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
             double backward = step * timer.BlockBackward(blockOps, plan.Tp);
-            // A MoE block's pass also runs its small kernels that the op list leaves out (routing statistics, token counts
-            // and the host synchronisation on them, index kernels of the permutation): a fixed time per pass.
-            double overhead = kind.Moe ? options.MoeBlockOverheadSeconds : 0;
+            // A MoE block's pass also runs small kernels per local expert that the op list leaves out (splitting the
+            // dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the
+            // permutation's index kernels): a fixed time per local expert and pass.
+            double overhead = kind.Moe ? options.MoeExpertOverheadSeconds * ops.LocalExperts : 0;
             forward += overhead;
             backward += overhead;
             if (plan.Recompute == Plans.Recompute.Full)

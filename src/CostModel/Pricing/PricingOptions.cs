@@ -45,9 +45,9 @@ namespace Planner.CostModel.Pricing;
 /// <param name="DeduplicatedDispatch">The expert-parallel dispatch sends each token once to every rank that holds one of its
 /// experts (Megatron-Core's flex dispatcher over DeepEP or HybridEP, as the published MoE runs use), rather than one copy
 /// per routed expert (the all-to-all dispatcher).</param>
-/// <param name="MoeBlockOverheadSeconds">Seconds each pass of a MoE block spends beyond the kernels its op list prices: the
-/// router's statistics, the token counts per expert and the host synchronisation on them, the permutation's index
-/// kernels.</param>
+/// <param name="MoeExpertOverheadSeconds">Seconds each pass of a MoE block spends per local expert beyond the kernels its
+/// op list prices (the software runs each expert's split, casts, bias and activation as kernels of their own). Megatron-Core's
+/// 132 µs is fitted to the MoE runs of validation/modern_runs.csv (docs/2026-12-07-modern-fit.md).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -64,7 +64,7 @@ public sealed record PricingOptions(
     bool CollectivePerBucket = false,
     bool FusedCrossEntropy = true,
     bool DeduplicatedDispatch = true,
-    double MoeBlockOverheadSeconds = 0)
+    double MoeExpertOverheadSeconds = 132e-6)
 {
     /// <summary>Current frameworks' defaults.</summary>
     public static PricingOptions Default { get; } = new();

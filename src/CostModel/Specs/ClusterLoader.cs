@@ -13,12 +13,12 @@ public static class ClusterLoader
     /// <summary>Bus-bandwidth efficiency of an InfiniBand/RoCE network when the file does not give one (fitted likewise).</summary>
     public const double DefaultInterNodeEfficiency = 0.85;
 
-    /// <summary>All-to-all efficiency of an NVLink domain when the file does not give one. Fitted once to the MoE runs of
-    /// validation/modern_runs.csv (docs/2026-12-07-modern-fit.md), the same for every row.</summary>
-    public const double DefaultIntraNodeAllToAllEfficiency = 0.5;
+    /// <summary>All-to-all efficiency of an NVLink domain when the file gives no link efficiency: the tier's collective
+    /// efficiency (the published MoE runs do not identify an all-to-all efficiency of its own: docs/2026-12-07-modern-fit.md).</summary>
+    public const double DefaultIntraNodeAllToAllEfficiency = DefaultIntraNodeEfficiency;
 
-    /// <summary>All-to-all efficiency of the network between domains when the file does not give one (fitted likewise).</summary>
-    public const double DefaultInterNodeAllToAllEfficiency = 0.5;
+    /// <summary>All-to-all efficiency of the network between domains when the file gives no link efficiency (likewise).</summary>
+    public const double DefaultInterNodeAllToAllEfficiency = DefaultInterNodeEfficiency;
 
     private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
@@ -106,7 +106,7 @@ public static class ClusterLoader
             m.Number("bandwidth_gbs", 1e6),
             m.Number("latency_us", 1e6),
             m.OptionalNumber("efficiency", 1) ?? defaultEfficiency,
-            m.OptionalNumber("all_to_all_efficiency", 1) ?? defaultAllToAll);
+            m.OptionalNumber("all_to_all_efficiency", 1) ?? m.OptionalNumber("efficiency", 1) ?? defaultAllToAll);
         m.RejectUnknown(LinkKeys);
         return link;
     }
@@ -141,7 +141,7 @@ public static class ClusterLoader
         {
             var q = m.Map("quantized_gemm_efficiency").Allow(QuantizedKeys);
             foreach (var key in QuantizedKeys)
-                if (q.OptionalNumber(key, 1) is double v)
+                if (q.OptionalNumber(key, 2) is double v)
                     quantized[PrecisionInfo.TryParse(key)!.Value] = v;
             q.RejectUnknown(QuantizedKeys);
         }
@@ -168,13 +168,15 @@ public static class ClusterLoader
         public const double OverlapSlowdown = 0.3;
         /// <summary>See <see cref="GpuSpec.ReservedGib"/>.</summary>
         public const double ReservedGib = 0.75;
-        /// <summary>See <see cref="GpuSpec.GroupedGemmEfficiency"/>: fitted to the MoE runs of validation/modern_runs.csv.</summary>
-        public const double GroupedGemmEfficiency = 0.8;
-        /// <summary>See <see cref="GpuSpec.QuantizedGemmEfficiency"/>: fitted to the FP8 runs of validation/modern_runs.csv
-        /// (NVFP4, with no run to fit, takes MXFP8's).</summary>
+        /// <summary>See <see cref="GpuSpec.GroupedGemmEfficiency"/>: fitted to the MoE runs of validation/modern_runs.csv
+        /// (`planner validate --runs validation/modern_runs.csv --fit`, docs/2026-12-07-modern-fit.md).</summary>
+        public const double GroupedGemmEfficiency = 0.52;
+        /// <summary>See <see cref="GpuSpec.QuantizedGemmEfficiency"/>, for a GPU whose file gives none: the mean of the values
+        /// fitted for the B200, GB200, GB300 and H100 presets (0.81), MXFP8 at the fitted 0.853 of FP8's, NVFP4 (no run to
+        /// fit) at MXFP8's.</summary>
         public static IReadOnlyDictionary<Precision, double> QuantizedGemmEfficiency { get; } = new Dictionary<Precision, double>
         {
-            [Precision.Fp8] = 1, [Precision.Mxfp8] = 1, [Precision.Nvfp4] = 1,
+            [Precision.Fp8] = 0.81, [Precision.Mxfp8] = 0.69, [Precision.Nvfp4] = 0.69,
         };
     }
 }

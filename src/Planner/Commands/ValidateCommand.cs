@@ -35,6 +35,7 @@ public static class ValidateCommand
             var groups = rows.SelectMany(x => x.Case.Groups.Select(g => (Group: g, Row: x)))
                 .GroupBy(x => x.Group, x => x.Row)
                 .Select(g => (Label: g.Key, Summary: ErrorSummary.Of(g.ToList())))
+                .OrderBy(g => g.Label, StringComparer.Ordinal)
                 .ToList();
             var korthikanti = ErrorSummary.Of(rows.Where(x => x.Case.Id.StartsWith("korthikanti", StringComparison.Ordinal)).ToList());
             var unfit = rows.Where(x => !x.Prediction.Fits).ToList();
@@ -97,10 +98,24 @@ public static class ValidateCommand
         var result = Fitter.FitInStages(cases);
         var after = ErrorSummary.Of(result.Rows);
         var console = Tables.Console(stdout);
-        var t = new Table().Border(TableBorder.Rounded).AddColumn("parameter").AddColumn(new TableColumn("preset").RightAligned()).AddColumn(new TableColumn("fitted").RightAligned());
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("parameter").AddColumn(new TableColumn("fitted").RightAligned());
         foreach (var (p, v) in result.Values)
-            t.AddRow(Markup.Escape(p.Key), $"{p.Initial:F3}", $"{v:F3}");
+            t.AddRow(Markup.Escape(p.Key), $"{v:F3}");
         console.Write(t);
+        // What the fitted parameters make of each file's keys.
+        var keys = new Table().Border(TableBorder.Rounded).AddColumn("file: key").AddColumn(new TableColumn("preset").RightAligned()).AddColumn(new TableColumn("fitted").RightAligned());
+        var fittedCases = result.Rows.Select(x => x.Case).ToList();
+        foreach (var (preset, fitted) in cases.Zip(fittedCases).DistinctBy(x => x.First.Cluster.Gpu.Name).OrderBy(x => x.First.Cluster.Gpu.Name, StringComparer.Ordinal))
+        {
+            var (g0, g1) = (preset.Cluster.Gpu, fitted.Cluster.Gpu);
+            keys.AddRow($"gpus/{g1.Name}.yaml: gemm_efficiency", $"{g0.GemmEfficiency:F3}", $"{g1.GemmEfficiency:F3}");
+            foreach (var f in new[] { Precision.Fp8, Precision.Mxfp8, Precision.Nvfp4 })
+                if (g0.QuantizedEfficiency(f) != g1.QuantizedEfficiency(f))
+                    keys.AddRow($"gpus/{g1.Name}.yaml: quantized_gemm_efficiency.{f.Name()}", $"{g0.QuantizedEfficiency(f):F3}", $"{g1.QuantizedEfficiency(f):F3}");
+            if (g0.GroupedGemmEfficiency != g1.GroupedGemmEfficiency)
+                keys.AddRow($"gpus/{g1.Name}.yaml: grouped_gemm_efficiency", $"{g0.GroupedGemmEfficiency:F3}", $"{g1.GroupedGemmEfficiency:F3}");
+        }
+        console.Write(keys);
         var rows = new Table().Border(TableBorder.Rounded).AddColumn("run").AddColumn(new TableColumn("published s").RightAligned())
             .AddColumn(new TableColumn("fitted s").RightAligned()).AddColumn(new TableColumn("error").RightAligned());
         foreach (var x in result.Rows)
