@@ -157,6 +157,33 @@ public sealed class BadInputTests
                 return (Predict("--vpp", "2", "--pp", "1"), ["--vpp"]);
             case "fp8-on-a100":
                 return (Predict("--cluster", "dgx-a100-80g", "--precision", "fp8"), ["--precision", "fp8"]);
+            case "ep-on-a-dense-model":
+                return (Predict("--ep", "8"), ["--ep", "dense"]);
+            case "ep-not-dividing-experts":
+                // Mixtral's 8 experts over 3 ranks (tp 1 · dp 48 leaves room for the groups).
+                return (Predict("--model", "mixtral-8x7b", "--ep", "3", "--dp", "48", "--gbs", "96"), ["--ep", "3", "8 experts"]);
+            case "ep-etp-not-dividing-a-stage":
+                return (Predict("--model", "mixtral-8x7b", "--ep", "8", "--dp", "4", "--gbs", "16"), ["--ep", "tp·cp·dp"]);
+            case "etp-not-dividing-expert-ffn":
+                return (Predict("--model", "mixtral-8x7b", "--ep", "2", "--etp", "3", "--dp", "6", "--gbs", "12"), ["--etp", "3"]);
+            case "moe-tp-without-sequence-parallel":
+                return (Predict("--model", "mixtral-8x7b", "--tp", "2", "--ep", "2"), ["--sequence-parallel"]);
+            case "moe-imbalance-below-one":
+                return (Predict("--model", "mixtral-8x7b", "--moe-imbalance", "0.5"), ["--moe-imbalance"]);
+            case "mxfp8-on-h100":
+                return (Predict("--precision", "mxfp8"), ["--precision", "mxfp8"]);
+            case "nvlink-domain-not-whole-nodes":
+            {
+                string path = Write("cluster.yaml", ClusterYaml(extra: "nvlink_domain: 12\n"));
+                return (Predict("--cluster", path), [path, "nvlink_domain"]);
+            }
+            case "moe-layer-freq-wrong-length":
+            {
+                string path = Write("config.json", LlamaConfig.Replace("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": false, \"num_local_experts\": 8, \"num_experts_per_tok\": 2, \"moe_layer_freq\": [1, 0]"));
+                return (Predict("--model", path), [path, "moe_layer_freq"]);
+            }
+            case "plan-mxfp8-on-h100":
+                return (["plan", "--model", Model, "--cluster", Cluster, "--precision", "bf16,mxfp8"], ["--precision", "mxfp8"]);
             case "missing-required-tp":
                 return (["predict", "--model", Model, "--cluster", Cluster, "--pp", "1", "--mbs", "1", "--gbs", "128"], ["--tp"]);
             case "validate-missing-runs":
@@ -228,6 +255,16 @@ public sealed class BadInputTests
     [InlineData("mbs-0")]
     [InlineData("vpp-2-with-pp-1")]
     [InlineData("fp8-on-a100")]
+    [InlineData("ep-on-a-dense-model")]
+    [InlineData("ep-not-dividing-experts")]
+    [InlineData("ep-etp-not-dividing-a-stage")]
+    [InlineData("etp-not-dividing-expert-ffn")]
+    [InlineData("moe-tp-without-sequence-parallel")]
+    [InlineData("moe-imbalance-below-one")]
+    [InlineData("mxfp8-on-h100")]
+    [InlineData("nvlink-domain-not-whole-nodes")]
+    [InlineData("moe-layer-freq-wrong-length")]
+    [InlineData("plan-mxfp8-on-h100")]
     [InlineData("missing-required-tp")]
     [InlineData("validate-missing-runs")]
     [InlineData("validate-malformed-csv")]

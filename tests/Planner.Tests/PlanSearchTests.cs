@@ -18,21 +18,24 @@ public class PlanSearchTests
         { "llama2-13b", "dgx-h100-1node", 16, 4096 },
     };
 
+    /// <summary>Brute force: every fitting plan priced; the best of each shape (or configuration, with every variant),
+    /// the top K of those.</summary>
+    private static List<double> BruteForce(SearchRequest req, IReadOnlyList<(ParallelPlan Plan, double BoundScore, double FamilyBound)> fitting) =>
+        fitting
+            .Select(c => (c.Plan, Score: PlanSearch.Score(req, c.Plan, Pricer.Price(req.Model, req.Cluster, c.Plan).StepTimeSeconds)))
+            .GroupBy(c => PlanSearch.KeyOf(req, c.Plan))
+            .Select(g => g.Min(c => c.Score))
+            .OrderBy(s => s)
+            .Take(req.Top)
+            .ToList();
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Bounded_search_returns_the_brute_force_optimum(string model, string cluster, int gbs, int seq)
     {
         var req = Small(model, cluster, gbs, seq);
         var result = PlanSearch.Run(req);
-        // Brute force: every fitting plan priced; the best of each configuration (offload and partial-recompute
-        // variants are one configuration), the top K of those.
-        var exact = PlanSearch.Fitting(req)
-            .Select(c => (c.Plan, Score: PlanSearch.Score(req, c.Plan, Pricer.Price(req.Model, req.Cluster, c.Plan).StepTimeSeconds)))
-            .GroupBy(c => PlanSearch.VariantOf(c.Plan))
-            .Select(g => g.Min(c => c.Score))
-            .OrderBy(s => s)
-            .Take(req.Top)
-            .ToList();
+        var exact = BruteForce(req, PlanSearch.Fitting(req));
         Assert.True(exact.Count >= 2);
         var found = result.Plans.Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
         Assert.Equal(exact.Count, found.Count);
@@ -43,6 +46,39 @@ public class PlanSearchTests
         for (int i = 0; i < even.Count; i++)
             Assert.Equal(exact[i], even[i], 12);
         Assert.True(result.Priced < PlanSearch.Fitting(req).Count, "the bound should spare most exact pricings");
+    }
+
+    [Fact]
+    public void Expert_parallel_search_returns_the_brute_force_optimum()
+    {
+        // Qwen3-30B-A3B on two trays of GB200s (8 GPUs, one NVLink domain): every ep dividing the 128 experts and the
+        // stage's ranks, etp 1 or tp, against every fitting plan priced.
+        var cluster = ClusterLoader.Load("gb200-nvl72") with { Nodes = 2 };
+        var req = new SearchRequest(ModelLoader.Load("qwen3-30b-a3b"), cluster, 16, false, [4096], [Precision.Bf16], Top: 5);
+        var result = PlanSearch.Run(req);
+        var fitting = PlanSearch.Fitting(req);
+        Assert.Contains(fitting, c => c.Plan.Ep == 8);
+        Assert.Contains(fitting, c => c.Plan.Etp > 1);
+        var exact = BruteForce(req, fitting);
+        var found = result.Plans.Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
+        Assert.Equal(exact.Count, found.Count);
+        for (int i = 0; i < exact.Count; i++)
+            Assert.Equal(exact[i], found[i], 12);
+        Assert.True(result.Plans[0].Plan.Ep > 1, $"best {result.Plans[0].Plan}");
+        foreach (var (plan, boundScore, _) in fitting)
+            Assert.True(boundScore <= PlanSearch.Score(req, plan, Pricer.Price(req.Model, req.Cluster, plan).StepTimeSeconds) * (1 + 1e-12));
+    }
+
+    [Fact]
+    public void The_table_keeps_one_plan_per_shape_unless_every_variant_is_asked_for()
+    {
+        var req = Small("llama2-7b", "dgx-a100-80g-1node", 32, 4096);
+        var shapes = PlanSearch.Run(req).Plans;
+        var variants = PlanSearch.Run(req with { AllVariants = true }).Plans;
+        Assert.Equal(shapes.Count, shapes.Select(p => (p.Plan.Tp, p.Plan.Pp, p.Plan.Dp, p.Plan.Cp)).Distinct().Count());
+        Assert.True(variants.Select(p => (p.Plan.Tp, p.Plan.Pp, p.Plan.Dp, p.Plan.Cp)).Distinct().Count() < variants.Count,
+            "with every variant, some shape should appear more than once");
+        Assert.Equal(variants[0].StepTimeSeconds, shapes[0].StepTimeSeconds, 12);
     }
 
     [Theory]

@@ -134,11 +134,11 @@ public class StagePartitionerTests
     [Fact]
     public void An_uneven_split_fits_where_the_even_split_does_not()
     {
-        // Llama 2 70B on 16 A100 80GB with TP8 PP2: with no recompute the first stage holds two micro-batches
-        // in flight and does not fit evenly; the MILP moves blocks to the last stage or recomputes on the first.
+        // Llama 2 70B on 16 A100 80GB with TP8 PP2 and micro-batches of 2: with no recompute the first stage holds two
+        // micro-batches in flight and does not fit evenly; the MILP moves blocks to the last stage or recomputes on the first.
         var m = ModelLoader.Load("llama2-70b");
         var c = ClusterLoader.Load("dgx-a100-80g") with { Nodes = 2 };
-        var even = new ParallelPlan(8, 2, 1, 1, 0, 1, 64, 4096, 1, Recompute.None, true, Precision.Bf16);
+        var even = new ParallelPlan(8, 2, 1, 1, 0, 2, 64, 4096, 1, Recompute.None, true, Precision.Bf16);
         Assert.False(Pricer.Price(m, c, even).Fits);
         var options = PricingOptions.Default;
         var split = new StagePartitioner(Cbc).Partition(m, c, even, [Recompute.None, Recompute.Full], options,

@@ -13,7 +13,6 @@ public sealed class StageLayout
     private readonly int[] _layers;
     private readonly int[] _start;
     private readonly int[] _kindOfLayer;
-    private readonly int _kinds;
 
     /// <summary>Splits <paramref name="layers"/> uniform blocks over pp · vpp virtual stages.</summary>
     public StageLayout(int layers, int pp, int vpp) : this(EvenSplit(layers, pp * vpp), pp, vpp, new int[layers], 1)
@@ -34,28 +33,38 @@ public sealed class StageLayout
         for (int v = 1; v < layers.Length; v++)
             _start[v] = _start[v - 1] + layers[v - 1];
         _kindOfLayer = kindOfLayer;
-        _kinds = kinds;
+        _mixes = new BlockMix[layers.Length];
+        for (int v = 0; v < layers.Length; v++)
+        {
+            var counts = new int[kinds];
+            for (int l = _start[v]; l < _start[v] + layers[v] && l < kindOfLayer.Length; l++)
+                counts[kindOfLayer[l]]++;
+            _mixes[v] = new BlockMix(counts);
+        }
+        _stageMixes = new BlockMix[pp];
+        for (int s = 0; s < pp; s++)
+        {
+            var mix = _mixes[s];
+            for (int c = 1; c < vpp; c++)
+                mix = mix.Plus(_mixes[c * pp + s]);
+            _stageMixes[s] = mix;
+        }
     }
 
-    /// <summary>The layout of a plan: its explicit stages, or the even split; blocks classified by the model's kinds.</summary>
+    private readonly BlockMix[] _mixes;
+    private readonly BlockMix[] _stageMixes;
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ModelSpec, System.Collections.Concurrent.ConcurrentDictionary<(int, int), StageLayout>> Even = new();
+
+    /// <summary>The layout of a plan: its explicit stages, or the even split (made once per model, pp and vpp); blocks
+    /// classified by the model's kinds.</summary>
     public static StageLayout Of(ModelSpec model, Plans.ParallelPlan plan)
     {
-        var kinds = model.Kinds;
-        var kindOfLayer = new int[model.Layers];
-        if (kinds.Count > 1)
-            for (int l = 0; l < model.Layers; l++)
-                kindOfLayer[l] = IndexOf(kinds, model.KindOf(l));
-        return plan.Stages is { } st
-            ? new StageLayout(st.Layers.ToArray(), plan.Pp, 1, kindOfLayer, kinds.Count)
-            : new StageLayout(EvenSplit(model.Layers, plan.Pp * plan.Vpp), plan.Pp, plan.Vpp, kindOfLayer, kinds.Count);
-    }
-
-    private static int IndexOf(IReadOnlyList<LayerKind> kinds, LayerKind kind)
-    {
-        for (int i = 0; i < kinds.Count; i++)
-            if (kinds[i] == kind)
-                return i;
-        return 0;
+        var kinds = LayerKinds.Of(model);
+        if (plan.Stages is { } st)
+            return new StageLayout(st.Layers.ToArray(), plan.Pp, 1, kinds.IndexOfLayer, kinds.Kinds.Count);
+        return Even.GetValue(model, _ => new()).GetOrAdd((plan.Pp, plan.Vpp),
+            key => new StageLayout(EvenSplit(model.Layers, key.Item1 * key.Item2), key.Item1, key.Item2, kinds.IndexOfLayer, kinds.Kinds.Count));
     }
 
     private static int[] EvenSplit(int layers, int n)
@@ -94,23 +103,10 @@ public sealed class StageLayout
     }
 
     /// <summary>The blocks of a chunk by kind.</summary>
-    public BlockMix MixOf(int stage, int chunk)
-    {
-        var counts = new int[_kinds];
-        int first = FirstLayerOf(stage, chunk);
-        for (int l = first; l < first + LayersOf(stage, chunk); l++)
-            counts[_kindOfLayer[l]]++;
-        return new BlockMix(counts);
-    }
+    public BlockMix MixOf(int stage, int chunk) => _mixes[chunk * Pp + stage];
 
     /// <summary>The blocks of a physical stage, all chunks, by kind.</summary>
-    public BlockMix MixOnStage(int stage)
-    {
-        var mix = MixOf(stage, 0);
-        for (int c = 1; c < Vpp; c++)
-            mix = mix.Plus(MixOf(stage, c));
-        return mix;
-    }
+    public BlockMix MixOnStage(int stage) => _stageMixes[stage];
 
     /// <summary>True for the chunk that holds the embedding.</summary>
     public bool HasEmbedding(int stage, int chunk) => stage == 0 && chunk == 0;

@@ -176,7 +176,7 @@ public sealed record ModelSpec(
     public LayerKind KindOf(int layer) => new(IsMoeLayer(layer), WindowOf(layer));
 
     /// <summary>The kinds of the model's blocks, each once, in order of first appearance.</summary>
-    public IReadOnlyList<LayerKind> Kinds => Enumerable.Range(0, Layers).Select(KindOf).Distinct().ToList();
+    public IReadOnlyList<LayerKind> Kinds => LayerKinds.Of(this).Kinds;
 
     /// <summary>The kind a multi-token-prediction block has: the last block's MLP with full attention.</summary>
     public LayerKind MtpKind => new(IsMoeLayer(Layers - 1), 0);

@@ -36,8 +36,9 @@ public static class PlanCommand
         var force = new Option<bool>("--force") { Description = "Overwrite the --out file if it exists" };
         var calibration = new Option<string?>("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
         var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
+        var allVariants = new Option<bool>("--all-variants") { Description = "List every configuration of a parallel shape (ZeRO stage, micro-batch, interleaving, recompute), not only the best of each shape" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
-            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration };
+            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -66,7 +67,7 @@ public static class PlanCommand
                 throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
             var request = new SearchRequest(m, c, batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
-                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n);
+                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, AllVariants: r.GetValue(allVariants));
             var result = PlanSearch.Run(request);
             if (result.Plans.Count == 0)
                 throw new InputException(Infeasibility.Explain(request, result));

@@ -24,6 +24,8 @@ public static class HeterogeneousSearch
         var options = req.Options ?? PricingOptions.Default;
         if (!CbcSolver.IsAvailable)
             throw new InvalidOperationException("a heterogeneous cluster needs the MILP solver: install coinor-libcbc-dev");
+        if (m.Kinds.Count > 1 || m.MtpLayers > 0)
+            throw new InputException($"--cluster: '{c.Name}' has several GPU groups, whose stage split assumes blocks all of one kind; '{m.Name}' has {string.Join(" and ", m.Kinds)} blocks{(m.MtpLayers > 0 ? " and multi-token prediction" : "")}: plan it on one group");
         var partitioner = new StagePartitioner(new CbcSolver());
         var cache = new Dictionary<(int, BlockKey), BlockCosts>();
         var best = new List<(double Score, Prediction P)>();
@@ -32,7 +34,7 @@ public static class HeterogeneousSearch
         (ParallelPlan, double)? smallest = null;
         int groups = c.GroupList.Count;
         var orders = Permutations(Enumerable.Range(0, groups).ToArray()).ToList();
-        int tpMax = Math.Min(req.TpMax ?? c.GpusPerNode, c.GpusPerNode);
+        int tpMax = Math.Min(req.TpMax ?? c.NvlinkDomain, c.NvlinkDomain);
         var candidates = new List<(ParallelPlan Plan, int[] Groups, double Bound)>();
 
         BlockCosts Block(ParallelPlan plan, int g, Recompute r)
@@ -65,7 +67,7 @@ public static class HeterogeneousSearch
                 {
                     var stageGroups = order.SelectMany(g => Enumerable.Repeat(g, stagesOf[g])).ToArray();
                     foreach (int mbs in Divisors(req.Gbs % dp == 0 ? req.Gbs / dp : 0).Where(x => x <= 64))
-                    foreach (bool sp in tp > 1 ? new[] { true, false } : [false])
+                    foreach (bool sp in tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
                     foreach (int zero in dp > 1 ? new[] { 0, 1, 2 } : [0])
                     {
                         var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, req.Gbs, seq, 1, Recompute.None, sp, precision);

@@ -41,6 +41,9 @@ public static class PlanSearch
         RecomputeFamily,
         /// <summary>The optimizer-offload variants (fractions above 0) of a plan, with a bound valid for all of them.</summary>
         OffloadFamily,
+        /// <summary>One plan with a loose bound (its stages' busy time, from the cached block costs alone): the pipeline's
+        /// costs are computed, and the tight bound taken, only when it comes up.</summary>
+        LoosePlan,
     }
 
     private readonly record struct Candidate(ParallelPlan Plan, double Bound, Kind Kind = Kind.Plan);
@@ -54,8 +57,9 @@ public static class PlanSearch
     /// <summary>How many shapes the stage-partition MILP refines per search.</summary>
     public const int MilpRefinements = 16;
 
-    /// <summary>Plans whose stages the MILP may split unevenly.</summary>
-    private static bool Splittable(ParallelPlan p) => p.Pp > 1 && p.Vpp == 1 && p.Zero < 3 && p.RecomputeLayers is null && p.OptimizerOffload == 0;
+    /// <summary>Plans whose stages the MILP may split unevenly (blocks all of one kind: its terms are per block).</summary>
+    private static bool Splittable(ParallelPlan p, ModelSpec m) =>
+        p.Pp > 1 && p.Vpp == 1 && p.Zero < 3 && p.RecomputeLayers is null && p.OptimizerOffload == 0 && m.Kinds.Count == 1 && m.MtpLayers == 0;
 
     /// <summary>Runs the search.</summary>
     public static SearchResult Run(SearchRequest req)
@@ -104,10 +108,16 @@ public static class PlanSearch
                 break; // no remaining candidate can enter the top K (ties included, for the memory tie-break)
             // A plan (or a family: its members share a configuration) cannot enter the list when the best variant of
             // its configuration already there beats its bound: the list keeps one plan per configuration.
-            var config = VariantOf(item.Plan);
-            int same = best.FindIndex(x => VariantOf(x.P.Plan) == config);
+            var config = KeyOf(req, item.Plan);
+            int same = best.FindIndex(x => KeyOf(req, x.P.Plan).Equals(config));
             if (same >= 0 && bound > best[same].Score * (1 + TieTolerance))
                 continue;
+            if (item.Kind == Kind.LoosePlan)
+            {
+                var tight = expander.Tighten(item);
+                queue.Enqueue(tight, tight.Bound);
+                continue;
+            }
             if (item.Kind != Kind.Plan)
             {
                 foreach (var next in expander.Unfold(item))
@@ -145,7 +155,7 @@ public static class PlanSearch
     {
         if (!CbcSolver.IsAvailable)
             return 0;
-        var pool = fitting.Where(c => Splittable(c.Plan)).Take(MilpRefinements).Concat(nearMisses)
+        var pool = fitting.Where(c => Splittable(c.Plan, req.Model)).Take(MilpRefinements).Concat(nearMisses)
             .OrderBy(c => c.Bound)
             .DistinctBy(c => c.Plan with { Recompute = Recompute.None })
             .Take(MilpRefinements)
@@ -179,15 +189,23 @@ public static class PlanSearch
     /// </summary>
     public static ParallelPlan VariantOf(ParallelPlan p) => p with { RecomputeLayers = null, OptimizerOffload = 0 };
 
+    /// <summary>
+    /// What the top list keeps one plan of: by default a shape (the GPUs' split into tp, cp, pp, dp, ep and etp, at one
+    /// batch, sequence and precision: its best ZeRO stage, micro-batch, interleaving, recompute and offload), with
+    /// <see cref="SearchRequest.AllVariants"/> a configuration (<see cref="VariantOf"/>).
+    /// </summary>
+    public static object KeyOf(SearchRequest req, ParallelPlan p) =>
+        req.AllVariants ? VariantOf(p) : (p.Tp, p.Cp, p.Pp, p.Dp, p.Ep, p.Etp, p.Gbs, p.Seq, p.Precision);
+
     /// <summary>Inserts an exactly priced plan into a top-K list ordered by score, ties to the leaner plan, one plan
-    /// per configuration (<see cref="VariantOf"/>).</summary>
+    /// per key (<see cref="KeyOf"/>).</summary>
     internal static void Insert(SearchRequest req, List<(double Score, Prediction P)> best, Prediction p)
     {
         double score = Score(req, p.Plan, p.StepTimeSeconds);
         // Ties (e.g. ZeRO-1 and ZeRO-2 at the same speed, up to rounding) go to the plan that needs less memory.
         bool Better((double Score, Prediction P) x) => Tie(x.Score, score) ? x.P.PeakMemoryGib > p.PeakMemoryGib : x.Score > score;
-        var variant = VariantOf(p.Plan);
-        int same = best.FindIndex(x => VariantOf(x.P.Plan) == variant);
+        var variant = KeyOf(req, p.Plan);
+        int same = best.FindIndex(x => KeyOf(req, x.P.Plan).Equals(variant));
         if (same >= 0)
         {
             if (best[same].P.Plan == p.Plan || !Better(best[same]))
@@ -210,6 +228,10 @@ public static class PlanSearch
         foreach (var shape in Shapes(req))
             worker.Expand(shape);
         var result = worker.Fits.Select(c => (c.Plan, c.Bound, c.Bound)).ToList();
+        // A loose candidate's tight bound is the one the search prices by: the exact price is checked against both.
+        for (int i = 0; i < worker.Fits.Count; i++)
+            if (worker.Fits[i].Kind == Kind.LoosePlan)
+                result[i] = (result[i].Plan, worker.Tighten(worker.Fits[i]).Bound, result[i].Item3);
         var pending = new Stack<(Candidate C, double Above)>(worker.Families.Select(f => (f, f.Bound)));
         while (pending.TryPop(out var family))
             foreach (var c in worker.Unfold(family.C))
@@ -253,7 +275,7 @@ public static class PlanSearch
     {
         var m = req.Model;
         var c = req.Cluster;
-        int tpMax = Math.Min(req.TpMax ?? c.GpusPerNode, c.TotalGpus);
+        int tpMax = Math.Min(req.TpMax ?? c.NvlinkDomain, c.TotalGpus);
         foreach (int gpus in GpuCounts(req))
         foreach (int seq in req.Seqs)
         foreach (var precision in req.Precisions)
@@ -304,6 +326,7 @@ public static class PlanSearch
             var c = req.Cluster;
             double capacity = c.Gpu.MemoryBytes;
             int[] zeros = s.Dp > 1 ? [0, 1, 2, 3] : [0];
+            foreach (var (ep, etp) in ExpertLayouts(s))
             foreach (int mbs in MicroBatchSizes(s))
             {
                 int gbs = req.GbsIsMaximum ? req.Gbs / (s.Dp * mbs) * (s.Dp * mbs) : req.Gbs;
@@ -311,14 +334,13 @@ public static class PlanSearch
                     continue;
                 int micro = gbs / (s.Dp * mbs);
                 foreach (int vpp in Interleavings(s.Pp, micro))
-                foreach (bool sp in s.Tp > 1 ? new[] { true, false } : [false])
+                foreach (bool sp in s.Tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
                 foreach (int zero in zeros)
                 {
-                    PipelineCosts? none = null, full = null;
-                    bool fullValid = false;
+                    bool fullValid = false, fullFits = false;
                     foreach (var rc in req.RecomputePolicies)
                     {
-                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision);
+                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision, Ep: ep, Etp: etp);
                         if (req.Filter is { } accept && !accept(plan))
                             continue;
                         if (PlanCheck.Problem(m, c, plan) is not null)
@@ -333,31 +355,29 @@ public static class PlanSearch
                         var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 }, options);
                         double peak = Math.Max(first.Total, last.Total);
                         var lean = Leanest(plan, first, last, firstAll, lastAll);
-                        bool nearMiss = peak > capacity && Splittable(plan) && last.Total <= capacity;
+                        bool nearMiss = peak > capacity && _splittable && Splittable(plan, m) && last.Total <= capacity;
                         if (peak > capacity && lean is null && !nearMiss)
                         {
                             Enumerated += Offloads.Length - 1;
                             NoteSmallest(plan, peak);
                             continue;
                         }
-                        var costs = Costs(plan);
-                        if (rc == Recompute.None)
-                            none = costs;
-                        else if (rc == Recompute.Full)
-                            full = costs;
-                        double pipeline = costs.MakespanLowerBound(micro);
-                        double bound = pipeline + costs.WorstTail;
+                        if (rc == Recompute.Full)
+                            fullFits = true;
+                        // The loose bound: the busiest stage's own work, from the block costs alone. The pipeline's
+                        // costs (and the tight bound) wait until the candidate comes up (Tighten), or a family needs them.
+                        double pipeline = BusyBound(plan, block);
                         if (peak > capacity)
                         {
                             NoteSmallest(plan, peak);
                             // An uneven split may fit where the even one does not: the last stage holds the fewest
                             // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
-                            if (Splittable(plan) && last.Total <= capacity)
-                                NearMisses.Add(new Candidate(plan, Score(req, plan, bound)));
+                            if (_splittable && Splittable(plan, m) && last.Total <= capacity)
+                                NearMisses.Add(new Candidate(plan, Score(req, plan, pipeline)));
                         }
                         else
                         {
-                            Fits.Add(new Candidate(plan, Score(req, plan, bound)));
+                            Fits.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.LoosePlan));
                             if (StopAtFirstFit)
                                 return;
                         }
@@ -366,13 +386,13 @@ public static class PlanSearch
                             Enumerated += Offloads.Length - 1;
                             if (lean is not null)
                             {
-                                Families.Add(new Candidate(plan, Score(req, plan, pipeline + OffloadTail(costs)), Kind.OffloadFamily));
+                                Families.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.OffloadFamily));
                                 if (StopAtFirstFit)
                                     return;
                             }
                         }
                     }
-                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision), none, fullValid, full);
+                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision, Ep: ep, Etp: etp), fullValid, fullFits);
                 }
             }
         }
@@ -459,8 +479,8 @@ public static class PlanSearch
         /// search with that bound and is unfolded only if the bound can still beat the best plans.
         /// </summary>
         /// <param name="fullValid">The full-recompute plan passed the checks and the filter.</param>
-        /// <param name="full">Its costs, or null when no offload fraction of it fits (then no member fits either).</param>
-        private void AddFamily(ParallelPlan fullPlan, PipelineCosts? none, bool fullValid, PipelineCosts? full)
+        /// <param name="fullFits">Some offload fraction of it fits the GPUs' memory (else no member fits either).</param>
+        private void AddFamily(ParallelPlan fullPlan, bool fullValid, bool fullFits)
         {
             int members = ChunkBlocks(fullPlan) - 1;
             var first = fullPlan with { RecomputeLayers = 1 };
@@ -469,10 +489,46 @@ public static class PlanSearch
             if (req.Filter is { } accept && !accept(first))
                 return;
             Enumerated += members * Offloads.Length;
-            if (full is null || !Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
+            if (!fullFits)
+                return;
+            var full = Costs(fullPlan);
+            if (!Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
                 return; // none fits: full recompute with the most offload the hosts take needs the least GPU memory
-            none ??= Costs(fullPlan with { Recompute = Recompute.None });
-            Families.Add(new Candidate(first, Score(req, first, none.MakespanLowerBound(fullPlan.MicroBatches) + OptimizerTail(none)), Kind.RecomputeFamily));
+            var none = fullPlan with { Recompute = Recompute.None };
+            Families.Add(new Candidate(first, Score(req, first, BusyBound(none, Block(none, Recompute.None))), Kind.RecomputeFamily));
+        }
+
+        /// <summary>A candidate with its tight bound: the pipeline's critical path and the work after the flush.</summary>
+        public Candidate Tighten(Candidate loose)
+        {
+            var costs = Costs(loose.Plan);
+            return new Candidate(loose.Plan, Math.Max(loose.Bound, Score(req, loose.Plan, costs.MakespanLowerBound(loose.Plan.MicroBatches) + costs.WorstTail)));
+        }
+
+        /// <summary>
+        /// A lower bound of a plan's step from its block costs alone: the busiest stage's forward and backward work over
+        /// all its micro-batches (collectives included), without the pipeline's fill, the exposed ZeRO traffic or the
+        /// work after the flush.
+        /// </summary>
+        private double BusyBound(ParallelPlan plan, BlockCosts block)
+        {
+            var layout = StageLayout.Of(req.Model, plan);
+            double busiest = 0;
+            for (int s = 0; s < plan.Pp; s++)
+            {
+                var mix = layout.MixOnStage(s);
+                double busy = 0;
+                for (int k = 0; k < mix.Counts.Count; k++)
+                    busy += mix.Counts[k] * block.Kinds[k].Total;
+                if (s == 0)
+                    busy += block.EmbeddingForward + block.EmbeddingBackward + block.TpEmbedding;
+                if (s == plan.Pp - 1)
+                    busy += block.HeadForward + block.HeadBackward + block.TpEmbedding
+                            + req.Model.MtpLayers * (block.Kinds[block.Ops.KindIndex(req.Model.MtpKind)].Total + block.MtpForward + block.MtpBackward
+                                                     + block.HeadForward + block.HeadBackward + 2 * block.TpEmbedding);
+                busiest = Math.Max(busiest, busy);
+            }
+            return plan.MicroBatches * busiest;
         }
 
         /// <summary>
@@ -572,6 +628,32 @@ public static class PlanSearch
             if (!_blocks.TryGetValue(key, out var block))
                 _blocks[key] = block = BlockCosts.Compute(req.Model, req.Cluster, plan with { Recompute = recompute }, options);
             return block;
+        }
+
+        /// <summary>The MILP refines only models of uniform blocks.</summary>
+        private readonly bool _splittable = req.Model.Kinds.Count == 1 && req.Model.MtpLayers == 0;
+
+        /// <summary>
+        /// Expert layouts of a shape: every expert-parallel degree dividing the experts, with expert tensor parallelism 1
+        /// (the experts whole, Megatron-Core's advice for fine-grained experts) or the shape's tp (the experts split like the
+        /// dense layers), as long as ep · etp divides the stage's tp · cp · dp ranks. (1, 1) for a dense model.
+        /// </summary>
+        private IEnumerable<(int Ep, int Etp)> ExpertLayouts(Shape s)
+        {
+            if (req.Model.Moe is not { } moe)
+            {
+                yield return (1, 1);
+                yield break;
+            }
+            int ranks = s.Tp * s.Cp * s.Dp;
+            foreach (int etp in s.Tp > 1 ? new[] { 1, s.Tp } : [1])
+            {
+                if (moe.ExpertFfn % etp != 0)
+                    continue;
+                for (int ep = 1; ep <= moe.Experts && ep * etp <= ranks; ep++)
+                    if (moe.Experts % ep == 0 && ranks % (ep * etp) == 0)
+                        yield return (ep, etp);
+            }
         }
 
         private IEnumerable<int> MicroBatchSizes(Shape s)

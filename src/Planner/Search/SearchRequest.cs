@@ -27,6 +27,8 @@ public enum Objective
 /// <param name="Top">Plans to return.</param>
 /// <param name="Options">Software behaviours assumed by the pricing.</param>
 /// <param name="Filter">Only plans it accepts are considered (what-if points that pin some plan values).</param>
+/// <param name="AllVariants">List every configuration of a shape (ZeRO stage, micro-batch, interleaving, recompute) rather
+/// than the best one of each shape.</param>
 public sealed record SearchRequest(
     ModelSpec Model,
     ClusterSpec Cluster,
@@ -39,7 +41,8 @@ public sealed record SearchRequest(
     Objective Objective = Objective.Throughput,
     int Top = 10,
     PricingOptions? Options = null,
-    Func<ParallelPlan, bool>? Filter = null)
+    Func<ParallelPlan, bool>? Filter = null,
+    bool AllVariants = false)
 {
     /// <summary>Recompute policies worth searching: under flash attention selective equals none.</summary>
     public IReadOnlyList<Recompute> RecomputePolicies => (Options ?? PricingOptions.Default).FlashAttention

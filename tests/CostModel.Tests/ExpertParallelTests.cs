@@ -1,0 +1,181 @@
+using Xunit;
+using Planner.CostModel.Comm;
+using Planner.CostModel.Compute;
+using Planner.CostModel.Memory;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Tests;
+
+/// <summary>Mixture-of-experts pricing: expert groups carved from a stage's ranks, experts sharded by EP and expert TP,
+/// ZeRO sharding over the expert-data-parallel ranks, the all-to-all on the tier the EP group spans, the checks.</summary>
+public class ExpertParallelTests
+{
+    private static readonly ModelSpec Qwen = ModelLoader.Load("qwen3-30b-a3b");
+
+    private static ParallelPlan Plan(int tp = 1, int pp = 1, int dp = 8, int ep = 1, int etp = 1, int zero = 1, int mbs = 1, int gbs = 64,
+        int seq = 4096, Precision precision = Precision.Bf16, int cp = 1) =>
+        new(tp, pp, dp, cp, zero, mbs, gbs, seq, 1, Recompute.None, tp > 1, precision, Ep: ep, Etp: etp);
+
+    /// <summary>Eight GB200s on one NVLink domain (two trays of four).</summary>
+    private static ClusterSpec Gb200(int nodes = 2, int? domain = 72) =>
+        ClusterLoader.Load("gb200-nvl72") with { Nodes = nodes, NvlinkDomainSize = domain };
+
+    private static MemoryModel Memory(ModelSpec m, ParallelPlan p, GpuSpec gpu) =>
+        new(m, p, new TransformerOps(m, p, flashAttention: true), gpu);
+
+    [Fact]
+    public void Expert_groups_are_carved_from_a_stages_ranks_as_megatron_does()
+    {
+        // 16 GPUs, tp 2, pp 2, dp 4: a stage's 8 ranks; ep 4, etp 1 gives expert-DP 2 (Megatron-Core's example).
+        var p = new Placement(new ParallelPlan(2, 2, 4, 1, 1, 1, 8, 1024, 1, Recompute.None, true, Precision.Bf16, Ep: 4), 8);
+        Assert.Equal(new[] { 0, 1, 2, 3 }, p.GroupOf(Axis.Ep, 1));
+        Assert.Equal(new[] { 4, 5, 6, 7 }, p.GroupOf(Axis.Ep, 6));
+        Assert.Equal(new[] { 8, 9, 10, 11 }, p.GroupOf(Axis.Ep, 8));
+        Assert.Equal(new[] { 1, 5 }, p.GroupOf(Axis.Edp, 1));
+        Assert.Equal(2, p.Size(Axis.Edp));
+        // ep 4 with etp 2: EP groups stride 2, expert-TP groups consecutive, no expert-DP left.
+        var q = new Placement(new ParallelPlan(2, 2, 4, 1, 1, 1, 8, 1024, 1, Recompute.None, true, Precision.Bf16, Ep: 4, Etp: 2), 8);
+        Assert.Equal(new[] { 0, 2, 4, 6 }, q.GroupOf(Axis.Ep, 0));
+        Assert.Equal(new[] { 1, 3, 5, 7 }, q.GroupOf(Axis.Ep, 3));
+        Assert.Equal(new[] { 0, 1 }, q.GroupOf(Axis.Etp, 0));
+        Assert.Equal(1, q.Size(Axis.Edp));
+        // The dense weights' data-parallel group spans data and context parallelism: every rank with the same tp index.
+        Assert.Equal(new[] { 1, 3, 5, 7 }, p.GroupOf(Axis.DpCp, 3));
+    }
+
+    [Fact]
+    public void Experts_are_split_by_ep_and_etp_and_the_rest_by_tp()
+    {
+        var gpu = Gb200().Gpu;
+        int moe = new TransformerOps(Qwen, Plan(), true).KindIndex(new LayerKind(true, 0));
+        var (dense1, expert1) = Memory(Qwen, Plan(ep: 1), gpu).BlockParams(moe);
+        var (dense8, expert8) = Memory(Qwen, Plan(ep: 8), gpu).BlockParams(moe);
+        var (denseTp, expertEtp) = Memory(Qwen, Plan(tp: 2, dp: 4, ep: 2, etp: 2), gpu).BlockParams(moe);
+        double experts = (double)Qwen.Experts * Qwen.MlpParamsPerExpert;
+        Assert.Equal(experts, expert1);
+        Assert.Equal(experts / 8, expert8, 6);
+        Assert.Equal(experts / 4, expertEtp, 6);
+        Assert.Equal(Qwen.LayerParams - experts, dense1, 6);
+        Assert.Equal(dense1, dense8, 6);
+        Assert.Equal(dense1 / 2, denseTp, 6);
+    }
+
+    [Fact]
+    public void Zero_shards_experts_over_the_expert_data_parallel_ranks()
+    {
+        var gpu = Gb200().Gpu;
+        // 8 ranks: ep 8 leaves no expert-DP (the expert optimizer state is not sharded), ep 2 leaves 4.
+        var mem8 = Memory(Qwen, Plan(ep: 8, zero: 1), gpu);
+        var mem2 = Memory(Qwen, Plan(ep: 2, zero: 1), gpu);
+        var mix = BlockMix.Uniform(1, Qwen.Layers);
+        var (d8, x8) = mem8.Params(mix, true, true);
+        var (d2, x2) = mem2.Params(mix, true, true);
+        Assert.Equal(d8, d2, 3);
+        Assert.Equal(4 * x8, x2, 3); // ep 2 holds four times the experts of ep 8
+        double state8 = mem8.Stage(0, mix, 1, 1).Optimizer, state2 = mem2.Stage(0, mix, 1, 1).Optimizer;
+        // Optimizer state: dense / 8 + experts / edp, 12 bytes each in mixed precision.
+        Assert.Equal(12 * (d8 / 8 + x8 / 1), state8, 3);
+        Assert.Equal(12 * (d2 / 8 + x2 / 4), state2, 3);
+        // ZeRO-3 shards the weights themselves likewise.
+        var z3 = Memory(Qwen, Plan(ep: 2, zero: 3), gpu).Stage(0, mix, 1, 1);
+        Assert.Equal(2 * (d2 / 8 + x2 / 4), z3.Weights, 3);
+    }
+
+    [Fact]
+    public void The_all_to_all_runs_on_nvlink_inside_a_domain_and_on_the_network_across()
+    {
+        // ep 8 over two trays of four: one NVL72 domain keeps the exchange on NVLink; trays as their own domains send half
+        // of it over the network.
+        var plan = Plan(ep: 8, dp: 8);
+        var inDomain = Pricer.Price(Qwen, Gb200(2, 72), plan);
+        var acrossTrays = Pricer.Price(Qwen, Gb200(2, null), plan);
+        Assert.False(new Placement(plan, 72).CrossesDomains(Axis.Ep));
+        Assert.True(new Placement(plan, 4).CrossesDomains(Axis.Ep));
+        Assert.True(inDomain.Breakdown.EpComm > 0);
+        Assert.True(acrossTrays.Breakdown.EpComm > 3 * inDomain.Breakdown.EpComm,
+            $"ep_comm {acrossTrays.Breakdown.EpComm} across trays against {inDomain.Breakdown.EpComm} in one domain");
+        // The exchange is the all-to-all of the collective model for the EP group, four per MoE block and micro-batch
+        // (dispatch and combine, forward and backward), and nothing else.
+        var c = Gb200(2, 72);
+        var ops = new TransformerOps(Qwen, plan, true);
+        double copies = BlockCosts.DispatchedCopies(Qwen.Experts, Qwen.ExpertsPerToken, 8, deduplicated: true);
+        double perA2a = CollectiveModel.Seconds(Collective.AllToAll, ops.RoutedTokens * copies * Qwen.Hidden * 2, new Placement(plan, 72), Axis.Ep, c);
+        Assert.Equal(4 * perA2a * Qwen.Moe!.MoeLayers * plan.MicroBatches, inDomain.Breakdown.EpComm, 9);
+        Assert.Equal(0, Pricer.Price(Qwen, c, Plan(ep: 1)).Breakdown.EpComm);
+    }
+
+    [Fact]
+    public void Deduplicated_dispatch_sends_one_copy_per_rank_hit()
+    {
+        // 128 experts over 8 ranks (16 each), top 8: a rank is missed with probability C(112, 8) / C(128, 8).
+        double missed = 1;
+        for (int i = 0; i < 8; i++)
+            missed *= (112.0 - i) / (128 - i);
+        Assert.Equal(8 * (1 - missed), BlockCosts.DispatchedCopies(128, 8, 8, deduplicated: true), 12);
+        Assert.Equal(8, BlockCosts.DispatchedCopies(128, 8, 8, deduplicated: false));
+        // One expert per rank: every routed expert is on its own rank, nothing to deduplicate.
+        Assert.Equal(8, BlockCosts.DispatchedCopies(128, 8, 128, deduplicated: true), 9);
+        Assert.Equal(8, BlockCosts.DispatchedCopies(128, 8, 1, deduplicated: true));
+    }
+
+    [Fact]
+    public void Expert_gemms_are_priced_at_the_per_expert_token_count()
+    {
+        // ep 8: each rank runs 16 experts of 8·4096·8/128 = 2048 tokens each (balanced), the same work as ep 1's 128 experts
+        // of 256 tokens, in bigger GEMMs.
+        var ep8 = new TransformerOps(Qwen, Plan(ep: 8), true);
+        var ep1 = new TransformerOps(Qwen, Plan(ep: 1), true);
+        var fc1 = ep8.Blocks[0].Single(o => o.Name == "expert_fc1");
+        Assert.Equal(16, fc1.Gemm!.Value.Batch);
+        Assert.Equal(4096.0 * 8 * 8 / 128, fc1.Gemm.Value.M);
+        var fc1One = ep1.Blocks[0].Single(o => o.Name == "expert_fc1");
+        Assert.Equal(fc1.Flops, fc1One.Flops, 3);
+        Assert.True(fc1.Grouped);
+        // The busiest expert's load scales the busiest rank's tokens.
+        var skewed = new TransformerOps(Qwen, Plan(ep: 8) with { MoeImbalance = 2 }, true);
+        Assert.True(skewed.ExpertTokens > ep8.ExpertTokens);
+    }
+
+    [Theory]
+    [InlineData(3, 1, "--ep")]
+    [InlineData(8, 3, "--etp")]
+    [InlineData(16, 1, "tp·cp·dp")]
+    public void Plans_that_cannot_split_the_experts_are_refused(int ep, int etp, string named)
+    {
+        var problem = PlanCheck.Problem(Qwen, Gb200(), Plan(ep: ep, etp: etp));
+        Assert.NotNull(problem);
+        Assert.Contains(named, problem);
+    }
+
+    [Fact]
+    public void Expert_flags_on_a_dense_model_and_moe_without_sequence_parallelism_are_refused()
+    {
+        var dense = ModelLoader.Load("llama3-8b");
+        Assert.Contains("dense", PlanCheck.Problem(dense, Gb200(), Plan(ep: 2))!);
+        var noSp = Plan(tp: 2, dp: 4, ep: 2) with { SequenceParallel = false };
+        Assert.Contains("--sequence-parallel", PlanCheck.Problem(Qwen, Gb200(), noSp)!);
+    }
+
+    [Fact]
+    public void Dense_first_blocks_and_mtp_are_priced_on_their_own_stages()
+    {
+        // DeepSeek-V3: blocks 0-2 dense, the rest MoE; the MTP module on the last stage.
+        var m = ModelLoader.Load("deepseek-v3");
+        var plan = new ParallelPlan(1, 8, 32, 1, 1, 1, 256, 4096, 1, Recompute.None, false, Precision.Bf16, Ep: 32);
+        var layout = StageLayout.Of(m, plan);
+        var ops = new TransformerOps(m, plan, true);
+        int dense = ops.KindIndex(new LayerKind(false, 0)), moe = ops.KindIndex(new LayerKind(true, 0));
+        Assert.Equal(3, layout.MixOnStage(0).Counts[dense]);
+        Assert.Equal(5, layout.MixOnStage(0).Counts[moe]);
+        Assert.Equal(0, layout.MixOnStage(1).Counts[dense]);
+        var cluster = ClusterLoader.Load("gb200-nvl72") with { Nodes = 64 };
+        var costs = PipelineCosts.Compute(m, cluster, plan, PricingOptions.Default);
+        var plain = PipelineCosts.Compute(ModelLoader.Load("deepseek-v3-nomtp"), cluster, plan, PricingOptions.Default);
+        // The MTP module adds a block, its projection and the head again to the last stage only.
+        Assert.Equal(plain.Forward[3, 0], costs.Forward[3, 0], 9);
+        Assert.True(costs.Forward[7, 0] > plain.Forward[7, 0] * 1.05);
+        Assert.True(costs.StageMemory(7, plan).Total > plain.StageMemory(7, plan).Total);
+    }
+}
