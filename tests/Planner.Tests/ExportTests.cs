@@ -555,6 +555,431 @@ public sealed class ExportTests : IDisposable
         AssertBadInput(Run("export", "--plan", path, "--to", "torchtitan"), path, "'precision'", "fp16");
     }
 
+    // ---- Mixture of experts, latent attention, multi-token prediction, sliding windows, quantized precisions ----
+
+    // DeepSeek-V3 (61 blocks, the first 3 dense; 256 experts top-8 of ffn 2048 and a shared expert; MLA; 1 MTP module)
+    // on 64 GPUs: experts over ep 32, not split within an expert, MXFP8.
+    private static readonly ParallelPlan DeepSeek = new(Tp: 2, Pp: 1, Dp: 32, Cp: 1, Zero: 1, Mbs: 1, Gbs: 256, Seq: 4096, Vpp: 1,
+        Recompute.Selective, SequenceParallel: true, Precision.Mxfp8, Ep: 32, Etp: 1);
+
+    // Qwen3-30B-A3B (48 MoE blocks, 128 experts top-8 of ffn 768, head_dim 128 ≠ 2048 / 32, GQA 32/4): ep 8, etp 2.
+    private static readonly ParallelPlan Qwen3 = new(Tp: 2, Pp: 2, Dp: 8, Cp: 1, Zero: 1, Mbs: 1, Gbs: 128, Seq: 4096, Vpp: 1,
+        Recompute.Full, SequenceParallel: true, Precision.Bf16, Ep: 8, Etp: 2);
+
+    // Mixtral-8x7B (8 experts top-2, experts as wide as the dense ffn): ep 8 and token dropping at 1.25x the mean load.
+    private static readonly ParallelPlan Mixtral = new(Tp: 2, Pp: 2, Dp: 4, Cp: 1, Zero: 1, Mbs: 1, Gbs: 64, Seq: 4096, Vpp: 1,
+        Recompute.Full, SequenceParallel: true, Precision.Fp8Cs, Ep: 8, Etp: 1, MoeImbalance: 1.5, MoeCapacity: 1.25);
+
+    // GPT-OSS-120B (36 MoE blocks alternating a 128-key window and full attention, head_dim 64): nvfp4.
+    private static readonly ParallelPlan GptOss = new(Tp: 2, Pp: 1, Dp: 8, Cp: 1, Zero: 1, Mbs: 1, Gbs: 64, Seq: 4096, Vpp: 1,
+        Recompute.None, SequenceParallel: true, Precision.Nvfp4, Ep: 8, Etp: 2);
+
+    private static readonly string[] MoeFlags =
+    [
+        "--num-experts", "--moe-router-topk", "--expert-model-parallel-size", "--expert-tensor-parallel-size", "--moe-ffn-hidden-size",
+        "--moe-shared-expert-intermediate-size", "--moe-layer-freq", "--moe-grouped-gemm", "--moe-token-dispatcher-type",
+        "--moe-router-load-balancing-type", "--moe-aux-loss-coeff", "--moe-expert-capacity-factor", "--moe-token-drop-policy",
+        "--moe-pad-expert-input-to-capacity",
+    ];
+
+    private static readonly string[] ArchitectureFlags =
+    [
+        "--multi-latent-attention", "--q-lora-rank", "--kv-lora-rank", "--qk-head-dim", "--qk-pos-emb-head-dim", "--v-head-dim",
+        "--mtp-num-layers", "--window-size", "--window-attn-skip-freq", "--kv-channels",
+    ];
+
+    /// <summary>
+    /// Evaluates the Python list expressions Megatron accepts for --moe-layer-freq and --window-attn-skip-freq
+    /// (moe_freq_type: only digits, commas, brackets, parentheses, "+" and "*"; "*" binds tighter than "+"), 1 as true.
+    /// </summary>
+    private static List<bool> EvalPattern(string quoted)
+    {
+        Assert.True(quoted.Length > 2 && quoted[0] == '"' && quoted[^1] == '"', $"the pattern must be double-quoted for the shell: {quoted}");
+        string s = quoted[1..^1];
+        Assert.DoesNotMatch(@"[^,\d\[\]\(\)\+\*]", s);
+        int i = 0;
+        int Int()
+        {
+            int start = i;
+            while (i < s.Length && char.IsAsciiDigit(s[i]))
+                i++;
+            Assert.True(i > start, $"a number at {start} of {s}");
+            return int.Parse(s[start..i], CultureInfo.InvariantCulture);
+        }
+        List<int> Atom()
+        {
+            if (s[i] == '(')
+            {
+                i++;
+                var inner = Expr();
+                Assert.Equal(')', s[i++]);
+                return inner;
+            }
+            Assert.Equal('[', s[i++]);
+            var list = new List<int>();
+            while (s[i] != ']')
+            {
+                list.Add(Int());
+                if (s[i] == ',')
+                    i++;
+            }
+            i++;
+            return list;
+        }
+        List<int> Term()
+        {
+            var atom = Atom();
+            if (i >= s.Length || s[i] != '*')
+                return atom;
+            i++;
+            int n = Int();
+            return Enumerable.Range(0, n).SelectMany(_ => atom).ToList();
+        }
+        List<int> Expr()
+        {
+            var r = Term();
+            while (i < s.Length && s[i] == '+')
+            {
+                i++;
+                r.AddRange(Term());
+            }
+            return r;
+        }
+        var values = Expr();
+        Assert.Equal(s.Length, i);
+        Assert.All(values, v => Assert.True(v is 0 or 1));
+        return values.Select(v => v == 1).ToList();
+    }
+
+    [Theory]
+    [InlineData("111")]
+    [InlineData("0001111111")]
+    [InlineData("10101010")]
+    [InlineData("1101101101")]
+    [InlineData("1")]
+    [InlineData("0110")]
+    public void LayerPattern_IsAPythonListExpressionOfThePattern(string bits)
+    {
+        var pattern = bits.Select(c => c == '1').ToList();
+        Assert.Equal(pattern, EvalPattern("\"" + global::Planner.Cli.Export.LayerPattern.Expression(pattern) + "\""));
+    }
+
+    [Fact]
+    public void LayerPattern_UsesTheShortestPeriod()
+    {
+        Assert.Equal("([0]*3+[1]*58)", global::Planner.Cli.Export.LayerPattern.Expression([.. Enumerable.Range(0, 61).Select(l => l >= 3)]));
+        Assert.Equal("([1]+[0])*18", global::Planner.Cli.Export.LayerPattern.Expression([.. Enumerable.Range(0, 36).Select(l => l % 2 == 0)]));
+    }
+
+    [Fact]
+    public void Megatron_DeepSeekV3CarriesExpertsExpertParallelismLatentAttentionAndMtp()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(DeepSeek, "deepseek-v3", "dgx-b200"), "megatron"));
+        var m = ModelLoader.Load("deepseek-v3");
+
+        Assert.Equal("32", Value(args, "--expert-model-parallel-size"));
+        Assert.Equal("1", Value(args, "--expert-tensor-parallel-size"));
+        Assert.Equal("256", Value(args, "--num-experts"));
+        Assert.Equal("8", Value(args, "--moe-router-topk"));
+        Assert.Equal("18432", Value(args, "--ffn-hidden-size")); // the 3 dense blocks
+        Assert.Equal("2048", Value(args, "--moe-ffn-hidden-size"));
+        Assert.Equal("2048", Value(args, "--moe-shared-expert-intermediate-size")); // 1 shared expert of 2048
+        Assert.Equal("\"([0]*3+[1]*58)\"", Value(args, "--moe-layer-freq"));
+        Assert.Equal(m.Moe!.Pattern, EvalPattern(Value(args, "--moe-layer-freq")!));
+        Assert.Null(Value(args, "--moe-grouped-gemm"));
+        Assert.Equal("alltoall", Value(args, "--moe-token-dispatcher-type"));
+        Assert.Equal("aux_loss", Value(args, "--moe-router-load-balancing-type"));
+        Assert.Equal(0.01, double.Parse(Value(args, "--moe-aux-loss-coeff")!, CultureInfo.InvariantCulture));
+        Assert.False(Has(args, "--moe-expert-capacity-factor"), "the plan is dropless");
+        Assert.False(Has(args, "--moe-pad-expert-input-to-capacity"));
+        Assert.Contains(comments, c => c.Contains("dropless", StringComparison.Ordinal));
+        Assert.Null(Value(args, "--sequence-parallel")); // MoE with tp 2 needs it
+
+        Assert.Null(Value(args, "--multi-latent-attention"));
+        Assert.Equal("1536", Value(args, "--q-lora-rank"));
+        Assert.Equal("512", Value(args, "--kv-lora-rank"));
+        Assert.Equal("128", Value(args, "--qk-head-dim")); // qk_nope_head_dim
+        Assert.Equal("64", Value(args, "--qk-pos-emb-head-dim"));
+        Assert.Equal("128", Value(args, "--v-head-dim"));
+        Assert.False(Has(args, "--group-query-attention"), "MLA has no query groups");
+        Assert.False(Has(args, "--kv-channels"));
+        Assert.Equal("1", Value(args, "--mtp-num-layers"));
+        Assert.Equal("0.0", Value(args, "--attention-dropout"));
+        Assert.Equal("0.0", Value(args, "--hidden-dropout"));
+
+        Assert.Null(Value(args, "--bf16"));
+        Assert.Equal("e4m3", Value(args, "--fp8-format"));
+        Assert.Equal("mxfp8", Value(args, "--fp8-recipe"));
+        Assert.False(Has(args, "--fp4-format"));
+    }
+
+    [Fact]
+    public void Megatron_Qwen3SetsTheExpertTensorParallelSizeAndHeadWidthButNoLayerPattern()
+    {
+        var (_, args) = ParseMegatron(Export(WritePlan(Qwen3, "qwen3-30b-a3b"), "megatron"));
+
+        Assert.Equal("8", Value(args, "--expert-model-parallel-size"));
+        Assert.Equal("2", Value(args, "--expert-tensor-parallel-size"));
+        Assert.Equal("128", Value(args, "--num-experts"));
+        Assert.Equal("8", Value(args, "--moe-router-topk"));
+        Assert.Equal("768", Value(args, "--moe-ffn-hidden-size"));
+        Assert.Equal("128", Value(args, "--kv-channels")); // head_dim 128, not 2048 / 32 = 64
+        Assert.Null(Value(args, "--group-query-attention"));
+        Assert.Equal("4", Value(args, "--num-query-groups"));
+        Assert.Null(Value(args, "--moe-grouped-gemm"));
+        Assert.Null(Value(args, "--bf16"));
+        foreach (var absent in new[] { "--moe-layer-freq", "--moe-shared-expert-intermediate-size", "--multi-latent-attention", "--mtp-num-layers", "--window-size", "--fp8-format" })
+            Assert.False(Has(args, absent), $"{absent} does not belong to Qwen3-30B-A3B in bf16");
+    }
+
+    [Fact]
+    public void Megatron_MixtralWithACapacityDropsTokensWithoutPadding()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(Mixtral, "mixtral-8x7b"), "megatron"));
+
+        Assert.Equal("8", Value(args, "--expert-model-parallel-size"));
+        Assert.Equal("1", Value(args, "--expert-tensor-parallel-size"));
+        Assert.Equal("8", Value(args, "--num-experts"));
+        Assert.Equal("2", Value(args, "--moe-router-topk"));
+        Assert.False(Has(args, "--moe-ffn-hidden-size"), "Mixtral's experts are as wide as its ffn, Megatron's default");
+        Assert.Equal("1.25", Value(args, "--moe-expert-capacity-factor"));
+        Assert.Equal("probs", Value(args, "--moe-token-drop-policy"));
+        Assert.Equal("alltoall", Value(args, "--moe-token-dispatcher-type")); // the capacity factor needs it
+        Assert.Equal("aux_loss", Value(args, "--moe-router-load-balancing-type")); // and a loss-based balancing
+        Assert.False(Has(args, "--moe-pad-expert-input-to-capacity"));
+        Assert.Contains(comments, c => c.Contains("1.5 times the mean load", StringComparison.Ordinal));
+        Assert.Equal("hybrid", Value(args, "--fp8-format"));
+        Assert.Equal("tensorwise", Value(args, "--fp8-recipe"));
+        Assert.Contains("ep 8 x etp 1, moe capacity 1.25", comments[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Megatron_GptOssSlidingWindowsAlternateWithFullAttention()
+    {
+        var (_, args) = ParseMegatron(Export(WritePlan(GptOss, "gpt-oss-120b", "dgx-b200"), "megatron"));
+        var m = ModelLoader.Load("gpt-oss-120b");
+
+        Assert.Equal("128,0", Value(args, "--window-size"));
+        Assert.Equal("\"([1]+[0])*18\"", Value(args, "--window-attn-skip-freq"));
+        Assert.Equal(m.Window!.Layers, EvalPattern(Value(args, "--window-attn-skip-freq")!));
+        Assert.Equal("64", Value(args, "--kv-channels")); // 2880 / 64 heads is not a whole head width
+        Assert.False(Has(args, "--moe-layer-freq"), "every block is a MoE block");
+        Assert.False(Has(args, "--disable-bias-linear"), "GPT-OSS has biases");
+        Assert.Equal("e2m1", Value(args, "--fp4-format"));
+        Assert.Equal("nvfp4", Value(args, "--fp4-recipe"));
+        Assert.False(Has(args, "--fp8-format"), "Megatron refuses fp4 and fp8 together");
+        Assert.Null(Value(args, "--bf16"));
+    }
+
+    [Fact]
+    public void Megatron_AnUnevenLayoutPutsTheMtpModuleBeforeTheLoss()
+    {
+        var plan = Staged([14, 16, 15, 16], NoRecompute4); // no single middle count: the explicit layout
+        var (_, args) = ParseMegatron(Export(WritePlan(plan, "deepseek-v3"), "megatron"));
+        Assert.Equal("\"E,t*14|t*16|t*15|t*16,m,L\"", Value(args, "--pipeline-model-parallel-layout"));
+        Assert.Equal("1", Value(args, "--mtp-num-layers"));
+        Assert.Equal("1", Value(args, "--expert-model-parallel-size")); // a MoE model always says both degrees
+        Assert.Equal("1", Value(args, "--expert-tensor-parallel-size")); // Megatron's default would be tp = 4
+    }
+
+    [Fact]
+    public void Megatron_ADenseModelGetsNoMoeOrArchitectureFlags()
+    {
+        var (comments, args) = ParseMegatron(Export(WritePlan(Llama, "llama3-8b"), "megatron"));
+        foreach (var flag in MoeFlags.Concat(ArchitectureFlags))
+            Assert.False(Has(args, flag), $"{flag} does not belong to a dense Llama plan");
+        Assert.DoesNotContain(comments, c => c.Contains("expert", StringComparison.OrdinalIgnoreCase));
+        Assert.Equal("0.0", Value(args, "--hidden-dropout")); // Llama trains without dropout, Megatron's default is 0.1
+
+        var (_, gpt2) = ParseMegatron(Export(WritePlan(Gpt2, "gpt2", name: "gpt2.json"), "megatron"));
+        Assert.False(Has(gpt2, "--hidden-dropout"), "GPT-2 trains with dropout, Megatron's default");
+    }
+
+    [Theory]
+    [InlineData("bf16", "--bf16", null, null, null, null)]
+    [InlineData("fp16", "--fp16", null, null, null, null)]
+    [InlineData("fp8", "--bf16", "hybrid", "delayed", null, null)]
+    [InlineData("fp8-cs", "--bf16", "hybrid", "tensorwise", null, null)]
+    [InlineData("mxfp8", "--bf16", "e4m3", "mxfp8", null, null)]
+    [InlineData("nvfp4", "--bf16", null, null, "e2m1", "nvfp4")]
+    [InlineData("fp32", null, null, null, null, null)]
+    [InlineData("tf32", null, null, null, null, null)]
+    public void Megatron_EveryPrecisionMapsToItsRecipe(string precision, string? dtype, string? fp8Format, string? fp8Recipe, string? fp4Format, string? fp4Recipe)
+    {
+        var plan = Llama with { Precision = PrecisionInfo.TryParse(precision)!.Value };
+        var (_, args) = ParseMegatron(Export(WritePlan(plan, "llama3-8b"), "megatron"));
+        foreach (var flag in new[] { "--bf16", "--fp16" })
+            Assert.Equal(flag == dtype, Has(args, flag));
+        void Is(string flag, string? expected)
+        {
+            if (expected is null)
+                Assert.False(Has(args, flag), $"{precision} sets no {flag}");
+            else
+                Assert.Equal(expected, Value(args, flag));
+        }
+        Is("--fp8-format", fp8Format);
+        Is("--fp8-recipe", fp8Recipe);
+        Is("--fp4-format", fp4Format);
+        Is("--fp4-recipe", fp4Recipe);
+    }
+
+    [Theory]
+    [InlineData("fp16")]
+    [InlineData("fp32")]
+    public void Megatron_GroupedGemmNeedsBf16(string precision)
+    {
+        var plan = Mixtral with { Precision = PrecisionInfo.TryParse(precision)!.Value, MoeCapacity = null };
+        var (comments, args) = ParseMegatron(Export(WritePlan(plan, "mixtral-8x7b"), "megatron"));
+        Assert.False(Has(args, "--moe-grouped-gemm"));
+        Assert.Contains(comments, c => c.StartsWith("# warning:", StringComparison.Ordinal) && c.Contains("--moe-grouped-gemm needs --bf16", StringComparison.Ordinal));
+        Assert.Equal(precision == "fp16", comments.Any(c => c.Contains("Expert parallelism is not supported with fp16", StringComparison.Ordinal)));
+    }
+
+    /// <summary>Every property name in a JSON document, nested ones as "a.b".</summary>
+    private static IEnumerable<string> Keys(JsonElement e, string prefix = "")
+    {
+        if (e.ValueKind != JsonValueKind.Object)
+            yield break;
+        foreach (var p in e.EnumerateObject())
+        {
+            yield return prefix + p.Name;
+            foreach (var k in Keys(p.Value, prefix + p.Name + "."))
+                yield return k;
+        }
+    }
+
+    [Fact]
+    public void DeepSpeed_ExpertsAreAModelCodeNoteAndTheJsonInventsNoKeys()
+    {
+        var ds = DeepSpeed(Export(WritePlan(DeepSeek, "deepseek-v3", "dgx-b200"), "deepspeed"));
+
+        Assert.DoesNotContain(Keys(ds), k => k.Contains("moe", StringComparison.OrdinalIgnoreCase) || k.Contains("expert", StringComparison.OrdinalIgnoreCase)
+                                            || k.Contains("fp8", StringComparison.OrdinalIgnoreCase) || k.Contains("fp4", StringComparison.OrdinalIgnoreCase));
+        Assert.True(ds.GetProperty("bf16").GetProperty("enabled").GetBoolean());
+        Assert.Equal(1, ds.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        var moe = Assert.Single(Comments(ds), c => c.Contains("deepspeed.moe.layer.MoE(", StringComparison.Ordinal));
+        foreach (var arg in new[] { "hidden_size=7168", "num_experts=256", "ep_size=32", "k=8", "drop_tokens=False", "enable_expert_tensor_parallelism=False", "ffn 2048", "([0]*3+[1]*58)" })
+            Assert.Contains(arg, moe, StringComparison.Ordinal);
+        Assert.Contains(Comments(ds), c => c.Contains("split_params_into_different_moe_groups_for_optimizer", StringComparison.Ordinal));
+        Assert.Contains(Comments(ds), c => c.Contains("shared experts (ffn 2048)", StringComparison.Ordinal));
+        Assert.Contains(Comments(ds), c => c.Contains("MXFP8BlockScaling", StringComparison.Ordinal) && c.Contains("no fp8 or fp4 training key", StringComparison.Ordinal));
+        Assert.Contains(Comments(ds), c => c.Contains("multi-head latent attention", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DeepSpeed_ACapacityDropsTokensAndZero3WithExpertsWarns()
+    {
+        var ds = DeepSpeed(Export(WritePlan(Mixtral, "mixtral-8x7b"), "deepspeed"));
+        var moe = Assert.Single(Comments(ds), c => c.Contains("deepspeed.moe.layer.MoE(", StringComparison.Ordinal));
+        foreach (var arg in new[] { "num_experts=8", "ep_size=8", "k=2", "capacity_factor=1.25", "eval_capacity_factor=1.25", "drop_tokens=True" })
+            Assert.Contains(arg, moe, StringComparison.Ordinal);
+        Assert.DoesNotContain(Comments(ds), c => c.Contains("Stage 3", StringComparison.Ordinal));
+
+        var z3 = DeepSpeed(Export(WritePlan(Mixtral with { Zero = 3 }, "mixtral-8x7b", name: "z3.json"), "deepspeed"));
+        Assert.Equal(3, z3.GetProperty("zero_optimization").GetProperty("stage").GetInt32());
+        Assert.Contains(Comments(z3), c => c.StartsWith("warning:", StringComparison.Ordinal) && c.Contains("MoE not supported with Stage 3", StringComparison.Ordinal));
+
+        var etp = DeepSpeed(Export(WritePlan(Qwen3, "qwen3-30b-a3b", name: "etp.json"), "deepspeed"));
+        Assert.Contains(Comments(etp), c => c.Contains("enable_expert_tensor_parallelism=True", StringComparison.Ordinal)); // etp = tp = 2
+    }
+
+    [Theory]
+    [InlineData("fp8", "DelayedScaling()")]
+    [InlineData("fp8-cs", "Float8CurrentScaling()")]
+    [InlineData("mxfp8", "MXFP8BlockScaling()")]
+    [InlineData("nvfp4", "NVFP4BlockScaling()")]
+    public void DeepSpeed_QuantizedPrecisionsAreBf16WithTheirTransformerEngineRecipe(string precision, string recipe)
+    {
+        var plan = Llama with { Precision = PrecisionInfo.TryParse(precision)!.Value };
+        var ds = DeepSpeed(Export(WritePlan(plan, "llama3-8b"), "deepspeed"));
+        Assert.True(ds.GetProperty("bf16").GetProperty("enabled").GetBoolean());
+        Assert.False(ds.TryGetProperty("fp16", out _));
+        Assert.Contains(Comments(ds), c => c.Contains($"transformer_engine.common.recipe.{recipe}", StringComparison.Ordinal));
+        Assert.DoesNotContain(Comments(ds), c => c.Contains("deepspeed.moe", StringComparison.Ordinal)); // dense
+    }
+
+    [Fact]
+    public void Torchtitan_ExpertParallelDegreesAndMxfp8()
+    {
+        string text = Export(WritePlan(DeepSeek, "deepseek-v3", "dgx-b200"), "torchtitan");
+        var toml = ParseToml(text);
+
+        Assert.Equal(32, Int(toml, "parallelism.expert_parallel_degree"));
+        Assert.Equal(1, Int(toml, "parallelism.expert_tensor_parallel_degree"));
+        Assert.Equal(32, Int(toml, "parallelism.data_parallel_shard_degree"));
+        Assert.Equal("[\"mx\"]", toml["model.converters"]);
+        Assert.Equal("bfloat16", toml["training.mixed_precision_param"]);
+        Assert.DoesNotContain(toml.Keys, k => k.StartsWith("float8.", StringComparison.Ordinal));
+        Assert.Contains("MLA q_lora_rank 1536", text, StringComparison.Ordinal);
+        Assert.Contains("moe_fqns_prototype", text, StringComparison.Ordinal); // the experts' MXFP8 grouped GEMMs, said in a comment
+        Assert.DoesNotContain("torchtitan will refuse", text, StringComparison.Ordinal); // ep 32 of dp_shard 32 x cp 1 x tp 2 with etp 1
+    }
+
+    [Fact]
+    public void Torchtitan_Float8ForExpertsAndADroplessWarningForACapacity()
+    {
+        string text = Export(WritePlan(Mixtral, "mixtral-8x7b"), "torchtitan");
+        var toml = ParseToml(text);
+
+        Assert.Equal(8, Int(toml, "parallelism.expert_parallel_degree"));
+        Assert.Equal(1, Int(toml, "parallelism.expert_tensor_parallel_degree"));
+        Assert.Equal("[\"float8\"]", toml["model.converters"]);
+        Assert.Equal("tensorwise", toml["float8.recipe_name"]);
+        Assert.Equal("[\"output\", \"router.gate\"]", toml["float8.filter_fqns"]);
+        Assert.Equal("[\"experts\"]", toml["float8.moe_fqns_prototype"]);
+        Assert.Contains("torchtitan's MoE is dropless", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Torchtitan_AnExpertGroupItCannotCarveWarns()
+    {
+        // etp 1 with tp 2 makes torchtitan take ep from dp_shard x cp x tp, in multiples of cp x tp = 2: ep 2 fits;
+        // with ZeRO-0 (DDP, dp_shard 1) ep 4 does not.
+        var fits = Qwen3 with { Ep = 2, Etp = 1 };
+        Assert.DoesNotContain("torchtitan will refuse", Export(WritePlan(fits, "qwen3-30b-a3b"), "torchtitan"), StringComparison.Ordinal);
+        var ddp = Qwen3 with { Ep = 4, Etp = 1, Zero = 0 };
+        Assert.Contains("torchtitan will refuse", Export(WritePlan(ddp, "qwen3-30b-a3b", name: "ddp.json"), "torchtitan"), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("bf16", null, null, "bfloat16")]
+    [InlineData("fp8", "[\"float8\"]", "tensorwise", "bfloat16")]
+    [InlineData("fp8-cs", "[\"float8\"]", "tensorwise", "bfloat16")]
+    [InlineData("mxfp8", "[\"mx\"]", null, "bfloat16")]
+    [InlineData("nvfp4", null, null, "bfloat16")]
+    [InlineData("fp32", null, null, "float32")]
+    [InlineData("tf32", null, null, "float32")]
+    public void Torchtitan_EveryPrecisionMapsToItsConverter(string precision, string? converters, string? float8Recipe, string param)
+    {
+        var plan = Llama with { Precision = PrecisionInfo.TryParse(precision)!.Value };
+        string text = Export(WritePlan(plan, "llama3-8b"), "torchtitan");
+        var toml = ParseToml(text);
+        Assert.Equal(converters, toml.GetValueOrDefault("model.converters"));
+        Assert.Equal(float8Recipe, toml.GetValueOrDefault("float8.recipe_name"));
+        Assert.Equal(param, toml["training.mixed_precision_param"]);
+        Assert.False(toml.ContainsKey("parallelism.expert_parallel_degree"), "a dense model has no expert keys");
+        Assert.Equal(precision == "nvfp4", text.Contains("warning: nvfp4 has no key", StringComparison.Ordinal));
+        Assert.Equal(precision == "fp8", text.Contains("no delayed-scaling recipe", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("mixtral-8x7b", 3, 1, "'ep'")]
+    [InlineData("qwen3-30b-a3b", 8, 3, "'etp'")]
+    [InlineData("llama3-8b", 2, 1, "dense")]
+    public void ExpertDegreesTheModelCannotTakeAreBadInput(string model, int ep, int etp, string name)
+    {
+        string path = WritePlan(Mixtral with { Ep = ep, Etp = etp, MoeCapacity = null, MoeImbalance = 1 }, model);
+        foreach (var to in new[] { "megatron", "deepspeed", "torchtitan" })
+            AssertBadInput(Run("export", "--plan", path, "--to", to), path, name);
+    }
+
+    [Fact]
+    public void AMoePlanWithTensorParallelismButNoSequenceParallelismIsBadInput()
+    {
+        string path = WritePlan(Mixtral with { SequenceParallel = false }, "mixtral-8x7b");
+        AssertBadInput(Run("export", "--plan", path, "--to", "megatron"), path, "'sequence_parallel'");
+    }
+
     // ---- Bad plan files ----
 
     [Theory]

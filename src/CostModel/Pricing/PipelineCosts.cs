@@ -157,7 +157,8 @@ public sealed class PipelineCosts
 
     /// <summary>
     /// The first and last stages' memory of a plan on a homogeneous cluster without pricing its time (what
-    /// <see cref="StageMemory"/> gives for those stages): a search's first filter.
+    /// <see cref="StageMemory"/> gives for those stages): a search's first filter. For a model of blocks of several kinds
+    /// the first of the pair is the largest stage before the last (any stage may then peak).
     /// </summary>
     /// <param name="variant">Another value of the knobs that leave the kernels alone (e.g. the optimizer offload), for
     /// the second pair of the result.</param>
@@ -173,9 +174,19 @@ public sealed class PipelineCosts
         int inFlightLast = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, last);
         MemoryBreakdown At(int s, ParallelPlan p) => s == 0
             ? memory.Stage(0, layersFirst, inFlightFirst, plan.Vpp, variant: p)
-            : memory.Stage(s, layersLast, inFlightLast, plan.Vpp, variant: p);
+            : s == last
+                ? memory.Stage(s, layersLast, inFlightLast, plan.Vpp, variant: p)
+                : memory.Stage(s, layout.MixOnStage(s), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, s), plan.Vpp, variant: p);
+        int largest = 0;
         var first = At(0, plan);
-        var variantFirst = At(0, variant);
+        if (memory.KindCount > 1)
+            for (int s = 1; s < last; s++)
+            {
+                var middle = At(s, plan);
+                if (middle.Total > first.Total)
+                    (first, largest) = (middle, s);
+            }
+        var variantFirst = At(largest, variant);
         return last > 0
             ? (first, At(last, plan), variantFirst, At(last, variant))
             : (first, first, variantFirst, variantFirst);

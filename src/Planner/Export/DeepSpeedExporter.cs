@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.CostModel.Plans;
@@ -18,6 +20,14 @@ namespace Planner.Cli.Export;
 /// (<c>partition_activations</c>, <c>cpu_checkpointing</c>, <c>contiguous_memory_optimization</c>,
 /// <c>number_checkpoints</c>, <c>synchronize_checkpoint_boundary</c>, <c>profile</c>).
 /// Tensor and pipeline degrees are not DeepSpeed config keys: Megatron-DeepSpeed takes them on its command line.
+/// Neither are the expert count and expert-parallel degree: deepspeedai/DeepSpeed <c>deepspeed/moe/layer.py</c>
+/// <c>MoE(hidden_size, expert, num_experts, ep_size, k, capacity_factor, eval_capacity_factor, min_capacity,
+/// use_residual, noisy_gate_policy, drop_tokens, use_rts, use_tutel, enable_expert_tensor_parallelism, ...)</c> takes
+/// them in the model code (<c>drop_tokens=False</c> is "equivalent to infinite capacity"; top-k above 2 goes through
+/// <c>topkgating</c> in <c>deepspeed/moe/sharded_moe.py</c>), and <c>deepspeed/runtime/engine.py</c> asserts "MoE not
+/// supported with Stage 3". FP8/FP4 training is Transformer Engine's, with its recipes
+/// (<c>transformer_engine/common/recipe/__init__.py</c>: DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling,
+/// NVFP4BlockScaling) in the model code; the config reference has no key for it.
 /// </remarks>
 public static class DeepSpeedExporter
 {
@@ -94,8 +104,12 @@ public static class DeepSpeedExporter
                 notes.Add("fp16.loss_scale 0 selects dynamic loss scaling");
                 break;
             case Precision.Fp8:
+            case Precision.Fp8Cs:
+            case Precision.Mxfp8:
+            case Precision.Nvfp4:
                 config["bf16"] = new JsonObject { ["enabled"] = true };
-                notes.Add("fp8: DeepSpeed has no fp8 training key; bf16 is enabled and the fp8 GEMMs come from Transformer Engine in the model code (Megatron-DeepSpeed --fp8-format hybrid)");
+                notes.Add($"{p.Precision.Name()}: DeepSpeed's config has no fp8 or fp4 training key, so none is invented; bf16 is enabled and the {(p.Precision == Precision.Nvfp4 ? "fp4" : "fp8")} GEMMs come from Transformer Engine in the model code: " +
+                          $"its linear layers run under te.fp8_autocast(enabled=True, fp8_recipe=transformer_engine.common.recipe.{TransformerEngineRecipe(p.Precision)})");
                 break;
             case Precision.Fp32:
             case Precision.Tf32:
@@ -135,7 +149,57 @@ public static class DeepSpeedExporter
                 break;
         }
 
+        if (m?.Moe is { } moe)
+            Experts(moe, m, p, notes);
+        else if (p.Ep > 1 || p.Etp > 1)
+            notes.Add($"expert parallelism ep {p.Ep} x etp {p.Etp}: DeepSpeed takes it in the model code (deepspeed.moe.layer.MoE(..., ep_size={p.Ep})), not in this config; the model did not resolve, so its MoE arguments are not spelled out");
+        if (m is not null && (m.Mla is not null || m.MtpLayers > 0 || m.Window is not null))
+        {
+            var parts = new[]
+            {
+                m.Mla is not null ? "multi-head latent attention" : null,
+                m.MtpLayers > 0 ? $"multi-token prediction ({m.MtpLayers} module{(m.MtpLayers > 1 ? "s" : "")})" : null,
+                m.Window is { } w ? $"sliding-window attention ({w.Window} keys)" : null,
+            }.OfType<string>().ToList();
+            notes.Add($"the model's {string.Join(", ", parts)} {(parts.Count > 1 ? "are" : "is")} the model code's: the DeepSpeed config has no architecture keys");
+        }
+
         config["_comment"] = new JsonArray(notes.Select(n => (JsonNode?)JsonValue.Create(ExportInput.OneLine(n))).ToArray());
-        return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+        // Relaxed escaping keeps the notes readable ('<', '+' and apostrophes as written); the output is JSON, not HTML.
+        return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n";
+    }
+
+    /// <summary>Transformer Engine's recipe class (transformer_engine.common.recipe) for a quantized precision.</summary>
+    private static string TransformerEngineRecipe(Precision precision) => precision switch
+    {
+        Precision.Fp8 => "DelayedScaling()",
+        Precision.Fp8Cs => "Float8CurrentScaling()",
+        Precision.Mxfp8 => "MXFP8BlockScaling()",
+        _ => "NVFP4BlockScaling()",
+    };
+
+    /// <summary>
+    /// DeepSpeed's MoE layer takes the expert count and the expert-parallel degree as constructor arguments in the model
+    /// code, so they go in a note with the exact call; the JSON config has no key for them.
+    /// </summary>
+    private static void Experts(MoeSpec moe, ModelSpec m, ParallelPlan p, List<string> notes)
+    {
+        string capacity = p.MoeCapacity is double c
+            ? $"capacity_factor={c.ToString("0.####", CultureInfo.InvariantCulture)}, eval_capacity_factor={c.ToString("0.####", CultureInfo.InvariantCulture)}, drop_tokens=True"
+            : "drop_tokens=False";
+        string expertTp = p.Etp == 1 ? "False" : "True";
+        string blocks = moe.MoeLayers == m.Layers ? "every block" : $"the {moe.MoeLayers} MoE blocks (pattern {LayerPattern.Expression(moe.Pattern)}, 1 = MoE; the others keep a dense MLP of ffn {m.Ffn})";
+        notes.Add($"MoE: expert parallelism is not a DeepSpeed config key; the model code builds {blocks} as deepspeed.moe.layer.MoE(hidden_size={m.Hidden}, expert=<{(m.Mlp == MlpKind.SwiGlu ? "SwiGLU" : "GeLU")} MLP of ffn {moe.ExpertFfn}>, " +
+                  $"num_experts={moe.Experts}, ep_size={p.Ep}, k={moe.TopK}, {capacity}, enable_expert_tensor_parallelism={expertTp}) (deepspeed/moe/layer.py)" +
+                  (p.MoeCapacity is null ? "; drop_tokens=False is dropless, as planned" : ""));
+        if (p.Etp != 1 && p.Etp != p.Tp)
+            notes.Add($"warning: etp {p.Etp} has no DeepSpeed equivalent: its experts are split either over the whole tensor-parallel group (tp {p.Tp}, enable_expert_tensor_parallelism=True) or not at all");
+        if (moe.SharedFfn > 0)
+            notes.Add($"shared experts (ffn {moe.SharedFfn}): a dense MLP beside the MoE layer in the model code; DeepSpeed's use_residual=True is Residual-MoE, which mixes the two outputs with a learned coefficient, not the same block");
+        notes.Add("MoE optimizer: wrap the parameter groups in deepspeed.moe.utils.split_params_into_different_moe_groups_for_optimizer so that the expert gradients are reduced over the expert data-parallel group");
+        if (p.Zero == 3)
+            notes.Add("warning: DeepSpeed asserts 'MoE not supported with Stage 3' (deepspeed/runtime/engine.py); a MoE model needs ZeRO stage 0-2 there");
+        if (p.MoeImbalance != 1)
+            notes.Add($"the planner priced the busiest expert at {p.MoeImbalance.ToString("0.##", CultureInfo.InvariantCulture)} times the mean load");
     }
 }

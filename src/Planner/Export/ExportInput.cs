@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 
@@ -55,6 +57,18 @@ public sealed record ExportInput(
             throw new InputException($"{source}: keys 'pp'·'vpp' = {(long)plan.Pp * plan.Vpp} model chunks for the {model.Layers} layers of '{model.Name}'");
         if (plan.Stages is { } st && st.Layers.Sum() != model.Layers)
             throw new InputException($"{source}: key 'stages.layers' ({string.Join(",", st.Layers)}) adds up to {st.Layers.Sum()}, not the {model.Layers} layers of '{model.Name}'");
+        if (PlanCheck.ExpertProblem(model, plan) is { } expert)
+            throw new InputException($"{source}: {AsKeys(expert)}");
+    }
+
+    /// <summary>A plan check's reason with its flags (<c>--moe-capacity</c>) named as plan-file keys
+    /// (<c>'moe_capacity'</c>): a leading "--flag: " becomes "key 'flag': ".</summary>
+    private static string AsKeys(string reason)
+    {
+        var lead = Regex.Match(reason, "^--([a-z][a-z-]*): ");
+        string rest = lead.Success ? reason[lead.Length..] : reason;
+        rest = Regex.Replace(rest, "--([a-z][a-z-]*)", f => $"'{f.Groups[1].Value.Replace('-', '_')}'");
+        return lead.Success ? $"key '{lead.Groups[1].Value.Replace('-', '_')}': {rest}" : rest;
     }
 
     /// <summary>The loader's message without its flag prefix and preset list (the plan file named the model, not --model).</summary>
@@ -73,6 +87,9 @@ public sealed record ExportInput(
         return $"plan {Source}: model {ModelName} on {ClusterName}, {p.Gpus} GPUs = tp {p.Tp} x pp {p.Pp} x cp {p.Cp} x dp {p.Dp}, " +
                $"ZeRO-{p.Zero}, mbs {p.Mbs}, gbs {p.Gbs}, seq {p.Seq}, vpp {p.Vpp}, recompute {p.RecomputeLabel}, " +
                $"sequence parallel {(p.SequenceParallel ? "on" : "off")}, {p.Precision.Name()}" +
+               (p.Ep > 1 || p.Etp > 1 ? $", ep {p.Ep} x etp {p.Etp}" : "") +
+               (p.MoeCapacity is double c ? $", moe capacity {c.ToString("0.####", CultureInfo.InvariantCulture)}" : "") +
+               (p.MoeImbalance != 1 ? $", moe imbalance {p.MoeImbalance.ToString("0.##", CultureInfo.InvariantCulture)}" : "") +
                (p.Stages is { } st ? $", stages {st}" : "");
     }
 

@@ -41,12 +41,12 @@ public static class PlanSearch
         RecomputeFamily,
         /// <summary>The optimizer-offload variants (fractions above 0) of a plan, with a bound valid for all of them.</summary>
         OffloadFamily,
-        /// <summary>One plan with a loose bound (its stages' busy time, from the cached block costs alone): the pipeline's
-        /// costs are computed, and the tight bound taken, only when it comes up.</summary>
-        LoosePlan,
     }
 
-    private readonly record struct Candidate(ParallelPlan Plan, double Bound, Kind Kind = Kind.Plan);
+    /// <summary>A queue entry: a plan or a family of variants with a lower bound of its score. A loose bound comes from the
+    /// cached block costs alone (the busiest stage's own work); the pipeline's costs are computed, and the tight bound
+    /// taken, only when the entry comes up (<see cref="Worker.Tighten"/>).</summary>
+    private readonly record struct Candidate(ParallelPlan Plan, double Bound, Kind Kind = Kind.Plan, bool Loose = false);
 
     /// <summary>Relative difference under which two step times count as equal (rounding of the same sums).</summary>
     public const double TieTolerance = 1e-9;
@@ -102,17 +102,17 @@ public static class PlanSearch
         int priced = 0;
         var expander = new Worker(req, options);
         var variants = new Dictionary<ParallelPlan, Prediction>();
+        var bestOfKey = new Dictionary<object, double>();
         while (queue.TryDequeue(out var item, out double bound))
         {
             if (best.Count >= req.Top && bound > best[^1].Score * (1 + TieTolerance))
                 break; // no remaining candidate can enter the top K (ties included, for the memory tie-break)
-            // A plan (or a family: its members share a configuration) cannot enter the list when the best variant of
-            // its configuration already there beats its bound: the list keeps one plan per configuration.
-            var config = KeyOf(req, item.Plan);
-            int same = best.FindIndex(x => KeyOf(req, x.P.Plan).Equals(config));
-            if (same >= 0 && bound > best[same].Score * (1 + TieTolerance))
+            // A plan (or a family: its members share a key) cannot enter the list when a priced plan of its key (in the
+            // list or pushed out of it) beats its bound: the list keeps one plan per key.
+            var key = KeyOf(req, item.Plan);
+            if (bestOfKey.TryGetValue(key, out double known) && bound > known * (1 + TieTolerance))
                 continue;
-            if (item.Kind == Kind.LoosePlan)
+            if (item.Loose)
             {
                 var tight = expander.Tighten(item);
                 queue.Enqueue(tight, tight.Bound);
@@ -138,7 +138,9 @@ public static class PlanSearch
                     p = Pricer.Price(req.Model, req.Cluster, item.Plan, options);
             }
             priced++;
-            Insert(req, best, p!);
+            double score = Score(req, p!.Plan, p.StepTimeSeconds);
+            bestOfKey[key] = bestOfKey.TryGetValue(key, out double before) ? Math.Min(before, score) : score;
+            Insert(req, best, p);
         }
         bounded += expander.Bounded;
         int refined = Refine(req, options, all, nearMisses.SelectMany(l => l).ToList(), best);
@@ -155,18 +157,26 @@ public static class PlanSearch
     {
         if (!CbcSolver.IsAvailable)
             return 0;
-        var pool = fitting.Where(c => Splittable(c.Plan, req.Model)).Take(MilpRefinements).Concat(nearMisses)
+        var worker = new Worker(req, options);
+        // The most promising by loose bound, then by tight bound: a MILP costs more than a pipeline's costs.
+        var pool = fitting.Where(c => Splittable(c.Plan, req.Model)).Concat(nearMisses)
             .OrderBy(c => c.Bound)
-            .DistinctBy(c => c.Plan with { Recompute = Recompute.None })
+            .DistinctBy(c => KeyOf(req, c.Plan with { Recompute = Recompute.None }))
+            .Take(4 * MilpRefinements)
+            .Select(c => c.Loose ? worker.Tighten(c) : c)
+            .OrderBy(c => c.Bound)
             .Take(MilpRefinements)
             .ToList();
         var partitioner = new StagePartitioner(new CbcSolver());
-        var worker = new Worker(req, options);
         int priced = 0;
         foreach (var c in pool)
         {
             if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
                 break;
+            // No split can beat the work spread evenly over the stages without recompute: skip the MILP when even that
+            // cannot enter the list.
+            if (best.Count >= req.Top && Score(req, c.Plan, worker.BalancedBound(c.Plan)) > best[^1].Score * (1 + TieTolerance))
+                continue;
             var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
                 continue;
@@ -230,7 +240,7 @@ public static class PlanSearch
         var result = worker.Fits.Select(c => (c.Plan, c.Bound, c.Bound)).ToList();
         // A loose candidate's tight bound is the one the search prices by: the exact price is checked against both.
         for (int i = 0; i < worker.Fits.Count; i++)
-            if (worker.Fits[i].Kind == Kind.LoosePlan)
+            if (worker.Fits[i].Loose)
                 result[i] = (result[i].Plan, worker.Tighten(worker.Fits[i]).Bound, result[i].Item3);
         var pending = new Stack<(Candidate C, double Above)>(worker.Families.Select(f => (f, f.Bound)));
         while (pending.TryPop(out var family))
@@ -377,7 +387,7 @@ public static class PlanSearch
                         }
                         else
                         {
-                            Fits.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.LoosePlan));
+                            Fits.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.Plan, Loose: true));
                             if (StopAtFirstFit)
                                 return;
                         }
@@ -386,7 +396,7 @@ public static class PlanSearch
                             Enumerated += Offloads.Length - 1;
                             if (lean is not null)
                             {
-                                Families.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.OffloadFamily));
+                                Families.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.OffloadFamily, Loose: true));
                                 if (StopAtFirstFit)
                                     return;
                             }
@@ -489,20 +499,41 @@ public static class PlanSearch
             if (req.Filter is { } accept && !accept(first))
                 return;
             Enumerated += members * Offloads.Length;
+            // None fits when full recompute with the most offload the hosts take (the least GPU memory) does not: the
+            // memory check of the full-recompute candidate said so. Members are checked exactly when unfolded.
             if (!fullFits)
                 return;
-            var full = Costs(fullPlan);
-            if (!Fit(fullPlan with { OptimizerOffload = MostOffload(fullPlan, full) }, full))
-                return; // none fits: full recompute with the most offload the hosts take needs the least GPU memory
             var none = fullPlan with { Recompute = Recompute.None };
-            Families.Add(new Candidate(first, Score(req, first, BusyBound(none, Block(none, Recompute.None))), Kind.RecomputeFamily));
+            Families.Add(new Candidate(first, Score(req, first, BusyBound(none, Block(none, Recompute.None))), Kind.RecomputeFamily, Loose: true));
         }
 
-        /// <summary>A candidate with its tight bound: the pipeline's critical path and the work after the flush.</summary>
+        /// <summary>
+        /// An entry with its tight bound: for a plan its pipeline's critical path and the work after the flush; for the
+        /// offload variants of a plan that path and the fastest tail over the fractions; for the partial-recompute family
+        /// the path without recompute (which every member's exceeds) and the optimizer step at its best fraction.
+        /// </summary>
         public Candidate Tighten(Candidate loose)
         {
-            var costs = Costs(loose.Plan);
-            return new Candidate(loose.Plan, Math.Max(loose.Bound, Score(req, loose.Plan, costs.MakespanLowerBound(loose.Plan.MicroBatches) + costs.WorstTail)));
+            var plan = loose.Plan;
+            double tight = loose.Kind switch
+            {
+                Kind.RecomputeFamily => Tail(Costs(plan with { Recompute = Recompute.None, RecomputeLayers = null }), OptimizerTail),
+                Kind.OffloadFamily => Tail(Costs(plan), OffloadTail),
+                _ => Tail(Costs(plan), c => c.WorstTail),
+            };
+            double Tail(PipelineCosts costs, Func<PipelineCosts, double> tail) => costs.MakespanLowerBound(plan.MicroBatches) + tail(costs);
+            return loose with { Bound = Math.Max(loose.Bound, Score(req, plan, tight)), Loose = false };
+        }
+
+        /// <summary>
+        /// A lower bound of the step of any split of a plan's blocks over its stages, with any recompute policy per stage:
+        /// all the blocks' work without recompute, the embedding's and the head's, spread evenly over the stages.
+        /// </summary>
+        public double BalancedBound(ParallelPlan plan)
+        {
+            var block = Block(plan, Recompute.None);
+            double work = req.Model.Layers * block.Block.Total + block.EmbeddingForward + block.EmbeddingBackward + block.HeadForward + block.HeadBackward;
+            return plan.MicroBatches * work / plan.Pp;
         }
 
         /// <summary>
