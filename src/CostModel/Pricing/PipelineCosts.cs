@@ -350,16 +350,22 @@ public sealed class PipelineCosts
             // multi-token prediction) on the last virtual stage, the embedding's on the first; an embedding reduced apart
             // is left out. Last: the bucket whose gradients the chunk's backward finishes last (the embedding where there
             // is one, else the first block).
-            (List<(double Dense, double Expert)> Buckets, (double Dense, double Expert) Last) ChunkBuckets(int c)
+            // Buckets of equal size come as one entry with their count.
+            (List<(double Dense, double Expert, int Count)> Buckets, (double Dense, double Expert) Last) ChunkBuckets(int c)
             {
                 var mix = layout.MixOf(s, c);
                 bool first = layout.HasEmbedding(s, c), last = layout.HasHead(s, c);
-                var list = new List<(double Dense, double Expert)>();
+                var list = new List<(double Dense, double Expert, int Count)>(mix.Counts.Count + 2);
+                double blocksDense = 0, blocksExpert = 0;
                 for (int k = 0; k < mix.Counts.Count; k++)
-                    for (int i = 0; i < mix.Counts[k]; i++)
-                        list.Add(memory.BlockParams(k));
+                    if (mix.Counts[k] > 0)
+                    {
+                        var (d, x) = memory.BlockParams(k);
+                        list.Add((d, x, mix.Counts[k]));
+                        blocksDense += mix.Counts[k] * d;
+                        blocksExpert += mix.Counts[k] * x;
+                    }
                 var (allDense, allExpert) = memory.Params(mix, first, last);
-                double blocksDense = list.Sum(b => b.Dense), blocksExpert = list.Sum(b => b.Expert);
                 double embedding = first ? (double)model.EmbeddingParams / plan.Tp : 0;
                 var head = (Dense: allDense - blocksDense - embedding, Expert: allExpert - blocksExpert);
                 if (first)
@@ -368,23 +374,23 @@ public sealed class PipelineCosts
                     head.Dense -= apart;
                 var firstBlock = mix.Total > 0 ? memory.BlockParams(layout.KindOfLayer(layout.FirstLayerOf(s, c))) : (0, 0);
                 if (head.Dense + head.Expert > 0)
-                    list.Add(head);
+                    list.Add((head.Dense, head.Expert, 1));
                 if (embedding > 0)
-                    list.Add((embedding, 0));
+                    list.Add((embedding, 0, 1));
                 return (list, embedding > 0 ? (embedding, 0) : mix.Total > 0 ? firstBlock : head);
             }
             var chunkBuckets = Enumerable.Range(0, chunks).Select(ChunkBuckets).ToList();
             var buckets = chunkBuckets.SelectMany(b => b.Buckets).ToList();
             // One collective per bucket (each paying its latency), or the buckets priced as one.
-            double Collect(Collective op, IEnumerable<(double Dense, double Expert)> parts, double bytes)
+            double Collect(Collective op, IEnumerable<(double Dense, double Expert, int Count)> parts, double bytes)
             {
                 if (options.CollectivePerBucket)
-                    return parts.Sum(b => Dp(op, b, bytes));
+                    return parts.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes));
                 double dense = 0, expert = 0;
                 foreach (var b in parts)
                 {
-                    dense += b.Dense;
-                    expert += b.Expert;
+                    dense += b.Count * b.Dense;
+                    expert += b.Count * b.Expert;
                 }
                 return Dp(op, (dense, expert), bytes);
             }
@@ -396,18 +402,18 @@ public sealed class PipelineCosts
                 reduceApart = Dp(reduceOp, (apart, 0), reduceBytes);
             }
             if (plan.Zero is 1 or 2)
-                gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0)) : buckets, gatherBytes);
+                gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0, 1)) : buckets, gatherBytes);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
             // The reduction of buckets started behind a backward of `seconds`: the last bucket only after it ends,
             // exposed whatever the overlap.
-            double Exposed(double seconds, List<(double Dense, double Expert)> parts, (double Dense, double Expert) lastBucket)
+            double Exposed(double seconds, List<(double Dense, double Expert, int Count)> parts, (double Dense, double Expert) lastBucket)
             {
                 double all = Collect(reduceOp, parts, reduceBytes);
-                double total = parts.Sum(b => b.Dense + b.Expert);
+                double total = parts.Sum(b => b.Count * (b.Dense + b.Expert));
                 if (total <= 0)
                     return 0;
                 double last = options.CollectivePerBucket
-                    ? Math.Min(all, Collect(reduceOp, [lastBucket], reduceBytes))
+                    ? Math.Min(all, Collect(reduceOp, [(lastBucket.Dense, lastBucket.Expert, 1)], reduceBytes))
                     : Math.Min(1, (lastBucket.Dense + lastBucket.Expert) / total) * all;
                 return gpu.Overlapped(seconds, all - last) - seconds + last;
             }

@@ -150,7 +150,8 @@ public static class PlanSearch
 
     /// <summary>
     /// Runs the stage-partition MILP on the most promising splittable shapes (even plans that fit, and near misses
-    /// whose even split does not) and inserts the uneven plans that beat the current top K. Returns the plans priced.
+    /// whose even split does not) that could beat the best plan, and inserts the uneven plans that enter the top K.
+    /// Returns the plans priced.
     /// </summary>
     private static int Refine(SearchRequest req, PricingOptions options, List<Candidate> fitting, List<Candidate> nearMisses,
         List<(double Score, Prediction P)> best)
@@ -169,13 +170,15 @@ public static class PlanSearch
             .ToList();
         var partitioner = new StagePartitioner(new CbcSolver());
         int priced = 0;
+        // A MILP costs about as much as pricing a hundred plans: it runs for shapes whose bound could beat the best plan
+        // found (the leader when the list is full), and not where even the work spread evenly over the stages without
+        // recompute could not.
+        double Threshold() => best.Count >= req.Top ? best[0].Score * (1 + TieTolerance) : double.MaxValue;
         foreach (var c in pool)
         {
-            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
+            if (c.Bound > Threshold())
                 break;
-            // No split can beat the work spread evenly over the stages without recompute: skip the MILP when even that
-            // cannot enter the list.
-            if (best.Count >= req.Top && Score(req, c.Plan, worker.BalancedBound(c.Plan)) > best[^1].Score * (1 + TieTolerance))
+            if (Score(req, c.Plan, worker.BalancedBound(c.Plan)) > Threshold())
                 continue;
             var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
@@ -526,14 +529,55 @@ public static class PlanSearch
         }
 
         /// <summary>
-        /// A lower bound of the step of any split of a plan's blocks over its stages, with any recompute policy per stage:
-        /// all the blocks' work without recompute, the embedding's and the head's, spread evenly over the stages.
+        /// A lower bound of the step of any split of a plan's blocks over its stages, with any recompute policy per stage,
+        /// that fits (the MILP's solutions): with T the least stage time at which the stages can hold every block (each
+        /// stage at most as many as its memory and T allow under its best policy), the slowest stage for every micro-batch
+        /// but one and one micro-batch through all of them. Infinite when no split fits.
         /// </summary>
         public double BalancedBound(ParallelPlan plan)
         {
-            var block = Block(plan, Recompute.None);
-            double work = req.Model.Layers * block.Block.Total + block.EmbeddingForward + block.EmbeddingBackward + block.HeadForward + block.HeadBackward;
-            return plan.MicroBatches * work / plan.Pp;
+            var policies = req.RecomputePolicies;
+            var terms = StagePartitioner.StageTerms(req.Model, req.Cluster, plan, policies, options, (_, r) => Block(plan, r));
+            double capacity = req.Cluster.Gpu.MemoryBytes;
+            int layers = req.Model.Layers;
+            long Hold(double t)
+            {
+                long sum = 0;
+                for (int s = 0; s < plan.Pp; s++)
+                {
+                    long most = 0;
+                    for (int k = 0; k < policies.Count; k++)
+                    {
+                        var x = terms[s, k];
+                        double byMemory = x.BytesPerLayer > 0 ? Math.Floor((capacity - x.FixedBytes) / x.BytesPerLayer) : layers;
+                        double byTime = x.SecondsPerLayer > 0 ? Math.Floor((t - x.FixedSeconds) / x.SecondsPerLayer) : layers;
+                        most = Math.Max(most, (long)Math.Clamp(Math.Min(byMemory, byTime), 0, layers));
+                    }
+                    sum += most;
+                }
+                return sum;
+            }
+            double hi = 0;
+            for (int s = 0; s < plan.Pp; s++)
+                for (int k = 0; k < policies.Count; k++)
+                    hi = Math.Max(hi, terms[s, k].FixedSeconds + layers * terms[s, k].SecondsPerLayer);
+            if (Hold(hi) < layers)
+                return double.PositiveInfinity;
+            double lo = 0;
+            for (int i = 0; i < 60 && hi - lo > 1e-9 * hi; i++)
+            {
+                double mid = (lo + hi) / 2;
+                if (Hold(mid) >= layers)
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+            // The pipeline's critical path: the slowest stage for every micro-batch but one, and one micro-batch through
+            // every stage (at least all the blocks at the cheapest policy, and the stages' fixed work).
+            double once = layers * Enumerable.Range(0, policies.Count).Min(k => terms[0, k].SecondsPerLayer);
+            for (int s = 0; s < plan.Pp; s++)
+                once += Enumerable.Range(0, policies.Count).Min(k => terms[s, k].FixedSeconds);
+            return (plan.MicroBatches - 1) * lo + Math.Max(lo, once);
         }
 
         /// <summary>
