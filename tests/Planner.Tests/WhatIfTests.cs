@@ -99,9 +99,9 @@ public sealed class WhatIfTests : IDisposable
         string[] expected =
         [
             "nodes", "latency",
-            "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
+            "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "ep", "etp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
             "step_time_s", "tokens_per_s", "mfu", "peak_memory_gib", "fits",
-            "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
+            "compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
             "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib", "mem_host_gib",
             "note",
         ];
@@ -117,7 +117,7 @@ public sealed class WhatIfTests : IDisposable
     public void ASweptPlanKeyMovesToTheFrontInsteadOfRepeating()
     {
         var (header, _, _) = WhatIf("--model", "gpt2", "--cluster", Node, "--gbs", "64", "--sweep", "zero=0,1", "--sweep", "nodes=1");
-        Assert.Equal(["zero", "nodes", "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "mbs"], header.Take(10).ToArray());
+        Assert.Equal(["zero", "nodes", "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "ep", "etp", "mbs"], header.Take(12).ToArray());
         Assert.Equal(header.Length, header.Distinct().Count());
     }
 

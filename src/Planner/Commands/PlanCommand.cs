@@ -124,7 +124,10 @@ public static class PlanCommand
             .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
             .AddColumn(new TableColumn("MFU").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
             .AddColumn(new TableColumn("compute").RightAligned()).AddColumn(new TableColumn("recomp").RightAligned())
-            .AddColumn(new TableColumn("tp/cp").RightAligned()).AddColumn(new TableColumn("pp").RightAligned())
+            .AddColumn(new TableColumn("tp/cp").RightAligned());
+        if (m.IsMoe)
+            t.AddColumn(new TableColumn("ep").RightAligned());
+        t.AddColumn(new TableColumn("pp").RightAligned())
             .AddColumn(new TableColumn("dp").RightAligned()).AddColumn(new TableColumn("bubble").RightAligned());
         if (tokens is not null)
             t.AddColumn(new TableColumn("days").RightAligned());
@@ -137,8 +140,11 @@ public static class PlanCommand
             {
                 $"{i++}", Tables.Describe(p.Plan) + (req.GbsIsMaximum ? $" gbs{p.Plan.Gbs}" : "") + (req.Seqs.Count > 1 ? $" seq{p.Plan.Seq}" : ""),
                 $"{p.StepTimeSeconds:F2}", $"{p.TokensPerSecond:N0}", $"{p.Mfu:P1}", $"{p.PeakMemoryGib:F1}",
-                Share(b.Compute), Share(b.Recompute), Share(b.TpComm), Share(b.PpComm), Share(b.DpComm), Share(b.Bubble),
+                Share(b.Compute), Share(b.Recompute), Share(b.TpComm + b.CpComm),
             };
+            if (m.IsMoe)
+                row.Add(Share(b.EpComm));
+            row.AddRange([Share(b.PpComm), Share(b.DpComm), Share(b.Bubble)]);
             if (tokens is double budget)
                 row.Add($"{budget / p.TokensPerSecond / 86400:F1}");
             t.AddRow(row.ToArray());
@@ -156,7 +162,8 @@ public static class PlanCommand
         var b = second.Breakdown;
         var diffs = new[]
         {
-            ("compute", b.Compute - a.Compute), ("recompute", b.Recompute - a.Recompute), ("TP/CP communication", b.TpComm - a.TpComm),
+            ("compute", b.Compute - a.Compute), ("recompute", b.Recompute - a.Recompute), ("TP communication", b.TpComm - a.TpComm),
+            ("CP communication", b.CpComm - a.CpComm), ("EP communication", b.EpComm - a.EpComm),
             ("pipeline transfers", b.PpComm - a.PpComm), ("data-parallel communication", b.DpComm - a.DpComm),
             ("pipeline bubble", b.Bubble - a.Bubble), ("optimizer", b.Optimizer - a.Optimizer),
         }.OrderByDescending(d => Math.Abs(d.Item2)).Take(2).ToList();

@@ -61,7 +61,7 @@ public static class Tables
         var b = r.Breakdown;
         console.WriteLine("step time breakdown (exposed time):");
         var bt = new Table().Border(TableBorder.Rounded).AddColumn("part").AddColumn(new TableColumn("seconds").RightAligned()).AddColumn(new TableColumn("share").RightAligned());
-        foreach (var (name, v) in new[] { ("compute", b.Compute), ("recompute", b.Recompute), ("tp_comm", b.TpComm), ("pp_comm", b.PpComm), ("dp_comm", b.DpComm), ("bubble", b.Bubble), ("optimizer", b.Optimizer) })
+        foreach (var (name, v) in new[] { ("compute", b.Compute), ("recompute", b.Recompute), ("tp_comm", b.TpComm), ("cp_comm", b.CpComm), ("ep_comm", b.EpComm), ("pp_comm", b.PpComm), ("dp_comm", b.DpComm), ("bubble", b.Bubble), ("optimizer", b.Optimizer) })
             bt.AddRow(name, $"{v:F3}", $"{v / r.StepTimeSeconds:P1}");
         console.Write(bt);
 

@@ -17,9 +17,9 @@ public static class WhatIfCsv
     /// <summary>The standard columns, in order (before the optional token-budget columns and <c>note</c>).</summary>
     public static readonly IReadOnlyList<string> Standard =
     [
-        "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
+        "model", "cluster", "gpus", "tp", "pp", "dp", "cp", "ep", "etp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "optimizer_offload", "sequence_parallel", "precision", "stages",
         "step_time_s", "tokens_per_s", "mfu", "peak_memory_gib", "fits",
-        "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
+        "compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s",
         "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib", "mem_host_gib",
     ];
 
@@ -76,6 +76,8 @@ public static class WhatIfCsv
             "pp" => Int(plan?.Pp),
             "dp" => Int(plan?.Dp),
             "cp" => Int(plan?.Cp),
+            "ep" => Int(plan?.Ep),
+            "etp" => Int(plan?.Etp),
             "zero" => Int(plan?.Zero),
             "mbs" => Int(plan?.Mbs),
             "gbs" => Int(plan?.Gbs ?? s.Gbs),
@@ -94,6 +96,8 @@ public static class WhatIfCsv
             "compute_s" => Num(b?.Compute),
             "recompute_s" => Num(b?.Recompute),
             "tp_comm_s" => Num(b?.TpComm),
+            "cp_comm_s" => Num(b?.CpComm),
+            "ep_comm_s" => Num(b?.EpComm),
             "pp_comm_s" => Num(b?.PpComm),
             "dp_comm_s" => Num(b?.DpComm),
             "bubble_s" => Num(b?.Bubble),

@@ -115,7 +115,7 @@ public static class WhatIfPlot
                      {
                          G(m?.Weights), G(m?.Gradients), G(m?.Optimizer), G(m?.Activations), G(m is null ? null : WhatIfCsv.Other(m)),
                          WhatIfCsv.GpuMemoryGib(r),
-                         b?.Compute ?? 0, b?.Recompute ?? 0, b?.TpComm ?? 0, b?.PpComm ?? 0, b?.DpComm ?? 0, b?.Bubble ?? 0, b?.Optimizer ?? 0,
+                         b?.Compute ?? 0, b?.Recompute ?? 0, (b?.TpComm ?? 0) + (b?.CpComm ?? 0) + (b?.EpComm ?? 0), b?.PpComm ?? 0, b?.DpComm ?? 0, b?.Bubble ?? 0, b?.Optimizer ?? 0,
                      })
                 s.Append(' ').Append(F(v));
             s.Append('\n');
@@ -210,7 +210,7 @@ public static class WhatIfPlot
         s.Append(stepTop > 0 ? $"set yrange [0:{F(stepTop * 1.08)}]\n" : "set yrange [0:1]\n");
         s.Append($"set title {Quote($"step time by cause (s, exposed) by {by}")}\nset ylabel 's'\n");
         s.Append("plot $bars using 8:xtic(1) title 'compute' lc rgb '#1f77b4', '' using 9 title 'recompute' lc rgb '#aec7e8', " +
-                 "'' using 10 title 'TP/CP comm' lc rgb '#ff7f0e', '' using 11 title 'PP comm' lc rgb '#ffbb78', '' using 12 title 'DP comm' lc rgb '#2ca02c', " +
+                 "'' using 10 title 'TP/CP/EP comm' lc rgb '#ff7f0e', '' using 11 title 'PP comm' lc rgb '#ffbb78', '' using 12 title 'DP comm' lc rgb '#2ca02c', " +
                  "'' using 13 title 'bubble' lc rgb '#d62728', '' using 14 title 'optimizer' lc rgb '#9467bd'\n");
         s.Append("unset multiplot\nset output\n");
         return s.ToString();
