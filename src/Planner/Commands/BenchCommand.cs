@@ -13,7 +13,7 @@ public static class BenchCommand
     public static Command Create(TextWriter stdout)
     {
         var seconds = new Option<double>("--seconds") { Description = "How long to measure each case", DefaultValueFactory = _ => 2.0 };
-        var search = new Option<bool>("--search") { Description = "Also time the plan search on the issue's two large cases (530B on 5,120 A100, 405B on 16,384 H100)" };
+        var search = new Option<bool>("--search") { Description = "Also time the plan search on three large cases (530B on 5,120 A100, 405B on 16,384 H100, DeepSeek-V3 on 256 GB200)" };
         var torch = new Option<bool>("--torch") { Description = "Also measure the libtorch binding: 2048x2048 fp32 matmul rate against PyTorch (same threads), and the per-call overhead of a small op" };
         var executor = new Option<bool>("--executor") { Description = "Also compare the executor's training step with an equivalent PyTorch script (one process, one thread)" };
         var cmd = new Command("bench", "Measure the pricing rate (plans priced per second, one core) and, with --search, the search time") { seconds, search, torch, executor };
@@ -43,9 +43,9 @@ public static class BenchCommand
             if (r.GetValue(executor))
                 ExecutorBench.Run(stdout);
             if (r.GetValue(search))
-                foreach (var (name, model, cluster, gbs, seq) in SearchCases())
+                foreach (var (name, model, cluster, gbs, seq, precision) in SearchCases())
                 {
-                    var req = new Search.SearchRequest(ModelLoader.Load(model), ClusterLoader.Load(cluster), gbs, false, [seq], [Precision.Bf16], Top: 10);
+                    var req = new Search.SearchRequest(ModelLoader.Load(model), cluster, gbs, false, [seq], [precision], Top: 10);
                     Search.PlanSearch.Run(req); // warm up the JIT
                     var runs = Enumerable.Range(0, 3).Select(_ => Search.PlanSearch.Run(req)).ToList();
                     var best = runs[0].Plans[0];
@@ -56,10 +56,11 @@ public static class BenchCommand
         return cmd;
     }
 
-    private static IEnumerable<(string, string, string, int, int)> SearchCases()
+    private static IEnumerable<(string, string, ClusterSpec, int, int, Precision)> SearchCases()
     {
-        yield return ("megatron-530b on dgx-a100-80g-5120, gbs 2560", "megatron-530b", "dgx-a100-80g-5120", 2560, 2048);
-        yield return ("llama3-405b on dgx-h100-16384, gbs 2048", "llama3-405b", "dgx-h100-16384", 2048, 8192);
+        yield return ("megatron-530b on dgx-a100-80g-5120, gbs 2560", "megatron-530b", ClusterLoader.Load("dgx-a100-80g-5120"), 2560, 2048, Precision.Bf16);
+        yield return ("llama3-405b on dgx-h100-16384, gbs 2048", "llama3-405b", ClusterLoader.Load("dgx-h100-16384"), 2048, 8192, Precision.Bf16);
+        yield return ("deepseek-v3-nomtp on 256 gb200 (nvl72), mxfp8", "deepseek-v3-nomtp", ClusterLoader.Load("gb200-nvl72") with { Nodes = 64 }, 4096, 4096, Precision.Mxfp8);
     }
 
     private static IEnumerable<(string, string, string, ParallelPlan)> Cases()
