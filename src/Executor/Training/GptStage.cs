@@ -37,9 +37,10 @@ public sealed class GptStage : IDisposable
         HasHead = hasHead;
         _compute = plan.Precision switch
         {
-            Precision.Bf16 or Precision.Fp8 => DType.BFloat16,
+            Precision.Bf16 => DType.BFloat16,
             Precision.Fp16 => DType.Float16,
-            _ => DType.Float32,
+            Precision.Fp32 or Precision.Tf32 => DType.Float32,
+            _ => throw new NotSupportedException($"{plan.Precision.Name()}: the executor has no low-precision GEMMs"),
         };
         var specs = new List<ParameterSpec>();
         if (hasEmbedding || (hasHead && model.TiedEmbeddings))

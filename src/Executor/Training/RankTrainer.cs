@@ -91,6 +91,16 @@ public sealed class RankTrainer : IDisposable
             return $"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads";
         if (model.IsMoe)
             return "the executor does not run mixture-of-experts models yet";
+        if (plan.Precision.IsQuantized())
+            return $"{plan.Precision.Name()}: the executor has no low-precision GEMMs (its libtorch binding runs fp32, bf16 and fp16); train in bf16";
+        if (model.Mla is not null)
+            return "the executor does not run multi-head latent attention (the model's kv_lora_rank) yet";
+        if (model.MtpLayers > 0)
+            return "the executor does not run multi-token prediction (num_nextn_predict_layers) yet";
+        if (model.Window is not null)
+            return "the executor does not run sliding-window attention (sliding_window) yet";
+        if (model.HeadDimension is int d && d * model.Heads != model.Hidden)
+            return $"the executor needs heads of hidden / heads = {model.Hidden / model.Heads} wide; the model's head_dim is {d}";
         return null;
     }
 

@@ -94,9 +94,9 @@ public sealed record ProfileSizes(
     /// <summary>The GEMMs' and blocks' element type.</summary>
     public DType DType => Precision switch
     {
-        Precision.Bf16 or Precision.Fp8 => DType.BFloat16,
         Precision.Fp16 => DType.Float16,
-        _ => DType.Float32,
+        Precision.Fp32 or Precision.Tf32 => DType.Float32,
+        _ => DType.BFloat16, // bf16, and the low-precision formats' bf16 parts (their GEMMs are measured in bf16)
     };
 
     /// <summary>The block measurement's model.</summary>

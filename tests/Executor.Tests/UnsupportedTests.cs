@@ -1,0 +1,44 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+using Planner.Executor.Training;
+using Xunit;
+
+namespace Planner.Executor.Tests;
+
+/// <summary>What the executor cannot train is refused with a reason, never approximated.</summary>
+public class UnsupportedTests
+{
+    private static ParallelPlan Plan(Precision p = Precision.Bf16) => new(1, 1, 1, 1, 0, 1, 1, 64, 1, Recompute.None, false, p);
+
+    [Theory]
+    [InlineData(Precision.Fp8, "fp8")]
+    [InlineData(Precision.Fp8Cs, "fp8-cs")]
+    [InlineData(Precision.Mxfp8, "mxfp8")]
+    [InlineData(Precision.Nvfp4, "nvfp4")]
+    public void Low_precision_formats_are_refused_not_run_in_bf16(Precision p, string name)
+    {
+        var why = RankTrainer.Unsupported(ModelLoader.Load("gpt2"), Plan(p));
+        Assert.NotNull(why);
+        Assert.StartsWith(name + ":", why);
+    }
+
+    [Theory]
+    [InlineData("deepseek-v3", "mixture-of-experts")]
+    [InlineData("gpt-oss-120b", "mixture-of-experts")]
+    public void Models_the_executor_cannot_build_are_refused(string preset, string named)
+    {
+        Assert.Contains(named, RankTrainer.Unsupported(ModelLoader.Load(preset), Plan()));
+    }
+
+    [Fact]
+    public void Dense_models_with_mla_mtp_windows_or_wide_heads_are_refused_by_name()
+    {
+        var llama = ModelLoader.Load("llama3-8b");
+        Assert.Contains("latent attention", RankTrainer.Unsupported(llama with { Mla = new MlaSpec(0, 64, 32, 16, 32) }, Plan()));
+        Assert.Contains("multi-token", RankTrainer.Unsupported(llama with { MtpLayers = 1 }, Plan()));
+        Assert.Contains("sliding_window", RankTrainer.Unsupported(llama with { Window = new SlidingWindow(128, Enumerable.Repeat(true, 32).ToList()) }, Plan()));
+        Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { HeadDimension = 64 }, Plan()));
+        Assert.Null(RankTrainer.Unsupported(llama with { HeadDimension = 128 }, Plan()));
+        Assert.Null(RankTrainer.Unsupported(llama, Plan()));
+    }
+}
