@@ -107,6 +107,24 @@ public class ExpertParallelTests
     }
 
     [Fact]
+    public void Zero3_gathers_dense_weights_over_data_parallelism_and_experts_over_expert_data_parallelism()
+    {
+        // Without prefetch every gather waits: ep 8 on 8 ranks leaves each expert on one rank (nothing to gather for
+        // the experts), ep 2 gathers the experts over 4 ranks; the dense weights are gathered over all 8 either way.
+        var c = Gb200(2, 72);
+        var options = PricingOptions.Default with { PrefetchZero3 = false };
+        var ep8 = PipelineCosts.Compute(Qwen, c, Plan(ep: 8, zero: 3), options);
+        var ep2 = PipelineCosts.Compute(Qwen, c, Plan(ep: 2, zero: 3), options);
+        var zero1 = PipelineCosts.Compute(Qwen, c, Plan(ep: 8, zero: 1), options);
+        Assert.Equal(0, zero1.Parts[0].Zero3);
+        Assert.True(ep8.Parts[0].Zero3 > 0, "the dense weights are gathered and reduce-scattered");
+        Assert.True(ep2.Parts[0].Zero3 > 2 * ep8.Parts[0].Zero3, $"ep 2 {ep2.Parts[0].Zero3} s against ep 8 {ep8.Parts[0].Zero3} s");
+        // With prefetch (Megatron-FSDP, torchtitan) they hide behind the compute.
+        var hidden = PipelineCosts.Compute(Qwen, c, Plan(ep: 2, zero: 3), PricingOptions.Default);
+        Assert.True(hidden.Parts[0].Zero3 < ep2.Parts[0].Zero3);
+    }
+
+    [Fact]
     public void Deduplicated_dispatch_sends_one_copy_per_rank_hit()
     {
         // 128 experts over 8 ranks (16 each), top 8: a rank is missed with probability C(112, 8) / C(128, 8).
