@@ -196,4 +196,73 @@ public class ExpertParallelTests
         Assert.True(costs.Forward[7, 0] > plain.Forward[7, 0] * 1.05);
         Assert.True(costs.StageMemory(7, plan).Total > plain.StageMemory(7, plan).Total);
     }
+
+    [Fact]
+    public void A_jobs_trays_spread_evenly_over_the_fewest_racks()
+    {
+        // 64 trays of 4 GB200 on NVL72 racks (18 trays each) take four racks, 16 trays (64 GPUs) of each: an EP group of
+        // 64 consecutive ranks stays inside a rack, a data-parallel group of 128 spans two.
+        var plan = new ParallelPlan(1, 2, 128, 1, 1, 1, 4096, 4096, 1, Recompute.None, false, Precision.Bf16, Ep: 64);
+        var racks = new Placement(plan, 72, 4);
+        Assert.Equal(64, racks.MembersPerDomain(Axis.Ep));
+        Assert.False(racks.CrossesDomains(Axis.Ep));
+        Assert.True(racks.CrossesDomains(Axis.DpCp));
+        Assert.Equal(64, racks.MembersPerDomain(Axis.DpCp));
+        Assert.True(racks.CrossesDomains(Axis.Pp));
+        Assert.Equal(racks, Placement.For(plan, ClusterLoader.Load("gb200-nvl72") with { Nodes = 64 }));
+        // 20 trays: two racks of 10 (40 GPUs each). Groups of 8 tile a rack's share; groups of 16 do not (ranks 32-47 straddle).
+        var ep8 = new ParallelPlan(1, 1, 80, 1, 1, 1, 80, 4096, 1, Recompute.None, false, Precision.Bf16, Ep: 8);
+        Assert.False(new Placement(ep8, 72, 4).CrossesDomains(Axis.Ep));
+        Assert.True(new Placement(ep8 with { Ep = 16 }, 72, 4).CrossesDomains(Axis.Ep));
+        // A job inside one rack keeps every group on NVLink.
+        var small = new ParallelPlan(1, 1, 32, 1, 1, 1, 32, 4096, 1, Recompute.None, false, Precision.Bf16, Ep: 32);
+        Assert.False(new Placement(small, 72, 4).CrossesDomains(Axis.DpCp));
+        Assert.False(new Placement(small, 72, 4).CrossesDomains(Axis.Ep));
+    }
+
+    [Fact]
+    public void The_search_memory_filter_is_every_stages_peak_for_blocks_of_several_kinds()
+    {
+        // DeepSeek-V3's dense first blocks and MTP module, GPT-OSS's windowed blocks: a middle stage may hold the most, and
+        // the filter (the larger of EndStageMemory's pair) must be the priced peak exactly.
+        var cluster = ClusterLoader.Load("gb200-nvl72") with { Nodes = 64 };
+        int compared = 0;
+        foreach (var (name, ep) in new[] { ("deepseek-v3", 32), ("gpt-oss-120b", 16) })
+        {
+            var m = ModelLoader.Load(name);
+            foreach (int pp in new[] { 2, 4, 8 })
+            foreach (var rc in new[] { Recompute.None, Recompute.Full })
+            {
+                var plan = new ParallelPlan(1, pp, 256 / pp, 1, 1, 1, 1024, 4096, 1, rc, false, Precision.Bf16, Ep: ep);
+                if (PlanCheck.Problem(m, cluster, plan) is not null)
+                    continue;
+                var options = PricingOptions.Default;
+                var block = BlockCosts.Compute(m, cluster, plan, options);
+                var (first, last, _, _) = PipelineCosts.EndStageMemory(m, cluster, plan, block, plan, options);
+                double priced = Pricer.Price(m, cluster, plan).PeakMemoryGib * Units.GiB;
+                Assert.Equal(priced, Math.Max(first.Total, last.Total), priced * 1e-12);
+                compared++;
+            }
+        }
+        Assert.True(compared >= 8, $"{compared} plans compared");
+    }
+
+    [Fact]
+    public void Host_memory_is_checked_on_every_stage_when_the_blocks_differ()
+    {
+        // DeepSeek-V3 (no MTP) on 8 stages: the first stage holds three dense blocks, so a stage of MoE blocks only offloads
+        // more. Host memory between the end stages' need and the largest stage's must be refused.
+        var m = ModelLoader.Load("deepseek-v3-nomtp");
+        var cluster = ClusterLoader.Load("gb200-nvl72") with { Nodes = 64 };
+        var plan = new ParallelPlan(1, 8, 32, 1, 1, 1, 1024, 4096, 1, Recompute.Full, false, Precision.Bf16, Ep: 32, OptimizerOffload: 0.5);
+        var costs = PipelineCosts.Compute(m, cluster, plan, PricingOptions.Default);
+        var host = Enumerable.Range(0, 8).Select(s => costs.StageMemory(s, plan).Host).ToArray();
+        double ends = Math.Max(host[0], host[7]), most = host.Max();
+        Assert.True(most > ends, $"a middle stage should offload the most: {string.Join(", ", host)}");
+        var hostSpec = cluster.Host!;
+        ClusterSpec WithHostBytesPerGpu(double bytes) =>
+            cluster with { Host = hostSpec with { MemoryGib = bytes * cluster.GpusPerNode / HostSpec.UsableFraction / Units.GiB } };
+        Assert.False(Pricer.Price(m, WithHostBytesPerGpu((ends + most) / 2), plan).Fits);
+        Assert.True(Pricer.Price(m, WithHostBytesPerGpu(most * 1.001), plan).Fits);
+    }
 }

@@ -216,6 +216,8 @@ public class ModelSpecTests
         Assert.Equal(PositionKind.Learned, m.Positions);
         Assert.True(m.Biases);
         Assert.Equal(MlpKind.Gelu, m.Mlp);
+        Assert.True(m.Dropout, "NeMo's GPT-3 drops out at 0.1 unless the file says otherwise");
+        Assert.False(ModelLoader.Load("llama3-8b").Dropout);
         var narayanan = 12.0 * 24 * 4096 * 4096 * (1 + 13.0 / (12 * 4096) + (51200.0 + 2048) / (12 * 24 * 4096));
         AssertRelative(narayanan, m.TotalParams, 0.001);
     }

@@ -687,7 +687,8 @@ public sealed class ExportTests : IDisposable
         Assert.Equal("\"([0]*3+[1]*58)\"", Value(args, "--moe-layer-freq"));
         Assert.Equal(m.Moe!.Pattern, EvalPattern(Value(args, "--moe-layer-freq")!));
         Assert.Null(Value(args, "--moe-grouped-gemm"));
-        Assert.Equal("alltoall", Value(args, "--moe-token-dispatcher-type"));
+        Assert.Equal("flex", Value(args, "--moe-token-dispatcher-type"));
+        Assert.Equal("deepep", Value(args, "--moe-flex-dispatcher-backend"));
         Assert.Equal("aux_loss", Value(args, "--moe-router-load-balancing-type"));
         Assert.Equal(0.01, double.Parse(Value(args, "--moe-aux-loss-coeff")!, CultureInfo.InvariantCulture));
         Assert.False(Has(args, "--moe-expert-capacity-factor"), "the plan is dropless");

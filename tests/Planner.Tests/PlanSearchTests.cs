@@ -70,6 +70,50 @@ public class PlanSearchTests
     }
 
     [Fact]
+    public void Search_over_blocks_of_several_kinds_returns_the_brute_force_optimum()
+    {
+        // A small MoE with a dense first block, windowed and full attention by turns and an MTP module: stages differ in
+        // their blocks, so the search's memory filter and bounds must hold on every stage.
+        string json = """
+            {"num_hidden_layers": 8, "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 4,
+             "intermediate_size": 4096, "moe_intermediate_size": 512, "n_routed_experts": 16, "num_experts_per_tok": 2,
+             "first_k_dense_replace": 1, "vocab_size": 32000, "max_position_embeddings": 4096, "num_nextn_predict_layers": 1,
+             "sliding_window": 512, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention",
+             "sliding_attention", "full_attention", "sliding_attention", "full_attention"]}
+            """;
+        var model = ModelLoader.Parse(json, "mixed.json", "mixed");
+        Assert.True(model.Kinds.Count >= 3, $"{model.Kinds.Count} kinds");
+        // GB200 GPUs with little memory, so that memory decides between the plans.
+        var cluster = ClusterLoader.Load("gb200-nvl72") with { Nodes = 2 };
+        cluster = cluster with { Gpu = cluster.Gpu with { MemoryGib = 3 } };
+        // Pipelines only: their stages hold different blocks.
+        var req = new SearchRequest(model, cluster, 32, false, [4096], [Precision.Bf16], Top: 5, Filter: p => p.Pp > 1);
+        var fitting = PlanSearch.Fitting(req);
+        Assert.Contains(fitting, c => c.Plan.Pp > 1 && c.Plan.Ep > 1);
+        var all = PlanSearch.Fitting(req with { Cluster = cluster with { Gpu = cluster.Gpu with { MemoryGib = 1000 } } });
+        Assert.True(all.Count > fitting.Count, "memory should rule some plans out");
+        var exact = BruteForce(req, fitting);
+        var result = PlanSearch.Run(req);
+        var found = result.Plans.Select(p => PlanSearch.Score(req, p.Plan, p.StepTimeSeconds)).ToList();
+        Assert.Equal(exact.Count, found.Count);
+        for (int i = 0; i < exact.Count; i++)
+            Assert.Equal(exact[i], found[i], 12);
+        foreach (var p in result.Plans)
+            Assert.True(p.Fits);
+        foreach (var (plan, boundScore, familyBound) in fitting)
+        {
+            var priced = Pricer.Price(req.Model, req.Cluster, plan);
+            double score = PlanSearch.Score(req, plan, priced.StepTimeSeconds);
+            Assert.True(boundScore <= score * (1 + 1e-12), $"{plan}: bound {boundScore} above exact {score}");
+            Assert.True(familyBound <= score * (1 + 1e-12), $"{plan}: family bound {familyBound} above exact {score}");
+        }
+        // Plans the filter dropped do not fit when priced.
+        var kept = fitting.Select(c => c.Plan).ToHashSet();
+        foreach (var (plan, _, _) in all.Where(c => !kept.Contains(c.Plan)).Take(200))
+            Assert.False(Pricer.Price(req.Model, req.Cluster, plan).Fits, $"{plan} fits but the filter dropped it");
+    }
+
+    [Fact]
     public void The_table_keeps_one_plan_per_shape_unless_every_variant_is_asked_for()
     {
         var req = Small("llama2-7b", "dgx-a100-80g-1node", 32, 4096);

@@ -150,4 +150,44 @@ public class StagePartitionerTests
         Assert.True(priced.StepTimeSeconds <= fullEverywhere.StepTimeSeconds * (1 + 1e-9),
             $"split {split}: {priced.StepTimeSeconds} s against full recompute everywhere {fullEverywhere.StepTimeSeconds} s");
     }
+
+    [Theory]
+    [InlineData(2, 1)]
+    [InlineData(2, 2)]
+    [InlineData(4, 1)]
+    public void The_split_bound_is_below_every_split_that_fits(int pp, int mbs)
+    {
+        // Llama 2 70B on pp nodes of A100 80GB, TP8: the MILP's split and random splits with random recompute per stage, each
+        // priced; none that fits may beat the bound the search uses to skip the MILP.
+        var m = ModelLoader.Load("llama2-70b");
+        var c = ClusterLoader.Load("dgx-a100-80g") with { Nodes = pp };
+        var plan = new ParallelPlan(8, pp, 1, 1, 0, mbs, 64, 4096, 1, Recompute.None, true, Precision.Bf16);
+        var req = new SearchRequest(m, c, 64, false, [4096], [Precision.Bf16]);
+        var policies = req.RecomputePolicies;
+        double bound = PlanSearch.SplitBound(req, plan);
+        var options = PricingOptions.Default;
+        var split = new StagePartitioner(Cbc).Partition(m, c, plan, policies, options,
+            (_, r) => BlockCosts.Compute(m, c, plan with { Recompute = r }, options));
+        Assert.NotNull(split);
+        var splits = new List<StagePlan> { split };
+        var rng = new Random(pp * 10 + mbs);
+        for (int i = 0; i < 60; i++)
+        {
+            var layers = Enumerable.Repeat(1, pp).ToArray();
+            for (int l = pp; l < m.Layers; l++)
+                layers[rng.Next(pp)]++;
+            splits.Add(new StagePlan(layers, Enumerable.Range(0, pp).Select(_ => policies[rng.Next(policies.Count)]).ToArray()));
+        }
+        int fitting = 0;
+        foreach (var s in splits)
+        {
+            var priced = Pricer.Price(m, c, plan with { Stages = s, Recompute = s.Recompute[0] });
+            if (!priced.Fits)
+                continue;
+            fitting++;
+            Assert.True(bound <= priced.StepTimeSeconds * (1 + 1e-9), $"split {s}: {priced.StepTimeSeconds} s below the bound {bound} s");
+        }
+        Assert.True(fitting >= 2, $"{fitting} splits fit");
+        Assert.True(bound > 0.5 * Pricer.Price(m, c, plan with { Stages = split }).StepTimeSeconds, "the bound should not be trivially low");
+    }
 }

@@ -15,13 +15,8 @@ public sealed class ValidateTests
     /// <summary>validation/published_runs.csv, found by walking up from the test binaries to the repository root.</summary>
     private static string RunsCsv()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "validation", "published_runs.csv");
-            if (File.Exists(candidate))
-                return candidate;
-        }
-        throw new FileNotFoundException($"validation/published_runs.csv not found above {AppContext.BaseDirectory}");
+        string path = global::Planner.Cli.Commands.ValidateCommand.RepoFile("validation/published_runs.csv");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"validation/published_runs.csv not found above {AppContext.BaseDirectory}");
     }
 
     private static JsonElement Validate(params string[] extra)

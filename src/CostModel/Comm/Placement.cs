@@ -1,4 +1,5 @@
 using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Comm;
 
@@ -29,10 +30,19 @@ public enum Axis
 /// then CP, DP and PP outermost, so that the chattiest group stays inside the NVLink domain. The expert groups are
 /// carved from the same tp·cp·dp ranks of each stage as Megatron-Core does: expert-TP innermost, then EP, then
 /// expert-DP. From it follows which network tier each group's collectives cross and how many GPUs of a group share an
-/// NVLink domain (consecutive ranks fill a domain; a group no wider than a domain is placed inside one).
+/// NVLink domain. Consecutive ranks fill a domain. Where a domain holds several nodes (NVL72 racks of 4-GPU trays),
+/// the job's nodes are spread evenly over the fewest domains that hold them (a scheduler's block placement: 64 trays
+/// on four 18-tray racks take 16 of each), and a group no wider than a domain's share stays inside one when the
+/// domains have room for every such group; otherwise the worst group straddles two domains.
 /// </summary>
-public sealed record Placement(ParallelPlan Plan, int GpusPerDomain)
+/// <param name="Plan">The plan.</param>
+/// <param name="GpusPerDomain">GPUs of one NVLink domain.</param>
+/// <param name="GpusPerNode">GPUs of a node, when a domain holds several (0: domains of GpusPerDomain consecutive ranks).</param>
+public sealed record Placement(ParallelPlan Plan, int GpusPerDomain, int GpusPerNode = 0)
 {
+    /// <summary>The placement of a plan on a cluster.</summary>
+    public static Placement For(ParallelPlan plan, ClusterSpec cluster) => new(plan, cluster.NvlinkDomain, cluster.GpusPerNode);
+
     /// <summary>Distance in global ranks between neighbours of an axis' group.</summary>
     public int Stride(Axis axis) => axis switch
     {
@@ -62,11 +72,28 @@ public sealed record Placement(ParallelPlan Plan, int GpusPerDomain)
     /// <summary>Members of one group that sit in the same NVLink domain (at least 1).</summary>
     public int MembersPerDomain(Axis axis)
     {
-        int stride = Stride(axis);
-        if (stride >= GpusPerDomain)
+        int stride = Stride(axis), size = Size(axis);
+        int share = GpusPerDomain;
+        if (GpusPerNode > 0 && GpusPerDomain > GpusPerNode)
+        {
+            // The job's nodes spread evenly over the fewest domains that hold them: the smallest share sets the fit.
+            int nodes = (Plan.Gpus + GpusPerNode - 1) / GpusPerNode, perDomain = GpusPerDomain / GpusPerNode;
+            int domains = (nodes + perDomain - 1) / perDomain, least = nodes / domains, larger = nodes % domains;
+            share = least * GpusPerNode;
+            long span = (long)stride * size;
+            if (span <= share)
+            {
+                // A group's block of ranks placed inside a domain, as many blocks as each domain's share holds.
+                long room = larger * ((least + 1L) * GpusPerNode / span) + (domains - larger) * (share / span);
+                if (room * span >= Plan.Gpus)
+                    return size;
+                return Math.Max(1, size / 2); // the worst group straddles two domains
+            }
+        }
+        if (stride >= share)
             return 1;
-        // Domains hold GpusPerDomain consecutive ranks; a group's members are stride apart.
-        return Math.Max(1, Math.Min(Size(axis), GpusPerDomain / stride));
+        // Domains hold `share` consecutive ranks; a group's members are stride apart.
+        return Math.Max(1, Math.Min(size, share / stride));
     }
 
     /// <summary>True when one group of this axis spans more than one NVLink domain.</summary>

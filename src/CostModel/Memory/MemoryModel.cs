@@ -176,16 +176,15 @@ public sealed class MemoryModel
         double weightBytes = mixed && !_fp32Params ? 2 : 4;
         double gradBytes = mixed && !_fp32Params ? 2 : 4;
         // Fp32 parameters: Adam's two moments, and under ZeRO an fp32 master shard beside the full parameters.
-        double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp > 1 ? 12 : 8) : mixed ? 12 : 8;
-        // ZeRO shards the dense weights over the data- and context-parallel ranks, the experts over the expert-data-parallel ones.
-        double Shard(int zero) => _p.Zero >= zero ? dense / (_p.Dp * _p.Cp) + expert / _p.ExpertDp : paramsHere;
+        double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 12 : 8) : mixed ? 12 : 8;
+        double Shard(int zero) => _p.Sharded(dense, expert, zero);
         // ZeRO-3 with fp32 parameters keeps only the master shard (counted with the optimizer) between uses.
-        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp > 1 ? 0 : Shard(3) * weightBytes;
+        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp * _p.Cp > 1 ? 0 : Shard(3) * weightBytes;
         // Quantized copies of the blocks' linear weights, built at the first micro-batch and kept for the step. FP8
         // parameters (Megatron's fp8_param_gather, on in the published FP8 recipes) replace the bf16 weights of those
         // layers; NVFP4 keeps them. Under ZeRO-3 the gathered copies are transient (counted with the gathered layers).
         if (_ops.Quantization is { } quant && _p.Zero < 3)
-            weights += LinearParams(mix) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
+            weights += QuantizedParams(mix) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
         double grads = Shard(2) * gradBytes;
         double owned = Shard(1);
         // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
@@ -237,8 +236,9 @@ public sealed class MemoryModel
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
     }
 
-    /// <summary>A rank's weights of the quantized linear layers of the blocks in <paramref name="mix"/>.</summary>
-    private double LinearParams(BlockMix mix)
+    /// <summary>A rank's weights that a low-precision format quantizes: the blocks' (their linear layers; the norms and
+    /// the router, a small share, counted with them), not the embedding's or the head's.</summary>
+    public double QuantizedParams(BlockMix mix)
     {
         double sum = 0;
         for (int k = 0; k < mix.Counts.Count; k++)

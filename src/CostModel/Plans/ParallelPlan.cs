@@ -73,12 +73,20 @@ public sealed record ParallelPlan(
     /// </summary>
     public double ExpertLoad(int experts)
     {
-        double busiest = MoeCapacity is double c ? Math.Min(MoeImbalance, c) : MoeImbalance;
+        // Every expert keeps at most the capacity; the mean load is 1.
+        double cap = MoeCapacity ?? double.PositiveInfinity;
+        double busiest = Math.Min(MoeImbalance, cap), others = Math.Min(1, cap);
         if (Ep <= 1)
-            return MoeCapacity is double cap ? Math.Min(1, cap) : 1;
+            return others;
         double perRank = Math.Max(1, (double)experts / Ep);
-        return (busiest + perRank - 1) / perRank;
+        return (busiest + (perRank - 1) * others) / perRank;
     }
+
+    /// <summary>The parameters of a rank's <paramref name="dense"/> and <paramref name="expert"/> weights that ZeRO at
+    /// <paramref name="stage"/> or above leaves it: the dense ones sharded over the data- and context-parallel ranks, the
+    /// experts over the expert-data-parallel ones (Megatron-Core's distributed optimizer and FSDP).</summary>
+    public double Sharded(double dense, double expert, int stage) =>
+        Zero >= stage ? dense / (Dp * Cp) + expert / ExpertDp : dense + expert;
 
     /// <summary>Blocks of a model chunk of <paramref name="layers"/> blocks on <paramref name="stage"/> that its
     /// recompute policy applies to; the rest run without recompute.</summary>

@@ -78,7 +78,7 @@ public sealed class BlockCosts
         var gpu = cluster.Gpu;
         var ops = new TransformerOps(model, plan, options.FlashAttention, Quantization.Of(plan.Precision, gpu), options.FusedCrossEntropy);
         var timer = new KernelTimer(gpu, plan.Precision);
-        var placement = new Placement(plan, cluster.NvlinkDomain);
+        var placement = Placement.For(plan, cluster);
         double e = plan.Precision.ActivationBytes();
         // Profiled corrections of whole steps: compute as a training step runs it, tensor-parallel collectives as its
         // blocks run them.
@@ -175,7 +175,8 @@ public sealed class BlockCosts
     {
         double e = plan.Precision.ActivationBytes();
         double tokenBytes = model.Hidden * e;
-        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, options.DeduplicatedDispatch);
+        // The deduplicating (flex) dispatchers are dropless: with a capacity factor tokens go one copy per expert.
+        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, options.DeduplicatedDispatch && plan.MoeCapacity is null);
         double exchanged = ops.RoutedTokens * copies * plan.ExpertLoad(model.Experts) * tokenBytes;
         double a2a = 2 * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
         double etp = plan.Etp > 1

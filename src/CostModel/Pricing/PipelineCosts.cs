@@ -88,10 +88,16 @@ public sealed class PipelineCosts
         return w;
     }
 
-    /// <summary>True when the plan's offloaded state fits its nodes' host memory (first and last stages hold the most).</summary>
-    public bool HostFits(ParallelPlan plan) =>
-        plan.OptimizerOffload <= 0
-        || (StageMemory(0, plan).Host <= HostBytesPerGpu && StageMemory(plan.Pp - 1, plan).Host <= HostBytesPerGpu);
+    /// <summary>True when the plan's offloaded state fits its nodes' host memory (the first and last stages hold the
+    /// most of a model of uniform blocks; every stage is checked when the blocks differ in kind).</summary>
+    public bool HostFits(ParallelPlan plan)
+    {
+        if (plan.OptimizerOffload <= 0)
+            return true;
+        if (Memories[0].KindCount > 1)
+            return Enumerable.Range(0, plan.Pp).All(s => StageMemory(s, plan).Host <= HostBytesPerGpu);
+        return StageMemory(0, plan).Host <= HostBytesPerGpu && StageMemory(plan.Pp - 1, plan).Host <= HostBytesPerGpu;
+    }
 
     /// <summary>The largest after-flush time over stages.</summary>
     public double WorstTail
@@ -149,7 +155,9 @@ public sealed class PipelineCosts
     /// <summary>
     /// One micro-batch's forward plus backward seconds on a stage (one chunk, no ZeRO-3), split into a per-block part
     /// and the stage's fixed part (embedding on the first stage, head and loss on the last) — the linear terms the
-    /// stage-partition MILP works with. Agrees with <see cref="Compute(ModelSpec, ClusterSpec, ParallelPlan, PricingOptions)"/>.
+    /// stage-partition MILP works with, for a model of uniform blocks. What <see cref="Compute(ModelSpec, ClusterSpec,
+    /// ParallelPlan, PricingOptions)"/> adds beside them (the quantized weights' casts, unfused gradient accumulation)
+    /// is left out: a stage's time is at least this.
     /// </summary>
     public static (double PerLayer, double Fixed) StageSeconds(BlockCosts b, bool first, bool last) =>
         (b.Block.Total,
@@ -208,7 +216,7 @@ public sealed class PipelineCosts
     /// </summary>
     public static PipelineCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options, Func<int, Recompute, BlockCosts> blocks)
     {
-        var placement = new Placement(plan, cluster.NvlinkDomain);
+        var placement = Placement.For(plan, cluster);
         var layout = StageLayout.Of(model, plan);
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
@@ -296,10 +304,7 @@ public sealed class PipelineCosts
                 // Quantized weight copies are made at the first micro-batch of the step (read the bf16 weights, write
                 // the copies): spread over the micro-batches.
                 if (quantization is not null)
-                {
-                    var (dense, expert) = ChunkParams(s, c);
-                    computeF += block.Timer.Stream(quantization.CastBytes(dense + expert)) / m;
-                }
+                    computeF += block.Timer.Stream(quantization.CastBytes(memory.QuantizedParams(mix))) / m;
                 double gather = Zero3Fwd(s, c);
                 // Backward gathers again (prefetching software twice with full recompute: for the recompute and for the
                 // backward) and reduce-scatters the chunk's gradients; without prefetch all of it waits.
@@ -436,7 +441,7 @@ public sealed class PipelineCosts
             double tied = tiedHere
                 ? CollectiveModel.Seconds(Collective.AllReduce, tiedBytes, 2, placement.CrossesDomains(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
-            double owned = plan.Zero >= 1 ? stageDense / (plan.Dp * plan.Cp) + stageExpert / plan.ExpertDp : stageDense + stageExpert;
+            double owned = plan.Sharded(stageDense, stageExpert, 1);
             parts[s].OwnedParams = owned;
             parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(mixed));
             parts[s].DpTail = reduce + gather + tied;

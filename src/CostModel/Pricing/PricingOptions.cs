@@ -42,9 +42,9 @@ namespace Planner.CostModel.Pricing;
 /// <param name="FusedCrossEntropy">The loss is one fused kernel over the logits that writes their gradient in place
 /// (Megatron-Core's cross-entropy fusion): the logits in the training precision are all it keeps, one read and one
 /// write of them; false for a loss that makes fp32 softmax and gradient copies (Megatron-LM of 2021–22, the executor).</param>
-/// <param name="DeduplicatedDispatch">The expert-parallel dispatch sends each token once to every rank that holds one of its
-/// experts (Megatron-Core's flex dispatcher over DeepEP or HybridEP, as the published MoE runs use), rather than one copy
-/// per routed expert (the all-to-all dispatcher).</param>
+/// <param name="DeduplicatedDispatch">The expert-parallel dispatch of a dropless plan sends each token once to every rank
+/// that holds one of its experts (Megatron-Core's flex dispatcher over DeepEP or HybridEP, as the published MoE runs
+/// use), rather than one copy per routed expert (the all-to-all dispatcher, which token dropping needs).</param>
 /// <param name="MoeExpertOverheadSeconds">Seconds each pass of a MoE block spends per local expert beyond the kernels its
 /// op list prices (the software runs each expert's split, casts, bias and activation as kernels of their own). Megatron-Core's
 /// 132 µs is fitted to the MoE runs of validation/modern_runs.csv (docs/2026-12-07-modern-fit.md).</param>

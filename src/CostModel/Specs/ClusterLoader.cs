@@ -83,8 +83,8 @@ public static class ClusterLoader
         }
         int perNode = map.Int("gpus_per_node", 1024);
         int? domain = map.Has("nvlink_domain") ? map.Int("nvlink_domain", 1_000_000) : null;
-        if (domain is int d && (d < perNode || d % perNode != 0))
-            throw new InputException($"{source}: 'nvlink_domain' is {d}; expected a multiple of gpus_per_node ({perNode}): a domain holds whole nodes");
+        if (ClusterSpec.DomainProblem(domain, perNode) is { } domainProblem)
+            throw new InputException($"{source}: {domainProblem}");
         var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency, DefaultIntraNodeAllToAllEfficiency);
         var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency, DefaultInterNodeAllToAllEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);

@@ -74,6 +74,15 @@ public sealed record ClusterSpec(
     /// <summary>GPUs of one NVLink domain: consecutive ranks up to this many talk over <see cref="IntraNode"/>.</summary>
     public int NvlinkDomain => NvlinkDomainSize ?? GpusPerNode;
 
+    /// <summary>
+    /// What is wrong with an NVLink domain of <paramref name="domain"/> GPUs on nodes of <paramref name="perNode"/>
+    /// (a domain holds whole nodes), or null when it is sound or not given.
+    /// </summary>
+    public static string? DomainProblem(int? domain, int perNode) =>
+        domain is int d && (d < perNode || d % perNode != 0)
+            ? $"nvlink_domain is {d}; expected a multiple of gpus_per_node ({perNode}): a domain holds whole nodes"
+            : null;
+
     /// <summary>True when the cluster has groups of different GPUs.</summary>
     public bool IsHeterogeneous => Groups is { Count: > 1 };
 

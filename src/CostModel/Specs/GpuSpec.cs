@@ -26,8 +26,9 @@ namespace Planner.CostModel.Specs;
 /// (one kernel over many small, unevenly sized GEMMs, with the token permutation's padding).</param>
 /// <param name="QuantizedGemmEfficiency">Per low-precision format (<see cref="Precision.Fp8"/> for both per-tensor FP8
 /// recipes, <see cref="Precision.Mxfp8"/>, <see cref="Precision.Nvfp4"/>), the fraction of the GEMM curve's efficiency
-/// its GEMMs reach at that format's peak (scaled GEMMs fall further below their doubled peak than bf16 ones); a format
-/// not listed reaches the curve.</param>
+/// its GEMMs reach at that format's peak (scaled GEMMs fall further below their doubled peak than bf16 ones). The
+/// loader fills in a format a GPU file leaves out with the fitted defaults (ClusterLoader.DefaultGpu); a spec built in
+/// code without one reaches the curve.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,

@@ -97,7 +97,8 @@ public static class ModelLoader
             Mla: ParseMla(r),
             MtpLayers: r.OptionalInt("num_nextn_predict_layers") ?? 0,
             Window: ParseWindow(r, layers),
-            Dropout: (r.OptionalNumber("hidden_dropout") ?? 0) > 0 || (r.OptionalNumber("attention_dropout") ?? 0) > 0);
+            // NeMo's GPT-3 configs drop out at 0.1 unless told otherwise; the Llama family's configs train without.
+            Dropout: (r.OptionalNumber("hidden_dropout") ?? (gptStyle ? 0.1 : 0)) > 0 || (r.OptionalNumber("attention_dropout") ?? (gptStyle ? 0.1 : 0)) > 0);
     }
 
     /// <summary>The MoE keys, or null for a dense model (no expert count, or one expert).</summary>

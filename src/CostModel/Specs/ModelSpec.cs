@@ -178,8 +178,8 @@ public sealed record ModelSpec(
     /// <summary>The kinds of the model's blocks, each once, in order of first appearance.</summary>
     public IReadOnlyList<LayerKind> Kinds => LayerKinds.Of(this).Kinds;
 
-    /// <summary>The kind a multi-token-prediction block has: the last block's MLP with full attention.</summary>
-    public LayerKind MtpKind => new(IsMoeLayer(Layers - 1), 0);
+    /// <summary>The kind a multi-token-prediction block has: the last block's.</summary>
+    public LayerKind MtpKind => KindOf(Layers - 1);
 
     /// <summary>All weights of one transformer block of a kind.</summary>
     public long LayerParamsOf(LayerKind kind) => AttentionParams + 2 * NormParams + (kind.Moe

@@ -21,7 +21,7 @@ public static class ValidateCommand
         var runs = new Option<string?>("--runs") { Description = $"CSV of measured runs (default: {DefaultRuns} of this repository)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var executed = new Option<string?>("--executed") { Description = "Compare with this machine's executed runs instead (a history CSV; default ~/.cache/planner/history.csv)", Arity = ArgumentArity.ZeroOrOne };
-        var fit = new Option<bool>("--fit") { Description = "Fit the physical parameters the rows exercise (GEMM efficiency per GPU and per low-precision format, grouped-GEMM and all-to-all efficiency) and print them with the errors they give" };
+        var fit = new Option<bool>("--fit") { Description = "Fit the physical parameters the rows exercise (each GPU's GEMM efficiency per low-precision format, the experts' grouped-GEMM efficiency and per-expert overhead) and print them with the errors they give" };
         var cmd = new Command("validate", "Compare predicted step times with published measurements (or with executed runs)") { runs, json, executed, fit };
         cmd.SetAction(r =>
         {

@@ -182,7 +182,15 @@ internal static class MegatronModel
             a.Flag("--moe-layer-freq", $"\"{LayerPattern.Expression(moe.Pattern)}\"");
             a.Note($"--moe-layer-freq: a Python list expression with 1 for each of the {moe.MoeLayers} MoE blocks and 0 for each of the {m.Layers - moe.MoeLayers} dense blocks (dense ffn {m.Ffn})");
         }
-        a.Flag("--moe-token-dispatcher-type", "alltoall");
+        // As priced: dropless plans dispatch through the flex dispatcher (one copy per rank hit, DeepEP); token dropping
+        // needs the all-to-all dispatcher, priced with one copy per routed expert.
+        if (p.MoeCapacity is null)
+        {
+            a.Flag("--moe-token-dispatcher-type", "flex");
+            a.Flag("--moe-flex-dispatcher-backend", "deepep");
+        }
+        else
+            a.Flag("--moe-token-dispatcher-type", "alltoall");
         a.Flag("--moe-router-load-balancing-type", "aux_loss");
         a.Flag("--moe-aux-loss-coeff", "1e-2");
         if (p.Precision.IsMixed() && p.Precision != Precision.Fp16)
@@ -192,7 +200,9 @@ internal static class MegatronModel
         if (p.Precision == Precision.Fp16 && p.Ep > 1)
             a.Note($"warning: Megatron refuses expert parallelism with fp16 training ('Expert parallelism is not supported with fp16 training'); export the plan with bf16");
         a.Note($"MoE: {moe.Experts} experts of ffn {moe.ExpertFfn}, top-{moe.TopK}{(moe.SharedFfn > 0 ? $", shared experts of ffn {moe.SharedFfn}" : "")}; " +
-               "the alltoall dispatcher exchanges tokens within the expert-parallel group (--moe-token-dispatcher-type flex with DeepEP is the faster alternative across nodes, under version-specific flags); " +
+               (p.MoeCapacity is null
+                   ? "the flex dispatcher with DeepEP sends each token once to each expert-parallel rank that holds one of its experts, as priced (hybridep suits NVL72 racks; Megatron versions before the flex backends take --moe-enable-deepep); "
+                   : "token dropping needs the alltoall dispatcher, which sends one copy per routed expert, as priced; ") +
                "aux_loss with coefficient 1e-2 (Megatron's default coefficient is 0, no balancing); the model's own router recipe (score function, group-limited routing, expert bias) is not in the planner's model and is added by hand");
         if (p.MoeCapacity is double capacity)
         {

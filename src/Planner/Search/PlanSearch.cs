@@ -138,7 +138,11 @@ public static class PlanSearch
                     p = Pricer.Price(req.Model, req.Cluster, item.Plan, options);
             }
             priced++;
-            double score = Score(req, p!.Plan, p.StepTimeSeconds);
+            // The memory filter is exact for the end stages and, for models of several block kinds, every stage; the
+            // price has the last word (the hosts of every stage included).
+            if (!p!.Fits)
+                continue;
+            double score = Score(req, p.Plan, p.StepTimeSeconds);
             bestOfKey[key] = bestOfKey.TryGetValue(key, out double before) ? Math.Min(before, score) : score;
             Insert(req, best, p);
         }
@@ -150,8 +154,8 @@ public static class PlanSearch
 
     /// <summary>
     /// Runs the stage-partition MILP on the most promising splittable shapes (even plans that fit, and near misses
-    /// whose even split does not) that could beat the best plan, and inserts the uneven plans that enter the top K.
-    /// Returns the plans priced.
+    /// whose even split does not) where a split could enter the top K, and inserts the uneven plans that do. Returns
+    /// the plans priced.
     /// </summary>
     private static int Refine(SearchRequest req, PricingOptions options, List<Candidate> fitting, List<Candidate> nearMisses,
         List<(double Score, Prediction P)> best)
@@ -159,27 +163,23 @@ public static class PlanSearch
         if (!CbcSolver.IsAvailable)
             return 0;
         var worker = new Worker(req, options);
-        // The most promising by loose bound, then by tight bound: a MILP costs more than a pipeline's costs.
+        // One configuration per key, the most promising by the even split's bound; then ordered by the bound of any
+        // split of theirs (BalancedBound), which is what can say that the MILP cannot help.
         var pool = fitting.Where(c => Splittable(c.Plan, req.Model)).Concat(nearMisses)
             .OrderBy(c => c.Bound)
             .DistinctBy(c => KeyOf(req, c.Plan with { Recompute = Recompute.None }))
             .Take(4 * MilpRefinements)
-            .Select(c => c.Loose ? worker.Tighten(c) : c)
+            .Select(c => c with { Bound = Score(req, c.Plan, worker.BalancedBound(c.Plan)) })
             .OrderBy(c => c.Bound)
             .Take(MilpRefinements)
             .ToList();
         var partitioner = new StagePartitioner(new CbcSolver());
         int priced = 0;
-        // A MILP costs about as much as pricing a hundred plans: it runs for shapes whose bound could beat the best plan
-        // found (the leader when the list is full), and not where even the work spread evenly over the stages without
-        // recompute could not.
-        double Threshold() => best.Count >= req.Top ? best[0].Score * (1 + TieTolerance) : double.MaxValue;
         foreach (var c in pool)
         {
-            if (c.Bound > Threshold())
+            // No split of this or a later configuration can enter the list.
+            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
                 break;
-            if (Score(req, c.Plan, worker.BalancedBound(c.Plan)) > Threshold())
-                continue;
             var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
                 continue;
@@ -257,6 +257,13 @@ public static class PlanSearch
             }
         return result;
     }
+
+    /// <summary>
+    /// A lower bound of the step time of every split of a plan's blocks over its stages that fits, with any of the
+    /// request's recompute policies per stage (what the search asks before running the stage-partition MILP).
+    /// </summary>
+    public static double SplitBound(SearchRequest req, ParallelPlan plan) =>
+        new Worker(req, req.Options ?? PricingOptions.Default).BalancedBound(plan);
 
     /// <summary>True when at least one candidate fits (stops at the first; for explanations).</summary>
     public static bool AnyFits(SearchRequest req)
@@ -368,7 +375,7 @@ public static class PlanSearch
                         var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 }, options);
                         double peak = Math.Max(first.Total, last.Total);
                         var lean = Leanest(plan, first, last, firstAll, lastAll);
-                        bool nearMiss = peak > capacity && _splittable && Splittable(plan, m) && last.Total <= capacity;
+                        bool nearMiss = peak > capacity && Splittable(plan, m) && last.Total <= capacity;
                         if (peak > capacity && lean is null && !nearMiss)
                         {
                             Enumerated += Offloads.Length - 1;
@@ -385,7 +392,7 @@ public static class PlanSearch
                             NoteSmallest(plan, peak);
                             // An uneven split may fit where the even one does not: the last stage holds the fewest
                             // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
-                            if (_splittable && Splittable(plan, m) && last.Total <= capacity)
+                            if (Splittable(plan, m) && last.Total <= capacity)
                                 NearMisses.Add(new Candidate(plan, Score(req, plan, pipeline)));
                         }
                         else
@@ -704,9 +711,6 @@ public static class PlanSearch
                 _blocks[key] = block = BlockCosts.Compute(req.Model, req.Cluster, plan with { Recompute = recompute }, options);
             return block;
         }
-
-        /// <summary>The MILP refines only models of uniform blocks.</summary>
-        private readonly bool _splittable = req.Model.Kinds.Count == 1 && req.Model.MtpLayers == 0;
 
         /// <summary>
         /// Expert layouts of a shape: every expert-parallel degree dividing the experts, with expert tensor parallelism 1

@@ -103,8 +103,8 @@ public static class Validator
     {
         if (gpus < 1 || perNode < 1)
             throw new InputException($"row {id}: gpus and gpus_per_node must be at least 1");
-        if (domain is int d && (d < perNode || d % perNode != 0))
-            throw new InputException($"row {id}: nvlink_domain {d} is not a multiple of gpus_per_node {perNode}");
+        if (ClusterSpec.DomainProblem(domain, perNode) is { } domainProblem)
+            throw new InputException($"row {id}: {domainProblem}");
         return new(name,
             ClusterLoader.LoadGpu(gpu, $"row {id}: gpu"),
             Nodes: (gpus + perNode - 1) / perNode,
@@ -140,8 +140,14 @@ public static class Validator
         if (r.MoeBalance is not ("" or "forced"))
             throw new InputException($"row {r.Id}: moe_balance '{r.MoeBalance}' is not priced (expected forced, or empty for a dense model)");
         var cluster = Cluster($"{r.System} x{r.Gpus}", r.Id, r.Gpu, r.Gpus, r.GpusPerNode, r.NvlinkDomain, r.IntraGbs, r.InterGbs);
+        if (r.Ep < 1)
+            throw new InputException($"row {r.Id}: ep {r.Ep} must be at least 1 (1 for a dense model)");
+        if (r.Etp is < 1)
+            throw new InputException($"row {r.Id}: etp {r.Etp} must be at least 1, or empty");
+        if (r.Fsdp is not (0 or 1))
+            throw new InputException($"row {r.Id}: fsdp {r.Fsdp} must be 0 (distributed optimizer) or 1 (Megatron-FSDP)");
         var plan = new ParallelPlan(r.Tp, r.Pp, r.Dp, r.Cp, r.Fsdp == 1 ? 3 : 1, r.Mbs, r.Gbs, r.Seq, r.Vpp,
-            Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: Math.Max(1, r.Ep), Etp: r.Etp ?? 1);
+            Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: r.Ep, Etp: r.Etp ?? 1);
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException($"row {r.Id}: {problem}");
         return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, ModernSoftware, r.StepTimeS, r.PeakMemoryGib,
