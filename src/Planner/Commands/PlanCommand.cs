@@ -27,7 +27,7 @@ public static class PlanCommand
         var seq = new Option<string?>("--seq") { Description = "Sequence length, or a comma-separated set to choose from (default: the model's, at most 8192)" };
         var precision = new Option<string>("--precision") { Description = "Precision, or a comma-separated set to choose from (bf16, fp16, fp32, tf32, fp8, fp8-cs, mxfp8, nvfp4)", DefaultValueFactory = _ => "bf16" };
         var allowIdle = new Option<bool>("--allow-idle") { Description = "Let plans leave whole nodes idle when that factorises better" };
-        var tpMax = new Option<int?>("--tp-max") { Description = "Largest TP degree (default: GPUs per node, keeping TP inside NVLink)" };
+        var tpMax = new Option<int?>("--tp-max") { Description = "Largest TP degree (default: the GPUs of an NVLink domain, a node unless the cluster sets nvlink_domain)" };
         var objective = new Option<string>("--objective") { Description = "Rank by throughput (tokens/s) or cost (needs price_per_gpu_hour)", DefaultValueFactory = _ => "throughput" }.AcceptOnlyFromAmong("throughput", "cost");
         var tokens = new Option<double?>("--tokens") { Description = "Token budget: report the time (and cost) to train it" };
         var top = new Option<int>("--top") { Description = "How many plans to show", DefaultValueFactory = _ => 10 };

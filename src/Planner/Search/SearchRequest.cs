@@ -22,7 +22,7 @@ public enum Objective
 /// <param name="Seqs">Sequence lengths to consider.</param>
 /// <param name="Precisions">Precisions to consider.</param>
 /// <param name="AllowIdle">Let a plan leave GPUs unused (any count down to half the cluster).</param>
-/// <param name="TpMax">Largest TP degree (default: a node's GPUs, so TP stays inside the NVLink domain).</param>
+/// <param name="TpMax">Largest TP degree (default: an NVLink domain's GPUs, so TP stays inside one).</param>
 /// <param name="Objective">Ranking.</param>
 /// <param name="Top">Plans to return.</param>
 /// <param name="Options">Software behaviours assumed by the pricing.</param>

@@ -117,8 +117,8 @@ public static class WhatIfRunner
         var precision = s.Plan.Precision ?? PlanConstraint.DefaultPrecision(c);
         if (c.GroupList.FirstOrDefault(g => !g.Gpu.Supports(precision)) is { } lacking)
             return new WhatIfRow(point, s, null, null, $"GPU '{lacking.Gpu.Name}' has no {precision.Name()} rate");
-        // TP stays inside a node unless the point pins a larger degree.
-        int? tpMax = s.Plan.Tp is int tp && tp > c.GpusPerNode ? tp : null;
+        // TP stays inside an NVLink domain unless the point pins a larger degree.
+        int? tpMax = s.Plan.Tp is int tp && tp > c.NvlinkDomain ? tp : null;
         var req = new SearchRequest(s.Model, c, s.Gbs, GbsIsMaximum: false, [s.SeqOrDefault], [precision], TpMax: tpMax, Top: 1);
         if (!s.Plan.FiltersPlans)
         {
