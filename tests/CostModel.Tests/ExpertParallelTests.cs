@@ -91,8 +91,8 @@ public class ExpertParallelTests
         var plan = Plan(ep: 8, dp: 8);
         var inDomain = Pricer.Price(Qwen, Gb200(2, 72), plan);
         var acrossTrays = Pricer.Price(Qwen, Gb200(2, null), plan);
-        Assert.False(new Placement(plan, 72).CrossesDomains(Axis.Ep));
-        Assert.True(new Placement(plan, 4).CrossesDomains(Axis.Ep));
+        Assert.False(Placement.For(plan, Gb200(2, 72)).CrossesDomains(Axis.Ep));
+        Assert.True(Placement.For(plan, Gb200(2, null)).CrossesDomains(Axis.Ep));
         Assert.True(inDomain.Breakdown.EpComm > 0);
         Assert.True(acrossTrays.Breakdown.EpComm > 3 * inDomain.Breakdown.EpComm,
             $"ep_comm {acrossTrays.Breakdown.EpComm} across trays against {inDomain.Breakdown.EpComm} in one domain");
@@ -101,7 +101,7 @@ public class ExpertParallelTests
         var c = Gb200(2, 72);
         var ops = new TransformerOps(Qwen, plan, true);
         double copies = BlockCosts.DispatchedCopies(Qwen.Experts, Qwen.ExpertsPerToken, 8, deduplicated: true);
-        double perA2a = CollectiveModel.Seconds(Collective.AllToAll, ops.RoutedTokens * copies * Qwen.Hidden * 2, new Placement(plan, 72), Axis.Ep, c);
+        double perA2a = CollectiveModel.Seconds(Collective.AllToAll, ops.RoutedTokens * copies * Qwen.Hidden * 2, Placement.For(plan, c), Axis.Ep, c);
         Assert.Equal(4 * perA2a * Qwen.Moe!.MoeLayers * plan.MicroBatches, inDomain.Breakdown.EpComm, 9);
         Assert.Equal(0, Pricer.Price(Qwen, c, Plan(ep: 1)).Breakdown.EpComm);
     }
@@ -264,5 +264,64 @@ public class ExpertParallelTests
             cluster with { Host = hostSpec with { MemoryGib = bytes * cluster.GpusPerNode / HostSpec.UsableFraction / Units.GiB } };
         Assert.False(Pricer.Price(m, WithHostBytesPerGpu((ends + most) / 2), plan).Fits);
         Assert.True(Pricer.Price(m, WithHostBytesPerGpu(most * 1.001), plan).Fits);
+    }
+
+    [Fact]
+    public void The_busiest_ranks_load_follows_the_imbalance_and_the_capacity()
+    {
+        // Qwen3-30B-A3B's 128 experts over ep 8: 16 per rank, the busiest expert at twice the mean.
+        var skew = Plan(ep: 8) with { MoeImbalance = 2 };
+        Assert.Equal(1, Plan(ep: 8).ExpertLoad(128));
+        Assert.Equal((2 + 15) / 16.0, skew.ExpertLoad(128), 12);
+        Assert.Equal((1.25 + 15) / 16.0, (skew with { MoeCapacity = 1.25 }).ExpertLoad(128), 12);
+        // A capacity below the mean drops tokens of every expert.
+        Assert.Equal(0.8, (skew with { MoeCapacity = 0.8 }).ExpertLoad(128), 12);
+        // One expert per rank: the busiest expert's load; no EP: the mean, capped likewise.
+        Assert.Equal(2, (skew with { Dp = 128, Ep = 128 }).ExpertLoad(128), 12);
+        Assert.Equal(1, (skew with { Ep = 1 }).ExpertLoad(128));
+        Assert.Equal(0.8, (skew with { Ep = 1, MoeCapacity = 0.8 }).ExpertLoad(128), 12);
+    }
+
+    [Fact]
+    public void Zero_shards_dense_weights_over_data_and_context_and_experts_over_expert_data_ranks()
+    {
+        // tp 2, cp 2, dp 4: 16 ranks a stage, dense state over dp·cp = 8; ep 4 leaves expert-DP 4.
+        var p = Plan(tp: 2, dp: 4, cp: 2, ep: 4, zero: 1);
+        Assert.Equal(4, p.ExpertDp);
+        Assert.Equal(100.0 / 8 + 40.0 / 4, p.Sharded(100, 40, 1), 12);
+        Assert.Equal(140, p.Sharded(100, 40, 2), 12); // ZeRO-1 leaves gradients and weights whole
+        Assert.Equal(100.0 / 8 + 40.0 / 4, (p with { Zero = 3 }).Sharded(100, 40, 3), 12);
+    }
+
+    [Fact]
+    public void A_capacity_factor_sends_one_copy_per_routed_expert()
+    {
+        // Trays as their own domains: the exchange crosses the network. A capacity no expert reaches keeps the load, but
+        // the all-to-all dispatcher it needs sends a copy per routed expert, not one per rank hit.
+        var c = Gb200(2, null);
+        var dropless = Plan(ep: 8);
+        var capped = dropless with { MoeCapacity = 8 };
+        Assert.Equal(dropless.ExpertLoad(128), capped.ExpertLoad(128));
+        double a = Pricer.Price(Qwen, c, dropless).Breakdown.EpComm, b = Pricer.Price(Qwen, c, capped).Breakdown.EpComm;
+        double ratio = BlockCosts.DispatchedCopies(128, 8, 8, deduplicated: false) / BlockCosts.DispatchedCopies(128, 8, 8, deduplicated: true);
+        Assert.True(ratio > 1.1, $"copies ratio {ratio}");
+        Assert.InRange(b / a, 0.95 * ratio, 1.0001 * ratio);
+    }
+
+    [Fact]
+    public void A_rack_boundary_inside_a_group_leaves_its_far_members_on_the_network()
+    {
+        // 40 trays on NVL72 racks: three racks of 14, 13 and 13 trays (56, 52, 52 GPUs). EP 32 groups of consecutive ranks:
+        // ranks 32-63 straddle the first boundary (24 in the first rack, 8 in the second), ranks 96-127 the second
+        // (12 and 20). The worst rank shares its rack with 8 of its group.
+        var plan = new ParallelPlan(1, 1, 160, 1, 1, 1, 160, 4096, 1, Recompute.None, false, Precision.Bf16, Ep: 32);
+        var p = new Placement(plan, 72, 4);
+        Assert.Equal(8, p.MembersPerDomain(Axis.Ep));
+        Assert.True(p.CrossesDomains(Axis.Ep));
+        // Expert TP 2 and EP 16: EP groups two ranks apart in blocks of 32; the first boundary (rank 56) leaves 12 members
+        // of a group before it and 4 after, the second (rank 108) 6 and 10.
+        var strided = new Placement(plan with { Tp = 2, Dp = 80, Ep = 16, Etp = 2, SequenceParallel = true }, 72, 4);
+        Assert.Equal(2, strided.Stride(Axis.Ep));
+        Assert.Equal(4, strided.MembersPerDomain(Axis.Ep));
     }
 }

@@ -172,6 +172,12 @@ public sealed class BadInputTests
                 return (Predict("--model", "mixtral-8x7b", "--moe-imbalance", "0.5"), ["--moe-imbalance"]);
             case "mxfp8-on-h100":
                 return (Predict("--precision", "mxfp8"), ["--precision", "mxfp8"]);
+            case "nvlink-domain-with-groups":
+            {
+                string yaml = ClusterYaml(extra: "nvlink_domain: 16\n").Replace("gpu: h100-sxm\nnodes: 16\n", "groups:\n  - {gpu: a100-80g, nodes: 2}\n  - {gpu: h100-sxm, nodes: 2}\n");
+                string path = Write("cluster.yaml", yaml);
+                return (Predict("--cluster", path), [path, "nvlink_domain", "groups"]);
+            }
             case "nvlink-domain-not-whole-nodes":
             {
                 string path = Write("cluster.yaml", ClusterYaml(extra: "nvlink_domain: 12\n"));
@@ -263,6 +269,7 @@ public sealed class BadInputTests
     [InlineData("moe-imbalance-below-one")]
     [InlineData("mxfp8-on-h100")]
     [InlineData("nvlink-domain-not-whole-nodes")]
+    [InlineData("nvlink-domain-with-groups")]
     [InlineData("moe-layer-freq-wrong-length")]
     [InlineData("plan-mxfp8-on-h100")]
     [InlineData("missing-required-tp")]

@@ -734,6 +734,19 @@ public sealed class ExportTests : IDisposable
     }
 
     [Fact]
+    public void Megatron_ADroplessPlanWhoseTokensStayOnTheRankTakesTheAllToAllDispatcher()
+    {
+        // tp 1, ep 1: no token leaves its rank; Megatron's flex dispatcher refuses tp·ep = 1, and the pricing sends no copy.
+        var local = Qwen3 with { Tp = 1, Dp = 16, Ep = 1, Etp = 1, SequenceParallel = false };
+        var (_, args) = ParseMegatron(Export(WritePlan(local, "qwen3-30b-a3b"), "megatron"));
+        Assert.Equal("alltoall", Value(args, "--moe-token-dispatcher-type"));
+        Assert.False(Has(args, "--moe-flex-dispatcher-backend"));
+        Assert.False(local.DeduplicatesDispatch(true));
+        Assert.True(Qwen3.DeduplicatesDispatch(true));
+        Assert.False((Qwen3 with { MoeCapacity = 1.25 }).DeduplicatesDispatch(true));
+    }
+
+    [Fact]
     public void Megatron_MixtralWithACapacityDropsTokensWithoutPadding()
     {
         var (comments, args) = ParseMegatron(Export(WritePlan(Mixtral, "mixtral-8x7b"), "megatron"));

@@ -65,7 +65,59 @@ public sealed class ModernValidateTests
         {
             Assert.Equal(c.Plan.Tp > 1, c.Plan.SequenceParallel);
             Assert.True(c.Plan.Zero is 1 or 3, $"{c.Id}: ZeRO {c.Plan.Zero}");
-            Assert.True(c.Cluster.NvlinkDomain >= c.Cluster.GpusPerNode, c.Id);
+        }
+    }
+
+    [Fact]
+    public void Predict_with_a_rows_flags_gives_what_validate_gives()
+    {
+        // The issue's contract: a row priced through predict (--zero, --sequence-parallel, --ep, --etp, --precision and a
+        // cluster file with nvlink_domain and the row's links) costs what validate says.
+        var runs = Full.Value.GetProperty("runs").EnumerateArray().ToDictionary(r => r.GetProperty("id").GetString()!);
+        string dir = Directory.CreateTempSubdirectory("planner-modern-predict-").FullName;
+        try
+        {
+            var lines = File.ReadAllLines(RunsCsv());
+            var header = Csv(lines[0]);
+            string modelsDir = Path.Combine(Path.GetDirectoryName(RunsCsv())!, "models");
+            int compared = 0;
+            foreach (var line in lines.Skip(1).Where(l => l.Trim().Length > 0))
+            {
+                var f = Csv(line);
+                string V(string column) => f[header.IndexOf(column)];
+                int gpus = int.Parse(V("gpus")), perNode = int.Parse(V("gpus_per_node"));
+                string cluster = Path.Combine(dir, $"{V("id")}.yaml");
+                File.WriteAllText(cluster,
+                    $"name: {V("id")}\ngpu: {V("gpu")}\nnodes: {(gpus + perNode - 1) / perNode}\ngpus_per_node: {perNode}\n" +
+                    (V("nvlink_domain") is { Length: > 0 } domain ? $"nvlink_domain: {domain}\n" : "") +
+                    $"intra_node: {{bandwidth_gbs: {V("intra_gbs")}, latency_us: {Validator.IntraLatencyUs}}}\n" +
+                    $"inter_node: {{bandwidth_gbs: {V("inter_gbs")}, latency_us: {Validator.InterLatencyUs}}}\n");
+                var args = new List<string>
+                {
+                    "predict", "--json", "--model", Path.Combine(modelsDir, V("model")), "--cluster", cluster,
+                    "--tp", V("tp"), "--pp", V("pp"), "--dp", V("dp"), "--cp", V("cp"), "--ep", V("ep"), "--vpp", V("vpp"),
+                    "--zero", V("fsdp") == "1" ? "3" : "1", "--mbs", V("mbs"), "--gbs", V("gbs"), "--seq", V("seq"),
+                    "--recompute", V("recompute"), "--precision", V("precision"),
+                };
+                if (V("etp") is { Length: > 0 } etp)
+                    args.AddRange(["--etp", etp]);
+                if (int.Parse(V("tp")) > 1)
+                    args.Add("--sequence-parallel");
+                var stdout = new StringWriter();
+                var stderr = new StringWriter();
+                int code = CliEntry.Run([.. args], stdout, stderr);
+                Assert.True(code == 0, $"{V("id")}: predict exit {code}: {stderr}");
+                using var doc = JsonDocument.Parse(stdout.ToString());
+                double predicted = doc.RootElement.GetProperty("step_time_s").GetDouble();
+                double validated = runs[V("id")].GetProperty("predicted_step_time_s").GetDouble();
+                Assert.True(Math.Abs(predicted - validated) <= 1e-9 * validated, $"{V("id")}: predict {predicted} s, validate {validated} s");
+                compared++;
+            }
+            Assert.Equal(runs.Count, compared);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
         }
     }
 
@@ -113,6 +165,7 @@ public sealed class ModernValidateTests
     [Theory]
     [InlineData("ep", "0", "ep 0")]
     [InlineData("fsdp", "2", "fsdp 2")]
+    [InlineData("etp", "0", "etp 0")]
     [InlineData("nvlink_domain", "6", "nvlink_domain is 6")]
     [InlineData("model", "no-such-model.json", "no-such-model.json")]
     [InlineData("moe_balance", "aux_loss", "moe_balance 'aux_loss'")]
@@ -141,6 +194,7 @@ public sealed class ModernValidateTests
             string error = stderr.ToString().Trim();
             Assert.DoesNotContain('\n', error);
             Assert.Contains($"row {id}", error);
+            Assert.Contains(Path.Combine(dir, "runs.csv") + ": row", error);
             Assert.Contains(named, error);
         }
         finally

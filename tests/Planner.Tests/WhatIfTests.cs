@@ -321,6 +321,20 @@ public sealed class WhatIfTests : IDisposable
     }
 
     [Fact]
+    public void NodesThatDoNotTileTheNvlinkDomainAreExitTwo()
+    {
+        // A GB200 NVL72 rack is a domain of 72 GPUs: nodes of 16 cannot make it up.
+        string csv = File("domain.csv");
+        var (code, stdout, stderr) = Run("whatif", "--model", "qwen3-30b-a3b", "--cluster", "gb200-nvl72", "--gbs", "64",
+            "--sweep", "gpus_per_node=4,16", "--csv", csv);
+        Assert.Equal(2, code);
+        AssertOneLineNaming(stderr, "--sweep");
+        Assert.Contains("nvlink_domain", stderr);
+        Assert.Equal("", stdout);
+        Assert.False(System.IO.File.Exists(csv), "a CSV was written for a bad sweep");
+    }
+
+    [Fact]
     public void TheSameKeySweptTwiceIsExitTwo()
     {
         var (code, _, stderr) = Run("whatif", "--model", "gpt2", "--cluster", Node, "--gbs", "64",

@@ -32,8 +32,8 @@ public enum Axis
 /// expert-DP. From it follows which network tier each group's collectives cross and how many GPUs of a group share an
 /// NVLink domain. Consecutive ranks fill a domain. Where a domain holds several nodes (NVL72 racks of 4-GPU trays),
 /// the job's nodes are spread evenly over the fewest domains that hold them (a scheduler's block placement: 64 trays
-/// on four 18-tray racks take 16 of each), and a group no wider than a domain's share stays inside one when the
-/// domains have room for every such group; otherwise the worst group straddles two domains.
+/// on four 18-tray racks take 16 of each); a group no wider than a domain's share stays inside one unless a domain's
+/// boundary cuts it, and then its rank with the fewest peers on its side sets the group's members per domain.
 /// </summary>
 /// <param name="Plan">The plan.</param>
 /// <param name="GpusPerDomain">GPUs of one NVLink domain.</param>
@@ -83,11 +83,24 @@ public sealed record Placement(ParallelPlan Plan, int GpusPerDomain, int GpusPer
             long span = (long)stride * size;
             if (span <= share)
             {
-                // A group's block of ranks placed inside a domain, as many blocks as each domain's share holds.
-                long room = larger * ((least + 1L) * GpusPerNode / span) + (domains - larger) * (share / span);
-                if (room * span >= Plan.Gpus)
-                    return size;
-                return Math.Max(1, size / 2); // the worst group straddles two domains
+                // Groups fill blocks of `span` consecutive ranks (stride interleaved groups each). The domains' shares, the
+                // larger ones first, end at boundaries; a boundary inside a block splits its groups, and the rank on the
+                // smaller side of the worst split sets the members that share its domain.
+                int worst = size;
+                long boundary = 0;
+                for (int d = 0; d < domains - 1; d++)
+                {
+                    boundary += (d < larger ? least + 1L : least) * GpusPerNode;
+                    long offset = boundary % span;
+                    if (offset == 0)
+                        continue;
+                    // Members of a split group before the boundary: offset / stride, rounded down or up by the group's place.
+                    long below = offset / stride;
+                    foreach (long first in offset % stride == 0 ? [below] : new[] { below, below + 1 })
+                        if (first > 0 && first < size)
+                            worst = (int)Math.Min(worst, Math.Min(first, size - first));
+                }
+                return worst;
             }
         }
         if (stride >= share)

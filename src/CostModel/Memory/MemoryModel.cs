@@ -184,7 +184,7 @@ public sealed class MemoryModel
         // parameters (Megatron's fp8_param_gather, on in the published FP8 recipes) replace the bf16 weights of those
         // layers; NVFP4 keeps them. Under ZeRO-3 the gathered copies are transient (counted with the gathered layers).
         if (_ops.Quantization is { } quant && _p.Zero < 3)
-            weights += QuantizedParams(mix) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
+            weights += QuantizedParams(mix, last) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
         double grads = Shard(2) * gradBytes;
         double owned = Shard(1);
         // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
@@ -230,15 +230,16 @@ public sealed class MemoryModel
 
         // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
         double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
-                         + (_bucketCopies && _p.Dp > 1 ? BucketCopies(paramsHere * gradBytes, chunks) : 0);
+                         + (_bucketCopies && (_p.Dp * _p.Cp > 1 || (_m.IsMoe && _p.ExpertDp > 1)) ? BucketCopies(paramsHere * gradBytes, chunks) : 0);
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = _fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
     }
 
     /// <summary>A rank's weights that a low-precision format quantizes: the blocks' (their linear layers; the norms and
-    /// the router, a small share, counted with them), not the embedding's or the head's.</summary>
-    public double QuantizedParams(BlockMix mix)
+    /// the router, a small share, counted with them) and, with <paramref name="withMtp"/> (the chunk holding the head),
+    /// those of the multi-token-prediction modules' blocks; not the embedding's or the head's.</summary>
+    public double QuantizedParams(BlockMix mix, bool withMtp)
     {
         double sum = 0;
         for (int k = 0; k < mix.Counts.Count; k++)
@@ -247,6 +248,11 @@ public sealed class MemoryModel
                 continue;
             var (d, x) = BlockParams(k);
             sum += mix.Counts[k] * (d + x);
+        }
+        if (withMtp && _m.MtpLayers > 0)
+        {
+            var (d, x) = BlockParams(_ops.KindIndex(_m.MtpKind));
+            sum += _m.MtpLayers * (d + x);
         }
         return sum;
     }

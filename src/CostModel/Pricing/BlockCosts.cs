@@ -175,8 +175,7 @@ public sealed class BlockCosts
     {
         double e = plan.Precision.ActivationBytes();
         double tokenBytes = model.Hidden * e;
-        // The deduplicating (flex) dispatchers are dropless: with a capacity factor tokens go one copy per expert.
-        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, options.DeduplicatedDispatch && plan.MoeCapacity is null);
+        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, plan.DeduplicatesDispatch(options.DeduplicatedDispatch));
         double exchanged = ops.RoutedTokens * copies * plan.ExpertLoad(model.Experts) * tokenBytes;
         double a2a = 2 * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
         double etp = plan.Etp > 1

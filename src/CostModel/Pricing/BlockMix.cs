@@ -14,6 +14,9 @@ public sealed record BlockMix(IReadOnlyList<int> Counts)
         return new BlockMix(counts);
     }
 
+    /// <summary>True when both mixes hold as many blocks of every kind.</summary>
+    public bool SameBlocks(BlockMix other) => Counts.SequenceEqual(other.Counts);
+
     /// <summary>The blocks of two mixes together.</summary>
     public BlockMix Plus(BlockMix other) => new(Counts.Zip(other.Counts, (a, b) => a + b).ToArray());
 

@@ -89,15 +89,18 @@ public sealed class PipelineCosts
     }
 
     /// <summary>True when the plan's offloaded state fits its nodes' host memory (the first and last stages hold the
-    /// most of a model of uniform blocks; every stage is checked when the blocks differ in kind).</summary>
+    /// most of an even split of uniform blocks; every stage is checked otherwise).</summary>
     public bool HostFits(ParallelPlan plan)
     {
         if (plan.OptimizerOffload <= 0)
             return true;
-        if (Memories[0].KindCount > 1)
+        if (AnyStageMayPeak(plan))
             return Enumerable.Range(0, plan.Pp).All(s => StageMemory(s, plan).Host <= HostBytesPerGpu);
         return StageMemory(0, plan).Host <= HostBytesPerGpu && StageMemory(plan.Pp - 1, plan).Host <= HostBytesPerGpu;
     }
+
+    /// <summary>True when a middle stage may hold more than the end stages: blocks of several kinds, or an uneven split.</summary>
+    private bool AnyStageMayPeak(ParallelPlan plan) => Memories[0].KindCount > 1 || plan.Stages is not null;
 
     /// <summary>The largest after-flush time over stages.</summary>
     public double WorstTail
@@ -140,13 +143,13 @@ public sealed class PipelineCosts
     /// The largest per-rank peak, bytes. For a model of uniform blocks only the first and last stages can hold it:
     /// layers per stage and in-flight micro-batches never increase along the pipeline and the first stage adds the
     /// embedding, so stage 0 bounds every middle stage; the last stage adds the head, the logits and a tied embedding's
-    /// copy. Blocks of several kinds (dense first blocks before MoE ones) can make a middle stage the largest: every
-    /// stage is then computed.
+    /// copy. Blocks of several kinds (dense first blocks before MoE ones) or an uneven split can make a middle stage the
+    /// largest: every stage is then computed.
     /// </summary>
     public double PeakMemoryBytes(ParallelPlan plan)
     {
         double peak = Math.Max(StageMemory(0, plan).Total, plan.Pp > 1 ? StageMemory(plan.Pp - 1, plan).Total : 0);
-        if (Memories[0].KindCount > 1)
+        if (AnyStageMayPeak(plan))
             for (int s = 1; s < plan.Pp - 1; s++)
                 peak = Math.Max(peak, StageMemory(s, plan).Total);
         return peak;
@@ -188,12 +191,23 @@ public sealed class PipelineCosts
         int largest = 0;
         var first = At(0, plan);
         if (memory.KindCount > 1)
+        {
+            // A middle stage with the blocks of the middle stage before it and no more micro-batches in flight holds no
+            // more than it: only the stages where the mix changes (or more is in flight) are computed.
+            BlockMix? before = null;
+            int beforeInFlight = 0;
             for (int s = 1; s < last; s++)
             {
+                var mix = layout.MixOnStage(s);
+                int inFlight = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, s);
+                if (before is not null && mix.SameBlocks(before) && inFlight <= beforeInFlight)
+                    continue;
+                (before, beforeInFlight) = (mix, inFlight);
                 var middle = At(s, plan);
                 if (middle.Total > first.Total)
                     (first, largest) = (middle, s);
             }
+        }
         var variantFirst = At(largest, variant);
         return last > 0
             ? (first, At(last, plan), variantFirst, At(last, variant))
@@ -304,7 +318,7 @@ public sealed class PipelineCosts
                 // Quantized weight copies are made at the first micro-batch of the step (read the bf16 weights, write
                 // the copies): spread over the micro-batches.
                 if (quantization is not null)
-                    computeF += block.Timer.Stream(quantization.CastBytes(memory.QuantizedParams(mix))) / m;
+                    computeF += block.Timer.Stream(quantization.CastBytes(memory.QuantizedParams(mix, hasHead))) / m;
                 double gather = Zero3Fwd(s, c);
                 // Backward gathers again (prefetching software twice with full recompute: for the recompute and for the
                 // backward) and reduce-scatters the chunk's gradients; without prefetch all of it waits.

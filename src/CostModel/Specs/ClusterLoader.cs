@@ -85,6 +85,8 @@ public static class ClusterLoader
         int? domain = map.Has("nvlink_domain") ? map.Int("nvlink_domain", 1_000_000) : null;
         if (ClusterSpec.DomainProblem(domain, perNode) is { } domainProblem)
             throw new InputException($"{source}: {domainProblem}");
+        if (domain is int wide && wide > perNode && groups is { Count: > 1 })
+            throw new InputException($"{source}: 'nvlink_domain' with 'groups' is not priced (a domain holding nodes of different GPUs); give one or the other");
         var intra = ParseLink(map.Map("intra_node"), DefaultIntraNodeEfficiency, DefaultIntraNodeAllToAllEfficiency);
         var inter = ParseLink(map.Map("inter_node"), DefaultInterNodeEfficiency, DefaultInterNodeAllToAllEfficiency);
         double? price = map.OptionalNumber("price_per_gpu_hour", 1e6);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.Cli.Export;
@@ -182,9 +183,9 @@ internal static class MegatronModel
             a.Flag("--moe-layer-freq", $"\"{LayerPattern.Expression(moe.Pattern)}\"");
             a.Note($"--moe-layer-freq: a Python list expression with 1 for each of the {moe.MoeLayers} MoE blocks and 0 for each of the {m.Layers - moe.MoeLayers} dense blocks (dense ffn {m.Ffn})");
         }
-        // As priced: dropless plans dispatch through the flex dispatcher (one copy per rank hit, DeepEP); token dropping
-        // needs the all-to-all dispatcher, priced with one copy per routed expert.
-        if (p.MoeCapacity is null)
+        // As priced: dropless plans whose tokens leave the rank dispatch through the flex dispatcher (one copy per rank
+        // hit, DeepEP); token dropping, or tp·ep = 1, takes the all-to-all dispatcher, priced with one copy per routed expert.
+        if (p.DeduplicatesDispatch(PricingOptions.Default.DeduplicatedDispatch))
         {
             a.Flag("--moe-token-dispatcher-type", "flex");
             a.Flag("--moe-flex-dispatcher-backend", "deepep");

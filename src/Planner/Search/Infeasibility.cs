@@ -15,7 +15,7 @@ public static class Infeasibility
         double capacity = c.Gpu.MemoryGib;
         // Mixed precision and fp32 Adam both keep 16 bytes of model state per parameter (2+2+12 or 4+4+8).
         double state = m.TotalParams * 16.0;
-        int modelParallel = Math.Min(c.GpusPerNode, MaxTp(m, c.GpusPerNode)) * Math.Min(m.Layers, Math.Max(1, c.TotalGpus / Math.Max(1, c.GpusPerNode)));
+        int modelParallel = Math.Min(c.NvlinkDomain, MaxTp(m, c.NvlinkDomain)) * Math.Min(m.Layers, Math.Max(1, c.TotalGpus / Math.Max(1, c.NvlinkDomain)));
         var parts = new List<string>();
         if (result.Enumerated == 0)
             return $"no parallel shape of {m.Name} divides the {c.TotalGpus} GPUs of '{c.Name}' with gbs {req.Gbs} (try --allow-idle, another --gbs or --tp-max)";

@@ -177,8 +177,8 @@ public static class PlanSearch
         int priced = 0;
         foreach (var c in pool)
         {
-            // No split of this or a later configuration can enter the list.
-            if (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance))
+            // No split of this or a later configuration fits, or can enter the list.
+            if (double.IsPositiveInfinity(c.Bound) || (best.Count >= req.Top && c.Bound > best[^1].Score * (1 + TieTolerance)))
                 break;
             var split = partitioner.Partition(req.Model, req.Cluster, c.Plan, req.RecomputePolicies, options, (_, r) => worker.Block(c.Plan, r));
             if (split is null)
@@ -345,7 +345,6 @@ public static class PlanSearch
             var m = req.Model;
             var c = req.Cluster;
             double capacity = c.Gpu.MemoryBytes;
-            int[] zeros = s.Dp > 1 ? [0, 1, 2, 3] : [0];
             foreach (var (ep, etp) in ExpertLayouts(s))
             foreach (int mbs in MicroBatchSizes(s))
             {
@@ -355,7 +354,8 @@ public static class PlanSearch
                 int micro = gbs / (s.Dp * mbs);
                 foreach (int vpp in Interleavings(s.Pp, micro))
                 foreach (bool sp in s.Tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
-                foreach (int zero in zeros)
+                // ZeRO shards over the ranks that reduce gradients: data and context parallel, and expert data parallel.
+                foreach (int zero in s.Dp * s.Cp > 1 || (m.IsMoe && s.Tp * s.Cp * s.Dp / (ep * etp) > 1) ? [0, 1, 2, 3] : new[] { 0 })
                 {
                     bool fullValid = false, fullFits = false;
                     foreach (var rc in req.RecomputePolicies)

@@ -56,7 +56,14 @@ public static class Validator
             throw new InputException($"--runs: file '{path}' not found");
         string header = File.ReadLines(path).FirstOrDefault() ?? "";
         bool modern = header.Split(',').Select(c => c.Trim()).Contains("model");
-        return modern ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList() : ReadRows<PublishedRun>(path).Select(Case).ToList();
+        try
+        {
+            return modern ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList() : ReadRows<PublishedRun>(path).Select(Case).ToList();
+        }
+        catch (InputException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
+        {
+            throw new InputException($"{path}: {e.Message}"); // a row's problem, named with the file it is in
+        }
     }
 
     private static List<T> ReadRows<T>(string path)

@@ -59,8 +59,8 @@ public static class Ablation
         else
             Step("+ mixed precision", k => [k], $"GPU '{gpu.Name}' has no bf16 or fp16 rate");
         Step("+ activation recompute (full)", k => [k with { Recompute = Recompute.Full }]);
-        Step("+ tensor parallelism", k => Enumerable.Range(1, Math.Min(cluster.GpusPerNode, gpus))
-            .Where(tp => cluster.GpusPerNode % tp == 0 && gpus % (tp * k.Pp) == 0 && PlanCheck.TpProblem(model, tp) is null)
+        Step("+ tensor parallelism", k => Enumerable.Range(1, Math.Min(cluster.NvlinkDomain, gpus))
+            .Where(tp => cluster.NvlinkDomain % tp == 0 && gpus % (tp * k.Pp) == 0 && PlanCheck.TpProblem(model, tp) is null)
             .OrderBy(tp => tp == k.Tp ? 0 : 1).ThenBy(tp => tp)
             .Select(tp => k with { Tp = tp }).ToList(),
             fallback: list => list.MaxBy(x => x.Tp)!);

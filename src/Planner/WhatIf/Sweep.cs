@@ -154,7 +154,9 @@ public static class Sweep
             // On a cluster of several GPU groups, a swept GPU replaces every group's: the same nodes, all of one kind.
             "gpu" => s with { Cluster = c with { Gpu = (GpuSpec)value, Groups = null } },
             "nodes" => s with { Cluster = c with { Nodes = (int)value } },
-            "gpus_per_node" => s with { Cluster = c with { GpusPerNode = (int)value } },
+            "gpus_per_node" => ClusterSpec.DomainProblem(c.NvlinkDomainSize, (int)value) is { } problem
+                ? throw new InputException($"--sweep gpus_per_node={value}: the cluster's {problem}")
+                : s with { Cluster = c with { GpusPerNode = (int)value } },
             "intra_gbs" => s with { Cluster = c with { IntraNode = c.IntraNode with { BandwidthGbs = (double)value } } },
             "inter_gbs" => s with { Cluster = c with { InterNode = c.InterNode with { BandwidthGbs = (double)value } } },
             "latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value }, InterNode = c.InterNode with { LatencyUs = (double)value } } },
