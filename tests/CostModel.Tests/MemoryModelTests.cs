@@ -2,6 +2,7 @@ using Xunit;
 using Planner.CostModel.Compute;
 using Planner.CostModel.Memory;
 using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Tests;
@@ -176,7 +177,7 @@ public class MemoryModelTests
         var plan = Plan(dp: dp, zero: zero, precision: precision);
         var ops = new TransformerOps(m, plan, flashAttention: false);
         var plain = new MemoryModel(m, plan, ops, A100);
-        var executor = new MemoryModel(m, plan, ops, A100, fp32Params: true);
+        var executor = new MemoryModel(m, plan, ops, A100, PricingOptions.Default with { Fp32Params = true });
         double n = executor.StageParams(L, true, true);
         var st = executor.Stage(0, L, inFlight, chunks: 1);
         var reference = plain.Stage(0, L, inFlight, chunks: 1);

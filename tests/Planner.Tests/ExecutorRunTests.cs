@@ -51,6 +51,23 @@ public sealed class ExecutorRunTests : IDisposable
         JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
 
     [Fact]
+    public void A_plan_priced_for_another_stack_runs_and_is_predicted_as_the_executor()
+    {
+        string path = Plan("stack", 1, 1, 1, 0, "fp32");
+        var plan = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        plan["stack"] = "megatron-core";
+        File.WriteAllText(path, plan.ToJsonString());
+        var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", path, "--steps", "2", "--history", History]);
+        Assert.True(code == 0, error);
+        Assert.Contains("the plan was priced for stack megatron-core; this run is the executor's and is predicted as stack planner", output);
+        (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", path, "--steps", "2", "--json", "--history", History]);
+        Assert.True(code == 0, error);
+        var report = JsonNode.Parse(output)!;
+        Assert.Equal("megatron-core", (string)report["plan"]!["stack"]!);
+        Assert.Equal("planner", (string)report["predicted"]!["stack"]!);
+    }
+
+    [Fact]
     public void Loss_falls_on_a_real_token_file()
     {
         var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("data", 1, 1, 2, 1, "fp32"), "--steps", "40",

@@ -249,7 +249,7 @@ public sealed class WhatIfTests : IDisposable
     {
         var model = ModelLoader.Load("llama2-7b");
         var cluster = ClusterLoader.Load(Node);
-        var baseline = new Scenario(model, cluster, 64, 4096, PlanConstraint.None);
+        var baseline = new Scenario(model, cluster, 64, 4096, PlanConstraint.None, Planner.CostModel.Pricing.PricingOptions.Default);
         var axes = Sweep.Parse(["tp=1,2,4", "zero=0,1,3", "recompute=selective,full"]);
         var rows = WhatIfRunner.Run(baseline, Sweep.Grid(axes));
         Assert.Equal(18, rows.Count);

@@ -24,31 +24,29 @@ public sealed class MemoryModel
     private readonly double _fragmentation;
     private readonly bool _bucketCopies;
     private readonly bool _fp32Params;
+    private readonly bool _fp32Grads;
     private readonly bool _fusedLoss;
 
-    /// <summary>Creates the model for one plan.</summary>
-    /// <param name="gradientBucketCopies">The data-parallel reduction works on copies of the gradients (PyTorch DDP's
-    /// default buckets, the executor's flattened buckets) rather than on the gradient storage itself (Megatron-LM's
-    /// contiguous buffer): with dp &gt; 1 a buffer the size of the gradients whose reductions are in flight at once
-    /// beside them: the stage's under ZeRO-0/1 (every bucket of the last backward), one model chunk's under ZeRO-2
-    /// (its reduce-scatters are waited for at the end of each backward of the chunk).</param>
-    /// <param name="fp32Params">The parameters themselves are fp32 and cast to the compute precision at each use (the
-    /// executor), rather than kept in the training precision beside an fp32 master copy in the optimizer (Megatron-LM):
-    /// fp32 weights and gradients; AdamW's moments on the parameters (ZeRO-0) or on an fp32 master shard (ZeRO-1/2/3);
-    /// under mixed precision each micro-batch in flight keeps its casts of the weights for its backward; under ZeRO-3
-    /// a whole model chunk is gathered at a time.</param>
-    /// <param name="fusedLoss">The cross-entropy loss is one fused kernel that keeps only the logits and writes their
-    /// gradient in place (Megatron-Core's cross-entropy fusion), rather than fp32 softmax and gradient copies.</param>
-    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, bool gradientBucketCopies = false, bool fp32Params = false, bool fusedLoss = false)
+    /// <summary>Creates the model for one plan under a software stack (default Megatron-Core's). Of the stack's facts
+    /// it reads: <see cref="PricingOptions.GradientBucketCopies"/> (the data-parallel reduction works on copies of the
+    /// gradients: with dp &gt; 1 a buffer the size of the gradients whose reductions are in flight at once beside them,
+    /// the stage's under ZeRO-0/1, one model chunk's under ZeRO-2); <see cref="PricingOptions.Fp32Params"/> (fp32 weights
+    /// and gradients, AdamW's moments on the parameters or an fp32 master shard, each micro-batch in flight keeping its
+    /// casts of the weights, ZeRO-3 gathering a whole chunk at a time); <see cref="PricingOptions.Fp32GradReduce"/> (the
+    /// gradients accumulate in an fp32 buffer); <see cref="PricingOptions.FusedCrossEntropy"/> (the loss keeps only the
+    /// logits).</summary>
+    public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, PricingOptions? software = null)
     {
-        _fusedLoss = fusedLoss;
+        var o = software ?? PricingOptions.Default;
+        _fusedLoss = o.FusedCrossEntropy;
         _m = model;
         _p = plan;
         _ops = ops;
         _reservedBytes = gpu.ReservedGib * Units.GiB;
         _fragmentation = gpu.Profiled?.MemoryFactor is double f ? Math.Max(0, f - 1) : Fragmentation; // never below what is allocated
-        _bucketCopies = gradientBucketCopies;
-        _fp32Params = fp32Params;
+        _bucketCopies = o.GradientBucketCopies;
+        _fp32Params = o.Fp32Params;
+        _fp32Grads = o.Fp32GradReduce;
     }
 
     /// <summary>Kinds of blocks of the model (<see cref="TransformerOps.Kinds"/>).</summary>
@@ -174,7 +172,7 @@ public sealed class MemoryModel
         double paramsHere = dense + expert;
         bool mixed = _p.Precision.IsMixed();
         double weightBytes = mixed && !_fp32Params ? 2 : 4;
-        double gradBytes = mixed && !_fp32Params ? 2 : 4;
+        double gradBytes = mixed && !_fp32Params && !_fp32Grads ? 2 : 4;
         // Fp32 parameters: Adam's two moments, and under ZeRO an fp32 master shard beside the full parameters.
         double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 12 : 8) : mixed ? 12 : 8;
         double Shard(int zero) => _p.Sharded(dense, expert, zero);

@@ -7,7 +7,8 @@ namespace Planner.CostModel.Plans;
 /// Reads the plan object of CONTRACTS.md ("The plan object"), the file that <c>plan --out</c> writes and
 /// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>recompute_layers</c>
 /// (<see cref="ParallelPlan.RecomputeLayers"/>), <c>optimizer_offload</c> (<see cref="ParallelPlan.OptimizerOffload"/>),
-/// <c>ep</c>, <c>etp</c>, <c>moe_imbalance</c>, <c>moe_capacity</c> (the expert-parallel fields of <see cref="ParallelPlan"/>)
+/// <c>ep</c>, <c>etp</c>, <c>moe_imbalance</c>, <c>moe_capacity</c> (the expert-parallel fields of <see cref="ParallelPlan"/>),
+/// <c>stack</c> (the software stack the plan is priced for)
 /// and <c>stages</c> (the
 /// uneven split <see cref="Pricing.PredictionJson"/> writes for <see cref="ParallelPlan.Stages"/>: <c>layers</c> and
 /// <c>recompute</c> per pipeline stage, and optionally <c>groups</c>); <c>prediction</c> and any other key are
@@ -15,11 +16,19 @@ namespace Planner.CostModel.Plans;
 /// </summary>
 public static class PlanFile
 {
+    /// <summary>What a plan file holds: the plan, the model and cluster it names, and the software stack it is priced
+    /// for (<c>stack</c>; absent: <see cref="Pricing.PricingOptions.DefaultStack"/>).</summary>
+    public sealed record Contents(ParallelPlan Plan, string Model, string Cluster, string Stack)
+    {
+        /// <summary>The plan, model and cluster.</summary>
+        public void Deconstruct(out ParallelPlan plan, out string model, out string cluster) => (plan, model, cluster) = (Plan, Model, Cluster);
+    }
+
     /// <summary>Largest degree or size accepted, as for the <c>predict</c> flags.</summary>
     public const int MaxValue = 10_000_000;
 
     /// <summary>Reads a plan file.</summary>
-    public static (ParallelPlan Plan, string Model, string Cluster) Read(string path)
+    public static Contents Read(string path)
     {
         if (Directory.Exists(path))
             throw new InputException($"--plan: '{path}' is a directory, not a plan file");
@@ -38,13 +47,16 @@ public static class PlanFile
     }
 
     /// <summary>Parses plan JSON text; <paramref name="source"/> names the file in error messages.</summary>
-    public static (ParallelPlan Plan, string Model, string Cluster) Parse(string json, string source)
+    public static Contents Parse(string json, string source)
     {
         using (var doc = JsonInput.ParseObject(json, source, "the plan object"))
         {
             var root = doc.RootElement;
             string model = Name(root, source, "model");
             string cluster = Name(root, source, "cluster");
+            string stack = root.TryGetProperty("stack", out var st) && st.ValueKind != JsonValueKind.Null
+                ? Name(root, source, "stack")
+                : Pricing.PricingOptions.DefaultStack;
             int tp = Positive(root, source, "tp");
             int pp = Positive(root, source, "pp");
             int dp = Positive(root, source, "dp");
@@ -92,7 +104,7 @@ public static class PlanFile
             double? capacity = OptionalNumber(root, source, "moe_capacity", "a capacity factor above 0", v => v > 0);
             var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages, recomputeLayers, offload,
                 ep, etp, imbalance, capacity);
-            return (plan, model, cluster);
+            return new Contents(plan, model, cluster, stack);
         }
     }
 

@@ -177,7 +177,7 @@ public sealed class PipelineCosts
         ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant, PricingOptions options)
     {
         var layout = StageLayout.Of(model, plan);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options.GradientBucketCopies, options.Fp32Params, options.FusedCrossEntropy);
+        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options);
         int last = plan.Pp - 1;
         var layersFirst = layout.MixOnStage(0);
         var layersLast = layout.MixOnStage(last);
@@ -235,7 +235,7 @@ public sealed class PipelineCosts
         var planBlock = blocks(0, plan.Recompute);
         var memories = new MemoryModel[cluster.GroupList.Count];
         for (int g = 0; g < memories.Length; g++)
-            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options.GradientBucketCopies, options.Fp32Params, options.FusedCrossEntropy);
+            memories[g] = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[g].Gpu, options);
         var memory = memories[0];
         int m = plan.MicroBatches;
         bool mixed = plan.Precision.IsMixed();
@@ -247,7 +247,7 @@ public sealed class PipelineCosts
         double weightBytes = mixed ? 2 : 4;
         // Data-parallel collectives in the training precision or in fp32, and ZeRO's reduce-scatter natively or as an
         // all-reduce (see PricingOptions).
-        double gradBytes = mixed ? 2 : 4;
+        double gradBytes = mixed && !options.Fp32GradReduce ? 2 : 4;
         double reduceBytes = options.Fp32DataParallel ? 4 : gradBytes, gatherBytes = options.Fp32DataParallel ? 4 : weightBytes;
         var scatter = options.ReduceScatterAsAllReduce ? Collective.AllReduce : Collective.ReduceScatter;
         // A data-parallel collective over weights (dense, expert): the dense ones over the data- and context-parallel
@@ -261,7 +261,7 @@ public sealed class PipelineCosts
         double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, ChunkParams(stage, chunk), reduceBytes);
 
         int chunks = plan.Vpp;
-        double gradAccumulationBytes = mixed ? 2 : 4;
+        double gradAccumulationBytes = gradBytes;
         var fwd = new double[plan.Pp, chunks];
         var bwd = new double[plan.Pp, chunks];
         var parts = new StageParts[plan.Pp];

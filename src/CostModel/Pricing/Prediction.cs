@@ -28,7 +28,8 @@ public sealed record Breakdown(
     public double Total => Compute + Recompute + TpComm + CpComm + EpComm + PpComm + DpComm + Bubble + Optimizer;
 }
 
-/// <summary>The price of one plan on one cluster (CONTRACTS: the <c>predict</c> keys).</summary>
+/// <summary>The price of one plan on one cluster under one software stack (CONTRACTS: the <c>predict</c> keys;
+/// <see cref="Stack"/> the stack's name or file, <see cref="PricingOptions.Stack"/>).</summary>
 public sealed record Prediction(
     ParallelPlan Plan,
     string Model,
@@ -42,7 +43,8 @@ public sealed record Prediction(
     double GpuMemoryGib,
     bool Fits,
     Breakdown Breakdown,
-    IReadOnlyList<MemoryBreakdown> MemoryByStage)
+    IReadOnlyList<MemoryBreakdown> MemoryByStage,
+    string Stack)
 {
     /// <summary>The stage whose rank peaks highest.</summary>
     public MemoryBreakdown PeakStage => MemoryByStage.MaxBy(s => s.Total)!;

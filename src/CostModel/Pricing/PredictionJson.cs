@@ -8,10 +8,11 @@ namespace Planner.CostModel.Pricing;
 /// <summary>The JSON forms of CONTRACTS.md: the plan object and the <c>predict</c> keys.</summary>
 public static class PredictionJson
 {
-    /// <summary>The plan object (without its prediction).</summary>
-    public static JsonObject Plan(ParallelPlan p, string model, string cluster)
+    /// <summary>The plan object (without its prediction); <paramref name="stack"/> the software it is priced for.</summary>
+    public static JsonObject Plan(ParallelPlan p, string model, string cluster, string stack = PricingOptions.DefaultStack)
     {
         var o = PlanFields(p, model, cluster);
+        o["stack"] = stack;
         if (p.RecomputeLayers is { } k)
             o["recompute_layers"] = k;
         if (p.OptimizerOffload > 0)
@@ -61,6 +62,7 @@ public static class PredictionJson
         var peak = r.PeakStage;
         return new JsonObject
         {
+            ["stack"] = r.Stack,
             ["step_time_s"] = r.StepTimeSeconds,
             ["tokens_per_s"] = r.TokensPerSecond,
             ["model_tflops_per_gpu"] = r.ModelTflopsPerGpu,

@@ -90,7 +90,8 @@ public static class Pricer
                 capacity,
                 fits,
                 breakdown,
-                mem));
+                mem,
+                options.Stack));
         }
         return predictions;
     }

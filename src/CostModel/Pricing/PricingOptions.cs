@@ -3,7 +3,8 @@ using Planner.CostModel.Comm;
 namespace Planner.CostModel.Pricing;
 
 /// <summary>
-/// Behaviours of the training software that change the price of the same plan on the same hardware.
+/// Behaviours of the training software that change the price of the same plan on the same hardware: a software stack
+/// (<c>stacks/*.yaml</c>, read by <see cref="StackLoader"/>). The defaults are Megatron-Core's (<c>stacks/megatron-core.yaml</c>).
 /// </summary>
 /// <param name="OverlapGradReduce">Data-parallel gradient reduction (and, with <paramref name="OverlapParamGather"/>,
 /// ZeRO-1/2 parameter gathers) run in buckets behind the last micro-batch's backward (and the next forward), as
@@ -28,6 +29,9 @@ namespace Planner.CostModel.Pricing;
 /// <param name="Fp32DataParallel">Data-parallel collectives move fp32 whatever the precision: gradient reductions
 /// on fp32 copies and ZeRO's parameter gathers from the fp32 master shard (the executor; Gloo reduces no bf16), rather
 /// than gradients and weights in the training precision.</param>
+/// <param name="Fp32GradReduce">Gradients accumulate in an fp32 buffer and are reduced in fp32 while the parameters
+/// stay in the training precision (Megatron-Core's grad_reduce_in_fp32, on in NeMo's and Megatron-Bridge's mixed-precision
+/// recipes; torchtitan's float32 reduce dtype): 4 bytes a gradient in memory and in the data-parallel reductions.</param>
 /// <param name="Fp32Params">Parameters kept in fp32 and cast to the compute precision at each use (the executor),
 /// rather than in the training precision beside the optimizer's fp32 master copy: see <see cref="Memory.MemoryModel"/>.</param>
 /// <param name="PrefetchZero3">ZeRO-3's gathers and reduce-scatters run behind the chunk's compute (DeepSpeed's and
@@ -48,6 +52,8 @@ namespace Planner.CostModel.Pricing;
 /// <param name="MoeExpertOverheadSeconds">Seconds each pass of a MoE block spends per local expert beyond the kernels its
 /// op list prices (the software runs each expert's split, casts, bias and activation as kernels of their own). Megatron-Core's
 /// 132 µs is fitted to the MoE runs of validation/modern_runs.csv (docs/2026-12-07-modern-fit.md).</param>
+/// <param name="Stack">The stack these facts are: a preset's name, or the full path of the file they were read from
+/// (what a plan file records under <c>stack</c>, to be read again).</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,
@@ -59,13 +65,18 @@ public sealed record PricingOptions(
     bool ReduceScatterAsAllReduce = false,
     bool Fp32DataParallel = false,
     bool Fp32Params = false,
+    bool Fp32GradReduce = false,
     bool PrefetchZero3 = true,
     bool TiedEmbeddingReducedAfterFlush = false,
     bool CollectivePerBucket = false,
     bool FusedCrossEntropy = true,
     bool DeduplicatedDispatch = true,
-    double MoeExpertOverheadSeconds = 132e-6)
+    double MoeExpertOverheadSeconds = 132e-6,
+    string Stack = PricingOptions.DefaultStack)
 {
-    /// <summary>Current frameworks' defaults.</summary>
+    /// <summary>The stack priced when none is named.</summary>
+    public const string DefaultStack = "megatron-core";
+
+    /// <summary>Megatron-Core's facts, the default stack.</summary>
     public static PricingOptions Default { get; } = new();
 }

@@ -85,6 +85,39 @@ internal sealed class YamlMap
             : throw new InputException($"{_source}: line {c.Start.Line}: '{Key(key)}[{i}]' must be a mapping")).ToList();
     }
 
+    /// <summary>An optional list of strings.</summary>
+    public IReadOnlyList<string>? OptionalStrings(string key)
+    {
+        var node = Get(key);
+        if (node is null)
+            return null;
+        if (node is not YamlSequenceNode seq)
+            throw new InputException($"{_source}: line {node.Start.Line}: '{Key(key)}' must be a list of strings");
+        return seq.Children.Select((c, i) => c is YamlScalarNode sc
+            ? sc.Value ?? ""
+            : throw new InputException($"{_source}: line {c.Start.Line}: '{Key(key)}[{i}]' must be a string")).ToList();
+    }
+
+    /// <summary>An optional true or false.</summary>
+    public bool? OptionalBool(string key) => Get(key) switch
+    {
+        null => null,
+        YamlScalarNode { Value: "true" or "True" or "yes" } => true,
+        YamlScalarNode { Value: "false" or "False" or "no" } => false,
+        var n => throw new InputException($"{_source}: line {n.Start.Line}: '{Key(key)}' must be true or false"),
+    };
+
+    /// <summary>An optional value among <paramref name="allowed"/>.</summary>
+    public string? OptionalChoice(string key, params string[] allowed)
+    {
+        var node = Get(key);
+        if (node is null)
+            return null;
+        if (node is YamlScalarNode { Value: { } v } && Array.IndexOf(allowed, v) >= 0)
+            return v;
+        throw new InputException($"{_source}: line {node.Start.Line}: '{Key(key)}' must be one of: {string.Join(", ", allowed)}");
+    }
+
     /// <summary>A required string.</summary>
     public string String(string key) => OptionalString(key) ?? throw Missing(key);
 

@@ -33,9 +33,10 @@ public static class AblateCommand
         var tokens = new Option<double?>("--tokens") { Description = $"Token budget for the time to train (default: {DefaultTokensPerParameter:F0} per parameter)" };
         var csv = new Option<string?>("--csv") { Description = "Also write the table to this CSV file" };
         var force = new Option<bool>("--force") { Description = "Overwrite the --csv file if it exists" };
+        var stack = PlanFlags.StackOption();
         var cmd = new Command("ablate",
             "Technique table: plain fp32 data parallelism, then mixed precision, recompute, TP, PP, ZeRO-1/2/3 and sequence parallelism, cumulatively")
-            { model, cluster, gbs, seq, tokens, csv, force };
+            { model, cluster, stack, gbs, seq, tokens, csv, force };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -56,7 +57,8 @@ public static class AblateCommand
             if (csvPath is not null)
                 WhatIfCommand.CheckOutput(csvPath, "--csv", r.GetValue(force));
 
-            var rows = Ablation.Run(m, c, batch, s);
+            var software = Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!);
+            var rows = Ablation.Run(m, c, batch, s, software);
 
             if (csvPath is not null)
             {
@@ -65,7 +67,7 @@ public static class AblateCommand
             }
             var console = Tables.Console(stdout);
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
-                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}");
+                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}");
             var t = new Table().Border(TableBorder.Rounded).AddColumn("technique").AddColumn("plan")
                 .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
                 .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())

@@ -36,13 +36,15 @@ public static class PlanCommand
         var force = new Option<bool>("--force") { Description = "Overwrite the --out file if it exists" };
         var calibration = new Option<string?>("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
         var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
+        var stack = PlanFlags.StackOption();
         var allVariants = new Option<bool>("--all-variants") { Description = "List every configuration of a parallel shape (ZeRO stage, micro-batch, interleaving, recompute), not only the best of each shape" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
-            { model, cluster, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
+            { model, cluster, stack, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
             var c = Profiling.CalibrationFile.Apply(ClusterLoader.Load(r.GetValue(cluster)!), r.GetValue(calibration), r.GetValue(forceCalibration));
+            var software = StackLoader.Options(r.GetValue(stack)!);
             if (r.GetValue(gbs) is not null && r.GetValue(gbsMax) is not null)
                 throw new InputException("--gbs and --gbs-max: give one of them");
             int batch = r.GetValue(gbsMax) ?? r.GetValue(gbs) ?? DefaultGbs;
@@ -67,7 +69,7 @@ public static class PlanCommand
                 throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
             var request = new SearchRequest(m, c, batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
-                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, AllVariants: r.GetValue(allVariants));
+                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, Options: software, AllVariants: r.GetValue(allVariants));
             var result = PlanSearch.Run(request);
             if (result.Plans.Count == 0)
                 throw new InputException(Infeasibility.Explain(request, result));
@@ -100,7 +102,7 @@ public static class PlanCommand
     /// <summary>The plan object of CONTRACTS with its prediction (and the time/cost to train a budget).</summary>
     public static JsonObject PlanJson(Prediction p, double? tokens = null, ClusterSpec? cluster = null)
     {
-        var plan = PredictionJson.Plan(p.Plan, p.Model, p.Cluster);
+        var plan = PredictionJson.Plan(p.Plan, p.Model, p.Cluster, p.Stack);
         var prediction = PredictionJson.Prediction(p);
         if (tokens is double t)
         {
@@ -119,7 +121,8 @@ public static class PlanCommand
         var c = req.Cluster;
         var console = Tables.Console(stdout);
         console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}), " +
-                          $"{(req.GbsIsMaximum ? "gbs up to " : "gbs ")}{req.Gbs}, seq {string.Join("/", req.Seqs)}, {string.Join("/", req.Precisions.Select(p => p.Name()))}");
+                          $"{(req.GbsIsMaximum ? "gbs up to " : "gbs ")}{req.Gbs}, seq {string.Join("/", req.Seqs)}, {string.Join("/", req.Precisions.Select(p => p.Name()))}, " +
+                          $"stack {(req.Options ?? PricingOptions.Default).Stack}");
         var t = new Table().Border(TableBorder.Rounded).AddColumn("#").AddColumn("plan")
             .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
             .AddColumn(new TableColumn("MFU").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())

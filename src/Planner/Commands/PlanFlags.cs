@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.Cli.Commands;
@@ -56,10 +57,20 @@ public sealed class PlanFlags
     /// <summary>--precision</summary>
     public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision (fp8: delayed scaling, fp8-cs: current scaling, mxfp8 and nvfp4: block scaling)", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong(PrecisionInfo.All.Select(p => p.Name).ToArray());
 
+    /// <summary>--stack</summary>
+    public Option<string> Stack { get; } = StackOption();
+
+    /// <summary>A <c>--stack</c> option: the software the plan runs on (a preset or a stack YAML file).</summary>
+    public static Option<string> StackOption() => new("--stack")
+    {
+        Description = $"Software stack: a preset ({string.Join(", ", StackLoader.PresetNames)}) or a stack YAML file",
+        DefaultValueFactory = _ => PricingOptions.DefaultStack,
+    };
+
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
+        foreach (Option o in new Option[] { Model, Cluster, Stack, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 

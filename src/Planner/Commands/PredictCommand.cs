@@ -19,7 +19,7 @@ public static class PredictCommand
         cmd.SetAction(r =>
         {
             var (model, cluster, plan) = flags.Read(r);
-            var prediction = Pricer.Price(model, cluster, plan);
+            var prediction = Pricer.Price(model, cluster, plan, StackLoader.Options(r.GetValue(flags.Stack)!));
             if (r.GetValue(json))
                 stdout.WriteLine(PredictionJson.Prediction(prediction).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             else

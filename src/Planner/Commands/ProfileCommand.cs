@@ -364,7 +364,7 @@ public static class ProfileCommand
             var tpOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(tp: 2), flashAttention: false);
             tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
             // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
-            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software(sizes.BlockPlan(tp: 2)));
+            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software);
             tpCommRow = [tpMeasured[2], tpCosts.Block.TpForward + tpCosts.Block.TpBackward];
             cal = cal with
             {
@@ -377,7 +377,7 @@ public static class ProfileCommand
         // Whole training steps of a small GPT on every rank at once, against their price with all of the above.
         var stepModel = sizes.StepModel();
         var stepPlan = sizes.StepPlan();
-        var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software(stepPlan));
+        var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software);
         double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
         // The memory those steps added to the rank against what the memory model allocates for them: the allocator's share.
         var stepStage = stepPrice.PeakStage;

@@ -15,7 +15,7 @@ namespace Planner.Cli.Commands;
 /// </summary>
 public static class RunCommand
 {
-    private sealed record RunInputs(ParallelPlan Plan, string PlanPath, ModelSpec Model, ClusterSpec? Cluster, string ClusterName);
+    private sealed record RunInputs(ParallelPlan Plan, string PlanPath, ModelSpec Model, ClusterSpec? Cluster, string ClusterName, string PlanStack);
 
     /// <summary>Options common to run and rank.</summary>
     private sealed class Flags
@@ -48,7 +48,7 @@ public static class RunCommand
         public RunInputs Read(ParseResult r)
         {
             string path = r.GetValue(Plan)!;
-            var (plan, model, cluster) = PlanFile.Read(path);
+            var (plan, model, cluster, planStack) = PlanFile.Read(path);
             var m = ModelLoader.Load(model);
             ClusterSpec? c = null;
             try
@@ -70,7 +70,7 @@ public static class RunCommand
             if (r.GetValue(Threads) is < 1 or > 1024)
                 throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
             DeviceChoice.Parse(r.GetValue(Device)!);
-            return new RunInputs(plan, path, m, c, cluster);
+            return new RunInputs(plan, path, m, c, cluster, planStack);
         }
 
         /// <summary>
@@ -177,19 +177,12 @@ public static class RunCommand
         return cmd;
     }
 
-    /// <summary>
-    /// What the executor runs, for its prediction: attention with a materialised softmax (not a fused kernel); the
-    /// data-parallel reduction started block by block behind the backward on flattened copies of the gradients (ZeRO-0's
-    /// all-reduce and ZeRO-1's reduce-scatter behind the last backward, ZeRO-2's reduce-scatter behind every
-    /// micro-batch's backward); ZeRO's reduce-scatters as all-reduces (Gloo has none) and every gradient reduction on
-    /// fp32 copies; ZeRO-1/2's parameter all-gather after the optimizer step, not behind the next forward; autograd's
-    /// accumulation of each micro-batch's gradients; fp32 parameters cast at each use; ZeRO-3's gathers and
-    /// reduce-scatters in line with the compute, not prefetched; one collective per block, head and embedding.
-    /// </summary>
-    public static PricingOptions Software(ParallelPlan plan) =>
-        new(OverlapGradReduce: plan.Zero <= 2, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true, PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true,
-            CollectivePerBucket: true, FusedCrossEntropy: false);
+    /// <summary>The stack of this project's executor (stacks/planner.yaml): what run prices, whatever stack the plan
+    /// was planned for.</summary>
+    public const string ExecutorStack = "planner";
+
+    /// <summary>The executor's software facts, for its prediction (stacks/planner.yaml).</summary>
+    public static PricingOptions Software => StackLoader.Options(ExecutorStack);
 
     /// <summary>The pipeline stage whose ranks' lines (<c>rank</c>, <c>compute_s</c>) hold the most compute on average
     /// (the lowest such stage on a tie; 0 without lines).</summary>
@@ -268,7 +261,7 @@ public static class RunCommand
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
-            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software(plan));
+            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software);
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
         var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
@@ -291,7 +284,7 @@ public static class RunCommand
         {
             var o = new JsonObject
             {
-                ["plan"] = PredictionJson.Plan(plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName),
+                ["plan"] = PredictionJson.Plan(plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName, inputs.PlanStack),
                 ["predicted"] = predicted is null ? null : PredictionJson.Prediction(predicted),
                 ["measured"] = new JsonObject
                 {
@@ -322,6 +315,8 @@ public static class RunCommand
         }
         var console = Rendering.Tables.Console(stdout);
         console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, gbs {plan.Gbs}, seq {plan.Seq}, {plan.Gpus} ranks");
+        if (inputs.PlanStack != ExecutorStack)
+            console.WriteLine($"the plan was priced for stack {inputs.PlanStack}; this run is the executor's and is predicted as stack {ExecutorStack}");
         var t = new Table().Border(TableBorder.Rounded).AddColumn("step").AddColumn(new TableColumn("loss").RightAligned()).AddColumn(new TableColumn("seconds").RightAligned());
         foreach (var x in perStep)
             t.AddRow(x.Step.ToString(), x.Loss is double l ? $"{l:F5}" : "-", $"{x.Seconds:F3}");

@@ -25,10 +25,11 @@ public static class WhatIfCommand
         var plot = new Option<string?>("--plot") { Description = "Draw tokens/s, memory and step-time panels into this PNG (needs gnuplot)" };
         var tokens = new Option<double?>("--tokens") { Description = "Token budget: add the time (and cost, with a price) to train it" };
         var force = new Option<bool>("--force") { Description = "Overwrite the --csv and --plot files if they exist" };
+        var stack = PlanFlags.StackOption();
         var flags = new OptionalPlanFlags();
         var cmd = new Command("whatif",
             "Sweep cluster, model, batch or plan keys and re-plan each point (or price a fixed plan given by --tp, --pp and --mbs)")
-            { model, cluster, gbs, seq, sweep, csv, plot, tokens, force };
+            { model, cluster, stack, gbs, seq, sweep, csv, plot, tokens, force };
         flags.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -58,7 +59,7 @@ public static class WhatIfCommand
                 gnuplot = WhatIfPlot.FindGnuplot() ?? throw new InputException(WhatIfPlot.NotFound);
             }
 
-            var baseline = new Scenario(m, c, batch, s, flags.Read(r));
+            var baseline = new Scenario(m, c, batch, s, flags.Read(r), Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!));
             var grid = Sweep.Grid(axes);
             var rows = RunWithProgress(baseline, grid, r.InvocationConfiguration?.Error);
 

@@ -43,6 +43,8 @@ public static class DeepSpeedExporter
         };
         if (x.UnresolvedNote() is { } unresolved)
             notes.Add(unresolved);
+        if (x.StackNote("DeepSpeed", "deepspeed", "megatron-deepspeed") is { } stack)
+            notes.Add(stack);
         int layersPerChunk = x.LayersPerVirtualStage() ?? 0; // validates vpp against the model's layers when known
 
         if (p.Tp > 1 || p.Pp > 1 || p.Cp > 1 || p.SequenceParallel || p.Vpp > 1)

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.Cli.Export;
@@ -16,23 +17,25 @@ namespace Planner.Cli.Export;
 /// <param name="Model">The model's shape, or null when <paramref name="ModelName"/> does not resolve.</param>
 /// <param name="ModelProblem">Why the model did not resolve (null when it did).</param>
 /// <param name="Source">The plan file, for error messages and comments.</param>
+/// <param name="Stack">The software stack the plan was priced for (the plan's <c>stack</c>).</param>
 public sealed record ExportInput(
     ParallelPlan Plan,
     string ModelName,
     string ClusterName,
     ModelSpec? Model,
     string? ModelProblem,
-    string Source)
+    string Source,
+    string Stack = PricingOptions.DefaultStack)
 {
     /// <summary>Reads a plan file and resolves its model with <see cref="ModelLoader.Load"/> when it can.</summary>
     public static ExportInput Read(string planPath)
     {
-        var (plan, model, cluster) = PlanFile.Read(planPath);
-        return Resolve(plan, model, cluster, planPath);
+        var (plan, model, cluster, stack) = PlanFile.Read(planPath);
+        return Resolve(plan, model, cluster, planPath, stack);
     }
 
     /// <summary>Resolves the model of a plan already read; a model that does not load is recorded, not raised.</summary>
-    public static ExportInput Resolve(ParallelPlan plan, string model, string cluster, string source)
+    public static ExportInput Resolve(ParallelPlan plan, string model, string cluster, string source, string stack = PricingOptions.DefaultStack)
     {
         ModelSpec spec;
         try
@@ -41,11 +44,20 @@ public sealed record ExportInput(
         }
         catch (InputException e)
         {
-            return new ExportInput(plan, model, cluster, null, Reason(e.Message), source);
+            return new ExportInput(plan, model, cluster, null, Reason(e.Message), source, stack);
         }
         Check(plan, spec, source);
-        return new ExportInput(plan, model, cluster, spec, null, source);
+        return new ExportInput(plan, model, cluster, spec, null, source, stack);
     }
+
+    /// <summary>
+    /// The warning that the plan was priced for another software stack than the target runs (null when it was priced
+    /// for one of <paramref name="targetStacks"/>): the prediction is the other stack's, the target's own speed differs.
+    /// </summary>
+    public string? StackNote(string target, params string[] targetStacks) =>
+        targetStacks.Contains(Stack)
+            ? null
+            : $"warning: the plan was priced for software stack '{Stack}'; {target} runs as stack {string.Join(" or ", targetStacks.Select(t => $"'{t}'"))}, so its step time will differ from that prediction (plan again with --stack {targetStacks[0]})";
 
     /// <summary>The plan must be able to shard the model it names: a config a framework rejects is bad input here.</summary>
     private static void Check(ParallelPlan plan, ModelSpec model, string source)
@@ -90,7 +102,8 @@ public sealed record ExportInput(
                (p.Ep > 1 || p.Etp > 1 ? $", ep {p.Ep} x etp {p.Etp}" : "") +
                (p.MoeCapacity is double c ? $", moe capacity {c.ToString("0.####", CultureInfo.InvariantCulture)}" : "") +
                (p.MoeImbalance != 1 ? $", moe imbalance {p.MoeImbalance.ToString("0.##", CultureInfo.InvariantCulture)}" : "") +
-               (p.Stages is { } st ? $", stages {st}" : "");
+               (p.Stages is { } st ? $", stages {st}" : "") +
+               $", stack {Stack}";
     }
 
     /// <summary>

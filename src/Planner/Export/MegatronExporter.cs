@@ -70,6 +70,8 @@ public static class MegatronExporter
 
         if (x.UnresolvedNote() is { } unresolved)
             a.Note(unresolved);
+        if (x.StackNote("Megatron-LM", "megatron-core", "megatron-lm-2021") is { } stack)
+            a.Note(stack);
 
         // Parallelism.
         a.Arg("--tensor-model-parallel-size", p.Tp);

@@ -44,6 +44,8 @@ public static class TorchtitanExporter
         var notes = new List<string>();
         if (x.UnresolvedNote() is { } unresolved)
             notes.Add(unresolved);
+        if (x.StackNote("torchtitan", "torchtitan") is { } stack)
+            notes.Add(stack);
         var parallelism = new List<(string Key, string Value)>();
         var training = new List<(string Key, string Value)>();
         var checkpoint = new List<(string Key, string Value)>();

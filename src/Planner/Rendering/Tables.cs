@@ -48,7 +48,7 @@ public static class Tables
     {
         var console = Console(writer);
         var p = r.Plan;
-        console.WriteLine($"{r.Model} on {r.Cluster}: {Describe(p)}, gbs {p.Gbs}, seq {p.Seq}, {p.Gpus} GPUs, {p.MicroBatches} micro-batches per step");
+        console.WriteLine($"{r.Model} on {r.Cluster}: {Describe(p)}, gbs {p.Gbs}, seq {p.Seq}, {p.Gpus} GPUs, {p.MicroBatches} micro-batches per step, stack {r.Stack}");
         var head = new Table().Border(TableBorder.Rounded).AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
         head.AddRow("step time", $"{r.StepTimeSeconds:F3} s");
         head.AddRow("tokens/s", $"{r.TokensPerSecond:N0}");

@@ -37,7 +37,7 @@ public sealed class StagePartitioner(IMilpSolver solver)
         for (int s = 0; s < plan.Pp; s++)
         {
             int group = groups?[s] ?? 0;
-            var memory = new MemoryModel(model, plan, ops, cluster.GroupList[group].Gpu, options.GradientBucketCopies, options.Fp32Params, options.FusedCrossEntropy);
+            var memory = new MemoryModel(model, plan, ops, cluster.GroupList[group].Gpu, options);
             int inFlight = ScheduleGenerator.InFlightBound(plan.Pp, 1, plan.MicroBatches, s);
             for (int k = 0; k < policies.Count; k++)
             {

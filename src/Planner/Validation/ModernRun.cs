@@ -35,4 +35,5 @@ public sealed class ModernRun
     [Name("step_time_s")] public double StepTimeS { get; set; }
     [Name("peak_memory_gib")] public double? PeakMemoryGib { get; set; }
     [Name("notes")] [Optional] public string Notes { get; set; } = "";
+    [Name("stack")] [Optional] public string Stack { get; set; } = "";
 }

@@ -36,4 +36,5 @@ public sealed class PublishedRun
     [Name("value")] public double Value { get; set; }
     [Name("step_time_s")] public double StepTimeS { get; set; }
     [Name("notes")] [Optional] public string Notes { get; set; } = "";
+    [Name("stack")] [Optional] public string Stack { get; set; } = "";
 }

@@ -38,16 +38,15 @@ public static class Validator
     /// <summary>Latency per hop across nodes when a row gives none, µs.</summary>
     public const double InterLatencyUs = 6;
 
-    /// <summary>
-    /// The software of the published runs: Megatron-LM of 2021–22 reduced data-parallel gradients after the
-    /// backward pass, without overlap (overlap arrived later with its distributed optimizer), and computed attention
-    /// with a materialised softmax (fused flash attention came later).
-    /// </summary>
-    public static PricingOptions Software { get; } = new(OverlapGradReduce: false, FlashAttention: false, FusedCrossEntropy: false);
+    /// <summary>The stack of a row of the older schema that names none: Megatron-LM of 2021–22 (stacks/megatron-lm-2021.yaml).</summary>
+    public const string PublishedStack = "megatron-lm-2021";
 
-    /// <summary>The software of the modern runs: Megatron-Core with its distributed optimizer, overlapped gradient
-    /// reduction and parameter gathers, and flash attention (the current frameworks' defaults).</summary>
-    public static PricingOptions ModernSoftware => PricingOptions.Default;
+    /// <summary>The stack of a row of the modern schema that names none: Megatron-Core (stacks/megatron-core.yaml).</summary>
+    public const string ModernStack = PricingOptions.DefaultStack;
+
+    /// <summary>A row's stack: its <c>stack</c> column, else the schema's.</summary>
+    private static PricingOptions Stack(string id, string column, string fallback) =>
+        StackLoader.Options(column.Length > 0 ? column : fallback, $"row {id}: stack");
 
     /// <summary>Reads either schema; a malformed file is an <see cref="InputException"/> naming it.</summary>
     public static IReadOnlyList<ValidationCase> Read(string path)
@@ -86,7 +85,7 @@ public static class Validator
 
     /// <summary>A row of the older schema.</summary>
     public static ValidationCase Case(PublishedRun r) =>
-        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), Software, r.StepTimeS, null, [Paper(r.Id)]);
+        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), Stack(r.Id, r.Stack, PublishedStack), r.StepTimeS, null, [Paper(r.Id)]);
 
     /// <summary>The paper a row of the older schema comes from, by its id's prefix.</summary>
     private static string Paper(string id) => id.StartsWith("korthikanti", StringComparison.Ordinal) ? "Korthikanti et al. 2022" : "Narayanan et al. 2021";
@@ -157,7 +156,7 @@ public static class Validator
             Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: r.Ep, Etp: r.Etp ?? 1);
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException($"row {r.Id}: {problem}");
-        return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, ModernSoftware, r.StepTimeS, r.PeakMemoryGib,
+        return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, Stack(r.Id, r.Stack, ModernStack), r.StepTimeS, r.PeakMemoryGib,
             [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}"]);
     }
 

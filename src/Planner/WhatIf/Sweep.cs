@@ -49,6 +49,7 @@ public static class Sweep
         ["recompute"] = new("activation recomputation", s => ParallelPlan.ParseRecompute(s), "none, selective or full"),
         ["sequence_parallel"] = new("sequence parallelism", Bool, "true or false"),
         ["precision"] = new("training precision", s => PrecisionInfo.TryParse(s), PrecisionInfo.Names),
+        ["stack"] = new("software stack", _ => null, "a stack preset or a stack YAML file"),
     };
 
     /// <summary>The keys, in a stable order, for help and errors.</summary>
@@ -57,7 +58,7 @@ public static class Sweep
     /// <summary>Help text listing the keys.</summary>
     public static string HelpText =>
         "Values of one key; repeat for a grid (every combination). Keys: " + string.Join(", ", Keys.Keys)
-        + " (bandwidths in GB/s per GPU per direction, latencies in microseconds; gpu and model take presets, model also a config.json path)";
+        + " (bandwidths in GB/s per GPU per direction, latencies in microseconds; gpu, model and stack take presets, model and stack also a file path)";
 
     /// <summary>Parses every <c>--sweep</c>; any bad key or value is an <see cref="InputException"/> naming <c>--sweep</c>.</summary>
     public static IReadOnlyList<SweepAxis> Parse(IReadOnlyList<string> sweeps)
@@ -103,6 +104,8 @@ public static class Sweep
                     return ModelLoader.Load(item);
                 case "gpu":
                     return ClusterLoader.LoadGpu(item, "--sweep gpu");
+                case "stack":
+                    return Planner.CostModel.Pricing.StackLoader.Options(item, "--sweep stack");
             }
         }
         catch (InputException e)
@@ -151,6 +154,7 @@ public static class Sweep
         return key switch
         {
             "model" => s with { Model = (ModelSpec)value },
+            "stack" => s with { Software = (Planner.CostModel.Pricing.PricingOptions)value },
             // On a cluster of several GPU groups, a swept GPU replaces every group's: the same nodes, all of one kind.
             "gpu" => s with { Cluster = c with { Gpu = (GpuSpec)value, Groups = null } },
             "nodes" => s with { Cluster = c with { Nodes = (int)value } },
@@ -195,7 +199,7 @@ public static class Sweep
 
 /// <summary>The inputs of one what-if point: a model, a cluster, the batch and sequence, and the pinned plan values.</summary>
 /// <param name="Seq">The sequence length, or null for the model's default (<see cref="Commands.PlanFlags.DefaultSeq"/>).</param>
-public sealed record Scenario(ModelSpec Model, ClusterSpec Cluster, int Gbs, int? Seq, PlanConstraint Plan)
+public sealed record Scenario(ModelSpec Model, ClusterSpec Cluster, int Gbs, int? Seq, PlanConstraint Plan, Planner.CostModel.Pricing.PricingOptions Software)
 {
     /// <summary>The sequence length of this point.</summary>
     public int SeqOrDefault => Seq ?? Commands.PlanFlags.DefaultSeq(Model);

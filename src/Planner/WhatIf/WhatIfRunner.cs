@@ -98,7 +98,7 @@ public static class WhatIfRunner
             Precision: k.Precision ?? PlanConstraint.DefaultPrecision(c));
         if (PlanCheck.Problem(s.Model, c, plan) is { } problem)
             return new WhatIfRow(point, s, plan, null, problem);
-        var p = Pricer.Price(s.Model, c, plan);
+        var p = Pricer.Price(s.Model, c, plan, s.Software);
         return new WhatIfRow(point, s, plan, p, p.Fits ? null : $"does not fit: needs {p.PeakMemoryGib:F1} GiB per GPU of {p.GpuMemoryGib:F0}");
     }
 
@@ -119,7 +119,7 @@ public static class WhatIfRunner
             return new WhatIfRow(point, s, null, null, $"GPU '{lacking.Gpu.Name}' has no {precision.Name()} rate");
         // TP stays inside an NVLink domain unless the point pins a larger degree.
         int? tpMax = s.Plan.Tp is int tp && tp > c.NvlinkDomain ? tp : null;
-        var req = new SearchRequest(s.Model, c, s.Gbs, GbsIsMaximum: false, [s.SeqOrDefault], [precision], TpMax: tpMax, Top: 1);
+        var req = new SearchRequest(s.Model, c, s.Gbs, GbsIsMaximum: false, [s.SeqOrDefault], [precision], TpMax: tpMax, Top: 1, Options: s.Software);
         if (!s.Plan.FiltersPlans)
         {
             SearchResult result;

@@ -1,0 +1,97 @@
+using Planner.CostModel.Comm;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Pricing;
+
+/// <summary>A software stack: its facts for the pricing, what it is, and where the facts come from.</summary>
+/// <param name="Options">The facts, <see cref="PricingOptions.Stack"/> naming the stack.</param>
+/// <param name="Description">One line on what the stack is.</param>
+/// <param name="Sources">Where each fact comes from (code, papers, documentation).</param>
+public sealed record SoftwareStack(PricingOptions Options, string Description, IReadOnlyList<string> Sources)
+{
+    /// <summary>The stack's name or file.</summary>
+    public string Name => Options.Stack;
+}
+
+/// <summary>
+/// Reads software stacks: the presets in <c>stacks/*.yaml</c> or a user's YAML file. A file names its facts (every
+/// key optional but <c>name</c>); those it leaves out are its <c>base</c> stack's (default megatron-core). Unknown keys
+/// are errors naming the file and key.
+/// </summary>
+public static class StackLoader
+{
+    private static readonly string[] Keys =
+    [
+        "name", "description", "sources", "base", "attention", "overlap_grad_reduce", "overlap_param_gather", "fused_grad_accumulation",
+        "fused_cross_entropy", "zero3_prefetch", "gradient_bucket_copies", "reduce_scatter_per_micro_batch", "reduce_scatter_as_all_reduce",
+        "fp32_data_parallel", "fp32_params", "grad_reduce_fp32", "tied_embedding_reduced_after_flush", "collective_per_bucket", "moe_dispatcher",
+        "moe_expert_overhead_us", "collectives",
+    ];
+
+    /// <summary>The keys a stack's facts are given by (all but name, description, sources and base).</summary>
+    public static IReadOnlyList<string> FactKeys => Keys[4..];
+
+    /// <summary>Stack preset names.</summary>
+    public static IReadOnlyList<string> PresetNames => Presets.Names("stacks/", ".yaml");
+
+    /// <summary>Loads a stack preset by name, or a YAML file by path; <paramref name="flag"/> names where it was asked for.</summary>
+    public static SoftwareStack Load(string nameOrPath, string flag = "--stack") => Load(nameOrPath, flag, 0);
+
+    /// <summary>The facts of a stack (see <see cref="Load(string, string)"/>).</summary>
+    public static PricingOptions Options(string nameOrPath, string flag = "--stack") => Load(nameOrPath, flag).Options;
+
+    private static SoftwareStack Load(string nameOrPath, string flag, int depth)
+    {
+        if (depth > 8)
+            throw new InputException($"{flag}: stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
+        // A bare preset name is the preset even where a file of that name lies about (the repository's ./planner).
+        bool bare = !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
+        var text = bare ? Presets.Read($"stacks/{nameOrPath}.yaml") : null;
+        if (text is not null)
+            return Parse(text, $"stacks/{nameOrPath}.yaml", nameOrPath, depth);
+        if (File.Exists(nameOrPath))
+            return Parse(File.ReadAllText(nameOrPath), nameOrPath, Path.GetFullPath(nameOrPath), depth);
+        if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
+            throw new InputException($"{flag}: file '{nameOrPath}' not found");
+        throw new InputException($"{flag}: '{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
+    }
+
+    /// <summary>Parses stack YAML text; <paramref name="source"/> names the file in errors, <paramref name="stack"/> is
+    /// what the facts record as their stack (the preset's name, or the file's full path).</summary>
+    public static SoftwareStack Parse(string yaml, string source, string stack) => Parse(yaml, source, stack, 0);
+
+    private static SoftwareStack Parse(string yaml, string source, string stack, int depth)
+    {
+        var map = YamlMap.Parse(yaml, source).Allow(Keys);
+        map.String("name");
+        string description = map.OptionalString("description") ?? "";
+        var sources = map.OptionalStrings("sources") ?? [];
+        string? baseName = map.OptionalString("base");
+        var o = baseName is null ? PricingOptions.Default : Load(baseName, $"{source}: key 'base'", depth + 1).Options;
+        o = o with
+        {
+            FlashAttention = map.OptionalChoice("attention", "flash", "materialized") is { } attention ? attention == "flash" : o.FlashAttention,
+            OverlapGradReduce = map.OptionalBool("overlap_grad_reduce") ?? o.OverlapGradReduce,
+            OverlapParamGather = map.OptionalBool("overlap_param_gather") ?? o.OverlapParamGather,
+            FusedGradAccumulation = map.OptionalBool("fused_grad_accumulation") ?? o.FusedGradAccumulation,
+            FusedCrossEntropy = map.OptionalBool("fused_cross_entropy") ?? o.FusedCrossEntropy,
+            PrefetchZero3 = map.OptionalBool("zero3_prefetch") ?? o.PrefetchZero3,
+            GradientBucketCopies = map.OptionalBool("gradient_bucket_copies") ?? o.GradientBucketCopies,
+            ReduceScatterPerMicroBatch = map.OptionalBool("reduce_scatter_per_micro_batch") ?? o.ReduceScatterPerMicroBatch,
+            ReduceScatterAsAllReduce = map.OptionalBool("reduce_scatter_as_all_reduce") ?? o.ReduceScatterAsAllReduce,
+            Fp32DataParallel = map.OptionalBool("fp32_data_parallel") ?? o.Fp32DataParallel,
+            Fp32Params = map.OptionalBool("fp32_params") ?? o.Fp32Params,
+            Fp32GradReduce = map.OptionalBool("grad_reduce_fp32") ?? o.Fp32GradReduce,
+            TiedEmbeddingReducedAfterFlush = map.OptionalBool("tied_embedding_reduced_after_flush") ?? o.TiedEmbeddingReducedAfterFlush,
+            CollectivePerBucket = map.OptionalBool("collective_per_bucket") ?? o.CollectivePerBucket,
+            DeduplicatedDispatch = map.OptionalChoice("moe_dispatcher", "flex", "alltoall") is { } dispatcher ? dispatcher == "flex" : o.DeduplicatedDispatch,
+            MoeExpertOverheadSeconds = map.OptionalNumber("moe_expert_overhead_us", 1e6, -1e-12) is double us ? us / 1e6 : o.MoeExpertOverheadSeconds,
+            Algorithm = map.OptionalChoice("collectives", "ring", "hierarchical") is { } algorithm
+                ? algorithm == "ring" ? CollectiveAlgorithm.Ring : CollectiveAlgorithm.Hierarchical
+                : o.Algorithm,
+            Stack = stack,
+        };
+        map.RejectUnknown(Keys);
+        return new SoftwareStack(o, description, sources);
+    }
+}

@@ -1,0 +1,136 @@
+using Xunit;
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Tests;
+
+/// <summary>Software stacks: the presets, user files built on a base, and what each fact does to a price.</summary>
+public sealed class StackTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("planner-stacks-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string Write(string name, string text)
+    {
+        string path = Path.Combine(_dir, name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    [Fact]
+    public void Every_preset_states_every_fact_and_cites_its_sources()
+    {
+        Assert.Contains("megatron-core", StackLoader.PresetNames);
+        foreach (var name in new[] { "megatron-lm-2021", "megatron-deepspeed", "deepspeed", "fsdp", "torchtitan", "planner" })
+            Assert.Contains(name, StackLoader.PresetNames);
+        string dir = Path.Combine(RepoRoot(), "stacks");
+        foreach (var name in StackLoader.PresetNames)
+        {
+            var stack = StackLoader.Load(name);
+            Assert.Equal(name, stack.Name);
+            Assert.NotEmpty(stack.Description);
+            Assert.NotEmpty(stack.Sources);
+            // A preset names each fact itself, so that reading it says everything (no fact silently from a base).
+            var keys = File.ReadAllLines(Path.Combine(dir, name + ".yaml")).Where(l => l.Length > 0 && !char.IsWhiteSpace(l[0]) && l[0] != '#')
+                .Select(l => l[..l.IndexOf(':')]).ToHashSet();
+            foreach (var fact in StackLoader.FactKeys)
+                Assert.True(keys.Contains(fact), $"stacks/{name}.yaml does not state '{fact}'");
+            Assert.DoesNotContain("base", keys);
+        }
+    }
+
+    [Fact]
+    public void Megatron_core_is_the_default_pricing()
+    {
+        Assert.Equal(PricingOptions.Default, StackLoader.Options("megatron-core"));
+        Assert.Equal(PricingOptions.DefaultStack, PricingOptions.Default.Stack);
+    }
+
+    [Fact]
+    public void A_users_stack_takes_its_bases_facts_and_overrides_some()
+    {
+        string path = Write("mine.yaml", "name: mine\nbase: deepspeed\noverlap_grad_reduce: true\nmoe_expert_overhead_us: 50\n");
+        var mine = StackLoader.Options(path);
+        var deepspeed = StackLoader.Options("deepspeed");
+        Assert.Equal(deepspeed with { OverlapGradReduce = true, MoeExpertOverheadSeconds = 50e-6, Stack = Path.GetFullPath(path) }, mine);
+        // Without a base: megatron-core's facts.
+        string plain = Write("plain.yaml", "name: plain\nattention: materialized\n");
+        Assert.Equal(PricingOptions.Default with { FlashAttention = false, Stack = Path.GetFullPath(plain) }, StackLoader.Options(plain));
+    }
+
+    [Theory]
+    [InlineData("name: x\noverlap_grad_reduc: true\n", "overlap_grad_reduc")]
+    [InlineData("name: x\nattention: fused\n", "attention")]
+    [InlineData("name: x\noverlap_grad_reduce: maybe\n", "overlap_grad_reduce")]
+    [InlineData("name: x\nmoe_expert_overhead_us: -3\n", "moe_expert_overhead_us")]
+    [InlineData("name: x\nbase: no-such-stack\n", "no-such-stack")]
+    [InlineData("attention: flash\n", "name")]
+    public void A_bad_stack_file_is_refused_naming_the_file_and_key(string yaml, string named)
+    {
+        string path = Write("bad.yaml", yaml);
+        var e = Assert.Throws<InputException>(() => StackLoader.Load(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains(named, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void A_base_cycle_is_refused()
+    {
+        string a = Path.Combine(_dir, "a.yaml"), b = Path.Combine(_dir, "b.yaml");
+        File.WriteAllText(a, $"name: a\nbase: {b}\n");
+        File.WriteAllText(b, $"name: b\nbase: {a}\n");
+        Assert.Contains("cycle", Assert.Throws<InputException>(() => StackLoader.Load(a)).Message);
+    }
+
+    [Fact]
+    public void An_unknown_preset_lists_the_presets()
+    {
+        var e = Assert.Throws<InputException>(() => StackLoader.Load("megatron-lm-1999"));
+        Assert.StartsWith("--stack:", e.Message);
+        Assert.Contains("megatron-core", e.Message);
+    }
+
+    [Fact]
+    public void Each_stack_prices_what_its_software_does()
+    {
+        // GPT-3 175B on 128 A100s, TP8 PP4 DP4, 96 micro-batches: Megatron-LM of 2021 exposes its gradient all-reduce
+        // and materialises attention; DeepSpeed's ZeRO-2 reduces every micro-batch; torchtitan reduces in fp32.
+        var m = ModelLoader.Load("gpt3-175b");
+        var c = ClusterLoader.Load("dgx-a100-80g");
+        var plan = new ParallelPlan(8, 4, 4, 1, 1, 1, 384, 2048, 1, Recompute.Full, true, Precision.Bf16);
+        Prediction Price(string stack, ParallelPlan? p = null) => Pricer.Price(m, c, p ?? plan, StackLoader.Options(stack));
+        var core = Price("megatron-core");
+        var old = Price("megatron-lm-2021");
+        Assert.Equal("megatron-core", core.Stack);
+        Assert.Equal("megatron-lm-2021", old.Stack);
+        Assert.True(old.Breakdown.DpComm > 2 * core.Breakdown.DpComm, $"dp_comm {old.Breakdown.DpComm} (2021) against {core.Breakdown.DpComm}");
+        Assert.True(old.StepTimeSeconds > core.StepTimeSeconds);
+
+        var zero2 = plan with { Zero = 2 };
+        var deepspeed = Price("deepspeed", zero2);
+        var coreZero2 = Price("megatron-core", zero2);
+        Assert.True(deepspeed.Breakdown.DpComm > 10 * coreZero2.Breakdown.DpComm,
+            $"ZeRO-2 every micro-batch: dp_comm {deepspeed.Breakdown.DpComm} against {coreZero2.Breakdown.DpComm} once per step");
+
+        // fp32 gradients: twice the bytes held and reduced.
+        var fp32Grads = Pricer.Price(m, c, plan, PricingOptions.Default with { Fp32GradReduce = true });
+        Assert.Equal(2 * core.PeakStage.Gradients, fp32Grads.PeakStage.Gradients, 6);
+        // An exposed all-reduce (ZeRO-0) of fp32 gradients takes about twice as long.
+        var exposed = PricingOptions.Default with { OverlapGradReduce = false };
+        var allReduce = plan with { Zero = 0 };
+        double ratio = Pricer.Price(m, c, allReduce, exposed with { Fp32GradReduce = true }).Breakdown.DpComm
+                       / Pricer.Price(m, c, allReduce, exposed).Breakdown.DpComm;
+        Assert.InRange(ratio, 1.8, 2.0);
+    }
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (Directory.Exists(Path.Combine(dir.FullName, "stacks")) && File.Exists(Path.Combine(dir.FullName, "Planner.sln")))
+                return dir.FullName;
+        throw new DirectoryNotFoundException($"the repository root (stacks/) not found above {AppContext.BaseDirectory}");
+    }
+}
