@@ -187,6 +187,24 @@ public class ModelSpecTests
     }
 
     [Fact]
+    public void Parse_HeadsThatDoNotDivideTheHiddenSize_AreHiddenOverHeadsWide()
+    {
+        // 2560 over 24 heads (no head_dim): Megatron makes each head 2560 // 24 = 106 wide.
+        var m = ModelLoader.Parse("""
+            {"num_hidden_layers": 4, "hidden_size": 2560, "num_attention_heads": 24, "intermediate_size": 10240,
+             "vocab_size": 32000, "max_position_embeddings": 2048}
+            """, "odd.json", "odd");
+        Assert.Equal(106, m.HeadDim);
+        Assert.Equal(2560L * (3 * 24 * 106) + 24L * 106 * 2560, m.AttentionParams);
+        var e = Assert.Throws<InputException>(() => ModelLoader.Parse("""
+            {"num_hidden_layers": 4, "hidden_size": 16, "num_attention_heads": 32, "intermediate_size": 64,
+             "vocab_size": 32000, "max_position_embeddings": 2048}
+            """, "narrow.json", "narrow"));
+        Assert.Contains("narrow.json", e.Message);
+        Assert.Contains("head_dim", e.Message);
+    }
+
+    [Fact]
     public void Parse_HeadDim_LetsHiddenDifferFromHeadsTimesHeadWidth()
     {
         // Qwen3-30B-A3B: hidden 2048, 32 heads of 128 (4096 wide queries).
@@ -410,12 +428,10 @@ public class ModelSpecTests
     }
 
     [Fact]
-    public void Parse_HiddenNotDivisibleByHeads_Throws()
+    public void Parse_HiddenNotDivisibleByHeads_Gpt2Keys_HeadsRoundedDown()
     {
         const string json = """{ "n_layer": 2, "n_embd": 500, "n_head": 8, "n_positions": 256, "vocab_size": 1000 }""";
-        var e = Assert.Throws<InputException>(() => ModelLoader.Parse(json, "odd.json", "x"));
-        Assert.Contains("odd.json", e.Message);
-        Assert.Contains("500", e.Message);
+        Assert.Equal(62, ModelLoader.Parse(json, "odd.json", "x").HeadDim);
     }
 
     [Fact]

@@ -235,8 +235,9 @@ public static class ModelLoader
             Range(source, "head_dim", d, 100_000);
         if (m.MtpLayers is < 0 or > 100)
             throw new InputException($"{source}: 'num_nextn_predict_layers' is {m.MtpLayers}; expected 0 to 100");
-        if (m.HeadDimension is null && m.Mla is null && m.Hidden % m.Heads != 0)
-            throw new InputException($"{source}: '{hidden}' {m.Hidden} is not divisible by '{heads}' {m.Heads} (give 'head_dim' when the heads are not hidden / heads wide)");
+        // A hidden size the heads do not divide: each head hidden // heads wide, as Megatron's kv_channels defaults.
+        if (m.HeadDimension is null && m.Mla is null && m.Hidden / m.Heads < 1)
+            throw new InputException($"{source}: '{hidden}' {m.Hidden} is below '{heads}' {m.Heads}: no head would be a unit wide (give 'head_dim')");
         if (m.Heads % m.KvHeads != 0)
             throw new InputException($"{source}: '{heads}' {m.Heads} is not divisible by '{kv}' {m.KvHeads}");
     }
