@@ -89,6 +89,23 @@ public sealed record ClusterSpec(
     /// <summary>Groups of the cluster (one for a homogeneous cluster).</summary>
     public IReadOnlyList<GpuGroup> GroupList => Groups ?? [new GpuGroup(Gpu, Nodes)];
 
+    /// <summary>
+    /// Share of each GPU's memory a plan leaves free by default: what the memory model does not count and a run still
+    /// needs at times: NCCL's communicator buffers (a GiB or two on large jobs), the caching allocator's transient peaks
+    /// beyond the fragmentation the model adds, and kernels' workspaces. Nobody launches at 99.8 % of memory.
+    /// </summary>
+    public const double DefaultMemoryHeadroom = 0.05;
+
+    /// <summary>The cluster with each GPU's memory less a headroom <paramref name="fraction"/> (0 to below 1): what the
+    /// planner lets a plan use.</summary>
+    public ClusterSpec WithMemoryHeadroom(double fraction)
+    {
+        if (fraction == 0)
+            return this;
+        GpuSpec Less(GpuSpec g) => g with { MemoryGib = g.MemoryGib * (1 - fraction) };
+        return this with { Gpu = Less(Gpu), Groups = Groups?.Select(g => g with { Gpu = Less(g.Gpu) }).ToList() };
+    }
+
     /// <summary>The cluster as one group sees it: its GPU and node count, the shared network.</summary>
     public ClusterSpec ForGroup(int group) =>
         Groups is null ? this : this with { Gpu = Groups[group].Gpu, Nodes = Groups[group].Nodes, Groups = null };

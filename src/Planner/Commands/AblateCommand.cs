@@ -34,9 +34,10 @@ public static class AblateCommand
         var csv = new Option<string?>("--csv") { Description = "Also write the table to this CSV file" };
         var force = new Option<bool>("--force") { Description = "Overwrite the --csv file if it exists" };
         var stack = PlanFlags.StackOption();
+        var headroomOption = PlanFlags.MemoryHeadroomOption();
         var cmd = new Command("ablate",
             "Technique table: plain fp32 data parallelism, then mixed precision, recompute, TP, PP, ZeRO-1/2/3 and sequence parallelism, cumulatively")
-            { model, cluster, stack, gbs, seq, tokens, csv, force };
+            { model, cluster, stack, headroomOption, gbs, seq, tokens, csv, force };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -58,7 +59,9 @@ public static class AblateCommand
                 WhatIfCommand.CheckOutput(csvPath, "--csv", r.GetValue(force));
 
             var software = Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!);
-            var rows = Ablation.Run(m, c, batch, s, software);
+            double headroom = PlanFlags.ReadHeadroom(r, headroomOption);
+            // Each technique's plan is chosen within the headroom (memory shown against the whole GPU).
+            var rows = Ablation.Run(m, c.WithMemoryHeadroom(headroom), batch, s, software);
 
             if (csvPath is not null)
             {
@@ -67,7 +70,7 @@ public static class AblateCommand
             }
             var console = Tables.Console(stdout);
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
-                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}");
+                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}, memory headroom {headroom:P0}");
             var t = new Table().Border(TableBorder.Rounded).AddColumn("technique").AddColumn("plan")
                 .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
                 .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())

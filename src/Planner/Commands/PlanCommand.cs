@@ -37,14 +37,16 @@ public static class PlanCommand
         var calibration = new Option<string?>("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
         var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
         var stack = PlanFlags.StackOption();
+        var headroomOption = PlanFlags.MemoryHeadroomOption();
         var allVariants = new Option<bool>("--all-variants") { Description = "List every configuration of a parallel shape (ZeRO stage, micro-batch, interleaving, recompute), not only the best of each shape" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
-            { model, cluster, stack, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
+            { model, cluster, stack, headroomOption, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
             var c = Profiling.CalibrationFile.Apply(ClusterLoader.Load(r.GetValue(cluster)!), r.GetValue(calibration), r.GetValue(forceCalibration));
             var software = StackLoader.Options(r.GetValue(stack)!);
+            double headroom = PlanFlags.ReadHeadroom(r, headroomOption);
             if (r.GetValue(gbs) is not null && r.GetValue(gbsMax) is not null)
                 throw new InputException("--gbs and --gbs-max: give one of them");
             int batch = r.GetValue(gbsMax) ?? r.GetValue(gbs) ?? DefaultGbs;
@@ -67,12 +69,14 @@ public static class PlanCommand
             string? outPath = r.GetValue(outFile);
             if (outPath is not null && File.Exists(outPath) && !r.GetValue(force))
                 throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
-            var request = new SearchRequest(m, c, batch, r.GetValue(gbsMax) is not null, seqs, precisions,
+            // The search sees each GPU's memory less the headroom; the plans it returns are shown on the whole GPU.
+            var request = new SearchRequest(m, c.WithMemoryHeadroom(headroom), batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
                 r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, Options: software, AllVariants: r.GetValue(allVariants));
             var result = PlanSearch.Run(request);
             if (result.Plans.Count == 0)
-                throw new InputException(Infeasibility.Explain(request, result));
+                throw new InputException(Infeasibility.Explain(request, result) + (headroom > 0 ? $" (with --memory-headroom {headroom}: {c.Gpu.MemoryGib * (1 - headroom):F1} of {c.Gpu.MemoryGib:F0} GiB usable)" : ""));
+            result = result with { Plans = result.Plans.Select(p => Pricer.Price(m, c, p.Plan, software)).ToList() };
             if (outPath is not null)
                 File.WriteAllText(outPath, PlanJson(result.Plans[0]).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             if (r.GetValue(json))
@@ -91,7 +95,7 @@ public static class PlanCommand
                 stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 return Cli.Ok;
             }
-            Render(stdout, request, result, budget);
+            Render(stdout, request, result, budget, headroom);
             if (outPath is not null)
                 stdout.WriteLine($"best plan written to {outPath}");
             return Cli.Ok;
@@ -115,14 +119,14 @@ public static class PlanCommand
         return plan;
     }
 
-    private static void Render(TextWriter stdout, SearchRequest req, SearchResult result, double? tokens)
+    private static void Render(TextWriter stdout, SearchRequest req, SearchResult result, double? tokens, double headroom)
     {
         var m = req.Model;
         var c = req.Cluster;
         var console = Tables.Console(stdout);
         console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}), " +
                           $"{(req.GbsIsMaximum ? "gbs up to " : "gbs ")}{req.Gbs}, seq {string.Join("/", req.Seqs)}, {string.Join("/", req.Precisions.Select(p => p.Name()))}, " +
-                          $"stack {(req.Options ?? PricingOptions.Default).Stack}");
+                          $"stack {(req.Options ?? PricingOptions.Default).Stack}, memory headroom {headroom:P0}");
         var t = new Table().Border(TableBorder.Rounded).AddColumn("#").AddColumn("plan")
             .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
             .AddColumn(new TableColumn("MFU").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())

@@ -67,10 +67,29 @@ public sealed class PlanFlags
         DefaultValueFactory = _ => PricingOptions.DefaultStack,
     };
 
+    /// <summary>--memory-headroom</summary>
+    public Option<double> MemoryHeadroom { get; } = MemoryHeadroomOption();
+
+    /// <summary>A <c>--memory-headroom</c> option: the share of each GPU's memory a plan leaves free.</summary>
+    public static Option<double> MemoryHeadroomOption() => new("--memory-headroom")
+    {
+        Description = $"Share of each GPU's memory plans leave free for what the model does not count (NCCL buffers, allocator spikes), 0 to 0.5 (default {ClusterSpec.DefaultMemoryHeadroom})",
+        DefaultValueFactory = _ => ClusterSpec.DefaultMemoryHeadroom,
+    };
+
+    /// <summary>The headroom given, checked: 0 to 0.5.</summary>
+    public static double ReadHeadroom(ParseResult r, Option<double> option)
+    {
+        double f = r.GetValue(option);
+        if (!(f >= 0 && f <= 0.5))
+            throw new InputException($"--memory-headroom: {f} must be a fraction from 0 to 0.5");
+        return f;
+    }
+
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Stack, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
+        foreach (Option o in new Option[] { Model, Cluster, Stack, MemoryHeadroom, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 

@@ -19,11 +19,17 @@ public static class PredictCommand
         cmd.SetAction(r =>
         {
             var (model, cluster, plan) = flags.Read(r);
+            double headroom = PlanFlags.ReadHeadroom(r, flags.MemoryHeadroom);
             var prediction = Pricer.Price(model, cluster, plan, StackLoader.Options(r.GetValue(flags.Stack)!));
             if (r.GetValue(json))
-                stdout.WriteLine(PredictionJson.Prediction(prediction).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            {
+                var o = PredictionJson.Prediction(prediction);
+                o["memory_headroom"] = headroom;
+                o["within_headroom"] = prediction.Fits && Tables.WithinHeadroom(prediction, headroom);
+                stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            }
             else
-                Tables.Prediction(stdout, prediction);
+                Tables.Prediction(stdout, prediction, headroom);
             return Cli.Ok;
         });
         return cmd;

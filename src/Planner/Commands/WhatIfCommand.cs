@@ -26,10 +26,11 @@ public static class WhatIfCommand
         var tokens = new Option<double?>("--tokens") { Description = "Token budget: add the time (and cost, with a price) to train it" };
         var force = new Option<bool>("--force") { Description = "Overwrite the --csv and --plot files if they exist" };
         var stack = PlanFlags.StackOption();
+        var headroomOption = PlanFlags.MemoryHeadroomOption();
         var flags = new OptionalPlanFlags();
         var cmd = new Command("whatif",
             "Sweep cluster, model, batch or plan keys and re-plan each point (or price a fixed plan given by --tp, --pp and --mbs)")
-            { model, cluster, stack, gbs, seq, sweep, csv, plot, tokens, force };
+            { model, cluster, stack, headroomOption, gbs, seq, sweep, csv, plot, tokens, force };
         flags.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -59,7 +60,8 @@ public static class WhatIfCommand
                 gnuplot = WhatIfPlot.FindGnuplot() ?? throw new InputException(WhatIfPlot.NotFound);
             }
 
-            var baseline = new Scenario(m, c, batch, s, flags.Read(r), Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!));
+            var baseline = new Scenario(m, c, batch, s, flags.Read(r), Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!),
+                PlanFlags.ReadHeadroom(r, headroomOption));
             var grid = Sweep.Grid(axes);
             var rows = RunWithProgress(baseline, grid, r.InvocationConfiguration?.Error);
 
@@ -68,7 +70,7 @@ public static class WhatIfCommand
             // A sweep pins its key at every point, so either every point has a fixed plan or none has.
             string gpus = string.Join(" + ", c.GroupList.Select(g => $"{g.Nodes * c.GpusPerNode} x {g.Gpu.Name}"));
             string title = $"{m.Name} on {c.Name} ({gpus}), gbs {batch}" + (s is int q ? $", seq {q}" : "")
-                           + (rows.All(x => x.Scenario.Plan.IsFixed) ? ", fixed plan" : ", re-planned per point");
+                           + (rows.All(x => x.Scenario.Plan.IsFixed) ? ", fixed plan" : $", re-planned per point within a {baseline.MemoryHeadroom:P0} memory headroom");
             if (gnuplot is not null)
                 WhatIfPlot.Draw(gnuplot, plotPath!, title, axes, rows);
             Render(stdout, title, axes, rows, budget);

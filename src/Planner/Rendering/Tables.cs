@@ -25,6 +25,9 @@ public static class Tables
         return console;
     }
 
+    /// <summary>True when the plan's peak leaves <paramref name="headroom"/> of every GPU's memory free.</summary>
+    public static bool WithinHeadroom(Prediction r, double headroom) => r.PeakMemoryGib <= r.GpuMemoryGib * (1 - headroom);
+
     /// <summary>Short form of a plan, e.g. "TP8 PP12 DP8 mbs1 vpp1 sel+SP bf16 Z1".</summary>
     public static string Describe(ParallelPlan p)
     {
@@ -43,8 +46,9 @@ public static class Tables
         return string.Join(' ', parts);
     }
 
-    /// <summary>Prints a prediction: headline figures, the step-time breakdown and the memory of the peak rank.</summary>
-    public static void Prediction(TextWriter writer, Prediction r)
+    /// <summary>Prints a prediction: headline figures, the step-time breakdown and the memory of the peak rank;
+    /// <paramref name="headroom"/> the share of memory a plan should leave free.</summary>
+    public static void Prediction(TextWriter writer, Prediction r, double headroom = 0)
     {
         var console = Console(writer);
         var p = r.Plan;
@@ -56,6 +60,10 @@ public static class Tables
         head.AddRow("hardware TFLOP/s per GPU", $"{r.HardwareTflopsPerGpu:F1}");
         head.AddRow("MFU", $"{r.Mfu:P1}");
         head.AddRow("peak memory per GPU", $"{r.PeakMemoryGib:F1} / {r.GpuMemoryGib:F0} GiB ({(r.Fits ? "fits" : "DOES NOT FIT")})");
+        if (headroom > 0 && r.Fits)
+            head.AddRow($"within {headroom:P0} headroom", WithinHeadroom(r, headroom)
+                ? $"yes ({r.GpuMemoryGib * (1 - headroom):F1} GiB usable)"
+                : $"NO: {r.PeakMemoryGib:F1} above the {r.GpuMemoryGib * (1 - headroom):F1} GiB usable");
         console.Write(head);
 
         var b = r.Breakdown;

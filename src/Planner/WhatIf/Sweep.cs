@@ -199,7 +199,8 @@ public static class Sweep
 
 /// <summary>The inputs of one what-if point: a model, a cluster, the batch and sequence, and the pinned plan values.</summary>
 /// <param name="Seq">The sequence length, or null for the model's default (<see cref="Commands.PlanFlags.DefaultSeq"/>).</param>
-public sealed record Scenario(ModelSpec Model, ClusterSpec Cluster, int Gbs, int? Seq, PlanConstraint Plan, Planner.CostModel.Pricing.PricingOptions Software)
+public sealed record Scenario(ModelSpec Model, ClusterSpec Cluster, int Gbs, int? Seq, PlanConstraint Plan, Planner.CostModel.Pricing.PricingOptions Software,
+    double MemoryHeadroom = 0)
 {
     /// <summary>The sequence length of this point.</summary>
     public int SeqOrDefault => Seq ?? Commands.PlanFlags.DefaultSeq(Model);

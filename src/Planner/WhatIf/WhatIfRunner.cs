@@ -119,7 +119,10 @@ public static class WhatIfRunner
             return new WhatIfRow(point, s, null, null, $"GPU '{lacking.Gpu.Name}' has no {precision.Name()} rate");
         // TP stays inside an NVLink domain unless the point pins a larger degree.
         int? tpMax = s.Plan.Tp is int tp && tp > c.NvlinkDomain ? tp : null;
-        var req = new SearchRequest(s.Model, c, s.Gbs, GbsIsMaximum: false, [s.SeqOrDefault], [precision], TpMax: tpMax, Top: 1, Options: s.Software);
+        // The search sees each GPU's memory less the headroom; the plan it finds is priced on the whole GPU.
+        var usable = c.WithMemoryHeadroom(s.MemoryHeadroom);
+        var req = new SearchRequest(s.Model, usable, s.Gbs, GbsIsMaximum: false, [s.SeqOrDefault], [precision], TpMax: tpMax, Top: 1, Options: s.Software);
+        Prediction OnWholeGpus(Prediction p) => s.MemoryHeadroom > 0 ? Pricer.Price(s.Model, c, p.Plan, s.Software) : p;
         if (!s.Plan.FiltersPlans)
         {
             SearchResult result;
@@ -131,10 +134,10 @@ public static class WhatIfRunner
             else
                 result = PlanSearch.Run(req);
             if (result.Plans.Count > 0)
-                return new WhatIfRow(point, s, result.Plans[0].Plan, result.Plans[0], null);
+                return new WhatIfRow(point, s, result.Plans[0].Plan, OnWholeGpus(result.Plans[0]), null);
             string note = result.Enumerated == 0
                 ? NoShape(s)
-                : $"no plan of {result.Enumerated:N0} fits in {c.GroupList.Min(g => g.Gpu.MemoryGib):F0} GiB per GPU"
+                : $"no plan of {result.Enumerated:N0} fits in {usable.GroupList.Min(g => g.Gpu.MemoryGib):F1} GiB per GPU{Headroom(s)}"
                   + (result.Smallest is { } least ? $"; the leanest, {Tables.Describe(least.Plan)}, needs {least.PeakBytes / Units.GiB:F1} GiB" : "");
             return new WhatIfRow(point, s, null, null, note);
         }
@@ -143,8 +146,10 @@ public static class WhatIfRunner
                 $"pinning {s.Plan.Describe()} needs a cluster of one GPU kind (the search of '{c.Name}' assigns stages to its GPU groups)");
         var (best, _) = ConstrainedSearch.Best(req, s.Plan);
         if (best is not null)
-            return new WhatIfRow(point, s, best.Plan, best, null);
+            return new WhatIfRow(point, s, best.Plan, OnWholeGpus(best), null);
         return new WhatIfRow(point, s, null, null,
-            $"no valid plan with {s.Plan.Describe()} fits in {c.Gpu.MemoryGib:F0} GiB per GPU");
+            $"no valid plan with {s.Plan.Describe()} fits in {usable.Gpu.MemoryGib:F1} GiB per GPU{Headroom(s)}");
     }
+
+    private static string Headroom(Scenario s) => s.MemoryHeadroom > 0 ? $" (after the {s.MemoryHeadroom:P0} memory headroom)" : "";
 }
