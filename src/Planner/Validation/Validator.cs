@@ -85,10 +85,17 @@ public static class Validator
 
     /// <summary>A row of the older schema.</summary>
     public static ValidationCase Case(PublishedRun r) =>
-        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), Stack(r.Id, r.Stack, PublishedStack), r.StepTimeS, null, [Paper(r.Id)]);
+        Case(r, Stack(r.Id, r.Stack, PublishedStack));
 
-    /// <summary>The paper a row of the older schema comes from, by its id's prefix.</summary>
-    private static string Paper(string id) => id.StartsWith("korthikanti", StringComparison.Ordinal) ? "Korthikanti et al. 2022" : "Narayanan et al. 2021";
+    private static ValidationCase Case(PublishedRun r, PricingOptions stack) =>
+        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), stack, r.StepTimeS, null, [Origin(r.Id), $"stack {stack.Stack}"]);
+
+    /// <summary>What a row of the older schema is summarised under: the paper of the Megatron-LM rows, by their id's
+    /// prefix; for other runs the run's family (the id up to its first dash, e.g. bloom176b).</summary>
+    private static string Origin(string id) =>
+        id.StartsWith("korthikanti", StringComparison.Ordinal) ? "Korthikanti et al. 2022"
+        : id.StartsWith("narayanan", StringComparison.Ordinal) ? "Narayanan et al. 2021"
+        : $"run {id.Split('-')[0]}";
 
     /// <summary>The model shape of a row (GeLU rows are GPT-style: biases, LayerNorm, learned positions).</summary>
     public static ModelSpec Model(PublishedRun r)
@@ -156,8 +163,9 @@ public static class Validator
             Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: r.Ep, Etp: r.Etp ?? 1);
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException($"row {r.Id}: {problem}");
-        return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, Stack(r.Id, r.Stack, ModernStack), r.StepTimeS, r.PeakMemoryGib,
-            [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}"]);
+        var stack = Stack(r.Id, r.Stack, ModernStack);
+        return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, stack, r.StepTimeS, r.PeakMemoryGib,
+            [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}", $"stack {stack.Stack}"]);
     }
 
     /// <summary>Prices every row.</summary>
