@@ -12,11 +12,7 @@ namespace Planner.Cli.Tests;
 /// </summary>
 public sealed class ModernValidateTests
 {
-    private static string RunsCsv()
-    {
-        string path = global::Planner.Cli.Commands.ValidateCommand.RepoFile("validation/modern_runs.csv");
-        return File.Exists(path) ? path : throw new FileNotFoundException($"validation/modern_runs.csv not found above {AppContext.BaseDirectory}");
-    }
+    private static string RunsCsv() => RepoFiles.Find("validation/modern_runs.csv");
 
     private static readonly Lazy<JsonElement> Full = new(() =>
     {

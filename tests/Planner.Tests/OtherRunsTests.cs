@@ -8,11 +8,7 @@ namespace Planner.Cli.Tests;
 /// <summary><c>validate</c> on validation/other_runs.csv: other frameworks' runs, each priced with the stack it ran on.</summary>
 public sealed class OtherRunsTests
 {
-    private static string RunsCsv()
-    {
-        string path = global::Planner.Cli.Commands.ValidateCommand.RepoFile("validation/other_runs.csv");
-        return File.Exists(path) ? path : throw new FileNotFoundException($"validation/other_runs.csv not found above {AppContext.BaseDirectory}");
-    }
+    private static string RunsCsv() => RepoFiles.Find("validation/other_runs.csv");
 
     [Fact]
     public void Every_row_is_priced_with_its_own_stack_and_summarised_per_stack()

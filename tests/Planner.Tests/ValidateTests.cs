@@ -13,11 +13,7 @@ public sealed class ValidateTests
     private const double MaxAbsErrorPct = 20;
 
     /// <summary>validation/published_runs.csv, found by walking up from the test binaries to the repository root.</summary>
-    private static string RunsCsv()
-    {
-        string path = global::Planner.Cli.Commands.ValidateCommand.RepoFile("validation/published_runs.csv");
-        return File.Exists(path) ? path : throw new FileNotFoundException($"validation/published_runs.csv not found above {AppContext.BaseDirectory}");
-    }
+    private static string RunsCsv() => RepoFiles.Find("validation/published_runs.csv");
 
     private static JsonElement Validate(params string[] extra)
     {
