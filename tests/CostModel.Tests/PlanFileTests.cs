@@ -48,7 +48,7 @@ public sealed class PlanFileTests : IDisposable
     [MemberData(nameof(Plans))]
     public void RoundTrip_WhatPredictionJsonWritesReadsBackAsTheSameRecord(ParallelPlan plan, string model, string cluster)
     {
-        var o = PredictionJson.Plan(plan, model, cluster);
+        var o = PredictionJson.Plan(plan, model, cluster, PricingOptions.DefaultStack);
         string path = Write("plan.json", o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
         var (read, readModel, readCluster) = PlanFile.Read(path);
@@ -62,7 +62,7 @@ public sealed class PlanFileTests : IDisposable
     public void PredictionAndUnknownKeysAreIgnored()
     {
         var plan = new ParallelPlan(8, 12, 8, 1, 1, 1, 1536, 2048, 1, Recompute.Selective, true, Precision.Bf16);
-        var o = PredictionJson.Plan(plan, "gpt3-175b", "dgx-a100-80g");
+        var o = PredictionJson.Plan(plan, "gpt3-175b", "dgx-a100-80g", PricingOptions.DefaultStack);
         o["prediction"] = new JsonObject { ["step_time_s"] = 12.5, ["breakdown"] = new JsonObject { ["compute"] = 9.0 } };
         o["note"] = "written by hand";
         o["extra"] = new JsonArray(1, 2, 3);

@@ -42,6 +42,19 @@ public sealed class StackTests : IDisposable
     }
 
     [Fact]
+    public void The_executors_stack_states_what_the_executor_does()
+    {
+        // What run priced before the stacks (RunCommand's options): materialised attention, autograd accumulation, per-block
+        // fp32 all-reduces of copies (Gloo has no bf16 reduction and no reduce-scatter), ZeRO-2 every micro-batch,
+        // fp32 parameters, gathers after the step, ZeRO-3 in line, the loss unfused.
+        var executor = new PricingOptions(OverlapGradReduce: true, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
+            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true,
+            PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true, CollectivePerBucket: true, FusedCrossEntropy: false, DeduplicatedDispatch: false,
+            Stack: "planner");
+        Assert.Equal(executor, StackLoader.Options("planner"));
+    }
+
+    [Fact]
     public void Megatron_core_is_the_default_pricing()
     {
         Assert.Equal(PricingOptions.Default, StackLoader.Options("megatron-core"));
@@ -54,10 +67,25 @@ public sealed class StackTests : IDisposable
         string path = Write("mine.yaml", "name: mine\nbase: deepspeed\noverlap_grad_reduce: true\nmoe_expert_overhead_us: 50\n");
         var mine = StackLoader.Options(path);
         var deepspeed = StackLoader.Options("deepspeed");
-        Assert.Equal(deepspeed with { OverlapGradReduce = true, MoeExpertOverheadSeconds = 50e-6, Stack = Path.GetFullPath(path) }, mine);
+        Assert.Equal(deepspeed with { OverlapGradReduce = true, MoeExpertOverheadSeconds = 50e-6, Stack = "mine" }, mine);
         // Without a base: megatron-core's facts.
         string plain = Write("plain.yaml", "name: plain\nattention: materialized\n");
-        Assert.Equal(PricingOptions.Default with { FlashAttention = false, Stack = Path.GetFullPath(plain) }, StackLoader.Options(plain));
+        Assert.Equal(PricingOptions.Default with { FlashAttention = false, Stack = "plain" }, StackLoader.Options(plain));
+        // A relative base lies beside the file that names it, wherever the planner runs.
+        Directory.CreateDirectory(Path.Combine(_dir, "nested"));
+        Write("nested/child.yaml", "name: child\nbase: ../mine.yaml\nfused_cross_entropy: true\n");
+        Assert.Equal(mine with { FusedCrossEntropy = true, Stack = "child" }, StackLoader.Options(Path.Combine(_dir, "nested", "child.yaml")));
+    }
+
+    [Fact]
+    public void A_file_may_take_a_presets_name_only_with_its_facts()
+    {
+        string copy = Write("deepspeed.yaml", File.ReadAllText(Path.Combine(RepoRoot(), "stacks", "deepspeed.yaml")));
+        Assert.Equal(StackLoader.Options("deepspeed"), StackLoader.Options(copy));
+        string other = Write("impostor.yaml", "name: deepspeed\nbase: deepspeed\noverlap_grad_reduce: true\n");
+        var e = Assert.Throws<InputException>(() => StackLoader.Load(other));
+        Assert.Contains(other, e.Message);
+        Assert.Contains("name of its own", e.Message);
     }
 
     [Theory]

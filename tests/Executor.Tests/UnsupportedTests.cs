@@ -39,6 +39,8 @@ public class UnsupportedTests
         Assert.Contains("sliding_window", RankTrainer.Unsupported(llama with { Window = new SlidingWindow(128, Enumerable.Repeat(true, 32).ToList()) }, Plan()));
         Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { HeadDimension = 64 }, Plan()));
         Assert.Null(RankTrainer.Unsupported(llama with { HeadDimension = 128 }, Plan()));
+        // Heads that do not divide the hidden size (hidden // heads wide) are refused too.
+        Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { Heads = 30, KvHeads = 30 }, Plan()));
         Assert.Null(RankTrainer.Unsupported(llama, Plan()));
     }
 }

@@ -33,7 +33,7 @@ public sealed class ExportTests : IDisposable
     private string WritePlan(ParallelPlan plan, string model, string cluster = "dgx-h100", string name = "plan.json")
     {
         // The shape plan --out writes: the plan object with its prediction.
-        var o = PredictionJson.Plan(plan, model, cluster);
+        var o = PredictionJson.Plan(plan, model, cluster, PricingOptions.DefaultStack);
         o["prediction"] = new JsonObject { ["step_time_s"] = 1.25, ["fits"] = true };
         string path = Path.Combine(_dir, name);
         File.WriteAllText(path, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -1009,7 +1009,7 @@ public sealed class ExportTests : IDisposable
     [InlineData("tp-does-not-divide-heads", "'tp'")]
     public void ABadPlanFileIsExit2WithOneLineNamingTheFileAndKey(string kind, string name)
     {
-        var o = PredictionJson.Plan(Llama, "llama3-8b", "dgx-h100");
+        var o = PredictionJson.Plan(Llama, "llama3-8b", "dgx-h100", PricingOptions.DefaultStack);
         string text = kind switch
         {
             "missing-key" => Without(o, "gbs"),

@@ -75,4 +75,29 @@ public sealed class MemoryHeadroomTests
         Assert.Contains("--memory-headroom", error);
         Assert.Single(error.Trim().Split('\n'));
     }
+
+    [Fact]
+    public void Whatif_notes_a_fixed_plan_that_eats_into_the_headroom_and_ablate_states_the_usable_memory()
+    {
+        string csv = Path.Combine(Path.GetTempPath(), $"planner-headroom-{Guid.NewGuid():N}.csv");
+        try
+        {
+            // Llama 2 13B, TP2 ZeRO-1 mbs2 without recompute on one DGX A100: 72 GiB, within 80 but above 95 % of it at
+            // a 20 % headroom.
+            var (code, _, error) = Run("whatif", "--model", "llama2-13b", "--cluster", "dgx-a100-80g-1node", "--gbs", "64", "--seq", "4096",
+                "--tp", "2", "--pp", "1", "--mbs", "2", "--zero", "1", "--sequence-parallel", "true", "--memory-headroom", "0.2",
+                "--sweep", "recompute=none,full", "--csv", csv);
+            Assert.True(code == 0, error);
+            var lines = File.ReadAllLines(csv);
+            Assert.Contains(lines, l => l.StartsWith("none,", StringComparison.Ordinal) && l.Contains("above the 20 % memory headroom"));
+            Assert.DoesNotContain(lines, l => l.StartsWith("full,", StringComparison.Ordinal) && l.Contains("headroom"));
+        }
+        finally
+        {
+            File.Delete(csv);
+        }
+        var (ablateCode, output, ablateError) = Run("ablate", "--model", "gpt2-xl", "--cluster", "dgx-a100-80g-1node", "--gbs", "64", "--memory-headroom", "0.25");
+        Assert.True(ablateCode == 0, ablateError);
+        Assert.Contains("memory headroom 25 % (60.0 GiB usable", System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " "));
+    }
 }

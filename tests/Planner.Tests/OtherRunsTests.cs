@@ -19,6 +19,12 @@ public sealed class OtherRunsTests
         Assert.Contains(cases, c => c.Software.Stack == "megatron-deepspeed");
         Assert.Contains(cases, c => c.Software.Stack == "fsdp");
         Assert.DoesNotContain(cases, c => c.Software.Stack == "megatron-lm-2021");
+        // GLM-130B's fp16 run names a stack file beside the CSV (validation/stacks/): fp16 gradients, not BLOOM's fp32 buffer.
+        var glm = cases.Where(c => c.Id.StartsWith("glm130b", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(glm);
+        Assert.All(glm, c => Assert.Equal("megatron-deepspeed-fp16", c.Software.Stack));
+        Assert.All(glm, c => Assert.False(c.Software.Fp32GradReduce));
+        Assert.True(cases.First(c => c.Software.Stack == "megatron-deepspeed").Software.Fp32GradReduce);
 
         var stdout = new StringWriter();
         var stderr = new StringWriter();

@@ -35,6 +35,7 @@ public sealed class StackCommandTests : IDisposable
         Assert.True(code == 0, error);
         var deepspeed = JsonNode.Parse(output)!;
         Assert.Equal("deepspeed", (string)deepspeed["stack"]!);
+        Assert.Equal("deepspeed", (string)deepspeed["plan"]!["stack"]!);
         // DeepSpeed's ZeRO-2 reduces every micro-batch's gradients, not overlapped: slower than Megatron-Core.
         Assert.True((double)deepspeed["step_time_s"]! > (double)core["step_time_s"]!);
         (code, output, _) = Run([.. Predict, "--stack", "megatron-lm-2021"]);
@@ -119,7 +120,7 @@ public sealed class StackCommandTests : IDisposable
     [Fact]
     public void Validate_reads_a_rows_stack()
     {
-        string source = global::Planner.Cli.Commands.ValidateCommand.RepoFile("validation/published_runs.csv");
+        string source = RepoFiles.Find("validation/published_runs.csv");
         var lines = File.ReadAllLines(source);
         string csv = Path.Combine(_dir, "runs.csv");
         File.WriteAllText(csv, lines[0] + ",stack\n" + lines[1] + ",\n" + lines[1].Replace(lines[1].Split(',')[0], lines[1].Split(',')[0] + "-core") + ",megatron-core\n");
@@ -136,5 +137,44 @@ public sealed class StackCommandTests : IDisposable
         Assert.Equal(2, code);
         Assert.Contains($"row {lines[1].Split(',')[0]}: stack", error);
         Assert.Contains("apex", error);
+    }
+
+    [Fact]
+    public void Export_writes_the_dispatcher_of_the_stack_the_plan_was_priced_for()
+    {
+        string plan = Path.Combine(_dir, "moe.json");
+        File.WriteAllText(plan, """
+            {"model": "qwen3-30b-a3b", "cluster": "dgx-h100", "tp": 2, "pp": 2, "dp": 8, "cp": 1, "zero": 1, "mbs": 1, "gbs": 128,
+             "seq": 4096, "vpp": 1, "recompute": "full", "sequence_parallel": true, "precision": "bf16", "ep": 8, "etp": 2, "stack": "STACK"}
+            """);
+        string Dispatcher(string stack)
+        {
+            File.WriteAllText(plan, File.ReadAllText(plan).Replace("\"stack\": \"STACK\"", $"\"stack\": \"{stack}\""));
+            var (code, text, error) = Run("export", "--plan", plan, "--to", "megatron");
+            Assert.True(code == 0, error);
+            File.WriteAllText(plan, File.ReadAllText(plan).Replace($"\"stack\": \"{stack}\"", "\"stack\": \"STACK\""));
+            var words = text.Split((char[])[' ', '\n', '\\'], StringSplitOptions.RemoveEmptyEntries);
+            return words[Array.IndexOf(words, "--moe-token-dispatcher-type") + 1];
+        }
+        Assert.Equal("flex", Dispatcher("megatron-core"));
+        Assert.Equal("alltoall", Dispatcher("megatron-lm-2021"));
+    }
+
+    [Fact]
+    public void Heads_that_do_not_divide_the_hidden_size_are_exported_with_their_width()
+    {
+        string config = Path.Combine(_dir, "odd.json");
+        File.WriteAllText(config, """
+            {"num_hidden_layers": 4, "hidden_size": 2560, "num_attention_heads": 24, "intermediate_size": 10240,
+             "vocab_size": 32000, "max_position_embeddings": 2048}
+            """);
+        string plan = Path.Combine(_dir, "odd-plan.json");
+        File.WriteAllText(plan, $$"""
+            {"model": "{{config}}", "cluster": "dgx-h100", "tp": 2, "pp": 1, "dp": 4, "cp": 1, "zero": 1, "mbs": 1, "gbs": 32,
+             "seq": 2048, "vpp": 1, "recompute": "none", "sequence_parallel": true, "precision": "bf16"}
+            """);
+        var (code, text, error) = Run("export", "--plan", plan, "--to", "megatron");
+        Assert.True(code == 0, error);
+        Assert.Contains("--kv-channels 106", text);
     }
 }

@@ -9,7 +9,7 @@ namespace Planner.CostModel.Pricing;
 public static class PredictionJson
 {
     /// <summary>The plan object (without its prediction); <paramref name="stack"/> the software it is priced for.</summary>
-    public static JsonObject Plan(ParallelPlan p, string model, string cluster, string stack = PricingOptions.DefaultStack)
+    public static JsonObject Plan(ParallelPlan p, string model, string cluster, string stack)
     {
         var o = PlanFields(p, model, cluster);
         o["stack"] = stack;
@@ -85,7 +85,7 @@ public static class PredictionJson
             },
             ["memory_gib"] = Memory(peak),
             ["memory_by_stage_gib"] = new JsonArray(r.MemoryByStage.Select(s => (JsonNode)(s.Total / Units.GiB)).ToArray()),
-            ["plan"] = Plan(r.Plan, r.Model, r.Cluster),
+            ["plan"] = Plan(r.Plan, r.Model, r.Cluster, r.Stack),
         };
     }
 

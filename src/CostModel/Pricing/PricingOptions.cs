@@ -52,8 +52,8 @@ namespace Planner.CostModel.Pricing;
 /// <param name="MoeExpertOverheadSeconds">Seconds each pass of a MoE block spends per local expert beyond the kernels its
 /// op list prices (the software runs each expert's split, casts, bias and activation as kernels of their own). Megatron-Core's
 /// 132 µs is fitted to the MoE runs of validation/modern_runs.csv (docs/2026-12-07-modern-fit.md).</param>
-/// <param name="Stack">The stack these facts are: a preset's name, or the full path of the file they were read from
-/// (what a plan file records under <c>stack</c>, to be read again).</param>
+/// <param name="Stack">The name of the stack these facts are (a preset's, or the <c>name</c> a stack file gives): what
+/// outputs and plan files record under <c>stack</c>.</param>
 public sealed record PricingOptions(
     bool OverlapGradReduce = true,
     CollectiveAlgorithm Algorithm = CollectiveAlgorithm.Ring,

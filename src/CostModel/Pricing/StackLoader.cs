@@ -45,28 +45,43 @@ public static class StackLoader
         if (depth > 8)
             throw new InputException($"{flag}: stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
         // A bare preset name is the preset even where a file of that name lies about (the repository's ./planner).
-        bool bare = !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
-        var text = bare ? Presets.Read($"stacks/{nameOrPath}.yaml") : null;
+        var text = IsBare(nameOrPath) ? Presets.Read($"stacks/{nameOrPath}.yaml") : null;
         if (text is not null)
-            return Parse(text, $"stacks/{nameOrPath}.yaml", nameOrPath, depth);
+        {
+            var preset = Parse(text, $"stacks/{nameOrPath}.yaml", null, depth);
+            return preset.Name == nameOrPath ? preset : throw new InputException($"stacks/{nameOrPath}.yaml: 'name' is {preset.Name}, not the file's name");
+        }
         if (File.Exists(nameOrPath))
-            return Parse(File.ReadAllText(nameOrPath), nameOrPath, Path.GetFullPath(nameOrPath), depth);
-        if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
+        {
+            var file = Parse(File.ReadAllText(nameOrPath), nameOrPath, Path.GetDirectoryName(Path.GetFullPath(nameOrPath)), depth);
+            // A file may take a preset's name only with the preset's facts (a copy of it): outputs go by the name.
+            if (PresetNames.Contains(file.Name) && file.Options != Load(file.Name, flag, depth + 1).Options)
+                throw new InputException($"{nameOrPath}: 'name' {file.Name} is a preset's, with other facts; give the stack a name of its own");
+            return file;
+        }
+        if (!IsBare(nameOrPath) || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
             throw new InputException($"{flag}: file '{nameOrPath}' not found");
         throw new InputException($"{flag}: '{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
     }
 
-    /// <summary>Parses stack YAML text; <paramref name="source"/> names the file in errors, <paramref name="stack"/> is
-    /// what the facts record as their stack (the preset's name, or the file's full path).</summary>
-    public static SoftwareStack Parse(string yaml, string source, string stack) => Parse(yaml, source, stack, 0);
+    /// <summary>A name without a directory: a preset's, or a file in the working directory.</summary>
+    private static bool IsBare(string nameOrPath) => !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
 
-    private static SoftwareStack Parse(string yaml, string source, string stack, int depth)
+    /// <summary>Parses stack YAML text; <paramref name="source"/> names the file in errors, <paramref name="directory"/> is
+    /// where a relative <c>base</c> file lies (null: the working directory).</summary>
+    public static SoftwareStack Parse(string yaml, string source, string? directory) => Parse(yaml, source, directory, 0);
+
+    private static SoftwareStack Parse(string yaml, string source, string? directory, int depth)
     {
         var map = YamlMap.Parse(yaml, source).Allow(Keys);
-        map.String("name");
+        string stack = map.String("name");
         string description = map.OptionalString("description") ?? "";
         var sources = map.OptionalStrings("sources") ?? [];
         string? baseName = map.OptionalString("base");
+        // A base file named relative to the file that names it lies beside it (a preset name stays a preset).
+        if (baseName is not null && directory is not null && !Path.IsPathRooted(baseName)
+            && !(IsBare(baseName) && Presets.Read($"stacks/{baseName}.yaml") is not null))
+            baseName = Path.Combine(directory, baseName);
         var o = baseName is null ? PricingOptions.Default : Load(baseName, $"{source}: key 'base'", depth + 1).Options;
         o = o with
         {

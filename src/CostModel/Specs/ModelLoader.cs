@@ -235,7 +235,7 @@ public static class ModelLoader
             Range(source, "head_dim", d, 100_000);
         if (m.MtpLayers is < 0 or > 100)
             throw new InputException($"{source}: 'num_nextn_predict_layers' is {m.MtpLayers}; expected 0 to 100");
-        // A hidden size the heads do not divide: each head hidden // heads wide, as Megatron's kv_channels defaults.
+        // A hidden size the heads do not divide: each head hidden // heads wide (HuggingFace Llama's head_dim default).
         if (m.HeadDimension is null && m.Mla is null && m.Hidden / m.Heads < 1)
             throw new InputException($"{source}: '{hidden}' {m.Hidden} is below '{heads}' {m.Heads}: no head would be a unit wide (give 'head_dim')");
         if (m.Heads % m.KvHeads != 0)

@@ -83,7 +83,8 @@ public readonly record struct LayerKind(bool Moe, int Window)
 /// <param name="MaxSeq">Longest sequence the model was built for (learned positions use it).</param>
 /// <param name="Source">How to load the model again: the preset name, or the full path of its config file.</param>
 /// <param name="HeadDimension">Width of one attention head when it is not hidden / heads [head_dim]; null: hidden / heads,
-/// rounded down when the heads do not divide the hidden size (Megatron's kv_channels default).</param>
+/// rounded down when the heads do not divide the hidden size (HuggingFace Llama's head_dim default; Megatron then
+/// needs --kv-channels, which export writes).</param>
 /// <param name="Moe">The mixture-of-experts blocks; null for a dense model.</param>
 /// <param name="Mla">Multi-head latent attention; null for (grouped-query) multi-head attention.</param>
 /// <param name="MtpLayers">Multi-token prediction modules after the last block, each a projection, one block and the

@@ -99,8 +99,8 @@ public sealed class RankTrainer : IDisposable
             return "the executor does not run multi-token prediction (num_nextn_predict_layers) yet";
         if (model.Window is not null)
             return "the executor does not run sliding-window attention (sliding_window) yet";
-        if (model.HeadDimension is int d && d * model.Heads != model.Hidden)
-            return $"the executor needs heads of hidden / heads = {model.Hidden / model.Heads} wide; the model's head_dim is {d}";
+        if (model.HeadDim * model.Heads != model.Hidden)
+            return $"the executor needs heads that split the hidden size {model.Hidden} exactly; the model's {model.Heads} heads are {model.HeadDim} wide (head_dim, or hidden // heads)";
         return null;
     }
 

@@ -70,7 +70,8 @@ public static class AblateCommand
             }
             var console = Tables.Console(stdout);
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
-                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}, memory headroom {headroom:P0}");
+                              $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}, " +
+                              $"memory headroom {headroom:P0} ({c.Gpu.MemoryGib * (1 - headroom):F1} GiB usable: fits and memory notes are against it)");
             var t = new Table().Border(TableBorder.Rounded).AddColumn("technique").AddColumn("plan")
                 .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
                 .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())

@@ -51,6 +51,23 @@ public sealed record ExportInput(
     }
 
     /// <summary>
+    /// The facts of the stack the plan was priced for, to export as priced; a stack this machine cannot load (a file
+    /// of another machine) gives Megatron-Core's, said through <paramref name="note"/>.
+    /// </summary>
+    public PricingOptions Software(Action<string> note)
+    {
+        try
+        {
+            return StackLoader.Options(Stack, $"{Source}: key 'stack'");
+        }
+        catch (InputException e)
+        {
+            note($"the plan's stack could not be loaded here ({e.Message}); its MoE dispatcher is written as {PricingOptions.DefaultStack}'s");
+            return PricingOptions.Default;
+        }
+    }
+
+    /// <summary>
     /// The warning that the plan was priced for another software stack than the target runs (null when it was priced
     /// for one of <paramref name="targetStacks"/>): the prediction is the other stack's, the target's own speed differs.
     /// </summary>

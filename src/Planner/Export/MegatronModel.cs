@@ -109,9 +109,9 @@ internal static class MegatronModel
                 a.Flag("--group-query-attention");
                 a.Arg("--num-query-groups", m.KvHeads);
             }
-            // Megatron takes hidden / heads unless told otherwise.
-            if (m.HeadDimension is int headDim && (m.Hidden % m.Heads != 0 || headDim != m.Hidden / m.Heads))
-                a.Arg("--kv-channels", headDim);
+            // Megatron takes hidden / heads unless told otherwise, and asserts that the heads divide the hidden size.
+            if (m.HeadDim * m.Heads != m.Hidden)
+                a.Arg("--kv-channels", m.HeadDim);
         }
         if (m.Mlp == MlpKind.SwiGlu)
             a.Flag("--swiglu");
@@ -185,7 +185,7 @@ internal static class MegatronModel
         }
         // As priced: dropless plans whose tokens leave the rank dispatch through the flex dispatcher (one copy per rank
         // hit, DeepEP); token dropping, or tp·ep = 1, takes the all-to-all dispatcher, priced with one copy per routed expert.
-        if (p.DeduplicatesDispatch(PricingOptions.Default.DeduplicatedDispatch))
+        if (p.DeduplicatesDispatch(x.Software(a.Note).DeduplicatedDispatch))
         {
             a.Flag("--moe-token-dispatcher-type", "flex");
             a.Flag("--moe-flex-dispatcher-backend", "deepep");

@@ -44,9 +44,15 @@ public static class Validator
     /// <summary>The stack of a row of the modern schema that names none: Megatron-Core (stacks/megatron-core.yaml).</summary>
     public const string ModernStack = PricingOptions.DefaultStack;
 
-    /// <summary>A row's stack: its <c>stack</c> column, else the schema's.</summary>
-    private static PricingOptions Stack(string id, string column, string fallback) =>
-        StackLoader.Options(column.Length > 0 ? column : fallback, $"row {id}: stack");
+    /// <summary>A row's stack: its <c>stack</c> column (a preset, or a stack file beside the CSV), else the schema's.</summary>
+    private static PricingOptions Stack(string id, string column, string fallback, string csvPath)
+    {
+        string stack = column.Length > 0 ? column : fallback;
+        bool path = stack.Contains('/') || stack.Contains('\\') || stack.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase);
+        if (path && !Path.IsPathRooted(stack))
+            stack = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(csvPath)) ?? ".", stack);
+        return StackLoader.Options(stack, $"row {id}: stack");
+    }
 
     /// <summary>Reads either schema; a malformed file is an <see cref="InputException"/> naming it.</summary>
     public static IReadOnlyList<ValidationCase> Read(string path)
@@ -57,7 +63,9 @@ public static class Validator
         bool modern = header.Split(',').Select(c => c.Trim()).Contains("model");
         try
         {
-            return modern ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList() : ReadRows<PublishedRun>(path).Select(Case).ToList();
+            return modern
+                ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList()
+                : ReadRows<PublishedRun>(path).Select(r => Case(r, Stack(r.Id, r.Stack, PublishedStack, path))).ToList();
         }
         catch (InputException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
         {
@@ -83,11 +91,8 @@ public static class Validator
         }
     }
 
-    /// <summary>A row of the older schema.</summary>
-    public static ValidationCase Case(PublishedRun r) =>
-        Case(r, Stack(r.Id, r.Stack, PublishedStack));
-
-    private static ValidationCase Case(PublishedRun r, PricingOptions stack) =>
+    /// <summary>A row of the older schema priced with <paramref name="stack"/>.</summary>
+    public static ValidationCase Case(PublishedRun r, PricingOptions stack) =>
         new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), stack, r.StepTimeS, null, [Origin(r.Id), $"stack {stack.Stack}"]);
 
     /// <summary>What a row of the older schema is summarised under: the paper of the Megatron-LM rows, by their id's
@@ -163,7 +168,7 @@ public static class Validator
             Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: r.Ep, Etp: r.Etp ?? 1);
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
             throw new InputException($"row {r.Id}: {problem}");
-        var stack = Stack(r.Id, r.Stack, ModernStack);
+        var stack = Stack(r.Id, r.Stack, ModernStack, csvPath);
         return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, stack, r.StepTimeS, r.PeakMemoryGib,
             [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}", $"stack {stack.Stack}"]);
     }

@@ -99,7 +99,11 @@ public static class WhatIfRunner
         if (PlanCheck.Problem(s.Model, c, plan) is { } problem)
             return new WhatIfRow(point, s, plan, null, problem);
         var p = Pricer.Price(s.Model, c, plan, s.Software);
-        return new WhatIfRow(point, s, plan, p, p.Fits ? null : $"does not fit: needs {p.PeakMemoryGib:F1} GiB per GPU of {p.GpuMemoryGib:F0}");
+        // A fixed plan is priced as given; one that fits but eats into the headroom says so.
+        string? note = !p.Fits ? $"does not fit: needs {p.PeakMemoryGib:F1} GiB per GPU of {p.GpuMemoryGib:F0}"
+            : !Tables.WithinHeadroom(p, s.MemoryHeadroom) ? $"fits, but above the {s.MemoryHeadroom:P0} memory headroom ({p.GpuMemoryGib * (1 - s.MemoryHeadroom):F1} GiB usable)"
+            : null;
+        return new WhatIfRow(point, s, plan, p, note);
     }
 
     /// <summary>Why the search generated no candidate at all.</summary>
