@@ -7,45 +7,12 @@ using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Pricing;
 
-/// <summary>What one stage spends per step, by cause (seconds), before the pipeline is simulated.</summary>
-public sealed class StageParts
-{
-    /// <summary>Forward and backward kernels, all micro-batches.</summary>
-    public double Compute;
-    /// <summary>Recomputed forward kernels.</summary>
-    public double Recompute;
-    /// <summary>TP collectives.</summary>
-    public double TpComm;
-    /// <summary>Context-parallel exchanges not hidden behind the attention core.</summary>
-    public double CpComm;
-    /// <summary>Expert-parallel token dispatch and combine.</summary>
-    public double EpComm;
-    /// <summary>ZeRO-3 gathers and reduce-scatters not hidden behind compute.</summary>
-    public double Zero3;
-    /// <summary>One micro-batch's backward over all chunks: what DP reduction can hide behind.</summary>
-    public double LastBackward;
-    /// <summary>One micro-batch's forward over all chunks: what a ZeRO-1/2 parameter gather can hide behind.</summary>
-    public double FirstForward;
-    /// <summary>Exposed data-parallel time after the pipeline flush (reduction, gathers, tied embeddings); with ZeRO-2
-    /// reducing every micro-batch (<see cref="PricingOptions.ReduceScatterPerMicroBatch"/>) also the exposed parts of the
-    /// earlier micro-batches' reduce-scatters, which hold the stage up as long, only before the flush.</summary>
-    public double DpTail;
-    /// <summary>The optimizer step.</summary>
-    public double Optimizer;
-    /// <summary>The optimizer step with all the rank's optimizer state on the GPU.</summary>
-    public double GpuOptimizer;
-    /// <summary>Parameters whose optimizer state the rank owns (after ZeRO sharding).</summary>
-    public double OwnedParams;
-    /// <summary>Everything after the flush: <see cref="DpTail"/> + <see cref="Optimizer"/>.</summary>
-    public double Tail => DpTail + Optimizer;
-}
-
 /// <summary>
 /// The per-chunk forward and backward durations of every pipeline stage for one micro-batch (kernels, TP/CP
 /// collectives, exposed ZeRO-3 traffic) and the work after the flush; the input of the pipeline simulation and of
 /// the search's lower bound.
 /// </summary>
-public sealed class PipelineCosts
+public sealed partial class PipelineCosts
 {
     /// <summary>Bytes the Adam step streams per parameter it owns: read master, m, v, gradient; write master, m, v
     /// (fp32), the working copy (16-bit in mixed precision), and one more read of the gradient for its norm.</summary>
@@ -153,65 +120,6 @@ public sealed class PipelineCosts
             for (int s = 1; s < plan.Pp - 1; s++)
                 peak = Math.Max(peak, StageMemory(s, plan).Total);
         return peak;
-    }
-
-    /// <summary>
-    /// One micro-batch's forward plus backward seconds on a stage (one chunk, no ZeRO-3), split into a per-block part
-    /// and the stage's fixed part (embedding on the first stage, head and loss on the last) — the linear terms the
-    /// stage-partition MILP works with, for a model of uniform blocks. What <see cref="Compute(ModelSpec, ClusterSpec,
-    /// ParallelPlan, PricingOptions)"/> adds beside them (the quantized weights' casts, unfused gradient accumulation)
-    /// is left out: a stage's time is at least this.
-    /// </summary>
-    public static (double PerLayer, double Fixed) StageSeconds(BlockCosts b, bool first, bool last) =>
-        (b.Block.Total,
-         (first ? b.EmbeddingForward + b.EmbeddingBackward + b.TpEmbedding : 0) + (last ? b.HeadForward + b.HeadBackward + b.TpEmbedding : 0));
-
-    /// <summary>
-    /// The first and last stages' memory of a plan on a homogeneous cluster without pricing its time (what
-    /// <see cref="StageMemory"/> gives for those stages): a search's first filter. For a model of blocks of several kinds
-    /// the first of the pair is the largest stage before the last (any stage may then peak).
-    /// </summary>
-    /// <param name="variant">Another value of the knobs that leave the kernels alone (e.g. the optimizer offload), for
-    /// the second pair of the result.</param>
-    public static (MemoryBreakdown First, MemoryBreakdown Last, MemoryBreakdown VariantFirst, MemoryBreakdown VariantLast) EndStageMemory(
-        ModelSpec model, ClusterSpec cluster, ParallelPlan plan, BlockCosts planBlock, ParallelPlan variant, PricingOptions options)
-    {
-        var layout = StageLayout.Of(model, plan);
-        var memory = new MemoryModel(model, plan, planBlock.Ops, cluster.GroupList[0].Gpu, options);
-        int last = plan.Pp - 1;
-        var layersFirst = layout.MixOnStage(0);
-        var layersLast = layout.MixOnStage(last);
-        int inFlightFirst = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, 0);
-        int inFlightLast = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, last);
-        MemoryBreakdown At(int s, ParallelPlan p) => s == 0
-            ? memory.Stage(0, layersFirst, inFlightFirst, plan.Vpp, variant: p)
-            : s == last
-                ? memory.Stage(s, layersLast, inFlightLast, plan.Vpp, variant: p)
-                : memory.Stage(s, layout.MixOnStage(s), ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, s), plan.Vpp, variant: p);
-        int largest = 0;
-        var first = At(0, plan);
-        if (memory.KindCount > 1)
-        {
-            // A middle stage with the blocks of the middle stage before it and no more micro-batches in flight holds no
-            // more than it: only the stages where the mix changes (or more is in flight) are computed.
-            BlockMix? before = null;
-            int beforeInFlight = 0;
-            for (int s = 1; s < last; s++)
-            {
-                var mix = layout.MixOnStage(s);
-                int inFlight = ScheduleGenerator.InFlightBound(plan.Pp, plan.Vpp, plan.MicroBatches, s);
-                if (before is not null && mix.SameBlocks(before) && inFlight <= beforeInFlight)
-                    continue;
-                (before, beforeInFlight) = (mix, inFlight);
-                var middle = At(s, plan);
-                if (middle.Total > first.Total)
-                    (first, largest) = (middle, s);
-            }
-        }
-        var variantFirst = At(largest, variant);
-        return last > 0
-            ? (first, At(last, plan), variantFirst, At(last, variant))
-            : (first, first, variantFirst, variantFirst);
     }
 
     /// <summary>Host memory each GPU of the cluster may fill with offloaded state, bytes (0 without a host spec).</summary>

@@ -1,0 +1,270 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Planner.Cli.Profiling;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Spectre.Console;
+using Cal = Planner.CostModel.Calibration.Calibration;
+
+namespace Planner.Cli.Commands;
+
+/// <summary>The calibration fitted from a profile's measurements, and the report of what was measured.</summary>
+public static partial class ProfileCommand
+{
+    /// <summary>The measurements <see cref="Fit"/> cannot do without.</summary>
+    public static readonly string[] RequiredMeasurements =
+    [
+        "gemm", "add_seconds", "add_bytes", "gelu_seconds", "gelu_elements", "small_op_seconds", "ops", "linear", "block", "optimizer_ns_per_param",
+        "all_reduce", "all_reduce_loaded", "overlap", "step_compute_seconds", "send_recv", "all_gather", "reduce_scatter", "all_to_all",
+        "all_reduce_by_group", "torch",
+    ];
+
+    /// <summary>A collective's measured [bytes, seconds] rows under <paramref name="key"/>.</summary>
+    private static List<(double, double)> Pairs(JsonObject m, string key) =>
+        m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
+
+    /// <summary>A network tier's fit: latency per ring step, bytes per second per rank, and what it comes from.</summary>
+    public sealed record LinkFit(double LatencySeconds, double BytesPerSecond, string Source);
+
+    /// <summary>
+    /// The two tiers of the network from the loaded all-reduces (right after a kernel on every rank, as training runs
+    /// them: on shared cores that adds the wait for the peers' threads), each as a ring of n ranks: 2(n−1) latency
+    /// steps, 2(n−1)/n of the buffer through each rank (the cost model's ring). One machine: both tiers from the
+    /// world's all-reduce. Several: the world's crosses the network (the inter-node tier, a flat ring as the cost model
+    /// prices a group spanning nodes) and each node's own group gives the intra-node tier; with one rank per node that
+    /// tier is not measured and keeps the cluster spec's. Gloo's point-to-point transfers are faster per byte (see the
+    /// tables), so pipeline transfers come out priced on the safe side.
+    /// </summary>
+    public static (LinkFit Intra, LinkFit Inter) FitLinks(JsonObject m, ClusterSpec cluster)
+    {
+        static LinkFit Ring(List<(double Bytes, double Seconds)> rows, int n, string source)
+        {
+            var (alpha, beta) = Fitting.AlphaBeta(rows.Select(x => (2.0 * (n - 1), x.Bytes * 2.0 * (n - 1) / n, x.Seconds)).ToList());
+            return new LinkFit(alpha, beta, source);
+        }
+        int world = m["world"] is { } w ? (int)w : 2;
+        int nodes = (int?)m["nodes"] ?? 1;
+        int perNode = (int?)m["ranks_per_node"] ?? world;
+        if (nodes <= 1)
+        {
+            var one = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks of one machine");
+            return (one, one);
+        }
+        var inter = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
+        var intra = perNode >= 2
+            ? Ring(Pairs(m, "node_all_reduce_loaded"), perNode, $"all-reduce over the {perNode} ranks of each node")
+            : new LinkFit(cluster.IntraNode.LatencySeconds, cluster.IntraNode.EffectiveBytesPerSecond, $"not measured with one rank per node: cluster '{cluster.Name}''s spec");
+        return (intra, inter);
+    }
+
+    /// <summary>Fits the calibration from rank 0's measurements.</summary>
+    public static Cal Fit(ClusterSpec cluster, JsonObject m, out Action<IAnsiConsole> report)
+    {
+        // What the ranks measured at: the device and precision they name (older measurements: the CPU's).
+        string device = (string?)m["device"] ?? "cpu";
+        bool cuda = device == "cuda";
+        var precision = cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string)mp!) is { } named ? named : ProfileSizes.PrecisionFor(cluster, cuda);
+        var sizes = ProfileSizes.For(device, precision);
+        double peak = cluster.Gpu.PeakFlops(precision);
+        var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
+        var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
+        double CurveSeconds(double mm, double nn, double kk) =>
+            2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
+        double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
+        double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
+        // The backward with its gradients' all-reduces started block by block, as training overlaps them.
+        var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
+        int overlapBlocks = (int)ov[3];
+        double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
+        List<(double, double)> Pairs(string key) => ProfileCommand.Pairs(m, key);
+        var ar = Pairs("all_reduce");
+        var sr = Pairs("send_recv");
+        var loaded = Pairs("all_reduce_loaded");
+        var ag = Pairs("all_gather");
+        var rs = Pairs("reduce_scatter");
+        var a2a = Pairs("all_to_all");
+        var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
+        int n = m["world"] is { } w ? (int)w : 2;
+        var (intra, inter) = FitLinks(m, cluster);
+        // The machine measured (kept measurements may be fitted on another).
+        var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
+        string host = (string?)m["host"] ?? thisHost, cpu = (string?)m["cpu"] ?? thisCpu;
+        var opRates = m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!));
+        double optimizerNs = (double)m["optimizer_ns_per_param"]!;
+        // A kernel call costs at least what the smallest op costs through the binding.
+        double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
+        // The runtime's memory: a CPU rank's resident set before training; on CUDA (whose context and NCCL buffers are
+        // outside the allocator's statistics) the cluster spec's.
+        double reservedGib = m["rss_bytes"] is { } rssNode ? (double)rssNode / Units.GiB : cluster.Gpu.ReservedGib;
+        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
+            reservedGib, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
+            new Dictionary<string, string>
+            {
+                ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
+                ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
+                ["device"] = cuda ? $"cuda ({(string?)m["device_name"] ?? "unnamed"}), {precision.Name()}" : "cpu",
+            },
+            elementRate / 1e9, slowdown,
+            gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
+            new ProfiledCorrections(opRates, optimizerNs));
+        // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
+        // the block over 4 sequences of 128 tokens and over one of 32 makes the same calls on a sixteenth of the tokens. With the price linear in
+        // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
+        var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
+        double? blockCallUs = null;
+        {
+            var gpu0 = cal.Apply(cluster).Gpu;
+            var ops4 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
+            var ops1 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.SmallPlan(), flashAttention: false);
+            double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
+            {
+                var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
+                return t.Forward(ops.Block) + t.Backward(ops.Block);
+            }
+            double a4 = Price(0, ops4), b4 = Price(1, ops4) - a4, a1 = Price(0, ops1), b1 = Price(1, ops1) - a1;
+            double t4 = measured[0] + measured[1], t1 = measured[4] + measured[5];
+            double o = Fitting.CallCost(t4, (a4, b4), t1, (a1, b1));
+            if (double.IsFinite(o))
+                blockCallUs = o;
+            // Not on CUDA, where the host queues calls while the device runs earlier kernels: a call's cost shows only
+            // where the kernels are shorter than their launch, and the two sizes are no longer one price plus o calls.
+            if (!cuda && o > cal.KernelOverheadUs && o < 1000)
+                cal = cal with { KernelOverheadUs = o };
+        }
+        // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
+        // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
+        var linear = m["linear"]!.AsArray().Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList();
+        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var linearRows = linear.Select(l =>
+        {
+            double t = l[0], i = l[1], outs = l[2];
+            double f = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, outs, i));
+            double b = timer.Gemm(new Planner.CostModel.Compute.GemmShape(t, i, outs)) + timer.Gemm(new Planner.CostModel.Compute.GemmShape(i, outs, t));
+            return (Shape: l, Forward: l[3] / f, Backward: l[4] / b);
+        }).ToList();
+        cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
+        // A whole transformer block and its head as the executor runs them, against their price with everything above:
+        // what the kernel list leaves out (framework overheads, layout copies) corrects every block and head.
+        var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var blockOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
+        double[] blockRow = [measured[0], blockTimer.Forward(blockOps.Block), measured[1], blockTimer.Backward(blockOps.Block),
+            measured[2], blockTimer.Forward(blockOps.Head), measured[3], blockTimer.Backward(blockOps.Head)];
+        cal = cal with
+        {
+            Profiled = cal.Profiled! with
+            {
+                BlockForward = blockRow[0] / blockRow[1], BlockBackward = blockRow[2] / blockRow[3],
+                HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7],
+            },
+        };
+        // The same block split over two tensor-parallel ranks, its collectives left out (priced apart); one rank: none.
+        double[]? tpBlockRow = null, tpCommRow = null;
+        if (m["block_tp"] is JsonArray ta)
+        {
+            var tpMeasured = ta.Select(v => (double)v!).ToArray();
+            var tpOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(tp: 2), flashAttention: false);
+            tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
+            // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
+            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software);
+            tpCommRow = [tpMeasured[2], tpCosts.Block.TpForward + tpCosts.Block.TpBackward];
+            cal = cal with
+            {
+                Profiled = cal.Profiled! with
+                {
+                    TpBlockForward = tpBlockRow[0] / tpBlockRow[1], TpBlockBackward = tpBlockRow[2] / tpBlockRow[3], TpComm = tpCommRow[0] / tpCommRow[1],
+                },
+            };
+        }
+        // Whole training steps of a small GPT on every rank at once, against their price with all of the above.
+        var stepModel = sizes.StepModel();
+        var stepPlan = sizes.StepPlan();
+        var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software);
+        double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
+        // The memory those steps added to the rank against what the memory model allocates for them: the allocator's share.
+        var stepStage = stepPrice.PeakStage;
+        double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
+        double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
+        cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1], MemoryFactor = memoryRow[0] / memoryRow[1] } };
+        report = console =>
+        {
+            console.WriteLine($"measured on {host} ({cpu}): {(cuda ? cal.Versions["device"] : "its CPU cores, fp32")}, {cal.Versions["ranks"]}");
+            var g = new Table().Border(TableBorder.Rounded).Title($"GEMM ({precision.Name()}, per rank, every rank busy)")
+                .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
+            foreach (var (mm, nn, kk, t) in gemm)
+            {
+                double fit = CurveSeconds(mm, nn, kk);
+                g.AddRow($"{mm}x{nn}x{kk}", $"{t * 1e3:F3}", $"{2 * mm * nn * kk / t / 1e9:F1}", $"{fit * 1e3:F3}");
+            }
+            console.Write(g);
+            console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
+            string runtime = m["rss_bytes"] is null ? $"the runtime's memory (outside the CUDA allocator's statistics): the spec's {reservedGib:F2} GiB" : $"rank resident memory before the sweeps {reservedGib:F2} GiB";
+            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; {runtime}");
+            foreach (var (name, rate) in opRates)
+                console.WriteLine($"{name} ({sizes.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
+            foreach (var (shape, f, b) in linearRows)
+                console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
+            if (blockCallUs is double callUs)
+                console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
+            console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
+            var br = blockRow;
+            console.WriteLine($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
+            if (tpBlockRow is { } tr)
+                console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
+            console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
+            if (tpCommRow is { } tc)
+                console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
+            console.WriteLine($"a training step of a 2-block GPT ({sizes.StepGbs / sizes.StepMbs} x {sizes.StepMbs} x {sizes.StepSeq} tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
+            console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
+            console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
+            var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
+                .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+            for (int i = 0; i < ar.Count; i++)
+            {
+                double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
+                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{loaded[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
+            }
+            console.Write(c);
+            var o = new Table().Border(TableBorder.Rounded).Title($"more collectives, {n} ranks (S: the whole buffer; busbw = algbw x (n-1)/n; Gloo's reduce-scatter is an all-reduce and a slice)")
+                .AddColumn("bytes S").AddColumn(new TableColumn("all-gather us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("reduce-scatter us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+            string Bus((double Bytes, double Seconds) x) => $"{x.Bytes / x.Seconds / 1e9 * (n - 1) / n:F2}";
+            for (int i = 0; i < ag.Count; i++)
+                o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]));
+            console.Write(o);
+            if (byGroup.Count > 0)
+            {
+                var gt = new Table().Border(TableBorder.Rounded).Title("all-reduce by group size (busbw = algbw x 2(g-1)/g)")
+                    .AddColumn("group").AddColumn("bytes").AddColumn(new TableColumn("us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+                foreach (var (size, bytes, seconds) in byGroup)
+                    gt.AddRow($"{size}", $"{bytes:N0}", $"{seconds * 1e6:F0}", $"{bytes / seconds / 1e9 * 2 * (size - 1) / size:F2}");
+                for (int i = 0; i < ar.Count; i++)
+                    gt.AddRow($"{n}", $"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{ar[i].Item1 / ar[i].Item2 / 1e9 * 2 * (n - 1) / n:F2}");
+                console.Write(gt);
+            }
+            if (m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } || m["send_recv_inter"] is JsonArray { Count: > 0 })
+            {
+                var nodeRows = m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } ? Pairs("node_all_reduce_loaded") : [];
+                var interRows = Pairs("send_recv_inter");
+                int per = (int?)m["ranks_per_node"] ?? n;
+                var nt = new Table().Border(TableBorder.Rounded).Title($"inside a node ({per} ranks, every node at once) and across nodes (first ranks of nodes 0 and 1)")
+                    .AddColumn("bytes").AddColumn(new TableColumn("node all-reduce loaded us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                    .AddColumn(new TableColumn("inter-node send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+                for (int i = 0; i < interRows.Count; i++)
+                {
+                    string nodeUs = i < nodeRows.Count ? $"{nodeRows[i].Item2 * 1e6:F0}" : "-";
+                    string nodeBus = i < nodeRows.Count ? $"{nodeRows[i].Item1 / nodeRows[i].Item2 / 1e9 * 2 * (per - 1) / per:F2}" : "-";
+                    nt.AddRow($"{interRows[i].Item1:N0}", nodeUs, nodeBus, $"{interRows[i].Item2 * 1e6:F0}", $"{interRows[i].Item1 / interRows[i].Item2 / 1e9:F2}");
+                }
+                console.Write(nt);
+            }
+            foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
+                console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
+            console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
+                              $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
+        };
+        return cal;
+    }
+}
