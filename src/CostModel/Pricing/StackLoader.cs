@@ -64,6 +64,15 @@ public static class StackLoader
         throw new InputException($"{flag}: '{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
     }
 
+    /// <summary>
+    /// A stack named in a file (a stack's <c>base</c>, a validation row's <c>stack</c>): a preset's name stays a preset,
+    /// a file named relative to <paramref name="directory"/> (where the naming file lies) lies beside it.
+    /// </summary>
+    public static string Beside(string nameOrPath, string directory) =>
+        Path.IsPathRooted(nameOrPath) || (IsBare(nameOrPath) && Presets.Read($"stacks/{nameOrPath}.yaml") is not null)
+            ? nameOrPath
+            : Path.Combine(directory, nameOrPath);
+
     /// <summary>A name without a directory: a preset's, or a file in the working directory.</summary>
     private static bool IsBare(string nameOrPath) => !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
 
@@ -78,10 +87,8 @@ public static class StackLoader
         string description = map.OptionalString("description") ?? "";
         var sources = map.OptionalStrings("sources") ?? [];
         string? baseName = map.OptionalString("base");
-        // A base file named relative to the file that names it lies beside it (a preset name stays a preset).
-        if (baseName is not null && directory is not null && !Path.IsPathRooted(baseName)
-            && !(IsBare(baseName) && Presets.Read($"stacks/{baseName}.yaml") is not null))
-            baseName = Path.Combine(directory, baseName);
+        if (baseName is not null && directory is not null)
+            baseName = Beside(baseName, directory);
         var o = baseName is null ? PricingOptions.Default : Load(baseName, $"{source}: key 'base'", depth + 1).Options;
         o = o with
         {

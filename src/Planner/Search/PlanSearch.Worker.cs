@@ -13,6 +13,7 @@ public static partial class PlanSearch
     /// <summary>Expands shapes into candidates on one thread, with its own cache of block costs.</summary>
     private sealed class Worker(SearchRequest req, PricingOptions options)
     {
+        private static readonly int[] EveryZeroStage = [0, 1, 2, 3], NoZero = [0];
         private readonly Dictionary<BlockKey, BlockCosts> _blocks = [];
         public readonly List<Candidate> Fits = [];
         public readonly List<Candidate> NearMisses = [];
@@ -36,7 +37,7 @@ public static partial class PlanSearch
                 foreach (int vpp in Interleavings(s.Pp, micro))
                 foreach (bool sp in s.Tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
                 // ZeRO shards over the ranks that reduce gradients: data and context parallel, and expert data parallel.
-                foreach (int zero in s.Dp * s.Cp > 1 || (m.IsMoe && s.Tp * s.Cp * s.Dp / (ep * etp) > 1) ? [0, 1, 2, 3] : new[] { 0 })
+                foreach (int zero in s.Dp * s.Cp > 1 || (m.IsMoe && s.Tp * s.Cp * s.Dp / (ep * etp) > 1) ? EveryZeroStage : NoZero)
                 {
                     bool fullValid = false, fullFits = false;
                     foreach (var rc in req.RecomputePolicies)

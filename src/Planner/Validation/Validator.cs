@@ -47,10 +47,7 @@ public static class Validator
     /// <summary>A row's stack: its <c>stack</c> column (a preset, or a stack file beside the CSV), else the schema's.</summary>
     private static PricingOptions Stack(string id, string column, string fallback, string csvPath)
     {
-        string stack = column.Length > 0 ? column : fallback;
-        bool path = stack.Contains('/') || stack.Contains('\\') || stack.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase);
-        if (path && !Path.IsPathRooted(stack))
-            stack = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(csvPath)) ?? ".", stack);
+        string stack = StackLoader.Beside(column.Length > 0 ? column : fallback, Path.GetDirectoryName(Path.GetFullPath(csvPath)) ?? ".");
         return StackLoader.Options(stack, $"row {id}: stack");
     }
 
