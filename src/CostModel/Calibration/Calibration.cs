@@ -59,8 +59,8 @@ public sealed record Calibration(
         return cluster with
         {
             Gpu = gpu,
-            IntraNode = new LinkSpec(IntraBandwidthGbs, IntraLatencyUs, 1),
-            InterNode = new LinkSpec(InterBandwidthGbs, InterLatencyUs, 1),
+            IntraNode = new LinkSpec(IntraBandwidthGbs, IntraLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs),
+            InterNode = new LinkSpec(InterBandwidthGbs, InterLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs),
         };
     }
 }

@@ -43,7 +43,7 @@ public static class CollectiveModel
             case Collective.SendRecv:
             {
                 var link = nodes > 1 ? inter : intra;
-                return link.LatencySeconds + bytes / link.EffectiveBytesPerSecond;
+                return link.P2pLatencySeconds + bytes / link.EffectiveBytesPerSecond;
             }
             case Collective.AllToAll:
             {

@@ -6,7 +6,9 @@ namespace Planner.CostModel.Specs;
 /// <param name="Efficiency">Fraction of <paramref name="BandwidthGbs"/> that collectives reach as bus bandwidth.</param>
 /// <param name="AllToAllEfficiency">Fraction of <paramref name="BandwidthGbs"/> that an all-to-all's traffic reaches (every
 /// rank exchanging with every other at once, in unevenly sized chunks: the expert-parallel token exchange).</param>
-public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency, double AllToAllEfficiency = 1)
+/// <param name="P2pLatencyUs">Latency of one point-to-point transfer where measured apart from the collectives'
+/// (a profile), microseconds; null: <paramref name="LatencyUs"/>.</param>
+public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency, double AllToAllEfficiency = 1, double? P2pLatencyUs = null)
 {
     /// <summary>Achieved bytes per second per GPU per direction.</summary>
     public double EffectiveBytesPerSecond => BandwidthGbs * 1e9 * Efficiency;
@@ -16,6 +18,9 @@ public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Effi
 
     /// <summary>Latency in seconds.</summary>
     public double LatencySeconds => LatencyUs * 1e-6;
+
+    /// <summary>A point-to-point transfer's latency in seconds.</summary>
+    public double P2pLatencySeconds => (P2pLatencyUs ?? LatencyUs) * 1e-6;
 }
 
 /// <summary>The host side of a node: what offloading to CPU memory works with.</summary>

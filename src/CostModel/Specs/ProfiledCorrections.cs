@@ -26,6 +26,9 @@ namespace Planner.CostModel.Specs;
 /// their price from the fitted latency and bandwidth. Scales every tensor-parallel collective.</param>
 /// <param name="MemoryFactor">Memory a training step of a small model adds to its process over the bytes the memory
 /// model allocates for it: the allocator's fragmentation and the pages it keeps (replaces the default share).</param>
+/// <param name="P2pLatencyUs">A point-to-point transfer's latency on the machine measured (ping-pong between two idle
+/// ranks: the wait for a peer still computing is the pipeline simulator's, not the transfer's), microseconds. Null: the
+/// link's collective latency.</param>
 /// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
 /// <param name="HeadBackward">The same for their backward.</param>
 public sealed record ProfiledCorrections(
@@ -41,7 +44,8 @@ public sealed record ProfiledCorrections(
     double? TpBlockBackward = null,
     double? StepCompute = null,
     double? TpComm = null,
-    double? MemoryFactor = null)
+    double? MemoryFactor = null,
+    double? P2pLatencyUs = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -61,6 +65,7 @@ public sealed record ProfiledCorrections(
         ("step_compute_factor", c => c.StepCompute, (c, v) => c with { StepCompute = v }),
         ("tp_comm_factor", c => c.TpComm, (c, v) => c with { TpComm = v }),
         ("memory_factor", c => c.MemoryFactor, (c, v) => c with { MemoryFactor = v }),
+        ("p2p_latency_us", c => c.P2pLatencyUs, (c, v) => c with { P2pLatencyUs = v }),
     ];
 
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>

@@ -58,6 +58,19 @@ public static partial class ProfileCommand
         return (intra, inter);
     }
 
+    /// <summary>
+    /// A point-to-point transfer's latency, microseconds: the intercept of the ping-pong's alpha-beta fit (idle ranks;
+    /// in a pipeline the wait for a peer still computing is the simulator's, not the transfer's). One machine only: on
+    /// several the two ranks may sit on either tier, and the links keep their collective latency (null).
+    /// </summary>
+    public static double? FitP2pLatencyUs(JsonObject m)
+    {
+        if (((int?)m["nodes"] ?? 1) > 1)
+            return null;
+        var (alpha, _) = Fitting.AlphaBeta(Pairs(m, "send_recv").Select(x => (1.0, x.Item1, x.Item2)).ToList());
+        return alpha > 0 ? alpha * 1e6 : null;
+    }
+
     /// <summary>Fits the calibration from rank 0's measurements.</summary>
     public static Cal Fit(ClusterSpec cluster, JsonObject m, out Action<IAnsiConsole> report)
     {
@@ -87,6 +100,7 @@ public static partial class ProfileCommand
         var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
         int n = m["world"] is { } w ? (int)w : 2;
         var (intra, inter) = FitLinks(m, cluster);
+        double? p2pUs = FitP2pLatencyUs(m);
         // The machine measured (kept measurements may be fitted on another).
         var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
         string host = (string?)m["host"] ?? thisHost, cpu = (string?)m["cpu"] ?? thisCpu;
@@ -107,7 +121,7 @@ public static partial class ProfileCommand
             },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
-            new ProfiledCorrections(opRates, optimizerNs));
+            new ProfiledCorrections(opRates, optimizerNs, P2pLatencyUs: p2pUs));
         // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
         // the block over 4 sequences of 128 tokens and over one of 32 makes the same calls on a sixteenth of the tokens. With the price linear in
         // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
@@ -176,16 +190,14 @@ public static partial class ProfileCommand
                 },
             };
         }
-        // Whole training steps of a small GPT on every rank at once, against their price with all of the above.
-        var stepModel = sizes.StepModel();
-        var stepPlan = sizes.StepPlan();
-        var stepPrice = Pricer.Price(stepModel, cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, stepPlan, RunCommand.Software);
-        double[] stepRow = [(double)m["step_compute_seconds"]!, stepPrice.Breakdown.Compute + stepPrice.Breakdown.Recompute];
-        // The memory those steps added to the rank against what the memory model allocates for them: the allocator's share.
-        var stepStage = stepPrice.PeakStage;
+        // Whole training steps of a small GPT on every rank at once, against their price with all of the above; and of a
+        // tiny one, whose compute is mostly calls.
+        var step = FitSteps(cluster, m, sizes, cuda, ref cal);
+        // The memory the first steps added to the rank against what the memory model allocates for them: the allocator's share.
+        var stepStage = Pricer.Price(sizes.StepModel(sizes.Step), cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, sizes.StepPlan(sizes.Step), RunCommand.Software).PeakStage;
         double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
         double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
-        cal = cal with { Profiled = cal.Profiled! with { StepCompute = stepRow[0] / stepRow[1], MemoryFactor = memoryRow[0] / memoryRow[1] } };
+        cal = cal with { Profiled = cal.Profiled! with { MemoryFactor = memoryRow[0] / memoryRow[1] } };
         report = console =>
         {
             console.WriteLine($"measured on {host} ({cpu}): {(cuda ? cal.Versions["device"] : "its CPU cores, fp32")}, {cal.Versions["ranks"]}");
@@ -214,7 +226,10 @@ public static partial class ProfileCommand
             console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
             if (tpCommRow is { } tc)
                 console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
-            console.WriteLine($"a training step of a 2-block GPT ({sizes.StepGbs / sizes.StepMbs} x {sizes.StepMbs} x {sizes.StepSeq} tokens) on every rank at once: compute {stepRow[0] * 1e3:F1} ms against {stepRow[1] * 1e3:F1} priced from the pieces ({cal.Profiled!.StepCompute:F2}x)");
+            console.WriteLine($"training steps of a {step.Describe} on every rank at once: compute {step.Large[0] * 1e3:F1} ms against {step.Large[1] * 1e3:F1} priced from the pieces");
+            if (step.Small is { } small)
+                console.WriteLine($"  of a {step.SmallDescribe}: {small[0] * 1e3:F2} ms against {small[1] * 1e3:F2}");
+            console.WriteLine($"  {step.Account}: compute factor {cal.Profiled!.StepCompute:F2}x, a kernel call {cal.KernelOverheadUs:F1} us");
             console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
             console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
             var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
@@ -262,9 +277,63 @@ public static partial class ProfileCommand
             }
             foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
                 console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
+            console.WriteLine(p2pUs is double pu
+                ? $"point-to-point transfers (pipeline stages, ring attention): latency {pu:F1} us (ping-pong between idle ranks)"
+                : "point-to-point transfers: the links' collective latency (not parted on several machines)");
             console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
                               $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
         };
         return cal;
+    }
+
+    /// <summary>What the training steps measured and how the fit read them.</summary>
+    /// <param name="Describe">The larger step's model.</param>
+    /// <param name="Large">Its compute, measured and priced from the pieces (before the step's fit).</param>
+    /// <param name="SmallDescribe">The tiny step's model.</param>
+    /// <param name="Small">Its compute, measured and priced (null: not measured, an older profile).</param>
+    /// <param name="Account">How the factor and the call's cost came out.</param>
+    public sealed record StepFit(string Describe, double[] Large, string SmallDescribe, double[]? Small, string Account);
+
+    /// <summary>
+    /// The compute of whole training steps against its price from the pieces. Priced with a kernel call costing o,
+    /// a step's compute is A + o·B; one factor f on both steps, f·(A + o·B), the larger (its work) and the tiny one (its
+    /// calls) give o and f: what a call costs as a training step pays it (autograd, the executor's hooks), and what
+    /// training adds to the work (activations held beyond the caches, ranks sharing the memory system). On CUDA, where
+    /// the host queues calls ahead of the device, or where the two steps do not part (an older profile, a measurement
+    /// out of bounds), the call's cost stays and f comes from the larger step alone.
+    /// </summary>
+    public static StepFit FitSteps(ClusterSpec cluster, JsonObject m, ProfileSizes sizes, bool cuda, ref Cal cal)
+    {
+        var c = cal;
+        double Price(StepShape shape, double callUs) =>
+            Pricer.Price(sizes.StepModel(shape), (c with { KernelOverheadUs = callUs }).Apply(cluster) with { Nodes = 1, GpusPerNode = 1 },
+                sizes.StepPlan(shape), RunCommand.Software) is var p ? p.Breakdown.Compute + p.Breakdown.Recompute : 0;
+        double tLarge = (double)m["step_compute_seconds"]!;
+        double kept = cal.KernelOverheadUs;
+        double[] large = [tLarge, Price(sizes.Step, kept)];
+        string describe = sizes.Step.Describe(sizes.StepModel(sizes.Step)), smallDescribe = sizes.SmallStep.Describe(sizes.StepModel(sizes.SmallStep));
+        if (m["small_step_compute_seconds"] is not { } smallNode)
+        {
+            cal = cal with { Profiled = cal.Profiled! with { StepCompute = large[0] / large[1] } };
+            return new StepFit(describe, large, smallDescribe, null, "no tiny step measured: the factor from the larger step");
+        }
+        double tSmall = (double)smallNode;
+        double[] small = [tSmall, Price(sizes.SmallStep, kept)];
+        double aL = Price(sizes.Step, 0), bL = Price(sizes.Step, 1) - aL, aS = Price(sizes.SmallStep, 0), bS = Price(sizes.SmallStep, 1) - aS;
+        double o = Fitting.CallCost(tLarge, (aL, bL), tSmall, (aS, bS));
+        string account;
+        if (!cuda && double.IsFinite(o) && o > 0 && o < 1000)
+        {
+            cal = cal with { KernelOverheadUs = o, Profiled = cal.Profiled! with { StepCompute = tLarge / (aL + o * bL) } };
+            account = $"the two steps part a call's cost (was {kept:F1} us from the block) from the work";
+        }
+        else
+        {
+            cal = cal with { Profiled = cal.Profiled! with { StepCompute = large[0] / large[1] } };
+            account = cuda
+                ? $"on CUDA the call's cost stays the block's (the host queues calls ahead of the device; the tiny step alone would give {tSmall / small[1]:F2}x)"
+                : $"the two steps do not part a call's cost (it would be {o:F1} us): the factor from the larger step";
+        }
+        return new StepFit(describe, large, smallDescribe, small, account);
     }
 }

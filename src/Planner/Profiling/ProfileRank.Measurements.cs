@@ -150,11 +150,11 @@ public static partial class ProfileRank
     /// The pieces timed alone above leave out what a whole step adds: the activations of every block held at once
     /// (a working set beyond the caches, shared with the other ranks' cores), the embedding, gradient accumulation.
     /// </summary>
-    private static double MeasureStep(ProcessGroup pg, Store store)
+    private static double MeasureStep(ProcessGroup pg, Store store, StepShape shape)
     {
         using var scope = DisposeScope.Begin();
-        var model = _sizes.StepModel();
-        var plan = _sizes.StepPlan();
+        var model = _sizes.StepModel(shape);
+        var plan = _sizes.StepPlan(shape);
         using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + StepRuns, Device: _device));
         pg.Barrier();
         var compute = new List<double>();
@@ -164,12 +164,13 @@ public static partial class ProfileRank
             if (step >= StepWarmUp)
                 compute.Add(metrics.Compute);
         }
-        return compute.Average();
+        // The median: a step the machine's other work slowed says nothing of the software.
+        return Fitting.Median(compute);
     }
 
     /// <summary>Steps of <see cref="MeasureStep"/> before the timed ones (the allocator's pages fault in over the first
     /// steps, as in run's warm-up), and timed steps.</summary>
-    private const int StepWarmUp = 3, StepRuns = 6;
+    private const int StepWarmUp = 3, StepRuns = 7;
 
     /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
     private const int OverlapBlocks = 4;

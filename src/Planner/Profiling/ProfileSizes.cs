@@ -21,10 +21,9 @@ namespace Planner.Cli.Profiling;
 /// <param name="BlockMbs">Sequences per micro-batch of the block's measurement.</param>
 /// <param name="BlockSeq">Their length.</param>
 /// <param name="SmallSeq">One sequence this long: the block's size for the cost of a call.</param>
-/// <param name="StepConfig">The small GPT trained for whole steps (HF config JSON).</param>
-/// <param name="StepMbs">Its micro-batch (sequences).</param>
-/// <param name="StepGbs">Its global batch (sequences).</param>
-/// <param name="StepSeq">Its sequence length.</param>
+/// <param name="Step">The small GPT trained for whole steps, its compute mostly in its kernels' work.</param>
+/// <param name="SmallStep">A tiny GPT trained for whole steps, its compute mostly in the calls (what a kernel call costs
+/// as a training step pays it: autograd, the executor's hooks, the binding).</param>
 /// <param name="OptimizerMatrices">Square parameter matrices of the optimizer's measurement.</param>
 /// <param name="OptimizerDim">Their side.</param>
 /// <param name="ElementwiseElements">Elements of the memory-bound add and the GELU.</param>
@@ -40,10 +39,8 @@ public sealed record ProfileSizes(
     int BlockMbs,
     int BlockSeq,
     int SmallSeq,
-    string StepConfig,
-    int StepMbs,
-    int StepGbs,
-    int StepSeq,
+    StepShape Step,
+    StepShape SmallStep,
     int OptimizerMatrices,
     int OptimizerDim,
     long ElementwiseElements)
@@ -68,7 +65,9 @@ public sealed record ProfileSizes(
         [(512, 256, 768), (512, 256, 1024), (512, 1024, 256), (512, 256, 8192)],
         512, 8192,
         Gpt(1, 256, 8, 128, 8192, tied: false), 4, 128, 32,
-        Gpt(2, 256, 8, 128, 8192, tied: true), 4, 8, 128,
+        new StepShape(Gpt(2, 256, 8, 128, 8192, tied: true), 4, 8, 128),
+        // Between the closed loop's two smallest shapes, equal to neither.
+        new StepShape(Gpt(3, 96, 4, 48, 384, tied: true), 2, 8, 48),
         4, 1024, 4 << 20);
 
     /// <summary>A CUDA device in <paramref name="precision"/>: a GPT-2 block of hidden 1024 and 16 heads over 4 x 1024
@@ -85,7 +84,8 @@ public sealed record ProfileSizes(
         [(4096, 1024, 3072), (4096, 1024, 4096), (4096, 4096, 1024), (4096, 1024, 32768)],
         4096, 32768,
         Gpt(1, 1024, 16, 1024, 32768, tied: false), 4, 1024, 128,
-        Gpt(2, 1024, 16, 1024, 32768, tied: true), 4, 8, 1024,
+        new StepShape(Gpt(2, 1024, 16, 1024, 32768, tied: true), 4, 8, 1024),
+        new StepShape(Gpt(2, 256, 4, 128, 4096, tied: true), 2, 8, 128),
         4, 4096, 64 << 20);
 
     /// <summary>The sizes of a device ("cpu" or "cuda"); the CPU's are fp32 whatever the cluster trains in.</summary>
@@ -109,10 +109,10 @@ public sealed record ProfileSizes(
     public ParallelPlan SmallPlan() => new(1, 1, 1, 1, 0, 1, 1, SmallSeq, 1, Recompute.None, false, Precision);
 
     /// <summary>The training steps' model.</summary>
-    public ModelSpec StepModel() => ModelLoader.Parse(StepConfig, "profile", "profile-step");
+    public ModelSpec StepModel(StepShape shape) => ModelLoader.Parse(shape.Config, "profile", "profile-step");
 
     /// <summary>The training steps' plan: one rank, gbs / mbs micro-batches.</summary>
-    public ParallelPlan StepPlan() => new(1, 1, 1, 1, 0, StepMbs, StepGbs, StepSeq, 1, Recompute.None, false, Precision);
+    public ParallelPlan StepPlan(StepShape shape) => new(1, 1, 1, 1, 0, shape.Mbs, shape.Gbs, shape.Seq, 1, Recompute.None, false, Precision);
 
     /// <summary>The precision a device's profile measures for <paramref name="cluster"/>: fp32 on CPU cores (or the
     /// first the cluster lists when it has no fp32); on CUDA the cluster's training precision, bf16 where its devices
@@ -127,4 +127,15 @@ public sealed record ProfileSizes(
                 return p;
         return peaks.Keys.First();
     }
+}
+
+/// <summary>A GPT trained for whole steps on one rank by the profile.</summary>
+/// <param name="Config">Its HF config JSON.</param>
+/// <param name="Mbs">Its micro-batch (sequences).</param>
+/// <param name="Gbs">Its global batch (sequences).</param>
+/// <param name="Seq">Its sequence length.</param>
+public sealed record StepShape(string Config, int Mbs, int Gbs, int Seq)
+{
+    /// <summary>"layers-block GPT (micro-batches x mbs x seq tokens)" for reports.</summary>
+    public string Describe(ModelSpec model) => $"{model.Layers}-block GPT of hidden {model.Hidden} ({Gbs / Mbs} x {Mbs} x {Seq} tokens, vocabulary {model.Vocab})";
 }

@@ -90,7 +90,7 @@ public static class Validator
 
     /// <summary>A row of the older schema priced with <paramref name="stack"/>.</summary>
     public static ValidationCase Case(PublishedRun r, PricingOptions stack) =>
-        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), stack, r.StepTimeS, null, [Origin(r.Id), $"stack {stack.Stack}"]);
+        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), stack, r.StepTimeS, r.PeakMemoryGib, [Origin(r.Id), $"stack {stack.Stack}"]);
 
     /// <summary>What a row of the older schema is summarised under: the paper of the Megatron-LM rows, by their id's
     /// prefix; for other runs the run's family (the id up to its first dash, e.g. bloom176b).</summary>
