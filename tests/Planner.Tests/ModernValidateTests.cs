@@ -1,3 +1,4 @@
+using Planner.CostModel.Pricing;
 using System.Text.Json;
 using Planner.Cli.Validation;
 using Planner.CostModel.Specs;
@@ -68,7 +69,7 @@ public sealed class ModernValidateTests
     public void Predict_with_a_rows_flags_gives_what_validate_gives()
     {
         // The contract: a row priced through predict (--zero, --sequence-parallel, --ep, --etp, --precision and a
-        // cluster file with nvlink_domain and the row's links) costs what validate says.
+        // cluster file with nvlink_domain and the row's links, and the row's stack) costs what validate says.
         var runs = Full.Value.GetProperty("runs").EnumerateArray().ToDictionary(r => r.GetProperty("id").GetString()!);
         string dir = Directory.CreateTempSubdirectory("planner-modern-predict-").FullName;
         try
@@ -99,6 +100,9 @@ public sealed class ModernValidateTests
                     args.AddRange(["--etp", etp]);
                 if (int.Parse(V("tp")) > 1)
                     args.Add("--sequence-parallel");
+                // The row's recipe facts: a stack file named beside the CSV.
+                if (header.Contains("stack") && V("stack") is { Length: > 0 } stack)
+                    args.AddRange(["--stack", StackLoader.Beside(stack, Path.GetDirectoryName(RunsCsv())!)]);
                 var stdout = new StringWriter();
                 var stderr = new StringWriter();
                 int code = CliEntry.Run([.. args], stdout, stderr);

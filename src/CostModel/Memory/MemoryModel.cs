@@ -26,6 +26,8 @@ public sealed class MemoryModel
     private readonly bool _fp32Params;
     private readonly bool _fp32Grads;
     private readonly bool _fusedLoss;
+    private readonly RecomputeModules _modules;
+    private readonly int _offloadLayers;
 
     /// <summary>Creates the model for one plan under a software stack (default Megatron-Core's). Of the stack's facts
     /// it reads: <see cref="PricingOptions.GradientBucketCopies"/> (the data-parallel reduction works on copies of the
@@ -34,7 +36,8 @@ public sealed class MemoryModel
     /// and gradients, AdamW's moments on the parameters or an fp32 master shard, each micro-batch in flight keeping its
     /// casts of the weights, ZeRO-3 gathering a whole chunk at a time); <see cref="PricingOptions.Fp32GradReduce"/> (the
     /// gradients accumulate in an fp32 buffer); <see cref="PricingOptions.FusedCrossEntropy"/> (the loss keeps only the
-    /// logits).</summary>
+    /// logits); <see cref="PricingOptions.RecomputeModules"/> (what selective recompute does not keep);
+    /// <see cref="PricingOptions.ActivationOffloadLayers"/> (layers of each chunk whose activations go to the host).</summary>
     public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, PricingOptions? software = null)
     {
         var o = software ?? PricingOptions.Default;
@@ -47,6 +50,8 @@ public sealed class MemoryModel
         _bucketCopies = o.GradientBucketCopies;
         _fp32Params = o.Fp32Params;
         _fp32Grads = o.Fp32GradReduce;
+        _modules = o.RecomputeModules;
+        _offloadLayers = o.ActivationOffloadLayers;
     }
 
     /// <summary>Kinds of blocks of the model (<see cref="TransformerOps.Kinds"/>).</summary>
@@ -125,6 +130,20 @@ public sealed class MemoryModel
         if (_m.Mla is { } a)
             attention += t * (q * (a.QLoraRank + a.KvLoraRank) + e * (a.QLoraRank + a.KvLoraRank + a.QkRopeHeadDim)); // latents: norm and up-projection inputs
         double mlp = k.Moe ? ExpertActivations(e, q) : Mlp(t, (double)_m.Ffn / _p.Tp, e, q);
+        if (recompute == Recompute.Selective)
+        {
+            // What the recomputed modules no longer keep: the norms' outputs (the inputs of the attention's and the MLP's
+            // or router's first linear layers), latent attention's queries, keys and values, the experts' activation
+            // output (their second GEMM's input), a dense MLP's insides.
+            if (_modules.HasFlag(RecomputeModules.LayerNorm))
+                replicated -= tn * h * 2 * q;
+            if (_modules.HasFlag(RecomputeModules.MlaUpProj) && _m.Mla is not null)
+                attention -= e * t * (aq + akv) * qk + e * t * akv * dv;
+            if (_modules.HasFlag(RecomputeModules.MoeAct) && k.Moe)
+                mlp -= _ops.ExpertTokens * ((double)_m.Moe!.ExpertFfn / _p.Etp) * q;
+            if (_modules.HasFlag(RecomputeModules.Mlp) && !k.Moe)
+                mlp = 0;
+        }
         double core = _ops.FlashAttention
             ? 4 * _p.Mbs * aq * _ops.LocalSeq // flash attention keeps only the softmax statistics (fp32)
             : recompute == Recompute.None
@@ -200,6 +219,8 @@ public sealed class MemoryModel
             double recomputed = v.RecomputeLayers is { } kept && rc == Recompute.Full ? Math.Min(kept, (double)layers / chunks) * mix.Counts[k] / Math.Max(1, layers) : chunkLayers;
             activations += recomputed * ActivationsPerLayer(k, rc) + (chunkLayers - recomputed) * ActivationsPerLayer(k, Recompute.None);
         }
+        // Layers whose activations are offloaded to the host leave the device (the kinds in the stage's proportions).
+        activations -= OffloadedBytes(mix, chunks, rc);
         // The largest kind of block the model has, whether or not the stage holds one: a stage's memory stays affine in
         // its block count (the stage-partition MILP's premise).
         for (int k = 0; k < mix.Counts.Count; k++)
@@ -232,6 +253,24 @@ public sealed class MemoryModel
         double allocated = weights + grads + optim + activations + working + buffers;
         double overhead = _fragmentation * allocated + _reservedBytes;
         return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
+    }
+
+    /// <summary>Layers of a chunk of <paramref name="chunkLayers"/> blocks whose activations go to the host
+    /// (<see cref="PricingOptions.ActivationOffloadLayers"/>, at most all but the chunk's last layer).</summary>
+    public double OffloadedLayers(double chunkLayers) => Math.Clamp(Math.Min(_offloadLayers, chunkLayers - 1), 0, double.MaxValue);
+
+    /// <summary>Activation bytes of one micro-batch that one chunk of the blocks in <paramref name="mix"/> (all
+    /// <paramref name="chunks"/> chunks of a stage) offloads to the host: its offloaded layers, the kinds in the mix's proportions.</summary>
+    public double OffloadedBytes(BlockMix mix, int chunks, Recompute recompute)
+    {
+        int layers = mix.Total;
+        if (_offloadLayers <= 0 || layers == 0)
+            return 0;
+        double offloaded = OffloadedLayers((double)layers / chunks), bytes = 0;
+        for (int k = 0; k < mix.Counts.Count; k++)
+            if (mix.Counts[k] > 0)
+                bytes += offloaded * mix.Counts[k] / layers * ActivationsPerLayer(k, recompute);
+        return bytes;
     }
 
     /// <summary>A rank's weights that a low-precision format quantizes: the blocks' (their linear layers; the norms and

@@ -99,7 +99,7 @@ public sealed class BlockCosts
             double recompute = plan.Recompute switch
             {
                 Plans.Recompute.Full => forward,
-                Plans.Recompute.Selective => ops.FlashAttention ? 0 : step * timer.BlockForward(blockOps, attentionCoreOnly: true, tp: plan.Tp),
+                Plans.Recompute.Selective => step * timer.BlockForward(SelectivelyRecomputed(blockOps, kind, ops.FlashAttention, options.RecomputeModules), tp: plan.Tp),
                 _ => 0,
             };
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
@@ -111,9 +111,18 @@ public sealed class BlockCosts
             // A MoE block's pass also runs small kernels per local expert that the op list leaves out (splitting the
             // dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the
             // permutation's index kernels): a fixed time per local expert and pass.
-            double overhead = kind.Moe ? options.MoeExpertOverheadSeconds * ops.LocalExperts : 0;
+            // Two regimes: eager, or the router and dispatch preprocessing captured in CUDA graphs (PricingOptions.MoeCudaGraphs).
+            double overhead = kind.Moe ? options.ExpertOverheadSeconds * ops.LocalExperts : 0;
             forward += overhead;
             backward += overhead;
+            // With the expert-parallel exchange overlapped with another micro-batch's compute, only what the block's
+            // compute cannot hide is exposed (the other micro-batch's block costs as much).
+            double epForward = ep, epBackward = ep;
+            if (options.OverlapExpertComm && ep > 0)
+            {
+                epForward = gpu.Overlapped(forward, ep) - forward;
+                epBackward = gpu.Overlapped(backward, ep) - backward;
+            }
             if (plan.Recompute == Plans.Recompute.Full)
                 recompute = forward;
             kinds.Add(new KindCosts
@@ -126,9 +135,9 @@ public sealed class BlockCosts
                 TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass : 0,
                 CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
                 CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
-                EpForward = ep,
-                EpBackward = ep,
-                EpRecompute = plan.Recompute == Plans.Recompute.Full ? ep : 0,
+                EpForward = epForward,
+                EpBackward = epBackward,
+                EpRecompute = plan.Recompute == Plans.Recompute.Full ? epForward : 0,
             });
         }
         return new BlockCosts
@@ -146,6 +155,33 @@ public sealed class BlockCosts
             MtpBackward = step * timer.Backward(ops.MtpProjection),
             HiddenBytes = hiddenBytes,
         };
+    }
+
+    /// <summary>
+    /// The forward kernels selective recompute runs again in a block of kind <paramref name="kind"/> (see
+    /// <see cref="RecomputeModules"/>): the materialised attention core (nothing under fused attention, whose backward
+    /// redoes its scores anyway), the two norms, the experts' activation, latent attention's up-projections and their
+    /// rotary embedding, a dense block's MLP.
+    /// </summary>
+    public static IReadOnlyList<Op> SelectivelyRecomputed(IReadOnlyList<Op> blockOps, LayerKind kind, bool flashAttention, RecomputeModules modules)
+    {
+        var list = new List<Op>();
+        foreach (var op in blockOps)
+        {
+            bool again = op.AttentionCore ? modules.HasFlag(RecomputeModules.CoreAttention) && !flashAttention
+                : op.Name switch
+                {
+                    "ln1" or "ln2" => modules.HasFlag(RecomputeModules.LayerNorm),
+                    "expert_swiglu" or "expert_act" => modules.HasFlag(RecomputeModules.MoeAct),
+                    "q_up" or "kv_up" => modules.HasFlag(RecomputeModules.MlaUpProj),
+                    "rope" => modules.HasFlag(RecomputeModules.MlaUpProj) && blockOps.Any(o => o.Name == "kv_up"),
+                    "mlp_gate_up" or "mlp_up" or "swiglu" or "gelu" or "mlp_down" => !kind.Moe && modules.HasFlag(RecomputeModules.Mlp),
+                    _ => false,
+                };
+            if (again)
+                list.Add(op);
+        }
+        return list;
     }
 
     /// <summary>

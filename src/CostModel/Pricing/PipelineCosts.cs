@@ -169,6 +169,8 @@ public sealed partial class PipelineCosts
         double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, ChunkParams(stage, chunk), reduceBytes);
 
         int chunks = plan.Vpp;
+        // The host link of each GPU (for offloaded activations): the cluster's host, else the GPU's default.
+        double hostLink = (cluster.Host?.PcieGbs ?? cluster.Gpu.DefaultHostLinkGbs) * 1e9;
         double gradAccumulationBytes = gradBytes;
         var fwd = new double[plan.Pp, chunks];
         var bwd = new double[plan.Pp, chunks];
@@ -242,8 +244,18 @@ public sealed partial class PipelineCosts
                     var (dense, expert) = ChunkParams(s, c);
                     accumulate = block.Timer.Stream(3 * (dense + expert) * gradAccumulationBytes) * (m - 1) / m;
                 }
-                fwd[s, c] = computeF + tpF + cpF + epF + zeroF;
-                bwd[s, c] = computeB + accumulate + recompute + tpB + cpB + epB + zeroB;
+                // Offloaded activations go to the host behind the chunk's forward and come back behind its backward. The
+                // copies run on the copy engines, not the compute's cores: only the part longer than the pass is exposed.
+                double offloadF = 0, offloadB = 0;
+                if (options.ActivationOffloadLayers > 0)
+                {
+                    double copy = memory.OffloadedBytes(mix, 1, plan.RecomputeOf(s)) / hostLink;
+                    offloadF = Math.Max(0, copy - computeF);
+                    offloadB = Math.Max(0, copy - (computeB + recompute));
+                }
+                fwd[s, c] = computeF + tpF + cpF + epF + zeroF + offloadF;
+                bwd[s, c] = computeB + accumulate + recompute + tpB + cpB + epB + zeroB + offloadB;
+                part.Offload += m * (offloadF + offloadB);
                 part.Compute += m * (computeF + computeB + accumulate);
                 part.Recompute += m * recompute;
                 part.TpComm += m * (tpF + tpB);

@@ -51,7 +51,7 @@ public static class Pricer
             double optimizer = costs.OptimizerSeconds(critical, offload);
             double step = withP2p.MakespanSeconds + worstTail;
             var breakdown = new Breakdown(
-                Compute: cp.Compute,
+                Compute: cp.Compute + cp.Offload, // with the host copies of offloaded activations that compute does not hide
                 Recompute: cp.Recompute,
                 TpComm: cp.TpComm,
                 PpComm: withP2p.MakespanSeconds - withoutP2p.MakespanSeconds,

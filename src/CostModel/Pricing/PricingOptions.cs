@@ -51,7 +51,23 @@ namespace Planner.CostModel.Pricing;
 /// use), rather than one copy per routed expert (the all-to-all dispatcher, which token dropping needs).</param>
 /// <param name="MoeExpertOverheadSeconds">Seconds each pass of a MoE block spends per local expert beyond the kernels its
 /// op list prices (the software runs each expert's split, casts, bias and activation as kernels of their own). Megatron-Core's
-/// 132 µs is fitted to the MoE runs of validation/modern_runs.csv (docs/2026-12-07-modern-fit.md).</param>
+/// 132 µs is fitted to the MoE runs of validation/modern_runs.csv as one regime (docs/2026-12-07-modern-fit.md: fitted
+/// as two, eager and graphed, the rows give 185 and 108 µs and a worse MAPE; not adopted).</param>
+/// <param name="MoeCudaGraphs">The MoE blocks' router and dispatch preprocessing run inside CUDA graphs (Megatron-Core's
+/// <c>cuda_graph_scope</c> with <c>moe_router</c> and <c>moe_preprocess</c>, or a whole-iteration graph) with the HybridEP
+/// dispatcher, as the Blackwell recipes of Qwen3 do: the time per local expert and pass is then
+/// <paramref name="MoeGraphedExpertOverheadSeconds"/> rather than <paramref name="MoeExpertOverheadSeconds"/> (the eager regime).</param>
+/// <param name="MoeGraphedExpertOverheadSeconds">Seconds per local expert and pass under <paramref name="MoeCudaGraphs"/>; the
+/// eager value until a two-regime fit improves on one (docs/2026-12-07-modern-fit.md).</param>
+/// <param name="OverlapExpertComm">The expert-parallel dispatch and combine of one micro-batch run behind another
+/// micro-batch's compute (Megatron-Core's <c>overlap_moe_expert_parallel_comm</c>): only what the block's compute cannot
+/// hide is exposed.</param>
+/// <param name="ActivationOffloadLayers">Layers of each model chunk whose saved activations go to host memory during the
+/// forward and come back before their backward (Megatron-Core's <c>cpu_offloading_num_layers</c>, activations only): their
+/// activations leave device memory, and the copies over the host link run behind the chunk's forward and backward, what
+/// those cannot hide exposed. At most the chunk's layers less one (the last layer's backward follows its forward).</param>
+/// <param name="RecomputeModules">What selective recompute redoes (Megatron-Core's <c>recompute_modules</c>, default
+/// <c>core_attn</c>): see <see cref="Pricing.RecomputeModules"/>. Read only when the plan's recompute is selective.</param>
 /// <param name="Stack">The name of the stack these facts are (a preset's, or the <c>name</c> a stack file gives): what
 /// outputs and plan files record under <c>stack</c>.</param>
 public sealed record PricingOptions(
@@ -72,6 +88,11 @@ public sealed record PricingOptions(
     bool FusedCrossEntropy = true,
     bool DeduplicatedDispatch = true,
     double MoeExpertOverheadSeconds = 132e-6,
+    bool MoeCudaGraphs = false,
+    double MoeGraphedExpertOverheadSeconds = 132e-6,
+    bool OverlapExpertComm = false,
+    int ActivationOffloadLayers = 0,
+    RecomputeModules RecomputeModules = RecomputeModules.CoreAttention,
     string Stack = PricingOptions.DefaultStack)
 {
     /// <summary>The stack priced when none is named.</summary>
@@ -79,4 +100,46 @@ public sealed record PricingOptions(
 
     /// <summary>Megatron-Core's facts, the default stack.</summary>
     public static PricingOptions Default { get; } = new();
+
+    /// <summary>Seconds per local expert and pass of a MoE block in this stack's regime (graphed or eager).</summary>
+    public double ExpertOverheadSeconds => MoeCudaGraphs ? MoeGraphedExpertOverheadSeconds : MoeExpertOverheadSeconds;
+}
+
+/// <summary>
+/// The submodules selective recompute redoes in the backward instead of keeping their outputs (Megatron-Core's
+/// <c>recompute_modules</c>; YAML names in brackets).
+/// </summary>
+[Flags]
+public enum RecomputeModules
+{
+    /// <summary>Nothing.</summary>
+    None = 0,
+    /// <summary>[core_attn] The attention core: nothing to redo under fused attention, which redoes its scores anyway.</summary>
+    CoreAttention = 1,
+    /// <summary>[layernorm] The two norms of a block: their outputs (the attention's and the MLP's or router's inputs) are
+    /// not kept; the norms run again.</summary>
+    LayerNorm = 2,
+    /// <summary>[moe_act] The experts' activation function: its output (the second expert GEMM's input) is not kept.</summary>
+    MoeAct = 4,
+    /// <summary>[mla_up_proj] Latent attention's up-projections (and their rotary embedding): the queries, keys and values
+    /// are not kept; the up-projection GEMMs run again.</summary>
+    MlaUpProj = 8,
+    /// <summary>[mlp] A dense block's MLP (the dense first blocks of a MoE model, every block of a dense one): only its
+    /// input is kept; the MLP's forward runs again.</summary>
+    Mlp = 16,
+}
+
+/// <summary>The YAML names of <see cref="RecomputeModules"/>.</summary>
+public static class RecomputeModuleNames
+{
+    /// <summary>Name and flag of each module.</summary>
+    public static IReadOnlyList<(string Name, RecomputeModules Module)> All { get; } =
+    [
+        ("core_attn", RecomputeModules.CoreAttention), ("layernorm", RecomputeModules.LayerNorm), ("moe_act", RecomputeModules.MoeAct),
+        ("mla_up_proj", RecomputeModules.MlaUpProj), ("mlp", RecomputeModules.Mlp),
+    ];
+
+    /// <summary>The flag of a name, or null when the model does not price that module.</summary>
+    public static RecomputeModules? Parse(string name) =>
+        All.FirstOrDefault(m => m.Name == name) is { Name: not null } found ? found.Module : null;
 }

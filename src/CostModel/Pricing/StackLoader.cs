@@ -25,7 +25,8 @@ public static class StackLoader
         "name", "description", "sources", "base", "attention", "overlap_grad_reduce", "overlap_param_gather", "fused_grad_accumulation",
         "fused_cross_entropy", "zero3_prefetch", "gradient_bucket_copies", "reduce_scatter_per_micro_batch", "reduce_scatter_as_all_reduce",
         "fp32_data_parallel", "fp32_params", "grad_reduce_fp32", "tied_embedding_reduced_after_flush", "collective_per_bucket", "moe_dispatcher",
-        "moe_expert_overhead_us", "collectives",
+        "moe_expert_overhead_us", "collectives", "moe_cuda_graphs", "moe_expert_overhead_graphed_us", "moe_overlap_expert_comm",
+        "activation_offload_layers", "recompute_modules",
     ];
 
     /// <summary>The keys a stack's facts are given by (all but name, description, sources and base).</summary>
@@ -76,6 +77,15 @@ public static class StackLoader
     /// <summary>A name without a directory: a preset's, or a file in the working directory.</summary>
     private static bool IsBare(string nameOrPath) => !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
 
+    private static RecomputeModules Modules(IReadOnlyList<string> names, string source)
+    {
+        var set = RecomputeModules.None;
+        foreach (var name in names)
+            set |= RecomputeModuleNames.Parse(name)
+                   ?? throw new InputException($"{source}: key 'recompute_modules': '{name}' is not priced (expected {string.Join(", ", RecomputeModuleNames.All.Select(m => m.Name))})");
+        return set;
+    }
+
     /// <summary>Parses stack YAML text; <paramref name="source"/> names the file in errors, <paramref name="directory"/> is
     /// where a relative <c>base</c> file lies (null: the working directory).</summary>
     public static SoftwareStack Parse(string yaml, string source, string? directory) => Parse(yaml, source, directory, 0);
@@ -111,6 +121,13 @@ public static class StackLoader
             Algorithm = map.OptionalChoice("collectives", "ring", "hierarchical") is { } algorithm
                 ? algorithm == "ring" ? CollectiveAlgorithm.Ring : CollectiveAlgorithm.Hierarchical
                 : o.Algorithm,
+            MoeCudaGraphs = map.OptionalBool("moe_cuda_graphs") ?? o.MoeCudaGraphs,
+            MoeGraphedExpertOverheadSeconds = map.OptionalNumber("moe_expert_overhead_graphed_us", 1e6, -1e-12) is double graphed ? graphed / 1e6 : o.MoeGraphedExpertOverheadSeconds,
+            OverlapExpertComm = map.OptionalBool("moe_overlap_expert_comm") ?? o.OverlapExpertComm,
+            ActivationOffloadLayers = map.OptionalNumber("activation_offload_layers", 10_000, -1e-12) is double layers
+                ? layers == Math.Floor(layers) ? (int)layers : throw new InputException($"{source}: key 'activation_offload_layers': {layers} is not a whole number of layers")
+                : o.ActivationOffloadLayers,
+            RecomputeModules = map.OptionalStrings("recompute_modules") is { } modules ? Modules(modules, source) : o.RecomputeModules,
             Stack = stack,
         };
         map.RejectUnknown(Keys);

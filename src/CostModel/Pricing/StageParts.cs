@@ -13,6 +13,8 @@ public sealed class StageParts
     public double CpComm;
     /// <summary>Expert-parallel token dispatch and combine.</summary>
     public double EpComm;
+    /// <summary>Activation copies to and from host memory (offloaded layers) not hidden behind compute.</summary>
+    public double Offload;
     /// <summary>ZeRO-3 gathers and reduce-scatters not hidden behind compute.</summary>
     public double Zero3;
     /// <summary>One micro-batch's backward over all chunks: what DP reduction can hide behind.</summary>

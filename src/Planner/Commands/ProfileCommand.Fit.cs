@@ -146,6 +146,7 @@ public static partial class ProfileCommand
             if (!cuda && o > cal.KernelOverheadUs && o < 1000)
                 cal = cal with { KernelOverheadUs = o };
         }
+        double blockKeptUs = cal.KernelOverheadUs;
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
         var linear = m["linear"]!.AsArray().Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList();
@@ -217,7 +218,7 @@ public static partial class ProfileCommand
             foreach (var (shape, f, b) in linearRows)
                 console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
             if (blockCallUs is double callUs)
-                console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {cal.KernelOverheadUs:F1} us)");
+                console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {blockKeptUs:F1} us)");
             console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
             var br = blockRow;
             console.WriteLine($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");

@@ -18,7 +18,8 @@ public sealed record FitResult(IReadOnlyList<(FitParameter Parameter, double Val
 /// Fits the few physical parameters that the measured rows exercise, the same values for every row: each GPU's GEMM
 /// efficiency in its low-precision formats (bf16 GEMMs keep the preset's efficiency, fitted on the published A100 runs),
 /// the block-scaled formats' efficiency relative to per-tensor FP8, the experts' grouped-GEMM efficiency and the time a MoE
-/// block's pass spends per local expert beyond its priced kernels. The all-to-all's efficiency is not fitted: the published
+/// block's pass spends per local expert beyond its priced kernels, one value per regime (eager, or CUDA-graphed router and
+/// dispatch: the row's stack says which). The all-to-all's efficiency is not fitted: the published
 /// MoE runs do not tell it apart from the experts' overheads (fitted alongside, it runs to its bound with no better fit),
 /// so it stays at the tier's collective efficiency. Least squares on the logarithm of predicted over measured step time (so 20 % fast and 20 % slow weigh
 /// alike), by the Nelder–Mead simplex over each parameter's logit (every value stays within its bounds). Never a
@@ -108,8 +109,14 @@ public static class Fitter
             return list;
         list.Add(new("grouped_gemm_efficiency", moe[0].Cluster.Gpu.GroupedGemmEfficiency,
             (c, v) => WithGpu(c, c.Cluster.Gpu with { GroupedGemmEfficiency = v })));
-        list.Add(new("software: moe_expert_overhead_us", Math.Max(20, moe[0].Software.MoeExpertOverheadSeconds * 1e6),
-            (c, v) => c with { Software = c.Software with { MoeExpertOverheadSeconds = v * 1e-6 } }, Upper: 2_000));
+        // The time per local expert and pass in each regime the rows run (eager, or router and dispatch in CUDA graphs:
+        // PricingOptions.MoeCudaGraphs), the same value for every row of a regime.
+        if (moe.Any(c => !c.Software.MoeCudaGraphs))
+            list.Add(new("software: moe_expert_overhead_us", Math.Max(20, moe[0].Software.MoeExpertOverheadSeconds * 1e6),
+                (c, v) => c with { Software = c.Software with { MoeExpertOverheadSeconds = v * 1e-6 } }, Upper: 2_000));
+        if (moe.Any(c => c.Software.MoeCudaGraphs))
+            list.Add(new("software: moe_expert_overhead_graphed_us", Math.Max(20, moe[0].Software.MoeGraphedExpertOverheadSeconds * 1e6),
+                (c, v) => c with { Software = c.Software with { MoeGraphedExpertOverheadSeconds = v * 1e-6 } }, Upper: 2_000));
         return list;
     }
 
