@@ -472,6 +472,36 @@ public class PricerTests
         }
     }
 
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(1, 1)]
+    [InlineData(1, 2)]
+    public void Buckets_issued_back_to_back_pay_the_peers_arrival_once(int zero, int pp)
+    {
+        // A measured machine's links carry the peers' arrival (what a collective right after compute waits for them):
+        // one collective pays it in full, a reduction's buckets issued back to back once, not once per bucket.
+        var model = ModelLoader.Load("gpt2-xl");
+        var spec = ClusterLoader.Load("dgx-a100-80g");
+        const double arrivalUs = 700;
+        var late = spec with { IntraNode = spec.IntraNode with { ArrivalUs = arrivalUs }, InterNode = spec.InterNode with { ArrivalUs = arrivalUs } };
+        foreach (var op in new[] { Comm.Collective.AllReduce, Comm.Collective.AllGather, Comm.Collective.AllToAll })
+            Assert.Equal(arrivalUs * 1e-6, Comm.CollectiveModel.Seconds(op, 1e6, 8, 8, late) - Comm.CollectiveModel.Seconds(op, 1e6, 8, 8, spec), 12);
+        Assert.Equal(0, Comm.CollectiveModel.Seconds(Comm.Collective.SendRecv, 1e6, 2, 2, late) - Comm.CollectiveModel.Seconds(Comm.Collective.SendRecv, 1e6, 2, 2, spec), 12);
+        var plan = Plan(tp: 1, pp: pp, dp: 8, zero: zero, gbs: 256, seq: 1024);
+        var perBucket = new PricingOptions(OverlapGradReduce: false, CollectivePerBucket: true);
+        var before = PipelineCosts.Compute(model, spec, plan, perBucket);
+        var after = PipelineCosts.Compute(model, late, plan, perBucket);
+        // Bursts: the reduction, ZeRO's gather of the updated shards, the tied embedding's all-reduce between stages.
+        int bursts = 1 + (zero > 0 ? 1 : 0) + (pp > 1 ? 1 : 0);
+        for (int s = 0; s < pp; s++)
+        {
+            int buckets = before.Layout.LayersOnStage(s) + (s == 0 ? 1 : 0) + (s == pp - 1 ? 1 : 0);
+            Assert.True(buckets > bursts);
+            int stageBursts = pp > 1 && s != 0 && s != pp - 1 ? bursts - 1 : bursts;
+            AssertRel(before.Parts[s].DpTail + stageBursts * arrivalUs * 1e-6, after.Parts[s].DpTail);
+        }
+    }
+
     /// <summary>The DP tail of a ZeRO-1/2 stage under each combination of the options, against its parts priced
     /// from <see cref="Comm.CollectiveModel.Seconds"/> and <see cref="GpuSpec.Overlapped"/>.</summary>
     [Theory]

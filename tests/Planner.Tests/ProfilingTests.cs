@@ -252,7 +252,7 @@ public sealed class ProfilingTests : IDisposable
     public void Link_fit_recovers_each_tier_and_prices_the_measurements_back(int nodes, int perNode)
     {
         // A machine's own links (inside a node) and a slower network between nodes.
-        const double intraAlpha = 15e-6, intraBw = 6e9, interAlpha = 80e-6, interBw = 1.5e9;
+        const double intraAlpha = 15e-6, intraBw = 6e9, interAlpha = 80e-6, interBw = 1.5e9, idleAlpha = 4e-6;
         int world = nodes * perNode;
         var cluster = ClusterLoader.Load("local-cpu");
         var m = new System.Text.Json.Nodes.JsonObject
@@ -261,6 +261,8 @@ public sealed class ProfilingTests : IDisposable
             // One node: the world's all-reduce runs on the machine's links; several: it crosses the network.
             ["all_reduce_loaded"] = nodes == 1 ? RingRows(world, intraAlpha, intraBw) : RingRows(world, interAlpha, interBw),
             ["node_all_reduce_loaded"] = nodes > 1 && perNode > 1 ? RingRows(perNode, intraAlpha, intraBw) : new System.Text.Json.Nodes.JsonArray(),
+            // The world's all-reduce between idle ranks: on one machine it parts the latency from the peers' arrival.
+            ["all_reduce"] = RingRows(world, idleAlpha, intraBw),
         };
         var (intra, inter) = Planner.Cli.Commands.ProfileCommand.FitLinks(m, cluster);
         if (nodes > 1 && perNode == 1)
@@ -270,20 +272,28 @@ public sealed class ProfilingTests : IDisposable
             Assert.Equal(cluster.IntraNode.EffectiveBytesPerSecond, intra.BytesPerSecond);
             Assert.Contains("not measured", intra.Source);
         }
+        else if (nodes == 1)
+        {
+            // One machine: the idle ranks' latency per step, and the rest of the loaded one's, once per collective.
+            Assert.Equal(idleAlpha, intra.LatencySeconds, 1e-9);
+            Assert.Equal(2.0 * (world - 1) * (intraAlpha - idleAlpha), intra.ArrivalSeconds, 1e-9);
+            Assert.Equal(intraBw, intra.BytesPerSecond, intraBw * 1e-6);
+        }
         else
         {
             Assert.Equal(intraAlpha, intra.LatencySeconds, 1e-9);
+            Assert.Equal(0, intra.ArrivalSeconds);
             Assert.Equal(intraBw, intra.BytesPerSecond, intraBw * 1e-6);
         }
-        Assert.Equal(nodes == 1 ? intraAlpha : interAlpha, inter.LatencySeconds, 1e-9);
+        Assert.Equal(nodes == 1 ? idleAlpha : interAlpha, inter.LatencySeconds, 1e-9);
         Assert.Equal(nodes == 1 ? intraBw : interBw, inter.BytesPerSecond, interBw * 1e-6);
         // The cost model, given the fitted tiers, prices the world's all-reduce (a ring spanning the nodes) and a node's
         // as they were measured.
         var fitted = cluster with
         {
             Nodes = nodes, GpusPerNode = perNode,
-            IntraNode = new LinkSpec(intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, 1),
-            InterNode = new LinkSpec(inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6, 1),
+            IntraNode = new LinkSpec(intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, 1, ArrivalUs: intra.ArrivalSeconds * 1e6),
+            InterNode = new LinkSpec(inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6, 1, ArrivalUs: inter.ArrivalSeconds * 1e6),
         };
         foreach (var row in m["all_reduce_loaded"]!.AsArray().Select(x => x!.AsArray()))
             Assert.Equal((double)row[1]!, Planner.CostModel.Comm.CollectiveModel.Seconds(Planner.CostModel.Comm.Collective.AllReduce, (double)row[0]!, world, perNode, fitted), 1e-9);

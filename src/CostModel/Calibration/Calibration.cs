@@ -59,8 +59,8 @@ public sealed record Calibration(
         return cluster with
         {
             Gpu = gpu,
-            IntraNode = new LinkSpec(IntraBandwidthGbs, IntraLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs),
-            InterNode = new LinkSpec(InterBandwidthGbs, InterLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs),
+            IntraNode = new LinkSpec(IntraBandwidthGbs, IntraLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs, ArrivalUs: gpu.Profiled?.ArrivalUs ?? 0),
+            InterNode = new LinkSpec(InterBandwidthGbs, InterLatencyUs, 1, P2pLatencyUs: gpu.Profiled?.P2pLatencyUs, ArrivalUs: gpu.Profiled?.ArrivalUs ?? 0),
         };
     }
 }

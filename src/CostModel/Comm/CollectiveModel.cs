@@ -51,7 +51,7 @@ public static class CollectiveModel
                 // crosses the network. One latency of the farthest tier: the exchanges run concurrently.
                 double intraBytes = bytes * (perNode - 1) / size;
                 double interBytes = bytes * (size - perNode) / size;
-                return (nodes > 1 ? inter.LatencySeconds : intra.LatencySeconds)
+                return (nodes > 1 ? inter.LatencySeconds + inter.ArrivalSeconds : intra.LatencySeconds + intra.ArrivalSeconds)
                        + Math.Max(intraBytes / intra.AllToAllBytesPerSecond, interBytes / (nodes > 1 ? inter.AllToAllBytesPerSecond : double.PositiveInfinity));
             }
         }
@@ -60,7 +60,7 @@ public static class CollectiveModel
         if (nodes == 1 || algorithm == CollectiveAlgorithm.Ring)
         {
             var link = nodes == 1 ? intra : inter;
-            return factor * ((size - 1) * link.LatencySeconds + (size - 1.0) / size * bytes / link.EffectiveBytesPerSecond);
+            return link.ArrivalSeconds + factor * ((size - 1) * link.LatencySeconds + (size - 1.0) / size * bytes / link.EffectiveBytesPerSecond);
         }
         // Hierarchical: an intra-node phase on the full buffer among perNode ranks, then an inter-node ring
         // among `nodes` ranks on 1/perNode of it per GPU (every GPU has its own NIC in this model).
@@ -68,8 +68,25 @@ public static class CollectiveModel
             ? factor * ((perNode - 1) * intra.LatencySeconds + (perNode - 1.0) / perNode * bytes / intra.EffectiveBytesPerSecond)
             : 0;
         double interPart = factor * ((nodes - 1) * inter.LatencySeconds + (nodes - 1.0) / nodes * (bytes / perNode) / inter.EffectiveBytesPerSecond);
-        return intraPart + interPart;
+        return inter.ArrivalSeconds + intraPart + interPart;
     }
+
+    /// <summary>
+    /// The peers' arrival that one collective (not a point-to-point transfer) over the group pays within
+    /// <see cref="Seconds(Collective, double, int, int, ClusterSpec, CollectiveAlgorithm)"/>: the farthest tier's
+    /// <see cref="LinkSpec.ArrivalUs"/>. Collectives issued back to back pay it once; the others' share comes off.
+    /// </summary>
+    public static double Arrival(int size, int perNode, ClusterSpec cluster)
+    {
+        if (size <= 1)
+            return 0;
+        perNode = Math.Clamp(perNode, 1, size);
+        return (size + perNode - 1) / perNode > 1 ? cluster.InterNode.ArrivalSeconds : cluster.IntraNode.ArrivalSeconds;
+    }
+
+    /// <summary>The same for a group of a placed axis.</summary>
+    public static double Arrival(Placement placement, Axis axis, ClusterSpec cluster) =>
+        Arrival(placement.Size(axis), placement.MembersPerDomain(axis), cluster);
 
     /// <summary>The same collective for a group of a placed axis.</summary>
     public static double Seconds(Collective op, double bytes, Placement placement, Axis axis, ClusterSpec cluster,

@@ -324,7 +324,14 @@ public sealed partial class PipelineCosts
             double Collect(Collective op, IEnumerable<(double Dense, double Expert, int Count)> parts, double bytes)
             {
                 if (options.CollectivePerBucket)
-                    return parts.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes));
+                {
+                    // Issued back to back: the peers' arrival once per group, not per bucket.
+                    var list = parts.ToList();
+                    int denseCount = list.Where(b => b.Dense > 0).Sum(b => b.Count), expertCount = list.Where(b => b.Expert > 0).Sum(b => b.Count);
+                    return list.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes))
+                           - Math.Max(0, denseCount - 1) * CollectiveModel.Arrival(placement, Axis.DpCp, cluster)
+                           - Math.Max(0, expertCount - 1) * CollectiveModel.Arrival(placement, Axis.Edp, cluster);
+                }
                 double dense = 0, expert = 0;
                 foreach (var b in parts)
                 {

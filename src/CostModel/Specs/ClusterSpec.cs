@@ -8,7 +8,11 @@ namespace Planner.CostModel.Specs;
 /// rank exchanging with every other at once, in unevenly sized chunks: the expert-parallel token exchange).</param>
 /// <param name="P2pLatencyUs">Latency of one point-to-point transfer where measured apart from the collectives'
 /// (a profile), microseconds; null: <paramref name="LatencyUs"/>.</param>
-public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency, double AllToAllEfficiency = 1, double? P2pLatencyUs = null)
+/// <param name="ArrivalUs">What a collective started right after compute waits, beyond its latency, for its peers to
+/// arrive and their communication threads to wake (measured where ranks share cores; 0 on a specified cluster),
+/// microseconds, once per collective: collectives issued back to back (a data-parallel reduction's buckets) pay it once.</param>
+public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Efficiency, double AllToAllEfficiency = 1, double? P2pLatencyUs = null,
+    double ArrivalUs = 0)
 {
     /// <summary>Achieved bytes per second per GPU per direction.</summary>
     public double EffectiveBytesPerSecond => BandwidthGbs * 1e9 * Efficiency;
@@ -18,6 +22,9 @@ public sealed record LinkSpec(double BandwidthGbs, double LatencyUs, double Effi
 
     /// <summary>Latency in seconds.</summary>
     public double LatencySeconds => LatencyUs * 1e-6;
+
+    /// <summary>The peers' arrival in seconds (see <see cref="ArrivalUs"/>).</summary>
+    public double ArrivalSeconds => ArrivalUs * 1e-6;
 
     /// <summary>A point-to-point transfer's latency in seconds.</summary>
     public double P2pLatencySeconds => (P2pLatencyUs ?? LatencyUs) * 1e-6;

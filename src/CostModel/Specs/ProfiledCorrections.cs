@@ -29,6 +29,9 @@ namespace Planner.CostModel.Specs;
 /// <param name="P2pLatencyUs">A point-to-point transfer's latency on the machine measured (ping-pong between two idle
 /// ranks: the wait for a peer still computing is the pipeline simulator's, not the transfer's), microseconds. Null: the
 /// link's collective latency.</param>
+/// <param name="ArrivalUs">What a collective right after compute waits for its peers beyond the link's latency (the
+/// machine's links then carry the latency of idle ranks), microseconds, once per collective
+/// (<see cref="LinkSpec.ArrivalUs"/>). Null: folded into the links' latency.</param>
 /// <param name="HeadForward">The same for the final norm, LM head and loss, forward.</param>
 /// <param name="HeadBackward">The same for their backward.</param>
 public sealed record ProfiledCorrections(
@@ -45,7 +48,8 @@ public sealed record ProfiledCorrections(
     double? StepCompute = null,
     double? TpComm = null,
     double? MemoryFactor = null,
-    double? P2pLatencyUs = null)
+    double? P2pLatencyUs = null,
+    double? ArrivalUs = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -66,6 +70,7 @@ public sealed record ProfiledCorrections(
         ("tp_comm_factor", c => c.TpComm, (c, v) => c with { TpComm = v }),
         ("memory_factor", c => c.MemoryFactor, (c, v) => c with { MemoryFactor = v }),
         ("p2p_latency_us", c => c.P2pLatencyUs, (c, v) => c with { P2pLatencyUs = v }),
+        ("arrival_us", c => c.ArrivalUs, (c, v) => c with { ArrivalUs = v }),
     ];
 
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>

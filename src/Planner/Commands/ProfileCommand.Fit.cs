@@ -24,17 +24,20 @@ public static partial class ProfileCommand
     private static List<(double, double)> Pairs(JsonObject m, string key) =>
         m[key]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!)).ToList();
 
-    /// <summary>A network tier's fit: latency per ring step, bytes per second per rank, and what it comes from.</summary>
-    public sealed record LinkFit(double LatencySeconds, double BytesPerSecond, string Source);
+    /// <summary>A network tier's fit: latency per ring step, bytes per second per rank, the peers' arrival a collective
+    /// after compute pays once (0: folded into the latency), and what it comes from.</summary>
+    public sealed record LinkFit(double LatencySeconds, double BytesPerSecond, string Source, double ArrivalSeconds = 0);
 
     /// <summary>
     /// The two tiers of the network from the loaded all-reduces (right after a kernel on every rank, as training runs
     /// them: on shared cores that adds the wait for the peers' threads), each as a ring of n ranks: 2(n−1) latency
     /// steps, 2(n−1)/n of the buffer through each rank (the cost model's ring). One machine: both tiers from the
-    /// world's all-reduce. Several: the world's crosses the network (the inter-node tier, a flat ring as the cost model
-    /// prices a group spanning nodes) and each node's own group gives the intra-node tier; with one rank per node that
-    /// tier is not measured and keeps the cluster spec's. Gloo's point-to-point transfers are faster per byte (see the
-    /// tables), so pipeline transfers come out priced on the safe side.
+    /// world's all-reduce, its latency parted: the idle ranks' all-reduces give the latency per step, and what the
+    /// loaded ones take beyond it, 2(n−1) times the difference, is the peers' arrival, paid once per collective (a burst
+    /// of buckets pays it once). Several: the world's crosses the network (the inter-node tier, a flat ring as the cost
+    /// model prices a group spanning nodes) and each node's own group gives the intra-node tier; with one rank per node
+    /// that tier is not measured and keeps the cluster spec's; the arrival stays in the latency. Gloo's point-to-point
+    /// transfers are faster per byte (see the tables), so pipeline transfers come out priced on the safe side.
     /// </summary>
     public static (LinkFit Intra, LinkFit Inter) FitLinks(JsonObject m, ClusterSpec cluster)
     {
@@ -49,6 +52,9 @@ public static partial class ProfileCommand
         if (nodes <= 1)
         {
             var one = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks of one machine");
+            var idle = m["all_reduce"] is JsonArray { Count: > 0 } ? Ring(Pairs(m, "all_reduce"), world, "idle") : one;
+            if (idle.LatencySeconds > 0 && idle.LatencySeconds < one.LatencySeconds)
+                one = one with { LatencySeconds = idle.LatencySeconds, ArrivalSeconds = 2.0 * (world - 1) * (one.LatencySeconds - idle.LatencySeconds) };
             return (one, one);
         }
         var inter = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
@@ -101,6 +107,7 @@ public static partial class ProfileCommand
         int n = m["world"] is { } w ? (int)w : 2;
         var (intra, inter) = FitLinks(m, cluster);
         double? p2pUs = FitP2pLatencyUs(m);
+        double? arrivalUs = intra.ArrivalSeconds > 0 ? intra.ArrivalSeconds * 1e6 : null;
         // The machine measured (kept measurements may be fitted on another).
         var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
         string host = (string?)m["host"] ?? thisHost, cpu = (string?)m["cpu"] ?? thisCpu;
@@ -121,7 +128,7 @@ public static partial class ProfileCommand
             },
             elementRate / 1e9, slowdown,
             gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
-            new ProfiledCorrections(opRates, optimizerNs, P2pLatencyUs: p2pUs));
+            new ProfiledCorrections(opRates, optimizerNs, P2pLatencyUs: p2pUs, ArrivalUs: arrivalUs));
         // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
         // the block over 4 sequences of 128 tokens and over one of 32 makes the same calls on a sixteenth of the tokens. With the price linear in
         // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
@@ -277,7 +284,7 @@ public static partial class ProfileCommand
                 console.Write(nt);
             }
             foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
-                console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
+                console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step{(link.ArrivalSeconds > 0 ? $" (idle ranks) and {link.ArrivalSeconds * 1e6:F0} us a collective for the peers' arrival after compute" : "")}, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
             console.WriteLine(p2pUs is double pu
                 ? $"point-to-point transfers (pipeline stages, ring attention): latency {pu:F1} us (ping-pong between idle ranks)"
                 : "point-to-point transfers: the links' collective latency (not parted on several machines)");

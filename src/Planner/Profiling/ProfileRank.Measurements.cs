@@ -150,15 +150,15 @@ public static partial class ProfileRank
     /// The pieces timed alone above leave out what a whole step adds: the activations of every block held at once
     /// (a working set beyond the caches, shared with the other ranks' cores), the embedding, gradient accumulation.
     /// </summary>
-    private static double MeasureStep(ProcessGroup pg, Store store, StepShape shape)
+    private static double MeasureStep(ProcessGroup pg, Store store, StepShape shape, int runs)
     {
         using var scope = DisposeScope.Begin();
         var model = _sizes.StepModel(shape);
         var plan = _sizes.StepPlan(shape);
-        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + StepRuns, Device: _device));
+        using var trainer = new RankTrainer(model, plan, 0, store, new SyntheticTokens(model.Vocab, 7), new TrainOptions(StepWarmUp + runs, Device: _device));
         pg.Barrier();
         var compute = new List<double>();
-        for (int step = 0; step < StepWarmUp + StepRuns; step++)
+        for (int step = 0; step < StepWarmUp + runs; step++)
         {
             var metrics = trainer.Step(step);
             if (step >= StepWarmUp)
@@ -169,8 +169,9 @@ public static partial class ProfileRank
     }
 
     /// <summary>Steps of <see cref="MeasureStep"/> before the timed ones (the allocator's pages fault in over the first
-    /// steps, as in run's warm-up), and timed steps.</summary>
-    private const int StepWarmUp = 3, StepRuns = 7;
+    /// steps, as in run's warm-up), timed steps of the small GPT, and of the tiny one (some milliseconds each: more, for
+    /// a median the machine's other work moves less).</summary>
+    private const int StepWarmUp = 3, StepRuns = 7, SmallStepRuns = 31;
 
     /// <summary>Blocks of the overlap measurement: the backward passes of one micro-batch through a small stage.</summary>
     private const int OverlapBlocks = 4;

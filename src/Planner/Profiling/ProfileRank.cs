@@ -183,14 +183,14 @@ public static partial class ProfileRank
         TorchRuntime.ResetPeakMemory(_device);
         // Training steps first, while the allocator holds nothing but the runtime's: the memory they add is theirs.
         Progress(0.02, "training steps of a small GPT");
-        double stepCompute = MeasureStep(pg, store, _sizes.Step);
+        double stepCompute = MeasureStep(pg, store, _sizes.Step, StepRuns);
         // What the steps added: on the CPU the resident set's growth (pages the allocator keeps), on CUDA the
         // allocator's peak over the steps.
         var (stepRss, stepPeak) = TorchRuntime.Memory(_device);
         long stepAdded = (Cuda ? stepPeak : stepRss) - rss;
         // Steps of a tiny GPT, whose compute is mostly its kernels' calls: with the steps above, the fit parts the
         // price of a call from that of the work.
-        double smallStepCompute = MeasureStep(pg, store, _sizes.SmallStep);
+        double smallStepCompute = MeasureStep(pg, store, _sizes.SmallStep, SmallStepRuns);
         Progress(0.12, "GEMMs");
         // Two passes over the shapes, the second in reverse order, each shape keeping its faster median: a spell of
         // the machine running slow (other work on the host) lasts seconds and would otherwise land on a run of shapes,
