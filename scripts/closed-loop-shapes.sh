@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The closed loop over several model shapes (issue 18): GPT models of hidden 64-1024, sequence 32-512, vocabulary
+# The closed loop over seven model shapes (issue 18): GPT models of hidden 64-1024, sequence 32-512, vocabulary
 # 256-32k and one to four blocks per rank, four plans each on two rank processes, every plan run once per pass.
 #   scripts/closed-loop-shapes.sh [OUT_DIR] [STEPS] [WARMUP]   (PASSES=3 by default; SHAPES="s1 s2 ..." to pick)
 # A profile of local-cpu before each pass; the runs append to OUT_DIR/history.csv, and validate --executed reports each
@@ -20,8 +20,10 @@ s2 4 128 4 64 512 2 8
 s3 4 256 8 128 8192 4 16
 s4 2 512 8 256 16384 2 8
 s5 2 1024 16 512 32768 1 4
+s6 3 384 6 256 4096 2 8
+s7 4 768 12 128 2048 2 8
 "
-picked="${SHAPES:-s1 s2 s3 s4 s5}"
+picked="${SHAPES:-s1 s2 s3 s4 s5 s6 s7}"
 
 model() { # name layers hidden heads seq vocab
   cat >"$out/$1.config.json" <<JSON

@@ -2,9 +2,14 @@
 # The closed loop of README "validate --executed" on this machine: profile local-cpu, run five plans of a small
 # GPT with two rank processes each, and compare the measured step times and memory with the predictions.
 #   scripts/closed-loop.sh [OUT_DIR] [STEPS] [WARMUP]  (the median step time leaves out the first WARMUP steps)
+#   scripts/closed-loop.sh --shapes [OUT_DIR] [STEPS] [WARMUP]  (the mode over seven model shapes: closed-loop-shapes.sh)
 # Writes OUT_DIR/history.csv (runs appended), the plans and each run's JSON; prints validate --executed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ "${1:-}" = "--shapes" ]; then
+  shift
+  exec "$root/scripts/closed-loop-shapes.sh" "$@"
+fi
 out="${1:-/tmp/planner-closed-loop}"
 steps="${2:-40}"
 warmup="${3:-$((steps / 4))}"
