@@ -320,17 +320,20 @@ public sealed partial class PipelineCosts
             }
             var chunkBuckets = Enumerable.Range(0, chunks).Select(ChunkBuckets).ToList();
             var buckets = chunkBuckets.SelectMany(b => b.Buckets).ToList();
-            // One collective per bucket (each paying its latency), or the buckets priced as one.
-            double Collect(Collective op, IEnumerable<(double Dense, double Expert, int Count)> parts, double bytes)
+            // One collective per bucket (each paying its latency), or the buckets priced as one. Issued back to back after
+            // the compute (a burst), the buckets pay the peers' arrival once; issued while a pass still computes (overlapped),
+            // each pays it, the peers' communication threads waiting for computing cores.
+            double Collect(Collective op, IEnumerable<(double Dense, double Expert, int Count)> parts, double bytes, bool burst = true)
             {
                 if (options.CollectivePerBucket)
                 {
-                    // Issued back to back: the peers' arrival once per group, not per bucket.
                     var list = parts.ToList();
+                    double sum = list.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes));
+                    if (!burst)
+                        return sum;
                     int denseCount = list.Where(b => b.Dense > 0).Sum(b => b.Count), expertCount = list.Where(b => b.Expert > 0).Sum(b => b.Count);
-                    return list.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes))
-                           - Math.Max(0, denseCount - 1) * CollectiveModel.Arrival(placement, Axis.DpCp, cluster)
-                           - Math.Max(0, expertCount - 1) * CollectiveModel.Arrival(placement, Axis.Edp, cluster);
+                    return sum - Math.Max(0, denseCount - 1) * CollectiveModel.Arrival(placement, Axis.DpCp, cluster)
+                               - Math.Max(0, expertCount - 1) * CollectiveModel.Arrival(placement, Axis.Edp, cluster);
                 }
                 double dense = 0, expert = 0;
                 foreach (var b in parts)
@@ -354,7 +357,7 @@ public sealed partial class PipelineCosts
             // exposed whatever the overlap.
             double Exposed(double seconds, List<(double Dense, double Expert, int Count)> parts, (double Dense, double Expert) lastBucket)
             {
-                double all = Collect(reduceOp, parts, reduceBytes);
+                double all = Collect(reduceOp, parts, reduceBytes, burst: false);
                 double total = parts.Sum(b => b.Count * (b.Dense + b.Expert));
                 if (total <= 0)
                     return 0;
@@ -372,8 +375,11 @@ public sealed partial class PipelineCosts
                     reduce = plan.Zero == 2 && options.ReduceScatterPerMicroBatch
                         ? Enumerable.Range(0, chunks).Sum(c => Exposed(bwd[s, c], chunkBuckets[c].Buckets, chunkBuckets[c].Last))
                         : Exposed(parts[s].LastBackward, buckets, chunkBuckets[0].Last);
-                if (options.OverlapParamGather)
-                    gather = gpu.Overlapped(parts[s].FirstForward, gather) - parts[s].FirstForward;
+                if (options.OverlapParamGather && plan.Zero is 1 or 2)
+                {
+                    double overlapped = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0, 1)) : buckets, gatherBytes, burst: false);
+                    gather = gpu.Overlapped(parts[s].FirstForward, overlapped) - parts[s].FirstForward;
+                }
             }
             reduce = (reduce + reduceApart) * reductions;
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline
