@@ -59,6 +59,24 @@ public class RecipeFactsTests
     }
 
     [Fact]
+    public void Offload_without_a_known_host_link_is_refused_and_the_gpus_own_link_serves_a_cluster_without_host()
+    {
+        var plan = Plan(mbs: 2, seq: 8192);
+        var offload = PricingOptions.Default with { ActivationOffloadLayers = 10 };
+        // No host on the cluster: the GPU file's host_link_gbs (gb200: 225, its C2C share) prices the copies.
+        var noHost = Gb200() with { Host = null };
+        Assert.Equal(225, noHost.Gpu.HostLinkGbs);
+        var withGpuLink = PipelineCosts.Compute(Llama, noHost, plan, offload);
+        var withHost = PipelineCosts.Compute(Llama, Gb200() with { Host = new HostSpec(1000, noHost.Gpu.HostLinkGbs, 500) }, plan, offload);
+        Assert.Equal(withHost.Forward[0, 0], withGpuLink.Forward[0, 0], 12);
+        // Neither: refused, naming the key, never priced with a guessed link.
+        var unknown = noHost with { Gpu = noHost.Gpu with { HostLinkGbs = 0 } };
+        Assert.Contains("host_link_gbs", Assert.Throws<InputException>(() => PipelineCosts.Compute(Llama, unknown, plan, offload)).Message);
+        // Without offload the link is not needed.
+        PipelineCosts.Compute(Llama, unknown, plan, PricingOptions.Default);
+    }
+
+    [Fact]
     public void Recomputing_mla_up_projections_drops_queries_keys_values_and_reruns_their_gemms()
     {
         var plan = Plan(dp: 8, ep: 8, rc: Recompute.Selective);

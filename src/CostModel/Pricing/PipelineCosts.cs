@@ -169,8 +169,11 @@ public sealed partial class PipelineCosts
         double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, ChunkParams(stage, chunk), reduceBytes);
 
         int chunks = plan.Vpp;
-        // The host link of each GPU (for offloaded activations): the cluster's host, else the GPU's default.
-        double hostLink = (cluster.Host?.PcieGbs ?? cluster.Gpu.DefaultHostLinkGbs) * 1e9;
+        // The host link of each GPU (for offloaded activations): the cluster's host, else the GPU's own; offload with
+        // neither is refused.
+        double hostLink = (cluster.Host?.PcieGbs ?? (cluster.Gpu.HostLinkGbs > 0 ? cluster.Gpu.HostLinkGbs : 0)) * 1e9;
+        if (options.ActivationOffloadLayers > 0 && hostLink <= 0)
+            throw new InputException($"stack '{options.Stack}': activation_offload_layers needs the GPUs' link to host memory, which cluster '{cluster.Name}' (host.pcie_gbs) and GPU '{cluster.Gpu.Name}' (host_link_gbs) do not give");
         double gradAccumulationBytes = gradBytes;
         var fwd = new double[plan.Pp, chunks];
         var bwd = new double[plan.Pp, chunks];

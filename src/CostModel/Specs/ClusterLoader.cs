@@ -24,7 +24,7 @@ public static class ClusterLoader
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency", "all_to_all_efficiency"];
-    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g", "grouped_gemm_efficiency", "quantized_gemm_efficiency"];
+    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g", "grouped_gemm_efficiency", "quantized_gemm_efficiency", "host_link_gbs"];
     private static readonly string[] QuantizedKeys = ["fp8", "mxfp8", "nvfp4"];
     private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"];
 
@@ -137,7 +137,8 @@ public static class ClusterLoader
             OverlapSlowdown: m.OptionalNumber("overlap_slowdown", 0.9, min: -1e-9) ?? DefaultGpu.OverlapSlowdown,
             ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib,
             ElementRateG: m.OptionalNumber("element_rate_g", 1e6, min: -1e-9) ?? 0,
-            GroupedGemmEfficiency: m.OptionalNumber("grouped_gemm_efficiency", 1) ?? DefaultGpu.GroupedGemmEfficiency);
+            GroupedGemmEfficiency: m.OptionalNumber("grouped_gemm_efficiency", 1) ?? DefaultGpu.GroupedGemmEfficiency,
+            HostLinkGbs: m.OptionalNumber("host_link_gbs", 1e4) ?? 0);
         var quantized = new Dictionary<Precision, double>(DefaultGpu.QuantizedGemmEfficiency);
         if (m.Has("quantized_gemm_efficiency"))
         {

@@ -29,8 +29,8 @@ namespace Planner.CostModel.Specs;
 /// its GEMMs reach at that format's peak (scaled GEMMs fall further below their doubled peak than bf16 ones). The
 /// loader fills in a format a GPU file leaves out with the fitted defaults (ClusterLoader.DefaultGpu); a spec built in
 /// code without one reaches the curve.</param>
-/// <param name="HostLinkGbs">The GPU's link to host memory, GB/s per direction as achieved, where a cluster gives no host
-/// (its <c>host.pcie_gbs</c> wins); 0: <see cref="DefaultHostLinkGbs"/>.</param>
+/// <param name="HostLinkGbs">The GPU's link to host memory, GB/s per direction as achieved (GPU key <c>host_link_gbs</c>),
+/// for clusters that give no host (a cluster's <c>host.pcie_gbs</c> wins); 0: not known.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -49,13 +49,6 @@ public sealed record GpuSpec(
     IReadOnlyDictionary<Precision, double>? QuantizedGemmEfficiency = null,
     double HostLinkGbs = 0)
 {
-    /// <summary>
-    /// The host link of a GPU whose cluster gives none, GB/s per direction, as the cluster presets give it: a Grace-Blackwell
-    /// GPU (gb200, gb300) shares its Grace's NVLink-C2C (900 GB/s bidirectional) with one other GPU, 225; a DGX GPU has a
-    /// PCIe Gen5 x16 link through a switch shared by two GPUs, 25 (topologies/gb200-nvl72.yaml, dgx-b200.yaml, dgx-h100.yaml).
-    /// </summary>
-    public double DefaultHostLinkGbs => HostLinkGbs > 0 ? HostLinkGbs : Name.StartsWith("gb", StringComparison.OrdinalIgnoreCase) ? 225 : 25;
-
     /// <summary>The quantized-GEMM efficiency of a precision's format (1 for formats that quantize nothing or are not listed).</summary>
     public double QuantizedEfficiency(Precision p) =>
         p.IsQuantized() && QuantizedGemmEfficiency is { } q && q.TryGetValue(p.RateKey(), out double f) ? f : 1;
