@@ -55,9 +55,21 @@ planner_build_shim() {
   fi
 }
 
-planner_setup() {
+# What the planning verbs need: .NET and the solver's and plots' packages.
+planner_setup_planning() {
   planner_need_dotnet
-  planner_need_apt "${PLANNER_APT_PACKAGES[@]}" "${EXECUTOR_APT_PACKAGES[@]}"
+  planner_need_apt "${PLANNER_APT_PACKAGES[@]}"
   export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+}
+
+# What the executor needs besides: libtorch, Gloo and the tools to build the shim, and the shim.
+planner_setup_executor() {
+  planner_need_apt "${EXECUTOR_APT_PACKAGES[@]}"
   planner_build_shim "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+}
+
+# Everything (./test).
+planner_setup() {
+  planner_setup_planning
+  planner_setup_executor
 }

@@ -40,6 +40,27 @@ public class RecipeFactsTests
     }
 
     [Fact]
+    public void Materialised_attention_scores_leave_memory_only_when_core_attn_is_recomputed()
+    {
+        // Eager attention: selective recompute without core_attn keeps the scores (as no recompute does) and redoes no
+        // core; with core_attn it keeps none and holds one recomputed core at a time.
+        var plan = Plan(mbs: 1, seq: 4096, rc: Recompute.Selective);
+        var ops = new TransformerOps(Llama, plan, flashAttention: false, fusedLoss: true);
+        var gpu = Gb200().Gpu;
+        MemoryModel With(RecomputeModules m) => new(Llama, plan, ops, gpu, PricingOptions.Default with { FlashAttention = false, RecomputeModules = m });
+        var none = With(RecomputeModules.CoreAttention);
+        double noRecompute = none.ActivationsPerLayer(Recompute.None);
+        double scores = plan.Mbs * ops.LocalHeads * ops.LocalSeq * (double)plan.Seq * 2; // bf16 softmax output, no dropout
+        Assert.Equal(noRecompute - scores, none.ActivationsPerLayer(Recompute.Selective), 3);
+        var layernormOnly = With(RecomputeModules.LayerNorm);
+        double norms = ops.NormTokens * Llama.Hidden * 2 * 2; // the two norms' bf16 outputs
+        Assert.Equal(noRecompute - norms, layernormOnly.ActivationsPerLayer(Recompute.Selective), 3);
+        // The working set: one recomputed core only when the core is recomputed.
+        double Working(MemoryModel m) => m.Stage(0, Llama.Layers, 1, 1, Recompute.Selective).Working;
+        Assert.Equal(scores, Working(none) - Working(layernormOnly), 3);
+    }
+
+    [Fact]
     public void Offload_copies_hidden_behind_the_pass_cost_nothing_and_the_rest_is_exposed()
     {
         var plan = Plan(mbs: 2, seq: 8192);

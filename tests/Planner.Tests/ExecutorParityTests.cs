@@ -13,6 +13,7 @@ namespace Planner.Cli.Tests;
 /// exact slice of the single-process parameters.
 /// </summary>
 [Collection("executor")]
+[Trait("Category", "Slow")] // rank processes: ./test --all
 public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
 {
     private const double LossTolerance = 1e-5, ParamTolerance = 1e-5;

@@ -7,6 +7,7 @@ namespace Planner.Cli.Tests;
 
 /// <summary>`planner run` end to end: training on a real token file, mixed precision, failures and the JSON report.</summary>
 [Collection("executor")]
+[Trait("Category", "Slow")] // rank processes: ./test --all
 public sealed class ExecutorRunTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), $"planner-run-{Guid.NewGuid():N}");

@@ -65,6 +65,7 @@ public sealed class MultiNodeLaunchTests : IDisposable
         { "nnodes", 2, 1, 2 },
     };
 
+    [Trait("Category", "Slow")]
     [Theory]
     [MemberData(nameof(Launchers))]
     public void Ranks_started_by_several_launchers_train_as_one_machine_and_rank_0_reports_them_all(string launcher, int tp, int pp, int dp)
@@ -112,6 +113,7 @@ public sealed class MultiNodeLaunchTests : IDisposable
         }
     }
 
+    [Trait("Category", "Slow")]
     [Fact]
     public void Run_from_a_slurm_batch_script_without_srun_starts_every_rank_itself_and_says_so()
     {

@@ -16,6 +16,7 @@ public sealed class ProfilingTests : IDisposable
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
+    [Trait("Category", "Slow")]
     [Fact]
     public void Profile_measures_this_machine_and_writes_a_calibration_run_uses()
     {
@@ -54,48 +55,6 @@ public sealed class ProfilingTests : IDisposable
                  })
             Assert.True(a == b, $"{name}: {a} measured, {b} refitted");
         AssertCudaMeasurementsFitTheGpuCluster(kept);
-    }
-
-    /// <summary>
-    /// The two training steps part a kernel call's cost from the work: steps measured as exactly f·(A + o·B) at a call
-    /// cost o and factor f give back o and f; without the tiny step (an older profile), or on CUDA, the call's cost stays
-    /// and the factor comes from the larger step alone.
-    /// </summary>
-    [Theory]
-    [InlineData(37.0, 1.13)]
-    [InlineData(9.0, 0.95)]
-    public void The_step_fit_parts_the_cost_of_a_call_from_the_work(double callUs, double factor)
-    {
-        var cluster = ClusterLoader.Load("local-cpu");
-        var sizes = ProfileSizes.Cpu;
-        var cal = new Cal("local-cpu", "h", "c", "fp32", 0.1, 1.0, 4, 14, 30, 0.2, 1.4, 1000, 1.4, 1000,
-            new Dictionary<string, string>(), 0.4, 0.5, null, new ProfiledCorrections(BlockForward: 1.05, BlockBackward: 0.97));
-        double Price(StepShape shape, double us)
-        {
-            var p = Planner.CostModel.Pricing.Pricer.Price(sizes.StepModel(shape), (cal with { KernelOverheadUs = us }).Apply(cluster) with { Nodes = 1, GpusPerNode = 1 },
-                sizes.StepPlan(shape), Planner.Cli.Commands.RunCommand.Software);
-            return p.Breakdown.Compute + p.Breakdown.Recompute;
-        }
-        double tLarge = factor * Price(sizes.Step, callUs), tSmall = factor * Price(sizes.SmallStep, callUs);
-        var m = new System.Text.Json.Nodes.JsonObject { ["step_compute_seconds"] = tLarge, ["small_step_compute_seconds"] = tSmall };
-        var fitted = cal;
-        Planner.Cli.Commands.ProfileCommand.FitSteps(cluster, m, sizes, cuda: false, ref fitted);
-        Assert.Equal(callUs, fitted.KernelOverheadUs, 6);
-        Assert.Equal(factor, fitted.Profiled!.StepCompute!.Value, 6);
-        // The tiny step is the calls': priced with the block's call cost it would be off by far more than the factor.
-        Assert.True(Math.Abs(tSmall / Price(sizes.SmallStep, 14) - factor) > 0.05 * factor);
-
-        foreach (var (cuda, withSmall) in new[] { (true, true), (false, false) })
-        {
-            var m2 = new System.Text.Json.Nodes.JsonObject { ["step_compute_seconds"] = tLarge };
-            if (withSmall)
-                m2["small_step_compute_seconds"] = tSmall;
-            var kept = cal;
-            var fit = Planner.Cli.Commands.ProfileCommand.FitSteps(cluster, m2, sizes, cuda, ref kept);
-            Assert.Equal(cal.KernelOverheadUs, kept.KernelOverheadUs);
-            Assert.Equal(tLarge / Price(sizes.Step, cal.KernelOverheadUs), kept.Profiled!.StepCompute!.Value, 9);
-            Assert.Equal(withSmall, fit.Small is not null);
-        }
     }
 
     /// <summary>
@@ -301,6 +260,7 @@ public sealed class ProfilingTests : IDisposable
             Assert.Equal((double)row[1]!, Planner.CostModel.Comm.CollectiveModel.Seconds(Planner.CostModel.Comm.Collective.AllReduce, (double)row[0]!, perNode, perNode, fitted), 1e-9);
     }
 
+    [Trait("Category", "Slow")]
     [Fact]
     public async Task Profile_across_two_emulated_nodes_fits_the_network_from_the_collectives_between_them()
     {

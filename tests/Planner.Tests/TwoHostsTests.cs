@@ -14,6 +14,7 @@ namespace Planner.Cli.Tests;
 /// Needs root and iproute2, as CI has.
 /// </summary>
 [Collection("executor")]
+[Trait("Category", "Slow")] // rank processes: ./test --all
 public sealed class TwoHostsTests : IDisposable
 {
     private const int RateMbit = 1000;

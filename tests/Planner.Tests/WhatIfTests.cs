@@ -244,6 +244,21 @@ public sealed class WhatIfTests : IDisposable
         Assert.Equal("", rows[0]["tp"]);
     }
 
+    [Theory]
+    [InlineData("latency", true, true)]
+    [InlineData("intra_latency", true, false)]
+    [InlineData("inter_latency", false, true)]
+    public void ALatencySweepMovesPointToPointTransfersOnAProfiledClusterToo(string key, bool intra, bool inter)
+    {
+        // A profiled cluster's links carry a point-to-point latency of their own; the swept latency replaces it.
+        var cluster = ClusterLoader.Load(Node);
+        cluster = cluster with { IntraNode = cluster.IntraNode with { P2pLatencyUs = 30 }, InterNode = cluster.InterNode with { P2pLatencyUs = 30 } };
+        var baseline = new Scenario(ModelLoader.Load("llama2-7b"), cluster, 64, 4096, PlanConstraint.None, Planner.CostModel.Pricing.PricingOptions.Default);
+        var swept = Sweep.Apply(baseline, key, 250.0).Cluster;
+        Assert.Equal(intra ? 250e-6 : 30e-6, swept.IntraNode.P2pLatencySeconds, 12);
+        Assert.Equal(inter ? 250e-6 : 30e-6, swept.InterNode.P2pLatencySeconds, 12);
+    }
+
     [Fact]
     public void APlanKeySweepConstrainsTheSearch()
     {

@@ -146,9 +146,9 @@ public sealed class MemoryModel
         }
         double core = _ops.FlashAttention
             ? 4 * _p.Mbs * aq * _ops.LocalSeq // flash attention keeps only the softmax statistics (fp32)
-            : recompute == Recompute.None
+            : recompute == Recompute.None || (recompute == Recompute.Selective && !_modules.HasFlag(RecomputeModules.CoreAttention))
                 ? _p.Mbs * aq * _ops.LocalSeq * Math.Min(_p.Seq, k.Window > 0 ? k.Window : _p.Seq) * (_m.Dropout ? 2 * e + 1 : e) // softmax output (and dropout's mask and output)
-                : 0;
+                : 0; // recomputed: selective recompute of the attention core (core_attn) or full
         return replicated + attention + mlp + core;
     }
 
@@ -222,7 +222,7 @@ public sealed class MemoryModel
         // Layers whose activations are offloaded to the host leave the device (the kinds in the stage's proportions).
         activations -= OffloadedBytes(mix, chunks, rc);
         // The largest kind of block the model has, whether or not the stage holds one: a stage's memory stays affine in
-        // its block count (the stage-partition MILP's premise).
+        // its block count (the stage-partition MILP's premise; not with offloaded activations, which the MILP refuses).
         for (int k = 0; k < mix.Counts.Count; k++)
             mostPerLayer = Math.Max(mostPerLayer, ActivationsPerLayer(k, Recompute.None));
         if (last && _m.MtpLayers > 0)
@@ -237,7 +237,7 @@ public sealed class MemoryModel
         double working = 0;
         if (rc == Recompute.Full)
             working += mostPerLayer; // the block being recomputed holds everything
-        else if (rc == Recompute.Selective && !_ops.FlashAttention)
+        else if (rc == Recompute.Selective && !_ops.FlashAttention && _modules.HasFlag(RecomputeModules.CoreAttention))
             working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (_m.Dropout ? 2 * e + 1 : e); // one recomputed attention core
         if (last)
             // The logits, and unless the loss is fused (computed and differentiated in place) its fp32 softmax and gradient.

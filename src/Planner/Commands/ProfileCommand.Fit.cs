@@ -55,6 +55,8 @@ public static partial class ProfileCommand
             var idle = m["all_reduce"] is JsonArray { Count: > 0 } ? Ring(Pairs(m, "all_reduce"), world, "idle") : one;
             if (idle.LatencySeconds > 0 && idle.LatencySeconds < one.LatencySeconds)
                 one = one with { LatencySeconds = idle.LatencySeconds, ArrivalSeconds = 2.0 * (world - 1) * (one.LatencySeconds - idle.LatencySeconds) };
+            else
+                one = one with { Source = one.Source + "; the idle ranks' latency is not below it: no arrival parted" };
             return (one, one);
         }
         var inter = Ring(Pairs(m, "all_reduce_loaded"), world, $"all-reduce over {world} ranks on {nodes} nodes");
@@ -69,12 +71,14 @@ public static partial class ProfileCommand
     /// in a pipeline the wait for a peer still computing is the simulator's, not the transfer's). One machine only: on
     /// several the two ranks may sit on either tier, and the links keep their collective latency (null).
     /// </summary>
-    public static double? FitP2pLatencyUs(JsonObject m)
+    public static (double? Us, string Account) FitP2pLatencyUs(JsonObject m)
     {
         if (((int?)m["nodes"] ?? 1) > 1)
-            return null;
+            return (null, "point-to-point transfers: the links' collective latency (on several machines the ping-pong's two ranks may sit on either tier)");
         var (alpha, _) = Fitting.AlphaBeta(Pairs(m, "send_recv").Select(x => (1.0, x.Item1, x.Item2)).ToList());
-        return alpha > 0 ? alpha * 1e6 : null;
+        return alpha > 0
+            ? (alpha * 1e6, $"point-to-point transfers (pipeline stages, ring attention): latency {alpha * 1e6:F1} us (ping-pong between idle ranks)")
+            : (null, "point-to-point transfers: the links' collective latency (the ping-pong's fit gave no positive latency)");
     }
 
     /// <summary>Fits the calibration from rank 0's measurements.</summary>
@@ -106,7 +110,7 @@ public static partial class ProfileCommand
         var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
         int n = m["world"] is { } w ? (int)w : 2;
         var (intra, inter) = FitLinks(m, cluster);
-        double? p2pUs = FitP2pLatencyUs(m);
+        var (p2pUs, p2pAccount) = FitP2pLatencyUs(m);
         double? arrivalUs = intra.ArrivalSeconds > 0 ? intra.ArrivalSeconds * 1e6 : null;
         // The machine measured (kept measurements may be fitted on another).
         var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
@@ -285,9 +289,7 @@ public static partial class ProfileCommand
             }
             foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
                 console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step{(link.ArrivalSeconds > 0 ? $" (idle ranks) and {link.ArrivalSeconds * 1e6:F0} us a collective for the peers' arrival after compute" : "")}, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
-            console.WriteLine(p2pUs is double pu
-                ? $"point-to-point transfers (pipeline stages, ring attention): latency {pu:F1} us (ping-pong between idle ranks)"
-                : "point-to-point transfers: the links' collective latency (not parted on several machines)");
+            console.WriteLine(p2pAccount);
             console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
                               $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
         };

@@ -160,7 +160,9 @@ public static partial class PlanSearch
     private static int Refine(SearchRequest req, PricingOptions options, List<Candidate> fitting, List<Candidate> nearMisses,
         List<(double Score, Prediction P)> best)
     {
-        if (!CbcSolver.IsAvailable)
+        // The MILP needs a stage's memory affine in its block count, which offloading N blocks' activations breaks (no
+        // offload below N + 1 blocks): with a stack that offloads, the even splits (priced exactly) are all there is.
+        if (!CbcSolver.IsAvailable || options.ActivationOffloadLayers > 0)
             return 0;
         var worker = new Worker(req, options);
         // One configuration per key, the most promising by the even split's bound; then ordered by the bound of any

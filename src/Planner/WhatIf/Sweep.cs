@@ -163,9 +163,10 @@ public static class Sweep
                 : s with { Cluster = c with { GpusPerNode = (int)value } },
             "intra_gbs" => s with { Cluster = c with { IntraNode = c.IntraNode with { BandwidthGbs = (double)value } } },
             "inter_gbs" => s with { Cluster = c with { InterNode = c.InterNode with { BandwidthGbs = (double)value } } },
-            "latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value }, InterNode = c.InterNode with { LatencyUs = (double)value } } },
-            "intra_latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value } } },
-            "inter_latency" => s with { Cluster = c with { InterNode = c.InterNode with { LatencyUs = (double)value } } },
+            // The swept latency is every transfer's: a profiled point-to-point latency gives way to it.
+            "latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value, P2pLatencyUs = null }, InterNode = c.InterNode with { LatencyUs = (double)value, P2pLatencyUs = null } } },
+            "intra_latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value, P2pLatencyUs = null } } },
+            "inter_latency" => s with { Cluster = c with { InterNode = c.InterNode with { LatencyUs = (double)value, P2pLatencyUs = null } } },
             "price" => s with { Cluster = c with { PricePerGpuHour = (double)value } },
             "gbs" => s with { Gbs = (int)value },
             "seq" => s with { Seq = (int)value },
