@@ -38,37 +38,32 @@ public static class CollectiveModel
         int nodes = (size + perNode - 1) / perNode;
         var intra = cluster.IntraNode;
         var inter = cluster.InterNode;
+        var farthest = Farthest(size, perNode, cluster);
         switch (op)
         {
             case Collective.SendRecv:
-            {
-                var link = nodes > 1 ? inter : intra;
-                return link.P2pLatencySeconds + bytes / link.EffectiveBytesPerSecond;
-            }
+                return farthest.P2pLatencySeconds + bytes / farthest.EffectiveBytesPerSecond;
             case Collective.AllToAll:
             {
                 // Each rank sends (n−1)/n of its bytes to all the others at once; the share bound for other domains
                 // crosses the network. One latency of the farthest tier: the exchanges run concurrently.
                 double intraBytes = bytes * (perNode - 1) / size;
                 double interBytes = bytes * (size - perNode) / size;
-                return (nodes > 1 ? inter.LatencySeconds + inter.ArrivalSeconds : intra.LatencySeconds + intra.ArrivalSeconds)
+                return farthest.LatencySeconds + farthest.ArrivalSeconds
                        + Math.Max(intraBytes / intra.AllToAllBytesPerSecond, interBytes / (nodes > 1 ? inter.AllToAllBytesPerSecond : double.PositiveInfinity));
             }
         }
         // Ring phases: 2(n−1) steps for all-reduce, (n−1) for reduce-scatter / all-gather.
         double factor = op == Collective.AllReduce ? 2.0 : 1.0;
         if (nodes == 1 || algorithm == CollectiveAlgorithm.Ring)
-        {
-            var link = nodes == 1 ? intra : inter;
-            return link.ArrivalSeconds + factor * ((size - 1) * link.LatencySeconds + (size - 1.0) / size * bytes / link.EffectiveBytesPerSecond);
-        }
+            return farthest.ArrivalSeconds + factor * ((size - 1) * farthest.LatencySeconds + (size - 1.0) / size * bytes / farthest.EffectiveBytesPerSecond);
         // Hierarchical: an intra-node phase on the full buffer among perNode ranks, then an inter-node ring
         // among `nodes` ranks on 1/perNode of it per GPU (every GPU has its own NIC in this model).
         double intraPart = perNode > 1
             ? factor * ((perNode - 1) * intra.LatencySeconds + (perNode - 1.0) / perNode * bytes / intra.EffectiveBytesPerSecond)
             : 0;
         double interPart = factor * ((nodes - 1) * inter.LatencySeconds + (nodes - 1.0) / nodes * (bytes / perNode) / inter.EffectiveBytesPerSecond);
-        return inter.ArrivalSeconds + intraPart + interPart;
+        return farthest.ArrivalSeconds + intraPart + interPart;
     }
 
     /// <summary>
@@ -76,13 +71,8 @@ public static class CollectiveModel
     /// <see cref="Seconds(Collective, double, int, int, ClusterSpec, CollectiveAlgorithm)"/>: the farthest tier's
     /// <see cref="LinkSpec.ArrivalUs"/>. Collectives issued back to back pay it once; the others' share comes off.
     /// </summary>
-    public static double Arrival(int size, int perNode, ClusterSpec cluster)
-    {
-        if (size <= 1)
-            return 0;
-        perNode = Math.Clamp(perNode, 1, size);
-        return (size + perNode - 1) / perNode > 1 ? cluster.InterNode.ArrivalSeconds : cluster.IntraNode.ArrivalSeconds;
-    }
+    public static double Arrival(int size, int perNode, ClusterSpec cluster) =>
+        size <= 1 ? 0 : Farthest(size, perNode, cluster).ArrivalSeconds;
 
     /// <summary>The same for a group of a placed axis.</summary>
     public static double Arrival(Placement placement, Axis axis, ClusterSpec cluster) =>
@@ -92,4 +82,12 @@ public static class CollectiveModel
     public static double Seconds(Collective op, double bytes, Placement placement, Axis axis, ClusterSpec cluster,
         CollectiveAlgorithm algorithm = CollectiveAlgorithm.Ring) =>
         Seconds(op, bytes, placement.Size(axis), placement.MembersPerDomain(axis), cluster, algorithm);
+
+    /// <summary>The tier a group's collectives are bounded by: the network when it spans several domains, else the
+    /// domain's own links.</summary>
+    private static LinkSpec Farthest(int size, int perNode, ClusterSpec cluster)
+    {
+        perNode = Math.Clamp(perNode, 1, Math.Max(1, size));
+        return (size + perNode - 1) / perNode > 1 ? cluster.InterNode : cluster.IntraNode;
+    }
 }
