@@ -94,7 +94,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Contains($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens)", console.ToString());
         Assert.Contains($"training steps of a {sizes.Step.Describe(sizes.StepModel(sizes.Step))}", console.ToString());
         Assert.Contains("measured on gpu-node-7", console.ToString());
-        Assert.Equal("fp32", Planner.Cli.Commands.ProfileCommand.Fit(ClusterLoader.Load("local-cpu"), Measurements(), out _).Precision);
+        Assert.Equal("fp32", Planner.Cli.Profiling.ProfileFit.Fit(ClusterLoader.Load("local-cpu"), Measurements(), out _).Precision);
     }
 
     [Theory]
@@ -223,7 +223,7 @@ public sealed class ProfilingTests : IDisposable
             // The world's all-reduce between idle ranks: on one machine it parts the latency from the peers' arrival.
             ["all_reduce"] = RingRows(world, idleAlpha, intraBw),
         };
-        var (intra, inter) = Planner.Cli.Commands.ProfileCommand.FitLinks(m, cluster);
+        var (intra, inter) = Planner.Cli.Profiling.ProfileFit.FitLinks(m, cluster);
         if (nodes > 1 && perNode == 1)
         {
             // No two ranks share a node: the intra-node tier is the cluster spec's, and the report says so.

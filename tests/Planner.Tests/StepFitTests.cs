@@ -31,7 +31,7 @@ public sealed class StepFitTests
         double tLarge = factor * Price(sizes.Step, callUs), tSmall = factor * Price(sizes.SmallStep, callUs);
         var m = new System.Text.Json.Nodes.JsonObject { ["step_compute_seconds"] = tLarge, ["small_step_compute_seconds"] = tSmall };
         var fitted = cal;
-        Planner.Cli.Commands.ProfileCommand.FitSteps(cluster, m, sizes, cuda: false, ref fitted);
+        Planner.Cli.Profiling.ProfileFit.FitSteps(cluster, m, sizes, cuda: false, ref fitted);
         Assert.Equal(callUs, fitted.KernelOverheadUs, 6);
         Assert.Equal(factor, fitted.Profiled!.StepCompute!.Value, 6);
         // The tiny step is the calls': priced with the block's call cost it would be off by far more than the factor.
@@ -43,7 +43,7 @@ public sealed class StepFitTests
             if (withSmall)
                 m2["small_step_compute_seconds"] = tSmall;
             var kept = cal;
-            var fit = Planner.Cli.Commands.ProfileCommand.FitSteps(cluster, m2, sizes, cuda, ref kept);
+            var fit = Planner.Cli.Profiling.ProfileFit.FitSteps(cluster, m2, sizes, cuda, ref kept);
             Assert.Equal(cal.KernelOverheadUs, kept.KernelOverheadUs);
             Assert.Equal(tLarge / Price(sizes.Step, cal.KernelOverheadUs), kept.Profiled!.StepCompute!.Value, 9);
             Assert.Equal(withSmall, fit.Small is not null);
@@ -58,11 +58,11 @@ public sealed class StepFitTests
         var rows = new System.Text.Json.Nodes.JsonArray(ProfileSizes.Cpu.MessageBytes
             .Select(b => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray((double)b, alpha + b / beta)).ToArray());
         var one = new System.Text.Json.Nodes.JsonObject { ["nodes"] = 1, ["send_recv"] = rows };
-        var (us, account) = Planner.Cli.Commands.ProfileCommand.FitP2pLatencyUs(one);
+        var (us, account) = Planner.Cli.Profiling.ProfileFit.FitP2pLatencyUs(one);
         Assert.Equal(alpha * 1e6, us!.Value, 6);
         Assert.Contains("ping-pong", account);
         var several = new System.Text.Json.Nodes.JsonObject { ["nodes"] = 2, ["send_recv"] = rows.DeepClone() };
-        var (none, why) = Planner.Cli.Commands.ProfileCommand.FitP2pLatencyUs(several);
+        var (none, why) = Planner.Cli.Profiling.ProfileFit.FitP2pLatencyUs(several);
         Assert.Null(none);
         Assert.Contains("several machines", why);
         // A calibration carrying it hands it to both links' transfers, and the arrival to their collectives.

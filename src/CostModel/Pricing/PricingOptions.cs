@@ -98,6 +98,9 @@ public sealed record PricingOptions(
     /// <summary>The stack priced when none is named.</summary>
     public const string DefaultStack = "megatron-core";
 
+    /// <summary>The stack of this project's executor (<c>planner run</c>), what its runs and profiles are priced with.</summary>
+    public const string ExecutorStack = "planner";
+
     /// <summary>Megatron-Core's facts, the default stack.</summary>
     public static PricingOptions Default { get; } = new();
 

@@ -13,7 +13,7 @@ namespace Planner.Cli.Commands;
 /// <c>profile</c>: measures this machine through the executor's binding (GEMMs by shape, memory bandwidth, the cost of a
 /// kernel call, and collectives between real rank processes), fits the cost model's parameters and writes a calibration.
 /// </summary>
-public static partial class ProfileCommand
+public static class ProfileCommand
 {
     /// <summary>Above this peak per device (TFLOP/s) a cluster's devices are GPUs, measured on CUDA devices; at or below
     /// it CPU cores, measured on the CPU (one core's FMA units give about 0.1; a GPU 15 and more).</summary>
@@ -91,7 +91,7 @@ public static partial class ProfileCommand
                 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(keepPath))!);
                 File.WriteAllText(keepPath, result!.ToJsonString() + "\n");
             }
-            var cal = Fit(c, result!, out var report);
+            var cal = ProfileFit.Fit(c, result!, out var report);
             CalibrationFile.Write(path, cal);
             report(console);
             console.WriteLine($"calibration for '{c.Name}' written to {path} in {watch.Elapsed.TotalSeconds:F0} s");
@@ -186,7 +186,7 @@ public static partial class ProfileCommand
         }
     }
 
-    /// <summary><see cref="Fit"/> of kept measurements, a file that lacks one of them named as bad input.</summary>
+    /// <summary><see cref="ProfileFit.Fit"/> of kept measurements, a file that lacks one of them named as bad input.</summary>
     /// <exception cref="InputException">A measurement is missing or of the wrong kind.</exception>
     public static Cal FitSaved(ClusterSpec cluster, JsonObject m, string path, out Action<IAnsiConsole> report)
     {
@@ -197,12 +197,12 @@ public static partial class ProfileCommand
             throw new InputException($"--from-measurements: '{path}' was measured on {(cuda ? "CUDA devices" : "CPU cores")}, but --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are {(cuda ? "CPU cores" : "GPUs")}");
         if (cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string?)mp ?? "") is { } p && !cluster.Gpu.Supports(p))
             throw new InputException($"--from-measurements: '{path}' was measured in {p.Name()}, which --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}) have no rate for");
-        foreach (var key in RequiredMeasurements)
+        foreach (var key in ProfileFit.RequiredMeasurements)
             if (m[key] is null)
                 throw new InputException($"--from-measurements: '{path}' lacks '{key}' (not the measurements of this version's profile --keep-measurements)");
         try
         {
-            return Fit(cluster, m, out report);
+            return ProfileFit.Fit(cluster, m, out report);
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or InvalidCastException or NullReferenceException or IndexOutOfRangeException or ArgumentException)
         {

@@ -179,7 +179,7 @@ public static class RunCommand
 
     /// <summary>The stack of this project's executor (stacks/planner.yaml): what run prices, whatever stack the plan
     /// was planned for.</summary>
-    public const string ExecutorStack = "planner";
+    public const string ExecutorStack = PricingOptions.ExecutorStack;
 
     /// <summary>The executor's software facts, for its prediction (stacks/planner.yaml).</summary>
     public static PricingOptions Software => StackLoader.Options(ExecutorStack);

@@ -1,17 +1,20 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Planner.Cli.Profiling;
+using Planner.Cli.Commands;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Spectre.Console;
 using Cal = Planner.CostModel.Calibration.Calibration;
 
-namespace Planner.Cli.Commands;
+namespace Planner.Cli.Profiling;
 
 /// <summary>The calibration fitted from a profile's measurements, and the report of what was measured.</summary>
-public static partial class ProfileCommand
+public static class ProfileFit
 {
+    /// <summary>The stack the executor's measurements are priced with (what <c>run</c> prices).</summary>
+    private static PricingOptions Executor => StackLoader.Options(PricingOptions.ExecutorStack);
+
     /// <summary>The measurements <see cref="Fit"/> cannot do without.</summary>
     public static readonly string[] RequiredMeasurements =
     [
@@ -100,7 +103,7 @@ public static partial class ProfileCommand
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
         int overlapBlocks = (int)ov[3];
         double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
-        List<(double, double)> Pairs(string key) => ProfileCommand.Pairs(m, key);
+        List<(double, double)> Pairs(string key) => ProfileFit.Pairs(m, key);
         var ar = Pairs("all_reduce");
         var sr = Pairs("send_recv");
         var loaded = Pairs("all_reduce_loaded");
@@ -192,7 +195,7 @@ public static partial class ProfileCommand
             var tpOps = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(tp: 2), flashAttention: false);
             tpBlockRow = [tpMeasured[0], blockTimer.Forward(tpOps.Block), tpMeasured[1], blockTimer.Backward(tpOps.Block)];
             // Its collectives (two all-reduces per pass, forward and backward) against their price from the fit.
-            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), RunCommand.Software);
+            var tpCosts = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), sizes.BlockPlan(tp: 2), Executor);
             tpCommRow = [tpMeasured[2], tpCosts.Block.TpForward + tpCosts.Block.TpBackward];
             cal = cal with
             {
@@ -206,7 +209,7 @@ public static partial class ProfileCommand
         // tiny one, whose compute is mostly calls.
         var step = FitSteps(cluster, m, sizes, cuda, ref cal);
         // The memory the first steps added to the rank against what the memory model allocates for them: the allocator's share.
-        var stepStage = Pricer.Price(sizes.StepModel(sizes.Step), cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, sizes.StepPlan(sizes.Step), RunCommand.Software).PeakStage;
+        var stepStage = Pricer.Price(sizes.StepModel(sizes.Step), cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, sizes.StepPlan(sizes.Step), Executor).PeakStage;
         double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
         double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
         cal = cal with { Profiled = cal.Profiled! with { MemoryFactor = memoryRow[0] / memoryRow[1] } };
@@ -317,7 +320,7 @@ public static partial class ProfileCommand
         var c = cal;
         double Price(StepShape shape, double callUs) =>
             Pricer.Price(sizes.StepModel(shape), (c with { KernelOverheadUs = callUs }).Apply(cluster) with { Nodes = 1, GpusPerNode = 1 },
-                sizes.StepPlan(shape), RunCommand.Software) is var p ? p.Breakdown.Compute + p.Breakdown.Recompute : 0;
+                sizes.StepPlan(shape), Executor) is var p ? p.Breakdown.Compute + p.Breakdown.Recompute : 0;
         double tLarge = (double)m["step_compute_seconds"]!;
         double kept = cal.KernelOverheadUs;
         double[] large = [tLarge, Price(sizes.Step, kept)];
