@@ -18,6 +18,7 @@ public static class PlanCommand
     public const int DefaultGbs = 1536;
 
     /// <summary>Creates the command.</summary>
+    /// <remarks>Long: the verb's options declared beside the handler that reads them, as System.CommandLine builds a verb.</remarks>
     public static Command Create(TextWriter stdout)
     {
         var model = new Option<string>("--model") { Description = "Preset name or path to a HuggingFace config.json", DefaultValueFactory = _ => DefaultModel };

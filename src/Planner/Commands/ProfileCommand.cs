@@ -20,6 +20,7 @@ public static class ProfileCommand
     public const double CpuCoreTflopsLimit = 2;
 
     /// <summary>Creates the verb and its hidden rank verb.</summary>
+    /// <remarks>Long: the verbs' options declared beside the handlers that read them, as System.CommandLine builds a verb.</remarks>
     public static IEnumerable<Command> Create(TextWriter stdout)
     {
         var cluster = new Option<string>("--cluster") { Description = "The cluster this machine belongs to (its calibration is stored under its name)", DefaultValueFactory = _ => "local-cpu" };

@@ -32,6 +32,7 @@ namespace Planner.Cli.Export;
 public static class DeepSpeedExporter
 {
     /// <summary>Renders the config, indented, with a trailing newline.</summary>
+    /// <remarks>Long: one file written top to bottom, section by section as DeepSpeed's config names them.</remarks>
     public static string Render(ExportInput x)
     {
         var p = x.Plan;

@@ -62,6 +62,7 @@ public static class MegatronExporter
     }
 
     /// <summary>Renders the argument list.</summary>
+    /// <remarks>Long: one launch script written top to bottom, its flags grouped as Megatron-LM's arguments.py groups them.</remarks>
     public static string Render(ExportInput x)
     {
         var p = x.Plan;

@@ -34,6 +34,7 @@ namespace Planner.Cli.Export;
 public static class TorchtitanExporter
 {
     /// <summary>Renders the TOML text.</summary>
+    /// <remarks>Long: one file written top to bottom, section by section in the order torchtitan reads them.</remarks>
     public static string Render(ExportInput x)
     {
         var p = x.Plan;

@@ -68,6 +68,7 @@ public static class WhatIfPlot
     }
 
     /// <summary>The gnuplot script (data inline as datablocks), writing a PNG to <paramref name="output"/>.</summary>
+    /// <remarks>Long: one script written top to bottom, the data blocks and then each panel's plot commands.</remarks>
     public static string Script(string output, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows)
     {
         var s = new StringBuilder();
