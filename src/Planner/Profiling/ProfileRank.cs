@@ -355,6 +355,12 @@ public static partial class ProfileRank
         }
         Progress(0.92, "the backward beside its all-reduces");
         var overlap = MeasureOverlap(pg, timeout);
+        // The training steps again, a minute after the first: each keeps its faster median (a spell of the machine
+        // running slow lasts seconds; seen here: one step's median 17 % above another's minutes apart, which every
+        // prediction from the profile would inherit).
+        Progress(0.97, "training steps again");
+        stepCompute = Math.Min(stepCompute, MeasureStep(pg, store, _sizes.Step, StepRuns));
+        smallStepCompute = Math.Min(smallStepCompute, MeasureStep(pg, store, _sizes.SmallStep, SmallStepRuns));
         Progress(1, "done");
         var (machine, cpu) = CalibrationFile.ThisMachine();
         if (rank == 0)
