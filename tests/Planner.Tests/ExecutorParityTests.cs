@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.CostModel.Specs;
+using Planner.Executor.Model;
 using Planner.Executor.Training;
 using Xunit;
 

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Planner.CostModel.Specs;
+using Planner.Executor.Model;
 using Planner.Executor.Training;
 using Xunit;
 

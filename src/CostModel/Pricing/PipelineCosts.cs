@@ -314,12 +314,17 @@ public sealed partial class PipelineCosts
                     embedding -= apart;
                 else if (last)
                     head.Dense -= apart;
-                var firstBlock = mix.Total > 0 ? memory.BlockParams(layout.KindOfLayer(layout.FirstLayerOf(s, c))) : (0, 0);
                 if (head.Dense + head.Expert > 0)
                     list.Add((head.Dense, head.Expert, 1));
                 if (embedding > 0)
                     list.Add((embedding, 0, 1));
-                return (list, embedding > 0 ? (embedding, 0) : mix.Total > 0 ? firstBlock : head);
+                var lastBucket = GradientBuckets.LastFinished(layout, s, c, embeddingApart: embedding <= 0);
+                return (list, lastBucket.Kind switch
+                {
+                    BucketKind.Embedding => (embedding, 0),
+                    BucketKind.Block => memory.BlockParams(layout.KindOfLayer(lastBucket.Layer)),
+                    _ => head,
+                });
             }
             var chunkBuckets = Enumerable.Range(0, chunks).Select(ChunkBuckets).ToList();
             var buckets = chunkBuckets.SelectMany(b => b.Buckets).ToList();

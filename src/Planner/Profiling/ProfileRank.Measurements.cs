@@ -4,6 +4,8 @@ using Planner.Executor.Distributed;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 using Planner.Executor.Torch;
+using Planner.Executor.Model;
+using Planner.Executor.Parallelize;
 using Planner.Executor.Training;
 
 namespace Planner.Cli.Profiling;
@@ -24,7 +26,7 @@ public static partial class ProfileRank
         var a = F.CausalAttention(q, q, q).Transpose(1, 2).Reshape(2, 16, 64);
         var logits = F.Linear(a.Gelu(tanhApproximation: true), w).View(32, 64);
         var targets = Enumerable.Range(0, 32).Select(i => (long)(i % 64)).ToArray();
-        var loss = F.CrossEntropy(logits, D(Tensor.From(targets, 32))) + Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
+        var loss = F.CrossEntropy(logits, D(Tensor.From(targets, 32))) + TensorParallelism.VocabParallelCrossEntropy(null, logits, targets, 0);
         loss.Backward();
         using var optimizer = new AdamW([w], 1e-3);
         optimizer.Step();
@@ -85,7 +87,7 @@ public static partial class ProfileRank
             using var source = D(Tensor.Normal([tokens, vocab], 0, 1, seed: 5));
             Tensor Loss(Tensor logits) => name == "cross_entropy"
                 ? F.CrossEntropy(logits, targetTensor)
-                : Planner.Executor.Training.GptStage.VocabParallelCrossEntropy(null, logits, targets, 0);
+                : TensorParallelism.VocabParallelCrossEntropy(null, logits, targets, 0);
             var (f, b) = PassTimes(source, Loss, 8);
             double elements = (double)tokens * vocab;
             result[name] = [f / elements * 1e9, b / elements * 1e9];
@@ -137,7 +139,7 @@ public static partial class ProfileRank
             return s;
         }
         const int runs = 40;
-        var (f, b) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), runs, Uncounted);
+        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
         // PassTimes reads the timer before each pass (nothing to count), after its forward and after its backward;
         // the first run is a warm-up.
         var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
@@ -197,7 +199,7 @@ public static partial class ProfileRank
             {
                 var leaf = x0.Detach();
                 leaf.RequiresGrad = true;
-                return stage.Block(0, leaf, Recompute.None);
+                return stage.Block(0, leaf);
             }).ToList();
             var grad = Like(outputs[0], Tensor.Full(outputs[0].Shape, 1));
             pg.Barrier();
@@ -245,11 +247,11 @@ public static partial class ProfileRank
     }
 
     /// <summary>The measured model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
-    private static GptStage ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
-        new(_sizes.BlockModel(), plan, [[0]], true, true, tp, tpRank, 1, _device);
+    private static GptModel ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
+        Parallelizer.ShardedModel(_sizes.BlockModel(), plan, [0], embedding: true, head: true, tp, tpRank, seed: 1, _device, out _);
 
     /// <summary>A block's input for <paramref name="plan"/>'s micro-batch, on the rank's device in the stage's compute type.</summary>
-    private static Tensor Input(ParallelPlan plan, ModelSpec model, GptStage stage, ulong seed) =>
+    private static Tensor Input(ParallelPlan plan, ModelSpec model, GptModel stage, ulong seed) =>
         D(Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed, stage.Compute));
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
@@ -261,14 +263,14 @@ public static partial class ProfileRank
         using var stage = ReferenceStage(plan);
         var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
         using var x0 = Input(plan, model, stage, seed: 11);
-        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x, Recompute.None), 15);
+        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x), 15);
         var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets), 15);
         // The block over one short sequence: the same calls on a sixteenth of the tokens, so that its time is mostly
         // the calls' (what a call costs, less exposed to the noise of the kernels' time than a larger size).
         var small = _sizes.SmallPlan();
         using var smallStage = ReferenceStage(small);
         using var x1 = Input(small, model, smallStage, seed: 13);
-        var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x, Recompute.None), 41);
+        var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x), 41);
         return [bf, bb, hf, hb, sf, sb];
     }
 

@@ -1,7 +1,7 @@
 using Planner.Executor.Distributed;
 using Planner.Executor.Torch;
 
-namespace Planner.Executor.Training;
+namespace Planner.Executor.Parallelize;
 
 /// <summary>
 /// ZeRO's sharding of a stage's parameters over the data-parallel group. The parameters come in groups (under ZeRO-1/2

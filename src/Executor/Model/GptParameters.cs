@@ -1,9 +1,10 @@
 using Planner.CostModel.Specs;
 using Planner.Executor.Torch;
 
-namespace Planner.Executor.Training;
+namespace Planner.Executor.Model;
 
-/// <summary>How a parameter is split across the tensor-parallel group.</summary>
+/// <summary>How a parameter can be split across a tensor-parallel group (the model only declares it; the tensor-parallel
+/// step of <c>Parallelize</c> splits it).</summary>
 public enum Shard
 {
     /// <summary>Every TP rank holds all of it.</summary>
@@ -29,8 +30,8 @@ public sealed record ParameterSpec(string Name, long[] Shape, Shard Shard, doubl
 /// <summary>
 /// The parameters of a GPT built from a <see cref="ModelSpec"/>, by name: blocks keyed "layers.{i}.…", the embedding
 /// "wte" (and "wpe"), the final norm "ln_f" and the head "lm_head" unless tied. Every rank initialises a parameter's
-/// full tensor from a seed derived from its name and keeps its slice, so each layout starts from exact slices of
-/// the single-process model.
+/// full tensor from a seed derived from its name (parallelism steps then keep their slices of it), so each layout starts
+/// from exact slices of the single-process model.
 /// </summary>
 public static class GptParameters
 {
@@ -112,15 +113,4 @@ public static class GptParameters
         spec.InitStd > 0
             ? Tensor.Normal(spec.Shape, 0, spec.InitStd, SeedOf(spec.Name, seed))
             : Tensor.Full(spec.Shape, spec.InitValue);
-
-    /// <summary>This TP rank's slice of a full tensor (a contiguous copy).</summary>
-    public static Tensor Slice(Tensor full, ParameterSpec spec, int tpRank, int tp)
-    {
-        if (tp == 1 || spec.Shard == Shard.Replicated)
-            return full.Clone();
-        long dim = spec.Shard == Shard.Rows ? 0 : 1;
-        long size = spec.Shape[dim] / tp;
-        using var view = full.Narrow(dim, tpRank * size, size);
-        return view.Contiguous();
-    }
 }

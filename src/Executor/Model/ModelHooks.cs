@@ -1,0 +1,32 @@
+using Planner.Executor.Torch;
+
+namespace Planner.Executor.Model;
+
+/// <summary>
+/// The places where a parallelism acts on the model's forward (as torchtitan's parallelize functions act on a module's
+/// inputs and outputs): into and out of a block's attention and MLP, the token lookup, after the embedding, and the loss
+/// over the logits. The plain model's are these: identities, the whole vocabulary's lookup and loss.
+/// </summary>
+public class ModelHooks
+{
+    /// <summary>The hooks of a model that runs whole on one process.</summary>
+    public static ModelHooks Plain { get; } = new();
+
+    /// <summary>Into a block's attention or MLP (the normed activations, [batch, tokens, hidden]).</summary>
+    public virtual Tensor Enter(Tensor x) => x;
+
+    /// <summary>Out of a block's attention or MLP (its output projection's result, before the bias).</summary>
+    public virtual Tensor Leave(Tensor x) => x;
+
+    /// <summary>The token embeddings of <paramref name="ids"/> ([batch, seq]) from the embedding table
+    /// <paramref name="wte"/> (the rows this process holds).</summary>
+    public virtual Tensor Lookup(Tensor wte, long[] ids, int batch, long seq) =>
+        F.Embedding(wte, Tensor.From(ids, batch, seq).On(wte.Device));
+
+    /// <summary>The embedding's output (positions added) on its way to the first block.</summary>
+    public virtual Tensor AfterEmbedding(Tensor x) => x;
+
+    /// <summary>The mean cross entropy of fp32 logits [tokens, vocabulary (the columns this process holds)].</summary>
+    public virtual Tensor Loss(Tensor logits, long[] targets) =>
+        F.CrossEntropy(logits, Tensor.From(targets, logits.Shape[0]).On(logits.Device));
+}

@@ -1,0 +1,194 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.Executor.Distributed;
+using Planner.Executor.Model;
+using Planner.Executor.Torch;
+
+namespace Planner.Executor.Parallelize;
+
+/// <summary>
+/// Data parallelism and ZeRO on one rank's model, and the optimizer it shards. Gradients are reduced in the buckets of
+/// <see cref="GradientBuckets"/>: under ZeRO-0/1/2 a bucket's reduction starts as soon as the backward has finished its
+/// gradients, during each chunk's last backward (ZeRO-0's all-reduce, ZeRO-1's reduce-scatter) or during every backward
+/// (ZeRO-2's reduce-scatter, waited for at the end of that backward). Under ZeRO-3 the rank keeps only its shard of the
+/// parameters between uses: a chunk's parameters are all-gathered before each of its passes and freed after it, and its
+/// gradients reduce-scattered after each backward. An embedding tied across the first and last pipeline stages is its
+/// own group, summed over the pipeline after the flush (so that its shard covers the same elements on both stages).
+/// </summary>
+public sealed partial class DataParallelism : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
+    private readonly GptModel _model;
+    private readonly ParallelPlan _plan;
+    private readonly ProcessGroup? _dp, _tied;
+    private readonly TensorParallelism? _tp;
+    private readonly DeviceClock _clock;
+    private readonly AdamW _optimizer;
+    private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
+    private readonly bool _zero3; // parameters gathered per use
+    private readonly bool _chunkwise; // ZeRO-2/3: each chunk's gradients reduce-scattered after its backward
+    private readonly bool _overlapReduce; // ZeRO-0/1/2 with dp > 1: each bucket reduced during the backward
+    private readonly bool _overlapEveryBackward; // ZeRO-2 with dp > 1: during every backward, not only the last
+    private readonly int[][] _chunkGroups = []; // ZeRO-1/2/3: each chunk's parameter groups in _shards
+    private readonly Dictionary<Tensor, int> _groupOf = new(ReferenceEqualityComparer.Instance); // a parameter's group in _shards
+    private readonly int _tiedGroup = -1; // ZeRO: the group of the embedding tied across stages
+    private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = []; // ZeRO-0's all-reduces
+    private readonly List<ShardedParameters.Reduction> _scattering = []; // ZeRO-1/2's reduce-scatters
+
+    /// <summary>Applies data parallelism to <paramref name="model"/>, the part of pipeline stage <paramref name="stage"/>
+    /// this rank holds (its chunks' buckets laid out by <paramref name="layout"/>).</summary>
+    /// <param name="tied">The group of the first and last stage's ranks that share a tied embedding, or null.</param>
+    /// <param name="tp">The tensor parallelism applied to the model (its sequence-parallel sums), or null.</param>
+    public DataParallelism(GptModel model, ParallelPlan plan, StageLayout layout, int stage, ProcessGroup? dp, ProcessGroup? tied,
+        TensorParallelism? tp, OptimizerSettings optimizer, DeviceClock clock)
+    {
+        _model = model;
+        _plan = plan;
+        _dp = dp;
+        _tied = tied;
+        _tp = tp;
+        _clock = clock;
+        _overlapReduce = plan.Zero <= 2 && dp is not null;
+        _overlapEveryBackward = plan.Zero == 2 && dp is not null;
+        var buckets = new Buckets(model, layout, stage, plan.Vpp);
+        BucketParameters = buckets;
+        if (plan.Zero == 0 || plan.Dp == 1)
+        {
+            _optimizer = optimizer.Create(model.Parameters);
+            return;
+        }
+        _zero3 = plan.Zero >= 3;
+        _chunkwise = plan.Zero >= 2;
+        var groups = new List<IReadOnlyList<Tensor>>();
+        _chunkGroups = new int[plan.Vpp][];
+        for (int c = 0; c < plan.Vpp; c++)
+        {
+            var mine = new List<int>();
+            foreach (var part in _zero3 ? ChunkParameters(buckets, c) : ChunkBuckets(buckets, c))
+            {
+                if (_tied is not null && part.Contains(model["wte"]))
+                    _tiedGroup = groups.Count;
+                foreach (var p in part)
+                    if (!_groupOf.TryAdd(p, groups.Count))
+                        throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group (one pipeline stage of several chunks would share the embedding)");
+                mine.Add(groups.Count);
+                groups.Add(part);
+            }
+            _chunkGroups[c] = mine.ToArray();
+        }
+        if (_groupOf.Count != model.Specs.Count)
+            throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
+        _shards = new ShardedParameters(groups, dp!, Timeout);
+        if (_zero3)
+            for (int g = 0; g < _shards.Groups; g++)
+                _shards.Release(g);
+        _optimizer = optimizer.Create([_shards.Master]);
+    }
+
+    /// <summary>The parameters of each bucket of the rank's chunks.</summary>
+    public Buckets BucketParameters { get; }
+
+    /// <summary>Seconds in data-parallel collectives (and ZeRO's gathers) since <see cref="BeginStep"/>.</summary>
+    public double CommSeconds { get; private set; }
+
+    /// <summary>Seconds in the optimizer step since <see cref="BeginStep"/>.</summary>
+    public double OptimizerSeconds { get; private set; }
+
+    /// <summary>Reductions started during the backward since <see cref="BeginStep"/> (ZeRO-0/1/2 with dp &gt; 1): per
+    /// chunk, one per block, and the head's and the embedding's where the chunk has them; under ZeRO-2 in every micro-batch.</summary>
+    public int StartedReductions { get; private set; }
+
+    /// <summary>Bytes of the ZeRO master shard (none without ZeRO).</summary>
+    public long ShardBytes => _shards?.Master.StorageBytes ?? 0;
+
+    /// <summary>Zeroes the step's timers and counts.</summary>
+    public void BeginStep()
+    {
+        CommSeconds = OptimizerSeconds = 0;
+        StartedReductions = 0;
+    }
+
+    /// <summary>True when a backward hands each bucket to the reduction as soon as it is final: the chunk's last backward
+    /// of the step (<paramref name="lastOfChunk"/>), or every backward under ZeRO-2.</summary>
+    public bool ReducesDuring(bool lastOfChunk) => _overlapReduce && (_overlapEveryBackward || lastOfChunk);
+
+    /// <summary>True for the embedding when it is tied between the first and the last pipeline stage.</summary>
+    private bool TiedAcrossStages(Tensor p) => _tied is not null && p == _model["wte"];
+
+    /// <summary>
+    /// ZeRO-3's groups of chunk <paramref name="chunk"/>: its parameters in the model's order, an embedding tied across
+    /// stages as a group of its own.
+    /// </summary>
+    private IEnumerable<List<Tensor>> ChunkParameters(Buckets buckets, int chunk)
+    {
+        var members = buckets.Of(chunk).SelectMany(b => buckets[b]).ToHashSet(ReferenceEqualityComparer.Instance);
+        var parameters = _model.Specs.Select(s => _model[s.Name]).Where(members.Contains).ToList();
+        if (_tied is not null && parameters.Remove(_model["wte"]))
+            yield return [_model["wte"]];
+        if (parameters.Count > 0)
+            yield return parameters;
+    }
+
+    /// <summary>ZeRO-1/2's groups of chunk <paramref name="chunk"/>: its buckets, an embedding tied across stages as a group
+    /// of its own.</summary>
+    private IEnumerable<List<Tensor>> ChunkBuckets(Buckets buckets, int chunk)
+    {
+        foreach (var bucket in buckets.Of(chunk).Select(b => buckets[b]))
+        {
+            var rest = bucket.Where(p => !TiedAcrossStages(p)).ToList();
+            if (rest.Count > 0)
+                yield return rest;
+            if (rest.Count < bucket.Count)
+                yield return [_model["wte"]];
+        }
+    }
+
+    /// <summary>ZeRO-3: all-gathers a chunk's parameters from the DP ranks' shards before its forward or backward.</summary>
+    public void Gather(int chunk)
+    {
+        if (!_zero3)
+            return;
+        long t0 = _clock.Now();
+        foreach (int g in _chunkGroups[chunk])
+            _shards!.Gather(g);
+        CommSeconds += _clock.Since(t0);
+    }
+
+    /// <summary>ZeRO-3: frees a chunk's parameters after its forward or backward (graphs keep them by identity only).</summary>
+    public void Release(int chunk)
+    {
+        if (!_zero3)
+            return;
+        foreach (int g in _chunkGroups[chunk])
+            _shards!.Release(g);
+    }
+
+    /// <summary>
+    /// The model's parameters by name (this rank's TP shards), for checks against the single-process run. Under ZeRO-3
+    /// they are all-gathered for the copy and freed again: every DP rank must call this.
+    /// </summary>
+    public Dictionary<string, float[]> ParameterValues()
+    {
+        var groups = _zero3 ? Enumerable.Range(0, _shards!.Groups).ToList() : [];
+        foreach (int g in groups)
+            _shards!.Gather(g);
+        var values = _model.Specs.ToDictionary(s => s.Name, s => _model[s.Name].ToFloatArray());
+        foreach (int g in groups)
+            _shards!.Release(g);
+        return values;
+    }
+
+    /// <summary>Frees the optimizer and the shards.</summary>
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        _shards?.Dispose();
+    }
+}
+
+/// <summary>The optimizer's settings (AdamW).</summary>
+public sealed record OptimizerSettings(double LearningRate, double WeightDecay, double Eps)
+{
+    /// <summary>AdamW over <paramref name="parameters"/>.</summary>
+    public AdamW Create(IReadOnlyList<Tensor> parameters) => new(parameters, LearningRate, eps: Eps, weightDecay: WeightDecay);
+}

@@ -1,0 +1,76 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+using Planner.Executor.Distributed;
+using Planner.Executor.Model;
+using Planner.Executor.Torch;
+
+namespace Planner.Executor.Parallelize;
+
+/// <summary>
+/// What the parallelism steps made of one rank's part of the model: the plain model of its pipeline stage's chunks
+/// (sharded), and the steps that act on its passes and gradients.
+/// </summary>
+/// <param name="Chunks">The model's block indices of each chunk the rank's stage holds.</param>
+/// <param name="Tp">Tensor parallelism, or null (tp = 1).</param>
+public sealed record ParallelRank(GptModel Model, IReadOnlyList<int[]> Chunks, TensorParallelism? Tp, Recomputation Recompute,
+    DataParallelism Data) : IDisposable
+{
+    /// <summary>Frees the model and the optimizer.</summary>
+    public void Dispose()
+    {
+        Data.Dispose();
+        Model.Dispose();
+    }
+}
+
+/// <summary>
+/// Parallelism applied to a plain <see cref="GptModel"/> from outside, in a fixed order: (1) the pipeline split picks
+/// the stage's chunks of blocks (<see cref="StageLayout"/>, the cost model's), (2) the plain model of those chunks is
+/// built whole, (3) tensor and sequence parallelism shard it (<see cref="TensorParallelism"/>), (4) it is placed on the
+/// rank's device, (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard
+/// its gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new parallelism
+/// plugs in as a step of its own here.
+/// </summary>
+public static class Parallelizer
+{
+    /// <summary>The dtype a plan's precision trains in.</summary>
+    public static DType ComputeType(Precision precision) => precision switch
+    {
+        Precision.Bf16 => DType.BFloat16,
+        Precision.Fp16 => DType.Float16,
+        Precision.Fp32 or Precision.Tf32 => DType.Float32,
+        _ => throw new NotSupportedException($"{precision.Name()}: the executor has no low-precision GEMMs"),
+    };
+
+    /// <summary>Step 1: the model's block indices of each chunk of pipeline stage <paramref name="stage"/>.</summary>
+    public static IReadOnlyList<int[]> PipelineSplit(StageLayout layout, int stage) =>
+        Enumerable.Range(0, layout.Vpp)
+            .Select(c => Enumerable.Range(layout.FirstLayerOf(stage, c), layout.LayersOf(stage, c)).ToArray())
+            .ToList();
+
+    /// <summary>Steps 2–4: the plain model of <paramref name="layers"/> (and the embedding and head if asked), sharded over
+    /// <paramref name="tp"/> (this process its member <paramref name="tpRank"/>), on <paramref name="device"/>.</summary>
+    public static GptModel ShardedModel(ModelSpec model, ParallelPlan plan, IEnumerable<int> layers, bool embedding, bool head,
+        ProcessGroup? tp, int tpRank, ulong seed, Device device, out TensorParallelism? tensorParallelism)
+    {
+        var gpt = new GptModel(model, layers, embedding, head, ComputeType(plan.Precision), seed);
+        tensorParallelism = TensorParallelism.Apply(gpt, tp, tpRank, plan.SequenceParallel, model.Vocab);
+        gpt.Place(device);
+        return gpt;
+    }
+
+    /// <summary>Every step, for the rank at <paramref name="groups"/>' coordinates.</summary>
+    public static ParallelRank Apply(ModelSpec model, ParallelPlan plan, RankGroups groups, ulong seed, Device device, OptimizerSettings optimizer)
+    {
+        var layout = StageLayout.Of(model, plan);
+        int stage = groups.Me.Pp;
+        var chunks = PipelineSplit(layout, stage);
+        var gpt = ShardedModel(model, plan, chunks.SelectMany(c => c),
+            layout.HasEmbedding(stage, 0), layout.HasHead(stage, layout.Vpp - 1), groups.Tp, groups.Me.Tp,
+            seed, device, out var tp);
+        var recompute = new Recomputation(plan, stage);
+        var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device));
+        return new ParallelRank(gpt, chunks, tp, recompute, data);
+    }
+}
