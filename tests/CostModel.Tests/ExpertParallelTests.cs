@@ -157,23 +157,27 @@ public class ExpertParallelTests
     }
 
     [Theory]
-    [InlineData(3, 1, "--ep")]
-    [InlineData(8, 3, "--etp")]
-    [InlineData(16, 1, "tp·cp·dp")]
-    public void Plans_that_cannot_split_the_experts_are_refused(int ep, int etp, string named)
+    [InlineData(3, 1, "ep", "3", "128 experts")]
+    [InlineData(8, 5, "etp", "5", "ffn size 768")]
+    [InlineData(16, 1, "ep·etp", "16", "tp·cp·dp")]
+    public void Plans_that_cannot_split_the_experts_are_refused(int ep, int etp, string field, string value, string named)
     {
         var problem = PlanCheck.Problem(Qwen, Gb200(), Plan(ep: ep, etp: etp));
         Assert.NotNull(problem);
-        Assert.Contains(named, problem);
+        Assert.Equal((field, value), (problem.Field, problem.Value));
+        Assert.Contains(named, problem.Reason);
     }
 
     [Fact]
     public void Expert_flags_on_a_dense_model_and_moe_without_sequence_parallelism_are_refused()
     {
         var dense = ModelLoader.Load("llama3-8b");
-        Assert.Contains("dense", PlanCheck.Problem(dense, Gb200(), Plan(ep: 2))!);
+        var onDense = PlanCheck.Problem(dense, Gb200(), Plan(ep: 2))!;
+        Assert.Equal(("ep", "2"), (onDense.Field, onDense.Value));
+        Assert.Contains("dense", onDense.Reason);
         var noSp = Plan(tp: 2, dp: 4, ep: 2) with { SequenceParallel = false };
-        Assert.Contains("--sequence-parallel", PlanCheck.Problem(Qwen, Gb200(), noSp)!);
+        var withoutSp = PlanCheck.Problem(Qwen, Gb200(), noSp)!;
+        Assert.Equal(("sequence_parallel", "false"), (withoutSp.Field, withoutSp.Value));
     }
 
     [Fact]

@@ -95,7 +95,9 @@ public class PrecisionTests
     public void A_gpu_without_a_formats_rate_refuses_it()
     {
         var cluster = ClusterLoader.Load("dgx-h100");
-        Assert.Contains("mxfp8", PlanCheck.Problem(Llama, cluster, Plan(Precision.Mxfp8))!);
+        var problem = PlanCheck.Problem(Llama, cluster, Plan(Precision.Mxfp8))!;
+        Assert.Equal(("precision", "mxfp8"), (problem.Field, problem.Value));
+        Assert.Contains("has no mxfp8 rate", problem.Reason);
         Assert.Null(PlanCheck.Problem(Llama, cluster, Plan(Precision.Fp8Cs)));
         Assert.Equal(H100.PeakFlops(Precision.Fp8), H100.PeakFlops(Precision.Fp8Cs));
     }

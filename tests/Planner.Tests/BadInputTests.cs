@@ -1,3 +1,4 @@
+using Planner.Cli.Commands;
 using CliEntry = global::Planner.Cli.Commands.Cli;
 using Xunit;
 
@@ -314,6 +315,31 @@ public sealed class BadInputTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public void EveryPlanProblemIsNamedByItsFlagOnOneLine()
+    {
+        // dp 32 gives a plan to check: --tp 3 fails the 32 heads (and the KV heads and ffn), --gbs 100 is no multiple of 32.
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(Predict("--tp", "3", "--dp", "32", "--gbs", "100"), stdout, stderr);
+
+        Assert.Equal(2, code);
+        string err = stderr.ToString().TrimEnd('\n', '\r');
+        Assert.DoesNotContain('\n', err);
+        Assert.StartsWith("planner: --tp: 3 does not divide the 32 attention heads of 'llama3-8b'; --tp: ", err);
+        Assert.EndsWith("; --gbs: 100 is not divisible by dp·mbs = 32·1", err);
+        Assert.Equal("", stdout.ToString());
+    }
+
+    [Fact]
+    public void ProductsOfFieldsAndFieldsWithoutAFlagAreNamedToo()
+    {
+        Assert.Equal("--tp·--pp·--dp·--cp: 256 GPUs, more than the 128 of cluster 'x'",
+            ProblemFlags.Describe(new("tp·pp·dp·cp", "256", "256 GPUs, more than the 128 of cluster 'x'")));
+        Assert.Equal("--recompute-layers: 9 must be ...; stages.layers: 8,8 must ...",
+            ProblemFlags.Line([new("recompute_layers", "9", "9 must be ..."), new("stages.layers", "8,8", "8,8 must ...")]));
     }
 
     [Fact]

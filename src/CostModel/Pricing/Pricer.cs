@@ -26,7 +26,7 @@ public static class Pricer
     {
         foreach (double f in offloads)
             if (PlanCheck.Problem(model, cluster, plan with { OptimizerOffload = f }) is { } problem)
-                throw new InputException(problem);
+                throw new InputException(problem.ToString());
         options ??= PricingOptions.Default;
         var costs = PipelineCosts.Compute(model, cluster, plan, options);
         int m = plan.MicroBatches;
@@ -103,7 +103,7 @@ public static class Pricer
     public static (double StepLowerBound, double PeakMemoryBytes) Bound(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions? options = null)
     {
         if (PlanCheck.Problem(model, cluster, plan) is { } problem)
-            throw new InputException(problem);
+            throw new InputException(problem.ToString());
         var costs = PipelineCosts.Compute(model, cluster, plan, options ?? PricingOptions.Default);
         double peak = cluster.IsHeterogeneous ? StageMemory(costs, plan).Max(b => b.Total) : costs.PeakMemoryBytes(plan);
         return (costs.MakespanLowerBound(plan.MicroBatches) + costs.WorstTail, peak);

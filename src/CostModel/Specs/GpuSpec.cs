@@ -57,7 +57,7 @@ public sealed record GpuSpec(
     public double PeakFlops(Precision p) =>
         PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0
             ? t * 1e12
-            : throw new InputException($"--precision: GPU '{Name}' has no {p.Name()} rate");
+            : throw new InputException($"precision: GPU '{Name}' has no {p.Name()} rate");
 
     /// <summary>True when the GPU lists a rate for the precision (current-scaling FP8 runs at the FP8 rate).</summary>
     public bool Supports(Precision p) => PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0;

@@ -93,18 +93,21 @@ public sealed class PlanFlags
             c.Options.Add(o);
     }
 
-    /// <summary>Reads model, cluster and plan; bad values raise <see cref="InputException"/> naming the flag.</summary>
+    /// <summary>Reads model, cluster and plan; bad values raise <see cref="InputException"/> naming every offending flag.</summary>
     public (ModelSpec Model, ClusterSpec Cluster, ParallelPlan Plan) Read(ParseResult r)
     {
         var model = ModelLoader.Load(r.GetValue(Model)!);
         var cluster = Profiling.CalibrationFile.Apply(ClusterLoader.Load(r.GetValue(Cluster)!), r.GetValue(Calibration), r.GetValue(ForceCalibration));
         int tp = Positive(r.GetValue(Tp), "--tp"), pp = Positive(r.GetValue(Pp), "--pp"), cp = Positive(r.GetValue(Cp), "--cp");
-        if (PlanCheck.TpProblem(model, tp) is { } tpProblem)
-            throw new InputException(tpProblem);
         long modelParallel = (long)tp * pp * cp;
-        if (modelParallel > cluster.TotalGpus)
+        bool tooMany = modelParallel > cluster.TotalGpus, noDp = r.GetValue(Dp) is null && cluster.TotalGpus % modelParallel != 0;
+        // Without a data-parallel degree there is no plan to check: a TP degree the model cannot take is the likelier
+        // culprit, and said instead.
+        if ((tooMany || noDp) && PlanCheck.TpProblems(model, tp) is { Count: > 0 } tpProblems)
+            throw new InputException(ProblemFlags.Line(tpProblems));
+        if (tooMany)
             throw new InputException($"--tp·--pp·--cp = {modelParallel} GPUs, more than the {cluster.TotalGpus} of cluster '{cluster.Name}'");
-        if (r.GetValue(Dp) is null && cluster.TotalGpus % modelParallel != 0)
+        if (noDp)
             throw new InputException($"--dp: tp·pp·cp = {modelParallel} does not divide the {cluster.TotalGpus} GPUs of cluster '{cluster.Name}'; give --dp explicitly");
         int dp = r.GetValue(Dp) is int d ? Positive(d, "--dp") : (int)(cluster.TotalGpus / modelParallel);
         var plan = new ParallelPlan(
@@ -123,8 +126,8 @@ public sealed class PlanFlags
             Etp: r.GetValue(Etp),
             MoeImbalance: r.GetValue(MoeImbalance),
             MoeCapacity: r.GetValue(MoeCapacity));
-        if (PlanCheck.Problem(model, cluster, plan) is { } problem)
-            throw new InputException(problem);
+        if (PlanCheck.Problems(model, cluster, plan) is { Count: > 0 } problems)
+            throw new InputException(ProblemFlags.Line(problems));
         return (model, cluster, plan);
     }
 

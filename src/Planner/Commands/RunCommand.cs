@@ -139,8 +139,8 @@ public static class RunCommand
             if (plan.OptimizerOffload > 0)
                 throw new InputException($"{inputs.PlanPath}: key 'optimizer_offload' is {plan.OptimizerOffload}; the executor steps the optimizer where its ranks run (CPU ranks have no host link to offload over): set it to 0 to run this plan");
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
-            if (PlanCheck.Problem(inputs.Model, LocalCluster(world), plan) is { } problem)
-                throw new InputException($"{inputs.PlanPath}: {problem}");
+            if (PlanCheck.Problems(inputs.Model, LocalCluster(world), plan) is { Count: > 0 } problems)
+                throw new InputException($"{inputs.PlanPath}: {PlanProblem.InPlanFile(problems)}");
             if (device.Type == Executor.Torch.DeviceType.Cpu)
                 CheckFitsMachine(inputs);
             int warm = r.GetValue(warmup);

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.RegularExpressions;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
@@ -76,28 +75,18 @@ public sealed record ExportInput(
             ? null
             : $"warning: the plan was priced for software stack '{Stack}'; {target} runs as stack {string.Join(" or ", targetStacks.Select(t => $"'{t}'"))}, so its step time will differ from that prediction (plan again with --stack {targetStacks[0]})";
 
-    /// <summary>The plan must be able to shard the model it names: a config a framework rejects is bad input here.</summary>
+    /// <summary>The plan must be able to shard the model it names: a config a framework rejects is bad input here,
+    /// every reason on the one line.</summary>
     private static void Check(ParallelPlan plan, ModelSpec model, string source)
     {
-        const string tpFlag = "--tp: ";
-        if (PlanCheck.TpProblem(model, plan.Tp) is { } tp)
-            throw new InputException($"{source}: key 'tp': {(tp.StartsWith(tpFlag, StringComparison.Ordinal) ? tp[tpFlag.Length..] : tp)}");
+        var problems = PlanCheck.TpProblems(model, plan.Tp).Select(p => p.InPlanFile()).ToList();
         if ((long)plan.Pp * plan.Vpp > model.Layers)
-            throw new InputException($"{source}: keys 'pp'·'vpp' = {(long)plan.Pp * plan.Vpp} model chunks for the {model.Layers} layers of '{model.Name}'");
+            problems.Add($"keys 'pp'·'vpp' = {(long)plan.Pp * plan.Vpp} model chunks for the {model.Layers} layers of '{model.Name}'");
         if (plan.Stages is { } st && st.Layers.Sum() != model.Layers)
-            throw new InputException($"{source}: key 'stages.layers' ({string.Join(",", st.Layers)}) adds up to {st.Layers.Sum()}, not the {model.Layers} layers of '{model.Name}'");
-        if (PlanCheck.ExpertProblem(model, plan) is { } expert)
-            throw new InputException($"{source}: {AsKeys(expert)}");
-    }
-
-    /// <summary>A plan check's reason with its flags (<c>--moe-capacity</c>) named as plan-file keys
-    /// (<c>'moe_capacity'</c>): a leading "--flag: " becomes "key 'flag': ".</summary>
-    private static string AsKeys(string reason)
-    {
-        var lead = Regex.Match(reason, "^--([a-z][a-z-]*): ");
-        string rest = lead.Success ? reason[lead.Length..] : reason;
-        rest = Regex.Replace(rest, "--([a-z][a-z-]*)", f => $"'{f.Groups[1].Value.Replace('-', '_')}'");
-        return lead.Success ? $"key '{lead.Groups[1].Value.Replace('-', '_')}': {rest}" : rest;
+            problems.Add($"key 'stages.layers' ({string.Join(",", st.Layers)}) adds up to {st.Layers.Sum()}, not the {model.Layers} layers of '{model.Name}'");
+        problems.AddRange(PlanCheck.ExpertProblems(model, plan).Select(p => p.InPlanFile()));
+        if (problems.Count > 0)
+            throw new InputException($"{source}: {string.Join("; ", problems)}");
     }
 
     /// <summary>The loader's message without its flag prefix and preset list (the plan file named the model, not --model).</summary>

@@ -163,8 +163,8 @@ public static class Validator
             throw new InputException($"row {r.Id}: fsdp {r.Fsdp} must be 0 (distributed optimizer) or 1 (Megatron-FSDP)");
         var plan = new ParallelPlan(r.Tp, r.Pp, r.Dp, r.Cp, r.Fsdp == 1 ? 3 : 1, r.Mbs, r.Gbs, r.Seq, r.Vpp,
             Recompute(r.Id, r.Recompute), r.Tp > 1, Precision(r.Id, r.Precision), Ep: r.Ep, Etp: r.Etp ?? 1);
-        if (PlanCheck.Problem(model, cluster, plan) is { } problem)
-            throw new InputException($"row {r.Id}: {problem}");
+        if (PlanCheck.Problems(model, cluster, plan) is { Count: > 0 } problems)
+            throw new InputException($"row {r.Id}: {string.Join("; ", problems)}");
         var stack = Stack(r.Id, r.Stack, ModernStack, csvPath);
         return new ValidationCase(r.Id, r.Gpus, model, cluster, plan, stack, r.StepTimeS, r.PeakMemoryGib,
             [$"model {Path.GetFileNameWithoutExtension(r.Model)}", $"system {r.System}", $"stack {stack.Stack}"]);

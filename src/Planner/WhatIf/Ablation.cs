@@ -108,9 +108,9 @@ public static class Ablation
                 var plan = new ParallelPlan(k.Tp, k.Pp, dp, 1, k.Zero, mbs, gbs, seq, k.Vpp, k.Recompute, k.Sp, k.Precision);
                 if (PlanCheck.Problem(model, cluster, plan) is { } problem)
                 {
-                    firstProblem ??= problem;
+                    firstProblem ??= Commands.ProblemFlags.Describe(problem);
                     if (k == carried)
-                        carriedProblem ??= problem;
+                        carriedProblem ??= Commands.ProblemFlags.Describe(problem);
                     continue;
                 }
                 var p = Pricer.Price(model, cluster, plan, options);

@@ -97,7 +97,7 @@ public static class WhatIfRunner
             SequenceParallel: k.SequenceParallel ?? false,
             Precision: k.Precision ?? PlanConstraint.DefaultPrecision(c));
         if (PlanCheck.Problem(s.Model, c, plan) is { } problem)
-            return new WhatIfRow(point, s, plan, null, problem);
+            return new WhatIfRow(point, s, plan, null, Commands.ProblemFlags.Describe(problem));
         var p = Pricer.Price(s.Model, c, plan, s.Software);
         // A fixed plan is priced as given; one that fits but eats into the headroom says so.
         string? note = !p.Fits ? $"does not fit: needs {p.PeakMemoryGib:F1} GiB per GPU of {p.GpuMemoryGib:F0}"
