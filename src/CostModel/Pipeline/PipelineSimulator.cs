@@ -41,9 +41,9 @@ public static class PipelineSimulator
     /// </param>
     /// <exception cref="ArgumentException">Malformed schedule or invalid duration.</exception>
     /// <exception cref="InvalidOperationException">The schedule deadlocks (some dependency can never be met).</exception>
-    /// <remarks>O(total actions) time; the per-(virtual stage, micro-batch) finish tables are pooled. Long: one event loop
-    /// over pooled tables that every step of it reads and writes (it runs for every plan priced exactly, thousands a
-    /// search: no per-call objects to pass the state between smaller methods).</remarks>
+    /// <remarks>Long: one event loop over pooled tables that every step of it reads and writes (it runs for every plan
+    /// priced exactly, thousands a search: no per-call objects to pass the state between smaller methods). O(total
+    /// actions) time; the per-(virtual stage, micro-batch) finish tables are pooled.</remarks>
     public static PipelineSimulation Simulate(
         PipelineSchedule schedule,
         Func<int, int, PassKind, double> durationSeconds,

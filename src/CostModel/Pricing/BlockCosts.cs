@@ -115,14 +115,7 @@ public sealed class BlockCosts
             double overhead = kind.Moe ? options.ExpertOverheadSeconds * ops.LocalExperts : 0;
             forward += overhead;
             backward += overhead;
-            // With the expert-parallel exchange overlapped with another micro-batch's compute, only what the block's
-            // compute cannot hide is exposed (the other micro-batch's block costs as much).
-            double epForward = ep, epBackward = ep;
-            if (options.OverlapExpertComm && ep > 0)
-            {
-                epForward = gpu.Overlapped(forward, ep) - forward;
-                epBackward = gpu.Overlapped(backward, ep) - backward;
-            }
+            var (epForward, epBackward) = ExposedExchange(gpu, options, forward, backward, ep);
             if (plan.Recompute == Plans.Recompute.Full)
                 recompute = forward;
             kinds.Add(new KindCosts
@@ -156,6 +149,14 @@ public sealed class BlockCosts
             HiddenBytes = hiddenBytes,
         };
     }
+
+    /// <summary>
+    /// The expert-parallel exchange's exposed seconds, forward and backward: all of it; with the exchange overlapped with
+    /// another micro-batch's compute (<see cref="PricingOptions.OverlapExpertComm"/>), only what the block's compute
+    /// cannot hide (the other micro-batch's block costs as much).
+    /// </summary>
+    private static (double Forward, double Backward) ExposedExchange(GpuSpec gpu, PricingOptions options, double forward, double backward, double ep) =>
+        options.OverlapExpertComm && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
 
     /// <summary>
     /// The forward kernels selective recompute runs again in a block of kind <paramref name="kind"/> (see

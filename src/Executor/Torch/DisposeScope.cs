@@ -6,6 +6,8 @@ namespace Planner.Executor.Torch;
 /// </summary>
 public sealed class DisposeScope : IDisposable
 {
+    // Static: the innermost scope of each thread (as libtorch's grad mode is per thread), so that every op records
+    // its tensors without a scope passed through every call.
     [ThreadStatic] private static DisposeScope? _current;
     private readonly DisposeScope? _parent;
     private readonly List<Tensor> _tensors = [];

@@ -8,6 +8,8 @@ public sealed class TorchException(string message) : Exception(message);
 /// <summary>Base of the shim's opaque handles: freed exactly once by the matching free function.</summary>
 public abstract class NativeHandle : SafeHandle
 {
+    // Static: one count of the native handles alive in the process (the leak tests read it), changed only through
+    // Interlocked by every handle's constructor and release.
     private static long _live;
 
     /// <summary>Handles of every kind alive in this process (for leak tests).</summary>

@@ -96,7 +96,7 @@ t = sorted(times[warm:]); print(t[len(t) // 2])
         Executor.Torch.TorchRuntime.Threads = 1;
         using var a = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 1);
         using var b = Executor.Torch.Tensor.Normal([MatmulDim, MatmulDim], 0, 1, seed: 2);
-        double seconds = Profiling.ProfileRank.Median(() => a.MatMul(b).Dispose(), 1.0);
+        double seconds = Profiling.ProfileRank.Median(() => a.MatMul(b).Dispose(), 1.0, Executor.Torch.Device.Cpu);
         return 2.0 * MatmulDim * MatmulDim * MatmulDim / seconds;
     }
 

@@ -252,9 +252,6 @@ public static class RunCommand
         var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
         double peak = peakByRank.Max();
-        // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
-        JsonArray LastStepByRank(string key) => new(lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-            .Select(g => g.Last(l => (int)l["step"]! == steps - 1)[key]!.DeepClone()).ToArray());
         var lastLine = lines.Last(l => (int)l["step"]! == steps - 1);
         double? lossScale = (double?)lastLine["loss_scale"];
         int skipped = (int)lastLine["skipped_steps"]!;
@@ -280,58 +277,78 @@ public static class RunCommand
             ("optimizer", Part("optimizer_s"), predicted?.Breakdown.Optimizer),
         };
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
+        var run = new RunSummary(plan, perStep, median, tokensPerS, peakByRank, peak, lossScale, skipped, predicted, stepError, memError, busiestStage, parts);
         if (json)
+            WriteJson(stdout, inputs, run, lines, timedLines, steps);
+        else
+            WriteTables(stdout, inputs, run);
+        return (median, peak, predicted);
+    }
+
+    /// <summary>What a run measured (the slowest rank's step times after warm-up, peak memory, the busiest stage's
+    /// components) against its prediction (null: none), as its report prints it.</summary>
+    private sealed record RunSummary(ParallelPlan Plan, List<(int Step, double Seconds, double? Loss)> PerStep, double Median, double TokensPerS,
+        List<double> PeakByRank, double Peak, double? LossScale, int Skipped, Prediction? Predicted, double? StepError, double? MemError,
+        int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts);
+
+    /// <summary>The report as one JSON object; <paramref name="timedLines"/>: the ranks' lines after warm-up.</summary>
+    private static void WriteJson(TextWriter stdout, RunInputs inputs, RunSummary run, List<JsonObject> lines, List<JsonObject> timedLines, int steps)
+    {
+        // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
+        JsonArray LastStepByRank(string key) => new(lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+            .Select(g => g.Last(l => (int)l["step"]! == steps - 1)[key]!.DeepClone()).ToArray());
+        var o = new JsonObject
         {
-            var o = new JsonObject
+            ["plan"] = PredictionJson.Plan(run.Plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName, inputs.PlanStack),
+            ["predicted"] = run.Predicted is null ? null : PredictionJson.Prediction(run.Predicted),
+            ["measured"] = new JsonObject
             {
-                ["plan"] = PredictionJson.Plan(plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName, inputs.PlanStack),
-                ["predicted"] = predicted is null ? null : PredictionJson.Prediction(predicted),
-                ["measured"] = new JsonObject
+                ["step_time_s"] = run.Median,
+                ["tokens_per_s"] = run.TokensPerS,
+                ["peak_memory_gib"] = run.Peak,
+                ["peak_memory_gib_by_rank"] = new JsonArray(run.PeakByRank.Select(v => (JsonNode)v).ToArray()),
+                ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
+                ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
+                ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
+                ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
+                    .Select(g => (JsonNode)Profiling.Fitting.Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
+                ["loss_scale"] = run.LossScale,
+                ["skipped_steps"] = run.Skipped,
+                ["loss"] = new JsonArray(run.PerStep.Select(x => (JsonNode?)x.Loss).ToArray()),
+                ["step_times_s"] = new JsonArray(run.PerStep.Select(x => (JsonNode)x.Seconds).ToArray()),
+                ["breakdown_stage"] = run.BusiestStage,
+                ["breakdown"] = new JsonObject
                 {
-                    ["step_time_s"] = median,
-                    ["tokens_per_s"] = tokensPerS,
-                    ["peak_memory_gib"] = peak,
-                    ["peak_memory_gib_by_rank"] = new JsonArray(peakByRank.Select(v => (JsonNode)v).ToArray()),
-                    ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
-                    ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
-                    ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
-                    ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-                        .Select(g => (JsonNode)Profiling.Fitting.Median(g.Select(l => (double)l["compute_s"]!))).ToArray()),
-                    ["loss_scale"] = lossScale,
-                    ["skipped_steps"] = skipped,
-                    ["loss"] = new JsonArray(perStep.Select(x => (JsonNode?)x.Loss).ToArray()),
-                    ["step_times_s"] = new JsonArray(perStep.Select(x => (JsonNode)x.Seconds).ToArray()),
-                    ["breakdown_stage"] = busiestStage,
-                    ["breakdown"] = new JsonObject
-                    {
-                        ["compute"] = Num(parts[0].Measured), ["tp_comm"] = Num(parts[1].Measured), ["pp_wait"] = Num(parts[2].Measured),
-                        ["dp_comm"] = Num(parts[3].Measured), ["optimizer"] = Num(parts[4].Measured),
-                    },
+                    ["compute"] = Num(run.Parts[0].Measured), ["tp_comm"] = Num(run.Parts[1].Measured), ["pp_wait"] = Num(run.Parts[2].Measured),
+                    ["dp_comm"] = Num(run.Parts[3].Measured), ["optimizer"] = Num(run.Parts[4].Measured),
                 },
-                ["error_pct"] = new JsonObject { ["step_time"] = stepError, ["peak_memory"] = memError },
-            };
-            stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            return (median, peak, predicted);
-        }
+            },
+            ["error_pct"] = new JsonObject { ["step_time"] = run.StepError, ["peak_memory"] = run.MemError },
+        };
+        stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>The report as tables: the steps, then the measured against the predicted.</summary>
+    private static void WriteTables(TextWriter stdout, RunInputs inputs, RunSummary run)
+    {
         var console = Rendering.Tables.Console(stdout);
-        console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, gbs {plan.Gbs}, seq {plan.Seq}, {plan.Gpus} ranks");
+        console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(run.Plan)}, gbs {run.Plan.Gbs}, seq {run.Plan.Seq}, {run.Plan.Gpus} ranks");
         if (inputs.PlanStack != ExecutorStack)
             console.WriteLine($"the plan was priced for stack {inputs.PlanStack}; this run is the executor's and is predicted as stack {ExecutorStack}");
         var t = new Table().Border(TableBorder.Rounded).AddColumn("step").AddColumn(new TableColumn("loss").RightAligned()).AddColumn(new TableColumn("seconds").RightAligned());
-        foreach (var x in perStep)
+        foreach (var x in run.PerStep)
             t.AddRow(x.Step.ToString(), x.Loss is double l ? $"{l:F5}" : "-", $"{x.Seconds:F3}");
         console.Write(t);
         var s = new Table().Border(TableBorder.Rounded).AddColumn("").AddColumn(new TableColumn("measured").RightAligned()).AddColumn(new TableColumn("predicted").RightAligned()).AddColumn(new TableColumn("error").RightAligned());
-        s.AddRow("step time (median after warm-up)", $"{median:F3} s", predicted is null ? "-" : $"{predicted.StepTimeSeconds:F3} s", stepError is double e1 ? $"{e1:+0.0;-0.0}%" : "-");
-        s.AddRow("tokens/s", $"{tokensPerS:N0}", predicted is null ? "-" : $"{predicted.TokensPerSecond:N0}", "");
-        s.AddRow("peak memory per rank", $"{peak:F2} GiB", predicted is null ? "-" : $"{predicted.PeakMemoryGib:F2} GiB", memError is double e2 ? $"{e2:+0.0;-0.0}%" : "-");
-        foreach (var (name, measuredPart, predictedPart) in parts)
+        s.AddRow("step time (median after warm-up)", $"{run.Median:F3} s", run.Predicted is null ? "-" : $"{run.Predicted.StepTimeSeconds:F3} s", run.StepError is double e1 ? $"{e1:+0.0;-0.0}%" : "-");
+        s.AddRow("tokens/s", $"{run.TokensPerS:N0}", run.Predicted is null ? "-" : $"{run.Predicted.TokensPerSecond:N0}", "");
+        s.AddRow("peak memory per rank", $"{run.Peak:F2} GiB", run.Predicted is null ? "-" : $"{run.Predicted.PeakMemoryGib:F2} GiB", run.MemError is double e2 ? $"{e2:+0.0;-0.0}%" : "-");
+        foreach (var (name, measuredPart, predictedPart) in run.Parts)
             if (!double.IsNaN(measuredPart))
-                s.AddRow($"  {name} (s per step, {(plan.Pp > 1 ? $"stage {busiestStage}, the busiest" : "rank mean")})", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
+                s.AddRow($"  {name} (s per step, {(run.Plan.Pp > 1 ? $"stage {run.BusiestStage}, the busiest" : "rank mean")})", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
         console.Write(s);
-        if (predicted is null)
+        if (run.Predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
-        return (median, peak, predicted);
     }
 }
 

@@ -92,25 +92,12 @@ public static class ProfileFit
         bool cuda = device == "cuda";
         var precision = cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string)mp!) is { } named ? named : ProfileSizes.PrecisionFor(cluster, cuda);
         var sizes = ProfileSizes.For(device, precision);
-        double peak = cluster.Gpu.PeakFlops(precision);
-        var gemm = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
-        var (eff, half, overhead, rms) = Fitting.Gemm(gemm, peak);
-        double CurveSeconds(double mm, double nn, double kk) =>
-            2 * mm * nn * kk / (peak * eff) * (mm + half) / mm * (nn + half) / nn * (kk + half) / kk + overhead;
-        double bandwidth = (double)m["add_bytes"]! / (double)m["add_seconds"]!;
-        double elementRate = (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!;
+        var curve = GemmCurve.Fit(m, cluster.Gpu.PeakFlops(precision));
+        var rates = KernelRates.Of(m);
         // The backward with its gradients' all-reduces started block by block, as training overlaps them.
         var ov = m["overlap"]!.AsArray().Select(v => (double)v!).ToArray();
-        int overlapBlocks = (int)ov[3];
-        double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], overlapBlocks);
-        List<(double, double)> Pairs(string key) => ProfileFit.Pairs(m, key);
-        var ar = Pairs("all_reduce");
-        var sr = Pairs("send_recv");
-        var loaded = Pairs("all_reduce_loaded");
-        var ag = Pairs("all_gather");
-        var rs = Pairs("reduce_scatter");
-        var a2a = Pairs("all_to_all");
-        var byGroup = m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList();
+        double slowdown = Fitting.OverlapSlowdown(ov[0], ov[1], ov[2], (int)ov[3]);
+        var rows = CollectiveRows.Of(m);
         int n = m["world"] is { } w ? (int)w : 2;
         var (intra, inter) = FitLinks(m, cluster);
         var (p2pUs, p2pAccount) = FitP2pLatencyUs(m);
@@ -118,14 +105,12 @@ public static class ProfileFit
         // The machine measured (kept measurements may be fitted on another).
         var (thisHost, thisCpu) = CalibrationFile.ThisMachine();
         string host = (string?)m["host"] ?? thisHost, cpu = (string?)m["cpu"] ?? thisCpu;
-        var opRates = m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!));
-        double optimizerNs = (double)m["optimizer_ns_per_param"]!;
         // A kernel call costs at least what the smallest op costs through the binding.
-        double callSeconds = Math.Max(overhead, (double)m["small_op_seconds"]!);
+        double callSeconds = Math.Max(curve.Overhead, rates.SmallOpSeconds);
         // The runtime's memory: a CPU rank's resident set before training; on CUDA (whose context and NCCL buffers are
         // outside the allocator's statistics) the cluster spec's.
         double reservedGib = m["rss_bytes"] is { } rssNode ? (double)rssNode / Units.GiB : cluster.Gpu.ReservedGib;
-        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), peak / 1e12, eff, half, callSeconds * 1e6, bandwidth / 1e9,
+        var cal = new Cal(cluster.Name, host, cpu, precision.Name(), curve.Peak / 1e12, curve.Eff, curve.Half, callSeconds * 1e6, rates.Bandwidth / 1e9,
             reservedGib, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
             new Dictionary<string, string>
             {
@@ -133,36 +118,115 @@ public static class ProfileFit
                 ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
                 ["device"] = cuda ? $"cuda ({(string?)m["device_name"] ?? "unnamed"}), {precision.Name()}" : "cpu",
             },
-            elementRate / 1e9, slowdown,
-            gemm.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / CurveSeconds(x.Item1, x.Item2, x.Item3))).ToList(),
-            new ProfiledCorrections(opRates, optimizerNs, P2pLatencyUs: p2pUs, ArrivalUs: arrivalUs));
+            rates.ElementRate / 1e9, slowdown,
+            curve.Rows.Select(x => GemmResidual.Of(x.Item1, x.Item2, x.Item3, x.Item4 / curve.Seconds(x.Item1, x.Item2, x.Item3))).ToList(),
+            new ProfiledCorrections(rates.Ops, rates.OptimizerNs, P2pLatencyUs: p2pUs, ArrivalUs: arrivalUs));
+        var pieces = FitPieces(cluster, m, sizes, precision, cuda, ref cal);
+        report = console =>
+        {
+            ReportPieces(console, cal, m, sizes, precision, cuda, curve, rates, reservedGib, pieces);
+            ReportCollectives(console, m, n, rows, intra, inter, p2pAccount, ov, slowdown);
+        };
+        return cal;
+    }
+
+    /// <summary>The GEMM curve fitted to the measured shapes: rows [m, n, k, seconds], the peak (FLOP/s) it is fitted
+    /// under, the efficiency, half dimension and per-call overhead (s) it finds, and its relative rms error.</summary>
+    private sealed record GemmCurve(List<(double M, double N, double K, double Seconds)> Rows, double Peak, double Eff, double Half, double Overhead, double Rms)
+    {
+        public static GemmCurve Fit(JsonObject m, double peak)
+        {
+            var rows = m["gemm"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((double)a[0]!, (double)a[1]!, (double)a[2]!, (double)a[3]!)).ToList();
+            var (eff, half, overhead, rms) = Fitting.Gemm(rows, peak);
+            return new GemmCurve(rows, peak, eff, half, overhead, rms);
+        }
+
+        /// <summary>The curve's seconds for an m x n x k GEMM.</summary>
+        public double Seconds(double mm, double nn, double kk) =>
+            2 * mm * nn * kk / (Peak * Eff) * (mm + Half) / mm * (nn + Half) / nn * (kk + Half) / kk + Overhead;
+    }
+
+    /// <summary>Rates measured directly: the memory-bound add's bytes/s, the tanh GELU's elements/s, a one-element op's
+    /// seconds, the named ops' ns per logit and the optimizer's ns per parameter.</summary>
+    private sealed record KernelRates(double Bandwidth, double ElementRate, double SmallOpSeconds, Dictionary<string, OpRate> Ops, double OptimizerNs)
+    {
+        public static KernelRates Of(JsonObject m) => new(
+            (double)m["add_bytes"]! / (double)m["add_seconds"]!,
+            (double)m["gelu_elements"]! / (double)m["gelu_seconds"]!,
+            (double)m["small_op_seconds"]!,
+            m["ops"]!.AsObject().ToDictionary(kv => kv.Key, kv => new OpRate((double)kv.Value![0]!, (double)kv.Value![1]!)),
+            (double)m["optimizer_ns_per_param"]!);
+    }
+
+    /// <summary>The world's collectives as measured, rows of [bytes, seconds] (the all-reduce by group: [ranks, bytes,
+    /// seconds]).</summary>
+    private sealed record CollectiveRows(List<(double, double)> AllReduce, List<(double, double)> SendRecv, List<(double, double)> Loaded,
+        List<(double, double)> AllGather, List<(double, double)> ReduceScatter, List<(double, double)> AllToAll, List<(int, double, double)> ByGroup)
+    {
+        public static CollectiveRows Of(JsonObject m) => new(Pairs(m, "all_reduce"), Pairs(m, "send_recv"), Pairs(m, "all_reduce_loaded"),
+            Pairs(m, "all_gather"), Pairs(m, "reduce_scatter"), Pairs(m, "all_to_all"),
+            m["all_reduce_by_group"]!.AsArray().Select(x => x!.AsArray()).Select(a => ((int)(double)a[0]!, (double)a[1]!, (double)a[2]!)).ToList());
+    }
+
+    /// <summary>What the fit of the measured pieces found, measured against priced: linear layers (shape and the two
+    /// ratios), the block's measurements and the kernel call's cost they give, the block and head, the block split over
+    /// two tensor-parallel ranks and its collectives (null: one rank), the training steps, and the memory they added.</summary>
+    private sealed record PiecesFit(List<(double[] Shape, double Forward, double Backward)> LinearRows, double[] Block, double? BlockCallUs,
+        double BlockKeptUs, double[] BlockRow, double[]? TpBlockRow, double[]? TpCommRow, StepFit Step, double[] MemoryRow);
+
+    /// <summary>Corrects <paramref name="cal"/> with the pieces timed as the executor runs them: a kernel call's cost,
+    /// linear layers, the block and head, the tensor-parallel block, whole steps and their memory.</summary>
+    private static PiecesFit FitPieces(ClusterSpec cluster, JsonObject m, ProfileSizes sizes, Precision precision, bool cuda, ref Cal cal)
+    {
         // What a kernel call costs as the block runs it (autograd's bookkeeping and the binding, beyond the bare call):
         // the block over 4 sequences of 128 tokens and over one of 32 makes the same calls on a sixteenth of the tokens. With the price linear in
         // the per-call cost, P(o) = A + o B, and one factor f on both, T4 / T1 = P4(o) / P1(o) gives o.
         var measured = m["block"]!.AsArray().Select(v => (double)v!).ToArray();
-        double? blockCallUs = null;
-        {
-            var gpu0 = cal.Apply(cluster).Gpu;
-            var ops4 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
-            var ops1 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.SmallPlan(), flashAttention: false);
-            double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
-            {
-                var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
-                return t.Forward(ops.Block) + t.Backward(ops.Block);
-            }
-            double a4 = Price(0, ops4), b4 = Price(1, ops4) - a4, a1 = Price(0, ops1), b1 = Price(1, ops1) - a1;
-            double t4 = measured[0] + measured[1], t1 = measured[4] + measured[5];
-            double o = Fitting.CallCost(t4, (a4, b4), t1, (a1, b1));
-            if (double.IsFinite(o))
-                blockCallUs = o;
-            // Not on CUDA, where the host queues calls while the device runs earlier kernels: a call's cost shows only
-            // where the kernels are shorter than their launch, and the two sizes are no longer one price plus o calls.
-            if (!cuda && o > cal.KernelOverheadUs && o < 1000)
-                cal = cal with { KernelOverheadUs = o };
-        }
+        double? blockCallUs = FitBlockCall(cluster, sizes, precision, cuda, measured, ref cal);
         double blockKeptUs = cal.KernelOverheadUs;
         // Linear layers as training runs them, against what the GEMM curve (and its residuals) prices for the same
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
+        var linearRows = FitLinear(cluster, m, precision, ref cal);
+        var (blockRow, tpBlockRow, tpCommRow) = FitBlocks(cluster, m, sizes, precision, measured, ref cal);
+        // Whole training steps of a small GPT on every rank at once, against their price with all of the above; and of a
+        // tiny one, whose compute is mostly calls.
+        var step = FitSteps(cluster, m, sizes, cuda, ref cal);
+        // The memory the first steps added to the rank against what the memory model allocates for them: the allocator's share.
+        var stepStage = Pricer.Price(sizes.StepModel(sizes.Step), cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, sizes.StepPlan(sizes.Step), Executor).PeakStage;
+        double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
+        double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
+        cal = cal with { Profiled = cal.Profiled! with { MemoryFactor = memoryRow[0] / memoryRow[1] } };
+        return new PiecesFit(linearRows, measured, blockCallUs, blockKeptUs, blockRow, tpBlockRow, tpCommRow, step, memoryRow);
+    }
+
+    /// <summary>A kernel call's cost as the block runs it, us (null: the two sizes do not give one); on the CPU it
+    /// becomes <paramref name="cal"/>'s when it is above the fitted overhead.</summary>
+    private static double? FitBlockCall(ClusterSpec cluster, ProfileSizes sizes, Precision precision, bool cuda, double[] measured, ref Cal cal)
+    {
+        double? blockCallUs = null;
+        var gpu0 = cal.Apply(cluster).Gpu;
+        var ops4 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.BlockPlan(), flashAttention: false);
+        var ops1 = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), sizes.SmallPlan(), flashAttention: false);
+        double Price(double us, Planner.CostModel.Compute.TransformerOps ops)
+        {
+            var t = new Planner.CostModel.Compute.KernelTimer(gpu0 with { KernelOverheadUs = us }, precision);
+            return t.Forward(ops.Block) + t.Backward(ops.Block);
+        }
+        double a4 = Price(0, ops4), b4 = Price(1, ops4) - a4, a1 = Price(0, ops1), b1 = Price(1, ops1) - a1;
+        double t4 = measured[0] + measured[1], t1 = measured[4] + measured[5];
+        double o = Fitting.CallCost(t4, (a4, b4), t1, (a1, b1));
+        if (double.IsFinite(o))
+            blockCallUs = o;
+        // Not on CUDA, where the host queues calls while the device runs earlier kernels: a call's cost shows only
+        // where the kernels are shorter than their launch, and the two sizes are no longer one price plus o calls.
+        if (!cuda && o > cal.KernelOverheadUs && o < 1000)
+            cal = cal with { KernelOverheadUs = o };
+        return blockCallUs;
+    }
+
+    /// <summary>Linear layers against the GEMM curve's price: each shape's ratios, their medians into <paramref name="cal"/>.</summary>
+    private static List<(double[] Shape, double Forward, double Backward)> FitLinear(ClusterSpec cluster, JsonObject m, Precision precision, ref Cal cal)
+    {
         var linear = m["linear"]!.AsArray().Select(x => x!.AsArray().Select(v => (double)v!).ToArray()).ToList();
         var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
         var linearRows = linear.Select(l =>
@@ -173,6 +237,14 @@ public static class ProfileFit
             return (Shape: l, Forward: l[3] / f, Backward: l[4] / b);
         }).ToList();
         cal = cal with { Profiled = cal.Profiled! with { LinearForward = Fitting.Median(linearRows.Select(r => r.Forward)), LinearBackward = Fitting.Median(linearRows.Select(r => r.Backward)) } };
+        return linearRows;
+    }
+
+    /// <summary>The block and head (and the block split over two tensor-parallel ranks, with its collectives) against
+    /// their price, the ratios into <paramref name="cal"/>: rows of measured and priced seconds.</summary>
+    private static (double[] BlockRow, double[]? TpBlockRow, double[]? TpCommRow) FitBlocks(ClusterSpec cluster, JsonObject m, ProfileSizes sizes,
+        Precision precision, double[] measured, ref Cal cal)
+    {
         // A whole transformer block and its head as the executor runs them, against their price with everything above:
         // what the kernel list leaves out (framework overheads, layout copies) corrects every block and head.
         var blockTimer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
@@ -205,99 +277,104 @@ public static class ProfileFit
                 },
             };
         }
-        // Whole training steps of a small GPT on every rank at once, against their price with all of the above; and of a
-        // tiny one, whose compute is mostly calls.
-        var step = FitSteps(cluster, m, sizes, cuda, ref cal);
-        // The memory the first steps added to the rank against what the memory model allocates for them: the allocator's share.
-        var stepStage = Pricer.Price(sizes.StepModel(sizes.Step), cal.Apply(cluster) with { Nodes = 1, GpusPerNode = 1 }, sizes.StepPlan(sizes.Step), Executor).PeakStage;
-        double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
-        double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
-        cal = cal with { Profiled = cal.Profiled! with { MemoryFactor = memoryRow[0] / memoryRow[1] } };
-        report = console =>
-        {
-            console.WriteLine($"measured on {host} ({cpu}): {(cuda ? cal.Versions["device"] : "its CPU cores, fp32")}, {cal.Versions["ranks"]}");
-            var g = new Table().Border(TableBorder.Rounded).Title($"GEMM ({precision.Name()}, per rank, every rank busy)")
-                .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
-            foreach (var (mm, nn, kk, t) in gemm)
-            {
-                double fit = CurveSeconds(mm, nn, kk);
-                g.AddRow($"{mm}x{nn}x{kk}", $"{t * 1e3:F3}", $"{2 * mm * nn * kk / t / 1e9:F1}", $"{fit * 1e3:F3}");
-            }
-            console.Write(g);
-            console.WriteLine($"fit: efficiency {eff:F3} of {peak / 1e12:F3} TFLOP/s, half dimension {half:F0}, overhead {overhead * 1e6:F1} us per call (relative rms {rms:P1})");
-            string runtime = m["rss_bytes"] is null ? $"the runtime's memory (outside the CUDA allocator's statistics): the spec's {reservedGib:F2} GiB" : $"rank resident memory before the sweeps {reservedGib:F2} GiB";
-            console.WriteLine($"memory-bound add: {bandwidth / 1e9:F2} GB/s per rank; tanh GELU {elementRate / 1e9:F3} G elements/s; 1-element op {(double)m["small_op_seconds"]! * 1e6:F2} us; {runtime}");
-            foreach (var (name, rate) in opRates)
-                console.WriteLine($"{name} ({sizes.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
-            foreach (var (shape, f, b) in linearRows)
-                console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
-            if (blockCallUs is double callUs)
-                console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {measured[4] * 1e3:F2} ms, backward {measured[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {blockKeptUs:F1} us)");
-            console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
-            var br = blockRow;
-            console.WriteLine($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
-            if (tpBlockRow is { } tr)
-                console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
-            console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
-            if (tpCommRow is { } tc)
-                console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
-            console.WriteLine($"training steps of a {step.Describe} on every rank at once: compute {step.Large[0] * 1e3:F1} ms against {step.Large[1] * 1e3:F1} priced from the pieces");
-            if (step.Small is { } small)
-                console.WriteLine($"  of a {step.SmallDescribe}: {small[0] * 1e3:F2} ms against {small[1] * 1e3:F2}");
-            console.WriteLine($"  {step.Account}: compute factor {cal.Profiled!.StepCompute:F2}x, a kernel call {cal.KernelOverheadUs:F1} us");
-            console.WriteLine($"  its memory: the rank grew by {memoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {memoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
-            console.WriteLine($"optimizer step (AdamW and clearing the gradients): {optimizerNs:F2} ns per parameter");
-            var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
-                .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
-                .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
-            for (int i = 0; i < ar.Count; i++)
-            {
-                double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
-                c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{loaded[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
-            }
-            console.Write(c);
-            var o = new Table().Border(TableBorder.Rounded).Title($"more collectives, {n} ranks (S: the whole buffer; busbw = algbw x (n-1)/n; Gloo's reduce-scatter is an all-reduce and a slice)")
-                .AddColumn("bytes S").AddColumn(new TableColumn("all-gather us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
-                .AddColumn(new TableColumn("reduce-scatter us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
-                .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
-            string Bus((double Bytes, double Seconds) x) => $"{x.Bytes / x.Seconds / 1e9 * (n - 1) / n:F2}";
-            for (int i = 0; i < ag.Count; i++)
-                o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]));
-            console.Write(o);
-            if (byGroup.Count > 0)
-            {
-                var gt = new Table().Border(TableBorder.Rounded).Title("all-reduce by group size (busbw = algbw x 2(g-1)/g)")
-                    .AddColumn("group").AddColumn("bytes").AddColumn(new TableColumn("us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
-                foreach (var (size, bytes, seconds) in byGroup)
-                    gt.AddRow($"{size}", $"{bytes:N0}", $"{seconds * 1e6:F0}", $"{bytes / seconds / 1e9 * 2 * (size - 1) / size:F2}");
-                for (int i = 0; i < ar.Count; i++)
-                    gt.AddRow($"{n}", $"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{ar[i].Item1 / ar[i].Item2 / 1e9 * 2 * (n - 1) / n:F2}");
-                console.Write(gt);
-            }
-            if (m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } || m["send_recv_inter"] is JsonArray { Count: > 0 })
-            {
-                var nodeRows = m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } ? Pairs("node_all_reduce_loaded") : [];
-                var interRows = Pairs("send_recv_inter");
-                int per = (int?)m["ranks_per_node"] ?? n;
-                var nt = new Table().Border(TableBorder.Rounded).Title($"inside a node ({per} ranks, every node at once) and across nodes (first ranks of nodes 0 and 1)")
-                    .AddColumn("bytes").AddColumn(new TableColumn("node all-reduce loaded us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
-                    .AddColumn(new TableColumn("inter-node send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
-                for (int i = 0; i < interRows.Count; i++)
-                {
-                    string nodeUs = i < nodeRows.Count ? $"{nodeRows[i].Item2 * 1e6:F0}" : "-";
-                    string nodeBus = i < nodeRows.Count ? $"{nodeRows[i].Item1 / nodeRows[i].Item2 / 1e9 * 2 * (per - 1) / per:F2}" : "-";
-                    nt.AddRow($"{interRows[i].Item1:N0}", nodeUs, nodeBus, $"{interRows[i].Item2 * 1e6:F0}", $"{interRows[i].Item1 / interRows[i].Item2 / 1e9:F2}");
-                }
-                console.Write(nt);
-            }
-            foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
-                console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step{(link.ArrivalSeconds > 0 ? $" (idle ranks) and {link.ArrivalSeconds * 1e6:F0} us a collective for the peers' arrival after compute" : "")}, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
-            console.WriteLine(p2pAccount);
-            console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
-                              $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
-        };
-        return cal;
+        return (blockRow, tpBlockRow, tpCommRow);
     }
+
+    /// <summary>The report of the rates, the GEMM curve and the pieces' fit.</summary>
+    private static void ReportPieces(IAnsiConsole console, Cal cal, JsonObject m, ProfileSizes sizes, Precision precision, bool cuda, GemmCurve curve,
+        KernelRates rates, double reservedGib, PiecesFit pieces)
+    {
+        console.WriteLine($"measured on {cal.Host} ({cal.Cpu}): {(cuda ? cal.Versions["device"] : "its CPU cores, fp32")}, {cal.Versions["ranks"]}");
+        var g = new Table().Border(TableBorder.Rounded).Title($"GEMM ({precision.Name()}, per rank, every rank busy)")
+            .AddColumn("m x n x k").AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("fit ms").RightAligned());
+        foreach (var (mm, nn, kk, t) in curve.Rows)
+        {
+            double fit = curve.Seconds(mm, nn, kk);
+            g.AddRow($"{mm}x{nn}x{kk}", $"{t * 1e3:F3}", $"{2 * mm * nn * kk / t / 1e9:F1}", $"{fit * 1e3:F3}");
+        }
+        console.Write(g);
+        console.WriteLine($"fit: efficiency {curve.Eff:F3} of {curve.Peak / 1e12:F3} TFLOP/s, half dimension {curve.Half:F0}, overhead {curve.Overhead * 1e6:F1} us per call (relative rms {curve.Rms:P1})");
+        string runtime = m["rss_bytes"] is null ? $"the runtime's memory (outside the CUDA allocator's statistics): the spec's {reservedGib:F2} GiB" : $"rank resident memory before the sweeps {reservedGib:F2} GiB";
+        console.WriteLine($"memory-bound add: {rates.Bandwidth / 1e9:F2} GB/s per rank; tanh GELU {rates.ElementRate / 1e9:F3} G elements/s; 1-element op {rates.SmallOpSeconds * 1e6:F2} us; {runtime}");
+        foreach (var (name, rate) in rates.Ops)
+            console.WriteLine($"{name} ({sizes.LossTokens} tokens): {rate.ForwardNs:F2} ns per logit forward, {rate.BackwardNs:F2} backward");
+        foreach (var (shape, f, b) in pieces.LinearRows)
+            console.WriteLine($"linear {shape[0]}x{shape[1]}->{shape[2]}: forward {shape[3] * 1e3:F2} ms ({f:F2}x the GEMM price), backward {shape[4] * 1e3:F2} ms ({b:F2}x)");
+        if (pieces.BlockCallUs is double callUs)
+            console.WriteLine($"the block over 1 x {sizes.SmallSeq} tokens: forward {pieces.Block[4] * 1e3:F2} ms, backward {pieces.Block[5] * 1e3:F2} ms; a kernel call as the block runs it: {callUs:F1} us (kept: {pieces.BlockKeptUs:F1} us)");
+        console.WriteLine($"linear-layer factors: forward {cal.Profiled!.LinearForward:F2}, backward {cal.Profiled.LinearBackward:F2}");
+        var br = pieces.BlockRow;
+        console.WriteLine($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens): forward {br[0] * 1e3:F1} ms against {br[1] * 1e3:F1} priced ({cal.Profiled!.BlockForward:F2}x), backward {br[2] * 1e3:F1} ms against {br[3] * 1e3:F1} ({cal.Profiled.BlockBackward:F2}x)");
+        if (pieces.TpBlockRow is { } tr)
+            console.WriteLine($"the block split over 2 tensor-parallel ranks (collectives left out): forward {tr[0] * 1e3:F1} ms against {tr[1] * 1e3:F1} priced ({cal.Profiled!.TpBlockForward:F2}x), backward {tr[2] * 1e3:F1} ms against {tr[3] * 1e3:F1} ({cal.Profiled.TpBlockBackward:F2}x)");
+        console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
+        if (pieces.TpCommRow is { } tc)
+            console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
+        console.WriteLine($"training steps of a {pieces.Step.Describe} on every rank at once: compute {pieces.Step.Large[0] * 1e3:F1} ms against {pieces.Step.Large[1] * 1e3:F1} priced from the pieces");
+        if (pieces.Step.Small is { } small)
+            console.WriteLine($"  of a {pieces.Step.SmallDescribe}: {small[0] * 1e3:F2} ms against {small[1] * 1e3:F2}");
+        console.WriteLine($"  {pieces.Step.Account}: compute factor {cal.Profiled!.StepCompute:F2}x, a kernel call {cal.KernelOverheadUs:F1} us");
+        console.WriteLine($"  its memory: the rank grew by {pieces.MemoryRow[0] / Units.GiB * 1024:F1} MiB where the memory model allocates {pieces.MemoryRow[1] / Units.GiB * 1024:F1} MiB ({cal.Profiled!.MemoryFactor:F2}x)");
+        console.WriteLine($"optimizer step (AdamW and clearing the gradients): {rates.OptimizerNs:F2} ns per parameter");
+    }
+
+    /// <summary>The report of the collectives, the links fitted to them and the overlap.</summary>
+    private static void ReportCollectives(IAnsiConsole console, JsonObject m, int n, CollectiveRows rows, LinkFit intra, LinkFit inter, string p2pAccount,
+        double[] ov, double slowdown)
+    {
+        List<(double, double)> Pairs(string key) => ProfileFit.Pairs(m, key);
+        var (ar, sr, loaded, ag, rs, a2a, byGroup) = rows;
+        int overlapBlocks = (int)ov[3];
+        var c = new Table().Border(TableBorder.Rounded).Title($"collectives, {n} ranks (nccl-tests: algbw = S/t; all-reduce busbw = algbw x 2(n-1)/n)")
+            .AddColumn("bytes").AddColumn(new TableColumn("all-reduce us").RightAligned()).AddColumn(new TableColumn("loaded us").RightAligned()).AddColumn(new TableColumn("algbw GB/s").RightAligned())
+            .AddColumn(new TableColumn("busbw GB/s").RightAligned()).AddColumn(new TableColumn("send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+        for (int i = 0; i < ar.Count; i++)
+        {
+            double algbw = ar[i].Item1 / ar[i].Item2 / 1e9;
+            c.AddRow($"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{loaded[i].Item2 * 1e6:F0}", $"{algbw:F2}", $"{algbw * 2 * (n - 1) / n:F2}", $"{sr[i].Item2 * 1e6:F0}", $"{sr[i].Item1 / sr[i].Item2 / 1e9:F2}");
+        }
+        console.Write(c);
+        var o = new Table().Border(TableBorder.Rounded).Title($"more collectives, {n} ranks (S: the whole buffer; busbw = algbw x (n-1)/n; Gloo's reduce-scatter is an all-reduce and a slice)")
+            .AddColumn("bytes S").AddColumn(new TableColumn("all-gather us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+            .AddColumn(new TableColumn("reduce-scatter us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+            .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+        string Bus((double Bytes, double Seconds) x) => $"{x.Bytes / x.Seconds / 1e9 * (n - 1) / n:F2}";
+        for (int i = 0; i < ag.Count; i++)
+            o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]));
+        console.Write(o);
+        if (byGroup.Count > 0)
+        {
+            var gt = new Table().Border(TableBorder.Rounded).Title("all-reduce by group size (busbw = algbw x 2(g-1)/g)")
+                .AddColumn("group").AddColumn("bytes").AddColumn(new TableColumn("us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+            foreach (var (size, bytes, seconds) in byGroup)
+                gt.AddRow($"{size}", $"{bytes:N0}", $"{seconds * 1e6:F0}", $"{bytes / seconds / 1e9 * 2 * (size - 1) / size:F2}");
+            for (int i = 0; i < ar.Count; i++)
+                gt.AddRow($"{n}", $"{ar[i].Item1:N0}", $"{ar[i].Item2 * 1e6:F0}", $"{ar[i].Item1 / ar[i].Item2 / 1e9 * 2 * (n - 1) / n:F2}");
+            console.Write(gt);
+        }
+        if (m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } || m["send_recv_inter"] is JsonArray { Count: > 0 })
+        {
+            var nodeRows = m["node_all_reduce_loaded"] is JsonArray { Count: > 0 } ? Pairs("node_all_reduce_loaded") : [];
+            var interRows = Pairs("send_recv_inter");
+            int per = (int?)m["ranks_per_node"] ?? n;
+            var nt = new Table().Border(TableBorder.Rounded).Title($"inside a node ({per} ranks, every node at once) and across nodes (first ranks of nodes 0 and 1)")
+                .AddColumn("bytes").AddColumn(new TableColumn("node all-reduce loaded us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+                .AddColumn(new TableColumn("inter-node send/recv us").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
+            for (int i = 0; i < interRows.Count; i++)
+            {
+                string nodeUs = i < nodeRows.Count ? $"{nodeRows[i].Item2 * 1e6:F0}" : "-";
+                string nodeBus = i < nodeRows.Count ? $"{nodeRows[i].Item1 / nodeRows[i].Item2 / 1e9 * 2 * (per - 1) / per:F2}" : "-";
+                nt.AddRow($"{interRows[i].Item1:N0}", nodeUs, nodeBus, $"{interRows[i].Item2 * 1e6:F0}", $"{interRows[i].Item1 / interRows[i].Item2 / 1e9:F2}");
+            }
+            console.Write(nt);
+        }
+        foreach (var (tier, link) in new[] { ("intra-node", intra), ("inter-node", inter) })
+            console.WriteLine($"{tier} fit: latency {link.LatencySeconds * 1e6:F1} us per step{(link.ArrivalSeconds > 0 ? $" (idle ranks) and {link.ArrivalSeconds * 1e6:F0} us a collective for the peers' arrival after compute" : "")}, bandwidth {link.BytesPerSecond / 1e9:F2} GB/s per rank ({link.Source})");
+        console.WriteLine(p2pAccount);
+        console.WriteLine($"overlap: {overlapBlocks} block backwards {ov[0] * 1e3:F1} ms alone, their gradients' all-reduces {ov[1] * 1e3:F1} ms alone, " +
+                          $"each started behind its block {ov[2] * 1e3:F1} ms: the backward slows by {slowdown:P0} of the overlapped all-reduces' time");
+    }
+
 
     /// <summary>What the training steps measured and how the fit read them.</summary>
     /// <param name="Describe">The larger step's model.</param>

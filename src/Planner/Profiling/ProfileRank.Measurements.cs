@@ -11,11 +11,11 @@ using Planner.Executor.Training;
 namespace Planner.Cli.Profiling;
 
 /// <summary>The rank's measurements of kernels, layers, the block, whole steps, the overlap and the optimizer.</summary>
-public static partial class ProfileRank
+public sealed partial class ProfileRank
 {
     /// <summary>Training's kernels once, on small tensors: linear layers, norm, GELU, attention and both losses forward
     /// and backward, and an optimizer step.</summary>
-    private static void WarmUp()
+    private void WarmUp()
     {
         using var scope = DisposeScope.Begin();
         var w = D(Tensor.Normal([64, 64], 0, 0.02, seed: 8));
@@ -40,7 +40,7 @@ public static partial class ProfileRank
     /// non-scalar output is back-propagated with a gradient of ones. <paramref name="uncounted"/>, if given, returns
     /// the seconds spent since its last call in what the pass times leave out (a block's collectives).
     /// </summary>
-    private static (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7, Func<double>? uncounted = null)
+    private (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7, Func<double>? uncounted = null)
     {
         var forward = new List<double>();
         var backward = new List<double>();
@@ -75,7 +75,7 @@ public static partial class ProfileRank
     /// vocabulary, and the vocabulary-parallel loss's kernels on one rank's half): nanoseconds per logit, forward and
     /// backward. Each call's logits are a fresh leaf, so that the backward writes their gradient as training does.
     /// </summary>
-    private static Dictionary<string, double[]> MeasureOps()
+    private Dictionary<string, double[]> MeasureOps()
     {
         var result = new Dictionary<string, double[]>();
         int tokens = _sizes.LossTokens, lossVocab = _sizes.LossVocab;
@@ -100,7 +100,7 @@ public static partial class ProfileRank
     /// by a transposed matrix; the backward's two GEMMs by others): per shape, tokens, in, out and the median forward
     /// and backward seconds.
     /// </summary>
-    private static List<double[]> MeasureLinear()
+    private List<double[]> MeasureLinear()
     {
         var result = new List<double[]>();
         foreach (var (t, i, o) in _sizes.LinearShapes)
@@ -119,7 +119,7 @@ public static partial class ProfileRank
     /// executor runs it: median forward and backward seconds without the time inside its collectives (the shim's own
     /// timer), which the pricer prices apart. Null on the other ranks.
     /// </summary>
-    private static double[]? MeasureTpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    private double[]? MeasureTpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
     {
         int tpRank = Array.IndexOf(pair, rank);
         if (tpRank < 0)
@@ -152,7 +152,7 @@ public static partial class ProfileRank
     /// The pieces timed alone above leave out what a whole step adds: the activations of every block held at once
     /// (a working set beyond the caches, shared with the other ranks' cores), the embedding, gradient accumulation.
     /// </summary>
-    private static double MeasureStep(ProcessGroup pg, Store store, StepShape shape, int runs)
+    private double MeasureStep(ProcessGroup pg, Store store, StepShape shape, int runs)
     {
         using var scope = DisposeScope.Begin();
         var model = _sizes.StepModel(shape);
@@ -184,7 +184,7 @@ public static partial class ProfileRank
     /// of the block's gradient bytes, alone and back to back; and both as training runs them, each block's all-reduce
     /// started as soon as its backward ends, all waited for at the end: [backward s, all-reduces s, together s, blocks].
     /// </summary>
-    private static double[] MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
+    private double[] MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
     {
         var model = _sizes.BlockModel();
         var plan = _sizes.BlockPlan();
@@ -247,16 +247,16 @@ public static partial class ProfileRank
     }
 
     /// <summary>The measured model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
-    private static GptModel ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
+    private GptModel ReferenceStage(ParallelPlan plan, ProcessGroup? tp = null, int tpRank = 0) =>
         Parallelizer.ShardedModel(_sizes.BlockModel(), plan, [0], embedding: true, head: true, tp, tpRank, seed: 1, _device, out _);
 
     /// <summary>A block's input for <paramref name="plan"/>'s micro-batch, on the rank's device in the stage's compute type.</summary>
-    private static Tensor Input(ParallelPlan plan, ModelSpec model, GptModel stage, ulong seed) =>
+    private Tensor Input(ParallelPlan plan, ModelSpec model, GptModel stage, ulong seed) =>
         D(Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed, stage.Compute));
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
     /// training runs), forward and backward: median seconds of each, block then head.</summary>
-    private static double[] MeasureBlock()
+    private double[] MeasureBlock()
     {
         var model = _sizes.BlockModel();
         var plan = _sizes.BlockPlan();
@@ -276,7 +276,7 @@ public static partial class ProfileRank
 
     /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over fp32 parameters (the master weights
     /// of mixed precision): ns per parameter.</summary>
-    private static double MeasureOptimizer()
+    private double MeasureOptimizer()
     {
         using var scope = DisposeScope.Begin();
         int side = _sizes.OptimizerDim, count = _sizes.OptimizerMatrices;

@@ -27,24 +27,51 @@ public static class HeterogeneousSearch
         if (m.Kinds.Count > 1 || m.MtpLayers > 0)
             throw new InputException($"--cluster: '{c.Name}' has several GPU groups, whose stage split assumes blocks all of one kind; '{m.Name}' has {string.Join(" and ", m.Kinds)} blocks{(m.MtpLayers > 0 ? " and multi-token prediction" : "")}: plan it on one group");
         var partitioner = new StagePartitioner(new CbcSolver());
-        var cache = new Dictionary<(int, BlockKey), BlockCosts>();
+        var blocks = new GroupBlocks(m, c, options);
         var best = new List<(double Score, Prediction P)>();
-        long enumerated = 0;
         int priced = 0;
         (ParallelPlan, double)? smallest = null;
+        var candidates = Candidates(req, options, blocks, out long enumerated);
+        // Branch and bound: no split of a candidate beats m times its balanced slowest stage.
+        candidates.Sort((a, b) => a.Bound.CompareTo(b.Bound));
+        foreach (var (plan, stageGroups, bound) in candidates)
+        {
+            if (best.Count >= req.Top && bound > best[^1].Score * (1 + PlanSearch.TieTolerance))
+                break;
+            var split = partitioner.Partition(m, c, plan, req.RecomputePolicies, options, (g, r) => blocks.Of(plan, g, r), stageGroups);
+            if (split is null)
+                continue;
+            var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(x => x.Count()).First().Key;
+            var staged = plan with { Recompute = dominant, Stages = split };
+            if (PlanCheck.Problem(m, c, staged) is not null || (req.Filter is { } accept && !accept(staged)))
+                continue;
+            var p = Pricer.Price(m, c, staged, options);
+            priced++;
+            if (!p.Fits)
+            {
+                if (smallest is null || p.PeakMemoryGib * Units.GiB < smallest.Value.Item2)
+                    smallest = (staged, p.PeakMemoryGib * Units.GiB);
+                continue;
+            }
+            PlanSearch.Insert(req, best, p);
+        }
+        return new SearchResult(best.Select(x => x.P).ToList(), enumerated, enumerated, priced, watch.Elapsed.TotalSeconds, smallest);
+    }
+
+    /// <summary>
+    /// Every plan of the cluster's shapes (each stage on one group, the groups in every order along the pipeline) whose
+    /// stages the balancing algorithm can fit, with its bound: the exact min-max stage time of that balance, which no
+    /// split beats. <paramref name="enumerated"/>: the plans tried.
+    /// </summary>
+    private static List<(ParallelPlan Plan, int[] Groups, double Bound)> Candidates(SearchRequest req, PricingOptions options, GroupBlocks blocks, out long enumerated)
+    {
+        var m = req.Model;
+        var c = req.Cluster;
+        enumerated = 0;
         int groups = c.GroupList.Count;
         var orders = Permutations(Enumerable.Range(0, groups).ToArray()).ToList();
         int tpMax = Math.Min(req.TpMax ?? c.NvlinkDomain, c.NvlinkDomain);
         var candidates = new List<(ParallelPlan Plan, int[] Groups, double Bound)>();
-
-        BlockCosts Block(ParallelPlan plan, int g, Recompute r)
-        {
-            var key = (g, BlockCosts.Key(plan) with { Recompute = r });
-            if (!cache.TryGetValue(key, out var b))
-                cache[key] = b = BlockCosts.Compute(m, c.ForGroup(g), plan with { Recompute = r }, options);
-            return b;
-        }
-
         foreach (int seq in req.Seqs)
         foreach (var precision in req.Precisions)
         for (int tp = 1; tp <= tpMax; tp++)
@@ -73,7 +100,7 @@ public static class HeterogeneousSearch
                         var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, req.Gbs, seq, 1, Recompute.None, sp, precision);
                         enumerated++;
                         // The exact min-max stage time of the balancing algorithm bounds the step from below.
-                        var terms = StagePartitioner.StageTerms(m, c, plan, req.RecomputePolicies, options, (g, r) => Block(plan, g, r), stageGroups);
+                        var terms = StagePartitioner.StageTerms(m, c, plan, req.RecomputePolicies, options, (g, r) => blocks.Of(plan, g, r), stageGroups);
                         var capacities = stageGroups.Select(g => c.GroupList[g].Gpu.MemoryBytes).ToArray();
                         if (StagePartitioner.Balance(terms, m.Layers, capacities) is not { } balanced)
                             continue;
@@ -82,30 +109,21 @@ public static class HeterogeneousSearch
                 }
             }
         }
-        // Branch and bound: no split of a candidate beats m times its balanced slowest stage.
-        candidates.Sort((a, b) => a.Bound.CompareTo(b.Bound));
-        foreach (var (plan, stageGroups, bound) in candidates)
+        return candidates;
+    }
+
+    /// <summary>Block costs by GPU group and recompute policy, each computed once.</summary>
+    private sealed class GroupBlocks(ModelSpec m, ClusterSpec c, PricingOptions options)
+    {
+        private readonly Dictionary<(int, BlockKey), BlockCosts> _cache = new();
+
+        public BlockCosts Of(ParallelPlan plan, int g, Recompute r)
         {
-            if (best.Count >= req.Top && bound > best[^1].Score * (1 + PlanSearch.TieTolerance))
-                break;
-            var split = partitioner.Partition(m, c, plan, req.RecomputePolicies, options, (g, r) => Block(plan, g, r), stageGroups);
-            if (split is null)
-                continue;
-            var dominant = split.Recompute.GroupBy(r => r).OrderByDescending(x => x.Count()).First().Key;
-            var staged = plan with { Recompute = dominant, Stages = split };
-            if (PlanCheck.Problem(m, c, staged) is not null || (req.Filter is { } accept && !accept(staged)))
-                continue;
-            var p = Pricer.Price(m, c, staged, options);
-            priced++;
-            if (!p.Fits)
-            {
-                if (smallest is null || p.PeakMemoryGib * Units.GiB < smallest.Value.Item2)
-                    smallest = (staged, p.PeakMemoryGib * Units.GiB);
-                continue;
-            }
-            PlanSearch.Insert(req, best, p);
+            var key = (g, BlockCosts.Key(plan) with { Recompute = r });
+            if (!_cache.TryGetValue(key, out var b))
+                _cache[key] = b = BlockCosts.Compute(m, c.ForGroup(g), plan with { Recompute = r }, options);
+            return b;
         }
-        return new SearchResult(best.Select(x => x.P).ToList(), enumerated, enumerated, priced, watch.Elapsed.TotalSeconds, smallest);
     }
 
     private static IEnumerable<int> Divisors(int n)

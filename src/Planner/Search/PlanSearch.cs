@@ -124,19 +124,7 @@ public static partial class PlanSearch
                     queue.Enqueue(next, next.Bound);
                 continue;
             }
-            if (!variants.Remove(item.Plan, out var p))
-            {
-                if (expander.OffloadFractions.Count > 0)
-                {
-                    // One simulation prices every offload fraction of the plan; keep the others for when they come up.
-                    var fractions = expander.OffloadFractions.Prepend(0.0).ToList();
-                    foreach (var v in Pricer.PriceOffloads(req.Model, req.Cluster, item.Plan with { OptimizerOffload = 0 }, fractions, options))
-                        variants[v.Plan] = v;
-                    variants.Remove(item.Plan, out p);
-                }
-                else
-                    p = Pricer.Price(req.Model, req.Cluster, item.Plan, options);
-            }
+            var p = PriceReached(req, options, expander, variants, item.Plan);
             priced++;
             // The memory filter is exact for the end stages and, for models of several block kinds, every stage; the
             // price has the last word (the hosts of every stage included).
@@ -150,6 +138,25 @@ public static partial class PlanSearch
         int refined = Refine(req, options, all, nearMisses.SelectMany(l => l).ToList(), best);
         (ParallelPlan, double)? least = smallest.IsEmpty ? null : smallest.MinBy(x => x.Item2);
         return new SearchResult(best.Select(x => x.P).ToList(), enumerated, bounded, priced + refined, watch.Elapsed.TotalSeconds, least);
+    }
+
+    /// <summary>
+    /// The prediction of a plan the best-first loop reached: kept from an earlier simulation of its offload fractions,
+    /// else priced now (with every offload fraction at once when the search tries several, the others kept in
+    /// <paramref name="variants"/>). Null when that simulation did not return the plan.
+    /// </summary>
+    private static Prediction? PriceReached(SearchRequest req, PricingOptions options, Worker expander, Dictionary<ParallelPlan, Prediction> variants, ParallelPlan plan)
+    {
+        if (variants.Remove(plan, out var p))
+            return p;
+        if (expander.OffloadFractions.Count == 0)
+            return Pricer.Price(req.Model, req.Cluster, plan, options);
+        // One simulation prices every offload fraction of the plan; keep the others for when they come up.
+        var fractions = expander.OffloadFractions.Prepend(0.0).ToList();
+        foreach (var v in Pricer.PriceOffloads(req.Model, req.Cluster, plan with { OptimizerOffload = 0 }, fractions, options))
+            variants[v.Plan] = v;
+        variants.Remove(plan, out p);
+        return p;
     }
 
     /// <summary>
