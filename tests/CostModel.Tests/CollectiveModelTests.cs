@@ -189,16 +189,16 @@ public class CollectiveModelTests
         var p = new Placement(Plan(tp, pp, dp, cp), 8);
         int Rank(int t, int c, int d, int q) => ((q * dp + d) * cp + c) * tp + t;
         for (int q = 0; q < pp; q++)
-        for (int d = 0; d < dp; d++)
-        for (int c = 0; c < cp; c++)
-        for (int t = 0; t < tp; t++)
-        {
-            int r = Rank(t, c, d, q);
-            Assert.Equal(Enumerable.Range(0, tp).Select(i => Rank(i, c, d, q)), p.GroupOf(Axis.Tp, r));
-            Assert.Equal(Enumerable.Range(0, cp).Select(i => Rank(t, i, d, q)), p.GroupOf(Axis.Cp, r));
-            Assert.Equal(Enumerable.Range(0, dp).Select(i => Rank(t, c, i, q)), p.GroupOf(Axis.Dp, r));
-            Assert.Equal(Enumerable.Range(0, pp).Select(i => Rank(t, c, d, i)), p.GroupOf(Axis.Pp, r));
-        }
+            for (int d = 0; d < dp; d++)
+                for (int c = 0; c < cp; c++)
+                    for (int t = 0; t < tp; t++)
+                    {
+                        int r = Rank(t, c, d, q);
+                        Assert.Equal(Enumerable.Range(0, tp).Select(i => Rank(i, c, d, q)), p.GroupOf(Axis.Tp, r));
+                        Assert.Equal(Enumerable.Range(0, cp).Select(i => Rank(t, i, d, q)), p.GroupOf(Axis.Cp, r));
+                        Assert.Equal(Enumerable.Range(0, dp).Select(i => Rank(t, c, i, q)), p.GroupOf(Axis.Dp, r));
+                        Assert.Equal(Enumerable.Range(0, pp).Select(i => Rank(t, c, d, i)), p.GroupOf(Axis.Pp, r));
+                    }
     }
 
     [Fact]

@@ -235,18 +235,18 @@ public class ExpertParallelTests
         {
             var m = ModelLoader.Load(name);
             foreach (int pp in new[] { 2, 4, 8 })
-            foreach (var rc in new[] { Recompute.None, Recompute.Full })
-            {
-                var plan = new ParallelPlan(1, pp, 256 / pp, 1, 1, 1, 1024, 4096, 1, rc, false, Precision.Bf16, Ep: ep);
-                if (PlanCheck.Problem(m, cluster, plan) is not null)
-                    continue;
-                var options = PricingOptions.Default;
-                var block = BlockCosts.Compute(m, cluster, plan, options);
-                var (first, last, _, _) = PipelineCosts.EndStageMemory(m, cluster, plan, block, plan, options);
-                double priced = Pricer.Price(m, cluster, plan).PeakMemoryGib * Units.GiB;
-                Assert.Equal(priced, Math.Max(first.Total, last.Total), priced * 1e-12);
-                compared++;
-            }
+                foreach (var rc in new[] { Recompute.None, Recompute.Full })
+                {
+                    var plan = new ParallelPlan(1, pp, 256 / pp, 1, 1, 1, 1024, 4096, 1, rc, false, Precision.Bf16, Ep: ep);
+                    if (PlanCheck.Problem(m, cluster, plan) is not null)
+                        continue;
+                    var options = PricingOptions.Default;
+                    var block = BlockCosts.Compute(m, cluster, plan, options);
+                    var (first, last, _, _) = PipelineCosts.EndStageMemory(m, cluster, plan, block, plan, options);
+                    double priced = Pricer.Price(m, cluster, plan).PeakMemoryGib * Units.GiB;
+                    Assert.Equal(priced, Math.Max(first.Total, last.Total), priced * 1e-12);
+                    compared++;
+                }
         }
         Assert.True(compared >= 8, $"{compared} plans compared");
     }

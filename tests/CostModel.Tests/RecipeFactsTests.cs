@@ -184,8 +184,12 @@ public class RecipeFactsTests
             var o = StackLoader.Options(path);
             Assert.Equal(PricingOptions.Default with
             {
-                ActivationOffloadLayers = 20, RecomputeModules = RecomputeModules.MlaUpProj | RecomputeModules.LayerNorm | RecomputeModules.MoeAct,
-                MoeCudaGraphs = true, OverlapExpertComm = true, MoeGraphedExpertOverheadSeconds = 40e-6, Stack = "r",
+                ActivationOffloadLayers = 20,
+                RecomputeModules = RecomputeModules.MlaUpProj | RecomputeModules.LayerNorm | RecomputeModules.MoeAct,
+                MoeCudaGraphs = true,
+                OverlapExpertComm = true,
+                MoeGraphedExpertOverheadSeconds = 40e-6,
+                Stack = "r",
             }, o);
             File.WriteAllText(path, "name: r\nrecompute_modules: [shared_experts]\n");
             Assert.Contains("recompute_modules", Assert.Throws<InputException>(() => StackLoader.Options(path)).Message);

@@ -87,50 +87,50 @@ public sealed class BadInputTests
             case "unknown-model-preset":
                 return (Predict("--model", "no-such-model-preset"), ["--model", "no-such-model-preset"]);
             case "invalid-json-config":
-            {
-                string path = Write("config.json", "{\n  \"num_hidden_layers\": 32,\n  \"hidden_size\": \n");
-                return (Predict("--model", path), [path]);
-            }
+                {
+                    string path = Write("config.json", "{\n  \"num_hidden_layers\": 32,\n  \"hidden_size\": \n");
+                    return (Predict("--model", path), [path]);
+                }
             case "config-missing-hidden-size":
-            {
-                string path = Write("config.json", LlamaConfig.Replace("\"hidden_size\": 4096,", ""));
-                return (Predict("--model", path), ["hidden_size"]);
-            }
+                {
+                    string path = Write("config.json", LlamaConfig.Replace("\"hidden_size\": 4096,", ""));
+                    return (Predict("--model", path), ["hidden_size"]);
+                }
             case "missing-cluster-file":
                 return (Predict("--cluster", "/nonexistent/cluster.yaml"), ["--cluster", "/nonexistent/cluster.yaml"]);
             case "unknown-cluster-preset":
                 return (Predict("--cluster", "no-such-cluster-preset"), ["--cluster", "no-such-cluster-preset"]);
             case "invalid-yaml-bad-indent":
-            {
-                string path = Write("cluster.yaml", "name: x\n  gpu: h100-sxm\n nodes: 1\n");
-                return (Predict("--cluster", path), [path]);
-            }
+                {
+                    string path = Write("cluster.yaml", "name: x\n  gpu: h100-sxm\n nodes: 1\n");
+                    return (Predict("--cluster", path), [path]);
+                }
             case "invalid-yaml-unclosed-flow-sequence":
-            {
-                string path = Write("cluster.yaml", "name: x\ngpu: [h100-sxm\nnodes: 1\n");
-                return (Predict("--cluster", path), [path]);
-            }
+                {
+                    string path = Write("cluster.yaml", "name: x\ngpu: [h100-sxm\nnodes: 1\n");
+                    return (Predict("--cluster", path), [path]);
+                }
             case "yaml-unknown-key-typo-of-required":
-            {
-                string path = Write("cluster.yaml", ClusterYaml(intraKey: "intra_nod"));
-                // The offending key is the typo 'intra_nod' (not merely the file, and not only the missing 'intra_node').
-                return (Predict("--cluster", path), [path, "'intra_nod'"]);
-            }
+                {
+                    string path = Write("cluster.yaml", ClusterYaml(intraKey: "intra_nod"));
+                    // The offending key is the typo 'intra_nod' (not merely the file, and not only the missing 'intra_node').
+                    return (Predict("--cluster", path), [path, "'intra_nod'"]);
+                }
             case "yaml-unknown-key-top-level":
-            {
-                string path = Write("cluster.yaml", ClusterYaml(extra: "price_per_gpu_hr: 2\n"));
-                return (Predict("--cluster", path), [path, "price_per_gpu_hr"]);
-            }
+                {
+                    string path = Write("cluster.yaml", ClusterYaml(extra: "price_per_gpu_hr: 2\n"));
+                    return (Predict("--cluster", path), [path, "price_per_gpu_hr"]);
+                }
             case "yaml-unknown-key-nested":
-            {
-                string path = Write("cluster.yaml", ClusterYaml().Replace("  latency_us: 5\n", "  latency_us: 5\n  efficency: 0.9\n"));
-                return (Predict("--cluster", path), [path, "efficency"]);
-            }
+                {
+                    string path = Write("cluster.yaml", ClusterYaml().Replace("  latency_us: 5\n", "  latency_us: 5\n  efficency: 0.9\n"));
+                    return (Predict("--cluster", path), [path, "efficency"]);
+                }
             case "yaml-non-positive-nodes":
-            {
-                string path = Write("cluster.yaml", ClusterYaml(nodes: "0"));
-                return (Predict("--cluster", path), [path, "nodes"]);
-            }
+                {
+                    string path = Write("cluster.yaml", ClusterYaml(nodes: "0"));
+                    return (Predict("--cluster", path), [path, "nodes"]);
+                }
             case "tp-does-not-divide-heads":
                 return (Predict("--tp", "3"), ["--tp"]);
             case "tp-does-not-divide-heads-explicit-dp":
@@ -174,21 +174,21 @@ public sealed class BadInputTests
             case "mxfp8-on-h100":
                 return (Predict("--precision", "mxfp8"), ["--precision", "mxfp8"]);
             case "nvlink-domain-with-groups":
-            {
-                string yaml = ClusterYaml(extra: "nvlink_domain: 16\n").Replace("gpu: h100-sxm\nnodes: 16\n", "groups:\n  - {gpu: a100-80g, nodes: 2}\n  - {gpu: h100-sxm, nodes: 2}\n");
-                string path = Write("cluster.yaml", yaml);
-                return (Predict("--cluster", path), [path, "nvlink_domain", "groups"]);
-            }
+                {
+                    string yaml = ClusterYaml(extra: "nvlink_domain: 16\n").Replace("gpu: h100-sxm\nnodes: 16\n", "groups:\n  - {gpu: a100-80g, nodes: 2}\n  - {gpu: h100-sxm, nodes: 2}\n");
+                    string path = Write("cluster.yaml", yaml);
+                    return (Predict("--cluster", path), [path, "nvlink_domain", "groups"]);
+                }
             case "nvlink-domain-not-whole-nodes":
-            {
-                string path = Write("cluster.yaml", ClusterYaml(extra: "nvlink_domain: 12\n"));
-                return (Predict("--cluster", path), [path, "nvlink_domain"]);
-            }
+                {
+                    string path = Write("cluster.yaml", ClusterYaml(extra: "nvlink_domain: 12\n"));
+                    return (Predict("--cluster", path), [path, "nvlink_domain"]);
+                }
             case "moe-layer-freq-wrong-length":
-            {
-                string path = Write("config.json", LlamaConfig.Replace("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": false, \"num_local_experts\": 8, \"num_experts_per_tok\": 2, \"moe_layer_freq\": [1, 0]"));
-                return (Predict("--model", path), [path, "moe_layer_freq"]);
-            }
+                {
+                    string path = Write("config.json", LlamaConfig.Replace("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": false, \"num_local_experts\": 8, \"num_experts_per_tok\": 2, \"moe_layer_freq\": [1, 0]"));
+                    return (Predict("--model", path), [path, "moe_layer_freq"]);
+                }
             case "plan-mxfp8-on-h100":
                 return (["plan", "--model", Model, "--cluster", Cluster, "--precision", "bf16,mxfp8"], ["--precision", "mxfp8"]);
             case "missing-required-tp":
@@ -196,13 +196,13 @@ public sealed class BadInputTests
             case "validate-missing-runs":
                 return (["validate", "--runs", "/nonexistent/runs.csv"], ["--runs", "/nonexistent/runs.csv"]);
             case "validate-malformed-csv":
-            {
-                // A header the reader accepts, and a 'gpus' column that is not a whole number.
-                string header = "id,source,gpu,gpus,gpus_per_node,intra_gbs,inter_gbs,layers,hidden,heads,kv_heads,ffn,vocab,seq,act,tied,tp,pp,dp,cp,vpp,mbs,gbs,recompute,seq_parallel,zero,precision,metric,value,step_time_s,notes";
-                string row = "bad-1,test,a100-80g,many,8,300,25,24,2304,24,24,9216,51200,2048,gelu,false,1,1,32,1,1,16,512,full,false,0,fp16,hfu_tflops_per_gpu,137,3.5280,wrong type in gpus";
-                string path = Write("runs.csv", header + "\n" + row + "\n");
-                return (["validate", "--runs", path], [path]);
-            }
+                {
+                    // A header the reader accepts, and a 'gpus' column that is not a whole number.
+                    string header = "id,source,gpu,gpus,gpus_per_node,intra_gbs,inter_gbs,layers,hidden,heads,kv_heads,ffn,vocab,seq,act,tied,tp,pp,dp,cp,vpp,mbs,gbs,recompute,seq_parallel,zero,precision,metric,value,step_time_s,notes";
+                    string row = "bad-1,test,a100-80g,many,8,300,25,24,2304,24,24,9216,51200,2048,gelu,false,1,1,32,1,1,16,512,full,false,0,fp16,hfu_tflops_per_gpu,137,3.5280,wrong type in gpus";
+                    string path = Write("runs.csv", header + "\n" + row + "\n");
+                    return (["validate", "--runs", path], [path]);
+                }
             case "plan-unknown-model":
                 return (["plan", "--model", "no-such-model-preset", "--cluster", Cluster], ["--model", "no-such-model-preset"]);
             case "plan-gbs-0":

@@ -82,12 +82,16 @@ public sealed class MultiNodeLaunchTests : IDisposable
             "slurm" => (RunArgs(plan, "--master-port", port.ToString()), new Dictionary<string, string>
             {
                 // What srun sets for each task of a step (SLURM_STEP_NUM_TASKS marks a task, not the batch script).
-                ["SLURM_PROCID"] = i.ToString(), ["SLURM_NTASKS"] = world.ToString(), ["SLURM_STEP_NUM_TASKS"] = world.ToString(),
-                ["SLURM_STEP_NODELIST"] = "localhost", ["SLURM_JOB_ID"] = "77",
+                ["SLURM_PROCID"] = i.ToString(),
+                ["SLURM_NTASKS"] = world.ToString(),
+                ["SLURM_STEP_NUM_TASKS"] = world.ToString(),
+                ["SLURM_STEP_NODELIST"] = "localhost",
+                ["SLURM_JOB_ID"] = "77",
             }),
             _ => (RunArgs(plan, "--master-port", port.ToString(), "--master-addr", "127.0.0.1"), new Dictionary<string, string>
             {
-                ["OMPI_COMM_WORLD_RANK"] = i.ToString(), ["OMPI_COMM_WORLD_SIZE"] = world.ToString(),
+                ["OMPI_COMM_WORLD_RANK"] = i.ToString(),
+                ["OMPI_COMM_WORLD_SIZE"] = world.ToString(),
             }),
         }).ToList();
         var results = RunAll(launches);

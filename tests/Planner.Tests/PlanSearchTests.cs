@@ -162,14 +162,14 @@ public class PlanSearchTests
         var m = ModelLoader.Load("llama3-70b");
         var c = ClusterLoader.Load("dgx-h100");
         foreach (int pp in new[] { 1, 2, 4, 8, 16 })
-        foreach (int vpp in new[] { 1, 2 })
-        {
-            var plan = new ParallelPlan(8, pp, 128 / (8 * pp), 1, 1, 1, 256, 8192, vpp, Recompute.None, true, Precision.Bf16);
-            if (PlanCheck.Problem(m, c, plan) is not null)
-                continue;
-            var (_, peak) = Pricer.Bound(m, c, plan);
-            Assert.Equal(Pricer.Price(m, c, plan).PeakMemoryGib, peak / Units.GiB, 9);
-        }
+            foreach (int vpp in new[] { 1, 2 })
+            {
+                var plan = new ParallelPlan(8, pp, 128 / (8 * pp), 1, 1, 1, 256, 8192, vpp, Recompute.None, true, Precision.Bf16);
+                if (PlanCheck.Problem(m, c, plan) is not null)
+                    continue;
+                var (_, peak) = Pricer.Bound(m, c, plan);
+                Assert.Equal(Pricer.Price(m, c, plan).PeakMemoryGib, peak / Units.GiB, 9);
+            }
     }
 
     [Fact]

@@ -216,7 +216,9 @@ public sealed class ProfilingTests : IDisposable
         var cluster = ClusterLoader.Load("local-cpu");
         var m = new System.Text.Json.Nodes.JsonObject
         {
-            ["world"] = world, ["nodes"] = nodes, ["ranks_per_node"] = perNode,
+            ["world"] = world,
+            ["nodes"] = nodes,
+            ["ranks_per_node"] = perNode,
             // One node: the world's all-reduce runs on the machine's links; several: it crosses the network.
             ["all_reduce_loaded"] = nodes == 1 ? RingRows(world, intraAlpha, intraBw) : RingRows(world, interAlpha, interBw),
             ["node_all_reduce_loaded"] = nodes > 1 && perNode > 1 ? RingRows(perNode, intraAlpha, intraBw) : new System.Text.Json.Nodes.JsonArray(),
@@ -250,7 +252,8 @@ public sealed class ProfilingTests : IDisposable
         // as they were measured.
         var fitted = cluster with
         {
-            Nodes = nodes, GpusPerNode = perNode,
+            Nodes = nodes,
+            GpusPerNode = perNode,
             IntraNode = new LinkSpec(intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, 1, ArrivalUs: intra.ArrivalSeconds * 1e6),
             InterNode = new LinkSpec(inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6, 1, ArrivalUs: inter.ArrivalSeconds * 1e6),
         };

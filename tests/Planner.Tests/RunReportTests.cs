@@ -16,7 +16,9 @@ public sealed class RunReportTests
         var layout = new ProcessGroupLayout(plan);
         return Enumerable.Range(0, plan.Gpus).SelectMany(rank => Enumerable.Range(0, 2).Select(step => (JsonNode)new JsonObject
         {
-            ["rank"] = rank, ["step"] = step, ["compute_s"] = computeOfStage(layout.Coordinates(rank).Pp) + 0.001 * step,
+            ["rank"] = rank,
+            ["step"] = step,
+            ["compute_s"] = computeOfStage(layout.Coordinates(rank).Pp) + 0.001 * step,
         })).ToList();
     }
 

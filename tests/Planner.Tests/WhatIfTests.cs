@@ -147,9 +147,9 @@ public sealed class WhatIfTests : IDisposable
             "--sweep", "gpu=a100-80g,h100-sxm", "--sweep", "inter_gbs=12.5,50", "--sweep", "recompute=full,none");
         var expected = new List<string[]>();
         foreach (var g in new[] { "a100-80g", "h100-sxm" })
-        foreach (var b in new[] { "12.5", "50" })
-        foreach (var rc in new[] { "full", "none" })
-            expected.Add([g, b, rc]);
+            foreach (var b in new[] { "12.5", "50" })
+                foreach (var rc in new[] { "full", "none" })
+                    expected.Add([g, b, rc]);
         Assert.Equal(expected.Count, raw.Count);
         for (int i = 0; i < raw.Count; i++)
             Assert.Equal(expected[i], raw[i][..3]);

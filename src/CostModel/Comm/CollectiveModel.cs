@@ -44,14 +44,14 @@ public static class CollectiveModel
             case Collective.SendRecv:
                 return farthest.P2pLatencySeconds + bytes / farthest.EffectiveBytesPerSecond;
             case Collective.AllToAll:
-            {
-                // Each rank sends (n−1)/n of its bytes to all the others at once; the share bound for other domains
-                // crosses the network. One latency of the farthest tier: the exchanges run concurrently.
-                double intraBytes = bytes * (perNode - 1) / size;
-                double interBytes = bytes * (size - perNode) / size;
-                return farthest.LatencySeconds + farthest.ArrivalSeconds
-                       + Math.Max(intraBytes / intra.AllToAllBytesPerSecond, interBytes / (nodes > 1 ? inter.AllToAllBytesPerSecond : double.PositiveInfinity));
-            }
+                {
+                    // Each rank sends (n−1)/n of its bytes to all the others at once; the share bound for other domains
+                    // crosses the network. One latency of the farthest tier: the exchanges run concurrently.
+                    double intraBytes = bytes * (perNode - 1) / size;
+                    double interBytes = bytes * (size - perNode) / size;
+                    return farthest.LatencySeconds + farthest.ArrivalSeconds
+                           + Math.Max(intraBytes / intra.AllToAllBytesPerSecond, interBytes / (nodes > 1 ? inter.AllToAllBytesPerSecond : double.PositiveInfinity));
+                }
         }
         // Ring phases: 2(n−1) steps for all-reduce, (n−1) for reduce-scatter / all-gather.
         double factor = op == Collective.AllReduce ? 2.0 : 1.0;

@@ -160,8 +160,14 @@ public sealed partial class PipelineCosts
             pricer.AfterFlush(s, parts[s], bwd);
         var costs = new PipelineCosts
         {
-            Forward = fwd, Backward = bwd, Parts = parts, P2p = p2p, Layout = layout, Memories = memories,
-            HostBytesPerGpu = HostBytesPerGpuOf(cluster), HostSecondsPerParam = pricer.HostSecondsPerParam(),
+            Forward = fwd,
+            Backward = bwd,
+            Parts = parts,
+            P2p = p2p,
+            Layout = layout,
+            Memories = memories,
+            HostBytesPerGpu = HostBytesPerGpuOf(cluster),
+            HostSecondsPerParam = pricer.HostSecondsPerParam(),
         };
         for (int s = 0; s < plan.Pp; s++)
             parts[s].Optimizer = costs.OptimizerSeconds(s, plan.OptimizerOffload);

@@ -179,7 +179,9 @@ public static class ClusterLoader
         /// fit) at MXFP8's.</summary>
         public static IReadOnlyDictionary<Precision, double> QuantizedGemmEfficiency { get; } = new Dictionary<Precision, double>
         {
-            [Precision.Fp8] = 0.81, [Precision.Mxfp8] = 0.69, [Precision.Nvfp4] = 0.69,
+            [Precision.Fp8] = 0.81,
+            [Precision.Mxfp8] = 0.69,
+            [Precision.Nvfp4] = 0.69,
         };
     }
 }

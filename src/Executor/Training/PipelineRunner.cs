@@ -105,7 +105,8 @@ public sealed class PipelineRunner
         var scope = DisposeScope.Begin();
         var run = new InFlight
         {
-            Scope = scope, Chunk = action.Chunk,
+            Scope = scope,
+            Chunk = action.Chunk,
             Overlap = data.ReducesDuring(action.MicroBatch == _lastMicroBatch[action.Chunk]),
         };
         var (ids, targets) = batch(action.MicroBatch);

@@ -91,7 +91,11 @@ public static class RankMain
         var c = trainer.Coordinates;
         File.WriteAllText(Path.Combine(directory, $"rank-{rank}.json"), JsonSerializer.Serialize(new
         {
-            rank, tp = c.Tp, pp = c.Pp, dp = c.Dp, parameters = values,
+            rank,
+            tp = c.Tp,
+            pp = c.Pp,
+            dp = c.Dp,
+            parameters = values,
         }));
     }
 }

@@ -319,8 +319,11 @@ public static class RunCommand
                 ["breakdown_stage"] = run.BusiestStage,
                 ["breakdown"] = new JsonObject
                 {
-                    ["compute"] = Num(run.Parts[0].Measured), ["tp_comm"] = Num(run.Parts[1].Measured), ["pp_wait"] = Num(run.Parts[2].Measured),
-                    ["dp_comm"] = Num(run.Parts[3].Measured), ["optimizer"] = Num(run.Parts[4].Measured),
+                    ["compute"] = Num(run.Parts[0].Measured),
+                    ["tp_comm"] = Num(run.Parts[1].Measured),
+                    ["pp_wait"] = Num(run.Parts[2].Measured),
+                    ["dp_comm"] = Num(run.Parts[3].Measured),
+                    ["optimizer"] = Num(run.Parts[4].Measured),
                 },
             },
             ["error_pct"] = new JsonObject { ["step_time"] = run.StepError, ["peak_memory"] = run.MemError },

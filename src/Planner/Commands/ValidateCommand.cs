@@ -135,9 +135,13 @@ public static class ValidateCommand
         var groups = all.GroupBy(x => (x.Model, x.Cluster, x.Plan)).ToList();
         var rows = groups.Select(g => new Profiling.HistoryRow
         {
-            Model = g.Key.Model, Cluster = g.Key.Cluster, Plan = g.Key.Plan,
-            PredictedStepTime = Profiling.Fitting.Median(g.Select(x => x.PredictedStepTime)), MeasuredStepTime = Profiling.Fitting.Median(g.Select(x => x.MeasuredStepTime)),
-            PredictedMemory = Profiling.Fitting.Median(g.Select(x => x.PredictedMemory)), MeasuredMemory = Profiling.Fitting.Median(g.Select(x => x.MeasuredMemory)),
+            Model = g.Key.Model,
+            Cluster = g.Key.Cluster,
+            Plan = g.Key.Plan,
+            PredictedStepTime = Profiling.Fitting.Median(g.Select(x => x.PredictedStepTime)),
+            MeasuredStepTime = Profiling.Fitting.Median(g.Select(x => x.MeasuredStepTime)),
+            PredictedMemory = Profiling.Fitting.Median(g.Select(x => x.PredictedMemory)),
+            MeasuredMemory = Profiling.Fitting.Median(g.Select(x => x.MeasuredMemory)),
         }).ToList();
         var counts = groups.Select(g => g.Count()).ToList();
         var errors = rows.Select(x => (x.PredictedStepTime - x.MeasuredStepTime) / x.MeasuredStepTime * 100).ToList();
@@ -149,8 +153,12 @@ public static class ValidateCommand
             {
                 ["runs"] = new JsonArray(rows.Select((x, i) => (JsonNode)new JsonObject
                 {
-                    ["plan"] = x.Plan, ["runs"] = counts[i], ["predicted_step_time_s"] = x.PredictedStepTime, ["measured_step_time_s"] = x.MeasuredStepTime,
-                    ["error_pct"] = errors[i], ["peak_memory_error_pct"] = memErrors[i],
+                    ["plan"] = x.Plan,
+                    ["runs"] = counts[i],
+                    ["predicted_step_time_s"] = x.PredictedStepTime,
+                    ["measured_step_time_s"] = x.MeasuredStepTime,
+                    ["error_pct"] = errors[i],
+                    ["peak_memory_error_pct"] = memErrors[i],
                 }).ToArray()),
                 ["mape_pct"] = errors.Average(Math.Abs),
                 ["peak_memory_mape_pct"] = memErrors.Average(Math.Abs),

@@ -114,7 +114,9 @@ public static class ProfileFit
             reservedGib, intra.BytesPerSecond / 1e9, intra.LatencySeconds * 1e6, inter.BytesPerSecond / 1e9, inter.LatencySeconds * 1e6,
             new Dictionary<string, string>
             {
-                ["libtorch"] = (string)m["torch"]!, ["dotnet"] = Environment.Version.ToString(), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
+                ["libtorch"] = (string)m["torch"]!,
+                ["dotnet"] = Environment.Version.ToString(),
+                ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"),
                 ["ranks"] = $"{(int?)m["nodes"] ?? 1} node(s) x {(int?)m["ranks_per_node"] ?? n} rank(s)",
                 ["device"] = cuda ? $"cuda ({(string?)m["device_name"] ?? "unnamed"}), {precision.Name()}" : "cpu",
             },
@@ -255,8 +257,10 @@ public static class ProfileFit
         {
             Profiled = cal.Profiled! with
             {
-                BlockForward = blockRow[0] / blockRow[1], BlockBackward = blockRow[2] / blockRow[3],
-                HeadForward = blockRow[4] / blockRow[5], HeadBackward = blockRow[6] / blockRow[7],
+                BlockForward = blockRow[0] / blockRow[1],
+                BlockBackward = blockRow[2] / blockRow[3],
+                HeadForward = blockRow[4] / blockRow[5],
+                HeadBackward = blockRow[6] / blockRow[7],
             },
         };
         // The same block split over two tensor-parallel ranks, its collectives left out (priced apart); one rank: none.
@@ -273,7 +277,9 @@ public static class ProfileFit
             {
                 Profiled = cal.Profiled! with
                 {
-                    TpBlockForward = tpBlockRow[0] / tpBlockRow[1], TpBlockBackward = tpBlockRow[2] / tpBlockRow[3], TpComm = tpCommRow[0] / tpCommRow[1],
+                    TpBlockForward = tpBlockRow[0] / tpBlockRow[1],
+                    TpBlockBackward = tpBlockRow[2] / tpBlockRow[3],
+                    TpComm = tpCommRow[0] / tpCommRow[1],
                 },
             };
         }

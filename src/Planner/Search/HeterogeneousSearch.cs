@@ -73,42 +73,42 @@ public static class HeterogeneousSearch
         int tpMax = Math.Min(req.TpMax ?? c.NvlinkDomain, c.NvlinkDomain);
         var candidates = new List<(ParallelPlan Plan, int[] Groups, double Bound)>();
         foreach (int seq in req.Seqs)
-        foreach (var precision in req.Precisions)
-        for (int tp = 1; tp <= tpMax; tp++)
-        {
-            if (PlanCheck.TpProblem(m, tp) is not null)
-                continue;
-            for (int cp = 1; cp == 1 || (seq % (2 * cp) == 0 && seq / cp >= 1024); cp *= 2)
-            for (int dp = 1; ; dp++)
-            {
-                int perStage = tp * cp * dp;
-                if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) < perStage))
-                    break;
-                if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) % perStage != 0))
-                    continue;
-                int[] stagesOf = Enumerable.Range(0, groups).Select(g => c.GroupGpus(g) / perStage).ToArray();
-                int pp = stagesOf.Sum();
-                if (pp > m.Layers)
-                    continue;
-                foreach (var order in orders)
+            foreach (var precision in req.Precisions)
+                for (int tp = 1; tp <= tpMax; tp++)
                 {
-                    var stageGroups = order.SelectMany(g => Enumerable.Repeat(g, stagesOf[g])).ToArray();
-                    foreach (int mbs in Divisors(req.Gbs % dp == 0 ? req.Gbs / dp : 0).Where(x => x <= 64))
-                    foreach (bool sp in tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
-                    foreach (int zero in dp > 1 ? new[] { 0, 1, 2 } : [0])
-                    {
-                        var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, req.Gbs, seq, 1, Recompute.None, sp, precision);
-                        enumerated++;
-                        // The exact min-max stage time of the balancing algorithm bounds the step from below.
-                        var terms = StagePartitioner.StageTerms(m, c, plan, req.RecomputePolicies, options, (g, r) => blocks.Of(plan, g, r), stageGroups);
-                        var capacities = stageGroups.Select(g => c.GroupList[g].Gpu.MemoryBytes).ToArray();
-                        if (StagePartitioner.Balance(terms, m.Layers, capacities) is not { } balanced)
-                            continue;
-                        candidates.Add((plan, stageGroups, PlanSearch.Score(req, plan, plan.MicroBatches * balanced.Slowest)));
-                    }
+                    if (PlanCheck.TpProblem(m, tp) is not null)
+                        continue;
+                    for (int cp = 1; cp == 1 || (seq % (2 * cp) == 0 && seq / cp >= 1024); cp *= 2)
+                        for (int dp = 1; ; dp++)
+                        {
+                            int perStage = tp * cp * dp;
+                            if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) < perStage))
+                                break;
+                            if (Enumerable.Range(0, groups).Any(g => c.GroupGpus(g) % perStage != 0))
+                                continue;
+                            int[] stagesOf = Enumerable.Range(0, groups).Select(g => c.GroupGpus(g) / perStage).ToArray();
+                            int pp = stagesOf.Sum();
+                            if (pp > m.Layers)
+                                continue;
+                            foreach (var order in orders)
+                            {
+                                var stageGroups = order.SelectMany(g => Enumerable.Repeat(g, stagesOf[g])).ToArray();
+                                foreach (int mbs in Divisors(req.Gbs % dp == 0 ? req.Gbs / dp : 0).Where(x => x <= 64))
+                                    foreach (bool sp in tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
+                                        foreach (int zero in dp > 1 ? new[] { 0, 1, 2 } : [0])
+                                        {
+                                            var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, req.Gbs, seq, 1, Recompute.None, sp, precision);
+                                            enumerated++;
+                                            // The exact min-max stage time of the balancing algorithm bounds the step from below.
+                                            var terms = StagePartitioner.StageTerms(m, c, plan, req.RecomputePolicies, options, (g, r) => blocks.Of(plan, g, r), stageGroups);
+                                            var capacities = stageGroups.Select(g => c.GroupList[g].Gpu.MemoryBytes).ToArray();
+                                            if (StagePartitioner.Balance(terms, m.Layers, capacities) is not { } balanced)
+                                                continue;
+                                            candidates.Add((plan, stageGroups, PlanSearch.Score(req, plan, plan.MicroBatches * balanced.Slowest)));
+                                        }
+                            }
+                        }
                 }
-            }
-        }
         return candidates;
     }
 

@@ -20,25 +20,25 @@ public static partial class PlanSearch
         var c = req.Cluster;
         int tpMax = Math.Min(req.TpMax ?? c.NvlinkDomain, c.TotalGpus);
         foreach (int gpus in GpuCounts(req))
-        foreach (int seq in req.Seqs)
-        foreach (var precision in req.Precisions)
-        for (int tp = 1; tp <= tpMax; tp++)
-        {
-            if (gpus % tp != 0 || PlanCheck.TpProblem(m, tp) is not null)
-                continue;
-            for (int cp = 1; cp <= gpus / tp; cp *= 2)
-            {
-                // Context parallelism splits each sequence in 2·cp chunks of at least 512 tokens.
-                if (cp > 1 && (seq % (2 * cp) != 0 || seq / cp < 1024))
-                    break;
-                if (gpus % (tp * cp) != 0)
-                    break;
-                int rest = gpus / (tp * cp);
-                for (int pp = 1; pp <= Math.Min(rest, m.Layers); pp++)
-                    if (rest % pp == 0)
-                        yield return new Shape(tp, cp, pp, rest / pp, seq, precision);
-            }
-        }
+            foreach (int seq in req.Seqs)
+                foreach (var precision in req.Precisions)
+                    for (int tp = 1; tp <= tpMax; tp++)
+                    {
+                        if (gpus % tp != 0 || PlanCheck.TpProblem(m, tp) is not null)
+                            continue;
+                        for (int cp = 1; cp <= gpus / tp; cp *= 2)
+                        {
+                            // Context parallelism splits each sequence in 2·cp chunks of at least 512 tokens.
+                            if (cp > 1 && (seq % (2 * cp) != 0 || seq / cp < 1024))
+                                break;
+                            if (gpus % (tp * cp) != 0)
+                                break;
+                            int rest = gpus / (tp * cp);
+                            for (int pp = 1; pp <= Math.Min(rest, m.Layers); pp++)
+                                if (rest % pp == 0)
+                                    yield return new Shape(tp, cp, pp, rest / pp, seq, precision);
+                        }
+                    }
     }
 
     /// <summary>All GPUs, or with --allow-idle every whole-node count down to half the cluster.</summary>

@@ -34,6 +34,6 @@ public sealed class ModernRun
     [Name("value")] public double Value { get; set; }
     [Name("step_time_s")] public double StepTimeS { get; set; }
     [Name("peak_memory_gib")] public double? PeakMemoryGib { get; set; }
-    [Name("notes")] [Optional] public string Notes { get; set; } = "";
-    [Name("stack")] [Optional] public string Stack { get; set; } = "";
+    [Name("notes")][Optional] public string Notes { get; set; } = "";
+    [Name("stack")][Optional] public string Stack { get; set; } = "";
 }

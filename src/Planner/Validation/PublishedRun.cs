@@ -36,7 +36,7 @@ public sealed class PublishedRun
     [Name("value")] public double Value { get; set; }
     [Name("step_time_s")] public double StepTimeS { get; set; }
     /// <summary>Per-GPU peak memory the source published, GiB (empty when it published none).</summary>
-    [Name("peak_memory_gib")] [Optional] public double? PeakMemoryGib { get; set; }
-    [Name("notes")] [Optional] public string Notes { get; set; } = "";
-    [Name("stack")] [Optional] public string Stack { get; set; } = "";
+    [Name("peak_memory_gib")][Optional] public double? PeakMemoryGib { get; set; }
+    [Name("notes")][Optional] public string Notes { get; set; } = "";
+    [Name("stack")][Optional] public string Stack { get; set; } = "";
 }
