@@ -14,6 +14,10 @@ public sealed class GptModel : IDisposable
 {
     private readonly ModelSpec _m;
     private readonly Dictionary<string, Tensor> _params = [];
+    private readonly List<ParameterSpec> _specs = [];
+    private readonly HashSet<string> _frozen = [];
+    private readonly ulong _seed;
+    private double _adapterScale = 1;
 
     /// <summary>The full parameters of the pieces, initialised on the CPU from <paramref name="seed"/> and each name (so
     /// that every process starts from the same values), in the training precision <paramref name="compute"/>.</summary>
@@ -24,6 +28,7 @@ public sealed class GptModel : IDisposable
         Layers = layers.ToArray();
         HasEmbedding = embedding;
         HasHead = head;
+        _seed = seed;
         var specs = new List<ParameterSpec>();
         if (embedding || (head && model.TiedEmbeddings))
             specs.AddRange(GptParameters.Embedding(model).Where(p => embedding || p.Name == "wte"));
@@ -31,14 +36,42 @@ public sealed class GptModel : IDisposable
             specs.AddRange(GptParameters.Block(model, layer));
         if (head)
             specs.AddRange(GptParameters.Head(model));
-        Specs = specs;
+        Add(specs);
+    }
+
+    /// <summary>Adds parameters, initialised whole from the model's seed and each name.</summary>
+    public void Add(IEnumerable<ParameterSpec> specs)
+    {
         foreach (var spec in specs)
         {
-            var full = GptParameters.InitFull(spec, seed);
+            var full = GptParameters.InitFull(spec, _seed);
             DisposeScope.Untrack(full);
             _params[spec.Name] = full;
+            _specs.Add(spec);
         }
     }
+
+    /// <summary>Low-rank adapters are present: each adapted linear adds <paramref name="scale"/>·B·A to its output.</summary>
+    public void ScaleAdapters(double scale) => _adapterScale = scale;
+
+    /// <summary>Freezes the parameters <paramref name="frozen"/> picks: they get no gradients and are not optimized.</summary>
+    public void Freeze(Func<ParameterSpec, bool> frozen)
+    {
+        foreach (var spec in _specs.Where(frozen))
+            _frozen.Add(spec.Name);
+    }
+
+    /// <summary>True unless the parameter is frozen.</summary>
+    public bool IsTrainable(string name) => !_frozen.Contains(name);
+
+    /// <summary>The specs of the parameters that train, in <see cref="Specs"/> order.</summary>
+    public IReadOnlyList<ParameterSpec> TrainableSpecs => _specs.Where(s => !_frozen.Contains(s.Name)).ToList();
+
+    /// <summary>The parameters that train (every one unless some are frozen), in <see cref="Specs"/> order.</summary>
+    public IReadOnlyList<Tensor> Trainable => TrainableSpecs.Select(s => _params[s.Name]).ToList();
+
+    /// <summary>The model's shape.</summary>
+    public ModelSpec Spec => _m;
 
     /// <summary>The model's blocks this instance holds, by the model's index.</summary>
     public IReadOnlyList<int> Layers { get; }
@@ -50,7 +83,7 @@ public sealed class GptModel : IDisposable
     public bool HasHead { get; }
 
     /// <summary>The parameter specs, in a fixed order.</summary>
-    public IReadOnlyList<ParameterSpec> Specs { get; }
+    public IReadOnlyList<ParameterSpec> Specs => _specs;
 
     /// <summary>The parameters (fp32 masters), in <see cref="Specs"/> order.</summary>
     public IReadOnlyList<Tensor> Parameters => Specs.Select(s => _params[s.Name]).ToList();
@@ -90,8 +123,8 @@ public sealed class GptModel : IDisposable
         if (device != Device.Cpu)
             Replace((_, p) => p.To(device));
         Device = device;
-        foreach (var p in _params.Values)
-            p.RequiresGrad = true;
+        foreach (var (name, p) in _params)
+            p.RequiresGrad = !_frozen.Contains(name);
     }
 
     private Tensor W(string name) => Compute == DType.Float32 ? _params[name] : _params[name].To(Compute);
@@ -125,13 +158,14 @@ public sealed class GptModel : IDisposable
     private Tensor BlockBody(int layer, Tensor x, bool recomputeAttention)
     {
         string p = $"layers.{layer}.";
-        var h = Hooks.Enter(Norm(x, p + "ln1"));
+        var n1 = Norm(x, p + "ln1");
+        var h = Hooks.Enter(n1);
         long b = h.Shape[0], s = h.Shape[1], d = _m.HeadDim;
         long hl = _params[p + "attn.q.w"].Shape[0] / d, kvl = _params[p + "attn.k.w"].Shape[0] / d;
         Tensor Heads(Tensor t, long n) => t.View(b, s, n, d).Transpose(1, 2);
-        var q = Heads(F.Linear(h, W(p + "attn.q.w"), Wo(p + "attn.q.b")), hl);
-        var k = Heads(F.Linear(h, W(p + "attn.k.w"), Wo(p + "attn.k.b")), kvl);
-        var v = Heads(F.Linear(h, W(p + "attn.v.w"), Wo(p + "attn.v.b")), kvl);
+        var q = Heads(Column(p + "attn.q", n1, h), hl);
+        var k = Heads(Column(p + "attn.k", n1, h), kvl);
+        var v = Heads(Column(p + "attn.v", n1, h), kvl);
         if (_m.Positions == PositionKind.Rotary)
         {
             var (cos, sin) = Rope(s, d, h.Device);
@@ -145,18 +179,46 @@ public sealed class GptModel : IDisposable
         }
         var att = recomputeAttention ? F.CausalAttentionRecompute(q, k, v) : F.CausalAttention(q, k, v);
         var merged = att.Transpose(1, 2).Reshape(b, s, hl * d);
-        var o = Hooks.Leave(F.Linear(merged, W(p + "attn.o.w")));
+        var o = Row(p + "attn.o", merged);
         if (Wo(p + "attn.o.b") is { } ob)
             o = o + ob;
         x = x + o;
-        var h2 = Hooks.Enter(Norm(x, p + "ln2"));
+        var n2 = Norm(x, p + "ln2");
+        var h2 = Hooks.Enter(n2);
         Tensor inner = _m.Mlp == MlpKind.SwiGlu
-            ? F.Linear(h2, W(p + "mlp.gate.w")).Silu() * F.Linear(h2, W(p + "mlp.up.w"))
-            : F.Linear(h2, W(p + "mlp.fc1.w"), Wo(p + "mlp.fc1.b")).Gelu(tanhApproximation: true);
-        var y = Hooks.Leave(F.Linear(inner, W(p + "mlp.down.w")));
+            ? Column(p + "mlp.gate", n2, h2).Silu() * Column(p + "mlp.up", n2, h2)
+            : Column(p + "mlp.fc1", n2, h2).Gelu(tanhApproximation: true);
+        var y = Row(p + "mlp.down", inner);
         if (Wo(p + "mlp.down.b") is { } db)
             y = y + db;
         return x + y;
+    }
+
+    /// <summary>
+    /// A column-parallel linear on <paramref name="inside"/> (the region's input, <see cref="ModelHooks.Enter"/> of
+    /// <paramref name="outside"/>), with its adapter if it has one: A applies to the input outside the region and its
+    /// rank-wide output enters the region itself, so that A's gradient and the input's are whole on every process.
+    /// </summary>
+    private Tensor Column(string name, Tensor outside, Tensor inside)
+    {
+        var y = F.Linear(inside, W(name + ".w"), Wo(name + ".b"));
+        if (!_params.ContainsKey(name + ".lora_a"))
+            return y;
+        var a = Hooks.Enter(F.Linear(outside, W(name + ".lora_a")));
+        return y + F.Linear(a, W(name + ".lora_b")) * _adapterScale;
+    }
+
+    /// <summary>
+    /// A row-parallel linear's output out of the region (before its bias), with its adapter if it has one: A's partial
+    /// output leaves the region itself and B applies to it outside, so that B's gradient is whole on every process.
+    /// </summary>
+    private Tensor Row(string name, Tensor input)
+    {
+        var y = Hooks.Leave(F.Linear(input, W(name + ".w")));
+        if (!_params.ContainsKey(name + ".lora_a"))
+            return y;
+        var a = Hooks.Leave(F.Linear(input, W(name + ".lora_a")));
+        return y + F.Linear(a, W(name + ".lora_b")) * _adapterScale;
     }
 
     /// <summary>Final norm, logits and the mean cross entropy over the micro-batch's tokens.</summary>

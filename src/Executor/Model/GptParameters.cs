@@ -1,3 +1,4 @@
+using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 using Planner.Executor.Torch;
 
@@ -78,6 +79,41 @@ public static class GptParameters
         yield return new ParameterSpec(p + "mlp.down.w", [m.Hidden, m.Ffn], Shard.Columns, outStd);
         if (m.Biases)
             yield return new ParameterSpec(p + "mlp.down.b", [m.Hidden], Shard.Replicated, 0);
+    }
+
+    /// <summary>
+    /// The block linear layers LoRA can adapt in block <paramref name="layer"/>: the weight's name without its ".w", the
+    /// target it answers to, and whether it is column-parallel under tensor parallelism (Q, K, V, gate, up/fc1) or
+    /// row-parallel (O, down).
+    /// </summary>
+    public static IEnumerable<(string Name, LoraTargets Target, bool ColumnParallel)> Linears(ModelSpec m, int layer)
+    {
+        string p = $"layers.{layer}.";
+        yield return (p + "attn.q", LoraTargets.Q, true);
+        yield return (p + "attn.k", LoraTargets.K, true);
+        yield return (p + "attn.v", LoraTargets.V, true);
+        yield return (p + "attn.o", LoraTargets.O, false);
+        if (m.Mlp == MlpKind.SwiGlu)
+        {
+            yield return (p + "mlp.gate", LoraTargets.Gate, true);
+            yield return (p + "mlp.up", LoraTargets.Up, true);
+        }
+        else
+            yield return (p + "mlp.fc1", LoraTargets.Up, true);
+        yield return (p + "mlp.down", LoraTargets.Down, false);
+    }
+
+    /// <summary>
+    /// LoRA's adapters of the linear <paramref name="linear"/> (its weight <c>linear.w</c> of shape [out, in]): A
+    /// [rank, in] and B [out, rank], the update B·A. Split under tensor parallelism as the base is: a column-parallel
+    /// layer's B by rows (A whole), a row-parallel layer's A by columns (B whole). A starts from a normal draw, B from
+    /// zero, so that the adapted model starts as the base (Hu et al. 2021, section 4.1).
+    /// </summary>
+    public static IEnumerable<ParameterSpec> Adapters(string linear, long[] weightShape, int rank, bool columnParallel)
+    {
+        long outDim = weightShape[0], inDim = weightShape[1];
+        yield return new ParameterSpec(linear + ".lora_a", [rank, inDim], columnParallel ? Shard.Replicated : Shard.Columns, 0.02);
+        yield return new ParameterSpec(linear + ".lora_b", [outDim, rank], columnParallel ? Shard.Rows : Shard.Replicated, 0);
     }
 
     /// <summary>Parameters of the head stage (final norm and output layer).</summary>

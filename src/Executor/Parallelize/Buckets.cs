@@ -6,7 +6,7 @@ using Planner.Executor.Torch;
 namespace Planner.Executor.Parallelize;
 
 /// <summary>
-/// The parameters of each gradient bucket of one rank's model chunks, by the cost model's rule
+/// The trainable parameters of each gradient bucket of one rank's model chunks, by the cost model's rule
 /// (<see cref="GradientBuckets"/>): a block's are its "layers.{i}." parameters, the embedding's the token table (where
 /// the stage holds the embedding) and the positions, the head's the rest (the final norm, the output layer, or the
 /// token table tied to it on the last stage).
@@ -24,7 +24,7 @@ public sealed class Buckets
         _layout = layout;
         _stage = stage;
         Chunks = chunks;
-        foreach (var spec in model.Specs)
+        foreach (var spec in model.TrainableSpecs)
         {
             var p = model[spec.Name];
             if (spec.Name.StartsWith("layers.", StringComparison.Ordinal))

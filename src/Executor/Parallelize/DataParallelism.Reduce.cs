@@ -106,7 +106,7 @@ public sealed partial class DataParallelism
         // What the overlapped reduction sent already had its sequence-parallel sums (the token table, split by
         // vocabulary, has none).
         if (!_overlapReduce)
-            _tp?.SumSequenceParallelGradients(_model, _model.Parameters);
+            _tp?.SumSequenceParallelGradients(_model, _model.Trainable);
         if (wte is not null)
             _tied!.AllReduce(wte.Grad!);
         if (_overlapReduce)
@@ -122,7 +122,7 @@ public sealed partial class DataParallelism
         }
         CommSeconds += _clock.Since(d0);
         long o0 = _clock.Now();
-        if (unscale(_model.Parameters))
+        if (unscale(_model.Trainable))
             _optimizer.Step();
         _optimizer.ZeroGrad();
         OptimizerSeconds += _clock.Since(o0);

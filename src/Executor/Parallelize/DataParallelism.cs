@@ -45,7 +45,7 @@ public sealed partial class DataParallelism : IDisposable
         _model = model;
         _plan = plan;
         _dp = dp;
-        _tied = tied;
+        _tied = model.Specs.Any(s => s.Name == "wte") && model.IsTrainable("wte") ? tied : null; // a frozen table is not summed
         _tp = tp;
         _clock = clock;
         _overlapReduce = plan.Zero <= 2 && dp is not null;
@@ -54,7 +54,7 @@ public sealed partial class DataParallelism : IDisposable
         BucketParameters = buckets;
         if (plan.Zero == 0 || plan.Dp == 1)
         {
-            _optimizer = optimizer.Create(model.Parameters);
+            _optimizer = optimizer.Create(model.Trainable);
             return;
         }
         _zero3 = plan.Zero >= 3;
@@ -76,7 +76,7 @@ public sealed partial class DataParallelism : IDisposable
             }
             _chunkGroups[c] = mine.ToArray();
         }
-        if (_groupOf.Count != model.Specs.Count)
+        if (_groupOf.Count != model.TrainableSpecs.Count)
             throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
         _shards = new ShardedParameters(groups, dp!, Timeout);
         if (_zero3)
@@ -116,13 +116,13 @@ public sealed partial class DataParallelism : IDisposable
     private bool TiedAcrossStages(Tensor p) => _tied is not null && p == _model["wte"];
 
     /// <summary>
-    /// ZeRO-3's groups of chunk <paramref name="chunk"/>: its parameters in the model's order, an embedding tied across
-    /// stages as a group of its own.
+    /// ZeRO-3's groups of chunk <paramref name="chunk"/>: its trainable parameters in the model's order, an embedding tied
+    /// across stages as a group of its own (frozen ones stay whole on every rank).
     /// </summary>
     private IEnumerable<List<Tensor>> ChunkParameters(Buckets buckets, int chunk)
     {
         var members = buckets.Of(chunk).SelectMany(b => buckets[b]).ToHashSet(ReferenceEqualityComparer.Instance);
-        var parameters = _model.Specs.Select(s => _model[s.Name]).Where(members.Contains).ToList();
+        var parameters = _model.Trainable.Where(members.Contains).ToList();
         if (_tied is not null && parameters.Remove(_model["wte"]))
             yield return [_model["wte"]];
         if (parameters.Count > 0)

@@ -27,10 +27,11 @@ public sealed record ParallelRank(GptModel Model, IReadOnlyList<int[]> Chunks, T
 /// <summary>
 /// Parallelism applied to a plain <see cref="GptModel"/> from outside, in a fixed order: (1) the pipeline split picks
 /// the stage's chunks of blocks (<see cref="StageLayout"/>, the cost model's), (2) the plain model of those chunks is
-/// built whole, (3) tensor and sequence parallelism shard it (<see cref="TensorParallelism"/>), (4) it is placed on the
-/// rank's device, (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard
-/// its gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new parallelism
-/// plugs in as a step of its own here.
+/// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>),
+/// (3) tensor and sequence parallelism shard it (<see cref="TensorParallelism"/>), (4) it is placed on the rank's
+/// device, (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its
+/// trainable gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new
+/// parallelism plugs in as a step of its own here.
 /// </summary>
 public static class Parallelizer
 {
@@ -49,26 +50,29 @@ public static class Parallelizer
             .Select(c => Enumerable.Range(layout.FirstLayerOf(stage, c), layout.LayersOf(stage, c)).ToArray())
             .ToList();
 
-    /// <summary>Steps 2–4: the plain model of <paramref name="layers"/> (and the embedding and head if asked), sharded over
+    /// <summary>Steps 2–4: the plain model of <paramref name="layers"/> (and the embedding and head if asked), with the
+    /// adapters of <paramref name="tuning"/> (<see cref="LowRankAdapters"/>, before the split), sharded over
     /// <paramref name="tp"/> (this process its member <paramref name="tpRank"/>), on <paramref name="device"/>.</summary>
     public static GptModel ShardedModel(ModelSpec model, ParallelPlan plan, IEnumerable<int> layers, bool embedding, bool head,
-        ProcessGroup? tp, int tpRank, ulong seed, Device device, out TensorParallelism? tensorParallelism)
+        ProcessGroup? tp, int tpRank, ulong seed, Device device, out TensorParallelism? tensorParallelism, FineTuning? tuning = null)
     {
         var gpt = new GptModel(model, layers, embedding, head, ComputeType(plan.Precision), seed);
+        LowRankAdapters.Apply(gpt, tuning ?? FineTuning.Default);
         tensorParallelism = TensorParallelism.Apply(gpt, tp, tpRank, plan.SequenceParallel, model.Vocab);
         gpt.Place(device);
         return gpt;
     }
 
     /// <summary>Every step, for the rank at <paramref name="groups"/>' coordinates.</summary>
-    public static ParallelRank Apply(ModelSpec model, ParallelPlan plan, RankGroups groups, ulong seed, Device device, OptimizerSettings optimizer)
+    public static ParallelRank Apply(ModelSpec model, ParallelPlan plan, RankGroups groups, ulong seed, Device device, OptimizerSettings optimizer,
+        FineTuning tuning)
     {
         var layout = StageLayout.Of(model, plan);
         int stage = groups.Me.Pp;
         var chunks = PipelineSplit(layout, stage);
         var gpt = ShardedModel(model, plan, chunks.SelectMany(c => c),
             layout.HasEmbedding(stage, 0), layout.HasHead(stage, layout.Vpp - 1), groups.Tp, groups.Me.Tp,
-            seed, device, out var tp);
+            seed, device, out var tp, tuning);
         var recompute = new Recomputation(plan, stage);
         var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device));
         return new ParallelRank(gpt, chunks, tp, recompute, data);

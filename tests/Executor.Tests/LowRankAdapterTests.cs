@@ -1,0 +1,101 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Specs;
+using Planner.Executor.Model;
+using Planner.Executor.Parallelize;
+using Planner.Executor.Torch;
+using Xunit;
+
+namespace Planner.Executor.Tests;
+
+/// <summary>LoRA on the plain model, in one process: what trains, what stays frozen, and where the adapters start.</summary>
+public class LowRankAdapterTests
+{
+    private static readonly ModelSpec Llama = ModelLoader.Parse(
+        """{"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48, "vocab_size": 64, "max_position_embeddings": 16, "hidden_act": "silu", "tie_word_embeddings": false}""",
+        "llama.json", "tiny-llama");
+
+    private static readonly ModelSpec Gpt = ModelLoader.Parse(
+        """{"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 16, "vocab_size": 64, "n_inner": null, "tie_word_embeddings": true}""",
+        "gpt.json", "tiny-gpt");
+
+    private static GptModel Build(ModelSpec m, FineTuning tuning)
+    {
+        var model = new GptModel(m, [0, 1], embedding: true, head: true, DType.Float32, seed: 5);
+        LowRankAdapters.Apply(model, tuning);
+        model.Place(Device.Cpu);
+        return model;
+    }
+
+    private static (long[] Ids, long[] Targets) Batch(ModelSpec m)
+    {
+        var ids = Enumerable.Range(0, 2 * 8).Select(i => (long)(i * 7 % m.Vocab)).ToArray();
+        var targets = Enumerable.Range(0, 2 * 8).Select(i => (long)(i * 11 % m.Vocab)).ToArray();
+        return (ids, targets);
+    }
+
+    private static float Loss(GptModel model, ModelSpec m)
+    {
+        using var scope = DisposeScope.Begin();
+        var (ids, targets) = Batch(m);
+        var x = model.Embed(ids, 2);
+        foreach (int layer in model.Layers)
+            x = model.Block(layer, x);
+        var loss = model.HeadLoss(x, targets);
+        loss.Backward();
+        return (float)loss.Item();
+    }
+
+    [Theory]
+    [InlineData("llama", LoraTargets.All, 8)]
+    [InlineData("gpt", LoraTargets.All, 4)]
+    [InlineData("llama", LoraTargets.Q | LoraTargets.V, 4)]
+    [InlineData("gpt", LoraTargets.Mlp, 2)]
+    public void Adapters_start_as_the_base_and_only_they_train(string which, LoraTargets targets, int rank)
+    {
+        var m = which == "llama" ? Llama : Gpt;
+        using var full = Build(m, FineTuning.Default);
+        using var lora = Build(m, new FineTuning(FineTuneMethod.Lora, rank, targets));
+        // B starts at zero: the adapted model computes what its base does.
+        Assert.Equal(Loss(full, m), Loss(lora, m));
+
+        // Trainable: exactly the adapters, rank·(in + out) for each targeted linear, counted from the base's shapes.
+        long expected = 0;
+        foreach (int layer in lora.Layers)
+            foreach (var (name, target, _) in GptParameters.Linears(m, layer))
+                if (targets.HasFlag(target))
+                {
+                    var shape = lora[name + ".w"].Shape;
+                    expected += rank * (shape[0] + shape[1]);
+                }
+        Assert.Equal(expected, lora.Trainable.Sum(p => p.Numel));
+        Assert.All(lora.TrainableSpecs, s => Assert.Contains(".lora_", s.Name));
+
+        // The frozen base gets no gradient; B gets one, A none while B is zero (its gradient passes through B).
+        foreach (var spec in lora.Specs)
+        {
+            var grad = lora[spec.Name].Grad;
+            if (spec.Name.EndsWith(".lora_b", StringComparison.Ordinal))
+                Assert.True(grad!.Abs().Sum().Item() > 0, spec.Name);
+            else if (spec.Name.EndsWith(".lora_a", StringComparison.Ordinal))
+                Assert.Equal(0.0, grad!.Abs().Sum().Item());
+            else
+                Assert.Null(grad);
+        }
+    }
+
+    [Fact]
+    public void Adapters_split_as_their_base_under_tensor_parallelism()
+    {
+        // Column-parallel Q: B by rows, A whole; row-parallel O: A by columns, B whole.
+        var q = GptParameters.Adapters("q", [32, 16], 4, columnParallel: true).ToList();
+        var o = GptParameters.Adapters("o", [16, 32], 4, columnParallel: false).ToList();
+        Assert.Equal([4L, 16], q[0].Shape);
+        Assert.Equal(Shard.Replicated, q[0].Shard);
+        Assert.Equal([32L, 4], q[1].Shape);
+        Assert.Equal(Shard.Rows, q[1].Shard);
+        Assert.Equal([4L, 32], o[0].Shape);
+        Assert.Equal(Shard.Columns, o[0].Shard);
+        Assert.Equal([16L, 4], o[1].Shape);
+        Assert.Equal(Shard.Replicated, o[1].Shard);
+    }
+}
