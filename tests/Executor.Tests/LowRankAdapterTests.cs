@@ -64,7 +64,7 @@ public class LowRankAdapterTests
             foreach (var (name, target, _) in GptParameters.Linears(m, layer))
                 if (targets.HasFlag(target))
                 {
-                    var shape = lora[name + ".w"].Shape;
+                    var shape = lora.SpecOf(name + ".w").Shape;
                     expected += rank * (shape[0] + shape[1]);
                 }
         Assert.Equal(expected, lora.Trainable.Sum(p => p.Numel));

@@ -245,22 +245,21 @@ public static class PlanCheck
         if ((st.Layers.Count != p.Pp || st.Recompute.Count != p.Pp)
             && f.Stop("stages", st.ToString(), $"{st.Layers.Count} layer counts and {st.Recompute.Count} recompute policies for pp = {p.Pp}"))
             return true;
-        string layers = string.Join(",", st.Layers);
+        // The texts of the lists are made only for a problem: the search checks every candidate split.
         if ((st.Layers.Any(l => l < 1) || st.Layers.Sum() != m.Layers)
-            && f.Stop("stages.layers", layers, $"layers per stage {layers} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'"))
+            && f.Stop("stages.layers", string.Join(",", st.Layers), $"layers per stage {string.Join(",", st.Layers)} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'"))
             return true;
         if (st.Groups is not { } groups)
             return false;
-        string named = string.Join(",", groups);
         if (groups.Count != p.Pp || groups.Any(g => g < 0 || g >= c.GroupList.Count))
             // The GPUs per group can only be counted for groups that exist.
-            return f.Stop("stages.groups", named, $"groups {named} must name one of the {c.GroupList.Count} GPU groups of '{c.Name}' per stage");
+            return f.Stop("stages.groups", string.Join(",", groups), $"groups {string.Join(",", groups)} must name one of the {c.GroupList.Count} GPU groups of '{c.Name}' per stage");
         long perStage = (long)p.Tp * p.Cp * p.Dp;
         for (int g = 0; g < c.GroupList.Count; g++)
         {
             int stages = groups.Count(x => x == g);
             if (stages * perStage > c.GroupGpus(g)
-                && f.Stop("stages.groups", named, $"{stages} stages of {perStage} GPUs on group {g} of '{c.Name}', which has {c.GroupGpus(g)}"))
+                && f.Stop("stages.groups", string.Join(",", groups), $"{stages} stages of {perStage} GPUs on group {g} of '{c.Name}', which has {c.GroupGpus(g)}"))
                 return true;
         }
         return false;

@@ -6,9 +6,11 @@ namespace Planner.Executor.Model;
 /// <summary>
 /// A GPT or Llama model, plain: some of its blocks (by the model's index), the embedding if asked, the final norm and
 /// head if asked, their parameters by name (<see cref="GptParameters"/>) and the forward of each piece. It knows no plan
-/// and no process group: the parallelism steps (<c>Planner.Executor.Parallelize</c>) replace its parameters by their
-/// shards (<see cref="Shard"/>) and set its <see cref="Hooks"/>; head counts and sequence lengths are read from the
-/// parameters and the activations it is given.
+/// and no process group. It is described first and made later: the parallelism steps (<c>Planner.Executor.Parallelize</c>)
+/// add parameters (adapters), freeze some, give each parameter's shard (<see cref="Shard"/>) and set its
+/// <see cref="Hooks"/>; <see cref="Place"/> then initialises each parameter whole, keeps its shard and frees the whole
+/// one before the next, so a process never holds more than one unsharded tensor. Head counts and sequence lengths are
+/// read from the parameters and the activations it is given.
 /// </summary>
 public sealed class GptModel : IDisposable
 {
@@ -18,9 +20,10 @@ public sealed class GptModel : IDisposable
     private readonly HashSet<string> _frozen = [];
     private readonly ulong _seed;
     private double _adapterScale = 1;
+    private Func<ParameterSpec, Tensor, Tensor>? _shard;
 
-    /// <summary>The full parameters of the pieces, initialised on the CPU from <paramref name="seed"/> and each name (so
-    /// that every process starts from the same values), in the training precision <paramref name="compute"/>.</summary>
+    /// <summary>The pieces' parameters, described (made by <see cref="Place"/>, each from <paramref name="seed"/> and its
+    /// name, so that every process starts from the same values), in the training precision <paramref name="compute"/>.</summary>
     public GptModel(ModelSpec model, IEnumerable<int> layers, bool embedding, bool head, DType compute, ulong seed)
     {
         _m = model;
@@ -29,27 +32,36 @@ public sealed class GptModel : IDisposable
         HasEmbedding = embedding;
         HasHead = head;
         _seed = seed;
-        var specs = new List<ParameterSpec>();
         if (embedding || (head && model.TiedEmbeddings))
-            specs.AddRange(GptParameters.Embedding(model).Where(p => embedding || p.Name == "wte"));
+            _specs.AddRange(GptParameters.Embedding(model).Where(p => embedding || p.Name == "wte"));
         foreach (int layer in Layers)
-            specs.AddRange(GptParameters.Block(model, layer));
+            _specs.AddRange(GptParameters.Block(model, layer));
         if (head)
-            specs.AddRange(GptParameters.Head(model));
-        Add(specs);
+            _specs.AddRange(GptParameters.Head(model));
     }
 
-    /// <summary>Adds parameters, initialised whole from the model's seed and each name.</summary>
+    /// <summary>Adds parameters (before <see cref="Place"/>).</summary>
     public void Add(IEnumerable<ParameterSpec> specs)
     {
-        foreach (var spec in specs)
-        {
-            var full = GptParameters.InitFull(spec, _seed);
-            DisposeScope.Untrack(full);
-            _params[spec.Name] = full;
-            _specs.Add(spec);
-        }
+        if (Placed)
+            throw new InvalidOperationException("parameters are added before the model is placed");
+        _specs.AddRange(specs);
     }
+
+    /// <summary>A parameter's spec by name.</summary>
+    public ParameterSpec SpecOf(string name) => _specs.First(s => s.Name == name);
+
+    /// <summary>How each whole parameter becomes what this process keeps (a parallelism's shard), applied by
+    /// <see cref="Place"/>; the whole one is freed after it.</summary>
+    public void ShardWith(Func<ParameterSpec, Tensor, Tensor> shard)
+    {
+        if (Placed)
+            throw new InvalidOperationException("the shards are set before the model is placed");
+        _shard = shard;
+    }
+
+    /// <summary>True once <see cref="Place"/> has made the parameters.</summary>
+    public bool Placed { get; private set; }
 
     /// <summary>Low-rank adapters are present: each adapted linear adds <paramref name="scale"/>·B·A to its output.</summary>
     public void ScaleAdapters(double scale) => _adapterScale = scale;
@@ -91,7 +103,7 @@ public sealed class GptModel : IDisposable
     /// <summary>A parameter by name.</summary>
     public Tensor this[string name] => _params[name];
 
-    /// <summary>Where the parameters live and the passes run (the CPU until <see cref="Place"/>).</summary>
+    /// <summary>Where the parameters live and the passes run.</summary>
     public Device Device { get; private set; } = Device.Cpu;
 
     /// <summary>The dtype activations travel in.</summary>
@@ -100,31 +112,34 @@ public sealed class GptModel : IDisposable
     /// <summary>Where a parallelism acts on the forward (<see cref="ModelHooks.Plain"/> until a step sets them).</summary>
     public ModelHooks Hooks { get; set; } = ModelHooks.Plain;
 
-    /// <summary>Replaces every parameter by <paramref name="replace"/>(spec, parameter), disposing the old one (a
-    /// parallelism step keeping its shard, the move to a device). The new tensors are long-lived.</summary>
-    public void Replace(Func<ParameterSpec, Tensor, Tensor> replace)
-    {
-        foreach (var spec in Specs)
-        {
-            var old = _params[spec.Name];
-            var next = replace(spec, old);
-            if (ReferenceEquals(next, old))
-                continue;
-            DisposeScope.Untrack(next);
-            old.Dispose();
-            _params[spec.Name] = next;
-        }
-    }
-
-    /// <summary>Moves the parameters to <paramref name="device"/> and makes them require gradients: the last step
-    /// before training.</summary>
+    /// <summary>Makes the parameters: each initialised whole on the CPU, cut to its shard, moved to
+    /// <paramref name="device"/> and made to require gradients unless frozen; the last step before training.</summary>
     public void Place(Device device)
     {
-        if (device != Device.Cpu)
-            Replace((_, p) => p.To(device));
+        if (Placed)
+            throw new InvalidOperationException("the model is placed once");
+        foreach (var spec in _specs)
+        {
+            var t = GptParameters.InitFull(spec, _seed);
+            if (_shard is not null)
+            {
+                var shard = _shard(spec, t);
+                if (!ReferenceEquals(shard, t))
+                    t.Dispose();
+                t = shard;
+            }
+            if (device != Device.Cpu)
+            {
+                var moved = t.To(device);
+                t.Dispose();
+                t = moved;
+            }
+            DisposeScope.Untrack(t);
+            t.RequiresGrad = !_frozen.Contains(spec.Name);
+            _params[spec.Name] = t;
+        }
         Device = device;
-        foreach (var (name, p) in _params)
-            p.RequiresGrad = !_frozen.Contains(name);
+        Placed = true;
     }
 
     private Tensor W(string name) => Compute == DType.Float32 ? _params[name] : _params[name].To(Compute);

@@ -1,4 +1,5 @@
 using Planner.CostModel.Pricing;
+using Planner.Executor.Distributed;
 using Planner.Executor.Torch;
 
 namespace Planner.Executor.Parallelize;
@@ -77,7 +78,7 @@ public sealed partial class DataParallelism
     {
         foreach (var (work, flat, bucket) in _reducing)
         {
-            work.Wait(Timeout);
+            work.Wait(RankGroups.Timeout);
             work.Dispose();
             using (var mean = flat / _plan.Dp)
                 SetGradients(mean, bucket);

@@ -17,7 +17,6 @@ namespace Planner.Executor.Parallelize;
 /// </summary>
 public sealed partial class DataParallelism : IDisposable
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
     private readonly GptModel _model;
     private readonly ParallelPlan _plan;
     private readonly ProcessGroup? _dp, _tied;
@@ -78,7 +77,7 @@ public sealed partial class DataParallelism : IDisposable
         }
         if (_groupOf.Count != model.TrainableSpecs.Count)
             throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
-        _shards = new ShardedParameters(groups, dp!, Timeout);
+        _shards = new ShardedParameters(groups, dp!, RankGroups.Timeout);
         if (_zero3)
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Release(g);

@@ -19,7 +19,7 @@ public static class LowRankAdapters
         var adapters = model.Layers
             .SelectMany(layer => GptParameters.Linears(model.Spec, layer))
             .Where(l => tuning.Targets.HasFlag(l.Target))
-            .SelectMany(l => GptParameters.Adapters(l.Name, model[l.Name + ".w"].Shape, tuning.Rank, l.ColumnParallel))
+            .SelectMany(l => GptParameters.Adapters(l.Name, model.SpecOf(l.Name + ".w").Shape, tuning.Rank, l.ColumnParallel))
             .ToList();
         model.Freeze(_ => true);
         model.Add(adapters);

@@ -26,7 +26,7 @@ public sealed record ParallelRank(GptModel Model, IReadOnlyList<int[]> Chunks, T
 
 /// <summary>
 /// Parallelism applied to a plain <see cref="GptModel"/> from outside, in a fixed order: (1) the pipeline split picks
-/// the stage's chunks of blocks (<see cref="StageLayout"/>, the cost model's), (2) the plain model of those chunks is
+/// the stage's chunks of blocks (<see cref="PipelineSplit"/>), (2) the plain model of those chunks is
 /// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>),
 /// (3) tensor and sequence parallelism shard it (<see cref="TensorParallelism"/>), (4) it is placed on the rank's
 /// device, (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its
@@ -43,12 +43,6 @@ public static class Parallelizer
         Precision.Fp32 or Precision.Tf32 => DType.Float32,
         _ => throw new NotSupportedException($"{precision.Name()}: the executor has no low-precision GEMMs"),
     };
-
-    /// <summary>Step 1: the model's block indices of each chunk of pipeline stage <paramref name="stage"/>.</summary>
-    public static IReadOnlyList<int[]> PipelineSplit(StageLayout layout, int stage) =>
-        Enumerable.Range(0, layout.Vpp)
-            .Select(c => Enumerable.Range(layout.FirstLayerOf(stage, c), layout.LayersOf(stage, c)).ToArray())
-            .ToList();
 
     /// <summary>Steps 2–4: the plain model of <paramref name="layers"/> (and the embedding and head if asked), with the
     /// adapters of <paramref name="tuning"/> (<see cref="LowRankAdapters"/>, before the split), sharded over
@@ -69,7 +63,7 @@ public static class Parallelizer
     {
         var layout = StageLayout.Of(model, plan);
         int stage = groups.Me.Pp;
-        var chunks = PipelineSplit(layout, stage);
+        var chunks = PipelineSplit.Chunks(layout, stage);
         var gpt = ShardedModel(model, plan, chunks.SelectMany(c => c),
             layout.HasEmbedding(stage, 0), layout.HasHead(stage, layout.Vpp - 1), groups.Tp, groups.Me.Tp,
             seed, device, out var tp, tuning);

@@ -5,8 +5,8 @@ using Planner.Executor.Torch;
 namespace Planner.Executor.Parallelize;
 
 /// <summary>
-/// Tensor parallelism as Megatron-LM applies it, on a plain <see cref="GptModel"/>: each parameter replaced by this
-/// rank's slice (<see cref="ParameterSpec.Shard"/>: column-parallel Q/K/V, gate/up/fc1 and vocabulary rows; row-parallel
+/// Tensor parallelism as Megatron-LM applies it, on a plain <see cref="GptModel"/>: each parameter made as this rank's
+/// slice (<see cref="ParameterSpec.Shard"/>: column-parallel Q/K/V, gate/up/fc1 and vocabulary rows; row-parallel
 /// output projections), the blocks' regions entered and left through <see cref="TensorParallel"/>'s collectives (a
 /// gather and a reduce-scatter of the sequence under sequence parallelism, else the identity/all-reduce pair), the
 /// embedding looked up by vocabulary range and the loss computed over the split vocabulary.
@@ -32,13 +32,13 @@ public sealed class TensorParallelism : ModelHooks
     {
         if (group is not { Size: > 1 })
             return null;
-        model.Replace((spec, full) => Slice(full, spec, rank, group.Size));
+        model.ShardWith((spec, full) => Slice(full, spec, rank, group.Size));
         var tp = new TensorParallelism(group, rank, sequenceParallel, vocab);
         model.Hooks = tp;
         return tp;
     }
 
-    /// <summary>This TP rank's slice of a full tensor (a contiguous copy).</summary>
+    /// <summary>This TP rank's slice of a full tensor (a compact copy).</summary>
     public static Tensor Slice(Tensor full, ParameterSpec spec, int tpRank, int tp)
     {
         if (tp == 1 || spec.Shard == Shard.Replicated)
@@ -46,7 +46,7 @@ public sealed class TensorParallelism : ModelHooks
         long dim = spec.Shard == Shard.Rows ? 0 : 1;
         long size = spec.Shape[dim] / tp;
         using var view = full.Narrow(dim, tpRank * size, size);
-        return view.Contiguous();
+        return view.Clone(); // its own storage (a contiguous view of rows would keep the whole tensor's alive)
     }
 
     /// <inheritdoc />
