@@ -14,9 +14,26 @@ namespace Planner.CostModel.Pricing;
 /// </summary>
 public sealed partial class PipelineCosts
 {
-    /// <summary>Bytes the Adam step streams per parameter it owns: read master, m, v, gradient; write master, m, v
-    /// (fp32), the working copy (16-bit in mixed precision), and one more read of the gradient for its norm.</summary>
-    private static double OptimizerBytesPerParam(bool mixed) => mixed ? 7 * 4 + 2 + 4 : 7 * 4 + 4;
+    /// <summary>Bytes the optimizer step streams per parameter it owns: read and write the fp32 master (or the
+    /// weights), the gradient (fp32) read for its norm and for the update, the optimizer's state read and written
+    /// (<see cref="FineTuning.StepStateBytes"/>: AdamW's m and v), and the working copy written (16-bit in mixed
+    /// precision). AdamW: 7·4 + 4 (+ 2) bytes.</summary>
+    private static double OptimizerBytesPerParam(bool mixed, OptimizerKind optimizer) => 2 * 4 + FineTuning.StepStateBytes(optimizer, 4) + (mixed ? 2 : 0);
+
+    /// <summary>
+    /// Sophia's Hessian estimate (Liu et al. 2023, Gauss-Newton-Bartlett): every k = 10 steps a forward and a backward
+    /// of the step's micro-batches on labels sampled from the model's own outputs, whose squared gradients refresh the
+    /// diagonal; amortized over the k steps and counted with the optimizer. 0 for every other optimizer.
+    /// </summary>
+    private static double SophiaHessianSeconds(ParallelPlan plan, double[,] fwd, double[,] bwd, int stage)
+    {
+        if (plan.Tuning.Optimizer != OptimizerKind.Sophia)
+            return 0;
+        double pass = 0;
+        for (int c = 0; c < fwd.GetLength(1); c++)
+            pass += fwd[stage, c] + bwd[stage, c];
+        return pass * plan.MicroBatches / FineTuning.SophiaHessianInterval;
+    }
 
     /// <summary>Forward seconds of [stage, chunk] for one micro-batch.</summary>
     public required double[,] Forward { get; init; }
@@ -165,8 +182,11 @@ public sealed partial class PipelineCosts
             + CollectiveModel.Seconds(op, weights.Expert * bytes, placement, Axis.Edp, cluster, options.Algorithm);
         (double, double) ChunkParams(int stage, int chunk) =>
             memory.Params(layout.MixOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
+        // Gradients exist only for the trainable weights (a frozen base has none).
+        (double, double) TrainableChunkParams(int stage, int chunk) =>
+            memory.TrainableParams(layout.MixOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
         double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(Collective.AllGather, ChunkParams(stage, chunk), gatherBytes);
-        double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, ChunkParams(stage, chunk), reduceBytes);
+        double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(scatter, TrainableChunkParams(stage, chunk), reduceBytes);
 
         int chunks = plan.Vpp;
         // The host link of each GPU (for offloaded activations): the cluster's host, else the GPU's own; offload with
@@ -244,7 +264,7 @@ public sealed partial class PipelineCosts
                 double accumulate = 0;
                 if (m > 1 && !options.FusedGradAccumulation)
                 {
-                    var (dense, expert) = ChunkParams(s, c);
+                    var (dense, expert) = TrainableChunkParams(s, c);
                     accumulate = block.Timer.Stream(3 * (dense + expert) * gradAccumulationBytes) * (m - 1) / m;
                 }
                 // Offloaded activations go to the host behind the chunk's forward and come back behind its backward. The
@@ -281,11 +301,11 @@ public sealed partial class PipelineCosts
         int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? m : 1;
         for (int s = 0; s < plan.Pp; s++)
         {
-            var (stageDense, stageExpert) = memory.Params(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
+            var (stageDense, stageExpert) = memory.TrainableParams(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
             // An embedding tied across stages that software reduces over data parallelism only after its sum over the
             // pipeline, after the flush (PricingOptions.TiedEmbeddingReducedAfterFlush): its reduction is apart from
             // the overlapped buckets and exposed.
-            bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
+            bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1) && !plan.Tuning.Adapters;
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
             double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
             // Each chunk's gradients by bucket (dense, expert): its blocks', the head's (final norm and output layer,
@@ -302,13 +322,13 @@ public sealed partial class PipelineCosts
                 for (int k = 0; k < mix.Counts.Count; k++)
                     if (mix.Counts[k] > 0)
                     {
-                        var (d, x) = memory.BlockParams(k);
+                        var (d, x) = memory.TrainableBlockParams(k);
                         list.Add((d, x, mix.Counts[k]));
                         blocksDense += mix.Counts[k] * d;
                         blocksExpert += mix.Counts[k] * x;
                     }
-                var (allDense, allExpert) = memory.Params(mix, first, last);
-                double embedding = first ? (double)model.EmbeddingParams / plan.Tp : 0;
+                var (allDense, allExpert) = memory.TrainableParams(mix, first, last);
+                double embedding = first && !plan.Tuning.Adapters ? (double)model.EmbeddingParams / plan.Tp : 0;
                 var head = (Dense: allDense - blocksDense - embedding, Expert: allExpert - blocksExpert);
                 if (first)
                     embedding -= apart;
@@ -322,7 +342,7 @@ public sealed partial class PipelineCosts
                 return (list, lastBucket.Kind switch
                 {
                     BucketKind.Embedding => (embedding, 0),
-                    BucketKind.Block => memory.BlockParams(layout.KindOfLayer(lastBucket.Layer)),
+                    BucketKind.Block => memory.TrainableBlockParams(layout.KindOfLayer(lastBucket.Layer)),
                     _ => head,
                 });
             }
@@ -398,14 +418,15 @@ public sealed partial class PipelineCosts
                 : 0;
             double owned = plan.Sharded(stageDense, stageExpert, 1);
             parts[s].OwnedParams = owned;
-            parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(mixed));
+            parts[s].GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(mixed, plan.Tuning.Optimizer))
+                                    + SophiaHessianSeconds(plan, fwd, bwd, s);
             parts[s].DpTail = reduce + gather + tied;
         }
         double hostSecondsPerParam = 0, hostBytesPerGpu = 0;
         if (cluster.Host is { } host)
         {
             double toHost = gradBytes / host.PcieBytesPerSecond, toGpu = weightBytes / host.PcieBytesPerSecond;
-            double cpu = OptimizerBytesPerParam(mixed) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
+            double cpu = OptimizerBytesPerParam(mixed, plan.Tuning.Optimizer) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
             hostSecondsPerParam = Math.Max(cpu, Math.Max(toHost, toGpu));
             hostBytesPerGpu = HostBytesPerGpuOf(cluster);
         }
