@@ -9,7 +9,8 @@ public sealed class FineTuneFlagsTests
 {
     private const string OneGpu = "predict --model llama2-70b --cluster 1x-a6000 --tp 1 --pp 1 --mbs 1 --gbs 16 --seq 512 --recompute full";
 
-    private static (int Code, string Stdout, string Stderr) Run(string args)
+    /// <summary>Runs the CLI on space-separated arguments.</summary>
+    internal static (int Code, string Stdout, string Stderr) Run(string args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -68,5 +69,37 @@ public sealed class FineTuneFlagsTests
         Assert.Equal(2, code);
         Assert.Contains(flag, stderr);
         Assert.Single(stderr.Trim().Split('\n'));
+    }
+}
+
+/// <summary>Issue 20, item 2: <c>plan</c> searches the methods and optimizers listed; an empty result names the QLoRA plan
+/// that would fit.</summary>
+public sealed class FineTuneSearchTests
+{
+    private const string OneGpu = "plan --model llama2-70b --cluster 1x-a6000 --gbs 16 --seq 512 --memory-headroom 0 --json";
+
+    private static (int Code, string Stdout, string Stderr) Run(string args) => FineTuneFlagsTests.Run(args);
+
+    [Fact]
+    public void Plan_searches_every_method_and_optimizer_listed_and_keeps_those_that_fit()
+    {
+        var (code, stdout, stderr) = Run(OneGpu + " --finetune lora,qlora --lora-rank 64 --optimizer adamw,adam8bit,adafactor");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var plans = doc.RootElement.GetProperty("plans").EnumerateArray().ToList();
+        // A bf16 70B base cannot fit 48 GiB; QLoRA fits with 8-bit Adam and Adafactor (docs/2026-12-07-finetuning.md).
+        Assert.NotEmpty(plans);
+        Assert.All(plans, p => Assert.Equal("qlora", p.GetProperty("finetune").GetString()));
+        Assert.Contains(plans, p => p.GetProperty("optimizer").GetString() == "adafactor");
+        Assert.All(plans, p => Assert.True(p.GetProperty("prediction").GetProperty("fits").GetBoolean()));
+    }
+
+    [Fact]
+    public void When_nothing_fits_the_explanation_names_the_qlora_plan_that_would()
+    {
+        var (code, _, stderr) = Run(OneGpu + " --finetune lora --lora-rank 64 --optimizer adam8bit");
+        Assert.Equal(2, code);
+        Assert.Contains("QLoRA (rank 64, adam8bit) fits", stderr);
+        Assert.Contains("GiB per GPU", stderr);
     }
 }

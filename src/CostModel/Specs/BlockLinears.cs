@@ -112,6 +112,25 @@ public static class BlockLinears
         return (dense, expert);
     }
 
+    /// <summary>
+    /// Bytes of model state of the whole model under a fine-tuning setting (null: full training with AdamW), for
+    /// estimates: each trainable weight 16-bit with its 16-bit gradient, an fp32 master and the optimizer's state (2 + 2
+    /// + 4 + 8 = 16 bytes with AdamW, Rajbhandari et al. 2020); a frozen base its 16-bit weights, QLoRA's linear layers
+    /// in NF4.
+    /// </summary>
+    public static double ModelStateBytes(ModelSpec m, FineTuning? tuning)
+    {
+        var t = tuning ?? FineTuning.Default;
+        double perTrainable = 2 + 2 + 4 + FineTuning.StateBytes(t.Optimizer);
+        if (!t.Adapters)
+            return m.TotalParams * perTrainable;
+        double linears = 0;
+        for (int l = 0; l < m.Layers; l++)
+            linears += Of(m, m.KindOf(l)).Sum(x => x.Copies * x.In * x.Out);
+        double frozen = t.QuantizedBase ? linears * FineTuning.Nf4BytesPerWeight + (m.TotalParams - linears) * 2 : m.TotalParams * 2.0;
+        return frozen + ModelAdapters(m, t) * perTrainable;
+    }
+
     /// <summary>LoRA's weights in the whole model (every block once, no parallelism).</summary>
     public static double ModelAdapters(ModelSpec m, FineTuning t)
     {

@@ -38,11 +38,12 @@ public static partial class PlanSearch
                 foreach (bool sp in s.Tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
                 // ZeRO shards over the ranks that reduce gradients: data and context parallel, and expert data parallel.
                 foreach (int zero in s.Dp * s.Cp > 1 || (m.IsMoe && s.Tp * s.Cp * s.Dp / (ep * etp) > 1) ? EveryZeroStage : NoZero)
+                foreach (var tuning in req.TuningList)
                 {
                     bool fullValid = false, fullFits = false;
                     foreach (var rc in req.RecomputePolicies)
                     {
-                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision, Ep: ep, Etp: etp);
+                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision, Ep: ep, Etp: etp, FineTuning: tuning);
                         if (req.Filter is { } accept && !accept(plan))
                             continue;
                         if (PlanCheck.Problem(m, c, plan) is not null)
@@ -94,7 +95,7 @@ public static partial class PlanSearch
                             }
                         }
                     }
-                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision, Ep: ep, Etp: etp), fullValid, fullFits);
+                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision, Ep: ep, Etp: etp, FineTuning: tuning), fullValid, fullFits);
                 }
             }
         }
