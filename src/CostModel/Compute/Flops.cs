@@ -28,7 +28,17 @@ public readonly record struct Flops(double Model, double Hardware)
         double head = TransformerOps.Sum(ops.Head);
         // Each multi-token-prediction module: its projection, one block and the shared head again.
         double mtp = model.MtpLayers * (TransformerOps.Sum(ops.MtpProjection) + kinds[ops.KindIndex(model.MtpKind)] + head);
-        double modelFlops = 3 * (blocks + head + mtp) * plan.Gbs;
+        // A frozen base (LoRA) skips its weight gradients: the forward's FLOPs of its GEMMs, once each.
+        double skipped = 0;
+        if (plan.Tuning.Adapters)
+        {
+            var kindsSkipped = ops.Blocks.Select(TransformerOps.SkippedBackward).ToArray();
+            for (int l = 0; l < model.Layers; l++)
+                skipped += kindsSkipped[ops.KindIndex(model.KindOf(l))];
+            skipped += TransformerOps.SkippedBackward(ops.Head)
+                + model.MtpLayers * (TransformerOps.SkippedBackward(ops.MtpProjection) + kindsSkipped[ops.KindIndex(model.MtpKind)] + TransformerOps.SkippedBackward(ops.Head));
+        }
+        double modelFlops = (3 * (blocks + head + mtp) - skipped) * plan.Gbs;
         double mean = blocks / model.Layers;
         double Extra(Recompute r) => r switch
         {

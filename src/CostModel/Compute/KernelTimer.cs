@@ -76,11 +76,12 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
         op.Elements > 0 && gpu.Profiled?.OpRates is { } rates && rates.TryGetValue(op.Name, out var r) ? r : null;
 
     /// <summary>
-    /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N];
-    /// a memory-bound op reads its saved input and the output gradient and writes the input gradient.
+    /// Backward seconds of an op: a GEMM's input gradient [M×N]·[N×K] and weight gradient [K×M]·[M×N] (the input
+    /// gradient only for a frozen weight); a memory-bound op reads its saved input and the output gradient and writes
+    /// the input gradient.
     /// </summary>
     public double Backward(Op op) => op.Gemm is { } g
-        ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(op, new GemmShape(g.M, g.K, g.N, g.Batch)) + Gemm(op, new GemmShape(g.K, g.N, g.M, g.Batch)))
+        ? _backwardFactor * op.BackwardRatio / 2 * (Gemm(op, new GemmShape(g.M, g.K, g.N, g.Batch)) + (op.Frozen ? 0 : Gemm(op, new GemmShape(g.K, g.N, g.M, g.Batch))))
         : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(op.BackwardBytes ?? 2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled

@@ -25,15 +25,20 @@ public readonly record struct GemmShape(double M, double N, double K, double Bat
 /// <param name="BackwardBytes">Bytes of the backward's memory-bound counterpart when it is not the default (reading the
 /// saved input and the output gradient, writing the input gradient: twice the forward bytes); the quantization of the
 /// output gradients for a quantize op.</param>
+/// <param name="Frozen">A GEMM with a frozen weight (the base under LoRA): its backward computes the input gradient only,
+/// no weight gradient.</param>
 public sealed record Op(string Name, GemmShape? Gemm, double Bytes, bool AttentionCore = false, double BackwardRatio = 2, double Elements = 0,
-    bool Quantized = false, bool Grouped = false, double? BackwardBytes = null)
+    bool Quantized = false, bool Grouped = false, double? BackwardBytes = null, bool Frozen = false)
 {
     /// <summary>FLOPs of the op (memory-bound ops count none).</summary>
     public double Flops => Gemm?.Flops ?? 0;
 
     /// <summary>A GEMM op.</summary>
-    public static Op Matmul(string name, double m, double n, double k, double batch = 1, bool attentionCore = false) =>
-        new(name, new GemmShape(m, n, k, batch), 0, attentionCore);
+    public static Op Matmul(string name, double m, double n, double k, double batch = 1, bool attentionCore = false, bool frozen = false) =>
+        new(name, new GemmShape(m, n, k, batch), 0, attentionCore, Frozen: frozen);
+
+    /// <summary>FLOPs of the weight gradients that a frozen GEMM skips in the backward (as many as its forward's).</summary>
+    public double SkippedBackwardFlops => Frozen ? Flops : 0;
 
     /// <summary>Fused (flash) attention: both attention GEMMs in one kernel, no score matrix in memory. Causal
     /// masking lets it skip the blocks above the diagonal, about half of the work; a sliding window of

@@ -113,7 +113,7 @@ public sealed class TransformerOps
         Op Linear(string name, double m, double n, double k, double batch = 1, bool grouped = false)
         {
             linears.Add((m * k * batch, m * n * batch));
-            return new Op(name, new GemmShape(m, n, k, batch), 0, Quantized: _q is not null, Grouped: grouped);
+            return new Op(name, new GemmShape(m, n, k, batch), 0, Quantized: _q is not null, Grouped: grouped, Frozen: Frozen);
         }
         AddAttention(ops, Linear, kind.Window);
         ops.Add(ResidualAdd("bias_dropout_add1"));
@@ -129,7 +129,42 @@ public sealed class TransformerOps
             double inputs = linears.Sum(l => l.In), outputs = linears.Sum(l => l.Out);
             ops.Add(new Op("quantize", null, q.CastBytes(inputs), BackwardBytes: q.CastBytes(outputs)));
         }
+        AddAdapters(ops, kind);
         return ops;
+    }
+
+    /// <summary>True when the base weights are frozen (LoRA, QLoRA): their GEMMs skip the weight gradients.</summary>
+    private bool Frozen => _p.Tuning.Adapters;
+
+    /// <summary>
+    /// LoRA's kernels in a block: per targeted linear layer (and per local expert) x·A, then (x·A)·B, and PEFT's scaling
+    /// and add of the result onto the base's output (<c>result + lora_B(lora_A(x)) * scaling</c>: a multiply, read and
+    /// write, and an add, read two and write one). Under QLoRA every base weight of the block is first dequantized from
+    /// NF4 to bf16 for its GEMM, forward and backward alike (a memory-bound pass: read the 4-bit weights and their
+    /// constants, write bf16; bitsandbytes' dequantize kernel).
+    /// </summary>
+    private void AddAdapters(List<Op> ops, LayerKind kind)
+    {
+        var t = _p.Tuning;
+        if (!t.Adapters)
+            return;
+        double e = E, weights = 0;
+        foreach (var l in BlockLinears.Of(_m, kind))
+        {
+            weights += l.LocalWeights(_p.Tp, _p.Ep, _p.Etp);
+            if (!l.Targeted(t.Targets))
+                continue;
+            double copies = l.LocalCopies(_p.Ep), tokens = l.Expert ? ExpertTokens / copies : Tokens;
+            double inputs = l.LocalIn(_p.Tp, _p.Etp), outputs = l.LocalOut(_p.Tp, _p.Etp);
+            ops.Add(Op.Matmul("lora_a_" + l.Name, tokens, t.Rank, inputs, copies));
+            ops.Add(Op.Matmul("lora_b_" + l.Name, tokens, outputs, t.Rank, copies));
+            ops.Add(Op.Memory("lora_add_" + l.Name, 5 * copies * tokens * outputs * e));
+        }
+        if (t.QuantizedBase)
+        {
+            double bytes = weights * (FineTuning.Nf4BytesPerWeight + 2);
+            ops.Add(new Op("dequantize", null, bytes, BackwardBytes: bytes));
+        }
     }
 
     /// <summary>A residual add (read both, write one), with dropout's mask written when the model trains with dropout.</summary>
@@ -201,7 +236,7 @@ public sealed class TransformerOps
         var moe = _m.Moe!;
         double h = _m.Hidden, e = E, tr = RoutedTokens, k = _m.ExpertsPerToken;
         // The router scores every expert in bf16 (never quantized), then picks the top k.
-        ops.Add(Op.Matmul("router", tr, moe.Experts, h));
+        ops.Add(Op.Matmul("router", tr, moe.Experts, h, frozen: Frozen));
         ops.Add(Op.Memory("router_topk", 3 * tr * moe.Experts * 4, elements: tr * moe.Experts));
         if (moe.SharedFfn > 0)
             AddMlp(ops, linear, "shared", Tokens, (double)moe.SharedFfn / _p.Tp);
@@ -220,7 +255,8 @@ public sealed class TransformerOps
     {
         double h = _m.Hidden, e = E;
         // Gather rows of the (vocab-parallel) table, add positions, write the block input.
-        return [Op.Memory("embedding", 3 * Tokens * h * e)];
+        // A frozen table has no backward.
+        return [new Op("embedding", null, 3 * Tokens * h * e, BackwardBytes: Frozen ? 0 : null)];
     }
 
     private List<Op> BuildHead()
@@ -229,7 +265,7 @@ public sealed class TransformerOps
         return
         [
             Op.Memory("final_norm", 2 * NormTokens * h * e),
-            Op.Matmul("lm_head", Tokens, vLocal, h),
+            Op.Matmul("lm_head", Tokens, vLocal, h, frozen: Frozen),
             // Logits to fp32, softmax statistics and the loss: read the logits, write and re-read fp32 copies. Over a
             // vocabulary split across TP ranks it is a different kernel sequence (max, exp-sum and the target's logit,
             // each summed across the ranks), profiled under its own name.
@@ -249,8 +285,17 @@ public sealed class TransformerOps
         [
             Op.Memory("mtp_embedding", 3 * Tokens * h * e),
             Op.Memory("mtp_norms", 4 * NormTokens * h * e),
-            Op.Matmul("mtp_projection", Tokens, h / _p.Tp, 2 * h),
+            Op.Matmul("mtp_projection", Tokens, h / _p.Tp, 2 * h, frozen: Frozen),
         ];
+    }
+
+    /// <summary>FLOPs the backward of the ops skips: the weight gradients of frozen GEMMs.</summary>
+    public static double SkippedBackward(IReadOnlyList<Op> ops)
+    {
+        double s = 0;
+        foreach (var op in ops)
+            s += op.SkippedBackwardFlops;
+        return s;
     }
 
     /// <summary>FLOPs of the forward ops.</summary>

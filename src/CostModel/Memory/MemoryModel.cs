@@ -67,6 +67,50 @@ public sealed class MemoryModel
         return ((_m.LayerParamsOf(k) - experts) / _p.Tp, experts / (_p.Ep * _p.Etp));
     }
 
+    /// <summary>A rank's trainable weights of one block of kind <paramref name="kind"/>: the block's under full training,
+    /// its LoRA adapters over a frozen base.</summary>
+    public (double Dense, double Expert) TrainableBlockParams(int kind) =>
+        _p.Tuning.Adapters ? BlockLinears.Adapters(_m, _ops.Kinds[kind], _p.Tuning, _p.Tp, _p.Ep, _p.Etp) : BlockParams(kind);
+
+    /// <summary>A rank's trainable weights of a stage or chunk (before ZeRO sharding), dense and expert parts: every
+    /// weight under full training; under LoRA the adapters of its blocks (and of the multi-token-prediction modules'
+    /// blocks with the head), the embedding, norms and head frozen.</summary>
+    public (double Dense, double Expert) TrainableParams(BlockMix mix, bool first, bool last)
+    {
+        if (!_p.Tuning.Adapters)
+            return Params(mix, first, last);
+        double dense = 0, expert = 0;
+        void Add(int kind, double n)
+        {
+            var (d, x) = TrainableBlockParams(kind);
+            dense += n * d;
+            expert += n * x;
+        }
+        for (int k = 0; k < mix.Counts.Count; k++)
+            if (mix.Counts[k] > 0)
+                Add(k, mix.Counts[k]);
+        if (last && _m.MtpLayers > 0)
+            Add(_ops.KindIndex(_m.MtpKind), _m.MtpLayers);
+        return (dense, expert);
+    }
+
+    /// <summary>A rank's weights of the linear layers of a block of kind <paramref name="kind"/> (what QLoRA stores in NF4).</summary>
+    private double LinearParams(int kind) => BlockLinears.Of(_m, _ops.Kinds[kind]).Sum(l => l.LocalWeights(_p.Tp, _p.Ep, _p.Etp));
+
+    /// <summary>Activation bytes LoRA's adapters of one block of kind <paramref name="kind"/> keep for one micro-batch:
+    /// each adapted layer's r-wide intermediate x·A (the input of B; A's input is the base layer's, kept anyway).</summary>
+    public double AdapterActivationsPerLayer(int kind)
+    {
+        var t = _p.Tuning;
+        if (!t.Adapters)
+            return 0;
+        double e = _p.Precision.ActivationBytes(), tokens = 0;
+        foreach (var l in BlockLinears.Of(_m, _ops.Kinds[kind]))
+            if (l.Targeted(t.Targets))
+                tokens += l.Expert ? _ops.ExpertTokens : _ops.Tokens;
+        return tokens * t.Rank * e;
+    }
+
     /// <summary>A rank's weights of a stage or chunk (before ZeRO-3 sharding), dense and expert parts.</summary>
     public (double Dense, double Expert) Params(BlockMix mix, bool first, bool last)
     {
@@ -149,7 +193,7 @@ public sealed class MemoryModel
             : recompute == Recompute.None || (recompute == Recompute.Selective && !_modules.HasFlag(RecomputeModules.CoreAttention))
                 ? _p.Mbs * aq * _ops.LocalSeq * Math.Min(_p.Seq, k.Window > 0 ? k.Window : _p.Seq) * (_m.Dropout ? 2 * e + 1 : e) // softmax output (and dropout's mask and output)
                 : 0; // recomputed: selective recompute of the attention core (core_attn) or full
-        return replicated + attention + mlp + core;
+        return replicated + attention + mlp + core + AdapterActivationsPerLayer(kind);
     }
 
     /// <summary>An MLP's saved activations: the activation function's input (bf16) and the down projection's input.</summary>
@@ -192,24 +236,53 @@ public sealed class MemoryModel
         bool mixed = _p.Precision.IsMixed();
         double weightBytes = mixed && !_fp32Params ? 2 : 4;
         double gradBytes = mixed && !_fp32Params && !_fp32Grads ? 2 : 4;
-        // Fp32 parameters: Adam's two moments, and under ZeRO an fp32 master shard beside the full parameters.
-        double optimBytes = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 12 : 8) : mixed ? 12 : 8;
+        // The optimizer's state and an fp32 master copy: in mixed precision, or with fp32 parameters under ZeRO (a master
+        // shard beside the full parameters).
+        double master = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 4 : 0) : mixed ? 4 : 0;
+        double optimBytes = master + OptimizerStateBytesPerParam();
+        var tuning = _p.Tuning;
+        var (trainedDense, trainedExpert) = TrainableParams(mix, first, last);
         double Shard(int zero) => _p.Sharded(dense, expert, zero);
+        double Trained(int zero) => _p.Sharded(trainedDense, trainedExpert, zero);
         // ZeRO-3 with fp32 parameters keeps only the master shard (counted with the optimizer) between uses.
-        double weights = _fp32Params && _p.Zero >= 3 && _p.Dp * _p.Cp > 1 ? 0 : Shard(3) * weightBytes;
+        bool masterOnly = _fp32Params && _p.Zero >= 3 && _p.Dp * _p.Cp > 1;
+        double adapterWeights = tuning.Adapters && !masterOnly ? Trained(3) * weightBytes : 0;
+        // A frozen base has no master copy: its weights stay (QLoRA's linear layers in NF4; PlanCheck keeps it off ZeRO-3).
+        double weights = tuning.Adapters
+            ? Shard(3) * weightBytes - (tuning.QuantizedBase ? QuantizedParams(mix, last, linearsOnly: true) * (weightBytes - FineTuning.Nf4BytesPerWeight) : 0) + adapterWeights
+            : masterOnly ? 0 : Shard(3) * weightBytes;
         // Quantized copies of the blocks' linear weights, built at the first micro-batch and kept for the step. FP8
         // parameters (Megatron's fp8_param_gather, on in the published FP8 recipes) replace the bf16 weights of those
         // layers; NVFP4 keeps them. Under ZeRO-3 the gathered copies are transient (counted with the gathered layers).
         if (_ops.Quantization is { } quant && _p.Zero < 3)
             weights += QuantizedParams(mix, last) * (quant.WeightCopyBytes - (_p.Precision == Precision.Nvfp4 ? 0 : weightBytes));
-        double grads = Shard(2) * gradBytes;
-        double owned = Shard(1);
+        double grads = Trained(2) * gradBytes;
+        double owned = Trained(1);
         // Offloaded optimizer state lives in host memory with an fp32 copy of its gradients.
         double optim = owned * optimBytes * (1 - v.OptimizerOffload);
         double host = owned * (optimBytes + 4) * v.OptimizerOffload;
 
+        var (activations, adapterActivations) = StageActivations(mix, chunks, rc, v, first, last, paramsHere, inFlight);
+        double working = WorkingBytes(mix, rc, last, paramsHere, chunks, weightBytes);
+
+        // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
+        double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
+                         + (_bucketCopies && (_p.Dp * _p.Cp > 1 || (_m.IsMoe && _p.ExpertDp > 1)) ? BucketCopies((trainedDense + trainedExpert) * gradBytes, chunks) : 0);
+        double allocated = weights + grads + optim + activations + working + buffers;
+        double overhead = _fragmentation * allocated + _reservedBytes;
+        var adapters = tuning.Adapters ? new AdapterMemory(adapterWeights, grads, optim, adapterActivations * inFlight) : null;
+        return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host, adapters);
+    }
+
+    /// <summary>Activation bytes a rank of the stage keeps at its peak (<paramref name="inFlight"/> micro-batch chunks),
+    /// and of them, per micro-batch chunk, the adapters' (LoRA's rank-wide intermediates).</summary>
+    private (double Activations, double Adapters) StageActivations(BlockMix mix, int chunks, Recompute rc, ParallelPlan v, bool first, bool last,
+        double paramsHere, int inFlight)
+    {
+        double e = _p.Precision.ActivationBytes();
+        bool mixed = _p.Precision.IsMixed();
         // Under block-wise partial recompute the first k blocks of each chunk keep only their input.
-        double activations = 0, mostPerLayer = 0;
+        double activations = 0, adapterActivations = 0;
         int layers = mix.Total;
         for (int k = 0; k < mix.Counts.Count; k++)
         {
@@ -218,13 +291,10 @@ public sealed class MemoryModel
             double chunkLayers = (double)mix.Counts[k] / chunks;
             double recomputed = v.RecomputeLayers is { } kept && rc == Recompute.Full ? Math.Min(kept, (double)layers / chunks) * mix.Counts[k] / Math.Max(1, layers) : chunkLayers;
             activations += recomputed * ActivationsPerLayer(k, rc) + (chunkLayers - recomputed) * ActivationsPerLayer(k, Recompute.None);
+            adapterActivations += (rc == Recompute.Full ? chunkLayers - recomputed : chunkLayers) * AdapterActivationsPerLayer(k);
         }
         // Layers whose activations are offloaded to the host leave the device (the kinds in the stage's proportions).
         activations -= OffloadedBytes(mix, chunks, rc);
-        // The largest kind of block the model has, whether or not the stage holds one: a stage's memory stays affine in
-        // its block count (the stage-partition MILP's premise; not with offloaded activations, which the MILP refuses).
-        for (int k = 0; k < mix.Counts.Count; k++)
-            mostPerLayer = Math.Max(mostPerLayer, ActivationsPerLayer(k, Recompute.None));
         if (last && _m.MtpLayers > 0)
             activations += _m.MtpLayers * (ActivationsPerLayer(_ops.KindIndex(_m.MtpKind), rc) + 4 * _ops.NormTokens * _m.Hidden * e) / chunks;
         activations *= inFlight;
@@ -233,10 +303,25 @@ public sealed class MemoryModel
             activations += inFlight * paramsHere / chunks * e;
         if (first && _m.Dropout)
             activations += inFlight * _ops.NormTokens * _m.Hidden; // embedding dropout masks
+        return (activations, adapterActivations);
+    }
 
+    /// <summary>Transient bytes beside the kept activations: a recomputed block, an attention core recomputed outside a
+    /// fused kernel, the logits, ZeRO-3's gathered layers, QLoRA's dequantized weight.</summary>
+    private double WorkingBytes(BlockMix mix, Recompute rc, bool last, double paramsHere, int chunks, double weightBytes)
+    {
+        double e = _p.Precision.ActivationBytes();
         double working = 0;
         if (rc == Recompute.Full)
-            working += mostPerLayer; // the block being recomputed holds everything
+        {
+            // The block being recomputed holds everything: the largest kind of block the model has, whether or not the
+            // stage holds one, so that a stage's memory stays affine in its block count (the stage-partition MILP's
+            // premise; not with offloaded activations, which the MILP refuses).
+            double mostPerLayer = 0;
+            for (int k = 0; k < mix.Counts.Count; k++)
+                mostPerLayer = Math.Max(mostPerLayer, ActivationsPerLayer(k, Recompute.None));
+            working += mostPerLayer;
+        }
         else if (rc == Recompute.Selective && !_ops.FlashAttention && _modules.HasFlag(RecomputeModules.CoreAttention))
             working += _p.Mbs * _ops.LocalHeads * _ops.LocalSeq * _p.Seq * (_m.Dropout ? 2 * e + 1 : e); // one recomputed attention core
         if (last)
@@ -246,13 +331,9 @@ public sealed class MemoryModel
             working += _fp32Params
                 ? paramsHere / chunks * 4 // a whole chunk gathered at a time, fp32
                 : 2 * LargestBlockParams() * weightBytes; // the gathered layer and the prefetched one
-
-        // Send and receive buffers of the pipeline; TP collective staging of one hidden-state tensor.
-        double buffers = (_p.Pp > 1 ? 2 * _ops.Tokens * _m.Hidden * e : 0) + (_p.Tp > 1 ? _ops.Tokens * _m.Hidden * e : 0)
-                         + (_bucketCopies && (_p.Dp * _p.Cp > 1 || (_m.IsMoe && _p.ExpertDp > 1)) ? BucketCopies(paramsHere * gradBytes, chunks) : 0);
-        double allocated = weights + grads + optim + activations + working + buffers;
-        double overhead = _fragmentation * allocated + _reservedBytes;
-        return new MemoryBreakdown(stage, weights, grads, optim, activations, working, buffers, overhead, inFlight, host);
+        if (_p.Tuning.QuantizedBase)
+            working += LargestLinear() * 2; // one base weight dequantized to bf16 for its GEMM
+        return working;
     }
 
     /// <summary>Layers of a chunk of <paramref name="chunkLayers"/> blocks whose activations go to the host
@@ -274,24 +355,63 @@ public sealed class MemoryModel
     }
 
     /// <summary>A rank's weights that a low-precision format quantizes: the blocks' (their linear layers; the norms and
-    /// the router, a small share, counted with them) and, with <paramref name="withMtp"/> (the chunk holding the head),
-    /// those of the multi-token-prediction modules' blocks; not the embedding's or the head's.</summary>
-    public double QuantizedParams(BlockMix mix, bool withMtp)
+    /// the router, a small share, counted with them unless <paramref name="linearsOnly"/>, as QLoRA's NF4 base counts
+    /// only the linear layers' weights) and, with <paramref name="withMtp"/> (the chunk holding the head), those of the
+    /// multi-token-prediction modules' blocks; not the embedding's or the head's.</summary>
+    public double QuantizedParams(BlockMix mix, bool withMtp, bool linearsOnly = false)
     {
+        double Of(int kind)
+        {
+            if (linearsOnly)
+                return LinearParams(kind);
+            var (d, x) = BlockParams(kind);
+            return d + x;
+        }
         double sum = 0;
         for (int k = 0; k < mix.Counts.Count; k++)
-        {
-            if (mix.Counts[k] == 0)
-                continue;
-            var (d, x) = BlockParams(k);
-            sum += mix.Counts[k] * (d + x);
-        }
+            if (mix.Counts[k] != 0)
+                sum += mix.Counts[k] * Of(k);
         if (withMtp && _m.MtpLayers > 0)
-        {
-            var (d, x) = BlockParams(_ops.KindIndex(_m.MtpKind));
-            sum += _m.MtpLayers * (d + x);
-        }
+            sum += _m.MtpLayers * Of(_ops.KindIndex(_m.MtpKind));
         return sum;
+    }
+
+    /// <summary>
+    /// Optimizer state bytes per trainable parameter besides a master copy (<see cref="FineTuning.StateBytes"/>); for
+    /// Adafactor the factored second moment of the first kind of block's trainable matrices (each base linear layer's,
+    /// or each adapter's A and B) over their weights, the blocks holding nearly every weight.
+    /// </summary>
+    public double OptimizerStateBytesPerParam()
+    {
+        var t = _p.Tuning;
+        if (t.Optimizer != OptimizerKind.Adafactor)
+            return FineTuning.StateBytes(t.Optimizer);
+        double state = 0, weights = 0;
+        foreach (var l in BlockLinears.Of(_m, _ops.Kinds[0]))
+        {
+            double copies = l.LocalCopies(_p.Ep), rows = l.LocalOut(_p.Tp, _p.Etp), cols = l.LocalIn(_p.Tp, _p.Etp);
+            if (!t.Adapters)
+            {
+                state += copies * FineTuning.FactoredStateBytes(rows, cols);
+                weights += copies * rows * cols;
+            }
+            else if (l.Targeted(t.Targets))
+            {
+                state += copies * (FineTuning.FactoredStateBytes(t.Rank, cols) + FineTuning.FactoredStateBytes(rows, t.Rank));
+                weights += copies * t.Rank * (rows + cols);
+            }
+        }
+        return weights > 0 ? state / weights : 0;
+    }
+
+    /// <summary>The largest single linear weight a rank holds (one expert's, for routed experts).</summary>
+    private double LargestLinear()
+    {
+        double most = 0;
+        foreach (var kind in _ops.Kinds)
+            foreach (var l in BlockLinears.Of(_m, kind))
+                most = Math.Max(most, l.LocalIn(_p.Tp, _p.Etp) * l.LocalOut(_p.Tp, _p.Etp));
+        return most;
     }
 
     /// <summary>The largest block a rank holds (a ZeRO-3 gather's unit).</summary>

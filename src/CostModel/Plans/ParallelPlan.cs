@@ -42,6 +42,7 @@ public enum Recompute
 /// <param name="Etp">Expert-tensor-parallel degree: each expert's weights split over this many ranks.</param>
 /// <param name="MoeImbalance">The busiest expert's token load over the mean (1: balanced, as published benchmarks force).</param>
 /// <param name="MoeCapacity">Token dropping: each expert processes at most this many times its mean load (null: dropless).</param>
+/// <param name="FineTuning">What trains and with which optimizer (null: every weight, with AdamW; see <see cref="Tuning"/>).</param>
 public sealed record ParallelPlan(
     int Tp,
     int Pp,
@@ -61,8 +62,12 @@ public sealed record ParallelPlan(
     int Ep = 1,
     int Etp = 1,
     double MoeImbalance = 1,
-    double? MoeCapacity = null)
+    double? MoeCapacity = null,
+    FineTuning? FineTuning = null)
 {
+    /// <summary>How the plan trains: <see cref="FineTuning"/>, or full training with AdamW when it is null.</summary>
+    public FineTuning Tuning => FineTuning ?? Plans.FineTuning.Default;
+
     /// <summary>Expert-data-parallel degree: the ranks of a stage that hold the same experts, tp·cp·dp / (ep·etp).</summary>
     public int ExpertDp => Math.Max(1, Tp * Cp * Dp / (Ep * Etp));
 

@@ -97,7 +97,7 @@ public static class PlanCheck
             return;
         if (Expert(m, p, counts, ref f) || (counts && Shape(m, p, ref f)))
             return;
-        if (RecomputeLayers(m, p, counts, ref f) || Offload(c, p, ref f) || Stages(m, c, p, ref f))
+        if (RecomputeLayers(m, p, counts, ref f) || Offload(c, p, ref f) || Stages(m, c, p, ref f) || FineTune(m, p, ref f))
             return;
         if (c.IsHeterogeneous && p.Stages?.Groups is null
             && f.Stop("cluster", c.Name, $"'{c.Name}' has several GPU groups: a plan on it must assign its stages to groups, as a searched plan does"))
@@ -233,6 +233,19 @@ public static class PlanCheck
             return true;
         return o > 0 && c.Host is null
             && f.Stop("optimizer_offload", o, $"cluster '{c.Name}' gives no 'host' (memory_gib, pcie_gbs, memory_bandwidth_gbs) to offload to");
+    }
+
+    /// <summary>Why the fine-tuning fields do not suit the plan or model; true when the walk should stop.</summary>
+    private static bool FineTune(ModelSpec m, ParallelPlan p, ref Findings f)
+    {
+        if (p.FineTuning is not { } t)
+            return false;
+        if (t.Adapters && (t.Rank < 1 || t.Rank > m.Hidden)
+            && f.Stop("lora_rank", t.Rank, $"{t.Rank} is not a rank from 1 to the model's hidden size {m.Hidden}"))
+            return true;
+        // bitsandbytes' NF4 weights are not sharded by ZeRO-3 here (its gathers and memory are priced for 16-bit weights).
+        return t.QuantizedBase && p.Zero >= 3
+            && f.Stop("finetune", FineTuning.Name(t.Method), "qlora keeps its 4-bit base whole on each rank: use zero 0, 1 or 2");
     }
 
     /// <summary>Why an uneven stage split does not suit the plan, model or cluster; true when the walk should stop.</summary>

@@ -8,7 +8,8 @@ namespace Planner.CostModel.Plans;
 /// <c>run --plan</c> and <c>export --plan</c> read. Every key of the plan is required except <c>recompute_layers</c>
 /// (<see cref="ParallelPlan.RecomputeLayers"/>), <c>optimizer_offload</c> (<see cref="ParallelPlan.OptimizerOffload"/>),
 /// <c>ep</c>, <c>etp</c>, <c>moe_imbalance</c>, <c>moe_capacity</c> (the expert-parallel fields of <see cref="ParallelPlan"/>),
-/// <c>stack</c> (the software stack the plan is priced for)
+/// <c>stack</c> (the software stack the plan is priced for), <c>finetune</c>, <c>lora_rank</c>, <c>lora_targets</c> and
+/// <c>optimizer</c> (<see cref="ParallelPlan.FineTuning"/>; absent: full training with AdamW)
 /// and <c>stages</c> (the
 /// uneven split <see cref="Pricing.PredictionJson"/> writes for <see cref="ParallelPlan.Stages"/>: <c>layers</c> and
 /// <c>recompute</c> per pipeline stage, and optionally <c>groups</c>); <c>prediction</c> and any other key are
@@ -103,9 +104,29 @@ public static class PlanFile
             double imbalance = OptionalNumber(root, source, "moe_imbalance", "a load factor of at least 1", v => v >= 1) ?? 1;
             double? capacity = OptionalNumber(root, source, "moe_capacity", "a capacity factor above 0", v => v > 0);
             var plan = new ParallelPlan(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, recompute, sequenceParallel, precision, stages, recomputeLayers, offload,
-                ep, etp, imbalance, capacity);
+                ep, etp, imbalance, capacity, Tuning(root, source));
             return new Contents(plan, model, cluster, stack);
         }
+    }
+
+    /// <summary>The optional fine-tuning keys; null when none is given (full training with AdamW).</summary>
+    private static FineTuning? Tuning(JsonElement root, string source)
+    {
+        string[] keys = ["finetune", "lora_rank", "lora_targets", "optimizer"];
+        if (!keys.Any(k => root.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null))
+            return null;
+        T Optional<T>(string key, T absent, Func<string, T?> parse, string expected) where T : struct
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return absent;
+            return (v.ValueKind == JsonValueKind.String ? parse(v.GetString()!) : null)
+                ?? throw new InputException($"{source}: key '{key}' is {Raw(v)}; expected {expected}");
+        }
+        var method = Optional("finetune", FineTuneMethod.Full, FineTuning.ParseMethod, FineTuning.MethodNames);
+        var targets = Optional("lora_targets", LoraTargets.All, FineTuning.ParseTargets, FineTuning.TargetNames);
+        var optimizer = Optional("optimizer", OptimizerKind.AdamW, FineTuning.ParseOptimizer, FineTuning.OptimizerNames);
+        int rank = OptionalPositive(root, source, "lora_rank") ?? FineTuning.DefaultRank;
+        return new FineTuning(method, rank, targets, optimizer);
     }
 
     /// <summary>The optional <c>stages</c> object: one entry per pipeline stage in each list, interleaving excluded.</summary>

@@ -70,7 +70,7 @@ public sealed class BlockCosts
 
     /// <summary>The fields of a plan the block costs depend on (the cache key of a search).</summary>
     public static BlockKey Key(ParallelPlan p) =>
-        new(p.Tp, p.Cp, p.Mbs, p.Seq, p.SequenceParallel, p.Precision, p.Recompute, p.Ep, p.Etp, p.MoeImbalance, p.MoeCapacity, p.Gpus);
+        new(p.Tp, p.Cp, p.Mbs, p.Seq, p.SequenceParallel, p.Precision, p.Recompute, p.Ep, p.Etp, p.MoeImbalance, p.MoeCapacity, p.Gpus, p.Tuning);
 
     /// <summary>Computes the block costs of a plan.</summary>
     public static BlockCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
@@ -226,4 +226,4 @@ public sealed class BlockCosts
 /// <summary>The fields of a plan that <see cref="BlockCosts"/> depend on (the GPU count too: it sets how a job's nodes
 /// spread over NVLink domains, see <see cref="Placement"/>).</summary>
 public readonly record struct BlockKey(int Tp, int Cp, int Mbs, int Seq, bool Sp, Precision Precision, Recompute Recompute,
-    int Ep, int Etp, double MoeImbalance, double? MoeCapacity, int Gpus);
+    int Ep, int Etp, double MoeImbalance, double? MoeCapacity, int Gpus, FineTuning Tuning);

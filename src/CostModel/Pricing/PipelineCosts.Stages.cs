@@ -54,9 +54,13 @@ public sealed partial class PipelineCosts
         private (double, double) ChunkParams(int stage, int chunk) =>
             memory.Params(layout.MixOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
 
+        // Gradients exist only for the trainable weights (a frozen base has none).
+        private (double, double) TrainableChunkParams(int stage, int chunk) =>
+            memory.TrainableParams(layout.MixOf(stage, chunk), layout.HasEmbedding(stage, chunk), layout.HasHead(stage, chunk));
+
         private double Zero3Fwd(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(Collective.AllGather, ChunkParams(stage, chunk), GatherBytes);
 
-        private double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(Scatter, ChunkParams(stage, chunk), ReduceBytes);
+        private double Zero3Reduce(int stage, int chunk) => plan.Zero < 3 ? 0 : Dp(Scatter, TrainableChunkParams(stage, chunk), ReduceBytes);
 
         /// <summary>
         /// Stage <paramref name="s"/>'s passes: writes its chunks' forward and backward seconds for one micro-batch into
@@ -102,7 +106,7 @@ public sealed partial class PipelineCosts
             // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
             if (_m > 1 && !options.FusedGradAccumulation)
             {
-                var (dense, expert) = ChunkParams(s, c);
+                var (dense, expert) = TrainableChunkParams(s, c);
                 t.Accumulate = block.Timer.Stream(3 * (dense + expert) * GradBytes) * (_m - 1) / _m;
             }
             // Offloaded activations go to the host behind the chunk's forward and come back behind its backward. The
@@ -160,13 +164,13 @@ public sealed partial class PipelineCosts
         /// Stage <paramref name="s"/>'s work after the flush into <paramref name="part"/>: gradient reduction, the
         /// ZeRO-1/2 parameter all-gather, the tied embedding's sum over the pipeline, and the optimizer step on the GPU.
         /// </summary>
-        public void AfterFlush(int s, StageParts part, double[,] bwd)
+        public void AfterFlush(int s, StageParts part, double[,] fwd, double[,] bwd)
         {
-            var (stageDense, stageExpert) = memory.Params(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
+            var (stageDense, stageExpert) = memory.TrainableParams(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
             // An embedding tied across stages that software reduces over data parallelism only after its sum over the
             // pipeline, after the flush (PricingOptions.TiedEmbeddingReducedAfterFlush): its reduction is apart from
             // the overlapped buckets and exposed.
-            bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1);
+            bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1) && !plan.Tuning.Adapters;
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
             double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
             var (reduce, gather) = GradientCollectives(s, part, bwd, apart);
@@ -178,7 +182,8 @@ public sealed partial class PipelineCosts
                 : 0;
             double owned = plan.Sharded(stageDense, stageExpert, 1);
             part.OwnedParams = owned;
-            part.GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(_mixed));
+            part.GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(_mixed, plan.Tuning.Optimizer))
+                                + SophiaHessianSeconds(plan, fwd, bwd, s);
             part.DpTail = reduce + gather + tied;
         }
 
@@ -238,13 +243,13 @@ public sealed partial class PipelineCosts
                 for (int k = 0; k < mix.Counts.Count; k++)
                     if (mix.Counts[k] > 0)
                     {
-                        var (d, x) = memory.BlockParams(k);
+                        var (d, x) = memory.TrainableBlockParams(k);
                         list.Add((d, x, mix.Counts[k]));
                         blocksDense += mix.Counts[k] * d;
                         blocksExpert += mix.Counts[k] * x;
                     }
-                var (allDense, allExpert) = memory.Params(mix, first, last);
-                double embedding = first ? (double)model.EmbeddingParams / plan.Tp : 0;
+                var (allDense, allExpert) = memory.TrainableParams(mix, first, last);
+                double embedding = first && !plan.Tuning.Adapters ? (double)model.EmbeddingParams / plan.Tp : 0;
                 var head = (Dense: allDense - blocksDense - embedding, Expert: allExpert - blocksExpert);
                 if (first)
                     embedding -= apart;
@@ -258,7 +263,7 @@ public sealed partial class PipelineCosts
                 return (list, lastBucket.Kind switch
                 {
                     BucketKind.Embedding => (embedding, 0),
-                    BucketKind.Block => memory.BlockParams(layout.KindOfLayer(lastBucket.Layer)),
+                    BucketKind.Block => memory.TrainableBlockParams(layout.KindOfLayer(lastBucket.Layer)),
                     _ => head,
                 });
             }
@@ -316,7 +321,7 @@ public sealed partial class PipelineCosts
             if (cluster.Host is not { } host)
                 return 0;
             double toHost = GradBytes / host.PcieBytesPerSecond, toGpu = WeightBytes / host.PcieBytesPerSecond;
-            double cpu = OptimizerBytesPerParam(_mixed) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
+            double cpu = OptimizerBytesPerParam(_mixed, plan.Tuning.Optimizer) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
             return Math.Max(cpu, Math.Max(toHost, toGpu));
         }
     }

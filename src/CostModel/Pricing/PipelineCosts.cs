@@ -14,9 +14,26 @@ namespace Planner.CostModel.Pricing;
 /// </summary>
 public sealed partial class PipelineCosts
 {
-    /// <summary>Bytes the Adam step streams per parameter it owns: read master, m, v, gradient; write master, m, v
-    /// (fp32), the working copy (16-bit in mixed precision), and one more read of the gradient for its norm.</summary>
-    private static double OptimizerBytesPerParam(bool mixed) => mixed ? 7 * 4 + 2 + 4 : 7 * 4 + 4;
+    /// <summary>Bytes the optimizer step streams per parameter it owns: read and write the fp32 master (or the
+    /// weights), the gradient (fp32) read for its norm and for the update, the optimizer's state read and written
+    /// (<see cref="FineTuning.StepStateBytes"/>: AdamW's m and v), and the working copy written (16-bit in mixed
+    /// precision). AdamW: 7·4 + 4 (+ 2) bytes.</summary>
+    private static double OptimizerBytesPerParam(bool mixed, OptimizerKind optimizer) => 2 * 4 + FineTuning.StepStateBytes(optimizer, 4) + (mixed ? 2 : 0);
+
+    /// <summary>
+    /// Sophia's Hessian estimate (Liu et al. 2023, Gauss-Newton-Bartlett): every k = 10 steps a forward and a backward
+    /// of the step's micro-batches on labels sampled from the model's own outputs, whose squared gradients refresh the
+    /// diagonal; amortized over the k steps and counted with the optimizer. 0 for every other optimizer.
+    /// </summary>
+    private static double SophiaHessianSeconds(ParallelPlan plan, double[,] fwd, double[,] bwd, int stage)
+    {
+        if (plan.Tuning.Optimizer != OptimizerKind.Sophia)
+            return 0;
+        double pass = 0;
+        for (int c = 0; c < fwd.GetLength(1); c++)
+            pass += fwd[stage, c] + bwd[stage, c];
+        return pass * plan.MicroBatches / FineTuning.SophiaHessianInterval;
+    }
 
     /// <summary>Forward seconds of [stage, chunk] for one micro-batch.</summary>
     public required double[,] Forward { get; init; }
@@ -157,7 +174,7 @@ public sealed partial class PipelineCosts
 
         // After the flush: gradient reduction, the optimizer step, and for ZeRO-1/2 the parameter all-gather.
         for (int s = 0; s < plan.Pp; s++)
-            pricer.AfterFlush(s, parts[s], bwd);
+            pricer.AfterFlush(s, parts[s], fwd, bwd);
         var costs = new PipelineCosts
         {
             Forward = fwd,

@@ -29,7 +29,8 @@ public sealed record Breakdown(
 }
 
 /// <summary>The price of one plan on one cluster under one software stack (CONTRACTS: the <c>predict</c> keys;
-/// <see cref="Stack"/> the stack's name or file, <see cref="PricingOptions.Stack"/>).</summary>
+/// <see cref="Stack"/> the stack's name or file, <see cref="PricingOptions.Stack"/>; <see cref="Parameters"/> the model's
+/// weights with any adapters, <see cref="TrainableParameters"/> those the step updates).</summary>
 public sealed record Prediction(
     ParallelPlan Plan,
     string Model,
@@ -44,7 +45,9 @@ public sealed record Prediction(
     bool Fits,
     Breakdown Breakdown,
     IReadOnlyList<MemoryBreakdown> MemoryByStage,
-    string Stack)
+    string Stack,
+    double Parameters = 0,
+    double TrainableParameters = 0)
 {
     /// <summary>The stage whose rank peaks highest.</summary>
     public MemoryBreakdown PeakStage => MemoryByStage.MaxBy(s => s.Total)!;

@@ -26,6 +26,16 @@ public static class PredictionJson
             o["moe_imbalance"] = p.MoeImbalance;
         if (p.MoeCapacity is double capacity)
             o["moe_capacity"] = capacity;
+        if (p.FineTuning is { } t)
+        {
+            o["finetune"] = FineTuning.Name(t.Method);
+            if (t.Adapters)
+            {
+                o["lora_rank"] = t.Rank;
+                o["lora_targets"] = FineTuning.Name(t.Targets);
+            }
+            o["optimizer"] = FineTuning.Name(t.Optimizer);
+        }
         if (p.Stages is { } st)
             o["stages"] = new JsonObject
             {
@@ -71,6 +81,8 @@ public static class PredictionJson
             ["peak_memory_gib"] = r.PeakMemoryGib,
             ["gpu_memory_gib"] = r.GpuMemoryGib,
             ["fits"] = r.Fits,
+            ["parameters"] = r.Parameters,
+            ["trainable_parameters"] = r.TrainableParameters,
             ["breakdown"] = new JsonObject
             {
                 ["compute"] = b.Compute,
@@ -89,7 +101,21 @@ public static class PredictionJson
         };
     }
 
-    private static JsonObject Memory(MemoryBreakdown m) => new()
+    private static JsonObject Memory(MemoryBreakdown m)
+    {
+        var o = Parts(m);
+        if (m.Adapters is { } a)
+            o["adapters"] = new JsonObject
+            {
+                ["weights"] = a.Weights / Units.GiB,
+                ["gradients"] = a.Gradients / Units.GiB,
+                ["optimizer"] = a.Optimizer / Units.GiB,
+                ["activations"] = a.Activations / Units.GiB,
+            };
+        return o;
+    }
+
+    private static JsonObject Parts(MemoryBreakdown m) => new()
     {
         ["stage"] = m.Stage,
         ["weights"] = m.Weights / Units.GiB,

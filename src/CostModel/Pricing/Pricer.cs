@@ -44,6 +44,7 @@ public static class Pricer
         double busy = withP2p.StageBusySeconds[critical];
         var flops = Flops.PerStep(model, plan, options.FlashAttention);
         var predictions = new List<Prediction>(offloads.Count);
+        double adapters = BlockLinears.ModelAdapters(model, plan.Tuning);
         foreach (double offload in offloads)
         {
             var variant = plan with { OptimizerOffload = offload };
@@ -91,7 +92,9 @@ public static class Pricer
                 fits,
                 breakdown,
                 mem,
-                options.Stack));
+                options.Stack,
+                model.TotalParams + adapters,
+                plan.Tuning.Adapters ? adapters : model.TotalParams));
         }
         return predictions;
     }

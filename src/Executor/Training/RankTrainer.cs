@@ -21,9 +21,8 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
 /// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
-/// <param name="Tuning">What trains (every weight, or LoRA's adapters over a frozen base) and with which optimizer.</param>
 public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
-    Device Device = default, FineTuning? Tuning = null);
+    Device Device = default);
 
 /// <summary>
 /// One rank of a training run: its process groups (<see cref="RankGroups"/>), its part of the model with the plan's
@@ -49,9 +48,9 @@ public sealed class RankTrainer : IDisposable
 
     /// <summary>Why the executor cannot train this plan of this model, or null.</summary>
     /// <param name="device">Where it would train (fp16 needs a CUDA device).</param>
-    public static string? Unsupported(ModelSpec model, ParallelPlan plan, Device device = default, FineTuning? tuning = null)
+    public static string? Unsupported(ModelSpec model, ParallelPlan plan, Device device = default)
     {
-        var t = tuning ?? FineTuning.Default;
+        var t = plan.Tuning;
         if (t.QuantizedBase)
             return "qlora: the executor does not quantize the base to NF4 yet; train with lora (a bf16 or fp32 base)";
         if (t.Optimizer != OptimizerKind.AdamW)
@@ -82,7 +81,7 @@ public sealed class RankTrainer : IDisposable
     /// <summary>Sets up the rank: groups (every rank creates them in the same order), parameters and optimizer.</summary>
     public RankTrainer(ModelSpec model, ParallelPlan plan, int rank, Store store, ITokenSource data, TrainOptions options, bool loopback = true)
     {
-        if (Unsupported(model, plan, options.Device, options.Tuning) is { } reason)
+        if (Unsupported(model, plan, options.Device) is { } reason)
             throw new NotSupportedException(reason);
         TorchRuntime.SetDevice(options.Device);
         _plan = plan;
@@ -92,7 +91,7 @@ public sealed class RankTrainer : IDisposable
             _scaler = new LossScaler(options.LossScale ?? 65536);
         _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings);
         _rank = Parallelizer.Apply(model, plan, _groups, options.Seed, options.Device,
-            new OptimizerSettings(options.LearningRate, options.WeightDecay, options.AdamEps), options.Tuning ?? FineTuning.Default);
+            new OptimizerSettings(options.LearningRate, options.WeightDecay, options.AdamEps), plan.Tuning);
         _pipeline = new PipelineRunner(_rank, plan, _groups.Me.Pp, _groups.Links, _clock, model.Hidden);
     }
 

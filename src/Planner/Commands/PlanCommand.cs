@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.Cli.Rendering;
 using Planner.Cli.Search;
+using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Spectre.Console;
@@ -39,9 +40,13 @@ public static class PlanCommand
         var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
         var stack = PlanFlags.StackOption();
         var headroomOption = PlanFlags.MemoryHeadroomOption();
+        var finetune = new Option<string?>("--finetune") { Description = "Fine-tuning methods to consider, comma-separated: full, lora, qlora (default full)" };
+        var loraRank = new Option<int?>("--lora-rank") { Description = $"LoRA's rank r (default {FineTuning.DefaultRank})" };
+        var loraTargets = new Option<string?>("--lora-targets") { Description = $"The linear layers LoRA adapts: {FineTuning.TargetNames} (default all)" };
+        var optimizer = new Option<string?>("--optimizer") { Description = $"Optimizers to consider, comma-separated: {FineTuning.OptimizerNames} (default adamw)" };
         var allVariants = new Option<bool>("--all-variants") { Description = "List every configuration of a parallel shape (ZeRO stage, micro-batch, interleaving, recompute), not only the best of each shape" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
-            { model, cluster, stack, headroomOption, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants };
+            { model, cluster, stack, headroomOption, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants, finetune, loraRank, loraTargets, optimizer };
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -73,7 +78,8 @@ public static class PlanCommand
             // The search sees each GPU's memory less the headroom; the plans it returns are shown on the whole GPU.
             var request = new SearchRequest(m, c.WithMemoryHeadroom(headroom), batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
-                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, Options: software, AllVariants: r.GetValue(allVariants));
+                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, Options: software, AllVariants: r.GetValue(allVariants),
+                Tunings: Tunings(r.GetValue(finetune), r.GetValue(loraRank), r.GetValue(loraTargets), r.GetValue(optimizer)));
             var result = PlanSearch.Run(request);
             if (result.Plans.Count == 0)
                 throw new InputException(Infeasibility.Explain(request, result) + (headroom > 0 ? $" (with --memory-headroom {headroom}: {c.Gpu.MemoryGib * (1 - headroom):F1} of {c.Gpu.MemoryGib:F0} GiB usable)" : ""));
@@ -180,6 +186,21 @@ public static class PlanCommand
             return $"#1 and #2 ({Tables.Describe(second.Plan)}) tie on speed ({best.PeakMemoryGib:F1} and {second.PeakMemoryGib:F1} GiB per GPU).";
         string parts = string.Join(", ", diffs.Select(d => $"{d.Item1} {(d.Item2 >= 0 ? "-" : "+")}{Math.Abs(d.Item2):F2} s"));
         return $"#1 is {gain:F1}% faster per token than #2 ({Tables.Describe(second.Plan)}); #1 against #2: {parts}.";
+    }
+
+    /// <summary>Every combination of the methods and optimizers listed (with the one rank and target set); null when no
+    /// fine-tuning flag is given. A bad value is an <see cref="InputException"/> naming its flag.</summary>
+    private static List<FineTuning>? Tunings(string? methods, int? rank, string? targets, string? optimizers)
+    {
+        if (methods is null && rank is null && targets is null && optimizers is null)
+            return null;
+        var methodList = ParseList(methods, "--finetune", FineTuning.ParseMethod) ?? [FineTuneMethod.Full];
+        var optimizerList = ParseList(optimizers, "--optimizer", FineTuning.ParseOptimizer) ?? [OptimizerKind.AdamW];
+        var targetSet = targets is null ? LoraTargets.All
+            : FineTuning.ParseTargets(targets) ?? throw new InputException($"--lora-targets: '{targets}' is not {FineTuning.TargetNames}");
+        if (rank is < 1)
+            throw new InputException($"--lora-rank: {rank} must be at least 1");
+        return [.. from m in methodList from o in optimizerList select new FineTuning(m, rank ?? FineTuning.DefaultRank, targetSet, o)];
     }
 
     private static List<T>? ParseList<T>(string? text, string flag, Func<string, T?> parse) where T : struct

@@ -57,6 +57,31 @@ public sealed class PlanFlags
     /// <summary>--precision</summary>
     public Option<string> Precision { get; } = new Option<string>("--precision") { Description = "Training precision (fp8: delayed scaling, fp8-cs: current scaling, mxfp8 and nvfp4: block scaling)", DefaultValueFactory = _ => "bf16" }.AcceptOnlyFromAmong(PrecisionInfo.All.Select(p => p.Name).ToArray());
 
+    /// <summary>--finetune</summary>
+    public Option<string?> FineTune { get; } = new Option<string?>("--finetune") { Description = "What trains: full (every weight, the default), lora (rank-r adapters over a frozen bf16 base) or qlora (over a 4-bit NF4 base)" }.AcceptOnlyFromAmong("full", "lora", "qlora");
+    /// <summary>--lora-rank</summary>
+    public Option<int?> LoraRank { get; } = new("--lora-rank") { Description = $"LoRA's rank r (default {FineTuning.DefaultRank})" };
+    /// <summary>--lora-targets</summary>
+    public Option<string?> LoraTargets { get; } = new("--lora-targets") { Description = $"The linear layers LoRA adapts: {FineTuning.TargetNames} (default all)" };
+    /// <summary>--optimizer</summary>
+    public Option<string?> Optimizer { get; } = new Option<string?>("--optimizer") { Description = "Optimizer of the trainable weights (default adamw)" }.AcceptOnlyFromAmong(Enum.GetValues<OptimizerKind>().Select(FineTuning.Name).ToArray());
+
+    /// <summary>The fine-tuning flags as a <see cref="FineTuning"/>; null when none is given (full training with AdamW).</summary>
+    public FineTuning? ReadFineTuning(ParseResult r)
+    {
+        string? method = r.GetValue(FineTune), targets = r.GetValue(LoraTargets), optimizer = r.GetValue(Optimizer);
+        int? rank = r.GetValue(LoraRank);
+        if (method is null && targets is null && optimizer is null && rank is null)
+            return null;
+        var parsedTargets = targets is null ? CostModel.Plans.LoraTargets.All
+            : FineTuning.ParseTargets(targets) ?? throw new InputException($"--lora-targets: '{targets}' is not {FineTuning.TargetNames}");
+        return new FineTuning(
+            method is null ? FineTuneMethod.Full : FineTuning.ParseMethod(method)!.Value,
+            rank ?? FineTuning.DefaultRank,
+            parsedTargets,
+            optimizer is null ? OptimizerKind.AdamW : FineTuning.ParseOptimizer(optimizer)!.Value);
+    }
+
     /// <summary>--stack</summary>
     public Option<string> Stack { get; } = StackOption();
 
@@ -89,7 +114,7 @@ public sealed class PlanFlags
     /// <summary>Adds the flags to a command.</summary>
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Cluster, Stack, MemoryHeadroom, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, Calibration, ForceCalibration })
+        foreach (Option o in new Option[] { Model, Cluster, Stack, MemoryHeadroom, Tp, Pp, Dp, Cp, Ep, Etp, MoeImbalance, MoeCapacity, Zero, Mbs, Gbs, Seq, Vpp, Recompute, RecomputeLayers, OptimizerOffload, SequenceParallel, Precision, FineTune, LoraRank, LoraTargets, Optimizer, Calibration, ForceCalibration })
             c.Options.Add(o);
     }
 
@@ -125,7 +150,8 @@ public sealed class PlanFlags
             Ep: r.GetValue(Ep),
             Etp: r.GetValue(Etp),
             MoeImbalance: r.GetValue(MoeImbalance),
-            MoeCapacity: r.GetValue(MoeCapacity));
+            MoeCapacity: r.GetValue(MoeCapacity),
+            FineTuning: ReadFineTuning(r));
         if (PlanCheck.Problems(model, cluster, plan) is { Count: > 0 } problems)
             throw new InputException(ProblemFlags.Line(problems));
         return (model, cluster, plan);

@@ -33,6 +33,10 @@ public static class ProblemFlags
         ["sequence_parallel"] = "--sequence-parallel",
         ["precision"] = "--precision",
         ["stack"] = "--stack",
+        ["finetune"] = "--finetune",
+        ["lora_rank"] = "--lora-rank",
+        ["lora_targets"] = "--lora-targets",
+        ["optimizer"] = "--optimizer",
     };
 
     /// <summary>The flag that sets a plan key, or the key itself when no flag does.</summary>

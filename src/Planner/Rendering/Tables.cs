@@ -43,6 +43,12 @@ public static class Tables
         if (p.Zero > 0) parts.Add($"ZeRO-{p.Zero}");
         if (p.OptimizerOffload > 0) parts.Add($"opt-offload{p.OptimizerOffload * 100:0}%");
         parts.Add(p.Precision.Name());
+        if (p.FineTuning is { } t)
+        {
+            if (t.Adapters)
+                parts.Add($"{FineTuning.Name(t.Method)}-r{t.Rank}-{FineTuning.Name(t.Targets)}");
+            parts.Add(FineTuning.Name(t.Optimizer));
+        }
         return string.Join(' ', parts);
     }
 
@@ -59,6 +65,8 @@ public static class Tables
         head.AddRow("model TFLOP/s per GPU", $"{r.ModelTflopsPerGpu:F1}");
         head.AddRow("hardware TFLOP/s per GPU", $"{r.HardwareTflopsPerGpu:F1}");
         head.AddRow("MFU", $"{r.Mfu:P1}");
+        if (r.TrainableParameters != r.Parameters)
+            head.AddRow("trainable parameters", $"{r.TrainableParameters:N0} of {r.Parameters:N0} ({r.TrainableParameters / r.Parameters:P2})");
         head.AddRow("peak memory per GPU", $"{r.PeakMemoryGib:F1} / {r.GpuMemoryGib:F0} GiB ({(r.Fits ? "fits" : "DOES NOT FIT")})");
         if (headroom > 0 && r.Fits)
             head.AddRow($"within {headroom:P0} headroom", WithinHeadroom(r, headroom)
@@ -79,6 +87,8 @@ public static class Tables
         foreach (var (name, v) in new[] { ("weights", m.Weights), ("gradients", m.Gradients), ("optimizer", m.Optimizer), ("activations", m.Activations), ("working", m.Working), ("buffers", m.Buffers), ("overhead", m.Overhead) })
             mt.AddRow(name, $"{v / Units.GiB:F2}");
         mt.AddRow("[bold]total[/]", $"[bold]{m.Total / Units.GiB:F2}[/]");
+        if (m.Adapters is { } a)
+            mt.AddRow("of which LoRA adapters", $"{a.Total / Units.GiB:F2}");
         console.Write(mt);
     }
 }

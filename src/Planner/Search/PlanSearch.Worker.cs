@@ -38,64 +38,65 @@ public static partial class PlanSearch
                         foreach (bool sp in s.Tp > 1 ? m.IsMoe ? [true] : new[] { true, false } : [false])
                             // ZeRO shards over the ranks that reduce gradients: data and context parallel, and expert data parallel.
                             foreach (int zero in s.Dp * s.Cp > 1 || (m.IsMoe && s.Tp * s.Cp * s.Dp / (ep * etp) > 1) ? EveryZeroStage : NoZero)
-                            {
-                                bool fullValid = false, fullFits = false;
-                                foreach (var rc in req.RecomputePolicies)
+                                foreach (var tuning in req.TuningList)
                                 {
-                                    var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision, Ep: ep, Etp: etp);
-                                    if (req.Filter is { } accept && !accept(plan))
-                                        continue;
-                                    if (PlanCheck.Problem(m, c, plan) is not null)
-                                        continue;
-                                    Enumerated++;
-                                    fullValid |= rc == Recompute.Full;
-                                    // Memory first: a plan that fits at no offload fraction (and is no near miss for an uneven
-                                    // split) needs no time bound. Memory is linear in the offload fraction, and the first and last
-                                    // stages hold the most (PipelineCosts.PeakMemoryBytes).
-                                    Bounded++;
-                                    var block = Block(plan, rc);
-                                    var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 }, options);
-                                    double peak = Math.Max(first.Total, last.Total);
-                                    var lean = Leanest(plan, first, last, firstAll, lastAll);
-                                    bool nearMiss = peak > capacity && Splittable(plan, m) && last.Total <= capacity;
-                                    if (peak > capacity && lean is null && !nearMiss)
+                                    bool fullValid = false, fullFits = false;
+                                    foreach (var rc in req.RecomputePolicies)
                                     {
-                                        Enumerated += Offloads.Length - 1;
-                                        NoteSmallest(plan, peak);
-                                        continue;
-                                    }
-                                    if (rc == Recompute.Full)
-                                        fullFits = true;
-                                    // The loose bound: the busiest stage's own work, from the block costs alone. The pipeline's
-                                    // costs (and the tight bound) wait until the candidate comes up (Tighten), or a family needs them.
-                                    double pipeline = BusyBound(plan, block);
-                                    if (peak > capacity)
-                                    {
-                                        NoteSmallest(plan, peak);
-                                        // An uneven split may fit where the even one does not: the last stage holds the fewest
-                                        // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
-                                        if (Splittable(plan, m) && last.Total <= capacity)
-                                            NearMisses.Add(new Candidate(plan, Score(req, plan, pipeline)));
-                                    }
-                                    else
-                                    {
-                                        Fits.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.Plan, Loose: true));
-                                        if (StopAtFirstFit)
-                                            return;
-                                    }
-                                    if (Offloads.Length > 1)
-                                    {
-                                        Enumerated += Offloads.Length - 1;
-                                        if (lean is not null)
+                                        var plan = new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, rc, sp, s.Precision, Ep: ep, Etp: etp, FineTuning: tuning);
+                                        if (req.Filter is { } accept && !accept(plan))
+                                            continue;
+                                        if (PlanCheck.Problem(m, c, plan) is not null)
+                                            continue;
+                                        Enumerated++;
+                                        fullValid |= rc == Recompute.Full;
+                                        // Memory first: a plan that fits at no offload fraction (and is no near miss for an uneven
+                                        // split) needs no time bound. Memory is linear in the offload fraction, and the first and last
+                                        // stages hold the most (PipelineCosts.PeakMemoryBytes).
+                                        Bounded++;
+                                        var block = Block(plan, rc);
+                                        var (first, last, firstAll, lastAll) = PipelineCosts.EndStageMemory(m, c, plan, block, plan with { OptimizerOffload = 1 }, options);
+                                        double peak = Math.Max(first.Total, last.Total);
+                                        var lean = Leanest(plan, first, last, firstAll, lastAll);
+                                        bool nearMiss = peak > capacity && Splittable(plan, m) && last.Total <= capacity;
+                                        if (peak > capacity && lean is null && !nearMiss)
                                         {
-                                            Families.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.OffloadFamily, Loose: true));
+                                            Enumerated += Offloads.Length - 1;
+                                            NoteSmallest(plan, peak);
+                                            continue;
+                                        }
+                                        if (rc == Recompute.Full)
+                                            fullFits = true;
+                                        // The loose bound: the busiest stage's own work, from the block costs alone. The pipeline's
+                                        // costs (and the tight bound) wait until the candidate comes up (Tighten), or a family needs them.
+                                        double pipeline = BusyBound(plan, block);
+                                        if (peak > capacity)
+                                        {
+                                            NoteSmallest(plan, peak);
+                                            // An uneven split may fit where the even one does not: the last stage holds the fewest
+                                            // micro-batches in flight, so if it fits, moving blocks there (or recomputing early) may help.
+                                            if (Splittable(plan, m) && last.Total <= capacity)
+                                                NearMisses.Add(new Candidate(plan, Score(req, plan, pipeline)));
+                                        }
+                                        else
+                                        {
+                                            Fits.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.Plan, Loose: true));
                                             if (StopAtFirstFit)
                                                 return;
                                         }
+                                        if (Offloads.Length > 1)
+                                        {
+                                            Enumerated += Offloads.Length - 1;
+                                            if (lean is not null)
+                                            {
+                                                Families.Add(new Candidate(plan, Score(req, plan, pipeline), Kind.OffloadFamily, Loose: true));
+                                                if (StopAtFirstFit)
+                                                    return;
+                                            }
+                                        }
                                     }
+                                    AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision, Ep: ep, Etp: etp, FineTuning: tuning), fullValid, fullFits);
                                 }
-                                AddFamily(new ParallelPlan(s.Tp, s.Pp, s.Dp, s.Cp, zero, mbs, gbs, s.Seq, vpp, Recompute.Full, sp, s.Precision, Ep: ep, Etp: etp), fullValid, fullFits);
-                            }
                 }
         }
 

@@ -213,11 +213,11 @@ public static partial class PlanSearch
 
     /// <summary>
     /// What the top list keeps one plan of: by default a shape (the GPUs' split into tp, cp, pp, dp, ep and etp, at one
-    /// batch, sequence and precision: its best ZeRO stage, micro-batch, interleaving, recompute and offload), with
+    /// batch, sequence, precision and fine-tuning: its best ZeRO stage, micro-batch, interleaving, recompute and offload), with
     /// <see cref="SearchRequest.AllVariants"/> a configuration (<see cref="VariantOf"/>).
     /// </summary>
     public static object KeyOf(SearchRequest req, ParallelPlan p) =>
-        req.AllVariants ? VariantOf(p) : (p.Tp, p.Cp, p.Pp, p.Dp, p.Ep, p.Etp, p.Gbs, p.Seq, p.Precision);
+        req.AllVariants ? VariantOf(p) : (p.Tp, p.Cp, p.Pp, p.Dp, p.Ep, p.Etp, p.Gbs, p.Seq, p.Precision, p.FineTuning);
 
     /// <summary>Inserts an exactly priced plan into a top-K list ordered by score, ties to the leaner plan, one plan
     /// per key (<see cref="KeyOf"/>).</summary>

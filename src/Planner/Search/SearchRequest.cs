@@ -29,6 +29,8 @@ public enum Objective
 /// <param name="Filter">Only plans it accepts are considered (what-if points that pin some plan values).</param>
 /// <param name="AllVariants">List every configuration of a shape (ZeRO stage, micro-batch, interleaving, recompute) rather
 /// than the best one of each shape.</param>
+/// <param name="Tunings">Fine-tuning methods and optimizers to consider (<see cref="ParallelPlan.FineTuning"/>); null:
+/// full training with AdamW only, as before.</param>
 public sealed record SearchRequest(
     ModelSpec Model,
     ClusterSpec Cluster,
@@ -42,8 +44,12 @@ public sealed record SearchRequest(
     int Top = 10,
     PricingOptions? Options = null,
     Func<ParallelPlan, bool>? Filter = null,
-    bool AllVariants = false)
+    bool AllVariants = false,
+    IReadOnlyList<FineTuning>? Tunings = null)
 {
+    /// <summary>The fine-tuning settings searched: <see cref="Tunings"/>, or the plan's default (null) alone.</summary>
+    public IReadOnlyList<FineTuning?> TuningList => Tunings is { Count: > 0 } t ? [.. t] : [null];
+
     /// <summary>Recompute policies worth searching: under flash attention selective equals none.</summary>
     public IReadOnlyList<Recompute> RecomputePolicies => (Options ?? PricingOptions.Default).FlashAttention
         ? [Recompute.None, Recompute.Full]
