@@ -28,6 +28,21 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         public string Dir { get; } = Path.Combine(Path.GetTempPath(), $"planner-parity-{Guid.NewGuid():N}");
         public Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> Single { get; } = [];
 
+        /// <summary>The single-process run with the plan keys <paramref name="keys"/>: its losses and parameters after
+        /// 3 steps (run once per model and keys).</summary>
+        public (double[] Loss, Dictionary<string, float[]> Params) SingleLora(string model, string keys)
+        {
+            string key = $"{model}/{keys}";
+            if (!_withKeys.TryGetValue(key, out var single))
+            {
+                var (loss, parameters) = Run(model, "single-lora", 1, 1, 1, 0, 1, "none", false, 3, keys: keys);
+                _withKeys[key] = single = (loss, parameters[0]);
+            }
+            return single;
+        }
+
+        private readonly Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> _withKeys = [];
+
         public Reference()
         {
             Directory.CreateDirectory(Dir);
@@ -50,7 +65,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         }
 
         public (double[] Loss, Dictionary<string, float[]>[] Params) Run(string model, string name, int tp, int pp, int dp, int zero,
-            int vpp, string recompute, bool sp, int steps, double lr = 1e-3)
+            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "")
         {
             string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
             // "full:k" is full recompute of the first k blocks of each chunk.
@@ -58,7 +73,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             File.WriteAllText(plan, $$"""
                 {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
                  "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute.Split(':')[0]}}",
-                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}}
+                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}{{keys}}}
                 """);
             string dump = Path.Combine(Dir, $"dump-{model}-{name}-{lr}");
             // Adam's epsilon at 1e-4 rather than 1e-8: with an epsilon far below a gradient's rounding (TP and DP sum
@@ -74,10 +89,17 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             var parameters = ranks.Select(r => r["parameters"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.AsArray().Select(v => (float)v!).ToArray())).ToArray();
             Coordinates[name + model + lr] = ranks.Select(r => ((int)r["tp"]!, (int)r["pp"]!, (int)r["dp"]!)).ToArray();
             OverlappedReduces[name + model + lr] = JsonNode.Parse(output)!["measured"]!["overlapped_reduces_by_rank"]!.AsArray().Select(v => (int)v!).ToArray();
+            var report = JsonNode.Parse(output)!;
+            // No prediction for a layout of more ranks than the local-cpu cluster has GPUs.
+            TrainableParameters[name + model + lr] = ((long)report["measured"]!["trainable_parameters"]!,
+                report["predicted"] is { } p ? (double)p["trainable_parameters"]! : double.NaN);
             return (loss, parameters);
         }
 
         public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
+
+        /// <summary>Each run's trainable parameters: measured (the ranks' stages, counted whole) and predicted.</summary>
+        public Dictionary<string, (long Measured, double Predicted)> TrainableParameters { get; } = [];
 
         /// <summary>Each rank's reductions started during the backward in the last step of a run.</summary>
         public Dictionary<string, int[]> OverlappedReduces { get; } = [];
@@ -202,6 +224,55 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         CheckSlices(model, name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + model + 0.001], ParamTolerance);
     }
 
+    /// <summary>LoRA's plan keys in the parity runs: rank 4 on every linear of the blocks.</summary>
+    private const string Lora = ", \"finetune\": \"lora\", \"lora_rank\": 4";
+
+    public static TheoryData<string, string, int, int, int, int, bool> LoraLayouts() => new()
+    {
+        { "gpt", "lora-tp2", 2, 1, 1, 0, false },
+        { "llama", "lora-tp2", 2, 1, 1, 0, false },
+        { "llama", "lora-tp2-sp", 2, 1, 1, 0, true },
+        // The embedding tied across the stages is frozen: nothing to sum between them.
+        { "gpt", "lora-pp2", 1, 2, 1, 0, false },
+        { "llama", "lora-pp2", 1, 2, 1, 0, false },
+        { "gpt", "lora-dp2-zero1", 1, 1, 2, 1, false },
+        { "llama", "lora-dp2-zero1", 1, 1, 2, 1, false },
+        { "llama", "lora-tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        // ZeRO-3 shards and gathers the adapters; the frozen base stays whole on every rank.
+        { "gpt", "lora-dp2-zero3", 1, 1, 2, 3, false },
+    };
+
+    /// <summary>
+    /// LoRA: each layout reproduces the single-process LoRA run: the losses, and every parameter after three steps an
+    /// exact slice of the single process's (adapters split as their base). Three steps, not one: A's first gradient
+    /// passes through B = 0, so only from the second step on do A's updates (whose gradient under tensor parallelism is
+    /// whole only through the region's collective) show; the adapters' gradients are far below Adam's epsilon here, so
+    /// their updates stay smooth in the gradients and rounding does not grow. In the single process the frozen base
+    /// stays its initial weights and every B moves from zero.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(LoraLayouts))]
+    public void Lora_layout_reproduces_the_single_process_lora_run(string model, string name, int tp, int pp, int dp, int zero, bool sp)
+    {
+        var (singleLoss, single) = _ref.SingleLora(model, Lora);
+        var initial = _ref.Single[$"{model}/0"].Params;
+        foreach (var (param, values) in single)
+        {
+            if (initial.TryGetValue(param, out var before))
+                Assert.False(values.Where((v, i) => v != before[i]).Any(), $"{param} of the frozen base moved");
+            else if (param.EndsWith(".lora_b", StringComparison.Ordinal))
+                Assert.True(values.Any(v => v != 0), $"{param} did not move from zero");
+        }
+        var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, 1, "none", sp, 3, keys: Lora);
+        for (int s = 0; s < loss.Length; s++)
+            Assert.True(Math.Abs(loss[s] - singleLoss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {singleLoss[s]:R}");
+        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], ParamTolerance, loraRank: 4);
+        // The count is the model's, whatever the layout: the single process's prediction.
+        var (measured, _) = _ref.TrainableParameters[name + model + 0.001];
+        var (_, predicted) = _ref.TrainableParameters["single-lora" + model + 0.001];
+        Assert.True(measured > 0 && measured == predicted, $"{name}: {measured} trainable parameters trained, {predicted} predicted");
+    }
+
     [Theory]
     [InlineData("gpt")]
     [InlineData("llama")]
@@ -214,9 +285,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
     }
 
     private static void CheckSlices(string model, string name, int tp, Dictionary<string, float[]> full,
-        Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance)
+        Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance, int loraRank = 0)
     {
-        var specs = Specs(model);
+        var specs = Specs(model, loraRank);
         int checkedParams = 0;
         for (int r = 0; r < ranks.Length; r++)
         {
@@ -233,13 +304,18 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         Assert.True(checkedParams >= specs.Count, $"{name}: only {checkedParams} parameters dumped");
     }
 
-    private static Dictionary<string, ParameterSpec> Specs(string model)
+    private static Dictionary<string, ParameterSpec> Specs(string model, int loraRank = 0)
     {
         var m = model == "gpt"
             ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
             : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
-        return GptParameters.Embedding(m).Concat(Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Block(m, l)))
+        var specs = GptParameters.Embedding(m).Concat(Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Block(m, l)))
             .Concat(GptParameters.Head(m)).ToDictionary(s => s.Name);
+        if (loraRank > 0)
+            foreach (var (linear, _, column) in Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Linears(m, l)).ToList())
+                foreach (var adapter in GptParameters.Adapters(linear, specs[linear + ".w"].Shape, loraRank, column))
+                    specs[adapter.Name] = adapter;
+        return specs;
     }
 
     private static float[] Slice(float[] full, ParameterSpec s, int tpRank, int tp)

@@ -201,7 +201,8 @@ public sealed class PipelineRunner
         var grad = Recomputation.Backward(_rank.Model, _rank.Chunks[run.Chunk], segments, blockDone);
         if (run.Embedded is not null)
         {
-            run.Embedded.Backward(grad);
+            if (run.Embedded.RequiresGrad) // a frozen embedding (LoRA's base) has nothing to differentiate
+                run.Embedded.Backward(grad);
             if (run.Overlap)
                 data.BucketDone(new GradientBucket(BucketKind.Embedding));
         }

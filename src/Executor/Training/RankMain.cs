@@ -37,6 +37,7 @@ public static class RankMain
             string line = JsonSerializer.Serialize(new
             {
                 rank = env.Rank,
+                stage = trainer.Coordinates.Pp,
                 step = metrics.Step,
                 seconds = metrics.Seconds,
                 loss = double.IsNaN(metrics.Loss) ? (double?)null : metrics.Loss,
@@ -48,6 +49,7 @@ public static class RankMain
                 memory_bytes = current,
                 peak_memory_bytes = peak,
                 parameter_bytes = trainer.ResidentParameterBytes,
+                trainable_parameters = trainer.TrainableParameters,
                 overlapped_reduces = trainer.OverlappedReduces,
                 gradient_bytes = trainer.GradientBytesAfterBackward,
                 loss_scale = trainer.LossScale,

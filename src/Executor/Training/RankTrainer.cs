@@ -115,6 +115,12 @@ public sealed class RankTrainer : IDisposable
     /// per block, and the head's and the embedding's where the chunk has them; under ZeRO-2 in every micro-batch.</summary>
     public int OverlappedReduces { get; private set; }
 
+    /// <summary>The model's parameters that train on this rank's stage, counted whole (not this rank's shards): every
+    /// trainable one the stage holds, an embedding tied to the head counted on the first stage only.</summary>
+    public long TrainableParameters => _rank.Model.TrainableSpecs
+        .Where(s => s.Name != "wte" || _rank.Model.HasEmbedding)
+        .Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b));
+
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Coordinates => _groups.Me;
 

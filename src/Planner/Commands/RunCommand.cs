@@ -307,6 +307,9 @@ public static class RunCommand
                 ["tokens_per_s"] = run.TokensPerS,
                 ["peak_memory_gib"] = run.Peak,
                 ["peak_memory_gib_by_rank"] = new JsonArray(run.PeakByRank.Select(v => (JsonNode)v).ToArray()),
+                // Each stage's trainable parameters counted whole, summed over the stages: what the model trains.
+                ["trainable_parameters"] = lines.Where(l => (int)l["step"]! == 0).GroupBy(l => (int)l["stage"]!)
+                    .Sum(g => (long)g.First()["trainable_parameters"]!),
                 ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
                 ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
                 ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
