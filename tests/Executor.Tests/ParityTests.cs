@@ -83,10 +83,28 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
         Same("mlp", "grad_b1", b1.Grad);
         Same("mlp", "grad_w2", w2.Grad);
         Same("mlp", "grad_b2", b2.Grad);
-        using var opt = new AdamW([w1, b1, w2, b2], lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
+        using var opt = Optimizer.AdamW([w1, b1, w2, b2], lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
         opt.Step();
         Same("mlp", "w1_after_adamw", w1);
         Same("mlp", "b2_after_adamw", b2);
+    }
+
+    [Theory]
+    [InlineData("sgd")]
+    [InlineData("lion")]
+    public void Sgd_and_lion_steps_match_pytorch(string name)
+    {
+        using var scope = DisposeScope.Begin();
+        var w = Det([6, 5], 0.29, 0.6, 0.5);
+        using var opt = name == "sgd" ? Optimizer.Sgd([w], lr: 0.1, momentum: 0.9, weightDecay: 0.01) : Optimizer.Lion([w], lr: 0.01, weightDecay: 0.1);
+        for (int t = 0; t < 3; t++)
+        {
+            w.SetGrad(Det([6, 5], 0.41 + 0.1 * t, 0.3 * t, 0.2, grad: false));
+            opt.Step();
+        }
+        Same("optimizers", name, w);
+        // One fp32 buffer per parameter: SGD's momentum, Lion's moment.
+        Assert.Equal(w.Numel * 4, opt.StateBytes);
     }
 
     [Fact]

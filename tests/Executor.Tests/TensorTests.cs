@@ -138,7 +138,7 @@ public class TensorTests
     {
         var w = Tensor.Normal([256, 256], 0, 0.02, seed: 1);
         w.RequiresGrad = true;
-        using var opt = new AdamW([w], lr: 1e-3);
+        using var opt = Optimizer.AdamW([w], lr: 1e-3);
         var x = Tensor.Normal([64, 256], 0, 1, seed: 2);
         void Step()
         {

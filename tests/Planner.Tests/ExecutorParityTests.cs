@@ -28,14 +28,14 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         public string Dir { get; } = Path.Combine(Path.GetTempPath(), $"planner-parity-{Guid.NewGuid():N}");
         public Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> Single { get; } = [];
 
-        /// <summary>The single-process run with the plan keys <paramref name="keys"/>: its losses and parameters after
-        /// 3 steps (run once per model and keys).</summary>
-        public (double[] Loss, Dictionary<string, float[]> Params) SingleLora(string model, string keys)
+        /// <summary>The single-process run with the plan keys <paramref name="keys"/> (named <paramref name="tuning"/>): its
+        /// losses and parameters after 3 steps (run once per model and keys).</summary>
+        public (double[] Loss, Dictionary<string, float[]> Params) SingleWithKeys(string model, string tuning, string keys)
         {
-            string key = $"{model}/{keys}";
+            string key = $"{model}/{tuning}";
             if (!_withKeys.TryGetValue(key, out var single))
             {
-                var (loss, parameters) = Run(model, "single-lora", 1, 1, 1, 0, 1, "none", false, 3, keys: keys);
+                var (loss, parameters) = Run(model, $"single-{tuning}", 1, 1, 1, 0, 1, "none", false, 3, keys: keys);
                 _withKeys[key] = single = (loss, parameters[0]);
             }
             return single;
@@ -224,52 +224,69 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         CheckSlices(model, name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + model + 0.001], ParamTolerance);
     }
 
-    /// <summary>LoRA's plan keys in the parity runs: rank 4 on every linear of the blocks.</summary>
-    private const string Lora = ", \"finetune\": \"lora\", \"lora_rank\": 4";
-
-    public static TheoryData<string, string, int, int, int, int, bool> LoraLayouts() => new()
+    /// <summary>Plan keys of the fine-tuning parity runs: LoRA rank 4 on every linear of the blocks; the optimizers.</summary>
+    private static readonly Dictionary<string, string> Tunings = new()
     {
-        { "gpt", "lora-tp2", 2, 1, 1, 0, false },
-        { "llama", "lora-tp2", 2, 1, 1, 0, false },
-        { "llama", "lora-tp2-sp", 2, 1, 1, 0, true },
+        ["lora"] = ", \"finetune\": \"lora\", \"lora_rank\": 4",
+        ["sgd"] = ", \"optimizer\": \"sgd\"",
+        ["lion"] = ", \"optimizer\": \"lion\"",
+        ["lora-lion"] = ", \"finetune\": \"lora\", \"lora_rank\": 4, \"optimizer\": \"lion\"",
+    };
+
+    public static TheoryData<string, string, string, int, int, int, int, bool> TuningLayouts() => new()
+    {
+        { "lora", "gpt", "tp2", 2, 1, 1, 0, false },
+        { "lora", "llama", "tp2", 2, 1, 1, 0, false },
+        { "lora", "llama", "tp2-sp", 2, 1, 1, 0, true },
         // The embedding tied across the stages is frozen: nothing to sum between them.
-        { "gpt", "lora-pp2", 1, 2, 1, 0, false },
-        { "llama", "lora-pp2", 1, 2, 1, 0, false },
-        { "gpt", "lora-dp2-zero1", 1, 1, 2, 1, false },
-        { "llama", "lora-dp2-zero1", 1, 1, 2, 1, false },
-        { "llama", "lora-tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        { "lora", "gpt", "pp2", 1, 2, 1, 0, false },
+        { "lora", "llama", "pp2", 1, 2, 1, 0, false },
+        { "lora", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
+        { "lora", "llama", "dp2-zero1", 1, 1, 2, 1, false },
+        { "lora", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
         // ZeRO-3 shards and gathers the adapters; the frozen base stays whole on every rank.
-        { "gpt", "lora-dp2-zero3", 1, 1, 2, 3, false },
+        { "lora", "gpt", "dp2-zero3", 1, 1, 2, 3, false },
+        // The optimizers step every weight (or the adapters) wherever it lives: TP shards, stages, ZeRO's flat shards.
+        { "sgd", "gpt", "tp2", 2, 1, 1, 0, false },
+        { "sgd", "llama", "pp2", 1, 2, 1, 0, false },
+        { "sgd", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
+        { "lion", "llama", "tp2", 2, 1, 1, 0, false },
+        { "lion", "gpt", "pp2", 1, 2, 1, 0, false },
+        { "lion", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
+        { "lora-lion", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
     };
 
     /// <summary>
-    /// LoRA: each layout reproduces the single-process LoRA run: the losses, and every parameter after three steps an
-    /// exact slice of the single process's (adapters split as their base). Three steps, not one: A's first gradient
-    /// passes through B = 0, so only from the second step on do A's updates (whose gradient under tensor parallelism is
-    /// whole only through the region's collective) show; the adapters' gradients are far below Adam's epsilon here, so
-    /// their updates stay smooth in the gradients and rounding does not grow. In the single process the frozen base
-    /// stays its initial weights and every B moves from zero.
+    /// Fine-tuning and the optimizers: each layout reproduces the single-process run of the same keys: the losses, and
+    /// every parameter after three steps an exact slice of the single process's (adapters split as their base). Three
+    /// steps, not one: LoRA's A gets its first gradient through B = 0, so only from the second step on do A's updates
+    /// (whose gradient under tensor parallelism is whole only through the region's collective) show; the adapters'
+    /// gradients are far below Adam's epsilon here, so their updates stay smooth in the gradients and rounding does not
+    /// grow. Under LoRA the single process's frozen base stays its initial weights and every B moves from zero.
     /// </summary>
     [Theory]
-    [MemberData(nameof(LoraLayouts))]
-    public void Lora_layout_reproduces_the_single_process_lora_run(string model, string name, int tp, int pp, int dp, int zero, bool sp)
+    [MemberData(nameof(TuningLayouts))]
+    public void Fine_tuning_layout_reproduces_the_single_process_run(string tuning, string model, string layout, int tp, int pp, int dp, int zero, bool sp)
     {
-        var (singleLoss, single) = _ref.SingleLora(model, Lora);
+        string keys = Tunings[tuning], name = $"{tuning}-{layout}";
+        var (singleLoss, single) = _ref.SingleWithKeys(model, tuning, keys);
         var initial = _ref.Single[$"{model}/0"].Params;
-        foreach (var (param, values) in single)
-        {
-            if (initial.TryGetValue(param, out var before))
-                Assert.False(values.Where((v, i) => v != before[i]).Any(), $"{param} of the frozen base moved");
-            else if (param.EndsWith(".lora_b", StringComparison.Ordinal))
-                Assert.True(values.Any(v => v != 0), $"{param} did not move from zero");
-        }
-        var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, 1, "none", sp, 3, keys: Lora);
+        if (tuning.StartsWith("lora", StringComparison.Ordinal))
+            foreach (var (param, values) in single)
+            {
+                if (initial.TryGetValue(param, out var before))
+                    Assert.False(values.Where((v, i) => v != before[i]).Any(), $"{param} of the frozen base moved");
+                else if (param.EndsWith(".lora_b", StringComparison.Ordinal))
+                    Assert.True(values.Any(v => v != 0), $"{param} did not move from zero");
+            }
+        var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, 1, "none", sp, 3, keys: keys);
         for (int s = 0; s < loss.Length; s++)
             Assert.True(Math.Abs(loss[s] - singleLoss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {singleLoss[s]:R}");
-        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], ParamTolerance, loraRank: 4);
+        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], ParamTolerance,
+            loraRank: tuning.StartsWith("lora", StringComparison.Ordinal) ? 4 : 0);
         // The count is the model's, whatever the layout: the single process's prediction.
         var (measured, _) = _ref.TrainableParameters[name + model + 0.001];
-        var (_, predicted) = _ref.TrainableParameters["single-lora" + model + 0.001];
+        var (_, predicted) = _ref.TrainableParameters[$"single-{tuning}" + model + 0.001];
         Assert.True(measured > 0 && measured == predicted, $"{name}: {measured} trainable parameters trained, {predicted} predicted");
     }
 

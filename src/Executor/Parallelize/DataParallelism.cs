@@ -22,7 +22,7 @@ public sealed partial class DataParallelism : IDisposable
     private readonly ProcessGroup? _dp, _tied;
     private readonly TensorParallelism? _tp;
     private readonly DeviceClock _clock;
-    private readonly AdamW _optimizer;
+    private readonly Optimizer _optimizer;
     private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
     private readonly bool _zero3; // parameters gathered per use
     private readonly bool _chunkwise; // ZeRO-2/3: each chunk's gradients reduce-scattered after its backward
@@ -96,6 +96,9 @@ public sealed partial class DataParallelism : IDisposable
     /// <summary>Reductions started during the backward since <see cref="BeginStep"/> (ZeRO-0/1/2 with dp &gt; 1): per
     /// chunk, one per block, and the head's and the embedding's where the chunk has them; under ZeRO-2 in every micro-batch.</summary>
     public int StartedReductions { get; private set; }
+
+    /// <summary>Bytes of the optimizer's state (this rank's: its ZeRO shard's under ZeRO).</summary>
+    public long OptimizerStateBytes => _optimizer.StateBytes;
 
     /// <summary>Bytes of the ZeRO master shard (none without ZeRO).</summary>
     public long ShardBytes => _shards?.Master.StorageBytes ?? 0;
@@ -185,9 +188,15 @@ public sealed partial class DataParallelism : IDisposable
     }
 }
 
-/// <summary>The optimizer's settings (AdamW).</summary>
-public sealed record OptimizerSettings(double LearningRate, double WeightDecay, double Eps)
+/// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's).</summary>
+public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, double WeightDecay, double Eps)
 {
-    /// <summary>AdamW over <paramref name="parameters"/>.</summary>
-    public AdamW Create(IReadOnlyList<Tensor> parameters) => new(parameters, LearningRate, eps: Eps, weightDecay: WeightDecay);
+    /// <summary>The optimizer over <paramref name="parameters"/>: AdamW, SGD with momentum 0.9, or Lion (β 0.9, 0.99).</summary>
+    public Optimizer Create(IReadOnlyList<Tensor> parameters) => Kind switch
+    {
+        OptimizerKind.AdamW => Optimizer.AdamW(parameters, LearningRate, eps: Eps, weightDecay: WeightDecay),
+        OptimizerKind.Sgd => Optimizer.Sgd(parameters, LearningRate, weightDecay: WeightDecay),
+        OptimizerKind.Lion => Optimizer.Lion(parameters, LearningRate, weightDecay: WeightDecay),
+        _ => throw new NotSupportedException($"{FineTuning.Name(Kind)}: the executor has no such optimizer yet"),
+    };
 }

@@ -58,7 +58,7 @@ public sealed class OptimizerHandle : NativeHandle
     internal OptimizerHandle(IntPtr h) : base(h) { }
 
     /// <inheritdoc />
-    protected override int Free(IntPtr h) => Native.pt_adamw_free(h);
+    protected override int Free(IntPtr h) => Native.pt_optim_free(h);
 }
 
 /// <summary>A c10d store.</summary>

@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 8;
+    internal const int AbiVersion = 9;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -140,11 +140,12 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_no_grad_exit(IntPtr guard);
 
     // optim.cpp
-    [LibraryImport(Library)] internal static partial int pt_adamw_new(IntPtr[] parameters, int n, double lr, double beta1, double beta2, double eps, double weightDecay, out IntPtr result);
-    [LibraryImport(Library)] internal static partial int pt_adamw_step(OptimizerHandle o);
-    [LibraryImport(Library)] internal static partial int pt_adamw_zero_grad(OptimizerHandle o);
-    [LibraryImport(Library)] internal static partial int pt_adamw_set_lr(OptimizerHandle o, double lr);
-    [LibraryImport(Library)] internal static partial int pt_adamw_free(IntPtr o);
+    [LibraryImport(Library)] internal static partial int pt_optim_new(int kind, IntPtr[] parameters, int n, double lr, double beta1, double beta2, double eps, double weightDecay, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_optim_step(OptimizerHandle o);
+    [LibraryImport(Library)] internal static partial int pt_optim_zero_grad(OptimizerHandle o);
+    [LibraryImport(Library)] internal static partial int pt_optim_set_lr(OptimizerHandle o, double lr);
+    [LibraryImport(Library)] internal static partial int pt_optim_state_bytes(OptimizerHandle o, out long bytes);
+    [LibraryImport(Library)] internal static partial int pt_optim_free(IntPtr o);
 
     // c10d.cpp
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]

@@ -139,13 +139,12 @@ public static class TorchRuntime
     }
 }
 
-/// <summary>AdamW over a parameter list.</summary>
-public sealed class AdamW : IDisposable
+/// <summary>An optimizer over a parameter list: libtorch's AdamW or SGD with momentum, or Lion (the shim's).</summary>
+public sealed class Optimizer : IDisposable
 {
     private readonly OptimizerHandle _handle;
 
-    /// <summary>Creates the optimizer; the parameters must stay alive while it is used.</summary>
-    public AdamW(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01)
+    private Optimizer(int kind, IReadOnlyList<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay)
     {
         Native.EnsureLoaded();
         var added = new bool[parameters.Count];
@@ -158,7 +157,7 @@ public sealed class AdamW : IDisposable
                 parameters[i].Handle.DangerousAddRef(ref added[i]);
                 handles[i] = parameters[i].Handle.DangerousGetHandle();
             }
-            Native.Check(Native.pt_adamw_new(handles, handles.Length, lr, beta1, beta2, eps, weightDecay, out h));
+            Native.Check(Native.pt_optim_new(kind, handles, handles.Length, lr, beta1, beta2, eps, weightDecay, out h));
         }
         finally
         {
@@ -169,14 +168,37 @@ public sealed class AdamW : IDisposable
         _handle = new OptimizerHandle(h);
     }
 
+    /// <summary>AdamW (libtorch's); the parameters must stay alive while it is used.</summary>
+    public static Optimizer AdamW(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01) =>
+        new(0, parameters, lr, beta1, beta2, eps, weightDecay);
+
+    /// <summary>SGD with momentum (libtorch's: the buffer is momentum · buffer + gradient, the step lr · buffer).</summary>
+    public static Optimizer Sgd(IReadOnlyList<Tensor> parameters, double lr, double momentum = 0.9, double weightDecay = 0) =>
+        new(1, parameters, lr, momentum, 0, 0, weightDecay);
+
+    /// <summary>Lion (Chen et al. 2023): the step lr · sign(β1 · m + (1 − β1) · g), then m ← β2 · m + (1 − β2) · g;
+    /// decoupled weight decay.</summary>
+    public static Optimizer Lion(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.99, double weightDecay = 0) =>
+        new(2, parameters, lr, beta1, beta2, 0, weightDecay);
+
     /// <summary>One update from the parameters' gradients.</summary>
-    public void Step() => Native.Check(Native.pt_adamw_step(_handle));
+    public void Step() => Native.Check(Native.pt_optim_step(_handle));
 
     /// <summary>Clears the parameters' gradients.</summary>
-    public void ZeroGrad() => Native.Check(Native.pt_adamw_zero_grad(_handle));
+    public void ZeroGrad() => Native.Check(Native.pt_optim_zero_grad(_handle));
 
     /// <summary>Sets the learning rate.</summary>
-    public void SetLearningRate(double lr) => Native.Check(Native.pt_adamw_set_lr(_handle, lr));
+    public void SetLearningRate(double lr) => Native.Check(Native.pt_optim_set_lr(_handle, lr));
+
+    /// <summary>Bytes of the optimizer's state tensors now (made at the first step).</summary>
+    public long StateBytes
+    {
+        get
+        {
+            Native.Check(Native.pt_optim_state_bytes(_handle, out long bytes));
+            return bytes;
+        }
+    }
 
     /// <summary>Frees the optimizer and its state.</summary>
     public void Dispose() => _handle.Dispose();

@@ -50,6 +50,7 @@ public static class RankMain
                 peak_memory_bytes = peak,
                 parameter_bytes = trainer.ResidentParameterBytes,
                 trainable_parameters = trainer.TrainableParameters,
+                optimizer_state_bytes = trainer.OptimizerStateBytes,
                 overlapped_reduces = trainer.OverlappedReduces,
                 gradient_bytes = trainer.GradientBytesAfterBackward,
                 loss_scale = trainer.LossScale,

@@ -53,8 +53,8 @@ public sealed class RankTrainer : IDisposable
         var t = plan.Tuning;
         if (t.QuantizedBase)
             return "qlora: the executor does not quantize the base to NF4 yet; train with lora (a bf16 or fp32 base)";
-        if (t.Optimizer != OptimizerKind.AdamW)
-            return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW only yet";
+        if (t.Optimizer is not (OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion))
+            return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW, SGD or Lion only yet";
         if (model.Vocab % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
         if (plan.Precision == Precision.Fp16 && device.Type == DeviceType.Cpu)
@@ -91,7 +91,7 @@ public sealed class RankTrainer : IDisposable
             _scaler = new LossScaler(options.LossScale ?? 65536);
         _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings);
         _rank = Parallelizer.Apply(model, plan, _groups, options.Seed, options.Device,
-            new OptimizerSettings(options.LearningRate, options.WeightDecay, options.AdamEps), plan.Tuning);
+            new OptimizerSettings(plan.Tuning.Optimizer, options.LearningRate, options.WeightDecay, options.AdamEps), plan.Tuning);
         _pipeline = new PipelineRunner(_rank, plan, _groups.Me.Pp, _groups.Links, _clock, model.Hidden);
     }
 
@@ -120,6 +120,9 @@ public sealed class RankTrainer : IDisposable
     public long TrainableParameters => _rank.Model.TrainableSpecs
         .Where(s => s.Name != "wte" || _rank.Model.HasEmbedding)
         .Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b));
+
+    /// <summary>Bytes of the optimizer's state on this rank (after the first step).</summary>
+    public long OptimizerStateBytes => _rank.Data.OptimizerStateBytes;
 
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Coordinates => _groups.Me;

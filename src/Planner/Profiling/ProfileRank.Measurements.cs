@@ -28,7 +28,7 @@ public sealed partial class ProfileRank
         var targets = Enumerable.Range(0, 32).Select(i => (long)(i % 64)).ToArray();
         var loss = F.CrossEntropy(logits, D(Tensor.From(targets, 32))) + TensorParallelism.VocabParallelCrossEntropy(null, logits, targets, 0);
         loss.Backward();
-        using var optimizer = new AdamW([w], 1e-3);
+        using var optimizer = Optimizer.AdamW([w], 1e-3);
         optimizer.Step();
         optimizer.ZeroGrad();
         Sync();
@@ -286,7 +286,7 @@ public sealed partial class ProfileRank
             p.RequiresGrad = true;
             return p;
         }).ToList();
-        using var optimizer = new AdamW(parameters, 1e-3);
+        using var optimizer = Optimizer.AdamW(parameters, 1e-3);
         var times = new List<double>();
         for (int i = 0; i < 9; i++)
         {

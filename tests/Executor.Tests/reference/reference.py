@@ -51,6 +51,27 @@ opt.step()
 out["mlp"]["w1_after_adamw"] = flat(w1)
 out["mlp"]["b2_after_adamw"] = flat(b2)
 
+# SGD with momentum (PyTorch's) and Lion (the paper's update, written out here: PyTorch has none) over three steps of
+# given gradients.
+out["optimizers"] = {}
+for name in ["sgd", "lion"]:
+    w = leaf([6, 5], 0.29, 0.6, 0.5)
+    if name == "sgd":
+        opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.01)
+    m = torch.zeros_like(w)
+    for t in range(3):
+        g = det([6, 5], 0.41 + 0.1 * t, 0.3 * t, 0.2)
+        if name == "sgd":
+            w.grad = g.clone()
+            opt.step()
+        else:
+            with torch.no_grad():
+                update = torch.sign(0.9 * m + 0.1 * g)
+                w.mul_(1 - 0.01 * 0.1)
+                w.add_(update, alpha=-0.01)
+                m = 0.99 * m + 0.01 * g
+    out["optimizers"][name] = flat(w)
+
 # A causal self-attention block: LayerNorm, fused QKV, 4 heads, causal attention, output projection, residual.
 B, S, H, NH = 2, 5, 16, 4
 D = H // NH
