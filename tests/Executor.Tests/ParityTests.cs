@@ -96,7 +96,7 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
     {
         using var scope = DisposeScope.Begin();
         var w = Det([6, 5], 0.29, 0.6, 0.5);
-        using var opt = name == "sgd" ? Optimizer.Sgd([w], lr: 0.1, momentum: 0.9, weightDecay: 0.01) : Optimizer.Lion([w], lr: 0.01, weightDecay: 0.1);
+        using var opt = name == "sgd" ? Optimizer.Sgd([w], lr: 0.1, momentum: 0.9, weightDecay: 0.01) : Optimizer.Lion([w], lr: 0.01, beta2: 0.5, weightDecay: 0.1);
         for (int t = 0; t < 3; t++)
         {
             w.SetGrad(Det([6, 5], 0.41 + 0.1 * t, 0.3 * t, 0.2, grad: false));

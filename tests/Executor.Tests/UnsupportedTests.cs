@@ -43,4 +43,18 @@ public class UnsupportedTests
         Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { Heads = 30, KvHeads = 30 }, Plan()));
         Assert.Null(RankTrainer.Unsupported(llama, Plan()));
     }
+
+    [Fact]
+    public void Qlora_lora_under_zero3_and_optimizers_it_lacks_are_refused_by_name()
+    {
+        var gpt = ModelLoader.Load("gpt2");
+        var plan = new ParallelPlan(1, 1, 2, 1, 3, 1, 2, 64, 1, Recompute.None, false, Precision.Bf16);
+        Assert.StartsWith("qlora:", RankTrainer.Unsupported(gpt, plan with { Zero = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        Assert.StartsWith("lora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
+        Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = 2, FineTuning = new FineTuning(FineTuneMethod.Lora) }));
+        foreach (var o in new[] { OptimizerKind.Adam8bit, OptimizerKind.Adafactor, OptimizerKind.Sophia })
+            Assert.StartsWith(FineTuning.Name(o) + ":", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: o) }));
+        foreach (var o in new[] { OptimizerKind.AdamW, OptimizerKind.Sgd, OptimizerKind.Lion })
+            Assert.Null(RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: o) }));
+    }
 }

@@ -52,7 +52,7 @@ out["mlp"]["w1_after_adamw"] = flat(w1)
 out["mlp"]["b2_after_adamw"] = flat(b2)
 
 # SGD with momentum (PyTorch's) and Lion (the paper's update, written out here: PyTorch has none) over three steps of
-# given gradients.
+# given gradients; Lion's beta2 at 0.5, so that the moment weighs in the sign from the second step on.
 out["optimizers"] = {}
 for name in ["sgd", "lion"]:
     w = leaf([6, 5], 0.29, 0.6, 0.5)
@@ -69,7 +69,7 @@ for name in ["sgd", "lion"]:
                 update = torch.sign(0.9 * m + 0.1 * g)
                 w.mul_(1 - 0.01 * 0.1)
                 w.add_(update, alpha=-0.01)
-                m = 0.99 * m + 0.01 * g
+                m = 0.5 * m + 0.5 * g
     out["optimizers"][name] = flat(w)
 
 # A causal self-attention block: LayerNorm, fused QKV, 4 heads, causal attention, output projection, residual.
