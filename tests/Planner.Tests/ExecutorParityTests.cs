@@ -93,10 +93,15 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             // No prediction for a layout of more ranks than the local-cpu cluster has GPUs.
             TrainableParameters[name + model + lr] = ((long)report["measured"]!["trainable_parameters"]!,
                 report["predicted"] is { } p ? (double)p["trainable_parameters"]! : double.NaN);
+            OptimizerState[name + model + lr] = (report["measured"]!["optimizer_state_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
+                report["predicted"] is { } q ? (double)q["memory_gib"]!["optimizer"]! * (1 << 30) : double.NaN);
             return (loss, parameters);
         }
 
         public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
+
+        /// <summary>Each run's optimizer state: measured on each rank, and predicted (bytes, the peak stage's).</summary>
+        public Dictionary<string, (long[] Measured, double Predicted)> OptimizerState { get; } = [];
 
         /// <summary>Each run's trainable parameters: measured (the ranks' stages, counted whole) and predicted.</summary>
         public Dictionary<string, (long Measured, double Predicted)> TrainableParameters { get; } = [];
@@ -290,6 +295,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         var (measured, _) = _ref.TrainableParameters[name + model + 0.001];
         var (_, predicted) = _ref.TrainableParameters[$"single-{tuning}" + model + 0.001];
         Assert.True(measured > 0 && measured == predicted, $"{name}: {measured} trainable parameters trained, {predicted} predicted");
+        // The single process's optimizer state (its parameters are the fp32 masters: no other copy) as predicted.
+        var (state, predictedState) = _ref.OptimizerState[$"single-{tuning}" + model + 0.001];
+        Assert.True(Math.Abs(state[0] - predictedState) <= 0.1 * predictedState, $"single-{tuning}: optimizer state {state[0]} bytes, {predictedState:F0} predicted");
     }
 
     [Theory]

@@ -311,6 +311,8 @@ public static class RunCommand
                 ["trainable_parameters"] = lines.Where(l => (int)l["step"]! == 0).GroupBy(l => (int)l["stage"]!)
                     .Sum(g => (long)g.First()["trainable_parameters"]!),
                 ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
+                // The optimizer's state tensors (moments, momentum), without ZeRO's master shard (in parameter_bytes).
+                ["optimizer_state_bytes_by_rank"] = LastStepByRank("optimizer_state_bytes"),
                 ["overlapped_reduces_by_rank"] = LastStepByRank("overlapped_reduces"),
                 ["gradient_bytes_by_rank"] = LastStepByRank("gradient_bytes"),
                 ["compute_s_by_rank"] = new JsonArray(timedLines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
