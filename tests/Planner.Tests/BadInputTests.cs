@@ -343,6 +343,19 @@ public sealed class BadInputTests
     }
 
     [Fact]
+    public void EveryFieldThePlanCheckNamesHasAFlagButThoseOnlyPlanFilesSet()
+    {
+        // The fields as the check's source writes them (f.Stop("tp", ...), products joined by '·').
+        string source = File.ReadAllText(RepoFiles.Find("src/CostModel/Plans/PlanCheck.cs"));
+        var keys = System.Text.RegularExpressions.Regex.Matches(source, "f\\.Stop\\(\"([^\"]+)\"")
+            .SelectMany(m => m.Groups[1].Value.Split('·')).Distinct().ToList();
+        Assert.True(keys.Count >= 15, $"only {keys.Count} fields found in PlanCheck.cs");
+        var unnamed = keys.Where(k => !k.StartsWith("stages", StringComparison.Ordinal) && !ProblemFlags.Flag(k).StartsWith("--", StringComparison.Ordinal)).ToList();
+        Assert.True(unnamed.Count == 0, "plan-check fields without a flag in ProblemFlags: " + string.Join(", ", unnamed));
+        Assert.Equal("stages.layers", ProblemFlags.Flag("stages.layers"));
+    }
+
+    [Fact]
     public void TheBaselinePlanOfTheseCasesIsValid()
     {
         // Guards the cases above: without the bad value, the same flags are accepted.
