@@ -208,4 +208,24 @@ public class FineTuningTests
         var zero3 = PlanCheck.Problems(m, c, Plan(new FineTuning(FineTuneMethod.Qlora), dp: 8, gbs: 8, zero: 3));
         Assert.Equal("finetune", Assert.Single(zero3).Field);
     }
+
+    [Fact]
+    public void Adapters_pay_their_own_tensor_parallel_collectives()
+    {
+        // Llama 2 7B on one node at TP 2, no recompute: LoRA on every linear (4 column- and 3 row-parallel layers a block)
+        // adds a rank-wide collective per adapted linear and direction its region has; the same adapters at TP 1 pay none.
+        var m = ModelLoader.Load("llama2-7b");
+        var c = ClusterLoader.Load("dgx-a100-80g-1node");
+        var lora = new FineTuning(FineTuneMethod.Lora, 16);
+        double Tp(FineTuning? t, int tp, bool sp) =>
+            Pricer.Price(m, c, new ParallelPlan(tp, 1, 1, 1, 0, 1, 8, 2048, 1, Recompute.None, sp, Precision.Bf16, FineTuning: t)).Breakdown.TpComm;
+        Assert.Equal(0, Tp(lora, 1, false));
+        double qOnly = Tp(new FineTuning(FineTuneMethod.Lora, 16, LoraTargets.Q), 2, false);
+        Assert.True(Tp(lora, 2, false) > qOnly, "more adapted linears, more collectives");
+        // Under sequence parallelism each adapter's region has a collective both ways: more than without.
+        Assert.True(Tp(lora, 2, true) > Tp(lora, 2, false));
+        // Against full training at TP 2: the difference is the adapters' alone, small beside the hidden-size collectives.
+        double full = Tp(null, 2, false), adapted = Tp(lora, 2, false);
+        Assert.InRange(adapted - full, 1e-9, 0.5 * full);
+    }
 }

@@ -72,6 +72,34 @@ public sealed class BlockCosts
     public static BlockKey Key(ParallelPlan p) =>
         new(p.Tp, p.Cp, p.Mbs, p.Seq, p.SequenceParallel, p.Precision, p.Recompute, p.Ep, p.Etp, p.MoeImbalance, p.MoeCapacity, p.Gpus, p.Tuning);
 
+    /// <summary>
+    /// LoRA's own tensor-parallel collectives in a block, forward and backward: each adapted dense linear's rank-wide
+    /// tensor crosses the tensor-parallel group once per collective its region has (A's output enters a column-parallel
+    /// region: the identity forward and an all-reduce backward, or under sequence parallelism an all-gather forward and
+    /// a reduce-scatter backward; A's partial output leaves a row-parallel region: an all-reduce forward, or a
+    /// reduce-scatter forward and an all-gather backward). A few kilobytes each: their latency is what they cost.
+    /// </summary>
+    private static (double Forward, double Backward) AdapterExchange(ModelSpec model, LayerKind kind, ParallelPlan plan, double bytesPerFeature,
+        Placement placement, ClusterSpec cluster, PricingOptions options, double tpComm)
+    {
+        var t = plan.Tuning;
+        if (!t.Adapters || plan.Tp == 1)
+            return (0, 0);
+        int column = 0, row = 0;
+        foreach (var l in BlockLinears.Of(model, kind))
+            if (!l.Expert && l.Targeted(t.Targets))
+            {
+                if (l.Split == LinearSplit.Column)
+                    column++;
+                else
+                    row++;
+            }
+        double one = tpComm * CollectiveModel.Seconds(Collective.AllReduce, bytesPerFeature * t.Rank, placement, Axis.Tp, cluster, options.Algorithm);
+        return plan.SequenceParallel
+            ? ((column + row) * one, (column + row) * one)
+            : (row * one, column * one);
+    }
+
     /// <summary>Computes the block costs of a plan.</summary>
     public static BlockCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
@@ -105,6 +133,7 @@ public sealed class BlockCosts
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
             int sublayers = 1 + (!kind.Moe || model.Moe!.SharedFfn > 0 ? 1 : 0);
             double tpPass = sublayers * tpOne;
+            var (adapterFwd, adapterBwd) = AdapterExchange(model, kind, plan, ops.Tokens * e, placement, cluster, options, tpComm);
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
             double backward = step * timer.BlockBackward(blockOps, plan.Tp);
@@ -123,9 +152,9 @@ public sealed class BlockCosts
                 Forward = forward,
                 Backward = backward,
                 Recompute = recompute,
-                TpForward = tpPass,
-                TpBackward = tpPass,
-                TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass : 0,
+                TpForward = tpPass + adapterFwd,
+                TpBackward = tpPass + adapterBwd,
+                TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass + adapterFwd : 0,
                 CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
                 CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
                 EpForward = epForward,
