@@ -1141,4 +1141,101 @@ public sealed class ExportTests : IDisposable
         Assert.Equal(p.Tp, Int(toml, "parallelism.tensor_parallel_degree"));
         Assert.Equal(4096, Int(toml, "training.seq_len"));
     }
+
+    // ---- Fine-tuning and the optimizer ----
+
+    // Llama-3 8B on one node, data parallel with ZeRO-1: the base for each fine-tuning plan below.
+    private static readonly ParallelPlan Tune = new(Tp: 1, Pp: 1, Dp: 8, Cp: 1, Zero: 1, Mbs: 1, Gbs: 64, Seq: 4096, Vpp: 1,
+        Recompute.Full, SequenceParallel: false, Precision.Bf16);
+
+    private static readonly ParallelPlan LoraLion = Tune with { FineTuning = new FineTuning(FineTuneMethod.Lora, 32, LoraTargets.Q | LoraTargets.V, OptimizerKind.Lion) };
+    private static readonly ParallelPlan QloraAdam8bit = Tune with { FineTuning = new FineTuning(FineTuneMethod.Qlora, 64, LoraTargets.All, OptimizerKind.Adam8bit) };
+    private static readonly ParallelPlan Sgd = Tune with { FineTuning = new FineTuning(Optimizer: OptimizerKind.Sgd) };
+
+    [Fact]
+    public void FullTrainingWithAdamWExportsAsBeforeFineTuningExisted()
+    {
+        // An explicit default record writes what a plan without fine-tuning keys writes.
+        foreach (var to in new[] { "megatron", "deepspeed", "torchtitan" })
+            Assert.Equal(Export(WritePlan(Tune, "llama3-8b", name: "plain.json"), to).Replace("plain.json", "x"),
+                         Export(WritePlan(Tune with { FineTuning = FineTuning.Default }, "llama3-8b", name: "deflt.json"), to).Replace("deflt.json", "x"));
+        var (_, args) = ParseMegatron(Export(WritePlan(Tune, "llama3-8b"), "megatron"));
+        Assert.False(Has(args, "--optimizer"));
+        Assert.False(DeepSpeed(Export(WritePlan(Tune, "llama3-8b", name: "d.json"), "deepspeed")).TryGetProperty("optimizer", out _));
+        Assert.DoesNotContain("[optimizer]", Export(WritePlan(Tune, "llama3-8b", name: "t.json"), "torchtitan"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Megatron_SgdIsItsOptimizerFlagAndLoraLionAreWarningsNamingNemo()
+    {
+        var (_, sgd) = ParseMegatron(Export(WritePlan(Sgd, "llama3-8b"), "megatron"));
+        Assert.Equal("sgd", Value(sgd, "--optimizer"));
+        Assert.Equal("0.9", Value(sgd, "--sgd-momentum"));
+
+        var (comments, args) = ParseMegatron(Export(WritePlan(LoraLion, "llama3-8b", name: "ll.json"), "megatron"));
+        Assert.False(Has(args, "--optimizer"), "Megatron has no Lion: no flag is made up");
+        Assert.DoesNotContain(args, a => a.Flag.Contains("lora", StringComparison.OrdinalIgnoreCase));
+        Assert.Contains(comments, c => c.Contains("warning: the plan steps with lion", StringComparison.Ordinal) && c.Contains("adam or sgd only", StringComparison.Ordinal));
+        Assert.Contains(comments, c => c.Contains("no LoRA flag", StringComparison.Ordinal) && c.Contains("nemo.collections.llm.peft.LoRA(dim=32, target_modules=['linear_qkv'])", StringComparison.Ordinal));
+
+        var (qComments, _) = ParseMegatron(Export(WritePlan(QloraAdam8bit, "llama3-8b", name: "q.json"), "megatron"));
+        Assert.Contains(qComments, c => c.Contains("adam8bit", StringComparison.Ordinal) && c.Contains("bitsandbytes.optim.Adam8bit", StringComparison.Ordinal));
+        Assert.Contains(qComments, c => c.Contains("4-bit NF4", StringComparison.Ordinal) && c.Contains("'linear_qkv', 'linear_proj', 'linear_fc1', 'linear_fc2'", StringComparison.Ordinal));
+        Assert.Contains(qComments, c => c.Contains("finetune qlora rank 64 on all, optimizer adam8bit", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DeepSpeed_LionAndSgdAreOptimizerTypesAndAdaptersAreAPeftRecipe()
+    {
+        var lion = DeepSpeed(Export(WritePlan(LoraLion, "llama3-8b"), "deepspeed"));
+        Assert.Equal("Lion", lion.GetProperty("optimizer").GetProperty("type").GetString());
+        Assert.False(lion.TryGetProperty("zero_allow_untested_optimizer", out _), "Lion is among ZeRO's tested optimizers");
+        Assert.Contains(Comments(lion), c => c.Contains("peft.LoraConfig(r=32, target_modules=[\"q_proj\", \"v_proj\"]", StringComparison.Ordinal) && c.Contains("before deepspeed.initialize", StringComparison.Ordinal));
+        Assert.DoesNotContain(Comments(lion), c => c.Contains("BitsAndBytesConfig", StringComparison.Ordinal));
+
+        var sgd = DeepSpeed(Export(WritePlan(Sgd, "llama3-8b", name: "s.json"), "deepspeed"));
+        Assert.Equal("SGD", sgd.GetProperty("optimizer").GetProperty("type").GetString());
+        Assert.Equal(0.9, sgd.GetProperty("optimizer").GetProperty("params").GetProperty("momentum").GetDouble());
+        Assert.True(sgd.GetProperty("zero_allow_untested_optimizer").GetBoolean());
+
+        var q = DeepSpeed(Export(WritePlan(QloraAdam8bit, "llama3-8b", name: "q.json"), "deepspeed"));
+        Assert.False(q.TryGetProperty("optimizer", out _), "8-bit Adam is a client optimizer, not an optimizer.type");
+        Assert.True(q.GetProperty("zero_allow_untested_optimizer").GetBoolean());
+        var notes = Comments(q);
+        Assert.Contains(notes, c => c.Contains("bitsandbytes.optim.Adam8bit", StringComparison.Ordinal) && c.Contains("deepspeed.initialize(model=model, optimizer=optimizer", StringComparison.Ordinal));
+        Assert.Contains(notes, c => c.Contains("BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_use_double_quant=True", StringComparison.Ordinal)
+                                    && c.Contains("r=64, target_modules=[\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]", StringComparison.Ordinal));
+        Assert.Contains(notes, c => c.Contains("ZeRO-3", StringComparison.Ordinal) && c.Contains("refuses", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void DeepSpeed_Gpt2AdaptersUseItsFusedAttentionNames()
+    {
+        var plan = Gpt2 with { FineTuning = new FineTuning(FineTuneMethod.Lora, 8, LoraTargets.Q | LoraTargets.V | LoraTargets.Up) };
+        var notes = Comments(DeepSpeed(Export(WritePlan(plan, "gpt2"), "deepspeed")));
+        Assert.Contains(notes, c => c.Contains("target_modules=[\"attn.c_attn\", \"mlp.c_fc\"]", StringComparison.Ordinal) && c.Contains("Q, K and V in one matrix", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Torchtitan_OtherOptimizersAndAdaptersAreWarningsOverAdamW()
+    {
+        foreach (var (plan, name) in new[] { (LoraLion, "lion"), (QloraAdam8bit, "adam8bit"), (Sgd, "sgd") })
+        {
+            string text = Export(WritePlan(plan, "llama3-8b", name: $"{name}.json"), "torchtitan");
+            var toml = ParseToml(text);
+            Assert.Equal("AdamW", toml["optimizer.name"]);
+            Assert.Contains($"warning: the plan steps with {name}; torchtitan's [optimizer] name builds Adam or AdamW only", text, StringComparison.Ordinal);
+            Assert.Equal(plan.Tuning.Adapters, text.Contains("no LoRA key", StringComparison.Ordinal));
+        }
+        string q = Export(WritePlan(QloraAdam8bit, "llama3-8b", name: "q.json"), "torchtitan");
+        Assert.Contains("no 4-bit NF4 base", q, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void QloraWithZero3IsExit2NamingTheKey()
+    {
+        string path = WritePlan(QloraAdam8bit with { Zero = 3 }, "llama3-8b");
+        foreach (var to in new[] { "megatron", "deepspeed", "torchtitan" })
+            AssertBadInput(Run("export", "--plan", path, "--to", to), path, "'finetune'");
+    }
 }

@@ -93,9 +93,13 @@ public static class DeepSpeedExporter
                 else if (p.OptimizerOffload < 1)
                     notes.Add($"warning: the plan offloads {p.OptimizerOffload:0.##} of the optimizer state; DeepSpeed's partial offload (offload_optimizer.ratio) needs ZeRO-3, so all of it is offloaded here: less GPU memory and a slower optimizer step than predicted");
                 zero["offload_optimizer"] = offload;
-                notes.Add("offload_optimizer: the optimizer state lives in pinned host memory and DeepSpeed's CPU Adam steps it");
+                notes.Add(p.Tuning.Optimizer == OptimizerKind.Lion
+                    ? "offload_optimizer: the optimizer state lives in pinned host memory and DeepSpeed's CPU Lion (DeepSpeedCPULion) steps it"
+                    : "offload_optimizer: the optimizer state lives in pinned host memory and DeepSpeed's CPU Adam steps it");
             }
         }
+
+        Tuning(x, config, notes);
 
         switch (p.Precision)
         {
@@ -170,6 +174,55 @@ public static class DeepSpeedExporter
         config["_comment"] = new JsonArray(notes.Select(n => (JsonNode?)JsonValue.Create(ExportInput.OneLine(n))).ToArray());
         // Relaxed escaping keeps the notes readable ('<', '+' and apostrophes as written); the output is JSON, not HTML.
         return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n";
+    }
+
+    /// <summary>
+    /// The plan's optimizer as DeepSpeed's <c>optimizer.type</c> where DeepSpeed builds it, and its method as the PEFT
+    /// recipe to apply before <c>deepspeed.initialize</c>. config-json: <c>optimizer.type</c> names Adam, AdamW, Lamb,
+    /// OneBitAdam, ZeroOneAdam, OneBitLamb and Lion (deepspeed/runtime/config.py DEEPSPEED_OPTIMIZERS, compared
+    /// lower-cased; engine.py builds Lion as FusedLion, or DeepSpeedCPULion with offload); any other type is looked up
+    /// as <c>getattr(torch.optim, type)</c>, so "SGD" is torch's SGD. Optimizers neither has (8-bit Adam, Adafactor,
+    /// Sophia) are client optimizers passed as <c>deepspeed.initialize(optimizer=...)</c>. ZeRO refuses an optimizer
+    /// outside deepspeed/runtime/zero/utils.py ZERO_SUPPORTED_OPTIMIZERS (Adam, AdamW, Adagrad, Lion and their DeepSpeed
+    /// kernels) unless <c>zero_allow_untested_optimizer</c> is true, and with offload_optimizer it insists on its own CPU
+    /// optimizer unless <c>zero_force_ds_cpu_optimizer</c> is false (deepspeed/runtime/config.py).
+    /// </summary>
+    private static void Tuning(ExportInput x, JsonObject config, List<string> notes)
+    {
+        var p = x.Plan;
+        var t = p.Tuning;
+        switch (t.Optimizer)
+        {
+            case OptimizerKind.AdamW:
+                break;
+            case OptimizerKind.Lion:
+                config["optimizer"] = new JsonObject { ["type"] = "Lion", ["params"] = new JsonObject() };
+                notes.Add("optimizer.type Lion: DeepSpeed's own Lion (FusedLion on the GPU, DeepSpeedCPULion with offload), one moment as priced; set params.lr and betas for the run");
+                break;
+            case OptimizerKind.Sgd:
+                config["optimizer"] = new JsonObject { ["type"] = "SGD", ["params"] = new JsonObject { ["momentum"] = JsonNode.Parse("0.9") } };
+                notes.Add("optimizer.type SGD: not a DeepSpeed optimizer, so DeepSpeed builds torch.optim.SGD with these params; momentum 0.9 keeps the one momentum buffer priced; set params.lr for the run");
+                break;
+            default:
+                notes.Add($"optimizer {FineTuning.Name(t.Optimizer)}: DeepSpeed's optimizer.type has no such optimizer, so none is set; build {FineTuningExport.Library(t.Optimizer)} over the trainable parameters and pass it as deepspeed.initialize(model=model, optimizer=optimizer, config=...)");
+                break;
+        }
+        bool untested = t.Optimizer is not (OptimizerKind.AdamW or OptimizerKind.Lion);
+        if (untested && p.Zero >= 1)
+        {
+            config["zero_allow_untested_optimizer"] = true;
+            notes.Add($"zero_allow_untested_optimizer: ZeRO otherwise refuses {FineTuning.Name(t.Optimizer)}, which is not among its tested optimizers (Adam, AdamW, Adagrad, Lion)");
+        }
+        if (untested && p.Zero >= 1 && p.OptimizerOffload > 0)
+        {
+            config["zero_force_ds_cpu_optimizer"] = false;
+            notes.Add($"zero_force_ds_cpu_optimizer false: with offload_optimizer DeepSpeed otherwise insists on its CPU Adam; {FineTuning.Name(t.Optimizer)} then steps on the host copies" +
+                      (t.Optimizer == OptimizerKind.Adam8bit ? " (warning: bitsandbytes' 8-bit Adam runs on the GPU only, so drop the offload for it)" : ""));
+        }
+        if (FineTuningExport.PeftRecipe(t, x.Model, "deepspeed.initialize, which then gets only the trainable parameters") is { } recipe)
+            notes.Add(recipe);
+        if (t.QuantizedBase)
+            notes.Add("qlora: ZeRO-3 would shard the 4-bit base, which the planner does not price and refuses (export a plan with zero 0, 1 or 2)");
     }
 
     /// <summary>Transformer Engine's recipe class (transformer_engine.common.recipe) for a quantized precision.</summary>

@@ -85,6 +85,12 @@ public sealed record ExportInput(
         if (plan.Stages is { } st && st.Layers.Sum() != model.Layers)
             problems.Add($"key 'stages.layers' ({string.Join(",", st.Layers)}) adds up to {st.Layers.Sum()}, not the {model.Layers} layers of '{model.Name}'");
         problems.AddRange(PlanCheck.ExpertProblems(model, plan).Select(p => p.InPlanFile()));
+        var t = plan.Tuning;
+        if (t.Adapters && t.Rank > model.Hidden)
+            problems.Add($"key 'lora_rank' is {t.Rank}, above the hidden size {model.Hidden} of '{model.Name}'");
+        // As the planner refuses it: bitsandbytes' NF4 base is not sharded by ZeRO-3.
+        if (t.QuantizedBase && plan.Zero >= 3)
+            problems.Add("key 'finetune' is qlora with 'zero' 3; qlora keeps its 4-bit base whole on each rank: use zero 0, 1 or 2");
         if (problems.Count > 0)
             throw new InputException($"{source}: {string.Join("; ", problems)}");
     }
@@ -109,6 +115,7 @@ public sealed record ExportInput(
                (p.MoeCapacity is double c ? $", moe capacity {c.ToString("0.####", CultureInfo.InvariantCulture)}" : "") +
                (p.MoeImbalance != 1 ? $", moe imbalance {p.MoeImbalance.ToString("0.##", CultureInfo.InvariantCulture)}" : "") +
                (p.Stages is { } st ? $", stages {st}" : "") +
+               (FineTuningExport.IsDefault(p.Tuning) ? "" : $", finetune {FineTuningExport.Describe(p.Tuning)}") +
                $", stack {Stack}";
     }
 

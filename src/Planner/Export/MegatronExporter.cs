@@ -61,6 +61,46 @@ public static class MegatronExporter
         }
     }
 
+    /// <summary>
+    /// The plan's optimizer and method as far as Megatron-LM expresses them. Its <c>--optimizer</c> takes adam or sgd
+    /// (arguments.py; later releases add Muon), with <c>--sgd-momentum</c> (default 0.9); its "adam" is Transformer
+    /// Engine's or Apex's FusedAdam, whose default adam_w_mode decouples the weight decay, i.e. AdamW (torch's AdamW is
+    /// the fallback in megatron/core/optimizer), so AdamW needs no flag. Lion, Adafactor, 8-bit Adam and Sophia have no
+    /// flag: a warning. Megatron-LM has no LoRA: PEFT on Megatron models lives in NeMo (nemo.collections.llm.peft.LoRA)
+    /// and Megatron-Bridge, whose target modules are Megatron's linear_qkv, linear_proj, linear_fc1 and linear_fc2.
+    /// </summary>
+    private static void Tuning(FineTuning t, MegatronArgs a)
+    {
+        switch (t.Optimizer)
+        {
+            case OptimizerKind.AdamW:
+                break;
+            case OptimizerKind.Sgd:
+                a.Flag("--optimizer", "sgd");
+                a.Number("--sgd-momentum", 0.9);
+                a.Note("--optimizer sgd --sgd-momentum 0.9: SGD with one momentum buffer, as priced");
+                break;
+            default:
+                a.Note($"warning: the plan steps with {FineTuning.Name(t.Optimizer)}; Megatron-LM's --optimizer takes adam or sgd only, so these arguments train with Adam " +
+                       $"(decoupled weight decay, i.e. AdamW: 8 bytes of state per trainable parameter) and the optimizer state will be above the planner's prediction; {FineTuningExport.Library(t.Optimizer)} needs a patched megatron/core/optimizer");
+                break;
+        }
+        if (!t.Adapters)
+            return;
+        var megatronTargets = new List<string>();
+        if ((t.Targets & (LoraTargets.Q | LoraTargets.K | LoraTargets.V)) != 0)
+            megatronTargets.Add("linear_qkv");
+        if (t.Targets.HasFlag(LoraTargets.O))
+            megatronTargets.Add("linear_proj");
+        if ((t.Targets & (LoraTargets.Gate | LoraTargets.Up)) != 0)
+            megatronTargets.Add("linear_fc1");
+        if (t.Targets.HasFlag(LoraTargets.Down))
+            megatronTargets.Add("linear_fc2");
+        a.Note($"warning: the plan trains {FineTuning.Name(t.Method)} adapters (rank {t.Rank} on {FineTuning.Name(t.Targets)}); Megatron-LM has no LoRA flag, so these arguments train every weight, far above the planner's memory prediction. " +
+               $"Train it with NeMo's PEFT (nemo.collections.llm.peft.LoRA(dim={t.Rank}, target_modules=[{string.Join(", ", megatronTargets.Select(n => $"'{n}'"))}])) or Megatron-Bridge's LoRA on this parallelism" +
+               (t.QuantizedBase ? "; neither stores the base in 4-bit NF4 (QLoRA is bitsandbytes with Hugging Face PEFT: see the DeepSpeed export), so the base there is bf16" : ""));
+    }
+
     /// <summary>Renders the argument list.</summary>
     /// <remarks>Long: one launch script written top to bottom, its flags grouped as Megatron-LM's arguments.py groups them.</remarks>
     public static string Render(ExportInput x)
@@ -147,6 +187,7 @@ public static class MegatronExporter
             a.Note($"--optimizer-cpu-offload --optimizer-offload-fraction {p.OptimizerOffload}: the CPU steps that share of the optimizer state while the GPU steps the rest; --overlap-cpu-optimizer-d2h-h2d pipelines the copies with the CPU step, as priced");
         }
 
+        Tuning(p.Tuning, a);
         MegatronModel.PrecisionRecipe(x, a);
         if (m is not null)
             MegatronModel.Shape(m, x, a);

@@ -8,7 +8,7 @@ namespace Planner.Cli.Export;
 /// <summary>
 /// A plan as a torchtitan TOML job config (<c>--job.config_file</c>): comment lines first, then the
 /// <c>[model]</c> (quantized precisions only), <c>[parallelism]</c>, <c>[training]</c>, <c>[activation_checkpoint]</c>
-/// and (fp8 only) <c>[float8]</c> tables, one <c>key = value</c> per line.
+/// (an optimizer other than AdamW only) <c>[optimizer]</c> and (fp8 only) <c>[float8]</c> tables, one <c>key = value</c> per line.
 /// </summary>
 /// <remarks>
 /// Keys checked against pytorch/torchtitan <c>torchtitan/config/job_config.py</c> (the TOML job-config schema,
@@ -121,6 +121,7 @@ public static class TorchtitanExporter
             ? $"local_batch_size = gbs / dp = {local}: the {p.MicroBatches} micro-batches of size {p.Mbs} that one pipeline step runs (local_batch_size / pipeline_parallel_microbatch_size), no gradient accumulation"
             : $"local_batch_size = mbs = {p.Mbs}; torchtitan accumulates global_batch_size / (local_batch_size x dp) = {p.MicroBatches} steps");
         Quantization(p, m, model, float8, notes);
+        var optimizer = Tuning(p.Tuning, notes);
         if (p.Precision == Precision.Tf32)
             notes.Add("tf32: float32 parameters; TF32 matmuls follow PyTorch's torch.backends.cuda.matmul.allow_tf32");
 
@@ -170,9 +171,34 @@ public static class TorchtitanExporter
         Table("model", model);
         Table("parallelism", parallelism);
         Table("training", training);
+        Table("optimizer", optimizer);
         Table("activation_checkpoint", checkpoint);
         Table("float8", float8);
         return b.ToString();
+    }
+
+    /// <summary>
+    /// The plan's optimizer and method as far as the TOML job config expresses them. job_config.py <c>[optimizer]
+    /// name</c> (default "AdamW"): torchtitan/components/optimizer.py <c>build_optimizers</c> builds "Adam" or "AdamW"
+    /// (torch.optim) and raises NotImplementedError("Optimizer {name} not added.") for any other name, so AdamW needs no
+    /// key and the others are a warning over an explicit AdamW. The TOML schema has no LoRA key; torchtitan main's
+    /// LoRAConverter (torchtitan/components/lora.py, Python configs only, rank and alpha) adapts every nn.Linear, and
+    /// nothing in torchtitan stores a 4-bit NF4 base.
+    /// </summary>
+    private static List<(string Key, string Value)> Tuning(FineTuning t, List<string> notes)
+    {
+        var optimizer = new List<(string Key, string Value)>();
+        if (t.Optimizer != OptimizerKind.AdamW)
+        {
+            optimizer.Add(("name", "\"AdamW\""));
+            notes.Add($"warning: the plan steps with {FineTuning.Name(t.Optimizer)}; torchtitan's [optimizer] name builds Adam or AdamW only (any other name raises NotImplementedError), so this config runs AdamW, whose 8 bytes of state per trainable parameter are above the planner's prediction; " +
+                      $"{FineTuningExport.Library(t.Optimizer)} needs a custom build_optimizers in the model's TrainSpec");
+        }
+        if (t.Adapters)
+            notes.Add($"warning: the plan trains {FineTuning.Name(t.Method)} adapters (rank {t.Rank} on {FineTuning.Name(t.Targets)}); the TOML job config has no LoRA key, so this config trains every weight, far above the planner's memory prediction. " +
+                      $"torchtitan main's Python configs have a LoRA converter (torchtitan/components/lora.py, rank {t.Rank}), which adapts every linear layer, the output layer included, not only the planned ones" +
+                      (t.QuantizedBase ? "; torchtitan has no 4-bit NF4 base, so QLoRA's base stays bf16 there" : ""));
+        return optimizer;
     }
 
     /// <summary>The parts of the architecture beyond the dense shape, for the flavor note (empty for a plain model).</summary>
