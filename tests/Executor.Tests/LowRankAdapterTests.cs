@@ -83,6 +83,47 @@ public class LowRankAdapterTests
         }
     }
 
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("gpt")]
+    public void Adapters_compute_what_their_merged_weights_do_forward_and_backward(string which)
+    {
+        // LoRA's defining identity: x·W + (x·A)·B = x·(W + B·A) (scale 1). With B set away from zero, the adapted model's
+        // loss equals the loss of the full model whose weights are merged, and the adapters' gradients follow from the
+        // merged weight's gradient G: dB = G·Aᵀ, dA = Bᵀ·G.
+        var m = which == "llama" ? Llama : Gpt;
+        using var lora = Build(m, new FineTuning(FineTuneMethod.Lora, 4, LoraTargets.All));
+        using var merged = Build(m, FineTuning.Default);
+        var linears = lora.Layers.SelectMany(l => GptParameters.Linears(m, l)).Select(l => l.Name).ToList();
+        using (TorchRuntime.NoGrad())
+            for (int i = 0; i < linears.Count; i++)
+            {
+                var b = lora[linears[i] + ".lora_b"];
+                b.CopyFrom(Tensor.Normal(b.Shape, 0, 0.05, seed: (ulong)(100 + i)));
+                merged[linears[i] + ".w"].CopyFrom(lora[linears[i] + ".w"] + b.MatMul(lora[linears[i] + ".lora_a"]));
+            }
+        float adapted = Loss(lora, m), whole = Loss(merged, m);
+        Assert.True(Math.Abs(adapted - whole) < 1e-5, $"loss {adapted} with adapters, {whole} merged");
+        foreach (var name in linears)
+        {
+            var g = merged[name + ".w"].Grad!;
+            var a = lora[name + ".lora_a"];
+            var b = lora[name + ".lora_b"];
+            Close(g.MatMul(a.Transpose(0, 1)), lora[name + ".lora_b"].Grad!, name + ".lora_b");
+            Close(b.Transpose(0, 1).MatMul(g), lora[name + ".lora_a"].Grad!, name + ".lora_a");
+        }
+    }
+
+    private static void Close(Tensor expected, Tensor actual, string name)
+    {
+        var e = expected.ToFloatArray();
+        var x = actual.ToFloatArray();
+        Assert.Equal(e.Length, x.Length);
+        double scale = Math.Max(1e-6, e.Max(v => Math.Abs(v)));
+        double worst = e.Select((v, i) => Math.Abs(v - x[i])).Max();
+        Assert.True(worst <= 1e-4 * scale, $"{name}: gradient off by {worst:E2} (largest {scale:E2})");
+    }
+
     [Fact]
     public void Adapters_split_as_their_base_under_tensor_parallelism()
     {
