@@ -259,14 +259,20 @@ public static class PlanCheck
             && f.Stop("stages", st.ToString(), $"{st.Layers.Count} layer counts and {st.Recompute.Count} recompute policies for pp = {p.Pp}"))
             return true;
         // The texts of the lists are made only for a problem: the search checks every candidate split.
-        if ((st.Layers.Any(l => l < 1) || st.Layers.Sum() != m.Layers)
-            && f.Stop("stages.layers", string.Join(",", st.Layers), $"layers per stage {string.Join(",", st.Layers)} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'"))
-            return true;
+        if (st.Layers.Any(l => l < 1) || st.Layers.Sum() != m.Layers)
+        {
+            string layers = string.Join(",", st.Layers);
+            if (f.Stop("stages.layers", layers, $"layers per stage {layers} must be at least 1 each and add up to the {m.Layers} of '{m.Name}'"))
+                return true;
+        }
         if (st.Groups is not { } groups)
             return false;
         if (groups.Count != p.Pp || groups.Any(g => g < 0 || g >= c.GroupList.Count))
+        {
             // The GPUs per group can only be counted for groups that exist.
-            return f.Stop("stages.groups", string.Join(",", groups), $"groups {string.Join(",", groups)} must name one of the {c.GroupList.Count} GPU groups of '{c.Name}' per stage");
+            string named = string.Join(",", groups);
+            return f.Stop("stages.groups", named, $"groups {named} must name one of the {c.GroupList.Count} GPU groups of '{c.Name}' per stage");
+        }
         long perStage = (long)p.Tp * p.Cp * p.Dp;
         for (int g = 0; g < c.GroupList.Count; g++)
         {

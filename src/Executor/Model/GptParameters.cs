@@ -82,25 +82,23 @@ public static class GptParameters
     }
 
     /// <summary>
-    /// The block linear layers LoRA can adapt in block <paramref name="layer"/>: the weight's name without its ".w", the
-    /// target it answers to, and whether it is column-parallel under tensor parallelism (Q, K, V, gate, up/fc1) or
-    /// row-parallel (O, down).
+    /// The block linear layers LoRA can adapt in block <paramref name="layer"/>, as the cost model lists them
+    /// (<see cref="BlockLinears"/>: the target each answers to, column- or row-parallel under tensor parallelism), by the
+    /// name of their weight here without its ".w" (a dense block of a model the executor builds).
     /// </summary>
     public static IEnumerable<(string Name, LoraTargets Target, bool ColumnParallel)> Linears(ModelSpec m, int layer)
     {
-        string p = $"layers.{layer}.";
-        yield return (p + "attn.q", LoraTargets.Q, true);
-        yield return (p + "attn.k", LoraTargets.K, true);
-        yield return (p + "attn.v", LoraTargets.V, true);
-        yield return (p + "attn.o", LoraTargets.O, false);
-        if (m.Mlp == MlpKind.SwiGlu)
+        var kinds = LayerKinds.Of(m);
+        foreach (var l in BlockLinears.Of(m, kinds.Kinds[kinds.IndexOfLayer[layer]]))
         {
-            yield return (p + "mlp.gate", LoraTargets.Gate, true);
-            yield return (p + "mlp.up", LoraTargets.Up, true);
+            string module = l.Name switch
+            {
+                "q" or "k" or "v" or "o" => "attn." + l.Name,
+                "up" when m.Mlp != MlpKind.SwiGlu => "mlp.fc1",
+                _ => "mlp." + l.Name,
+            };
+            yield return ($"layers.{layer}.{module}", l.Target, l.Split == LinearSplit.Column);
         }
-        else
-            yield return (p + "mlp.fc1", LoraTargets.Up, true);
-        yield return (p + "mlp.down", LoraTargets.Down, false);
     }
 
     /// <summary>

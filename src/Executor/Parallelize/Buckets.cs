@@ -47,12 +47,6 @@ public sealed class Buckets
     /// <summary>The buckets of chunk <paramref name="chunk"/>: its blocks' in the model's order, the head's, the embedding's.</summary>
     public IEnumerable<GradientBucket> Of(int chunk) => GradientBuckets.Of(_layout, _stage, chunk);
 
-    /// <summary>True when chunk <paramref name="chunk"/> holds the head.</summary>
-    public bool HasHead(int chunk) => _layout.HasHead(_stage, chunk);
-
-    /// <summary>True when chunk <paramref name="chunk"/> holds the embedding.</summary>
-    public bool HasEmbedding(int chunk) => _layout.HasEmbedding(_stage, chunk);
-
     /// <summary>The parameters of a bucket.</summary>
     public List<Tensor> this[GradientBucket bucket] => bucket.Kind switch
     {

@@ -191,6 +191,9 @@ public sealed partial class DataParallelism : IDisposable
 /// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's).</summary>
 public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, double WeightDecay, double Eps)
 {
+    /// <summary>True for the optimizers the executor has (<see cref="Create"/>).</summary>
+    public static bool Supported(OptimizerKind kind) => kind is OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion;
+
     /// <summary>The optimizer over <paramref name="parameters"/>: AdamW, SGD with momentum 0.9, or Lion (β 0.9, 0.99).</summary>
     public Optimizer Create(IReadOnlyList<Tensor> parameters) => Kind switch
     {

@@ -11,9 +11,9 @@ namespace Planner.Executor.Parallelize;
 /// What the parallelism steps made of one rank's part of the model: the plain model of its pipeline stage's chunks
 /// (sharded), and the steps that act on its passes and gradients.
 /// </summary>
+/// <param name="Layout">The pipeline's split of the blocks (which chunk holds the embedding and the head).</param>
 /// <param name="Chunks">The model's block indices of each chunk the rank's stage holds.</param>
-/// <param name="Tp">Tensor parallelism, or null (tp = 1).</param>
-public sealed record ParallelRank(GptModel Model, IReadOnlyList<int[]> Chunks, TensorParallelism? Tp, Recomputation Recompute,
+public sealed record ParallelRank(GptModel Model, StageLayout Layout, IReadOnlyList<int[]> Chunks, Recomputation Recompute,
     DataParallelism Data) : IDisposable
 {
     /// <summary>Frees the model and the optimizer.</summary>
@@ -69,6 +69,6 @@ public static class Parallelizer
             seed, device, out var tp, tuning);
         var recompute = new Recomputation(plan, stage);
         var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device));
-        return new ParallelRank(gpt, chunks, tp, recompute, data);
+        return new ParallelRank(gpt, layout, chunks, recompute, data);
     }
 }

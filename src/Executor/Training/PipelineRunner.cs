@@ -93,9 +93,11 @@ public sealed class PipelineRunner
 
     private int VirtualStage(int chunk) => chunk * _plan.Pp + _stage;
 
-    private bool IsFirst(int chunk) => VirtualStage(chunk) == 0;
+    /// <summary>The chunk that holds the embedding: the pipeline's first, receiving from no stage.</summary>
+    private bool IsFirst(int chunk) => _rank.Layout.HasEmbedding(_stage, chunk);
 
-    private bool IsLast(int chunk) => VirtualStage(chunk) == _plan.Pp * _plan.Vpp - 1;
+    /// <summary>The chunk that holds the head: the pipeline's last, sending to no stage.</summary>
+    private bool IsLast(int chunk) => _rank.Layout.HasHead(_stage, chunk);
 
     private InFlight Forward(PipelineAction action, Func<int, (long[] Ids, long[] Targets)> batch, double lossScale,
         Dictionary<(int, int), (Work Work, Tensor Keep)> forwardSends, ref double lossSum)
@@ -194,8 +196,7 @@ public sealed class PipelineRunner
         if (run.Segments is not { } segments)
             return;
         var data = _rank.Data;
-        var buckets = data.BucketParameters;
-        if (run.Overlap && buckets.HasHead(run.Chunk))
+        if (run.Overlap && IsLast(run.Chunk))
             data.BucketDone(new GradientBucket(BucketKind.Head)); // the head's gradients are final once the loss is through it
         Action<int>? blockDone = run.Overlap ? layer => data.BucketDone(new GradientBucket(BucketKind.Block, layer)) : null;
         var grad = Recomputation.Backward(_rank.Model, _rank.Chunks[run.Chunk], segments, blockDone);

@@ -55,7 +55,7 @@ public sealed class RankTrainer : IDisposable
             return "qlora: the executor does not quantize the base to NF4 yet; train with lora (a bf16 or fp32 base)";
         if (t.Adapters && plan.Zero >= 3 && plan.Dp * plan.Cp > 1)
             return "lora with zero 3: the executor keeps the frozen base whole on every rank (the cost model shards it, as DeepSpeed and FSDP do); use zero 0, 1 or 2";
-        if (t.Optimizer is not (OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion))
+        if (!OptimizerSettings.Supported(t.Optimizer))
             return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW, SGD or Lion only yet";
         if (model.Vocab % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
