@@ -116,9 +116,8 @@ public class FineTuningTests
     public void Qlora_fine_tunes_65b_on_one_48_gb_gpu_and_16_bit_lora_does_not()
     {
         // Dettmers et al. 2023: LLaMA 65B, rank 64 on every linear layer, on one 48 GB GPU (gradient checkpointing, batch 1).
-        // The paper steps with paged AdamW over bf16 adapters; with an fp32 master beside AdamW's moments (16 bytes per
-        // adapter weight) the model puts it just above 48 GiB, with 8-bit Adam under (docs/2026-12-07-finetuning.md).
-        var qlora = Pricer.Price(Llama65b, OneA6000, Plan(new FineTuning(FineTuneMethod.Qlora, 64, Optimizer: OptimizerKind.Adam8bit)));
+        // The paper steps AdamW over bf16 adapters with no master copy (12 bytes per adapter weight with their gradient).
+        var qlora = Pricer.Price(Llama65b, OneA6000, Plan(new FineTuning(FineTuneMethod.Qlora, 64)));
         var lora = Pricer.Price(Llama65b, OneA6000, Plan(new FineTuning(FineTuneMethod.Lora, 64, Optimizer: OptimizerKind.Adam8bit)));
         Assert.True(qlora.Fits, $"QLoRA 65B peaks at {qlora.PeakMemoryGib:F1} GiB");
         Assert.False(lora.Fits);

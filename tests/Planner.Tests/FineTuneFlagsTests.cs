@@ -49,6 +49,20 @@ public sealed class FineTuneFlagsTests
     }
 
     [Fact]
+    public void Qlora_steps_its_bf16_adapters_without_a_master_copy_as_its_recipe_does_and_fits_48_gb_with_adamw()
+    {
+        // QLoRA's recipe: bf16 adapters stepped in place, AdamW's two moments in fp32 (8 bytes per adapter weight);
+        // LoRA over a bf16 base keeps an fp32 master as mixed precision does (12 bytes).
+        var qlora = Json(OneGpu + " --finetune qlora --lora-rank 64");
+        var lora = Json(OneGpu + " --finetune lora --lora-rank 64");
+        double trainable = qlora.GetProperty("trainable_parameters").GetInt64();
+        double GiB(JsonElement e) => e.GetProperty("memory_gib").GetProperty("optimizer").GetDouble() * 1024 * 1024 * 1024;
+        Assert.Equal(8, GiB(qlora) / trainable, 6);
+        Assert.Equal(12, GiB(lora) / trainable, 6);
+        Assert.True(qlora.GetProperty("fits").GetBoolean(), $"{qlora.GetProperty("peak_memory_gib").GetDouble():F2} GiB on 48");
+    }
+
+    [Fact]
     public void Without_the_flags_the_plan_and_memory_keep_their_old_keys()
     {
         var full = Json(OneGpu.Replace("llama2-70b", "llama2-7b"));

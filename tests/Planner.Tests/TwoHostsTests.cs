@@ -83,8 +83,9 @@ public sealed class TwoHostsTests : IDisposable
         // Each node's group stays inside its namespace (loopback); the world's all-reduce and the transfers between
         // nodes cross the veth pair. Its transfers between the hosts move at the shaped link's rate (1 Gbit/s:
         // 0.125 GB/s each way); the inter-node tier fitted from the world's all-reduces (a flat ring of four, two of
-        // its links on the wire) is the link as Gloo's ring uses it (55-75 % of the rate here), the intra-node tier
-        // that of loopback inside a host (several times faster).
+        // its links on the wire) is the link as Gloo's ring uses it (55-75 % of the rate here, 43 % with two busy loops
+        // beside it, and CI runs other tests beside it), the intra-node tier that of loopback inside a host (several
+        // times faster). The bounds below the rate allow for that load; the ones above it are what the test is for.
         string calibration = Path.Combine(_dir, "calibration.csv");
         string kept = Path.Combine(_dir, "measurements.json");
         var profile = OnBoth("profile", "--cluster", Cluster(2), "--out", calibration, "--ranks", "2", "--keep-measurements", kept);
@@ -94,12 +95,14 @@ public sealed class TwoHostsTests : IDisposable
         double link = RateMbit / 8000.0;
         var largest = JsonNode.Parse(File.ReadAllText(kept))!["send_recv_inter"]!.AsArray().Select(x => x!.AsArray()).Last();
         double p2p = (double)largest[0]! / (double)largest[1]! / 1e9;
-        Assert.InRange(p2p, 0.8 * link, 1.1 * link);
         var cal = CalibrationFile.Read(calibration);
+        string seen = $"send/recv between the hosts {p2p:F3} GB/s, inter-node tier {cal.InterBandwidthGbs:F3} GB/s, intra-node tier {cal.IntraBandwidthGbs:F3} GB/s, link {link:F3} GB/s";
+        Console.WriteLine(seen);
+        Assert.True(p2p >= 0.6 * link && p2p <= 1.1 * link, seen);
         Assert.Equal("host0", cal.Host);
         Assert.Equal("2 node(s) x 2 rank(s)", cal.Versions["ranks"]);
-        Assert.InRange(cal.InterBandwidthGbs, 0.3 * link, 1.1 * link);
-        Assert.True(cal.IntraBandwidthGbs > 3 * cal.InterBandwidthGbs, $"intra-node {cal.IntraBandwidthGbs} GB/s against inter-node {cal.InterBandwidthGbs} GB/s");
+        Assert.True(cal.InterBandwidthGbs >= 0.2 * link && cal.InterBandwidthGbs <= 1.1 * link, seen);
+        Assert.True(cal.IntraBandwidthGbs > 3 * cal.InterBandwidthGbs, seen);
     }
 
     public static TheoryData<int, int, int, int> Layouts() => new()

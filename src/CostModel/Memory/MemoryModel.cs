@@ -236,9 +236,9 @@ public sealed class MemoryModel
         bool mixed = _p.Precision.IsMixed();
         double weightBytes = mixed && !_fp32Params ? 2 : 4;
         double gradBytes = mixed && !_fp32Params && !_fp32Grads ? 2 : 4;
-        // The optimizer's state and an fp32 master copy: in mixed precision, or with fp32 parameters under ZeRO (a master
-        // shard beside the full parameters).
-        double master = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 4 : 0) : mixed ? 4 : 0;
+        // The optimizer's state and an fp32 master copy: in mixed precision (not QLoRA's bf16 adapters), or with fp32
+        // parameters under ZeRO (a master shard beside the full parameters).
+        double master = _fp32Params ? (_p.Zero >= 1 && _p.Dp * _p.Cp > 1 ? 4 : 0) : mixed && _p.Tuning.MasterCopy ? 4 : 0;
         double optimBytes = master + OptimizerStateBytesPerParam();
         var tuning = _p.Tuning;
         var (trainedDense, trainedExpert) = TrainableParams(mix, first, last);

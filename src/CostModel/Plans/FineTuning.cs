@@ -81,6 +81,14 @@ public sealed record FineTuning(
     /// <summary>True when the base's block linear weights are stored in 4-bit NF4.</summary>
     public bool QuantizedBase => Method == FineTuneMethod.Qlora;
 
+    /// <summary>
+    /// True when the trainable weights keep an fp32 master copy under mixed precision. QLoRA's recipe does not: its
+    /// adapters are bf16 weights stepped in place, the optimizer's moments fp32 (Dettmers et al. 2023, section 3: "one
+    /// storage data type ... one computation data type that is usually BFloat16"; their training script casts the LoRA
+    /// layers to bf16 and pages a 32-bit AdamW).
+    /// </summary>
+    public bool MasterCopy => Method != FineTuneMethod.Qlora;
+
     /// <summary>Sophia refreshes its Hessian diagonal every this many steps (Liu et al. 2023, k = 10 in their runs).</summary>
     public const int SophiaHessianInterval = 10;
 

@@ -182,7 +182,7 @@ public sealed partial class PipelineCosts
                 : 0;
             double owned = plan.Sharded(stageDense, stageExpert, 1);
             part.OwnedParams = owned;
-            part.GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(_mixed, plan.Tuning.Optimizer))
+            part.GpuOptimizer = blocks(plan.GroupOf(s), plan.RecomputeOf(s)).Timer.Optimizer(owned, owned * OptimizerBytesPerParam(_mixed, plan.Tuning))
                                 + SophiaHessianSeconds(plan, fwd, bwd, s);
             part.DpTail = reduce + gather + tied;
         }
@@ -321,7 +321,7 @@ public sealed partial class PipelineCosts
             if (cluster.Host is not { } host)
                 return 0;
             double toHost = GradBytes / host.PcieBytesPerSecond, toGpu = WeightBytes / host.PcieBytesPerSecond;
-            double cpu = OptimizerBytesPerParam(_mixed, plan.Tuning.Optimizer) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
+            double cpu = OptimizerBytesPerParam(_mixed, plan.Tuning) / (host.MemoryBandwidthGbs * 1e9 * HostSpec.OptimizerEfficiency / cluster.GpusPerNode);
             return Math.Max(cpu, Math.Max(toHost, toGpu));
         }
     }

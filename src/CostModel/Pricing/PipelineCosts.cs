@@ -17,8 +17,11 @@ public sealed partial class PipelineCosts
     /// <summary>Bytes the optimizer step streams per parameter it owns: read and write the fp32 master (or the
     /// weights), the gradient (fp32) read for its norm and for the update, the optimizer's state read and written
     /// (<see cref="FineTuning.StepStateBytes"/>: AdamW's m and v), and the working copy written (16-bit in mixed
-    /// precision). AdamW: 7·4 + 4 (+ 2) bytes.</summary>
-    private static double OptimizerBytesPerParam(bool mixed, OptimizerKind optimizer) => 2 * 4 + FineTuning.StepStateBytes(optimizer, 4) + (mixed ? 2 : 0);
+    /// precision). AdamW: 7·4 + 4 (+ 2) bytes. Without a master copy (QLoRA's bf16 adapters) the 16-bit weights are read
+    /// and written in place and their 16-bit gradients read.</summary>
+    private static double OptimizerBytesPerParam(bool mixed, FineTuning tuning) => mixed && !tuning.MasterCopy
+        ? 2 * 2 + FineTuning.StepStateBytes(tuning.Optimizer, 2)
+        : 2 * 4 + FineTuning.StepStateBytes(tuning.Optimizer, 4) + (mixed ? 2 : 0);
 
     /// <summary>
     /// Sophia's Hessian estimate (Liu et al. 2023, Gauss-Newton-Bartlett): every k = 10 steps a forward and a backward

@@ -115,13 +115,13 @@ public static class BlockLinears
     /// <summary>
     /// Bytes of model state of the whole model under a fine-tuning setting (null: full training with AdamW), for
     /// estimates: each trainable weight 16-bit with its 16-bit gradient, an fp32 master and the optimizer's state (2 + 2
-    /// + 4 + 8 = 16 bytes with AdamW, Rajbhandari et al. 2020); a frozen base its 16-bit weights, QLoRA's linear layers
-    /// in NF4.
+    /// + 4 + 8 = 16 bytes with AdamW, Rajbhandari et al. 2020; QLoRA's adapters no master); a frozen base its 16-bit
+    /// weights, QLoRA's linear layers in NF4.
     /// </summary>
     public static double ModelStateBytes(ModelSpec m, FineTuning? tuning)
     {
         var t = tuning ?? FineTuning.Default;
-        double perTrainable = 2 + 2 + 4 + FineTuning.StateBytes(t.Optimizer);
+        double perTrainable = 2 + 2 + (t.MasterCopy ? 4 : 0) + FineTuning.StateBytes(t.Optimizer);
         if (!t.Adapters)
             return m.TotalParams * perTrainable;
         double linears = 0;
