@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Planner.Executor.Optim;
 using Planner.Executor.Torch;
 using Xunit;
 
@@ -105,6 +106,51 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
         Same("optimizers", name, w);
         // One fp32 buffer per parameter: SGD's momentum, Lion's moment.
         Assert.Equal(w.Numel * 4, opt.StateBytes);
+    }
+
+    /// <summary>Step t's gradient of the reference's <c>varied</c>: magnitudes spanning e^-2..e^2.</summary>
+    private static Tensor Varied(long[] shape, int t) => Det(shape, 0.41 + 0.1 * t, 0.3 * t, 0.2, grad: false) * Det(shape, 0.013, 0.7 * t, 2.0, grad: false).Exp();
+
+    [Theory]
+    [InlineData("adafactor_matrix")]
+    [InlineData("adafactor_vector")]
+    public void Adafactor_steps_match_the_reference_written_in_pytorch(string key)
+    {
+        using var scope = DisposeScope.Begin();
+        var w = key.EndsWith("matrix", StringComparison.Ordinal) ? Det([6, 5], 0.29, 0.6, 0.5) : Det([7], 0.31, 0.2, 0.5);
+        using var opt = new Adafactor(HeldWeights.Whole([w]), lr: 0.05, weightDecay: 0.1);
+        for (int t = 1; t <= 4; t++)
+        {
+            w.SetGrad(Varied(w.Shape, t));
+            opt.Step();
+        }
+        Same("optimizers", key, w);
+        // A matrix keeps its row and column sums (6 + 5 fp32), a vector its whole second moment (7).
+        Assert.Equal(4 * (w.Shape.Length == 2 ? 6 + 5 : 7), opt.StateBytes);
+    }
+
+    [Fact]
+    public void Adam8bit_steps_and_codes_match_the_reference_written_in_pytorch()
+    {
+        // 4400 values: three blocks of 2048, the last partial; four steps, so the moments are read back from their codes.
+        using var scope = DisposeScope.Begin();
+        var w = Det([40, 110], 0.29, 0.6, 0.5);
+        var fp32 = Det([40, 110], 0.29, 0.6, 0.5);
+        using var opt = new Adam8bit(HeldWeights.Whole([w]), lr: 0.01, weightDecay: 0.01);
+        using var adamw = Optimizer.AdamW([fp32], lr: 0.01, weightDecay: 0.01);
+        for (int t = 1; t <= 4; t++)
+        {
+            w.SetGrad(Varied(w.Shape, t));
+            fp32.SetGrad(Varied(w.Shape, t));
+            opt.Step();
+            adamw.Step();
+        }
+        Same("optimizers", "adam8bit", w);
+        // Two 8-bit codes per value and two fp32 maxima per block.
+        Assert.Equal(2 * 4400 + 2 * 3 * 4, opt.StateBytes);
+        // The quantized moments change the steps, a little: 8-bit Adam is not AdamW under another name.
+        double most = w.ToFloatArray().Zip(fp32.ToFloatArray(), (a, b) => Math.Abs(a - b)).Max();
+        Assert.InRange(most, 1e-5, 0.01);
     }
 
     [Fact]

@@ -52,9 +52,8 @@ public class UnsupportedTests
         Assert.StartsWith("qlora:", RankTrainer.Unsupported(gpt, plan with { Zero = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
         Assert.StartsWith("lora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = 2, FineTuning = new FineTuning(FineTuneMethod.Lora) }));
-        foreach (var o in new[] { OptimizerKind.Adam8bit, OptimizerKind.Adafactor, OptimizerKind.Sophia })
-            Assert.StartsWith(FineTuning.Name(o) + ":", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: o) }));
-        foreach (var o in new[] { OptimizerKind.AdamW, OptimizerKind.Sgd, OptimizerKind.Lion })
+        Assert.StartsWith("sophia:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: OptimizerKind.Sophia) }));
+        foreach (var o in new[] { OptimizerKind.AdamW, OptimizerKind.Sgd, OptimizerKind.Lion, OptimizerKind.Adam8bit, OptimizerKind.Adafactor })
             Assert.Null(RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: o) }));
     }
 }

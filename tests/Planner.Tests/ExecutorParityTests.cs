@@ -236,6 +236,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         ["sgd"] = ", \"optimizer\": \"sgd\"",
         ["lion"] = ", \"optimizer\": \"lion\"",
         ["lora-lion"] = ", \"finetune\": \"lora\", \"lora_rank\": 4, \"optimizer\": \"lion\"",
+        ["adafactor"] = ", \"optimizer\": \"adafactor\"",
+        ["adam8bit"] = ", \"optimizer\": \"adam8bit\"",
+        ["lora-adam8bit"] = ", \"finetune\": \"lora\", \"lora_rank\": 4, \"optimizer\": \"adam8bit\"",
     };
 
     public static TheoryData<string, string, string, int, int, int, int, bool> TuningLayouts() => new()
@@ -261,6 +264,17 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         { "lion", "gpt", "pp2", 1, 2, 1, 0, false },
         { "lion", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
         { "lora-lion", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        // Adafactor's row and column sums and 8-bit Adam's block maxima are of the whole weight: the ranks holding its
+        // pieces (TP shards, ZeRO slices) sum or maximise them together.
+        { "adafactor", "gpt", "tp2", 2, 1, 1, 0, false },
+        { "adafactor", "llama", "pp2", 1, 2, 1, 0, false },
+        { "adafactor", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
+        { "adafactor", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        { "adam8bit", "llama", "tp2", 2, 1, 1, 0, false },
+        { "adam8bit", "gpt", "pp2", 1, 2, 1, 0, false },
+        { "adam8bit", "llama", "dp2-zero1", 1, 1, 2, 1, false },
+        { "adam8bit", "gpt", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        { "lora-adam8bit", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
     };
 
     /// <summary>
@@ -289,7 +303,11 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, 1, "none", sp, 3, keys: keys);
         for (int s = 0; s < loss.Length; s++)
             Assert.True(Math.Abs(loss[s] - singleLoss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {singleLoss[s]:R}");
-        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], ParamTolerance,
+        // 8-bit Adam's codes are a step function of the moments: where a gradient summed in another order (TP, ZeRO)
+        // puts a moment on the other side of a code boundary, that weight's step differs by one code's gap (about a
+        // hundredth of the block's maximum) for that step, a few 1e-5 at lr 1e-3; the losses stay within 1e-5.
+        double paramTolerance = tuning.EndsWith("adam8bit", StringComparison.Ordinal) ? 0.2 * 0.001 : ParamTolerance;
+        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], paramTolerance,
             loraRank: tuning.StartsWith("lora", StringComparison.Ordinal) ? 4 : 0);
         // The count is the model's, whatever the layout: the single process's prediction.
         var (measured, _) = _ref.TrainableParameters[name + model + 0.001];

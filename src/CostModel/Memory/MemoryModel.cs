@@ -379,7 +379,8 @@ public sealed class MemoryModel
     /// <summary>
     /// Optimizer state bytes per trainable parameter besides a master copy (<see cref="FineTuning.StateBytes"/>); for
     /// Adafactor the factored second moment of the first kind of block's trainable matrices (each base linear layer's,
-    /// or each adapter's A and B) over their weights, the blocks holding nearly every weight.
+    /// or each adapter's A and B) and the whole second moment of its vectors (norms, biases) over their weights, the
+    /// blocks holding nearly every weight.
     /// </summary>
     public double OptimizerStateBytesPerParam()
     {
@@ -387,6 +388,13 @@ public sealed class MemoryModel
         if (t.Optimizer != OptimizerKind.Adafactor)
             return FineTuning.StateBytes(t.Optimizer);
         double state = 0, weights = 0;
+        if (!t.Adapters)
+        {
+            // The norms' and biases' weights: vectors, whose second moment Adafactor keeps whole (fp32).
+            double vectors = _m.LayerParamsOf(_ops.Kinds[0]) - BlockLinears.Of(_m, _ops.Kinds[0]).Sum(l => (double)l.Copies * l.In * l.Out);
+            state += 4 * vectors;
+            weights += vectors;
+        }
         foreach (var l in BlockLinears.Of(_m, _ops.Kinds[0]))
         {
             double copies = l.LocalCopies(_p.Ep), rows = l.LocalOut(_p.Tp, _p.Etp), cols = l.LocalIn(_p.Tp, _p.Etp);

@@ -2,6 +2,7 @@ using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.Executor.Distributed;
 using Planner.Executor.Model;
+using Planner.Executor.Optim;
 using Planner.Executor.Torch;
 
 namespace Planner.Executor.Parallelize;
@@ -22,7 +23,7 @@ public sealed partial class DataParallelism : IDisposable
     private readonly ProcessGroup? _dp, _tied;
     private readonly TensorParallelism? _tp;
     private readonly DeviceClock _clock;
-    private readonly Optimizer _optimizer;
+    private readonly IOptimizer _optimizer;
     private readonly ShardedParameters? _shards; // ZeRO: this DP rank's slice of the parameters (fp32) and gradients
     private readonly bool _zero3; // parameters gathered per use
     private readonly bool _chunkwise; // ZeRO-2/3: each chunk's gradients reduce-scattered after its backward
@@ -53,7 +54,7 @@ public sealed partial class DataParallelism : IDisposable
         BucketParameters = buckets;
         if (plan.Zero == 0 || plan.Dp == 1)
         {
-            _optimizer = optimizer.Create(model.Trainable);
+            _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp));
             return;
         }
         _zero3 = plan.Zero >= 3;
@@ -81,7 +82,7 @@ public sealed partial class DataParallelism : IDisposable
         if (_zero3)
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Release(g);
-        _optimizer = optimizer.Create([_shards.Master]);
+        _optimizer = optimizer.Create(OptimizerLayout.Sharded(model, tp, _shards, dp!));
     }
 
     /// <summary>The parameters of each bucket of the rank's chunks.</summary>
@@ -188,18 +189,22 @@ public sealed partial class DataParallelism : IDisposable
     }
 }
 
-/// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's).</summary>
+/// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's and 8-bit Adam's).</summary>
 public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, double WeightDecay, double Eps)
 {
     /// <summary>True for the optimizers the executor has (<see cref="Create"/>).</summary>
-    public static bool Supported(OptimizerKind kind) => kind is OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion;
+    public static bool Supported(OptimizerKind kind) => kind is OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion
+        or OptimizerKind.Adafactor or OptimizerKind.Adam8bit;
 
-    /// <summary>The optimizer over <paramref name="parameters"/>: AdamW, SGD with momentum 0.9, or Lion (β 0.9, 0.99).</summary>
-    public Optimizer Create(IReadOnlyList<Tensor> parameters) => Kind switch
+    /// <summary>The optimizer over what a rank holds: AdamW, SGD with momentum 0.9, Lion (β 0.9, 0.99), Adafactor (lr the
+    /// relative step) or 8-bit AdamW.</summary>
+    public IOptimizer Create(HeldWeights held) => Kind switch
     {
-        OptimizerKind.AdamW => Optimizer.AdamW(parameters, LearningRate, eps: Eps, weightDecay: WeightDecay),
-        OptimizerKind.Sgd => Optimizer.Sgd(parameters, LearningRate, weightDecay: WeightDecay),
-        OptimizerKind.Lion => Optimizer.Lion(parameters, LearningRate, weightDecay: WeightDecay),
+        OptimizerKind.AdamW => Optimizer.AdamW(held.Tensors, LearningRate, eps: Eps, weightDecay: WeightDecay),
+        OptimizerKind.Sgd => Optimizer.Sgd(held.Tensors, LearningRate, weightDecay: WeightDecay),
+        OptimizerKind.Lion => Optimizer.Lion(held.Tensors, LearningRate, weightDecay: WeightDecay),
+        OptimizerKind.Adafactor => new Adafactor(held, LearningRate, WeightDecay),
+        OptimizerKind.Adam8bit => new Adam8bit(held, LearningRate, eps: Eps, weightDecay: WeightDecay),
         _ => throw new NotSupportedException($"{FineTuning.Name(Kind)}: the executor has no such optimizer yet"),
     };
 }

@@ -50,6 +50,25 @@ public sealed class ShardedParameters : IDisposable
     /// <summary>This rank's slice of every group, fp32, requiring grad: what the optimizer steps.</summary>
     public Tensor Master { get; }
 
+    /// <summary>
+    /// What <see cref="Master"/> holds of each parameter: the range [start, start + length) of its flattened elements,
+    /// at <c>At</c> in the master shard (parameters of which this rank holds nothing are left out; padding is not held).
+    /// </summary>
+    public IEnumerable<(Tensor Parameter, long Start, long Length, long At)> Held()
+    {
+        for (int g = 0; g < _groups.Count; g++)
+        {
+            long from = _dp.Rank * _shard[g], to = from + _shard[g], offset = 0;
+            foreach (var p in _groups[g])
+            {
+                long start = Math.Max(from, offset), end = Math.Min(to, offset + p.Numel);
+                if (end > start)
+                    yield return (p, start - offset, end - start, _offset[g] + start - from);
+                offset += p.Numel;
+            }
+        }
+    }
+
     /// <summary>Number of groups.</summary>
     public int Groups => _groups.Count;
 

@@ -26,6 +26,12 @@ public sealed class TensorParallelism : ModelHooks
         _vocabShard = vocab / group.Size;
     }
 
+    /// <summary>The TP group.</summary>
+    public ProcessGroup Group => _group;
+
+    /// <summary>This process's rank in <see cref="Group"/>.</summary>
+    public int Rank => _rank;
+
     /// <summary>Shards <paramref name="model"/> over <paramref name="group"/> (this process is its member
     /// <paramref name="rank"/>) and sets its hooks; with no group (tp = 1) leaves the model whole and returns null.</summary>
     public static TensorParallelism? Apply(GptModel model, ProcessGroup? group, int rank, bool sequenceParallel, long vocab)

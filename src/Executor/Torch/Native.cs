@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 9;
+    internal const int AbiVersion = 10;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -109,6 +109,12 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_storage_nbytes(TensorHandle a, out long bytes);
     [LibraryImport(Library)] internal static partial int pt_storage_free(TensorHandle a);
     [LibraryImport(Library)] internal static partial int pt_storage_allocate(TensorHandle a);
+
+    // indexing.cpp
+    [LibraryImport(Library)] internal static partial int pt_piece_index(TensorHandle like, long start, long length, long localCols, long rowOffset, long colOffset, long cols, int kind, long divisor, long shift, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_index_add_(TensorHandle target, TensorHandle index, TensorHandle src);
+    [LibraryImport(Library)] internal static partial int pt_scatter_amax_(TensorHandle target, TensorHandle index, TensorHandle src);
+    [LibraryImport(Library)] internal static partial int pt_bucketize(TensorHandle values, TensorHandle boundaries, out IntPtr result);
 
     // ops.cpp
     [LibraryImport(Library)] internal static partial int pt_binary(TensorHandle a, TensorHandle b, int op, out IntPtr result);

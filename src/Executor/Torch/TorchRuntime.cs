@@ -140,7 +140,7 @@ public static class TorchRuntime
 }
 
 /// <summary>An optimizer over a parameter list: libtorch's AdamW or SGD with momentum, or Lion (the shim's).</summary>
-public sealed class Optimizer : IDisposable
+public sealed class Optimizer : Optim.IOptimizer
 {
     private readonly OptimizerHandle _handle;
 

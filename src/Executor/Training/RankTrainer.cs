@@ -56,7 +56,7 @@ public sealed class RankTrainer : IDisposable
         if (t.Adapters && plan.Zero >= 3 && plan.Dp * plan.Cp > 1)
             return "lora with zero 3: the executor keeps the frozen base whole on every rank (the cost model shards it, as DeepSpeed and FSDP do); use zero 0, 1 or 2";
         if (!OptimizerSettings.Supported(t.Optimizer))
-            return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW, SGD or Lion only yet";
+            return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW, 8-bit Adam, Adafactor, SGD or Lion, not with this optimizer yet";
         if (model.Vocab % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
         if (plan.Precision == Precision.Fp16 && device.Type == DeviceType.Cpu)

@@ -72,6 +72,87 @@ for name in ["sgd", "lion"]:
                 m = 0.5 * m + 0.5 * g
     out["optimizers"][name] = flat(w)
 
+
+
+def varied(shape, t):
+    """Gradients of step t whose magnitudes span e^-2..e^2: a block's small values then code on several decades."""
+    return det(shape, 0.41 + 0.1 * t, 0.3 * t, 0.2) * det(shape, 0.013, 0.7 * t, 2.0).exp()
+
+
+def decay(state, value, beta):
+    return value * (1 - beta) if state is None else state * beta + value * (1 - beta)
+
+
+def adafactor(w, steps, lr, wd):
+    """Adafactor without a first moment: factored second moment of a matrix (row and column sums of G^2 + 1e-30,
+    decay 1 - t^-0.8), the whole second moment of a vector, the update's RMS clipped at 1, the step
+    lr * max(1e-3, RMS(W)), decoupled weight decay."""
+    rows = cols = vec = None
+    for t in range(1, steps + 1):
+        g = varied(list(w.shape), t)
+        beta = 1 - t ** -0.8
+        g2 = g * g + 1e-30
+        if w.dim() == 2:
+            rows = decay(rows, g2.sum(1), beta)
+            cols = decay(cols, g2.sum(0), beta)
+            v = rows[:, None] * cols[None, :] / rows.sum()
+        else:
+            vec = decay(vec, g2, beta)
+            v = vec
+        u = g / v.sqrt()
+        n = w.numel()
+        clip = ((u.square().sum() / n).sqrt() / 1 - 1).relu() + 1
+        alpha = ((w.square().sum() / n).sqrt() - 1e-3).relu() + 1e-3
+        w = w * (1 - lr * wd) - u / clip * alpha * lr
+    return w
+
+
+def dynamic_map(signed):
+    """256 values: per decade 10^-6..10^0 the midpoints of 2^k (signed) or 2^(k+1) equal intervals of [0.1, 1] of
+    the decade, mirrored when signed, with 0 and 1; returned with the midpoints between neighbours."""
+    vals = [0.0, 1.0]
+    for k in range(7):
+        count = (1 << k) if signed else (2 << k)
+        for j in range(count):
+            mid = 10.0 ** (k - 6) * ((0.1 + 0.9 * j / count) + (0.1 + 0.9 * (j + 1) / count)) / 2
+            vals += [mid, -mid] if signed else [mid]
+    vals.sort()
+    bounds = [(a + b) / 2 for a, b in zip(vals, vals[1:])]
+    return torch.tensor(vals, dtype=torch.float32), torch.tensor(bounds, dtype=torch.float32)
+
+
+def adam8bit(w, steps, lr, b1, b2, eps, wd, block=2048):
+    """AdamW whose moments are stored between steps as 8-bit codes of the dynamic maps, one absmax per block of
+    2048 consecutive values (row-major)."""
+    smap, sbounds = dynamic_map(True)
+    umap, ubounds = dynamic_map(False)
+    n = w.numel()
+    idx = torch.arange(n) // block
+    nb = (n + block - 1) // block
+    codes = None
+    shape = list(w.shape)
+    w = w.reshape(-1)
+    for t in range(1, steps + 1):
+        g = varied(shape, t).reshape(-1)
+        if codes is None:
+            m, v = torch.zeros(n), torch.zeros(n)
+        else:
+            m = smap[codes[0]] * mmax[idx]
+            v = umap[codes[1]] * vmax[idx]
+        m = m * b1 + g * (1 - b1)
+        v = v * b2 + g.square() * (1 - b2)
+        w = w * (1 - lr * wd) - m / (1 - b1 ** t) / ((v / (1 - b2 ** t)).sqrt() + eps) * lr
+        mmax = torch.zeros(nb).scatter_reduce(0, idx, m.abs(), "amax", include_self=True)
+        vmax = torch.zeros(nb).scatter_reduce(0, idx, v, "amax", include_self=True)
+        codes = (torch.bucketize(m / (mmax[idx] + 1e-30), sbounds), torch.bucketize(v / (vmax[idx] + 1e-30), ubounds))
+    return w
+
+
+with torch.no_grad():
+    out["optimizers"]["adafactor_matrix"] = flat(adafactor(det([6, 5], 0.29, 0.6, 0.5), 4, 0.05, 0.1))
+    out["optimizers"]["adafactor_vector"] = flat(adafactor(det([7], 0.31, 0.2, 0.5), 4, 0.05, 0.1))
+    out["optimizers"]["adam8bit"] = flat(adam8bit(det([40, 110], 0.29, 0.6, 0.5), 4, 0.01, 0.9, 0.999, 1e-8, 0.01))
+
 # A causal self-attention block: LayerNorm, fused QKV, 4 heads, causal attention, output projection, residual.
 B, S, H, NH = 2, 5, 16, 4
 D = H // NH
