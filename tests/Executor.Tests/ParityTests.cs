@@ -130,6 +130,28 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
     }
 
     [Fact]
+    public void Sophia_steps_and_curvature_updates_match_the_reference_written_in_pytorch()
+    {
+        // Curvature refreshed before steps 1 and 3 from another pass's gradients (here: given), B = 64 tokens.
+        using var scope = DisposeScope.Begin();
+        var w = Det([6, 5], 0.29, 0.6, 0.5);
+        using var opt = new Sophia([w], lr: 0.01, tokens: 64, weightDecay: 0.1);
+        for (int t = 1; t <= 4; t++)
+        {
+            if (t % 2 == 1)
+            {
+                w.SetGrad(Varied(w.Shape, t + 10));
+                opt.UpdateCurvature();
+            }
+            w.SetGrad(Varied(w.Shape, t));
+            opt.Step();
+        }
+        Same("optimizers", "sophia", w);
+        // The moment and the curvature, fp32 each.
+        Assert.Equal(w.Numel * 8, opt.StateBytes);
+    }
+
+    [Fact]
     public void Adam8bit_steps_and_codes_match_the_reference_written_in_pytorch()
     {
         // 4400 values: three blocks of 2048, the last partial; four steps, so the moments are read back from their codes.

@@ -45,15 +45,14 @@ public class UnsupportedTests
     }
 
     [Fact]
-    public void Qlora_lora_under_zero3_and_optimizers_it_lacks_are_refused_by_name()
+    public void Qlora_and_lora_under_zero3_are_refused_by_name_and_every_optimizer_runs()
     {
         var gpt = ModelLoader.Load("gpt2");
         var plan = new ParallelPlan(1, 1, 2, 1, 3, 1, 2, 64, 1, Recompute.None, false, Precision.Bf16);
         Assert.StartsWith("qlora:", RankTrainer.Unsupported(gpt, plan with { Zero = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
         Assert.StartsWith("lora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = 2, FineTuning = new FineTuning(FineTuneMethod.Lora) }));
-        Assert.StartsWith("sophia:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: OptimizerKind.Sophia) }));
-        foreach (var o in new[] { OptimizerKind.AdamW, OptimizerKind.Sgd, OptimizerKind.Lion, OptimizerKind.Adam8bit, OptimizerKind.Adafactor })
+        foreach (var o in Enum.GetValues<OptimizerKind>())
             Assert.Null(RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(Optimizer: o) }));
     }
 }

@@ -239,6 +239,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         ["adafactor"] = ", \"optimizer\": \"adafactor\"",
         ["adam8bit"] = ", \"optimizer\": \"adam8bit\"",
         ["lora-adam8bit"] = ", \"finetune\": \"lora\", \"lora_rank\": 4, \"optimizer\": \"adam8bit\"",
+        ["sophia"] = ", \"optimizer\": \"sophia\"",
     };
 
     public static TheoryData<string, string, string, int, int, int, int, bool> TuningLayouts() => new()
@@ -275,6 +276,10 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         { "adam8bit", "llama", "dp2-zero1", 1, 1, 2, 1, false },
         { "adam8bit", "gpt", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
         { "lora-adam8bit", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        { "sophia", "llama", "tp2", 2, 1, 1, 0, false },
+        { "sophia", "gpt", "pp2", 1, 2, 1, 0, false },
+        { "sophia", "llama", "dp2-zero1", 1, 1, 2, 1, false },
+        { "sophia", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
     };
 
     /// <summary>
@@ -306,7 +311,15 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         // 8-bit Adam's codes are a step function of the moments: where a gradient summed in another order (TP, ZeRO)
         // puts a moment on the other side of a code boundary, that weight's step differs by one code's gap (about a
         // hundredth of the block's maximum) for that step, a few 1e-5 at lr 1e-3; the losses stay within 1e-5.
-        double paramTolerance = tuning.EndsWith("adam8bit", StringComparison.Ordinal) ? 0.2 * 0.001 : ParamTolerance;
+        // Sophia steps lr·clip(m / (ρ·B·h + ε), ±1): where a gradient or its curvature is itself rounding noise (GPT's key
+        // bias, whose gradient is zero in exact arithmetic; weights of near-zero curvature) the step takes the noise's
+        // sign or scale, up to lr either way per step. The losses hold to 1e-5; those weights are bounded by 2·lr a step.
+        double paramTolerance = tuning switch
+        {
+            _ when tuning.EndsWith("adam8bit", StringComparison.Ordinal) => 0.2 * 0.001,
+            "sophia" => 3 * 2 * 0.001,
+            _ => ParamTolerance,
+        };
         CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], paramTolerance,
             loraRank: tuning.StartsWith("lora", StringComparison.Ordinal) ? 4 : 0);
         // The count is the model's, whatever the layout: the single process's prediction.

@@ -247,8 +247,14 @@ public sealed class GptModel : IDisposable
     {
         var h = Hooks.Enter(Norm(x, "ln_f"));
         var logits = F.Linear(h, W(_m.TiedEmbeddings ? "wte" : "lm_head")).To(DType.Float32);
-        return Hooks.Loss(logits.View(h.Shape[0] * h.Shape[1], logits.Shape[2]), targets);
+        var flat = logits.View(h.Shape[0] * h.Shape[1], logits.Shape[2]);
+        return Hooks.Loss(flat, SampledTargets is { } seed ? Hooks.Sample(flat, targets, seed) : targets);
     }
+
+    /// <summary>When set, the loss is taken against labels drawn from the model's own outputs with this seed (a
+    /// curvature pass: Sophia's Gauss-Newton-Bartlett estimate), and the targets given are the tokens' keys
+    /// (<see cref="ModelHooks.Sample"/>).</summary>
+    public ulong? SampledTargets { get; set; }
 
     private static Tensor RotateHalf(Tensor x)
     {

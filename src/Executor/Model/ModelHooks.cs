@@ -26,6 +26,17 @@ public class ModelHooks
     /// <summary>The embedding's output (positions added) on its way to the first block.</summary>
     public virtual Tensor AfterEmbedding(Tensor x) => x;
 
+    /// <summary>
+    /// Labels drawn from the model's own distribution over fp32 logits [tokens, vocabulary (the columns this process
+    /// holds)], one per token <paramref name="keys"/> (a token's place in the whole run: the draw depends only on it,
+    /// <paramref name="seed"/> and the vocabulary id, <see cref="Sampling.GumbelArgmax"/>).
+    /// </summary>
+    public virtual long[] Sample(Tensor logits, long[] keys, ulong seed)
+    {
+        using var scope = DisposeScope.Begin();
+        return Sampling.GumbelArgmax(logits, keys, seed, 0).Ids.ToLongArray();
+    }
+
     /// <summary>The mean cross entropy of fp32 logits [tokens, vocabulary (the columns this process holds)].</summary>
     public virtual Tensor Loss(Tensor logits, long[] targets) =>
         F.CrossEntropy(logits, Tensor.From(targets, logits.Shape[0]).On(logits.Device));

@@ -1,5 +1,6 @@
 using Planner.CostModel.Pricing;
 using Planner.Executor.Distributed;
+using Planner.Executor.Optim;
 using Planner.Executor.Torch;
 
 namespace Planner.Executor.Parallelize;
@@ -91,16 +92,42 @@ public sealed partial class DataParallelism
     /// After the pipeline's flush: finishes the gradients' reduction and steps the optimizer when
     /// <paramref name="unscale"/> (loss scaling: true when every rank's gradients are finite) lets it.
     /// </summary>
-    public void ReduceAndStep(Func<IReadOnlyList<Tensor>, bool> unscale)
+    public void ReduceAndStep(Func<IReadOnlyList<Tensor>, bool> unscale) => Reduce(unscale, curvature: false);
+
+    /// <summary>
+    /// After the flush of a pass on sampled labels (Sophia's curvature pass, <see cref="RefreshesCurvature"/>): the same
+    /// reduction, then the optimizer's curvature refreshed from the mean gradient instead of a step.
+    /// </summary>
+    public void ReduceAndUpdateCurvature() => Reduce(_ => true, curvature: true);
+
+    /// <summary>True when step <paramref name="step"/> (from 0) begins with a curvature pass: Sophia's every k-th.</summary>
+    public bool RefreshesCurvature(int step) => _optimizer is Sophia && step % Sophia.CurvatureInterval == 0;
+
+    private void Reduce(Func<IReadOnlyList<Tensor>, bool> unscale, bool curvature)
     {
         using var scope = DisposeScope.Begin();
         if (_shards is null)
-            ReduceAndStepWhole(unscale);
+            ReduceAndStepWhole(unscale, curvature);
         else
-            ReduceAndStepSharded(unscale);
+            ReduceAndStepSharded(unscale, curvature);
     }
 
-    private void ReduceAndStepWhole(Func<IReadOnlyList<Tensor>, bool> unscale)
+    /// <summary>Steps the optimizer (when <paramref name="unscale"/> lets it) or refreshes its curvature; true when stepped.</summary>
+    private bool Apply(Func<IReadOnlyList<Tensor>, bool> unscale, IReadOnlyList<Tensor> optimized, bool curvature)
+    {
+        bool stepped = false;
+        if (curvature)
+            ((Sophia)_optimizer).UpdateCurvature();
+        else if (unscale(optimized))
+        {
+            _optimizer.Step();
+            stepped = true;
+        }
+        _optimizer.ZeroGrad();
+        return stepped;
+    }
+
+    private void ReduceAndStepWhole(Func<IReadOnlyList<Tensor>, bool> unscale, bool curvature)
     {
         long d0 = _clock.Now();
         var wte = _tied is not null ? _model["wte"] : null;
@@ -123,9 +150,7 @@ public sealed partial class DataParallelism
         }
         CommSeconds += _clock.Since(d0);
         long o0 = _clock.Now();
-        if (unscale(_model.Trainable))
-            _optimizer.Step();
-        _optimizer.ZeroGrad();
+        Apply(unscale, _model.Trainable, curvature);
         OptimizerSeconds += _clock.Since(o0);
     }
 
@@ -135,7 +160,7 @@ public sealed partial class DataParallelism
     /// pipeline, and sum the tied embedding's shard), steps the optimizer on this rank's shard, and under ZeRO-1/2
     /// all-gathers the parameters (ZeRO-3 gathers them at their next use).
     /// </summary>
-    private void ReduceAndStepSharded(Func<IReadOnlyList<Tensor>, bool> unscale)
+    private void ReduceAndStepSharded(Func<IReadOnlyList<Tensor>, bool> unscale, bool curvature)
     {
         var shards = _shards!;
         long d0 = _clock.Now();
@@ -150,10 +175,7 @@ public sealed partial class DataParallelism
         shards.AverageGradients();
         CommSeconds += _clock.Since(d0);
         long z0 = _clock.Now();
-        bool stepped = unscale([shards.Master]);
-        if (stepped)
-            _optimizer.Step();
-        _optimizer.ZeroGrad();
+        bool stepped = Apply(unscale, [shards.Master], curvature);
         OptimizerSeconds += _clock.Since(z0);
         if (!_zero3 && stepped)
         {

@@ -189,15 +189,16 @@ public sealed partial class DataParallelism : IDisposable
     }
 }
 
-/// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's and 8-bit Adam's).</summary>
-public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, double WeightDecay, double Eps)
+/// <summary>The optimizer and its settings (<paramref name="Eps"/>: AdamW's and 8-bit Adam's; <paramref name="TokensPerStep"/>:
+/// Sophia's B).</summary>
+public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, double WeightDecay, double Eps, long TokensPerStep = 0)
 {
     /// <summary>True for the optimizers the executor has (<see cref="Create"/>).</summary>
     public static bool Supported(OptimizerKind kind) => kind is OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion
-        or OptimizerKind.Adafactor or OptimizerKind.Adam8bit;
+        or OptimizerKind.Adafactor or OptimizerKind.Adam8bit or OptimizerKind.Sophia;
 
     /// <summary>The optimizer over what a rank holds: AdamW, SGD with momentum 0.9, Lion (β 0.9, 0.99), Adafactor (lr the
-    /// relative step) or 8-bit AdamW.</summary>
+    /// relative step), 8-bit AdamW or Sophia.</summary>
     public IOptimizer Create(HeldWeights held) => Kind switch
     {
         OptimizerKind.AdamW => Optimizer.AdamW(held.Tensors, LearningRate, eps: Eps, weightDecay: WeightDecay),
@@ -205,6 +206,7 @@ public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, 
         OptimizerKind.Lion => Optimizer.Lion(held.Tensors, LearningRate, weightDecay: WeightDecay),
         OptimizerKind.Adafactor => new Adafactor(held, LearningRate, WeightDecay),
         OptimizerKind.Adam8bit => new Adam8bit(held, LearningRate, eps: Eps, weightDecay: WeightDecay),
+        OptimizerKind.Sophia => new Sophia(held.Tensors, LearningRate, TokensPerStep, weightDecay: WeightDecay),
         _ => throw new NotSupportedException($"{FineTuning.Name(Kind)}: the executor has no such optimizer yet"),
     };
 }

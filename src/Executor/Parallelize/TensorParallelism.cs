@@ -84,6 +84,22 @@ public sealed class TensorParallelism : ModelHooks
     /// <summary>Under sequence parallelism each rank keeps its part of the sequence.</summary>
     public override Tensor AfterEmbedding(Tensor x) => _sequenceParallel ? TensorParallel.Scatter(_group, x, 1) : x;
 
+    /// <summary>Each rank draws over its vocabulary rows; the largest score over the group wins (ties: the larger id,
+    /// as one process breaks them).</summary>
+    public override long[] Sample(Tensor logits, long[] keys, ulong seed)
+    {
+        using var scope = DisposeScope.Begin();
+        var (values, ids) = Sampling.GumbelArgmax(logits, keys, seed, _rank * _vocabShard);
+        var best = values.Clone();
+        _group.AllReduce(best, ReduceOp.Max);
+        var mine = values.ToDoubleArray();
+        var top = best.ToDoubleArray();
+        var local = ids.ToLongArray();
+        var winner = Tensor.From(mine.Select((v, i) => v == top[i] ? local[i] : -1).ToArray(), mine.Length);
+        _group.AllReduce(winner, ReduceOp.Max);
+        return winner.ToLongArray();
+    }
+
     /// <inheritdoc />
     public override Tensor Loss(Tensor logits, long[] targets) =>
         VocabParallelCrossEntropy(_group, logits, targets, _rank * _vocabShard);

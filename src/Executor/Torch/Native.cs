@@ -116,6 +116,9 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_scatter_amax_(TensorHandle target, TensorHandle index, TensorHandle src);
     [LibraryImport(Library)] internal static partial int pt_bucketize(TensorHandle values, TensorHandle boundaries, out IntPtr result);
 
+    // sampling.cpp
+    [LibraryImport(Library)] internal static partial int pt_gumbel_argmax(TensorHandle logits, long[] keys, long n, ulong seed, long vocabStart, out IntPtr values, out IntPtr ids);
+
     // ops.cpp
     [LibraryImport(Library)] internal static partial int pt_binary(TensorHandle a, TensorHandle b, int op, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_binary_scalar(TensorHandle a, double s, int op, out IntPtr result);

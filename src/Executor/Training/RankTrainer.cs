@@ -39,6 +39,7 @@ public sealed class RankTrainer : IDisposable
     private readonly ITokenSource _data;
     private readonly DeviceClock _clock;
     private readonly LossScaler? _scaler;
+    private readonly ulong _seed;
 
     /// <summary>The dynamic loss scale, or null without loss scaling.</summary>
     public double? LossScale => _scaler?.Scale;
@@ -56,7 +57,7 @@ public sealed class RankTrainer : IDisposable
         if (t.Adapters && plan.Zero >= 3 && plan.Dp * plan.Cp > 1)
             return "lora with zero 3: the executor keeps the frozen base whole on every rank (the cost model shards it, as DeepSpeed and FSDP do); use zero 0, 1 or 2";
         if (!OptimizerSettings.Supported(t.Optimizer))
-            return $"{FineTuning.Name(t.Optimizer)}: the executor steps with AdamW, 8-bit Adam, Adafactor, SGD or Lion, not with this optimizer yet";
+            return $"{FineTuning.Name(t.Optimizer)}: the executor has no such optimizer";
         if (model.Vocab % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
         if (plan.Precision == Precision.Fp16 && device.Type == DeviceType.Cpu)
@@ -88,12 +89,13 @@ public sealed class RankTrainer : IDisposable
         TorchRuntime.SetDevice(options.Device);
         _plan = plan;
         _data = data;
+        _seed = options.Seed;
         _clock = new DeviceClock(options.Device);
         if (plan.Precision == Precision.Fp16 || options.LossScale is not null)
             _scaler = new LossScaler(options.LossScale ?? 65536);
         _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings);
         _rank = Parallelizer.Apply(model, plan, _groups, options.Seed, options.Device,
-            new OptimizerSettings(plan.Tuning.Optimizer, options.LearningRate, options.WeightDecay, options.AdamEps), plan.Tuning);
+            new OptimizerSettings(plan.Tuning.Optimizer, options.LearningRate, options.WeightDecay, options.AdamEps, (long)plan.Gbs * plan.Seq), plan.Tuning);
         _pipeline = new PipelineRunner(_rank, plan, _groups.Me.Pp, _groups.Links, _clock, model.Hidden);
     }
 
@@ -136,6 +138,8 @@ public sealed class RankTrainer : IDisposable
         TensorParallel.TakeCommSeconds();
         var data = _rank.Data;
         data.BeginStep();
+        if (data.RefreshesCurvature(step))
+            CurvaturePass(step);
         double lossSum = _pipeline.Run(microBatch => Batch(step, microBatch), _scaler?.Scale ?? 1);
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
@@ -150,6 +154,27 @@ public sealed class RankTrainer : IDisposable
         }
         double seconds = _clock.Since(t0);
         return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds);
+    }
+
+    /// <summary>
+    /// Sophia's curvature pass: the step's batch through the pipeline against labels the model draws from its own
+    /// outputs (each token's draw keyed by its place in the run, so every layout draws what one process draws), its
+    /// mean gradient reduced as a step's and squared into the curvature estimate.
+    /// </summary>
+    private void CurvaturePass(int step)
+    {
+        _rank.Model.SampledTargets = _seed ^ (0x5eedUL + (ulong)step);
+        _pipeline.Run(microBatch => Keyed(step, microBatch), _scaler?.Scale ?? 1);
+        _rank.Model.SampledTargets = null;
+        _rank.Data.ReduceAndUpdateCurvature();
+    }
+
+    /// <summary>A micro-batch's inputs, with each target replaced by its token's key: its index among all the tokens of the run.</summary>
+    private (long[] Ids, long[] Keys) Keyed(int step, int microBatch)
+    {
+        var (ids, _) = Batch(step, microBatch);
+        long first = ((long)step * _plan.Gbs + (long)_groups.Me.Dp * (_plan.Gbs / _plan.Dp) + (long)microBatch * _plan.Mbs) * _plan.Seq;
+        return (ids, Enumerable.Range(0, ids.Length).Select(i => first + i).ToArray());
     }
 
     private (long[] Ids, long[] Targets) Batch(int step, int microBatch)

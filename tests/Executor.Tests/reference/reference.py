@@ -148,7 +148,21 @@ def adam8bit(w, steps, lr, b1, b2, eps, wd, block=2048):
     return w
 
 
+def sophia(w, steps, lr, wd, tokens, b1=0.965, b2=0.99, rho=0.04, eps=1e-15):
+    """SophiaG: m the gradient's EMA; h refreshed every other step from a curvature pass's squared gradient; the step
+    lr * clamp(m / (rho * tokens * h + eps), -1, 1), decoupled weight decay."""
+    m = h = None
+    for t in range(1, steps + 1):
+        if t % 2 == 1:
+            h = decay(h, varied(list(w.shape), t + 10).square(), b2) if h is not None else varied(list(w.shape), t + 10).square() * (1 - b2)
+        g = varied(list(w.shape), t)
+        m = g * (1 - b1) if m is None else m * b1 + g * (1 - b1)
+        w = w * (1 - lr * wd) - torch.clamp(m / (h * (rho * tokens) + eps), -1, 1) * lr
+    return w
+
+
 with torch.no_grad():
+    out["optimizers"]["sophia"] = flat(sophia(det([6, 5], 0.29, 0.6, 0.5), 4, 0.01, 0.1, 64))
     out["optimizers"]["adafactor_matrix"] = flat(adafactor(det([6, 5], 0.29, 0.6, 0.5), 4, 0.05, 0.1))
     out["optimizers"]["adafactor_vector"] = flat(adafactor(det([7], 0.31, 0.2, 0.5), 4, 0.05, 0.1))
     out["optimizers"]["adam8bit"] = flat(adam8bit(det([40, 110], 0.29, 0.6, 0.5), 4, 0.01, 0.9, 0.999, 1e-8, 0.01))
