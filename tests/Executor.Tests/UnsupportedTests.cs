@@ -45,11 +45,15 @@ public class UnsupportedTests
     }
 
     [Fact]
-    public void Qlora_lora_under_zero3_and_optimizers_it_lacks_are_refused_by_name()
+    public void Qlora_and_lora_under_zero3_and_optimizers_it_lacks_are_refused_by_name()
     {
         var gpt = ModelLoader.Load("gpt2");
         var plan = new ParallelPlan(1, 1, 2, 1, 3, 1, 2, 64, 1, Recompute.None, false, Precision.Bf16);
-        Assert.StartsWith("qlora:", RankTrainer.Unsupported(gpt, plan with { Zero = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        // QLoRA trains under ZeRO 0 to 2; under ZeRO-3 it is refused (the cost model refuses it too), even on one rank.
+        foreach (int zero in new[] { 0, 1, 2 })
+            Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = zero, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        Assert.StartsWith("qlora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        Assert.StartsWith("qlora with zero 3:", RankTrainer.Unsupported(gpt, plan with { Dp = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
         Assert.StartsWith("lora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = 2, FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         foreach (var o in new[] { OptimizerKind.Adam8bit, OptimizerKind.Adafactor, OptimizerKind.Sophia })

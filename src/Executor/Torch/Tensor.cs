@@ -1,7 +1,7 @@
 namespace Planner.Executor.Torch;
 
 /// <summary>Element types (codes shared with the shim).</summary>
-public enum DType { Float32 = 0, Float64 = 1, BFloat16 = 2, Float16 = 3, Int64 = 4, Int32 = 5, Bool = 6 }
+public enum DType { Float32 = 0, Float64 = 1, BFloat16 = 2, Float16 = 3, Int64 = 4, Int32 = 5, Bool = 6, UInt8 = 7 }
 
 /// <summary>Where a tensor lives.</summary>
 public enum DeviceType { Cpu = 0, Cuda = 1 }

@@ -31,6 +31,7 @@ c10::ScalarType to_scalar_type(int32_t dtype) {
     case PT_I64: return torch::kInt64;
     case PT_I32: return torch::kInt32;
     case PT_BOOL: return torch::kBool;
+    case PT_U8: return torch::kUInt8;
     default: throw std::invalid_argument("unknown dtype code " + std::to_string(dtype));
   }
 }
@@ -44,6 +45,7 @@ int32_t from_scalar_type(c10::ScalarType t) {
     case torch::kInt64: return PT_I64;
     case torch::kInt32: return PT_I32;
     case torch::kBool: return PT_BOOL;
+    case torch::kUInt8: return PT_U8;
     default: throw std::invalid_argument(std::string("unsupported dtype ") + c10::toString(t));
   }
 }

@@ -10,12 +10,12 @@
 #define PT_EXPORT extern "C" __attribute__((visibility("default")))
 
 // Bumped whenever an export is added or its signature changes; the managed side refuses a library with another revision.
-#define PT_ABI_VERSION 9
+#define PT_ABI_VERSION 10
 
 enum pt_status : int32_t { PT_OK = 0, PT_ERROR = 1 };
 
 // dtype codes shared with the managed side.
-enum pt_dtype : int32_t { PT_F32 = 0, PT_F64 = 1, PT_BF16 = 2, PT_F16 = 3, PT_I64 = 4, PT_I32 = 5, PT_BOOL = 6 };
+enum pt_dtype : int32_t { PT_F32 = 0, PT_F64 = 1, PT_BF16 = 2, PT_F16 = 3, PT_I64 = 4, PT_I32 = 5, PT_BOOL = 6, PT_U8 = 7 };
 
 struct pt_tensor {
   torch::Tensor t;
