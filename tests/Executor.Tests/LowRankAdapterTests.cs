@@ -7,7 +7,7 @@ using Xunit;
 
 namespace Planner.Executor.Tests;
 
-/// <summary>LoRA on the plain model, in one process: what trains, what stays frozen, and where the adapters start.</summary>
+/// <summary>LoRA and QLoRA on the plain model, in one process: what trains, what stays frozen, and where the adapters start.</summary>
 public class LowRankAdapterTests
 {
     private static readonly ModelSpec Llama = ModelLoader.Parse(
@@ -112,6 +112,49 @@ public class LowRankAdapterTests
             Close(g.MatMul(a.Transpose(0, 1)), lora[name + ".lora_b"].Grad!, name + ".lora_b");
             Close(b.Transpose(0, 1).MatMul(g), lora[name + ".lora_a"].Grad!, name + ".lora_a");
         }
+    }
+
+    /// <summary>QLoRA is LoRA over a base whose block linear weights are NF4: with those weights replaced by their
+    /// dequantized values, the LoRA model computes the same loss and the same adapter gradients.</summary>
+    [Fact]
+    public void Qlora_stores_the_block_linears_in_nf4_and_computes_as_lora_over_their_dequantized_weights()
+    {
+        QloraIsLoraOverItsDequantizedBase(Llama);
+        QloraIsLoraOverItsDequantizedBase(Gpt);
+    }
+
+    private static void QloraIsLoraOverItsDequantizedBase(ModelSpec m)
+    {
+        using var qlora = Build(m, new FineTuning(FineTuneMethod.Qlora, 4, LoraTargets.All));
+        using var lora = Build(m, new FineTuning(FineTuneMethod.Lora, 4, LoraTargets.All));
+        var weights = qlora.Layers.SelectMany(l => GptParameters.Linears(m, l)).Select(l => l.Name + ".w").ToHashSet();
+        Assert.All(qlora.Specs, s => Assert.Equal(weights.Contains(s.Name), qlora.IsQuantized(s.Name)));
+        Assert.Equal(lora.TrainableSpecs.Select(s => s.Name), qlora.TrainableSpecs.Select(s => s.Name));
+        using (TorchRuntime.NoGrad())
+            foreach (var name in weights)
+            {
+                using var whole = Nf4Tensor.Quantize(lora[name]);
+                var values = qlora.Values(name);
+                Assert.Equal(whole.Dequantize().ToFloatArray(), values);
+                lora[name].CopyFrom(values);
+            }
+        // B away from zero, so that A's gradients are not zero either.
+        using (TorchRuntime.NoGrad())
+            foreach (var spec in lora.TrainableSpecs.Where(s => s.Name.EndsWith(".lora_b", StringComparison.Ordinal)))
+            {
+                var b = Tensor.Normal(spec.Shape, 0, 0.05, seed: GptParameters.SeedOf(spec.Name, 9));
+                lora[spec.Name].CopyFrom(b);
+                qlora[spec.Name].CopyFrom(b);
+            }
+        float quantized = Loss(qlora, m), dequantized = Loss(lora, m);
+        Assert.True(Math.Abs(quantized - dequantized) < 1e-6, $"loss {quantized} over NF4, {dequantized} over its values");
+        foreach (var spec in qlora.TrainableSpecs)
+            Close(lora[spec.Name].Grad!, qlora[spec.Name].Grad!, spec.Name);
+        // Stored: each NF4 weight's codes (half a byte a weight) and one fp32 absmax per 64 weights; the rest fp32.
+        long nf4 = weights.Sum(w => qlora.SpecOf(w).Shape.Aggregate(1L, (a, b) => a * b) / 64 * (32 + 4));
+        long dense = qlora.Specs.Where(s => !weights.Contains(s.Name)).Sum(s => 4 * s.Shape.Aggregate(1L, (a, b) => a * b));
+        Assert.Equal(nf4 + dense, qlora.StorageBytes);
+        Assert.Equal(lora.StorageBytes - 4 * weights.Sum(w => lora[w].Numel) + nf4, qlora.StorageBytes);
     }
 
     private static void Close(Tensor expected, Tensor actual, string name)

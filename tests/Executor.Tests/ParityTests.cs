@@ -90,6 +90,28 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
         Same("mlp", "b2_after_adamw", b2);
     }
 
+    [Fact]
+    public void Lora_linear_matches_pytorch()
+    {
+        // The executor's adapted linear (GptModel's Column): the frozen base's output plus the scaled B·(A·x); the base
+        // weight has no gradient, A, B and the input do.
+        using var scope = DisposeScope.Begin();
+        var x = Det([5, 8], 0.21, 0.3);
+        var w = Det([6, 8], 0.13, 0.5, 0.5, grad: false);
+        var b = Det([6], 0.17, 0.7, 0.1, grad: false);
+        var a = Det([3, 8], 0.09, 0.9, 0.3);
+        var bb = Det([6, 3], 0.27, 1.1, 0.3);
+        var y = F.Linear(x, w, b) + F.Linear(F.Linear(x, a), bb) * 2.0;
+        var loss = (y * y).Mean();
+        loss.Backward();
+        Same("lora", "y", y);
+        SameScalar("lora", "loss", loss);
+        Same("lora", "grad_x", x.Grad);
+        Same("lora", "grad_a", a.Grad);
+        Same("lora", "grad_b", bb.Grad);
+        Assert.Null(w.Grad);
+    }
+
     [Theory]
     [InlineData("sgd")]
     [InlineData("lion")]

@@ -49,7 +49,11 @@ public class UnsupportedTests
     {
         var gpt = ModelLoader.Load("gpt2");
         var plan = new ParallelPlan(1, 1, 2, 1, 3, 1, 2, 64, 1, Recompute.None, false, Precision.Bf16);
-        Assert.StartsWith("qlora:", RankTrainer.Unsupported(gpt, plan with { Zero = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        // QLoRA trains under ZeRO 0 to 2; under ZeRO-3 it is refused (the cost model refuses it too), even on one rank.
+        foreach (int zero in new[] { 0, 1, 2 })
+            Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = zero, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        Assert.StartsWith("qlora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
+        Assert.StartsWith("qlora with zero 3:", RankTrainer.Unsupported(gpt, plan with { Dp = 1, FineTuning = new FineTuning(FineTuneMethod.Qlora) }));
         Assert.StartsWith("lora with zero 3:", RankTrainer.Unsupported(gpt, plan with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         Assert.Null(RankTrainer.Unsupported(gpt, plan with { Zero = 2, FineTuning = new FineTuning(FineTuneMethod.Lora) }));
         foreach (var o in Enum.GetValues<OptimizerKind>())

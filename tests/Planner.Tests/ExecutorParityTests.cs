@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 using Planner.Executor.Model;
 using Planner.Executor.Training;
@@ -95,6 +96,8 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
                 report["predicted"] is { } p ? (double)p["trainable_parameters"]! : double.NaN);
             OptimizerState[name + model + lr] = (report["measured"]!["optimizer_state_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
                 report["predicted"] is { } q ? (double)q["memory_gib"]!["optimizer"]! * (1 << 30) : double.NaN);
+            ParameterBytes[name + model + lr] = (report["measured"]!["parameter_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
+                report["predicted"] is { } w ? (double)w["memory_gib"]!["weights"]! * (1 << 30) : double.NaN);
             return (loss, parameters);
         }
 
@@ -102,6 +105,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
 
         /// <summary>Each run's optimizer state: measured on each rank, and predicted (bytes, the peak stage's).</summary>
         public Dictionary<string, (long[] Measured, double Predicted)> OptimizerState { get; } = [];
+
+        /// <summary>Each run's parameter bytes: measured on each rank, and the predicted weights (bytes, the peak stage's).</summary>
+        public Dictionary<string, (long[] Measured, double Predicted)> ParameterBytes { get; } = [];
 
         /// <summary>Each run's trainable parameters: measured (the ranks' stages, counted whole) and predicted.</summary>
         public Dictionary<string, (long Measured, double Predicted)> TrainableParameters { get; } = [];
@@ -240,6 +246,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         ["adam8bit"] = ", \"optimizer\": \"adam8bit\"",
         ["lora-adam8bit"] = ", \"finetune\": \"lora\", \"lora_rank\": 4, \"optimizer\": \"adam8bit\"",
         ["sophia"] = ", \"optimizer\": \"sophia\"",
+        ["qlora"] = ", \"finetune\": \"qlora\", \"lora_rank\": 4",
     };
 
     public static TheoryData<string, string, string, int, int, int, int, bool> TuningLayouts() => new()
@@ -280,6 +287,13 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         { "sophia", "gpt", "pp2", 1, 2, 1, 0, false },
         { "sophia", "llama", "dp2-zero1", 1, 1, 2, 1, false },
         { "sophia", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        // QLoRA: the NF4 base quantized whole, then cut. Hidden 64 at TP=2 cuts every block of the output projection's
+        // rows in two (each rank keeps both halves' absmax); the MLP's down projection keeps whole blocks.
+        { "qlora", "gpt", "tp2", 2, 1, 1, 0, false },
+        { "qlora", "llama", "tp2", 2, 1, 1, 0, false },
+        { "qlora", "llama", "pp2", 1, 2, 1, 0, false },
+        { "qlora", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
+        { "qlora", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
     };
 
     /// <summary>
@@ -288,7 +302,10 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
     /// steps, not one: LoRA's A gets its first gradient through B = 0, so only from the second step on do A's updates
     /// (whose gradient under tensor parallelism is whole only through the region's collective) show; the adapters'
     /// gradients are far below Adam's epsilon here, so their updates stay smooth in the gradients and rounding does not
-    /// grow. Under LoRA the single process's frozen base stays its initial weights and every B moves from zero.
+    /// grow. Under LoRA the single process's frozen base stays its initial weights and every B moves from zero; under
+    /// QLoRA the blocks' linear weights are the NF4 round trip of their initial values (dumped dequantized: each rank's
+    /// its exact slice of those), and the parameter bytes measured are the prediction's with fp32 absmax in place of
+    /// QLoRA's double-quantized ones.
     /// </summary>
     [Theory]
     [MemberData(nameof(TuningLayouts))]
@@ -297,11 +314,16 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         string keys = Tunings[tuning], name = $"{tuning}-{layout}";
         var (singleLoss, single) = _ref.SingleWithKeys(model, tuning, keys);
         var initial = _ref.Single[$"{model}/0"].Params;
-        if (tuning.StartsWith("lora", StringComparison.Ordinal))
+        bool adapters = tuning.Contains("lora", StringComparison.Ordinal);
+        var quantized = tuning == "qlora" ? QuantizedWeights(model) : [];
+        if (adapters)
             foreach (var (param, values) in single)
             {
                 if (initial.TryGetValue(param, out var before))
-                    Assert.False(values.Where((v, i) => v != before[i]).Any(), $"{param} of the frozen base moved");
+                {
+                    var expected = quantized.Contains(param) ? Nf4Reference.RoundTrip(before) : before;
+                    Assert.False(values.Where((v, i) => v != expected[i]).Any(), $"{param} of the frozen base moved (or is not its NF4 round trip)");
+                }
                 else if (param.EndsWith(".lora_b", StringComparison.Ordinal))
                     Assert.True(values.Any(v => v != 0), $"{param} did not move from zero");
             }
@@ -321,7 +343,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             _ => ParamTolerance,
         };
         CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], paramTolerance,
-            loraRank: tuning.StartsWith("lora", StringComparison.Ordinal) ? 4 : 0);
+            loraRank: adapters ? 4 : 0);
         // The count is the model's, whatever the layout: the single process's prediction.
         var (measured, _) = _ref.TrainableParameters[name + model + 0.001];
         var (_, predicted) = _ref.TrainableParameters[$"single-{tuning}" + model + 0.001];
@@ -329,6 +351,31 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         // The single process's optimizer state (its parameters are the fp32 masters: no other copy) as predicted.
         var (state, predictedState) = _ref.OptimizerState[$"single-{tuning}" + model + 0.001];
         Assert.True(Math.Abs(state[0] - predictedState) <= 0.1 * predictedState, $"single-{tuning}: optimizer state {state[0]} bytes, {predictedState:F0} predicted");
+        if (quantized.Count > 0)
+            CheckQuantizedBytes(model, tuning, quantized);
+    }
+
+    /// <summary>The weights QLoRA stores in NF4: every block linear's.</summary>
+    private static HashSet<string> QuantizedWeights(string model)
+    {
+        var m = Model(model);
+        return Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Linears(m, l)).Select(l => l.Name + ".w").ToHashSet();
+    }
+
+    /// <summary>
+    /// The single QLoRA process's parameter bytes: the NF4 weights' codes (half a byte each) and one fp32 absmax per 64,
+    /// the rest 4 bytes a value; the prediction's weights with 4.5 bits per NF4 weight rather than its 4.127.
+    /// </summary>
+    private void CheckQuantizedBytes(string model, string tuning, HashSet<string> quantized)
+    {
+        var (measured, predicted) = _ref.ParameterBytes[$"single-{tuning}" + model + 0.001];
+        var specs = Specs(model, loraRank: 4);
+        long Numel(ParameterSpec s) => s.Shape.Aggregate(1L, (a, b) => a * b);
+        long nf4 = specs.Values.Where(s => quantized.Contains(s.Name)).Sum(Numel);
+        long dense = specs.Values.Where(s => !quantized.Contains(s.Name)).Sum(Numel);
+        Assert.Equal(nf4 / 2 + 4 * nf4 / 64 + 4 * dense, measured[0]);
+        double expected = predicted + nf4 * (4.5 / 8 - FineTuning.Nf4BytesPerWeight);
+        Assert.True(Math.Abs(measured[0] - expected) <= 1e-3 * expected, $"single-{tuning}: {measured[0]} parameter bytes, {expected:F0} from the prediction");
     }
 
     [Theory]
@@ -362,11 +409,13 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         Assert.True(checkedParams >= specs.Count, $"{name}: only {checkedParams} parameters dumped");
     }
 
+    private static ModelSpec Model(string model) => model == "gpt"
+        ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
+        : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
+
     private static Dictionary<string, ParameterSpec> Specs(string model, int loraRank = 0)
     {
-        var m = model == "gpt"
-            ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
-            : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
+        var m = Model(model);
         var specs = GptParameters.Embedding(m).Concat(Enumerable.Range(0, m.Layers).SelectMany(l => GptParameters.Block(m, l)))
             .Concat(GptParameters.Head(m)).ToDictionary(s => s.Name);
         if (loraRank > 0)

@@ -8,8 +8,9 @@ namespace Planner.Executor.Model;
 /// head if asked, their parameters by name (<see cref="GptParameters"/>) and the forward of each piece. It knows no plan
 /// and no process group. It is described first and made later: the parallelism steps (<c>Planner.Executor.Parallelize</c>)
 /// add parameters (adapters), freeze some, give each parameter's shard (<see cref="Shard"/>) and set its
-/// <see cref="Hooks"/>; <see cref="Place"/> then initialises each parameter whole, keeps its shard and frees the whole
-/// one before the next, so a process never holds more than one unsharded tensor. Head counts and sequence lengths are
+/// <see cref="Hooks"/>, store some frozen weights in NF4; <see cref="Place"/> then initialises each parameter whole,
+/// keeps its shard (an NF4 weight quantized whole first) and frees the whole one before the next, so a process never
+/// holds more than one unsharded tensor. Head counts and sequence lengths are
 /// read from the parameters and the activations it is given.
 /// </summary>
 public sealed class GptModel : IDisposable
@@ -18,6 +19,8 @@ public sealed class GptModel : IDisposable
     private readonly Dictionary<string, Tensor> _params = [];
     private readonly List<ParameterSpec> _specs = [];
     private readonly HashSet<string> _frozen = [];
+    private readonly HashSet<string> _toQuantize = [];
+    private readonly Dictionary<string, Nf4Tensor> _nf4 = [];
     private readonly ulong _seed;
     private double _adapterScale = 1;
     private Func<ParameterSpec, Tensor, Tensor>? _shard;
@@ -73,6 +76,25 @@ public sealed class GptModel : IDisposable
             _frozen.Add(spec.Name);
     }
 
+    /// <summary>
+    /// Stores the frozen [out, in] weights <paramref name="quantized"/> picks in NF4 (<see cref="Nf4Tensor"/>, QLoRA's
+    /// base): <see cref="Place"/> quantizes each whole before cutting it into its shard, and each use dequantizes it.
+    /// </summary>
+    public void StoreInNf4(Func<ParameterSpec, bool> quantized)
+    {
+        if (Placed)
+            throw new InvalidOperationException("weights are quantized as the model is placed, not after");
+        foreach (var spec in _specs.Where(quantized))
+        {
+            if (!_frozen.Contains(spec.Name) || spec.Shape.Length != 2)
+                throw new InvalidOperationException($"{spec.Name}: only frozen [out, in] weights are stored in NF4");
+            _toQuantize.Add(spec.Name);
+        }
+    }
+
+    /// <summary>True for a weight stored in NF4 (it has no tensor in <see cref="Parameters"/>).</summary>
+    public bool IsQuantized(string name) => _toQuantize.Contains(name);
+
     /// <summary>True unless the parameter is frozen.</summary>
     public bool IsTrainable(string name) => !_frozen.Contains(name);
 
@@ -97,11 +119,24 @@ public sealed class GptModel : IDisposable
     /// <summary>The parameter specs, in a fixed order.</summary>
     public IReadOnlyList<ParameterSpec> Specs => _specs;
 
-    /// <summary>The parameters (fp32 masters), in <see cref="Specs"/> order.</summary>
-    public IReadOnlyList<Tensor> Parameters => Specs.Select(s => _params[s.Name]).ToList();
+    /// <summary>The parameters held as tensors in the training precision (all but those stored in NF4), in
+    /// <see cref="Specs"/> order.</summary>
+    public IReadOnlyList<Tensor> Parameters => Specs.Where(s => _params.ContainsKey(s.Name)).Select(s => _params[s.Name]).ToList();
 
-    /// <summary>A parameter by name.</summary>
+    /// <summary>A parameter held as a tensor, by name (not one stored in NF4).</summary>
     public Tensor this[string name] => _params[name];
+
+    /// <summary>A parameter's values (this process's shard) as fp32, row-major; an NF4 weight's dequantized.</summary>
+    public float[] Values(string name)
+    {
+        if (!_nf4.TryGetValue(name, out var q))
+            return _params[name].ToFloatArray();
+        using var values = q.Dequantize();
+        return values.ToFloatArray();
+    }
+
+    /// <summary>Bytes of memory the parameters hold: the tensors' storage, and the NF4 weights' codes and absmax.</summary>
+    public long StorageBytes => Parameters.Sum(p => p.StorageBytes) + _nf4.Values.Sum(q => q.StorageBytes);
 
     /// <summary>Where the parameters live and the passes run.</summary>
     public Device Device { get; private set; } = Device.Cpu;
@@ -121,6 +156,11 @@ public sealed class GptModel : IDisposable
         foreach (var spec in _specs)
         {
             var t = GptParameters.InitFull(spec, _seed);
+            if (_toQuantize.Contains(spec.Name))
+            {
+                _nf4[spec.Name] = Quantized(spec, t, device);
+                continue;
+            }
             if (_shard is not null)
             {
                 var shard = _shard(spec, t);
@@ -140,6 +180,20 @@ public sealed class GptModel : IDisposable
         }
         Device = device;
         Placed = true;
+    }
+
+    /// <summary>The NF4 storage of a whole weight, quantized before it is cut into this process's shard.</summary>
+    private Nf4Tensor Quantized(ParameterSpec spec, Tensor whole, Device device)
+    {
+        using (whole)
+        {
+            var shard = _shard;
+            var q = Nf4Tensor.Quantize(whole, shard is null ? null : t => shard(spec, t));
+            if (device == Device.Cpu)
+                return q;
+            using (q)
+                return q.To(device);
+        }
     }
 
     private Tensor W(string name) => Compute == DType.Float32 ? _params[name] : _params[name].To(Compute);
@@ -176,7 +230,7 @@ public sealed class GptModel : IDisposable
         var n1 = Norm(x, p + "ln1");
         var h = Hooks.Enter(n1);
         long b = h.Shape[0], s = h.Shape[1], d = _m.HeadDim;
-        long hl = _params[p + "attn.q.w"].Shape[0] / d, kvl = _params[p + "attn.k.w"].Shape[0] / d;
+        long hl = Rows(p + "attn.q.w") / d, kvl = Rows(p + "attn.k.w") / d;
         Tensor Heads(Tensor t, long n) => t.View(b, s, n, d).Transpose(1, 2);
         var q = Heads(Column(p + "attn.q", n1, h), hl);
         var k = Heads(Column(p + "attn.k", n1, h), kvl);
@@ -216,7 +270,9 @@ public sealed class GptModel : IDisposable
     /// </summary>
     private Tensor Column(string name, Tensor outside, Tensor inside)
     {
-        var y = F.Linear(inside, W(name + ".w"), Wo(name + ".b"));
+        var y = _nf4.TryGetValue(name + ".w", out var q)
+            ? Biased(q.Linear(inside), name)
+            : F.Linear(inside, W(name + ".w"), Wo(name + ".b"));
         if (!_params.ContainsKey(name + ".lora_a"))
             return y;
         var a = Hooks.Enter(F.Linear(outside, W(name + ".lora_a")));
@@ -229,12 +285,17 @@ public sealed class GptModel : IDisposable
     /// </summary>
     private Tensor Row(string name, Tensor input)
     {
-        var y = Hooks.Leave(F.Linear(input, W(name + ".w")));
+        var y = Hooks.Leave(_nf4.TryGetValue(name + ".w", out var q) ? q.Linear(input) : F.Linear(input, W(name + ".w")));
         if (!_params.ContainsKey(name + ".lora_a"))
             return y;
         var a = Hooks.Leave(F.Linear(input, W(name + ".lora_a")));
         return y + F.Linear(a, W(name + ".lora_b")) * _adapterScale;
     }
+
+    /// <summary>The rows of a weight's shard held here (a column-parallel layer's local outputs).</summary>
+    private long Rows(string name) => _nf4.TryGetValue(name, out var q) ? q.Shape[0] : _params[name].Shape[0];
+
+    private Tensor Biased(Tensor y, string name) => Wo(name + ".b") is { } b ? y + b : y;
 
     /// <summary>Final norm, logits and the mean cross entropy over the micro-batch's tokens.</summary>
     public Tensor HeadLoss(Tensor x, long[] targets)
@@ -287,5 +348,7 @@ public sealed class GptModel : IDisposable
     {
         foreach (var p in _params.Values)
             p.Dispose();
+        foreach (var q in _nf4.Values)
+            q.Dispose();
     }
 }

@@ -167,15 +167,15 @@ public sealed partial class DataParallelism : IDisposable
     }
 
     /// <summary>
-    /// The model's parameters by name (this rank's TP shards), for checks against the single-process run. Under ZeRO-3
-    /// they are all-gathered for the copy and freed again: every DP rank must call this.
+    /// The model's parameters by name (this rank's TP shards; NF4 weights dequantized), for checks against the
+    /// single-process run. Under ZeRO-3 they are all-gathered for the copy and freed again: every DP rank must call this.
     /// </summary>
     public Dictionary<string, float[]> ParameterValues()
     {
         var groups = _zero3 ? Enumerable.Range(0, _shards!.Groups).ToList() : [];
         foreach (int g in groups)
             _shards!.Gather(g);
-        var values = _model.Specs.ToDictionary(s => s.Name, s => _model[s.Name].ToFloatArray());
+        var values = _model.Specs.ToDictionary(s => s.Name, s => _model.Values(s.Name));
         foreach (int g in groups)
             _shards!.Release(g);
         return values;

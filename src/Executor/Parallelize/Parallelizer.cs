@@ -27,11 +27,12 @@ public sealed record ParallelRank(GptModel Model, StageLayout Layout, IReadOnlyL
 /// <summary>
 /// Parallelism applied to a plain <see cref="GptModel"/> from outside, in a fixed order: (1) the pipeline split picks
 /// the stage's chunks of blocks (<see cref="PipelineSplit"/>), (2) the plain model of those chunks is
-/// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>),
-/// (3) tensor and sequence parallelism shard it (<see cref="TensorParallelism"/>), (4) it is placed on the rank's
-/// device, (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its
-/// trainable gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new
-/// parallelism plugs in as a step of its own here.
+/// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>;
+/// under QLoRA the blocks' linear weights marked for NF4), (3) tensor and sequence parallelism shard it
+/// (<see cref="TensorParallelism"/>), (4) it is placed on the rank's device (an NF4 weight quantized whole, then cut),
+/// (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its trainable
+/// gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new parallelism plugs
+/// in as a step of its own here.
 /// </summary>
 public static class Parallelizer
 {

@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 10;
+    internal const int AbiVersion = 11;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -187,6 +187,12 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_tp_op(ProcessGroupHandle g, TensorHandle x, int kind, long dim, out IntPtr result);
     [LibraryImport(Library)] internal static partial long pt_tp_comm_ns_take();
     [LibraryImport(Library)] internal static partial int pt_causal_attention_recompute(TensorHandle q, TensorHandle k, TensorHandle v, out IntPtr result);
+
+    // quant.cpp
+    [LibraryImport(Library)] internal static partial int pt_nf4_quantize(TensorHandle w, long block, out IntPtr codes, out IntPtr blocks, out IntPtr absmax);
+    [LibraryImport(Library)] internal static partial int pt_nf4_pack(TensorHandle codes, TensorHandle blocks, TensorHandle absmax, out IntPtr packed, out IntPtr runAbsmax, out IntPtr runs);
+    [LibraryImport(Library)] internal static partial int pt_nf4_dequantize(TensorHandle packed, TensorHandle absmax, IntPtr runs, long[] shape, int ndim, int dtype, int ops, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_nf4_linear(TensorHandle x, TensorHandle packed, TensorHandle absmax, IntPtr runs, long[] shape, int ndim, out IntPtr result);
 
     // device.cpp
     [LibraryImport(Library)] internal static partial int pt_manual_seed(ulong seed);

@@ -52,8 +52,8 @@ public sealed class RankTrainer : IDisposable
     public static string? Unsupported(ModelSpec model, ParallelPlan plan, Device device = default)
     {
         var t = plan.Tuning;
-        if (t.QuantizedBase)
-            return "qlora: the executor does not quantize the base to NF4 yet; train with lora (a bf16 or fp32 base)";
+        if (t.QuantizedBase && plan.Zero >= 3)
+            return "qlora with zero 3: the executor keeps the 4-bit NF4 base whole on every rank, as the cost model prices it (it refuses zero 3 too); use zero 0, 1 or 2";
         if (t.Adapters && plan.Zero >= 3 && plan.Dp * plan.Cp > 1)
             return "lora with zero 3: the executor keeps the frozen base whole on every rank (the cost model shards it, as DeepSpeed and FSDP do); use zero 0, 1 or 2";
         if (!OptimizerSettings.Supported(t.Optimizer))
@@ -100,16 +100,16 @@ public sealed class RankTrainer : IDisposable
     }
 
     /// <summary>
-    /// The stage's parameters by name (this rank's TP shards), for checks against the single-process run. Under
-    /// ZeRO-3 they are all-gathered for the copy and freed again: every DP rank must call this.
+    /// The stage's parameters by name (this rank's TP shards; NF4 weights dequantized), for checks against the
+    /// single-process run. Under ZeRO-3 they are all-gathered for the copy and freed again: every DP rank must call this.
     /// </summary>
     public Dictionary<string, float[]> ParameterValues() => _rank.Data.ParameterValues();
 
     /// <summary>
-    /// Bytes of memory the stage's parameter tensors and the ZeRO master shard hold now (between steps: the full
-    /// parameters and the shard under ZeRO-1/2, only the shard under ZeRO-3).
+    /// Bytes of memory the stage's parameters and the ZeRO master shard hold now (between steps: the full parameters
+    /// and the shard under ZeRO-1/2, only the shard under ZeRO-3; a QLoRA base's NF4 weights as their codes and absmax).
     /// </summary>
-    public long ResidentParameterBytes => _rank.Model.Parameters.Sum(p => p.StorageBytes) + _rank.Data.ShardBytes;
+    public long ResidentParameterBytes => _rank.Model.StorageBytes + _rank.Data.ShardBytes;
 
     /// <summary>Bytes the full-size gradients of the stage held when the last step's pipeline ended (before the
     /// data-parallel reduction): all of them under ZeRO-0/1, none under ZeRO-2/3 (reduce-scattered chunk by chunk).</summary>

@@ -53,6 +53,17 @@ out["mlp"]["b2_after_adamw"] = flat(b2)
 
 # SGD with momentum (PyTorch's) and Lion (the paper's update, written out here: PyTorch has none) over three steps of
 # given gradients; Lion's beta2 at 0.5, so that the moment weighs in the sign from the second step on.
+# LoRA on a frozen linear (PEFT's form: base(x) + lora_B(lora_A(x)) * scaling), rank 3, scaling 2, bias on the base.
+xl = leaf([5, 8], 0.21, 0.3)
+wl = det([6, 8], 0.13, 0.5, 0.5)
+bl = det([6], 0.17, 0.7, 0.1)
+la = leaf([3, 8], 0.09, 0.9, 0.3)
+lb = leaf([6, 3], 0.27, 1.1, 0.3)
+yl = torch.nn.functional.linear(xl, wl, bl) + torch.nn.functional.linear(torch.nn.functional.linear(xl, la), lb) * 2.0
+lossl = (yl * yl).mean()
+lossl.backward()
+out["lora"] = {"y": flat(yl), "loss": float(lossl), "grad_x": flat(xl.grad), "grad_a": flat(la.grad), "grad_b": flat(lb.grad)}
+
 out["optimizers"] = {}
 for name in ["sgd", "lion"]:
     w = leaf([6, 5], 0.29, 0.6, 0.5)
