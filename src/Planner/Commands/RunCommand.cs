@@ -23,7 +23,7 @@ public static class RunCommand
         public Option<string> Plan { get; } = new("--plan") { Description = "Plan file (from plan --out)", Required = true };
         public Option<int> Steps { get; } = new("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 5 };
         public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
-        public Option<double> Lr { get; } = new("--lr") { Description = "AdamW learning rate", DefaultValueFactory = _ => 1e-3 };
+        public Option<double?> Lr { get; } = new("--lr") { Description = "Learning rate (default: the optimizer's, 1e-2 for Adafactor's relative step, 1e-3 for the others)" };
         public Option<double> AdamEps { get; } = new("--adam-eps") { Description = "AdamW epsilon", DefaultValueFactory = _ => 1e-8 };
         public Option<double?> LossScale { get; } = new("--loss-scale") { Description = "First dynamic loss scale (default: 65536 for fp16, none otherwise)" };
         public Option<string?> Data { get; } = new("--data") { Description = "Token file (flat uint16 or uint32 tokens, nanoGPT .bin); default: synthetic tokens" };
@@ -86,7 +86,8 @@ public static class RunCommand
             : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
 
         /// <summary>The options of a rank process (whose --device names its own device: cpu or cuda:N).</summary>
-        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
+        public TrainOptions Options(ParseResult r, ParallelPlan plan) => new(r.GetValue(Steps), r.GetValue(Seed),
+            r.GetValue(Lr) ?? Planner.Executor.Parallelize.OptimizerSettings.DefaultLearningRate(plan.Tuning.Optimizer), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
             Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()));
     }
 
@@ -108,7 +109,7 @@ public static class RunCommand
             var inputs = flags.Read(r);
             using var data = flags.Source(r, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, inputs.Plan), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
         });
         return cmd;
     }
@@ -213,9 +214,11 @@ public static class RunCommand
     private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
     {
         var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
-            "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--seed", r.GetValue(flags.Seed).ToString(),
             "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
+        if (r.GetValue(flags.Lr) is { } lr)
+            forwarded.AddRange(["--lr", lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
         if (r.GetValue(flags.Data) is { } data)
             forwarded.AddRange(["--data", data]);
         if (r.GetValue(flags.LossScale) is { } scale)
