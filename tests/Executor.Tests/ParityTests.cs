@@ -174,6 +174,19 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
     }
 
     [Fact]
+    public void Adafactor_leaves_a_weight_with_a_zero_gradient_unchanged()
+    {
+        // LoRA's A before B has moved: its sums are ε₁ · rows and ε₁ · cols, whose product underflows fp32.
+        using var scope = DisposeScope.Begin();
+        var w = Det([6, 5], 0.29, 0.6, 0.5);
+        var before = w.ToFloatArray();
+        using var opt = new Adafactor(HeldWeights.Whole([w]), lr: 0.05);
+        w.SetGrad(Tensor.Zeros([6, 5]));
+        opt.Step();
+        Assert.Equal(before, w.ToFloatArray());
+    }
+
+    [Fact]
     public void Adam8bit_steps_and_codes_match_the_reference_written_in_pytorch()
     {
         // 4400 values: three blocks of 2048, the last partial; four steps, so the moments are read back from their codes.

@@ -335,15 +335,19 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         // hundredth of the block's maximum) for that step, a few 1e-5 at lr 1e-3; the losses stay within 1e-5.
         // Sophia steps lr·clip(m / (ρ·B·h + ε), ±1): where a gradient or its curvature is itself rounding noise (GPT's key
         // bias, whose gradient is zero in exact arithmetic; weights of near-zero curvature) the step takes the noise's
-        // sign or scale, up to lr either way per step. The losses hold to 1e-5; those weights are bounded by 2·lr a step.
-        double paramTolerance = tuning switch
+        // sign or scale, up to lr either way per step; Adafactor's vectors likewise (G / √(G² + 1e-30) is the sign of a
+        // noise gradient at the first step). The losses hold to 1e-5, the other elements to 1e-5; at most half a percent
+        // of the elements (GPT's key biases are 0.12 %) may take the other side, within 2·lr a step (8-bit Adam: a fifth
+        // of lr; Adafactor: 10·lr over the three steps).
+        (double, double)? outliers = tuning switch
         {
-            _ when tuning.EndsWith("adam8bit", StringComparison.Ordinal) => 0.2 * 0.001,
-            "sophia" => 3 * 2 * 0.001,
-            _ => ParamTolerance,
+            _ when tuning.EndsWith("adam8bit", StringComparison.Ordinal) => (0.005, 0.2 * 0.001),
+            "sophia" => (0.005, 3 * 2 * 0.001),
+            "adafactor" => (0.005, 10 * 0.001), // an element's clipped update may exceed 1 where its neighbours' are small
+            _ => null,
         };
-        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], paramTolerance,
-            loraRank: adapters ? 4 : 0);
+        CheckSlices(model, name, tp, single, parameters, _ref.Coordinates[name + model + 0.001], ParamTolerance,
+            loraRank: adapters ? 4 : 0, outliers: outliers);
         // The count is the model's, whatever the layout: the single process's prediction.
         var (measured, _) = _ref.TrainableParameters[name + model + 0.001];
         var (_, predicted) = _ref.TrainableParameters[$"single-{tuning}" + model + 0.001];
@@ -389,11 +393,17 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         CheckSlices(model, "tp2-pp2-init", 2, single.Params, parameters, _ref.Coordinates["tp2-pp2-init" + model + 0.0], tolerance: 0);
     }
 
+    /// <summary>Every rank's parameters are exact slices of the single process's, within <paramref name="tolerance"/>; with
+    /// <paramref name="outliers"/>, that share of all elements may differ by up to its bound instead (optimizers whose step
+    /// is a discontinuous function of its inputs: rounding noise can take the other side).</summary>
     private static void CheckSlices(string model, string name, int tp, Dictionary<string, float[]> full,
-        Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance, int loraRank = 0)
+        Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance, int loraRank = 0,
+        (double Share, double Bound)? outliers = null)
     {
         var specs = Specs(model, loraRank);
         int checkedParams = 0;
+        long elements = 0, beyond = 0;
+        double bound = outliers?.Bound ?? tolerance;
         for (int r = 0; r < ranks.Length; r++)
         {
             foreach (var (param, values) in ranks[r])
@@ -401,12 +411,17 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
                 var s = specs[param];
                 var expected = Slice(full[param], s, coordinates[r].Tp, tp);
                 Assert.Equal(expected.Length, values.Length);
-                double worst = expected.Select((v, i) => Math.Abs(v - values[i])).Max();
-                Assert.True(worst <= tolerance, $"{model} {name} rank {r}: {param} differs from its slice by {worst:E2}");
+                var differences = expected.Select((v, i) => Math.Abs(v - values[i])).ToArray();
+                double worst = differences.Max();
+                Assert.True(worst <= Math.Max(tolerance, bound), $"{model} {name} rank {r}: {param} differs from its slice by {worst:E2}");
+                elements += differences.Length;
+                beyond += differences.Count(d => d > tolerance);
                 checkedParams++;
             }
         }
         Assert.True(checkedParams >= specs.Count, $"{name}: only {checkedParams} parameters dumped");
+        double share = outliers?.Share ?? 0;
+        Assert.True(beyond <= share * elements, $"{model} {name}: {beyond} of {elements} elements differ from their slices by more than {tolerance:E0}");
     }
 
     private static ModelSpec Model(string model) => model == "gpt"

@@ -188,6 +188,13 @@ public sealed class ExecutorRunTests : IDisposable
         (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("scale", 1, 1, 1, 0, "fp32"), "--loss-scale", "0.5"]);
         Assert.Equal(2, code);
         Assert.Contains("--loss-scale", error);
+        foreach (var (flag, value) in new[] { ("--lr", "-1"), ("--lr", "NaN"), ("--adam-eps", "0") })
+        {
+            (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("scale", 1, 1, 1, 0, "fp32"), flag, value]);
+            Assert.Equal(2, code);
+            Assert.StartsWith($"planner: {flag}:", error.Trim());
+            Assert.Single(error.Trim().Split('\n'));
+        }
     }
 
     [Fact]

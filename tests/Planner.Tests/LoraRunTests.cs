@@ -3,7 +3,7 @@ using Xunit;
 
 namespace Planner.Cli.Tests;
 
-/// <summary>`run` trains LoRA on real text: the repository's README as byte tokens.</summary>
+/// <summary>`run` fine-tunes on real text (the repository's README as byte tokens): LoRA, LoRA with Adafactor, Sophia.</summary>
 [Collection("executor")]
 [Trait("Category", "Slow")] // a rank process: ./test --all
 public sealed class LoraRunTests : IDisposable
@@ -31,17 +31,32 @@ public sealed class LoraRunTests : IDisposable
         return (data, plan);
     }
 
-    [Fact]
-    public void Adafactor_at_its_default_learning_rate_lowers_the_loss()
+    private double[] Losses(string keys, params string[] extra)
     {
-        // Adafactor's steps are relative to each weight's RMS (0.02 at initialization here): at AdamW's 1e-3 they are
-        // too small to show in a few steps, so run's default for it is PyTorch's 1e-2.
-        var (data, plan) = Inputs(", \"optimizer\": \"adafactor\"");
-        var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", plan, "--data", data, "--steps", "12", "--json",
-            "--history", Path.Combine(_dir, "history.csv")]);
+        var (data, plan) = Inputs(keys);
+        var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", plan, "--data", data, "--json",
+            "--history", Path.Combine(_dir, "history.csv"), .. extra]);
         Assert.True(code == 0, error);
-        var loss = JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
-        Assert.True(loss[^3..].Average() < loss[0] - 0.1, $"loss {loss[0]:F3} at the first step, {loss[^3..].Average():F3} over the last three");
+        return JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
+    }
+
+    [Fact]
+    public void Lora_with_adafactor_at_the_default_learning_rate_lowers_the_loss()
+    {
+        // Without the relative step's parameter scale, the zero-initialized B moves at lr (with it, at lr·1e-3).
+        var loss = Losses(", \"finetune\": \"lora\", \"lora_rank\": 8, \"optimizer\": \"adafactor\"", "--steps", "20");
+        Assert.True(loss[^5..].Average() < loss[0] - 0.1, $"loss {loss[0]:F3} at the first step, {loss[^5..].Average():F3} over the last five");
+    }
+
+    [Fact]
+    public void Sophia_under_loss_scaling_trains_as_without_it()
+    {
+        // Its curvature pass's gradients are unscaled as a step's (a power of two: exactly); steps 0 and 10 refresh it.
+        var plain = Losses(", \"optimizer\": \"sophia\"", "--steps", "12");
+        var scaled = Losses(", \"optimizer\": \"sophia\"", "--steps", "12", "--loss-scale", "1024");
+        for (int s = 0; s < plain.Length; s++)
+            Assert.True(Math.Abs(plain[s] - scaled[s]) <= 1e-6, $"step {s}: {scaled[s]:R} scaled, {plain[s]:R} not");
+        Assert.True(plain[^3..].Average() < plain[0] - 0.1, $"loss {plain[0]:F3} at the first step, {plain[^3..].Average():F3} over the last three");
     }
 
     [Fact]

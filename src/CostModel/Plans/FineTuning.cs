@@ -94,7 +94,10 @@ public sealed record FineTuning(
 
     /// <summary>Bytes per NF4 weight with QLoRA's double quantization (Dettmers et al. 2023, section 3): 4 bits, plus an
     /// fp8 absmax per 64-weight block, plus an fp32 constant per 256 of those: 8/64 + 32/(64·256) = 0.127 bits.</summary>
-    public const double Nf4BytesPerWeight = (4 + 8.0 / 64 + 32.0 / (64 * 256)) / 8;
+    public const double Nf4BytesPerWeight = (4 + 8.0 / Nf4Block + 32.0 / (Nf4Block * 256)) / 8;
+
+    /// <summary>Weights per NF4 block, each with its own absolute maximum (QLoRA's block size; the executor's too).</summary>
+    public const int Nf4Block = 64;
 
     /// <summary>8-bit Adam's block size (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization": blocks of
     /// 2048 values, one fp32 absmax each).</summary>

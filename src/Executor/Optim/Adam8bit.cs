@@ -9,7 +9,8 @@ namespace Planner.Executor.Optim;
 /// of one process. Each step dequantizes the moments, updates them in fp32 with the gradient, steps the weight with
 /// them as AdamW does (bias-corrected, decoupled weight decay) and quantizes them again under their new block maxima;
 /// a rank holding a piece of a weight (<see cref="HeldWeights"/>) maximises its blocks with the ranks that hold the rest,
-/// so that every layout codes each value as one process does.
+/// so that every layout codes each value as one process does. The moments are computed twice (for the maxima, then for
+/// the step), one piece at a time, so that only one piece's fp32 moments exist at once.
 /// </summary>
 public sealed class Adam8bit : IOptimizer
 {
@@ -46,40 +47,43 @@ public sealed class Adam8bit : IOptimizer
     /// <inheritdoc />
     public void Step()
     {
+        if (_held.Weights.Count == 0)
+            return;
         using var noGrad = TorchRuntime.NoGrad();
-        using var scope = DisposeScope.Begin();
+        using var step = DisposeScope.Begin();
         _t++;
-        double c1 = 1 - Math.Pow(_beta1, _t), c2 = 1 - Math.Pow(_beta2, _t);
         var weights = _held.Weights;
-        var like = _held.Tensors[0];
-        var maxima = weights.Select(w => Tensor.Zeros([2 * Blocks(w)], device: like.Device)).ToList();
-        var moments = new List<(WeightPiece Piece, Tensor Block, Tensor M, Tensor V)>();
-        foreach (var (tensor, piece) in _held.All.Where(x => x.Tensor.Grad is not null))
+        var device = _held.Tensors[0].Device;
+        var pieces = _held.All.Where(x => x.Tensor.Grad is not null).ToList();
+        // Pass 1: the updated moments' block maxima, maximised with the ranks holding the rest of each weight.
+        var maxima = weights.Select(w => Tensor.Zeros([2 * Blocks(w)], device: device)).ToList();
+        foreach (var (tensor, piece) in pieces)
         {
-            var w = weights[piece.Weight];
-            var g = tensor.Grad!.View(-1).Narrow(0, piece.At, piece.Length).To(DType.Float32);
-            var theta = tensor.Data().View(-1).Narrow(0, piece.At, piece.Length);
-            var block = piece.Index(like, w.Cols, PiecePosition.Flat, Block);
-            var (m, v) = _codes.TryGetValue(piece, out var codes)
-                ? (Dequantize(codes.M, _signedMap, _mMax[piece.Weight]!, block), Dequantize(codes.V, _unsignedMap, _vMax[piece.Weight]!, block))
-                : (Tensor.Zeros([piece.Length], device: like.Device), Tensor.Zeros([piece.Length], device: like.Device));
-            m = m * _beta1 + g * (1 - _beta1);
-            v = v * _beta2 + g.Square() * (1 - _beta2);
-            theta.CopyFrom(theta * (1 - _lr * _weightDecay) - m / c1 / ((v / c2).Sqrt() + _eps) * _lr);
+            using var scope = DisposeScope.Begin(); // each piece's temporaries go before the next's are made
+            var (block, m, v) = Moments(tensor, piece);
             Indexing.ScatterMax(maxima[piece.Weight], block, m.Abs());
-            Indexing.ScatterMax(maxima[piece.Weight], piece.Index(like, w.Cols, PiecePosition.Flat, Block, shift: Blocks(w)), v);
-            moments.Add((piece, block, m, v));
+            Indexing.ScatterMax(maxima[piece.Weight], piece.Index(tensor, weights[piece.Weight].Cols, PiecePosition.Flat, Block, shift: Blocks(weights[piece.Weight])), v);
         }
         _held.Reduce(maxima, ReduceOp.Max);
+        // Pass 2: the same moments again (from the old codes), the step, and the moments coded under the new maxima.
+        double c1 = 1 - Math.Pow(_beta1, _t), c2 = 1 - Math.Pow(_beta2, _t);
+        var coded = new List<(WeightPiece Piece, Tensor M, Tensor V)>();
+        foreach (var (tensor, piece) in pieces)
+        {
+            using var scope = DisposeScope.Begin();
+            var (block, m, v) = Moments(tensor, piece);
+            var theta = tensor.Data().View(-1).Narrow(0, piece.At, piece.Length);
+            theta.CopyFrom(theta * (1 - _lr * _weightDecay) - m / c1 / ((v / c2).Sqrt() + _eps) * _lr);
+            long blocks = Blocks(weights[piece.Weight]);
+            coded.Add((piece, scope.Keep(Quantize(m, _signedBounds, maxima[piece.Weight].Narrow(0, 0, blocks), block)),
+                scope.Keep(Quantize(v, _unsignedBounds, maxima[piece.Weight].Narrow(0, blocks, blocks), block))));
+        }
         for (int i = 0; i < weights.Count; i++)
         {
             Keep(ref _mMax[i], maxima[i].Narrow(0, 0, Blocks(weights[i])));
             Keep(ref _vMax[i], maxima[i].Narrow(0, Blocks(weights[i]), Blocks(weights[i])));
         }
-        foreach (var (piece, block, m, v) in moments)
-        {
-            var m8 = Quantize(m, _signedBounds, _mMax[piece.Weight]!, block);
-            var v8 = Quantize(v, _unsignedBounds, _vMax[piece.Weight]!, block);
+        foreach (var (piece, m8, v8) in coded)
             if (_codes.TryGetValue(piece, out var old))
             {
                 old.M.CopyFrom(m8);
@@ -91,7 +95,19 @@ public sealed class Adam8bit : IOptimizer
                 DisposeScope.Untrack(v8);
                 _codes[piece] = (m8, v8);
             }
-        }
+    }
+
+    /// <summary>A piece's block indices and its moments updated with this step's gradient (fp32), from the stored codes
+    /// under the stored maxima (zeros at the first step).</summary>
+    private (Tensor Block, Tensor M, Tensor V) Moments(Tensor tensor, WeightPiece piece)
+    {
+        var w = _held.Weights[piece.Weight];
+        var g = tensor.Grad!.View(-1).Narrow(0, piece.At, piece.Length).To(DType.Float32);
+        var block = piece.Index(tensor, w.Cols, PiecePosition.Flat, Block);
+        var (m, v) = _codes.TryGetValue(piece, out var codes)
+            ? (Dequantize(codes.M, _signedMap, _mMax[piece.Weight]!, block), Dequantize(codes.V, _unsignedMap, _vMax[piece.Weight]!, block))
+            : (Tensor.Zeros([piece.Length], device: tensor.Device), Tensor.Zeros([piece.Length], device: tensor.Device));
+        return (block, m * _beta1 + g * (1 - _beta1), v * _beta2 + g.Square() * (1 - _beta2));
     }
 
     /// <summary>Codes → values: the map's value times the block's maximum.</summary>

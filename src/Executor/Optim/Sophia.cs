@@ -33,9 +33,9 @@ public sealed class Sophia : IOptimizer
     public void Step()
     {
         using var noGrad = TorchRuntime.NoGrad();
-        using var scope = DisposeScope.Begin();
         for (int i = 0; i < _params.Count; i++)
         {
+            using var scope = DisposeScope.Begin(); // each parameter's temporaries go before the next's are made
             if (_params[i].Grad is not { } grad)
                 continue;
             var g = grad.To(DType.Float32);
@@ -59,13 +59,12 @@ public sealed class Sophia : IOptimizer
     public void UpdateCurvature()
     {
         using var noGrad = TorchRuntime.NoGrad();
-        using var scope = DisposeScope.Begin();
         for (int i = 0; i < _params.Count; i++)
+        {
+            using var scope = DisposeScope.Begin();
             if (_params[i].Grad is { } grad)
-            {
-                var g = grad.To(DType.Float32);
-                Blend(ref _h[i], g.Square(), _beta2);
-            }
+                Blend(ref _h[i], grad.To(DType.Float32).Square(), _beta2);
+        }
     }
 
     /// <summary>state ← β·state + (1 − β)·value, from zero.</summary>

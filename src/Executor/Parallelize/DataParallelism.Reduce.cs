@@ -96,9 +96,10 @@ public sealed partial class DataParallelism
 
     /// <summary>
     /// After the flush of a pass on sampled labels (Sophia's curvature pass, <see cref="RefreshesCurvature"/>): the same
-    /// reduction, then the optimizer's curvature refreshed from the mean gradient instead of a step.
+    /// reduction, then the optimizer's curvature refreshed from the mean gradient instead of a step, when
+    /// <paramref name="unscale"/> (loss scaling, without adjusting the scale) finds it finite.
     /// </summary>
-    public void ReduceAndUpdateCurvature() => Reduce(_ => true, curvature: true);
+    public void ReduceAndUpdateCurvature(Func<IReadOnlyList<Tensor>, bool> unscale) => Reduce(unscale, curvature: true);
 
     /// <summary>True when step <paramref name="step"/> (from 0) begins with a curvature pass: Sophia's every k-th.</summary>
     public bool RefreshesCurvature(int step) => _optimizer is Sophia && step % Sophia.CurvatureInterval == 0;
@@ -117,7 +118,10 @@ public sealed partial class DataParallelism
     {
         bool stepped = false;
         if (curvature)
-            ((Sophia)_optimizer).UpdateCurvature();
+        {
+            if (unscale(optimized))
+                ((Sophia)_optimizer).UpdateCurvature();
+        }
         else if (unscale(optimized))
         {
             _optimizer.Step();

@@ -197,12 +197,8 @@ public sealed record OptimizerSettings(OptimizerKind Kind, double LearningRate, 
     public static bool Supported(OptimizerKind kind) => kind is OptimizerKind.AdamW or OptimizerKind.Sgd or OptimizerKind.Lion
         or OptimizerKind.Adafactor or OptimizerKind.Adam8bit or OptimizerKind.Sophia;
 
-    /// <summary>The learning rate a run uses when none is given: 1e-2 for Adafactor, whose steps are relative to the
-    /// weights' RMS (PyTorch's default for it), 1e-3 for the others.</summary>
-    public static double DefaultLearningRate(OptimizerKind kind) => kind == OptimizerKind.Adafactor ? 1e-2 : 1e-3;
-
-    /// <summary>The optimizer over what a rank holds: AdamW, SGD with momentum 0.9, Lion (β 0.9, 0.99), Adafactor (lr the
-    /// relative step), 8-bit AdamW or Sophia.</summary>
+    /// <summary>The optimizer over what a rank holds: AdamW, SGD with momentum 0.9, Lion (β 0.9, 0.99), Adafactor, 8-bit
+    /// AdamW or Sophia.</summary>
     public IOptimizer Create(HeldWeights held) => Kind switch
     {
         OptimizerKind.AdamW => Optimizer.AdamW(held.Tensors, LearningRate, eps: Eps, weightDecay: WeightDecay),

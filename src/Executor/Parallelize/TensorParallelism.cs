@@ -90,12 +90,12 @@ public sealed class TensorParallelism : ModelHooks
     {
         using var scope = DisposeScope.Begin();
         var (values, ids) = Sampling.GumbelArgmax(logits, keys, seed, _rank * _vocabShard);
-        var best = values.Clone();
+        var best = values.Clone().On(logits.Device); // a copy, reduced where the model runs (NCCL on GPUs)
         _group.AllReduce(best, ReduceOp.Max);
         var mine = values.ToDoubleArray();
         var top = best.ToDoubleArray();
         var local = ids.ToLongArray();
-        var winner = Tensor.From(mine.Select((v, i) => v == top[i] ? local[i] : -1).ToArray(), mine.Length);
+        var winner = Tensor.From(mine.Select((v, i) => v == top[i] ? local[i] : -1).ToArray(), mine.Length).On(logits.Device);
         _group.AllReduce(winner, ReduceOp.Max);
         return winner.ToLongArray();
     }

@@ -13,7 +13,7 @@ namespace Planner.Executor.Torch;
 public sealed class Nf4Tensor : IDisposable
 {
     /// <summary>Values per block of one absmax (QLoRA's 64).</summary>
-    public const int BlockSize = 64;
+    public const int BlockSize = CostModel.Plans.FineTuning.Nf4Block;
 
     /// <summary>The 16 levels, ascending: the normal-float quantiles QLoRA publishes (its appendix E), −1 and 1 at the ends
     /// and an exact 0 (the shim holds the same table as fp32).</summary>

@@ -21,8 +21,13 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
 /// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
-public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = 1e-3, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
-    Device Device = default);
+public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = TrainOptions.DefaultLearningRate, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
+    Device Device = default)
+{
+    /// <summary>The learning rate when none is given (every optimizer's: Adafactor steps without the relative step's
+    /// parameter scale).</summary>
+    public const double DefaultLearningRate = 1e-3;
+}
 
 /// <summary>
 /// One rank of a training run: its process groups (<see cref="RankGroups"/>), its part of the model with the plan's
@@ -166,7 +171,7 @@ public sealed class RankTrainer : IDisposable
         _rank.Model.SampledTargets = _seed ^ (0x5eedUL + (ulong)step);
         _pipeline.Run(microBatch => Keyed(step, microBatch), _scaler?.Scale ?? 1);
         _rank.Model.SampledTargets = null;
-        _rank.Data.ReduceAndUpdateCurvature();
+        _rank.Data.ReduceAndUpdateCurvature(UnscaleCurvature);
     }
 
     /// <summary>A micro-batch's inputs, with each target replaced by its token's key: its index among all the tokens of the run.</summary>
@@ -201,6 +206,16 @@ public sealed class RankTrainer : IDisposable
     {
         if (_scaler is null)
             return true;
+        return _scaler.Update(UnscaleGradients(optimized));
+    }
+
+    /// <summary>A curvature pass's gradients unscaled as a step's, its refresh skipped when any rank's overflowed (the
+    /// scale is the step's to adjust).</summary>
+    private bool UnscaleCurvature(IReadOnlyList<Tensor> optimized) => _scaler is null || UnscaleGradients(optimized);
+
+    /// <summary>True when every rank's gradients are finite, then divided by the scale.</summary>
+    private bool UnscaleGradients(IReadOnlyList<Tensor> optimized)
+    {
         // Every rank decides the same: the overflow count summed over the TP, PP and DP axes covers the whole grid.
         using var overflow = Tensor.From([LossScaler.AllFinite(optimized.Select(p => p.Grad)) ? 0f : 1f], 1).On(_rank.Model.Device);
         foreach (var g in new[] { _groups.Tp, _groups.Pp, _groups.Dp })
@@ -211,9 +226,9 @@ public sealed class RankTrainer : IDisposable
             using var scope = DisposeScope.Begin();
             foreach (var p in optimized)
                 if (p.Grad is { } g)
-                    p.SetGrad(g / _scaler.Scale);
+                    p.SetGrad(g / _scaler!.Scale);
         }
-        return _scaler.Update(finite);
+        return finite;
     }
 
     /// <summary>Frees everything.</summary>

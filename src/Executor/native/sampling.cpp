@@ -3,6 +3,8 @@
 // vocabulary draws its part of exactly what one process holding all of it draws.
 #include "common.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 
 namespace {
@@ -24,7 +26,8 @@ double uniform(uint64_t seed, int64_t token, int64_t vocab) {
 
 // For each row i of logits [n, v] (vocabulary ids vocab_start .. vocab_start + v - 1), the largest logit + Gumbel noise
 // g = -log(-log(u(seed, keys[i], id))) and its id (ties: the larger id). values fp64 [n] (compared across processes
-// as one process compares them), ids int64 [n], on the CPU.
+// as one process compares them), ids int64 [n], on the CPU: the logits are copied to the host (a curvature pass every k
+// steps; a device kernel would spare the copy on GPUs), rows in parallel.
 PT_EXPORT int32_t pt_gumbel_argmax(pt_tensor* logits, const int64_t* keys, int64_t n, uint64_t seed, int64_t vocab_start,
                                    pt_tensor** values, pt_tensor** ids) {
   PT_TRY
@@ -36,19 +39,21 @@ PT_EXPORT int32_t pt_gumbel_argmax(pt_tensor* logits, const int64_t* keys, int64
   auto la = l.accessor<double, 2>();
   auto ba = best.accessor<double, 1>();
   auto aa = arg.accessor<int64_t, 1>();
-  for (int64_t i = 0; i < n; i++) {
-    double top = -INFINITY;
-    int64_t at = -1;
-    for (int64_t j = 0; j < v; j++) {
-      double s = la[i][j] - std::log(-std::log(uniform(seed, keys[i], vocab_start + j)));
-      if (s >= top) {
-        top = s;
-        at = vocab_start + j;
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      double top = -INFINITY;
+      int64_t at = -1;
+      for (int64_t j = 0; j < v; j++) {
+        double s = la[i][j] - std::log(-std::log(uniform(seed, keys[i], vocab_start + j)));
+        if (s >= top) {
+          top = s;
+          at = vocab_start + j;
+        }
       }
+      ba[i] = top;
+      aa[i] = at;
     }
-    ba[i] = top;
-    aa[i] = at;
-  }
+  });
   *values = pt::wrap(best);
   *ids = pt::wrap(arg);
   PT_CATCH

@@ -23,8 +23,8 @@ public static class RunCommand
         public Option<string> Plan { get; } = new("--plan") { Description = "Plan file (from plan --out)", Required = true };
         public Option<int> Steps { get; } = new("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 5 };
         public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
-        public Option<double?> Lr { get; } = new("--lr") { Description = "Learning rate (default: the optimizer's, 1e-2 for Adafactor's relative step, 1e-3 for the others)" };
-        public Option<double> AdamEps { get; } = new("--adam-eps") { Description = "AdamW epsilon", DefaultValueFactory = _ => 1e-8 };
+        public Option<double> Lr { get; } = new("--lr") { Description = "Learning rate of the plan's optimizer", DefaultValueFactory = _ => TrainOptions.DefaultLearningRate };
+        public Option<double> AdamEps { get; } = new("--adam-eps") { Description = "Epsilon of AdamW and 8-bit Adam", DefaultValueFactory = _ => 1e-8 };
         public Option<double?> LossScale { get; } = new("--loss-scale") { Description = "First dynamic loss scale (default: 65536 for fp16, none otherwise)" };
         public Option<string?> Data { get; } = new("--data") { Description = "Token file (flat uint16 or uint32 tokens, nanoGPT .bin); default: synthetic tokens" };
         public Option<int> DataBytes { get; } = new("--data-bytes") { Description = "Bytes per token in --data (2 or 4)", DefaultValueFactory = _ => 2 };
@@ -65,6 +65,10 @@ public static class RunCommand
                 throw new InputException($"--data-bytes: {r.GetValue(DataBytes)} must be 2 or 4");
             if (r.GetValue(Data) is { } data && !File.Exists(data))
                 throw new InputException($"--data: file '{data}' not found");
+            if (!(r.GetValue(Lr) is >= 0 and <= 10))
+                throw new InputException($"--lr: {r.GetValue(Lr)} must be from 0 (weights that stay) to 10");
+            if (!(r.GetValue(AdamEps) is > 0 and < 1))
+                throw new InputException($"--adam-eps: {r.GetValue(AdamEps)} must be above 0 and below 1");
             if (r.GetValue(LossScale) is { } scale && !(scale >= 1 && scale <= 3.4e38))
                 throw new InputException($"--loss-scale: {scale} must be from 1 to 3.4e38 (fp32's largest number)");
             if (r.GetValue(Threads) is < 1 or > 1024)
@@ -86,8 +90,7 @@ public static class RunCommand
             : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
 
         /// <summary>The options of a rank process (whose --device names its own device: cpu or cuda:N).</summary>
-        public TrainOptions Options(ParseResult r, ParallelPlan plan) => new(r.GetValue(Steps), r.GetValue(Seed),
-            r.GetValue(Lr) ?? Planner.Executor.Parallelize.OptimizerSettings.DefaultLearningRate(plan.Tuning.Optimizer), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
+        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
             Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()));
     }
 
@@ -109,7 +112,7 @@ public static class RunCommand
             var inputs = flags.Read(r);
             using var data = flags.Source(r, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, inputs.Plan), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
         });
         return cmd;
     }
@@ -214,11 +217,9 @@ public static class RunCommand
     private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
     {
         var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
-            "--seed", r.GetValue(flags.Seed).ToString(),
+            "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
-        if (r.GetValue(flags.Lr) is { } lr)
-            forwarded.AddRange(["--lr", lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
         if (r.GetValue(flags.Data) is { } data)
             forwarded.AddRange(["--data", data]);
         if (r.GetValue(flags.LossScale) is { } scale)

@@ -96,8 +96,8 @@ def decay(state, value, beta):
 
 def adafactor(w, steps, lr, wd):
     """Adafactor without a first moment: factored second moment of a matrix (row and column sums of G^2 + 1e-30,
-    decay 1 - t^-0.8), the whole second moment of a vector, the update's RMS clipped at 1, the step
-    lr * max(1e-3, RMS(W)), decoupled weight decay."""
+    decay 1 - t^-0.8), the whole second moment of a vector, the update's RMS clipped at 1, the step lr times it
+    (no parameter scale), decoupled weight decay."""
     rows = cols = vec = None
     for t in range(1, steps + 1):
         g = varied(list(w.shape), t)
@@ -106,15 +106,14 @@ def adafactor(w, steps, lr, wd):
         if w.dim() == 2:
             rows = decay(rows, g2.sum(1), beta)
             cols = decay(cols, g2.sum(0), beta)
-            v = rows[:, None] * cols[None, :] / rows.sum()
+            v = rows[:, None] / rows.sum() * cols[None, :]
         else:
             vec = decay(vec, g2, beta)
             v = vec
         u = g / v.sqrt()
         n = w.numel()
-        clip = ((u.square().sum() / n).sqrt() / 1 - 1).relu() + 1
-        alpha = ((w.square().sum() / n).sqrt() - 1e-3).relu() + 1e-3
-        w = w * (1 - lr * wd) - u / clip * alpha * lr
+        clip = torch.clamp((u.square().sum() / n).sqrt() / 1, min=1)
+        w = w * (1 - lr * wd) - u / clip * lr
     return w
 
 
