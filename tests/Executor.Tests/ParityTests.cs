@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Planner.CostModel.Specs;
+using Planner.Executor.Model;
 using Planner.Executor.Optim;
 using Planner.Executor.Torch;
 using Xunit;
@@ -8,8 +10,8 @@ namespace Planner.Executor.Tests;
 
 /// <summary>
 /// The binding against PyTorch: reference/reference.py (Debian's python3-torch) computes outputs and gradients of a
-/// GeLU MLP (and one AdamW step), a causal attention block and a SwiGLU block with cross entropy on deterministic
-/// inputs; the C# results must match to 1e-6.
+/// GeLU MLP (and one AdamW step), a causal attention block, a SwiGLU block with cross entropy and the executor's own
+/// Llama block with heads not hidden / heads wide on deterministic inputs; the C# results must match to 1e-6.
 /// </summary>
 public sealed class ParityTests : IClassFixture<ParityTests.Reference>
 {
@@ -239,6 +241,41 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
         Same("attention", "grad_bqkv", bqkv.Grad);
         Same("attention", "grad_wo", wo.Grad);
         Same("attention", "grad_bo", bo.Grad);
+    }
+
+    [Fact]
+    public void Llama_block_with_head_dim_other_than_hidden_over_heads_matches_pytorch()
+    {
+        // GptModel's block, not a copy of it: hidden 16, 4 query heads and 2 key/value heads of head_dim 6 (not 16 / 4),
+        // rotary positions over the 6, its weights overwritten with the reference's values.
+        const int b = 2, s = 5, h = 16;
+        var spec = new ModelSpec("head-dim", 1, h, 4, 2, 24, 32, 8, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary,
+            Biases: false, TiedEmbeddings: false, HeadDimension: 6);
+        using var model = new GptModel(spec, [0], embedding: false, head: false, DType.Float32, seed: 1);
+        model.Place(Device.Cpu);
+        var inputs = new (string Name, double A, double B, double C)[]
+        {
+            ("ln1.w", 0.31, 0.9, 0.2), ("attn.q.w", 0.05, 1.3, 0.4), ("attn.k.w", 0.07, 1.4, 0.4), ("attn.v.w", 0.11, 1.5, 0.4),
+            ("attn.o.w", 0.09, 1.7, 0.4), ("ln2.w", 0.23, 1.8, 0.2), ("mlp.gate.w", 0.15, 2.7, 0.5), ("mlp.up.w", 0.25, 2.9, 0.5),
+            ("mlp.down.w", 0.35, 3.1, 0.5),
+        };
+        using var scope = DisposeScope.Begin();
+        foreach (var (name, a, bb, c) in inputs)
+        {
+            var w = model["layers.0." + name];
+            w.CopyFrom(Det(w.Shape, a, bb, c, grad: false).ToFloatArray());
+        }
+        Assert.Equal([24, 16], model["layers.0.attn.q.w"].Shape);
+        Assert.Equal([16, 24], model["layers.0.attn.o.w"].Shape);
+        var x = Det([b, s, h], 0.13, 0.7);
+        var y = model.Block(0, x);
+        var loss = (y * Det([b, s, h], 0.41, 2.1, grad: false)).Sum();
+        loss.Backward();
+        Same("head_dim_block", "y", y);
+        SameScalar("head_dim_block", "loss", loss);
+        Same("head_dim_block", "grad_x", x.Grad);
+        foreach (var (name, _, _, _) in inputs)
+            Same("head_dim_block", "grad_" + name, model["layers.0." + name].Grad);
     }
 
     [Fact]

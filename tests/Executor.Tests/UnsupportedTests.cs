@@ -31,17 +31,34 @@ public class UnsupportedTests
     }
 
     [Fact]
-    public void Dense_models_with_mla_mtp_windows_or_wide_heads_are_refused_by_name()
+    public void Dense_models_with_mla_mtp_or_windows_are_refused_by_name()
     {
         var llama = ModelLoader.Load("llama3-8b");
         Assert.Contains("latent attention", RankTrainer.Unsupported(llama with { Mla = new MlaSpec(0, 64, 32, 16, 32) }, Plan()));
         Assert.Contains("multi-token", RankTrainer.Unsupported(llama with { MtpLayers = 1 }, Plan()));
         Assert.Contains("sliding_window", RankTrainer.Unsupported(llama with { Window = new SlidingWindow(128, Enumerable.Repeat(true, 32).ToList()) }, Plan()));
-        Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { HeadDimension = 64 }, Plan()));
-        Assert.Null(RankTrainer.Unsupported(llama with { HeadDimension = 128 }, Plan()));
-        // Heads that do not divide the hidden size (hidden // heads wide) are refused too.
-        Assert.Contains("head_dim", RankTrainer.Unsupported(llama with { Heads = 30, KvHeads = 30 }, Plan()));
         Assert.Null(RankTrainer.Unsupported(llama, Plan()));
+    }
+
+    [Fact]
+    public void Heads_of_any_even_width_run_and_kv_heads_must_still_divide_by_tp()
+    {
+        var llama = ModelLoader.Load("llama3-8b");
+        // head_dim other than hidden / heads (Qwen3's 32 × 128 over hidden 2048), and heads that do not divide the hidden
+        // size (30 heads of hidden // heads = 136), at TP=8 as well.
+        foreach (var m in new[] { llama with { HeadDimension = 64 }, llama with { Hidden = 2048, HeadDimension = 128 }, llama with { Heads = 40, KvHeads = 8, HeadDimension = null, Hidden = 4100 } })
+        {
+            Assert.Null(RankTrainer.Unsupported(m, Plan()));
+            Assert.Null(RankTrainer.Unsupported(m, Plan() with { Tp = 8 }));
+        }
+        Assert.Null(RankTrainer.Unsupported(llama with { Heads = 30, KvHeads = 30 }, Plan()));
+        // Rotary positions rotate a head's two halves: an odd width is refused (learned positions take it).
+        Assert.Contains("even width", RankTrainer.Unsupported(llama with { HeadDimension = 63 }, Plan()));
+        Assert.Contains("even width", RankTrainer.Unsupported(llama with { Heads = 32, Hidden = 4000 }, Plan()));
+        Assert.Null(RankTrainer.Unsupported(ModelLoader.Load("gpt2") with { HeadDimension = 63 }, Plan()));
+        // Whole key/value heads per TP rank, whatever their width.
+        Assert.Contains("key/value heads", RankTrainer.Unsupported(llama with { HeadDimension = 64 }, Plan() with { Tp = 16 }));
+        Assert.Contains("key/value heads", RankTrainer.Unsupported(llama with { KvHeads = 4, Heads = 32, HeadDimension = 96 }, Plan() with { Tp = 8 }));
     }
 
     [Fact]

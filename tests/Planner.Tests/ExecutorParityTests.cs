@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 using Planner.Executor.Model;
@@ -16,110 +14,12 @@ namespace Planner.Cli.Tests;
 /// </summary>
 [Collection("executor")]
 [Trait("Category", "Slow")] // rank processes: ./test --all
-public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
+public sealed partial class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
 {
     private const double LossTolerance = 1e-5, ParamTolerance = 1e-5;
     private readonly Reference _ref;
 
     public ExecutorParityTests(Reference reference) => _ref = reference;
-
-    /// <summary>The tiny models, and the single-process runs every layout is compared with.</summary>
-    public sealed class Reference : IDisposable
-    {
-        public string Dir { get; } = Path.Combine(Path.GetTempPath(), $"planner-parity-{Guid.NewGuid():N}");
-        public Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> Single { get; } = [];
-
-        /// <summary>The single-process run with the plan keys <paramref name="keys"/> (named <paramref name="tuning"/>): its
-        /// losses and parameters after 3 steps (run once per model and keys).</summary>
-        public (double[] Loss, Dictionary<string, float[]> Params) SingleWithKeys(string model, string tuning, string keys)
-        {
-            string key = $"{model}/{tuning}";
-            if (!_withKeys.TryGetValue(key, out var single))
-            {
-                var (loss, parameters) = Run(model, $"single-{tuning}", 1, 1, 1, 0, 1, "none", false, 3, keys: keys);
-                _withKeys[key] = single = (loss, parameters[0]);
-            }
-            return single;
-        }
-
-        private readonly Dictionary<string, (double[] Loss, Dictionary<string, float[]> Params)> _withKeys = [];
-
-        public Reference()
-        {
-            Directory.CreateDirectory(Dir);
-            // GPT-2 style (LayerNorm, biases, GeLU, learned positions, tied embeddings) and Llama style (RMSNorm,
-            // SwiGLU, rotary, GQA, untied).
-            File.WriteAllText(Path.Combine(Dir, "gpt.json"),
-                """{"model_type": "gpt2", "n_layer": 4, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 256, "n_inner": null, "tie_word_embeddings": true}""");
-            File.WriteAllText(Path.Combine(Dir, "llama.json"),
-                """{"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256, "max_position_embeddings": 64, "hidden_act": "silu", "tie_word_embeddings": false}""");
-            foreach (var model in new[] { "gpt", "llama" })
-            {
-                foreach (var lr in new[] { 1e-3, 0.0 })
-                {
-                    var (loss, p) = Run(model, "single", 1, 1, 1, 0, 1, "none", false, 3, lr);
-                    Single[$"{model}/{lr}"] = (loss, p[0]);
-                }
-                var (l1, p1) = Run(model, "single-1", 1, 1, 1, 0, 1, "none", false, 1);
-                Single[$"{model}/0.001/1"] = (l1, p1[0]);
-            }
-        }
-
-        public (double[] Loss, Dictionary<string, float[]>[] Params) Run(string model, string name, int tp, int pp, int dp, int zero,
-            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "")
-        {
-            string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
-            // "full:k" is full recompute of the first k blocks of each chunk.
-            string layers = recompute.Contains(':') ? $", \"recompute_layers\": {recompute.Split(':')[1]}" : "";
-            File.WriteAllText(plan, $$"""
-                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
-                 "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute.Split(':')[0]}}",
-                 "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}{{keys}}}
-                """);
-            string dump = Path.Combine(Dir, $"dump-{model}-{name}-{lr}");
-            // Adam's epsilon at 1e-4 rather than 1e-8: with an epsilon far below a gradient's rounding (TP and DP sum
-            // the same products in another order), the first update lr·g/(|g|+eps) turns that rounding into a
-            // different sign for near-zero gradients; a larger epsilon keeps the update a smooth function of g, so the
-            // parameters compare the gradients themselves.
-            var (code, output, error) = Planner(["run", "--plan", plan, "--steps", steps.ToString(), "--warmup", "0", "--json", "--dump-params", dump, "--adam-eps", "1e-4", "--history", Path.Combine(Dir, "history.csv"),
-                "--lr", lr.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
-            Assert.True(code == 0, $"{name}: exit {code}: {error}");
-            var loss = JsonNode.Parse(output)!["measured"]!["loss"]!.AsArray().Select(v => (double)v!).ToArray();
-            var ranks = Directory.GetFiles(dump, "rank-*.json").OrderBy(f => int.Parse(Path.GetFileNameWithoutExtension(f)[5..]))
-                .Select(f => JsonNode.Parse(File.ReadAllText(f))!).ToArray();
-            var parameters = ranks.Select(r => r["parameters"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.AsArray().Select(v => (float)v!).ToArray())).ToArray();
-            Coordinates[name + model + lr] = ranks.Select(r => ((int)r["tp"]!, (int)r["pp"]!, (int)r["dp"]!)).ToArray();
-            OverlappedReduces[name + model + lr] = JsonNode.Parse(output)!["measured"]!["overlapped_reduces_by_rank"]!.AsArray().Select(v => (int)v!).ToArray();
-            var report = JsonNode.Parse(output)!;
-            // No prediction for a layout of more ranks than the local-cpu cluster has GPUs.
-            TrainableParameters[name + model + lr] = ((long)report["measured"]!["trainable_parameters"]!,
-                report["predicted"] is { } p ? (double)p["trainable_parameters"]! : double.NaN);
-            OptimizerState[name + model + lr] = (report["measured"]!["optimizer_state_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
-                report["predicted"] is { } q ? (double)q["memory_gib"]!["optimizer"]! * (1 << 30) : double.NaN);
-            ParameterBytes[name + model + lr] = (report["measured"]!["parameter_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
-                report["predicted"] is { } w ? (double)w["memory_gib"]!["weights"]! * (1 << 30) : double.NaN);
-            return (loss, parameters);
-        }
-
-        public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
-
-        /// <summary>Each run's optimizer state: measured on each rank, and predicted (bytes, the peak stage's).</summary>
-        public Dictionary<string, (long[] Measured, double Predicted)> OptimizerState { get; } = [];
-
-        /// <summary>Each run's parameter bytes: measured on each rank, and the predicted weights (bytes, the peak stage's).</summary>
-        public Dictionary<string, (long[] Measured, double Predicted)> ParameterBytes { get; } = [];
-
-        /// <summary>Each run's trainable parameters: measured (the ranks' stages, counted whole) and predicted.</summary>
-        public Dictionary<string, (long Measured, double Predicted)> TrainableParameters { get; } = [];
-
-        /// <summary>Each rank's reductions started during the backward in the last step of a run.</summary>
-        public Dictionary<string, int[]> OverlappedReduces { get; } = [];
-
-        public void Dispose()
-        {
-            try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
-        }
-    }
 
     internal static (int Code, string Output, string Error) Planner(string[] args)
     {
@@ -150,6 +50,11 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
             data.Add(model, "dp2", 1, 1, 2, 0, 1, "none", false);
             data.Add(model, "tp2-pp2", 2, 2, 1, 0, 1, "none", false);
         }
+        // Heads 32 wide over hidden 64 (head_dim, not hidden / heads): Q's rows and the output's columns split by whole
+        // heads, rotary positions over the 32.
+        data.Add("llama-hd", "tp2", 2, 1, 1, 0, 1, "none", false);
+        data.Add("llama-hd", "pp2-1f1b", 1, 2, 1, 0, 1, "none", false);
+        data.Add("llama-hd", "zero1-tp2-sp-dp2", 2, 1, 2, 1, 1, "none", true);
         data.Add("gpt", "zero1-dp2", 1, 1, 2, 1, 1, "none", false);
         data.Add("gpt", "zero2-dp2", 1, 1, 2, 2, 1, "none", false);
         data.Add("gpt", "zero3-dp2", 1, 1, 2, 3, 1, "none", false);
@@ -224,13 +129,13 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
 
     private void CheckParity(string model, string name, int tp, int pp, int dp, int zero, int vpp, string recompute, bool sp)
     {
-        var single = _ref.Single[$"{model}/0.001"];
+        var single = _ref.Single(model);
         var (loss, parameters) = _ref.Run(model, name, tp, pp, dp, zero, vpp, recompute, sp, 3);
         Assert.Equal(single.Loss.Length, loss.Length);
         for (int s = 0; s < loss.Length; s++)
             Assert.True(Math.Abs(loss[s] - single.Loss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {single.Loss[s]:R}");
         // Parameters after one step (Adam's normalised update makes later steps amplify rounding in tiny gradients).
-        var one = _ref.Single[$"{model}/0.001/1"];
+        var one = _ref.Single(model, steps: 1);
         var (_, afterOne) = _ref.Run(model, name + "-1", tp, pp, dp, zero, vpp, recompute, sp, 1);
         CheckSlices(model, name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + model + 0.001], ParamTolerance);
     }
@@ -294,6 +199,9 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         { "qlora", "llama", "pp2", 1, 2, 1, 0, false },
         { "qlora", "gpt", "dp2-zero1", 1, 1, 2, 1, false },
         { "qlora", "llama", "tp2-sp-pp2-dp2-zero1", 2, 2, 2, 1, true },
+        // The head_dim model: Q's and the output's adapters 128 wide (the output's A split by columns), NF4 cut by heads.
+        { "lora", "llama-hd", "tp2", 2, 1, 1, 0, false },
+        { "qlora", "llama-hd", "tp2", 2, 1, 1, 0, false },
     };
 
     /// <summary>
@@ -313,7 +221,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
     {
         string keys = Tunings[tuning], name = $"{tuning}-{layout}";
         var (singleLoss, single) = _ref.SingleWithKeys(model, tuning, keys);
-        var initial = _ref.Single[$"{model}/0"].Params;
+        var initial = _ref.Single(model, lr: 0).Params;
         bool adapters = tuning.Contains("lora", StringComparison.Ordinal);
         var quantized = tuning == "qlora" ? QuantizedWeights(model) : [];
         if (adapters)
@@ -385,12 +293,24 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
     [Theory]
     [InlineData("gpt")]
     [InlineData("llama")]
+    [InlineData("llama-hd")]
     public void Initial_weights_are_exact_slices_of_the_single_process_weights(string model)
     {
         // With a zero learning rate (and no weight decay) the dumped parameters are the initial ones.
-        var single = _ref.Single[$"{model}/0"];
+        var single = _ref.Single(model, lr: 0);
         var (_, parameters) = _ref.Run(model, "tp2-pp2-init", 2, 2, 1, 0, 1, "none", false, 1, lr: 0);
         CheckSlices(model, "tp2-pp2-init", 2, single.Params, parameters, _ref.Coordinates["tp2-pp2-init" + model + 0.0], tolerance: 0);
+    }
+
+    [Fact]
+    public void The_hd_model_trains_the_parameters_the_cost_model_counts()
+    {
+        // Heads head_dim wide: the run's count of what it trains is the prediction's (and the model's total).
+        var (loss, _) = _ref.Single("llama-hd");
+        Assert.All(loss, l => Assert.True(double.IsFinite(l)));
+        var (measured, predicted) = _ref.TrainableParameters["single" + "llama-hd" + 0.001];
+        Assert.Equal(ParityModels.Spec("llama-hd").TotalParams, measured);
+        Assert.Equal(predicted, measured);
     }
 
     /// <summary>Every rank's parameters are exact slices of the single process's, within <paramref name="tolerance"/>; with
@@ -424,9 +344,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         Assert.True(beyond <= share * elements, $"{model} {name}: {beyond} of {elements} elements differ from their slices by more than {tolerance:E0}");
     }
 
-    private static ModelSpec Model(string model) => model == "gpt"
-        ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
-        : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
+    private static ModelSpec Model(string model) => ParityModels.Spec(model);
 
     private static Dictionary<string, ParameterSpec> Specs(string model, int loraRank = 0)
     {

@@ -229,6 +229,7 @@ public sealed class GptModel : IDisposable
         string p = $"layers.{layer}.";
         var n1 = Norm(x, p + "ln1");
         var h = Hooks.Enter(n1);
+        // Heads are head_dim wide, which need not be hidden / heads: the local head counts come from Q's and K's rows.
         long b = h.Shape[0], s = h.Shape[1], d = _m.HeadDim;
         long hl = Rows(p + "attn.q.w") / d, kvl = Rows(p + "attn.k.w") / d;
         Tensor Heads(Tensor t, long n) => t.View(b, s, n, d).Transpose(1, 2);

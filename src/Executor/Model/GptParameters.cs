@@ -44,23 +44,30 @@ public static class GptParameters
             yield return new ParameterSpec("wpe", [m.MaxSeq, m.Hidden], Shard.Replicated, 0.01);
     }
 
-    /// <summary>Parameters of block <paramref name="layer"/>.</summary>
+    /// <summary>
+    /// Parameters of block <paramref name="layer"/>. The attention's heads are <see cref="ModelSpec.HeadDim"/> wide, which
+    /// need not be hidden / heads (a config's <c>head_dim</c>, or hidden // heads when the heads do not divide the hidden
+    /// size): Q is [heads·head_dim, hidden], K and V [kv_heads·head_dim, hidden], the output [hidden, heads·head_dim], the
+    /// shapes <see cref="BlockLinears"/> prices. Tensor parallelism splits Q, K and V by rows (whole heads, as kv_heads
+    /// divide by tp) and the output by columns.
+    /// </summary>
     public static IEnumerable<ParameterSpec> Block(ModelSpec m, int layer)
     {
         string p = $"layers.{layer}.";
         double outStd = 0.02 / Math.Sqrt(2.0 * m.Layers); // GPT-2's scaled init of residual projections
+        long qDim = (long)m.Heads * m.HeadDim;
         foreach (var n in Norm(m, p + "ln1"))
             yield return n;
-        yield return new ParameterSpec(p + "attn.q.w", [m.Hidden, m.Hidden], Shard.Rows, 0.02);
+        yield return new ParameterSpec(p + "attn.q.w", [qDim, m.Hidden], Shard.Rows, 0.02);
         yield return new ParameterSpec(p + "attn.k.w", [m.KvDim, m.Hidden], Shard.Rows, 0.02);
         yield return new ParameterSpec(p + "attn.v.w", [m.KvDim, m.Hidden], Shard.Rows, 0.02);
         if (m.Biases)
         {
-            yield return new ParameterSpec(p + "attn.q.b", [m.Hidden], Shard.Rows, 0);
+            yield return new ParameterSpec(p + "attn.q.b", [qDim], Shard.Rows, 0);
             yield return new ParameterSpec(p + "attn.k.b", [m.KvDim], Shard.Rows, 0);
             yield return new ParameterSpec(p + "attn.v.b", [m.KvDim], Shard.Rows, 0);
         }
-        yield return new ParameterSpec(p + "attn.o.w", [m.Hidden, m.Hidden], Shard.Columns, outStd);
+        yield return new ParameterSpec(p + "attn.o.w", [m.Hidden, qDim], Shard.Columns, outStd);
         if (m.Biases)
             yield return new ParameterSpec(p + "attn.o.b", [m.Hidden], Shard.Replicated, 0);
         foreach (var n in Norm(m, p + "ln2"))

@@ -81,8 +81,9 @@ public sealed class RankTrainer : IDisposable
             return "the executor does not run multi-token prediction (num_nextn_predict_layers) yet";
         if (model.Window is not null)
             return "the executor does not run sliding-window attention (sliding_window) yet";
-        if (model.HeadDim * model.Heads != model.Hidden)
-            return $"the executor needs heads that split the hidden size {model.Hidden} exactly; the model's {model.Heads} heads are {model.HeadDim} wide (head_dim, or hidden // heads)";
+        // Heads of any width train (head_dim, or hidden // heads); rotary positions rotate the two halves of a head.
+        if (model.Positions == PositionKind.Rotary && model.HeadDim % 2 != 0)
+            return $"the executor's rotary positions need heads of an even width; the model's are {model.HeadDim} wide (head_dim, or hidden // heads)";
         return null;
     }
 

@@ -226,5 +226,52 @@ out["swiglu"] = {
     "grad_wu": flat(wu.grad), "grad_wd": flat(wd.grad),
 }
 
+# A Llama block whose heads are not hidden / heads wide (head_dim 6 over hidden 16, 4 heads, 2 key/value heads):
+# RMSNorm, Q [heads*head_dim, hidden], K and V [kv_heads*head_dim, hidden], HuggingFace's rotary positions over the
+# head (rotate_half, base 10000, angles in double rounded to float32), each key/value head repeated for its group of
+# query heads (repeat_kv), causal attention, output [hidden, heads*head_dim], SwiGLU MLP, residuals.
+B, S, H, NH, NKV, HD, FF = 2, 5, 16, 4, 2, 6, 24
+xh = leaf([B, S, H], 0.13, 0.7)
+hw = {
+    "ln1.w": leaf([H], 0.31, 0.9, 0.2), "attn.q.w": leaf([NH * HD, H], 0.05, 1.3, 0.4),
+    "attn.k.w": leaf([NKV * HD, H], 0.07, 1.4, 0.4), "attn.v.w": leaf([NKV * HD, H], 0.11, 1.5, 0.4),
+    "attn.o.w": leaf([H, NH * HD], 0.09, 1.7, 0.4), "ln2.w": leaf([H], 0.23, 1.8, 0.2),
+    "mlp.gate.w": leaf([FF, H], 0.15, 2.7, 0.5), "mlp.up.w": leaf([FF, H], 0.25, 2.9, 0.5),
+    "mlp.down.w": leaf([H, FF], 0.35, 3.1, 0.5),
+}
+
+
+def rms(t, w):
+    return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+
+def rotate_half(t):
+    a, b = t.chunk(2, dim=-1)
+    return torch.cat([-b, a], dim=-1)
+
+
+angles = [[p / 10000 ** (2.0 * (i % (HD // 2)) / HD) for i in range(HD)] for p in range(S)]
+cos = torch.tensor([[math.cos(a) for a in r] for r in angles], dtype=torch.float64).float()
+sin = torch.tensor([[math.sin(a) for a in r] for r in angles], dtype=torch.float64).float()
+n1 = rms(xh, hw["ln1.w"])
+qh = torch.nn.functional.linear(n1, hw["attn.q.w"]).reshape(B, S, NH, HD).transpose(1, 2)
+kh = torch.nn.functional.linear(n1, hw["attn.k.w"]).reshape(B, S, NKV, HD).transpose(1, 2)
+vh = torch.nn.functional.linear(n1, hw["attn.v.w"]).reshape(B, S, NKV, HD).transpose(1, 2)
+qh, kh = qh * cos + rotate_half(qh) * sin, kh * cos + rotate_half(kh) * sin
+kh = kh[:, :, None].expand(B, NKV, NH // NKV, S, HD).reshape(B, NH, S, HD)
+vh = vh[:, :, None].expand(B, NKV, NH // NKV, S, HD).reshape(B, NH, S, HD)
+scores = torch.matmul(qh, kh.transpose(-2, -1)) / math.sqrt(HD)
+probs = torch.softmax(scores.masked_fill(torch.ones(S, S, dtype=torch.bool).triu(1), float("-inf")), dim=-1)
+merged = torch.matmul(probs, vh).transpose(1, 2).reshape(B, S, NH * HD)
+xr = xh + torch.nn.functional.linear(merged, hw["attn.o.w"])
+n2 = rms(xr, hw["ln2.w"])
+inner = torch.nn.functional.silu(torch.nn.functional.linear(n2, hw["mlp.gate.w"])) * torch.nn.functional.linear(n2, hw["mlp.up.w"])
+yh = xr + torch.nn.functional.linear(inner, hw["mlp.down.w"])
+lh = (yh * det([B, S, H], 0.41, 2.1)).sum()
+lh.backward()
+out["head_dim_block"] = {"y": flat(yh), "loss": float(lh), "grad_x": flat(xh.grad)}
+for name, w in hw.items():
+    out["head_dim_block"]["grad_" + name] = flat(w.grad)
+
 with open(sys.argv[1], "w") as f:
     json.dump(out, f)
