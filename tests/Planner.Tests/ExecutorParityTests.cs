@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Planner.CostModel.Plans;
@@ -16,7 +15,7 @@ namespace Planner.Cli.Tests;
 /// </summary>
 [Collection("executor")]
 [Trait("Category", "Slow")] // rank processes: ./test --all
-public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
+public sealed partial class ExecutorParityTests : IClassFixture<ExecutorParityTests.Reference>
 {
     private const double LossTolerance = 1e-5, ParamTolerance = 1e-5;
     private readonly Reference _ref;
@@ -53,6 +52,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
                 """{"model_type": "gpt2", "n_layer": 4, "n_embd": 64, "n_head": 4, "n_positions": 64, "vocab_size": 256, "n_inner": null, "tie_word_embeddings": true}""");
             File.WriteAllText(Path.Combine(Dir, "llama.json"),
                 """{"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256, "max_position_embeddings": 64, "hidden_act": "silu", "tie_word_embeddings": false}""");
+            File.WriteAllText(Path.Combine(Dir, "moe.json"), MoeRunTests.Config); // its single runs: ExecutorParityTests.Moe.cs
             foreach (var model in new[] { "gpt", "llama" })
             {
                 foreach (var lr in new[] { 1e-3, 0.0 })
@@ -119,23 +119,6 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         {
             try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
         }
-    }
-
-    internal static (int Code, string Output, string Error) Planner(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "planner.dll"));
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEndAsync();
-        var error = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"planner {string.Join(' ', args)} did not finish in 5 minutes");
-        }
-        return (p.ExitCode, output.Result, error.Result);
     }
 
     public static TheoryData<string, string, int, int, int, int, int, string, bool> Layouts()
@@ -424,7 +407,7 @@ public sealed class ExecutorParityTests : IClassFixture<ExecutorParityTests.Refe
         Assert.True(beyond <= share * elements, $"{model} {name}: {beyond} of {elements} elements differ from their slices by more than {tolerance:E0}");
     }
 
-    private static ModelSpec Model(string model) => model == "gpt"
+    private static ModelSpec Model(string model) => model == "moe" ? ModelLoader.Parse(MoeRunTests.Config, "test", "moe") : model == "gpt"
         ? new ModelSpec("gpt", 4, 64, 4, 4, 256, 256, 64, MlpKind.Gelu, NormKind.LayerNorm, PositionKind.Learned, true, true)
         : new ModelSpec("llama", 4, 64, 4, 2, 128, 256, 64, MlpKind.SwiGlu, NormKind.RmsNorm, PositionKind.Rotary, false, false);
 

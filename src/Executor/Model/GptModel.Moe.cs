@@ -18,25 +18,27 @@ public sealed partial class GptModel
     public double AuxLossTotal { get; private set; }
 
     /// <summary>
-    /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens, hidden]) and their entry
-    /// into the tensor-parallel region <paramref name="inside"/>, returning its output (out of the region) and the
-    /// block's load-balancing loss. The router (replicated) scores the tokens outside the region, so that its gradients
-    /// are whole on every rank; softmax in fp32; each token's top-k experts (ties to the lower index), their
-    /// probabilities renormalised to sum to 1 (Mixtral's routing; Qwen2-MoE's norm_topk_prob); every routed token is
-    /// computed (dropless). The experts' partial outputs leave the region together before they are weighted, so that
-    /// the weights' gradients are whole too. The shared expert's gated MLP is added unweighted (DeepSeek-MoE's).
+    /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]) and their
+    /// entry into the tensor-parallel region <paramref name="inside"/> ([batch, tokens, hidden]: every token of the
+    /// sequence), returning its output (out of the region) and the block's load-balancing loss. The router (replicated)
+    /// scores the tokens outside the region, softmax in fp32, and its probabilities enter the region as activations do
+    /// (under sequence parallelism gathered; their gradients summed over the ranks). Each token goes to its top-k
+    /// experts (ties to the lower index) with their probabilities renormalised to sum to 1 (Mixtral's routing;
+    /// Qwen2-MoE's with norm_topk_prob); every routed token is computed (dropless). The experts' outputs are weighted
+    /// inside the region (partial sums under TP) and leave it together; the shared expert's gated MLP is added
+    /// unweighted (DeepSeek-MoE's; Qwen2-MoE's sigmoid gate of it is not built).
     /// </summary>
     private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside, Tensor inside)
     {
         var moe = _m.Moe!;
-        long b = outside.Shape[0], s = outside.Shape[1], hidden = outside.Shape[2], tokens = b * s;
-        var logits = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Reshape(tokens, moe.Experts);
-        var probs = logits.Softmax(1);
+        long b = inside.Shape[0], s = inside.Shape[1], hidden = inside.Shape[2], tokens = b * s;
+        var local = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Softmax(2);
+        var probs = Hooks.Enter(local).Reshape(tokens, moe.Experts);
         float[] host;
         using (var detached = probs.Detach())
             host = detached.ToFloatArray();
         var route = new MoeRouting(host, tokens, moe.Experts, moe.TopK);
-        var device = outside.Device;
+        var device = inside.Device;
         var top = probs.Gather(1, Tensor.From(route.Choice, tokens, moe.TopK).On(device));
         var weights = (top / top.Sum([1], keepDim: true)).To(Compute);
 
@@ -50,33 +52,43 @@ public sealed partial class GptModel
             parts.Add(F.Linear(inner, W(x + "down.w")));
         }
         var joined = Tensor.Cat(parts, 0);
-        var outputs = Hooks.Leave(joined.View(1, joined.Shape[0], hidden)).View(joined.Shape[0], hidden);
         Tensor? y = null;
         for (int j = 0; j < moe.TopK; j++)
         {
-            var rows = F.Embedding(outputs, Tensor.From(route.Position[j], tokens).On(device));
-            var term = rows * weights.Narrow(1, j, 1);
+            var term = F.Embedding(joined, Tensor.From(route.Position[j], tokens).On(device)) * weights.Narrow(1, j, 1);
             y = y is null ? term : y + term;
         }
-        var output = y!.View(b, s, hidden);
+        var output = Hooks.Leave(y!.View(b, s, hidden));
         if (moe.SharedFfn > 0)
         {
             var shared = Column(p + "mlp.shared_gate", outside, inside).Silu() * Column(p + "mlp.shared_up", outside, inside);
             output = output + Row(p + "mlp.shared_down", shared);
         }
-        return (output, LoadBalancingLoss(probs, route, device));
+        AuxLossTotal += AuxValue(host, route);
+        return (output, LoadBalancingLoss(local, route, tokens));
     }
 
     /// <summary>
     /// Switch Transformer's load-balancing loss over the micro-batch's tokens, E·Σ_e f_e·P_e (Fedus et al. 2021,
     /// eq. 4): f_e the share of the (token, slot) assignments expert e receives (not differentiable), P_e its mean
-    /// router probability. 1 when both are uniform. (Hugging Face's Mixtral counts f_e per slot, summing to k: k times this.)
+    /// router probability over all <paramref name="tokens"/>. 1 when both are uniform. (Hugging Face's Mixtral counts
+    /// f_e per slot, summing to k: k times this.) Taken over this rank's tokens <paramref name="local"/>: under sequence
+    /// parallelism a part of it, whose router gradients the TP sum of replicated parameters completes.
     /// </summary>
-    private Tensor LoadBalancingLoss(Tensor probs, MoeRouting route, Device device)
+    private static Tensor LoadBalancingLoss(Tensor local, MoeRouting route, long tokens)
     {
-        var load = Tensor.From(route.Load(), route.Experts).On(device);
-        var aux = (probs.Mean([0]) * load).Sum() * route.Experts;
-        AuxLossTotal += aux.Item();
-        return aux;
+        var load = Tensor.From(route.Load(), route.Experts).On(local.Device);
+        return (local.Sum([0, 1]) * load).Sum() * ((double)route.Experts / tokens);
+    }
+
+    /// <summary>The load-balancing loss's value over all the tokens (<paramref name="probs"/> [tokens, experts]).</summary>
+    private static double AuxValue(float[] probs, MoeRouting route)
+    {
+        var load = route.Load();
+        long tokens = probs.Length / route.Experts;
+        double sum = 0;
+        for (long i = 0; i < probs.Length; i++)
+            sum += probs[i] * load[i % route.Experts];
+        return sum * route.Experts / tokens;
     }
 }

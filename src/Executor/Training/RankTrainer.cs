@@ -93,8 +93,6 @@ public sealed class RankTrainer : IDisposable
             return "expert parallelism: not yet in the executor (ep must be 1)";
         if (plan.Etp > 1 && plan.Etp != plan.Tp)
             return $"expert tensor parallelism different from tp: not yet in the executor (its experts split over tp; etp {plan.Etp}, tp {plan.Tp})";
-        if (plan.SequenceParallel && plan.Tp > 1)
-            return "mixture-of-experts with sequence parallelism: not yet in the executor (its router needs every token on each rank)";
         if (plan.Tuning.Adapters)
             return "lora on mixture-of-experts models: not yet in the executor";
         if (model.Mlp != MlpKind.SwiGlu || model.Biases)
