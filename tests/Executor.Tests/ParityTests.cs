@@ -41,7 +41,7 @@ public sealed class ParityTests : IClassFixture<ParityTests.Reference>
     }
 
     /// <summary>value(i) = sin(a·i + b)·c in double, rounded to float32: the script's inputs.</summary>
-    private static Tensor Det(long[] shape, double a, double b, double c = 1.0, bool grad = true)
+    internal static Tensor Det(long[] shape, double a, double b, double c = 1.0, bool grad = true)
     {
         long n = shape.Aggregate(1L, (x, y) => x * y);
         var data = new float[n];

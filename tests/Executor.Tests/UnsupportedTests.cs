@@ -23,11 +23,24 @@ public class UnsupportedTests
     }
 
     [Theory]
-    [InlineData("deepseek-v3", "mixture-of-experts")]
-    [InlineData("gpt-oss-120b", "mixture-of-experts")]
+    [InlineData("deepseek-v3", "latent attention")]
+    [InlineData("gpt-oss-120b", "mixture-of-experts blocks: the executor builds gated (SwiGLU) experts without biases")]
     public void Models_the_executor_cannot_build_are_refused(string preset, string named)
     {
         Assert.Contains(named, RankTrainer.Unsupported(ModelLoader.Load(preset), Plan()));
+    }
+
+    [Fact]
+    public void Mixture_of_experts_runs_without_expert_parallelism_and_refuses_it_by_name()
+    {
+        var mixtral = ModelLoader.Load("mixtral-8x7b");
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan()));
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true, Etp = 2 }));
+        Assert.Equal("expert parallelism: not yet in the executor (ep must be 1)", RankTrainer.Unsupported(mixtral, Plan() with { Ep = 2 }));
+        Assert.StartsWith("expert tensor parallelism different from tp:", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, Etp = 4 }));
+        // The cost model's default etp 1 keeps experts whole on each TP rank; the executor would split them: refused.
+        Assert.StartsWith("expert tensor parallelism different from tp:", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true }));
+        Assert.StartsWith("lora on mixture-of-experts", RankTrainer.Unsupported(mixtral, Plan() with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
     }
 
     [Fact]

@@ -13,7 +13,7 @@ namespace Planner.Executor.Model;
 /// holds more than one unsharded tensor. Head counts and sequence lengths are
 /// read from the parameters and the activations it is given.
 /// </summary>
-public sealed class GptModel : IDisposable
+public sealed partial class GptModel : IDisposable
 {
     private readonly ModelSpec _m;
     private readonly Dictionary<string, Tensor> _params = [];
@@ -255,6 +255,11 @@ public sealed class GptModel : IDisposable
         x = x + o;
         var n2 = Norm(x, p + "ln2");
         var h2 = Hooks.Enter(n2);
+        if (_m.IsMoeLayer(layer))
+        {
+            var (moe, aux) = MoeMlp(p, n2, h2);
+            return F.AttachAuxLoss(x + moe, aux, AuxLossCoefficient * AuxLossScale);
+        }
         Tensor inner = _m.Mlp == MlpKind.SwiGlu
             ? Column(p + "mlp.gate", n2, h2).Silu() * Column(p + "mlp.up", n2, h2)
             : Column(p + "mlp.fc1", n2, h2).Gelu(tanhApproximation: true);

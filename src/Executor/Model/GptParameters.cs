@@ -72,6 +72,12 @@ public static class GptParameters
             yield return new ParameterSpec(p + "attn.o.b", [m.Hidden], Shard.Replicated, 0);
         foreach (var n in Norm(m, p + "ln2"))
             yield return n;
+        if (m.IsMoeLayer(layer))
+        {
+            foreach (var e in MoeParameters.Mlp(m, p, outStd))
+                yield return e;
+            yield break;
+        }
         if (m.Mlp == MlpKind.SwiGlu)
         {
             yield return new ParameterSpec(p + "mlp.gate.w", [m.Ffn, m.Hidden], Shard.Rows, 0.02);

@@ -61,6 +61,15 @@ public static class F
     public static Tensor Dropout(Tensor x, double p, bool training) =>
         Tensor.From(Native.pt_dropout(x.Handle, p, training ? 1 : 0, out var h), h);
 
+    /// <summary>
+    /// <paramref name="output"/> unchanged, carrying the scalar <paramref name="aux"/> into the backward: there the output's
+    /// gradient passes through and <paramref name="aux"/> gets the gradient <paramref name="scale"/>, as if it had been
+    /// added to the loss with that weight (Megatron-LM's MoEAuxLossAutoScaler; a mixture-of-experts block's
+    /// load-balancing loss reaches its router from wherever the backward starts).
+    /// </summary>
+    public static Tensor AttachAuxLoss(Tensor output, Tensor aux, double scale) =>
+        Tensor.From(Native.pt_aux_loss_attach(output.Handle, aux.Handle, scale, out var h), h);
+
     /// <summary>Mean cross entropy of [n, vocab] logits against int64 targets [n].</summary>
     public static Tensor CrossEntropy(Tensor logits, Tensor targets, long ignoreIndex = -100) =>
         Tensor.From(Native.pt_cross_entropy(logits.Handle, targets.Handle, ignoreIndex, out var h), h);

@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 11;
+    internal const int AbiVersion = 12;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -136,6 +136,9 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_causal_attention(TensorHandle q, TensorHandle k, TensorHandle v, double dropout, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_dropout(TensorHandle x, double p, int train, out IntPtr result);
     [LibraryImport(Library)] internal static partial int pt_cross_entropy(TensorHandle logits, TensorHandle targets, long ignoreIndex, out IntPtr result);
+
+    // moe.cpp
+    [LibraryImport(Library)] internal static partial int pt_aux_loss_attach(TensorHandle output, TensorHandle aux, double scale, out IntPtr result);
 
     // autograd.cpp
     [LibraryImport(Library)] internal static partial int pt_set_requires_grad(TensorHandle a, int value);

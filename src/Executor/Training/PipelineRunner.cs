@@ -54,6 +54,10 @@ public sealed class PipelineRunner
         _receiveShape = [plan.Mbs, seq, hidden];
     }
 
+    /// <summary>The sum over the last <see cref="Run"/>'s micro-batches of the stage's MoE blocks' load-balancing
+    /// losses (without their coefficient; 0 without MoE blocks).</summary>
+    public double AuxLossSum { get; private set; }
+
     /// <summary>Seconds blocked receiving from neighbouring stages in the last <see cref="Run"/>.</summary>
     public double WaitSeconds { get; private set; }
 
@@ -65,6 +69,9 @@ public sealed class PipelineRunner
     public double Run(Func<int, (long[] Ids, long[] Targets)> batch, double lossScale)
     {
         WaitSeconds = 0;
+        AuxLossSum = 0;
+        // The load-balancing losses' gradients start from the main loss's scale (none in a curvature pass).
+        _rank.Model.AuxLossScale = _rank.Model.SampledTargets is null ? lossScale / _plan.MicroBatches : 0;
         var live = new Dictionary<(int, int), InFlight>();
         var pending = new List<(Work Work, Tensor Keep)>();
         // A chunk output's send has completed once its gradient came back: wait for it and free it then, so the
@@ -130,7 +137,9 @@ public sealed class PipelineRunner
             x = received;
             data.Gather(action.Chunk);
         }
+        double aux = _rank.Model.AuxLossTotal;
         x = _rank.Recompute.Forward(_rank.Model, _rank.Chunks[action.Chunk], x, run.Overlap, out run.Segments);
+        AuxLossSum += _rank.Model.AuxLossTotal - aux;
         if (IsLast(action.Chunk))
         {
             var loss = _rank.Model.HeadLoss(x, targets);

@@ -55,6 +55,7 @@ public static class RankMain
                 gradient_bytes = trainer.GradientBytesAfterBackward,
                 loss_scale = trainer.LossScale,
                 skipped_steps = trainer.SkippedSteps,
+                aux_loss = trainer.AuxLoss,
             });
             output.WriteLine(line);
             output.Flush();

@@ -71,8 +71,8 @@ public sealed class RankTrainer : IDisposable
             return "the executor does not run context parallelism yet (cp must be 1)";
         if (model.KvHeads % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads";
-        if (model.IsMoe)
-            return "the executor does not run mixture-of-experts models yet";
+        if (model.IsMoe && MoeUnsupported(model, plan) is { } moe)
+            return moe;
         if (plan.Precision.IsQuantized())
             return $"{plan.Precision.Name()}: the executor has no low-precision GEMMs (its libtorch binding runs fp32, bf16 and fp16); train in bf16";
         if (model.Mla is not null)
@@ -84,6 +84,22 @@ public sealed class RankTrainer : IDisposable
         // Heads of any width train (head_dim, or hidden // heads); rotary positions rotate the two halves of a head.
         if (model.Positions == PositionKind.Rotary && model.HeadDim % 2 != 0)
             return $"the executor's rotary positions need heads of an even width; the model's are {model.HeadDim} wide (head_dim, or hidden // heads)";
+        return null;
+    }
+
+    /// <summary>Why the executor cannot train this mixture-of-experts model under this plan, or null.</summary>
+    private static string? MoeUnsupported(ModelSpec model, ParallelPlan plan)
+    {
+        if (plan.Ep > 1)
+            return "expert parallelism: not yet in the executor (ep must be 1)";
+        if (model.IsMoe && plan.Etp != plan.Tp)
+            return $"expert tensor parallelism different from tp: not yet in the executor (it splits the experts over tp as the dense MLP; etp {plan.Etp}, tp {plan.Tp}: set etp to {plan.Tp})";
+        if (plan.Tuning.Adapters)
+            return "lora on mixture-of-experts models: not yet in the executor";
+        if (model.Mlp != MlpKind.SwiGlu || model.Biases)
+            return "mixture-of-experts blocks: the executor builds gated (SwiGLU) experts without biases";
+        if (model.Moe!.ExpertFfn % plan.Tp != 0 || model.Moe.SharedFfn % plan.Tp != 0)
+            return $"the executor needs tp ({plan.Tp}) to divide the experts' ffn ({model.Moe.ExpertFfn}) and the shared expert's ({model.Moe.SharedFfn})";
         return null;
     }
 
@@ -131,6 +147,10 @@ public sealed class RankTrainer : IDisposable
         .Where(s => s.Name != "wte" || _rank.Model.HasEmbedding)
         .Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b));
 
+    /// <summary>The last step's load-balancing loss of this rank's stage (its MoE blocks' losses summed, averaged over
+    /// the micro-batches, without the coefficient), or null for a dense model.</summary>
+    public double? AuxLoss { get; private set; }
+
     /// <summary>Bytes of the optimizer's state on this rank (after the first step).</summary>
     public long OptimizerStateBytes => _rank.Data.OptimizerStateBytes;
 
@@ -147,6 +167,7 @@ public sealed class RankTrainer : IDisposable
         if (data.RefreshesCurvature(step))
             CurvaturePass(step);
         double lossSum = _pipeline.Run(microBatch => Batch(step, microBatch), _scaler?.Scale ?? 1);
+        AuxLoss = _rank.Model.Spec.IsMoe ? _pipeline.AuxLossSum / _plan.MicroBatches : null;
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
         double tpComm = TensorParallel.TakeCommSeconds();

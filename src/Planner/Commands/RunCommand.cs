@@ -295,6 +295,16 @@ public static class RunCommand
         List<double> PeakByRank, double Peak, double? LossScale, int Skipped, Prediction? Predicted, double? StepError, double? MemError,
         int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts);
 
+    /// <summary>A mixture-of-experts model's load-balancing loss per step (its blocks' summed, without the coefficient):
+    /// each stage's averaged over its ranks (data-parallel replicas differ), summed over the stages; null for a dense model.</summary>
+    private static JsonArray? AuxLosses(List<JsonObject> lines, int steps)
+    {
+        if (lines.All(l => l["aux_loss"] is null))
+            return null;
+        return new JsonArray(Enumerable.Range(0, steps).Select(s => (JsonNode)lines.Where(l => (int)l["step"]! == s)
+            .GroupBy(l => (int)l["stage"]!).Sum(g => g.Average(l => (double)l["aux_loss"]!))).ToArray());
+    }
+
     /// <summary>The report as one JSON object; <paramref name="timedLines"/>: the ranks' lines after warm-up.</summary>
     private static void WriteJson(TextWriter stdout, RunInputs inputs, RunSummary run, List<JsonObject> lines, List<JsonObject> timedLines, int steps)
     {
@@ -324,6 +334,7 @@ public static class RunCommand
                 ["loss_scale"] = run.LossScale,
                 ["skipped_steps"] = run.Skipped,
                 ["loss"] = new JsonArray(run.PerStep.Select(x => (JsonNode?)x.Loss).ToArray()),
+                ["aux_loss"] = AuxLosses(lines, steps),
                 ["step_times_s"] = new JsonArray(run.PerStep.Select(x => (JsonNode)x.Seconds).ToArray()),
                 ["breakdown_stage"] = run.BusiestStage,
                 ["breakdown"] = new JsonObject

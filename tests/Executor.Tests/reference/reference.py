@@ -273,5 +273,51 @@ out["head_dim_block"] = {"y": flat(yh), "loss": float(lh), "grad_x": flat(xh.gra
 for name, w in hw.items():
     out["head_dim_block"]["grad_" + name] = flat(w.grad)
 
+# A mixture-of-experts MLP after RMSNorm (a block whose attention output projection is zero): 4 experts, top 2, softmax
+# scores, the chosen two renormalised (Mixtral's routing), every routed token computed, a shared gated MLP added, and
+# the load-balancing loss E * sum_e f_e * P_e with f_e the share of the (token, slot) assignments. The router's rows of
+# experts 0 and 1 are zero: their scores tie on every token, and the lower index wins (a stable descending sort).
+H, E, K, FF, SF = 8, 4, 2, 8, 16
+xm = leaf([2, 3, H], 0.31, 0.2)
+ln2 = leaf([H], 0.27, 2.5, 0.3)
+router = torch.cat([torch.zeros(2, H), det([2, H], 0.19, 1.1, 0.8)]).requires_grad_(True)
+gates = [leaf([FF, H], 0.11 + 0.01 * e, 0.2 + e, 0.5) for e in range(E)]
+ups = [leaf([FF, H], 0.13 + 0.01 * e, 0.3 + e, 0.5) for e in range(E)]
+downs = [leaf([H, FF], 0.17 + 0.01 * e, 0.4 + e, 0.5) for e in range(E)]
+shared = [leaf([SF, H], 0.21, 5.1, 0.5), leaf([SF, H], 0.23, 5.3, 0.5), leaf([H, SF], 0.29, 5.7, 0.5)]
+
+
+def gated(t, g, u, d):
+    return torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(t, g)) * torch.nn.functional.linear(t, u), d)
+
+
+xt = xm.reshape(-1, H)
+nm = xt * torch.rsqrt(xt.pow(2).mean(-1, keepdim=True) + 1e-5) * ln2
+probs = torch.softmax(torch.nn.functional.linear(nm, router).float(), dim=-1)
+order = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices[:, :K]
+top = probs.gather(1, order)
+weights = top / top.sum(-1, keepdim=True)
+ym = torch.zeros_like(nm)
+for e in range(E):
+    tok, slot = (order == e).nonzero(as_tuple=True)
+    ym = ym.index_add(0, tok, gated(nm[tok], gates[e], ups[e], downs[e]) * weights[tok, slot].unsqueeze(1))
+ym = ym + gated(nm, *shared)
+load = torch.stack([(order == e).sum() for e in range(E)]).float() / order.numel()
+aux = E * (load * probs.mean(0)).sum()
+yb = (xt + ym).reshape(2, 3, H)
+lm = (yb * yb).mean() + 0.01 * aux
+lm.backward()
+ties = int(((order == 0).any(1) & ~(order == 1).any(1)).sum())
+assert ties > 0 and not bool((order == 1).any(1).logical_and(~(order == 0).any(1)).any()), "no tie decided"
+out["moe"] = {
+    "y": flat(yb), "aux": float(aux), "loss": float(lm), "ties": ties, "choice": [int(v) for v in order.reshape(-1).tolist()],
+    "grad_x": flat(xm.grad), "grad_ln2": flat(ln2.grad), "grad_router": flat(router.grad),
+    "grad_shared_gate": flat(shared[0].grad), "grad_shared_up": flat(shared[1].grad), "grad_shared_down": flat(shared[2].grad),
+}
+for e in range(E):
+    out["moe"][f"grad_gate_{e}"] = flat(gates[e].grad)
+    out["moe"][f"grad_up_{e}"] = flat(ups[e].grad)
+    out["moe"][f"grad_down_{e}"] = flat(downs[e].grad)
+
 with open(sys.argv[1], "w") as f:
     json.dump(out, f)

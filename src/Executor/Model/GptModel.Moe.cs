@@ -1,0 +1,94 @@
+using Planner.Executor.Torch;
+
+namespace Planner.Executor.Model;
+
+/// <summary>The mixture-of-experts MLP of a block (the layers of <c>MoeSpec.Pattern</c>).</summary>
+public sealed partial class GptModel
+{
+    /// <summary>The load-balancing loss's coefficient (Switch Transformer's α = 0.01, Fedus et al. 2021; Mixtral's
+    /// router_aux_loss_coef in Hugging Face Transformers is 0.02, Qwen-MoE's 0.001).</summary>
+    public const double AuxLossCoefficient = 0.01;
+
+    /// <summary>The factor the main loss's backward starts from (the loss scale over the micro-batches): the
+    /// load-balancing loss's gradient is <see cref="AuxLossCoefficient"/> times it. Set by the trainer before a forward.</summary>
+    public double AuxLossScale { get; set; } = 1;
+
+    /// <summary>The sum of the load-balancing losses (each E·Σ_e f_e·P_e, without the coefficient) of every MoE block
+    /// forward so far, for reports: a reader takes the difference around a forward.</summary>
+    public double AuxLossTotal { get; private set; }
+
+    /// <summary>
+    /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]) and their
+    /// entry into the tensor-parallel region <paramref name="inside"/> ([batch, tokens, hidden]: every token of the
+    /// sequence), returning its output (out of the region) and the block's load-balancing loss. The router (replicated)
+    /// scores the tokens outside the region, softmax in fp32, and its probabilities enter the region as activations do
+    /// (under sequence parallelism gathered; their gradients summed over the ranks). Each token goes to its top-k
+    /// experts (ties to the lower index) with their probabilities renormalised to sum to 1 (Mixtral's routing;
+    /// Qwen2-MoE's with norm_topk_prob); every routed token is computed (dropless). The experts' outputs are weighted
+    /// inside the region (partial sums under TP) and leave it together; the shared expert's gated MLP is added
+    /// unweighted (DeepSeek-MoE's; Qwen2-MoE's sigmoid gate of it is not built).
+    /// </summary>
+    private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside, Tensor inside)
+    {
+        var moe = _m.Moe!;
+        long b = inside.Shape[0], s = inside.Shape[1], hidden = inside.Shape[2], tokens = b * s;
+        var local = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Softmax(2);
+        var probs = Hooks.Enter(local).Reshape(tokens, moe.Experts);
+        float[] host;
+        using (var detached = probs.Detach())
+            host = detached.ToFloatArray();
+        var route = new MoeRouting(host, tokens, moe.Experts, moe.TopK);
+        var device = inside.Device;
+        var top = probs.Gather(1, Tensor.From(route.Choice, tokens, moe.TopK).On(device));
+        var weights = (top / top.Sum([1], keepDim: true)).To(Compute);
+
+        var flat = inside.Reshape(tokens, hidden);
+        var parts = new List<Tensor>(moe.Experts);
+        for (int e = 0; e < moe.Experts; e++)
+        {
+            string x = $"{p}mlp.experts.{e}.";
+            var xe = F.Embedding(flat, Tensor.From(route.TokensOf[e], route.TokensOf[e].Length).On(device));
+            var inner = F.Linear(xe, W(x + "gate.w")).Silu() * F.Linear(xe, W(x + "up.w"));
+            parts.Add(F.Linear(inner, W(x + "down.w")));
+        }
+        var joined = Tensor.Cat(parts, 0);
+        Tensor? y = null;
+        for (int j = 0; j < moe.TopK; j++)
+        {
+            var term = F.Embedding(joined, Tensor.From(route.Position[j], tokens).On(device)) * weights.Narrow(1, j, 1);
+            y = y is null ? term : y + term;
+        }
+        var output = Hooks.Leave(y!.View(b, s, hidden));
+        if (moe.SharedFfn > 0)
+        {
+            var shared = Column(p + "mlp.shared_gate", outside, inside).Silu() * Column(p + "mlp.shared_up", outside, inside);
+            output = output + Row(p + "mlp.shared_down", shared);
+        }
+        AuxLossTotal += AuxValue(host, route);
+        return (output, LoadBalancingLoss(local, route, tokens));
+    }
+
+    /// <summary>
+    /// Switch Transformer's load-balancing loss over the micro-batch's tokens, E·Σ_e f_e·P_e (Fedus et al. 2021,
+    /// eq. 4): f_e the share of the (token, slot) assignments expert e receives (not differentiable), P_e its mean
+    /// router probability over all <paramref name="tokens"/>. 1 when both are uniform. (Hugging Face's Mixtral counts
+    /// f_e per slot, summing to k: k times this.) Taken over this rank's tokens <paramref name="local"/>: under sequence
+    /// parallelism a part of it, whose router gradients the TP sum of replicated parameters completes.
+    /// </summary>
+    private static Tensor LoadBalancingLoss(Tensor local, MoeRouting route, long tokens)
+    {
+        var load = Tensor.From(route.Load(), route.Experts).On(local.Device);
+        return (local.Sum([0, 1]) * load).Sum() * ((double)route.Experts / tokens);
+    }
+
+    /// <summary>The load-balancing loss's value over all the tokens (<paramref name="probs"/> [tokens, experts]).</summary>
+    private static double AuxValue(float[] probs, MoeRouting route)
+    {
+        var load = route.Load();
+        long tokens = probs.Length / route.Experts;
+        double sum = 0;
+        for (long i = 0; i < probs.Length; i++)
+            sum += probs[i] * load[i % route.Experts];
+        return sum * route.Experts / tokens;
+    }
+}

@@ -1,0 +1,37 @@
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>Parity of a mixture-of-experts model (<see cref="MoeRunTests.Config"/>: a dense first block, then 4
+/// experts of which each token takes 2, and a shared expert) under the layouts that need no expert parallelism.</summary>
+public sealed partial class ExecutorParityTests
+{
+    public static TheoryData<string, int, int, int, int, string> MoeLayouts() => new()
+    {
+        // Each expert's gate and up split by rows, down by columns; the router whole on both ranks, scoring its half
+        // of the sequence (MoE blocks with tp > 1 need sequence parallelism, as in Megatron-Core).
+        { "tp2-sp", 2, 1, 1, 0, "none" },
+        // Blocks 0-1 (the dense one and a MoE one) on stage 0, the load-balancing loss's gradient from both stages.
+        { "pp2", 1, 2, 1, 0, "none" },
+        { "zero1-dp2", 1, 1, 2, 1, "none" },
+        { "zero2-dp2", 1, 1, 2, 2, "none" },
+        // Recomputed blocks route again in the backward, and carry the load-balancing loss's gradient again.
+        { "pp2-full-recompute", 1, 2, 1, 0, "full" },
+        { "tp2-sp-pp2", 2, 2, 1, 0, "none" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MoeLayouts))]
+    public void Moe_layout_reproduces_the_single_process_run(string name, int tp, int pp, int dp, int zero, string recompute)
+    {
+        // The executor splits the experts as the dense MLP (etp = tp): the plan says so, as the cost model prices it.
+        string keys = $", \"etp\": {tp}";
+        var single = _ref.Single("moe");
+        var (loss, _) = _ref.Run("moe", name, tp, pp, dp, zero, 1, recompute, tp > 1, 3, keys: keys);
+        for (int s = 0; s < loss.Length; s++)
+            Assert.True(Math.Abs(loss[s] - single.Loss[s]) <= LossTolerance, $"moe {name} step {s}: loss {loss[s]:R} against {single.Loss[s]:R}");
+        var one = _ref.Single("moe", steps: 1);
+        var (_, afterOne) = _ref.Run("moe", name + "-1", tp, pp, dp, zero, 1, recompute, tp > 1, 1, keys: keys);
+        CheckSlices("moe", name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + "moe" + 0.001], ParamTolerance);
+    }
+}
