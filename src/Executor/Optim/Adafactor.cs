@@ -44,7 +44,7 @@ public sealed class Adafactor : IOptimizer
         double beta = 1 - Math.Pow(_t, DecayExponent);
         var weights = _held.Weights;
         var device = _held.Tensors[0].Device;
-        var pieces = _held.All.Where(x => x.Tensor.Grad is not null).ToList();
+        var pieces = _held.WithGradients;
         // Round 1: the matrices' row and column sums of G² + ε₁, summed with the ranks holding the rest of each.
         var sums = weights.Select(w => Tensor.Zeros([w.Matrix ? w.Rows + w.Cols : 1], device: device)).ToList();
         foreach (var (tensor, piece) in pieces.Where(x => weights[x.Piece.Weight].Matrix))
@@ -59,8 +59,8 @@ public sealed class Adafactor : IOptimizer
         for (int i = 0; i < weights.Count; i++)
             if (weights[i].Matrix)
             {
-                Decay(ref _rows[i], sums[i].Narrow(0, 0, weights[i].Rows), beta);
-                Decay(ref _cols[i], sums[i].Narrow(0, weights[i].Rows, weights[i].Cols), beta);
+                OptimizerState.Blend(ref _rows[i], sums[i].Narrow(0, 0, weights[i].Rows), beta);
+                OptimizerState.Blend(ref _cols[i], sums[i].Narrow(0, weights[i].Rows, weights[i].Cols), beta);
             }
         // Round 2: the whole weights' Σ U² (the vectors' second moments decayed here).
         var squares = weights.Select(_ => Tensor.Zeros([1], device: device)).ToList();
@@ -99,30 +99,14 @@ public sealed class Adafactor : IOptimizer
         var second = _vectors.TryGetValue(piece, out var kept) ? kept : null;
         if (beta is { } b)
         {
-            Decay(ref second, g.Square() + Eps1, b);
+            OptimizerState.Blend(ref second, g.Square() + Eps1, b);
             _vectors[piece] = second!;
         }
         return g / second!.Sqrt();
     }
 
-    /// <summary>state ← β·state + (1 − β)·value (the value itself at the first step, β = 0).</summary>
-    private static void Decay(ref Tensor? state, Tensor value, double beta)
-    {
-        if (state is null)
-        {
-            state = (value * (1 - beta)).Clone();
-            DisposeScope.Untrack(state);
-            return;
-        }
-        state.CopyFrom(state * beta + value * (1 - beta));
-    }
-
     /// <inheritdoc />
-    public void ZeroGrad()
-    {
-        foreach (var t in _held.Tensors)
-            t.ZeroGrad();
-    }
+    public void ZeroGrad() => OptimizerState.ZeroGrad(_held.Tensors);
 
     /// <inheritdoc />
     public void SetLearningRate(double lr) => _lr = lr;

@@ -54,7 +54,7 @@ public sealed class Adam8bit : IOptimizer
         _t++;
         var weights = _held.Weights;
         var device = _held.Tensors[0].Device;
-        var pieces = _held.All.Where(x => x.Tensor.Grad is not null).ToList();
+        var pieces = _held.WithGradients;
         // Pass 1: the updated moments' block maxima, maximised with the ranks holding the rest of each weight.
         var maxima = weights.Select(w => Tensor.Zeros([2 * Blocks(w)], device: device)).ToList();
         foreach (var (tensor, piece) in pieces)
@@ -80,8 +80,8 @@ public sealed class Adam8bit : IOptimizer
         }
         for (int i = 0; i < weights.Count; i++)
         {
-            Keep(ref _mMax[i], maxima[i].Narrow(0, 0, Blocks(weights[i])));
-            Keep(ref _vMax[i], maxima[i].Narrow(0, Blocks(weights[i]), Blocks(weights[i])));
+            OptimizerState.Set(ref _mMax[i], maxima[i].Narrow(0, 0, Blocks(weights[i])));
+            OptimizerState.Set(ref _vMax[i], maxima[i].Narrow(0, Blocks(weights[i]), Blocks(weights[i])));
         }
         foreach (var (piece, m8, v8) in coded)
             if (_codes.TryGetValue(piece, out var old))
@@ -123,24 +123,8 @@ public sealed class Adam8bit : IOptimizer
         return Indexing.Bucketize(normalized, bounds).To(DType.UInt8);
     }
 
-    /// <summary>Copies <paramref name="value"/> into a long-lived tensor.</summary>
-    private static void Keep(ref Tensor? state, Tensor value)
-    {
-        if (state is null)
-        {
-            state = value.Clone();
-            DisposeScope.Untrack(state);
-            return;
-        }
-        state.CopyFrom(value);
-    }
-
     /// <inheritdoc />
-    public void ZeroGrad()
-    {
-        foreach (var t in _held.Tensors)
-            t.ZeroGrad();
-    }
+    public void ZeroGrad() => OptimizerState.ZeroGrad(_held.Tensors);
 
     /// <inheritdoc />
     public void SetLearningRate(double lr) => _lr = lr;

@@ -62,6 +62,9 @@ public sealed record HeldWeights(IReadOnlyList<Tensor> Tensors, IReadOnlyList<IR
     /// <summary>Every piece with its tensor.</summary>
     public IEnumerable<(Tensor Tensor, WeightPiece Piece)> All => Tensors.SelectMany((t, i) => Pieces[i].Select(p => (t, p)));
 
+    /// <summary>The pieces whose tensor has a gradient this step, with their tensors.</summary>
+    public List<(Tensor Tensor, WeightPiece Piece)> WithGradients => All.Where(x => x.Tensor.Grad is not null).ToList();
+
     /// <summary>
     /// Reduces per-weight statistics (<paramref name="stats"/>[w] for weight w, this rank's partial values, zeros where
     /// it holds nothing) in place over the ZeRO group and, for weights TP splits, the TP group: one collective per

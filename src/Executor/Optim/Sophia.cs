@@ -40,7 +40,7 @@ public sealed class Sophia : IOptimizer
                 continue;
             var g = grad.To(DType.Float32);
             var theta = _params[i].Data();
-            Blend(ref _m[i], g, _beta1);
+            OptimizerState.Blend(ref _m[i], g, _beta1);
             var h = _h[i] ?? Tensor.Zeros(theta.Shape, device: theta.Device);
             var ratio = _m[i]! / (h * (_rho * _tokens) + _eps);
             theta.CopyFrom(theta * (1 - _lr * _weightDecay) - ClampToOne(ratio) * _lr);
@@ -63,28 +63,12 @@ public sealed class Sophia : IOptimizer
         {
             using var scope = DisposeScope.Begin();
             if (_params[i].Grad is { } grad)
-                Blend(ref _h[i], grad.To(DType.Float32).Square(), _beta2);
+                OptimizerState.Blend(ref _h[i], grad.To(DType.Float32).Square(), _beta2);
         }
-    }
-
-    /// <summary>state ← β·state + (1 − β)·value, from zero.</summary>
-    private static void Blend(ref Tensor? state, Tensor value, double beta)
-    {
-        if (state is null)
-        {
-            state = value * (1 - beta);
-            DisposeScope.Untrack(state);
-            return;
-        }
-        state.CopyFrom(state * beta + value * (1 - beta));
     }
 
     /// <inheritdoc />
-    public void ZeroGrad()
-    {
-        foreach (var p in _params)
-            p.ZeroGrad();
-    }
+    public void ZeroGrad() => OptimizerState.ZeroGrad(_params);
 
     /// <inheritdoc />
     public void SetLearningRate(double lr) => _lr = lr;
