@@ -6,7 +6,7 @@ namespace Planner.Executor.Distributed;
 
 /// <summary>
 /// One rank's process groups for a plan: its tensor-, pipeline- and data-parallel groups (null where the axis has one
-/// rank), the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
+/// rank), under expert parallelism the expert-parallel and expert-data-parallel groups, the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
 /// ranks that sum a tied embedding's gradients. Every rank creates every group of an axis in the same order (c10d).
 /// </summary>
 public sealed class RankGroups : IDisposable
@@ -21,7 +21,9 @@ public sealed class RankGroups : IDisposable
     /// <summary>Creates the groups of rank <paramref name="rank"/> through <paramref name="store"/>.</summary>
     /// <param name="loopback">Every rank on this machine: Gloo binds to 127.0.0.1.</param>
     /// <param name="tiedEmbeddings">The model ties its input and output embeddings.</param>
-    public RankGroups(ParallelPlan plan, int rank, Store store, Device device, bool loopback, bool tiedEmbeddings)
+    /// <param name="moe">The model has mixture-of-experts blocks: with ep &gt; 1 the expert-parallel and
+    /// expert-data-parallel groups are made.</param>
+    public RankGroups(ParallelPlan plan, int rank, Store store, Device device, bool loopback, bool tiedEmbeddings, bool moe = false)
     {
         _layout = new ProcessGroupLayout(plan);
         _device = device;
@@ -32,6 +34,11 @@ public sealed class RankGroups : IDisposable
         if (plan.Pp > 1)
             Links = Enumerable.Range(0, PipelineLinks.Count).Select(l => Group(store, Axis.Pp, rank, $"-p2p{l}")!).ToArray();
         Dp = Group(store, Axis.Dp, rank);
+        if (moe && plan.Ep > 1)
+        {
+            Ep = Group(store, Axis.Ep, rank);
+            Edp = Group(store, Axis.Edp, rank);
+        }
         // Tied input and output embeddings on different stages: the first and last stage sum their gradients.
         if (tiedEmbeddings && plan.Pp > 1)
         {
@@ -53,6 +60,13 @@ public sealed class RankGroups : IDisposable
 
     /// <summary>Data-parallel group, or null.</summary>
     public ProcessGroup? Dp { get; }
+
+    /// <summary>Expert-parallel group (the ranks that split the experts and exchange tokens), or null.</summary>
+    public ProcessGroup? Ep { get; }
+
+    /// <summary>Expert-data-parallel group under expert parallelism (the ranks of a stage that hold the same experts), or
+    /// null.</summary>
+    public ProcessGroup? Edp { get; }
 
     /// <summary>The first and last stage's ranks of a tied embedding, or null.</summary>
     public ProcessGroup? Tied { get; }
@@ -88,6 +102,8 @@ public sealed class RankGroups : IDisposable
         foreach (var link in Links)
             link.Dispose();
         Dp?.Dispose();
+        Ep?.Dispose();
+        Edp?.Dispose();
         Tied?.Dispose();
     }
 }

@@ -17,6 +17,9 @@ public sealed partial class GptModel
     /// forward so far, for reports: a reader takes the difference around a forward.</summary>
     public double AuxLossTotal { get; private set; }
 
+    /// <summary>Where the routed rows are computed (<see cref="ExpertDispatch.Local"/> until expert parallelism sets it).</summary>
+    public ExpertDispatch Dispatch { get; set; } = ExpertDispatch.Local;
+
     /// <summary>
     /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]) and their
     /// entry into the tensor-parallel region <paramref name="inside"/> ([batch, tokens, hidden]: every token of the
@@ -43,15 +46,8 @@ public sealed partial class GptModel
         var weights = (top / top.Sum([1], keepDim: true)).To(Compute);
 
         var flat = inside.Reshape(tokens, hidden);
-        var parts = new List<Tensor>(moe.Experts);
-        for (int e = 0; e < moe.Experts; e++)
-        {
-            string x = $"{p}mlp.experts.{e}.";
-            var xe = F.Embedding(flat, Tensor.From(route.TokensOf[e], route.TokensOf[e].Length).On(device));
-            var inner = F.Linear(xe, W(x + "gate.w")).Silu() * F.Linear(xe, W(x + "up.w"));
-            parts.Add(F.Linear(inner, W(x + "down.w")));
-        }
-        var joined = Tensor.Cat(parts, 0);
+        var rows = F.Embedding(flat, Tensor.From(route.Order, route.Order.Length).On(device));
+        var joined = Dispatch.Run(rows, route.Counts, (e, xe) => Expert($"{p}mlp.experts.{e}.", xe));
         Tensor? y = null;
         for (int j = 0; j < moe.TopK; j++)
         {
@@ -66,6 +62,13 @@ public sealed partial class GptModel
         }
         AuxLossTotal += AuxValue(host, route);
         return (output, LoadBalancingLoss(local, route, tokens));
+    }
+
+    /// <summary>A routed expert's gated MLP (parameters named from <paramref name="x"/>) on its rows.</summary>
+    private Tensor Expert(string x, Tensor rows)
+    {
+        var inner = F.Linear(rows, W(x + "gate.w")).Silu() * F.Linear(rows, W(x + "up.w"));
+        return F.Linear(inner, W(x + "down.w"));
     }
 
     /// <summary>

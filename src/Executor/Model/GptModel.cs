@@ -51,6 +51,15 @@ public sealed partial class GptModel : IDisposable
         _specs.AddRange(specs);
     }
 
+    /// <summary>Drops the parameters <paramref name="held"/> does not keep (before <see cref="Place"/>): those another
+    /// process holds whole, such as other ranks' experts.</summary>
+    public void Keep(Func<ParameterSpec, bool> held)
+    {
+        if (Placed)
+            throw new InvalidOperationException("parameters are dropped before the model is placed");
+        _specs.RemoveAll(s => !held(s));
+    }
+
     /// <summary>A parameter's spec by name.</summary>
     public ParameterSpec SpecOf(string name) => _specs.First(s => s.Name == name);
 

@@ -32,6 +32,8 @@ public sealed class MoeRouting
             }
         }
         TokensOf = lists.Select(l => l.Select(x => x.Token).ToArray()).ToArray();
+        Order = TokensOf.SelectMany(t => t).ToArray();
+        Counts = TokensOf.Select(t => (long)t.Length).ToArray();
         Position = new long[topK][];
         for (int j = 0; j < topK; j++)
             Position[j] = new long[tokens];
@@ -54,6 +56,12 @@ public sealed class MoeRouting
 
     /// <summary>Each expert's tokens, in token order.</summary>
     public long[][] TokensOf { get; }
+
+    /// <summary>The experts' tokens laid end to end, expert by expert (the rows the experts compute, in order).</summary>
+    public long[] Order { get; }
+
+    /// <summary>The number of tokens each expert computes.</summary>
+    public long[] Counts { get; }
 
     /// <summary>For each slot j, each token's row in the experts' outputs laid end to end.</summary>
     public long[][] Position { get; }

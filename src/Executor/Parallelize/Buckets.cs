@@ -18,13 +18,13 @@ public sealed class Buckets
     private readonly Dictionary<int, List<Tensor>> _blocks = [];
     private readonly List<Tensor> _embedding = [], _head = [];
 
-    /// <summary>Sorts <paramref name="model"/>'s parameters into buckets.</summary>
-    public Buckets(GptModel model, StageLayout layout, int stage, int chunks)
+    /// <summary>Sorts <paramref name="model"/>'s trainable parameters (those of <paramref name="only"/> if given) into buckets.</summary>
+    public Buckets(GptModel model, StageLayout layout, int stage, int chunks, IReadOnlyList<ParameterSpec>? only = null)
     {
         _layout = layout;
         _stage = stage;
         Chunks = chunks;
-        foreach (var spec in model.TrainableSpecs)
+        foreach (var spec in only ?? model.TrainableSpecs)
         {
             var p = model[spec.Name];
             if (spec.Name.StartsWith("layers.", StringComparison.Ordinal))

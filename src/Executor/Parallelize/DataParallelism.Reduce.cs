@@ -107,6 +107,7 @@ public sealed partial class DataParallelism
     private void Reduce(Func<IReadOnlyList<Tensor>, bool> unscale, bool curvature)
     {
         using var scope = DisposeScope.Begin();
+        ReduceExperts();
         if (_shards is null)
             ReduceAndStepWhole(unscale, curvature);
         else
@@ -117,17 +118,23 @@ public sealed partial class DataParallelism
     private bool Apply(Func<IReadOnlyList<Tensor>, bool> unscale, IReadOnlyList<Tensor> optimized, bool curvature)
     {
         bool stepped = false;
+        var optimizers = _experts is null ? [_optimizer] : new[] { _optimizer, _experts.Optimizer };
+        if (_experts is not null)
+            optimized = optimized.Where(p => !_experts.Holds(p)).Concat(_experts.Parameters).ToList();
         if (curvature)
         {
             if (unscale(optimized))
-                ((Sophia)_optimizer).UpdateCurvature();
+                foreach (var o in optimizers)
+                    ((Sophia)o).UpdateCurvature();
         }
         else if (unscale(optimized))
         {
-            _optimizer.Step();
+            foreach (var o in optimizers)
+                o.Step();
             stepped = true;
         }
-        _optimizer.ZeroGrad();
+        foreach (var o in optimizers)
+            o.ZeroGrad();
         return stepped;
     }
 

@@ -34,13 +34,16 @@ public sealed partial class DataParallelism : IDisposable
     private readonly int _tiedGroup = -1; // ZeRO: the group of the embedding tied across stages
     private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = []; // ZeRO-0's all-reduces
     private readonly List<ShardedParameters.Reduction> _scattering = []; // ZeRO-1/2's reduce-scatters
+    private readonly ExpertGradients? _experts; // expert parallelism: the routed experts, reduced and stepped apart
 
     /// <summary>Applies data parallelism to <paramref name="model"/>, the part of pipeline stage <paramref name="stage"/>
     /// this rank holds (its chunks' buckets laid out by <paramref name="layout"/>).</summary>
     /// <param name="tied">The group of the first and last stage's ranks that share a tied embedding, or null.</param>
     /// <param name="tp">The tensor parallelism applied to the model (its sequence-parallel sums), or null.</param>
+    /// <param name="experts">Under expert parallelism, the group that reduces the routed experts' gradients (they are
+    /// not in the buckets and have an optimizer of their own), else null.</param>
     public DataParallelism(GptModel model, ParallelPlan plan, StageLayout layout, int stage, ProcessGroup? dp, ProcessGroup? tied,
-        TensorParallelism? tp, OptimizerSettings optimizer, DeviceClock clock)
+        TensorParallelism? tp, OptimizerSettings optimizer, DeviceClock clock, ExpertGroups? experts = null)
     {
         _model = model;
         _plan = plan;
@@ -50,11 +53,18 @@ public sealed partial class DataParallelism : IDisposable
         _clock = clock;
         _overlapReduce = plan.Zero <= 2 && dp is not null;
         _overlapEveryBackward = plan.Zero == 2 && dp is not null;
-        var buckets = new Buckets(model, layout, stage, plan.Vpp);
+        var dense = model.TrainableSpecs.Where(s => experts is null || !ExpertParallelism.IsExpert(s.Name)).ToList();
+        if (experts is not null)
+        {
+            var routed = model.TrainableSpecs.Where(s => ExpertParallelism.IsExpert(s.Name)).ToList();
+            _experts = new ExpertGradients(routed.Select(s => model[s.Name]).ToList(), experts.Edp,
+                optimizer.Create(OptimizerLayout.Parameters(model, tp, routed)));
+        }
+        var buckets = new Buckets(model, layout, stage, plan.Vpp, dense);
         BucketParameters = buckets;
         if (plan.Zero == 0 || plan.Dp == 1)
         {
-            _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp));
+            _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp, dense));
             return;
         }
         _zero3 = plan.Zero >= 3;
@@ -76,13 +86,13 @@ public sealed partial class DataParallelism : IDisposable
             }
             _chunkGroups[c] = mine.ToArray();
         }
-        if (_groupOf.Count != model.TrainableSpecs.Count)
+        if (_groupOf.Count != dense.Count)
             throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
         _shards = new ShardedParameters(groups, dp!, RankGroups.Timeout);
         if (_zero3)
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Release(g);
-        _optimizer = optimizer.Create(OptimizerLayout.Sharded(model, tp, _shards, dp!));
+        _optimizer = optimizer.Create(OptimizerLayout.Sharded(model, tp, _shards, dp!, dense));
     }
 
     /// <summary>The parameters of each bucket of the rank's chunks.</summary>
@@ -99,7 +109,7 @@ public sealed partial class DataParallelism : IDisposable
     public int StartedReductions { get; private set; }
 
     /// <summary>Bytes of the optimizer's state (this rank's: its ZeRO shard's under ZeRO).</summary>
-    public long OptimizerStateBytes => _optimizer.StateBytes;
+    public long OptimizerStateBytes => _optimizer.StateBytes + (_experts?.Optimizer.StateBytes ?? 0);
 
     /// <summary>Bytes of the ZeRO master shard (none without ZeRO).</summary>
     public long ShardBytes => _shards?.Master.StorageBytes ?? 0;
@@ -185,6 +195,7 @@ public sealed partial class DataParallelism : IDisposable
     public void Dispose()
     {
         _optimizer.Dispose();
+        _experts?.Optimizer.Dispose();
         _shards?.Dispose();
     }
 }

@@ -13,19 +13,21 @@ namespace Planner.Executor.Parallelize;
 /// </summary>
 public static class OptimizerLayout
 {
-    /// <summary>The rank's trainable parameters, each its whole TP shard.</summary>
-    public static HeldWeights Parameters(GptModel model, TensorParallelism? tp)
+    /// <summary>The rank's trainable parameters (those of <paramref name="only"/> if given), each its whole TP shard.</summary>
+    public static HeldWeights Parameters(GptModel model, TensorParallelism? tp, IReadOnlyList<ParameterSpec>? only = null)
     {
-        var specs = model.TrainableSpecs;
+        var specs = only ?? model.TrainableSpecs;
         var weights = specs.Select(s => Whole(s, tp)).ToList();
         var pieces = specs.Select((s, i) => (IReadOnlyList<WeightPiece>)[Piece(s, i, tp, 0, model[s.Name].Numel, 0)]).ToList();
         return new HeldWeights(specs.Select(s => model[s.Name]).ToList(), pieces, weights, null, tp?.Group);
     }
 
-    /// <summary>The rank's ZeRO master slice, holding ranges of the trainable parameters' TP shards.</summary>
-    public static HeldWeights Sharded(GptModel model, TensorParallelism? tp, ShardedParameters shards, ProcessGroup dp)
+    /// <summary>The rank's ZeRO master slice, holding ranges of the trainable parameters' (those of
+    /// <paramref name="only"/> if given) TP shards.</summary>
+    public static HeldWeights Sharded(GptModel model, TensorParallelism? tp, ShardedParameters shards, ProcessGroup dp,
+        IReadOnlyList<ParameterSpec>? only = null)
     {
-        var specs = model.TrainableSpecs;
+        var specs = only ?? model.TrainableSpecs;
         var index = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < specs.Count; i++)
             index[model[specs[i].Name]] = i;

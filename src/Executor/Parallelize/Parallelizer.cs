@@ -13,8 +13,9 @@ namespace Planner.Executor.Parallelize;
 /// </summary>
 /// <param name="Layout">The pipeline's split of the blocks (which chunk holds the embedding and the head).</param>
 /// <param name="Chunks">The model's block indices of each chunk the rank's stage holds.</param>
+/// <param name="Experts">Expert parallelism's dispatch, or null without it.</param>
 public sealed record ParallelRank(GptModel Model, StageLayout Layout, IReadOnlyList<int[]> Chunks, Recomputation Recompute,
-    DataParallelism Data) : IDisposable
+    DataParallelism Data, ExpertParallelism? Experts = null) : IDisposable
 {
     /// <summary>Frees the model and the optimizer.</summary>
     public void Dispose()
@@ -29,7 +30,8 @@ public sealed record ParallelRank(GptModel Model, StageLayout Layout, IReadOnlyL
 /// the stage's chunks of blocks (<see cref="PipelineSplit"/>), (2) the plain model of those chunks is
 /// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>;
 /// under QLoRA the blocks' linear weights marked for NF4), (3) tensor and sequence parallelism shard it
-/// (<see cref="TensorParallelism"/>), (4) it is placed on the rank's device (an NF4 weight quantized whole, then cut),
+/// (<see cref="TensorParallelism"/>), (3b) expert parallelism keeps the rank's experts and dispatches the routed
+/// tokens (<see cref="ExpertParallelism"/>), (4) it is placed on the rank's device (an NF4 weight quantized whole, then cut),
 /// (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its trainable
 /// gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new parallelism plugs
 /// in as a step of its own here.
@@ -49,11 +51,13 @@ public static class Parallelizer
     /// adapters of <paramref name="tuning"/> (<see cref="LowRankAdapters"/>, before the split), sharded over
     /// <paramref name="tp"/> (this process its member <paramref name="tpRank"/>), on <paramref name="device"/>.</summary>
     public static GptModel ShardedModel(ModelSpec model, ParallelPlan plan, IEnumerable<int> layers, bool embedding, bool head,
-        ProcessGroup? tp, int tpRank, ulong seed, Device device, out TensorParallelism? tensorParallelism, FineTuning? tuning = null)
+        ProcessGroup? tp, int tpRank, ulong seed, Device device, out TensorParallelism? tensorParallelism, FineTuning? tuning = null,
+        ProcessGroup? ep = null)
     {
         var gpt = new GptModel(model, layers, embedding, head, ComputeType(plan.Precision), seed);
         LowRankAdapters.Apply(gpt, tuning ?? FineTuning.Default);
         tensorParallelism = TensorParallelism.Apply(gpt, tp, tpRank, plan.SequenceParallel, model.Vocab);
+        ExpertParallelism.Apply(gpt, ep);
         gpt.Place(device);
         return gpt;
     }
@@ -67,9 +71,10 @@ public static class Parallelizer
         var chunks = PipelineSplit.Chunks(layout, stage);
         var gpt = ShardedModel(model, plan, chunks.SelectMany(c => c),
             layout.HasEmbedding(stage, 0), layout.HasHead(stage, layout.Vpp - 1), groups.Tp, groups.Me.Tp,
-            seed, device, out var tp, tuning);
+            seed, device, out var tp, tuning, groups.Ep);
         var recompute = new Recomputation(plan, stage);
-        var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device));
-        return new ParallelRank(gpt, layout, chunks, recompute, data);
+        var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device),
+            gpt.Dispatch is ExpertParallelism ? new ExpertGroups(groups.Edp) : null);
+        return new ParallelRank(gpt, layout, chunks, recompute, data, gpt.Dispatch as ExpertParallelism);
     }
 }

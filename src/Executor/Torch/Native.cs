@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 12;
+    internal const int AbiVersion = 14;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -139,6 +139,8 @@ internal static partial class Native
 
     // moe.cpp
     [LibraryImport(Library)] internal static partial int pt_aux_loss_attach(TensorHandle output, TensorHandle aux, double scale, out IntPtr result);
+    [LibraryImport(Library)] internal static partial int pt_expert_alltoall(ProcessGroupHandle g, TensorHandle x, long[] send, long[] recv, int n, out IntPtr result);
+    [LibraryImport(Library)] internal static partial long pt_ep_comm_ns_take();
 
     // autograd.cpp
     [LibraryImport(Library)] internal static partial int pt_set_requires_grad(TensorHandle a, int value);

@@ -12,10 +12,12 @@ namespace Planner.Executor.Training;
 /// <param name="PpWait">Seconds blocked receiving from neighbouring stages (bubble and transfers).</param>
 /// <param name="DpComm">Seconds reducing gradients (and ZeRO's gathers).</param>
 /// <param name="Optimizer">Seconds in the optimizer step.</param>
-public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0)
+/// <param name="EpComm">Seconds in expert-parallel all-to-alls (token dispatch and combine, forward and backward).</param>
+public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
+    double EpComm = 0)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
-    public double Compute => Math.Max(0, Seconds - TpComm - PpWait - DpComm - Optimizer);
+    public double Compute => Math.Max(0, Seconds - TpComm - PpWait - DpComm - Optimizer - EpComm);
 }
 
 /// <summary>Options of a training run.</summary>
@@ -90,8 +92,10 @@ public sealed class RankTrainer : IDisposable
     /// <summary>Why the executor cannot train this mixture-of-experts model under this plan, or null.</summary>
     private static string? MoeUnsupported(ModelSpec model, ParallelPlan plan)
     {
-        if (plan.Ep > 1)
-            return "expert parallelism: not yet in the executor (ep must be 1)";
+        if (plan.Ep > 1 && plan.Zero >= 3)
+            return "zero 3 with expert parallelism: not yet in the executor (use zero 0, 1 or 2)";
+        if (plan.Ep > 1 && plan.Zero >= 1 && plan.ExpertDp > 1)
+            return $"zero {plan.Zero} with expert parallelism over {plan.ExpertDp} expert-data-parallel ranks: the executor keeps the experts' optimizer state whole (ZeRO shards the dense parameters only); use zero 0, or ep = {plan.Ep * plan.ExpertDp} so that no two ranks of a stage hold the same experts";
         if (model.IsMoe && plan.Etp != plan.Tp)
             return $"expert tensor parallelism different from tp: not yet in the executor (it splits the experts over tp as the dense MLP; etp {plan.Etp}, tp {plan.Tp}: set etp to {plan.Tp})";
         if (plan.Tuning.Adapters)
@@ -115,7 +119,7 @@ public sealed class RankTrainer : IDisposable
         _clock = new DeviceClock(options.Device);
         if (plan.Precision == Precision.Fp16 || options.LossScale is not null)
             _scaler = new LossScaler(options.LossScale ?? 65536);
-        _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings);
+        _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings, model.IsMoe);
         _rank = Parallelizer.Apply(model, plan, _groups, options.Seed, options.Device,
             new OptimizerSettings(plan.Tuning.Optimizer, options.LearningRate, options.WeightDecay, options.AdamEps, (long)plan.Gbs * plan.Seq), plan.Tuning);
         _pipeline = new PipelineRunner(_rank, plan, _groups.Me.Pp, _groups.Links, _clock, model.Hidden);
@@ -142,10 +146,11 @@ public sealed class RankTrainer : IDisposable
     public int OverlappedReduces { get; private set; }
 
     /// <summary>The model's parameters that train on this rank's stage, counted whole (not this rank's shards): every
-    /// trainable one the stage holds, an embedding tied to the head counted on the first stage only.</summary>
+    /// trainable one the stage holds, an embedding tied to the head counted on the first stage only, the routed experts
+    /// of the other expert-parallel ranks (as many as this one holds) too.</summary>
     public long TrainableParameters => _rank.Model.TrainableSpecs
         .Where(s => s.Name != "wte" || _rank.Model.HasEmbedding)
-        .Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b));
+        .Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b) * (ExpertParallelism.IsExpert(s.Name) ? _plan.Ep : 1));
 
     /// <summary>The last step's load-balancing loss of this rank's stage (its MoE blocks' losses summed, averaged over
     /// the micro-batches, without the coefficient), or null for a dense model.</summary>
@@ -162,6 +167,7 @@ public sealed class RankTrainer : IDisposable
     {
         long t0 = _clock.Now();
         TensorParallel.TakeCommSeconds();
+        _rank.Experts?.TakeCommSeconds();
         var data = _rank.Data;
         data.BeginStep();
         if (data.RefreshesCurvature(step))
@@ -171,6 +177,7 @@ public sealed class RankTrainer : IDisposable
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
         double tpComm = TensorParallel.TakeCommSeconds();
+        double epComm = _rank.Experts?.TakeCommSeconds() ?? 0;
         data.ReduceAndStep(Unscale);
         double loss = double.NaN;
         if (_rank.Model.HasHead)
@@ -180,7 +187,7 @@ public sealed class RankTrainer : IDisposable
             loss = l.Item() / (_groups.Dp?.Size ?? 1);
         }
         double seconds = _clock.Since(t0);
-        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds);
+        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, epComm);
     }
 
     /// <summary>
