@@ -31,15 +31,21 @@ public class UnsupportedTests
     }
 
     [Fact]
-    public void Mixture_of_experts_runs_without_expert_parallelism_and_refuses_it_by_name()
+    public void Mixture_of_experts_runs_with_expert_parallelism_and_refuses_what_it_cannot_lay_out()
     {
         var mixtral = ModelLoader.Load("mixtral-8x7b");
         Assert.Null(RankTrainer.Unsupported(mixtral, Plan()));
         Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true, Etp = 2 }));
-        Assert.Equal("expert parallelism: not yet in the executor (ep must be 1)", RankTrainer.Unsupported(mixtral, Plan() with { Ep = 2 }));
-        Assert.StartsWith("expert tensor parallelism different from tp:", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, Etp = 4 }));
-        // The cost model's default etp 1 keeps experts whole on each TP rank; the executor would split them: refused.
-        Assert.StartsWith("expert tensor parallelism different from tp:", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true }));
+        // Experts whole on each TP rank (the cost model's default etp 1), with and without expert parallelism.
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true }));
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, SequenceParallel = true, Ep = 2 }));
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Dp = 2, Ep = 2, Zero = 1 }));
+        Assert.StartsWith("expert tensor parallelism 2:", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 4, SequenceParallel = true, Etp = 2 }));
+        Assert.StartsWith("mixture-of-experts blocks with tp > 1 need sequence parallelism", RankTrainer.Unsupported(mixtral, Plan() with { Tp = 2, Etp = 2 }));
+        Assert.StartsWith("zero 3 with expert parallelism", RankTrainer.Unsupported(mixtral, Plan() with { Dp = 2, Ep = 2, Zero = 3 }));
+        // Two ranks holding the same experts would each keep the experts' whole optimizer state: refused under ZeRO.
+        Assert.StartsWith("zero 1 with expert parallelism over 2 expert-data-parallel ranks", RankTrainer.Unsupported(mixtral, Plan() with { Dp = 4, Ep = 2, Zero = 1 }));
+        Assert.Null(RankTrainer.Unsupported(mixtral, Plan() with { Dp = 4, Ep = 2 }));
         Assert.StartsWith("lora on mixture-of-experts", RankTrainer.Unsupported(mixtral, Plan() with { FineTuning = new FineTuning(FineTuneMethod.Lora) }));
     }
 

@@ -35,25 +35,31 @@ public sealed partial class ExecutorParityTests
         CheckSlices("moe", name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + "moe" + 0.001], ParamTolerance);
     }
 
-    public static TheoryData<string, int, int, int, int, int> ExpertLayouts() => new()
+    public static TheoryData<string, int, int, int, int, int, int> ExpertLayouts() => new()
     {
         // Experts 0-1 on one rank, 2-3 on the other; each rank dispatches its replica's tokens to both.
-        { "ep2-dp2", 2, 1, 1, 2, 0 },
+        { "ep2-dp2", 2, 1, 1, 1, 2, 0 },
         // No two ranks hold the same experts: ZeRO-1/2 shard the dense parameters only.
-        { "ep2-dp2-zero1", 2, 1, 1, 2, 1 },
-        { "ep2-dp2-zero2", 2, 1, 1, 2, 2 },
+        { "ep2-dp2-zero1", 2, 1, 1, 1, 2, 1 },
+        { "ep2-dp2-zero2", 2, 1, 1, 1, 2, 2 },
         // Two expert-data-parallel ranks hold each pair of experts and sum their gradients.
-        { "ep2-dp4", 2, 1, 1, 4, 0 },
-        { "ep2-dp2-pp2", 2, 1, 2, 2, 0 },
+        { "ep2-dp4", 2, 1, 1, 1, 4, 0 },
+        { "ep2-dp2-pp2", 2, 1, 1, 2, 2, 0 },
         // Experts split as the dense MLP (etp = tp); the EP group joins ranks of the same TP index.
-        { "ep2-tp2-sp-dp2", 2, 2, 1, 2, 0 },
+        { "ep2-tp2-sp-dp2", 2, 2, 2, 1, 2, 0 },
+        // Experts whole (etp 1, the cost model's default): each TP rank routes its part of the sequence, without expert
+        // parallelism (both hold every expert, their gradients summed over TP) and with it (the EP group is the TP group,
+        // and with dp 2 two expert-data-parallel ranks hold each pair).
+        { "tp2-sp-etp1", 1, 1, 2, 1, 1, 0 },
+        { "ep2-tp2-sp-etp1", 2, 1, 2, 1, 1, 0 },
+        { "ep2-tp2-sp-etp1-dp2", 2, 1, 2, 1, 2, 0 },
     };
 
     [Theory]
     [MemberData(nameof(ExpertLayouts))]
-    public void Expert_parallel_layout_reproduces_the_single_process_run(string name, int ep, int tp, int pp, int dp, int zero)
+    public void Expert_parallel_layout_reproduces_the_single_process_run(string name, int ep, int etp, int tp, int pp, int dp, int zero)
     {
-        string keys = $", \"ep\": {ep}, \"etp\": {tp}";
+        string keys = $", \"ep\": {ep}, \"etp\": {etp}";
         var single = _ref.Single("moe");
         var (loss, _) = _ref.Run("moe", name, tp, pp, dp, zero, 1, "none", tp > 1, 3, keys: keys);
         for (int s = 0; s < loss.Length; s++)
@@ -69,7 +75,8 @@ public sealed partial class ExecutorParityTests
             var stage = afterOne.Where((_, i) => coordinates[i].Pp == coordinates[r].Pp).SelectMany(x => x.Keys).Where(Routed).Distinct().Count();
             Assert.True(afterOne[r].Keys.Count(Routed) * ep == stage, $"{name} rank {r}: holds {afterOne[r].Keys.Count(Routed)} of its stage's {stage} expert weights");
         }
-        CheckSlices("moe", name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + "moe" + 0.001], ParamTolerance);
+        // Experts held whole (etp 1) are compared whole.
+        CheckSlices("moe", name, tp, one.Params, afterOne, coordinates, ParamTolerance, whole: k => etp == 1 && Routed(k));
         // The trainable parameters counted whole (each rank's experts times ep), as one process counts them.
         Assert.Equal(_ref.TrainableParameters["single" + "moe" + 0.001].Measured, _ref.TrainableParameters[name + "moe" + 0.001].Measured);
     }

@@ -318,7 +318,7 @@ public sealed partial class ExecutorParityTests : IClassFixture<ExecutorParityTe
     /// is a discontinuous function of its inputs: rounding noise can take the other side).</summary>
     private static void CheckSlices(string model, string name, int tp, Dictionary<string, float[]> full,
         Dictionary<string, float[]>[] ranks, (int Tp, int Pp, int Dp)[] coordinates, double tolerance, int loraRank = 0,
-        (double Share, double Bound)? outliers = null)
+        (double Share, double Bound)? outliers = null, Func<string, bool>? whole = null)
     {
         var specs = Specs(model, loraRank);
         int checkedParams = 0;
@@ -329,7 +329,8 @@ public sealed partial class ExecutorParityTests : IClassFixture<ExecutorParityTe
             foreach (var (param, values) in ranks[r])
             {
                 var s = specs[param];
-                var expected = Slice(full[param], s, coordinates[r].Tp, tp);
+                bool unsplit = whole?.Invoke(param) ?? false;
+                var expected = Slice(full[param], s, unsplit ? 0 : coordinates[r].Tp, unsplit ? 1 : tp);
                 Assert.Equal(expected.Length, values.Length);
                 var differences = expected.Select((v, i) => Math.Abs(v - values[i])).ToArray();
                 double worst = differences.Max();

@@ -24,28 +24,29 @@ public sealed partial class GptModel
     /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]) and their
     /// entry into the tensor-parallel region <paramref name="inside"/> ([batch, tokens, hidden]: every token of the
     /// sequence), returning its output (out of the region) and the block's load-balancing loss. The router (replicated)
-    /// scores the tokens outside the region, softmax in fp32, and its probabilities enter the region as activations do
-    /// (under sequence parallelism gathered; their gradients summed over the ranks). Each token goes to its top-k
-    /// experts (ties to the lower index) with their probabilities renormalised to sum to 1 (Mixtral's routing;
-    /// Qwen2-MoE's with norm_topk_prob); every routed token is computed (dropless). The experts' outputs are weighted
-    /// inside the region (partial sums under TP) and leave it together; the shared expert's gated MLP is added
+    /// scores the tokens outside the region, softmax in fp32. Each token goes to its top-k experts (ties to the lower
+    /// index) with their probabilities renormalised to sum to 1 (Mixtral's routing; Qwen2-MoE's with norm_topk_prob);
+    /// every routed token is computed (dropless), where <see cref="Dispatch"/> sends it. Experts split like the dense
+    /// MLP (<see cref="ModelHooks.SplitsExperts"/>) compute the region's rows: the probabilities enter the region as
+    /// activations do and the weighted outputs, partial sums, leave it together. Experts held whole compute the rows
+    /// this process holds outside the region, whose outputs are complete. The shared expert's gated MLP is added
     /// unweighted (DeepSeek-MoE's; Qwen2-MoE's sigmoid gate of it is not built).
     /// </summary>
     private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside, Tensor inside)
     {
         var moe = _m.Moe!;
-        long b = inside.Shape[0], s = inside.Shape[1], hidden = inside.Shape[2], tokens = b * s;
         var local = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Softmax(2);
-        var probs = Hooks.Enter(local).Reshape(tokens, moe.Experts);
-        float[] host;
-        using (var detached = probs.Detach())
-            host = detached.ToFloatArray();
+        bool split = Hooks.SplitsExperts;
+        var x = split ? inside : outside;
+        long b = x.Shape[0], s = x.Shape[1], hidden = x.Shape[2], tokens = b * s;
+        var probs = (split ? Hooks.Enter(local) : local).Reshape(tokens, moe.Experts);
+        var host = HostValues(probs);
         var route = new MoeRouting(host, tokens, moe.Experts, moe.TopK);
-        var device = inside.Device;
+        var device = x.Device;
         var top = probs.Gather(1, Tensor.From(route.Choice, tokens, moe.TopK).On(device));
         var weights = (top / top.Sum([1], keepDim: true)).To(Compute);
 
-        var flat = inside.Reshape(tokens, hidden);
+        var flat = x.Reshape(tokens, hidden);
         var rows = F.Embedding(flat, Tensor.From(route.Order, route.Order.Length).On(device));
         var joined = Dispatch.Run(rows, route.Counts, (e, xe) => Expert($"{p}mlp.experts.{e}.", xe));
         Tensor? y = null;
@@ -54,14 +55,31 @@ public sealed partial class GptModel
             var term = F.Embedding(joined, Tensor.From(route.Position[j], tokens).On(device)) * weights.Narrow(1, j, 1);
             y = y is null ? term : y + term;
         }
-        var output = Hooks.Leave(y!.View(b, s, hidden));
+        var output = y!.View(b, s, hidden);
+        if (split)
+            output = Hooks.Leave(output);
         if (moe.SharedFfn > 0)
         {
             var shared = Column(p + "mlp.shared_gate", outside, inside).Silu() * Column(p + "mlp.shared_up", outside, inside);
             output = output + Row(p + "mlp.shared_down", shared);
         }
+        // The load-balancing loss counts every token of the micro-batch: where this process routed only its part of the
+        // sequence, the others' probabilities are gathered (without a gradient) to count the experts' loads.
+        long all = inside.Shape[0] * inside.Shape[1];
+        if (all != tokens)
+        {
+            using var detached = local.Detach();
+            host = HostValues(Hooks.Enter(detached));
+            route = new MoeRouting(host, all, moe.Experts, moe.TopK);
+        }
         AuxLossTotal += AuxValue(host, route);
-        return (output, LoadBalancingLoss(local, route, tokens));
+        return (output, LoadBalancingLoss(local, route, all));
+    }
+
+    private static float[] HostValues(Tensor t)
+    {
+        using var detached = t.Detach();
+        return detached.ToFloatArray();
     }
 
     /// <summary>A routed expert's gated MLP (parameters named from <paramref name="x"/>) on its rows.</summary>

@@ -60,6 +60,17 @@ public sealed partial class GptModel : IDisposable
         _specs.RemoveAll(s => !held(s));
     }
 
+    /// <summary>Marks the parameters <paramref name="whole"/> picks as held whole by every process of a tensor-parallel
+    /// group (before <see cref="Place"/>), whatever their usual split.</summary>
+    public void Replicate(Func<ParameterSpec, bool> whole)
+    {
+        if (Placed)
+            throw new InvalidOperationException("the shards are set before the model is placed");
+        for (int i = 0; i < _specs.Count; i++)
+            if (whole(_specs[i]))
+                _specs[i] = _specs[i] with { Shard = Shard.Replicated };
+    }
+
     /// <summary>A parameter's spec by name.</summary>
     public ParameterSpec SpecOf(string name) => _specs.First(s => s.Name == name);
 

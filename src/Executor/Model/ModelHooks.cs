@@ -15,6 +15,11 @@ public class ModelHooks
     /// <summary>Into a block's attention or MLP (the normed activations, [batch, tokens, hidden]).</summary>
     public virtual Tensor Enter(Tensor x) => x;
 
+    /// <summary>True when the routed experts are split like the dense MLP (expert-TP = TP), each process computing its
+    /// part of every routed row of the region; false when each process holds its experts whole and routes the rows it
+    /// holds outside the region (its part of the sequence under sequence parallelism).</summary>
+    public virtual bool SplitsExperts => false;
+
     /// <summary>Out of a block's attention or MLP (its output projection's result, before the bias).</summary>
     public virtual Tensor Leave(Tensor x) => x;
 

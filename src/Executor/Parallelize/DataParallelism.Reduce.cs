@@ -145,7 +145,7 @@ public sealed partial class DataParallelism
         // What the overlapped reduction sent already had its sequence-parallel sums (the token table, split by
         // vocabulary, has none).
         if (!_overlapReduce)
-            _tp?.SumSequenceParallelGradients(_model, _model.Trainable);
+            _tp?.SumSequenceParallelGradients(_model, _dense);
         if (wte is not null)
             _tied!.AllReduce(wte.Grad!);
         if (_overlapReduce)

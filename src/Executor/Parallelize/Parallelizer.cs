@@ -56,7 +56,7 @@ public static class Parallelizer
     {
         var gpt = new GptModel(model, layers, embedding, head, ComputeType(plan.Precision), seed);
         LowRankAdapters.Apply(gpt, tuning ?? FineTuning.Default);
-        tensorParallelism = TensorParallelism.Apply(gpt, tp, tpRank, plan.SequenceParallel, model.Vocab);
+        tensorParallelism = TensorParallelism.Apply(gpt, tp, tpRank, plan.SequenceParallel, model.Vocab, splitExperts: plan.Etp == plan.Tp);
         ExpertParallelism.Apply(gpt, ep);
         gpt.Place(device);
         return gpt;

@@ -17,13 +17,15 @@ public sealed class TensorParallelism : ModelHooks
     private readonly int _rank;
     private readonly bool _sequenceParallel;
     private readonly long _vocabShard;
+    private readonly bool _splitsExperts;
 
-    private TensorParallelism(ProcessGroup group, int rank, bool sequenceParallel, long vocab)
+    private TensorParallelism(ProcessGroup group, int rank, bool sequenceParallel, long vocab, bool splitsExperts)
     {
         _group = group;
         _rank = rank;
         _sequenceParallel = sequenceParallel;
         _vocabShard = vocab / group.Size;
+        _splitsExperts = splitsExperts;
     }
 
     /// <summary>The TP group.</summary>
@@ -33,13 +35,17 @@ public sealed class TensorParallelism : ModelHooks
     public int Rank => _rank;
 
     /// <summary>Shards <paramref name="model"/> over <paramref name="group"/> (this process is its member
-    /// <paramref name="rank"/>) and sets its hooks; with no group (tp = 1) leaves the model whole and returns null.</summary>
-    public static TensorParallelism? Apply(GptModel model, ProcessGroup? group, int rank, bool sequenceParallel, long vocab)
+    /// <paramref name="rank"/>) and sets its hooks; with no group (tp = 1) leaves the model whole and returns null.
+    /// The routed experts are split as the dense MLP when <paramref name="splitExperts"/> (expert-TP = TP), else kept
+    /// whole (expert-TP 1).</summary>
+    public static TensorParallelism? Apply(GptModel model, ProcessGroup? group, int rank, bool sequenceParallel, long vocab, bool splitExperts = true)
     {
         if (group is not { Size: > 1 })
             return null;
+        if (!splitExperts)
+            model.Replicate(spec => ExpertParallelism.IsExpert(spec.Name));
         model.ShardWith((spec, full) => Slice(full, spec, rank, group.Size));
-        var tp = new TensorParallelism(group, rank, sequenceParallel, vocab);
+        var tp = new TensorParallelism(group, rank, sequenceParallel, vocab, splitExperts);
         model.Hooks = tp;
         return tp;
     }
@@ -58,6 +64,9 @@ public sealed class TensorParallelism : ModelHooks
     /// <inheritdoc />
     public override Tensor Enter(Tensor x) =>
         _sequenceParallel ? TensorParallel.Gather(_group, x, 1) : TensorParallel.Copy(_group, x);
+
+    /// <inheritdoc />
+    public override bool SplitsExperts => _splitsExperts;
 
     /// <inheritdoc />
     public override Tensor Leave(Tensor x) =>

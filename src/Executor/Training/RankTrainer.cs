@@ -96,14 +96,16 @@ public sealed class RankTrainer : IDisposable
             return "zero 3 with expert parallelism: not yet in the executor (use zero 0, 1 or 2)";
         if (plan.Ep > 1 && plan.Zero >= 1 && plan.ExpertDp > 1)
             return $"zero {plan.Zero} with expert parallelism over {plan.ExpertDp} expert-data-parallel ranks: the executor keeps the experts' optimizer state whole (ZeRO shards the dense parameters only); use zero 0, or ep = {plan.Ep * plan.ExpertDp} so that no two ranks of a stage hold the same experts";
-        if (model.IsMoe && plan.Etp != plan.Tp)
-            return $"expert tensor parallelism different from tp: not yet in the executor (it splits the experts over tp as the dense MLP; etp {plan.Etp}, tp {plan.Tp}: set etp to {plan.Tp})";
+        if (plan.Etp != 1 && plan.Etp != plan.Tp)
+            return $"expert tensor parallelism {plan.Etp}: the executor keeps the experts whole (etp 1) or splits them as the dense MLP (etp = tp = {plan.Tp})";
+        if (plan.Tp > 1 && !plan.SequenceParallel)
+            return "mixture-of-experts blocks with tp > 1 need sequence parallelism (as in Megatron-Core)";
         if (plan.Tuning.Adapters)
             return "lora on mixture-of-experts models: not yet in the executor";
         if (model.Mlp != MlpKind.SwiGlu || model.Biases)
             return "mixture-of-experts blocks: the executor builds gated (SwiGLU) experts without biases";
-        if (model.Moe!.ExpertFfn % plan.Tp != 0 || model.Moe.SharedFfn % plan.Tp != 0)
-            return $"the executor needs tp ({plan.Tp}) to divide the experts' ffn ({model.Moe.ExpertFfn}) and the shared expert's ({model.Moe.SharedFfn})";
+        if (model.Moe!.ExpertFfn % plan.Etp != 0 || model.Moe.SharedFfn % plan.Tp != 0)
+            return $"the executor needs etp ({plan.Etp}) to divide the experts' ffn ({model.Moe.ExpertFfn}) and tp ({plan.Tp}) the shared expert's ({model.Moe.SharedFfn})";
         return null;
     }
 
