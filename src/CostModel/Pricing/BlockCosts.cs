@@ -145,6 +145,8 @@ public sealed class BlockCosts
             forward += overhead;
             backward += overhead;
             var (epForward, epBackward) = ExposedExchange(gpu, options, forward, backward, ep);
+            if (kind.Moe)
+                epForward += RoutingCounts(model, plan, placement, cluster, options);
             if (plan.Recompute == Plans.Recompute.Full)
                 recompute = forward;
             kinds.Add(new KindCosts
@@ -184,6 +186,17 @@ public sealed class BlockCosts
     /// another micro-batch's compute (<see cref="PricingOptions.OverlapExpertComm"/>), only what the block's compute
     /// cannot hide (the other micro-batch's block costs as much).
     /// </summary>
+    /// <summary>
+    /// The all-to-all dispatcher's exchange of how many tokens each rank routes to each expert before the forward's
+    /// dispatch (the receivers size their buffers from it; Megatron-Core's all-to-all dispatcher gathers the counts in
+    /// its preprocessing, the executor exchanges them): one small collective over the EP group per forward, exposed
+    /// (the dispatch waits for it). None for a deduplicating (flex) dispatcher, whose layout is exchanged inside it.
+    /// </summary>
+    private static double RoutingCounts(ModelSpec model, ParallelPlan plan, Placement placement, ClusterSpec cluster, PricingOptions options) =>
+        plan.Ep > 1 && !plan.DeduplicatesDispatch(options.DeduplicatedDispatch)
+            ? CollectiveModel.Seconds(Collective.AllToAll, model.Experts * 8.0, placement, Axis.Ep, cluster, options.Algorithm)
+            : 0;
+
     private static (double Forward, double Backward) ExposedExchange(GpuSpec gpu, PricingOptions options, double forward, double backward, double ep) =>
         options.OverlapExpertComm && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
 

@@ -21,9 +21,9 @@ public sealed partial class GptModel
     public ExpertDispatch Dispatch { get; set; } = ExpertDispatch.Local;
 
     /// <summary>
-    /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]) and their
-    /// entry into the tensor-parallel region <paramref name="inside"/> ([batch, tokens, hidden]: every token of the
-    /// sequence), returning its output (out of the region) and the block's load-balancing loss. The router (replicated)
+    /// A MoE block's MLP on the normed activations <paramref name="outside"/> ([batch, tokens here, hidden]), returning
+    /// its output (out of the tensor-parallel region) and the block's load-balancing loss. What needs the activations
+    /// inside the region (every token of the sequence: experts split like the dense MLP, the shared expert) enters it. The router (replicated)
     /// scores the tokens outside the region, softmax in fp32. Each token goes to its top-k experts (ties to the lower
     /// index) with their probabilities renormalised to sum to 1 (Mixtral's routing; Qwen2-MoE's with norm_topk_prob);
     /// every routed token is computed (dropless), where <see cref="Dispatch"/> sends it. Experts split like the dense
@@ -32,12 +32,14 @@ public sealed partial class GptModel
     /// this process holds outside the region, whose outputs are complete. The shared expert's gated MLP is added
     /// unweighted (DeepSeek-MoE's; Qwen2-MoE's sigmoid gate of it is not built).
     /// </summary>
-    private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside, Tensor inside)
+    private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside)
     {
         var moe = _m.Moe!;
+        Tensor? entered = null;
+        Tensor Inside() => entered ??= Hooks.Enter(outside);
         var local = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Softmax(2);
         bool split = Hooks.SplitsExperts;
-        var x = split ? inside : outside;
+        var x = split ? Inside() : outside;
         long b = x.Shape[0], s = x.Shape[1], hidden = x.Shape[2], tokens = b * s;
         var probs = (split ? Hooks.Enter(local) : local).Reshape(tokens, moe.Experts);
         var host = HostValues(probs);
@@ -60,17 +62,22 @@ public sealed partial class GptModel
             output = Hooks.Leave(output);
         if (moe.SharedFfn > 0)
         {
-            var shared = Column(p + "mlp.shared_gate", outside, inside).Silu() * Column(p + "mlp.shared_up", outside, inside);
+            var shared = Column(p + "mlp.shared_gate", outside, Inside()).Silu() * Column(p + "mlp.shared_up", outside, Inside());
             output = output + Row(p + "mlp.shared_down", shared);
         }
         // The load-balancing loss counts every token of the micro-batch: where this process routed only its part of the
         // sequence, the others' probabilities are gathered (without a gradient) to count the experts' loads.
-        long all = inside.Shape[0] * inside.Shape[1];
-        if (all != tokens)
+        long all = tokens;
+        if (!split)
         {
             using var detached = local.Detach();
-            host = HostValues(Hooks.Enter(detached));
-            route = new MoeRouting(host, all, moe.Experts, moe.TopK);
+            var gathered = Hooks.Enter(detached); // the same tensor where this process routed every token
+            all = gathered.Shape[0] * gathered.Shape[1];
+            if (all != tokens)
+            {
+                host = HostValues(gathered);
+                route = new MoeRouting(host, all, moe.Experts, moe.TopK);
+            }
         }
         AuxLossTotal += AuxValue(host, route);
         return (output, LoadBalancingLoss(local, route, all));

@@ -274,12 +274,12 @@ public sealed partial class GptModel : IDisposable
             o = o + ob;
         x = x + o;
         var n2 = Norm(x, p + "ln2");
-        var h2 = Hooks.Enter(n2);
         if (_m.IsMoeLayer(layer))
         {
-            var (moe, aux) = MoeMlp(p, n2, h2);
+            var (moe, aux) = MoeMlp(p, n2);
             return F.AttachAuxLoss(x + moe, aux, AuxLossCoefficient * AuxLossScale);
         }
+        var h2 = Hooks.Enter(n2);
         Tensor inner = _m.Mlp == MlpKind.SwiGlu
             ? Column(p + "mlp.gate", n2, h2).Silu() * Column(p + "mlp.up", n2, h2)
             : Column(p + "mlp.fc1", n2, h2).Gelu(tanhApproximation: true);

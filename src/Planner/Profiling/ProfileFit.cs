@@ -343,10 +343,15 @@ public static class ProfileFit
         var o = new Table().Border(TableBorder.Rounded).Title($"more collectives, {n} ranks (S: the whole buffer; busbw = algbw x (n-1)/n; Gloo's reduce-scatter is an all-reduce and a slice)")
             .AddColumn("bytes S").AddColumn(new TableColumn("all-gather us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
             .AddColumn(new TableColumn("reduce-scatter us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
-            .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned());
+            .AddColumn(new TableColumn("all-to-all us").RightAligned()).AddColumn(new TableColumn("busbw GB/s").RightAligned())
+            .AddColumn(new TableColumn("priced us").RightAligned());
         string Bus((double Bytes, double Seconds) x) => $"{x.Bytes / x.Seconds / 1e9 * (n - 1) / n:F2}";
+        // The all-to-all (expert parallelism's dispatch, through the executor's op) as the fitted link prices it: one
+        // latency and arrival, (n-1)/n of each rank's S bytes through its link.
+        double Priced(double bytes) => intra.LatencySeconds + intra.ArrivalSeconds + bytes * (n - 1) / n / intra.BytesPerSecond;
         for (int i = 0; i < ag.Count; i++)
-            o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]));
+            o.AddRow($"{ag[i].Item1:N0}", $"{ag[i].Item2 * 1e6:F0}", Bus(ag[i]), $"{rs[i].Item2 * 1e6:F0}", Bus(rs[i]), $"{a2a[i].Item2 * 1e6:F0}", Bus(a2a[i]),
+                $"{Priced(a2a[i].Item1) * 1e6:F0}");
         console.Write(o);
         if (byGroup.Count > 0)
         {

@@ -137,7 +137,9 @@ public sealed partial class ProfileRank
             {
                 times.ReduceScatter.Add([per * _world * 4, MedianOf(() => pg.ReduceScatter(whole).Dispose(), runs)]);
                 pg.Barrier();
-                times.AllToAll.Add([per * _world * 4, MedianOf(() => pg.AllToAll(whole).Dispose(), runs)]);
+                // As expert parallelism dispatches routed rows: the executor's all-to-all with explicit splits.
+                var splits = Enumerable.Repeat(per, _world).ToArray();
+                times.AllToAll.Add([per * _world * 4, MedianOf(() => ExpertParallel.AllToAll(pg, whole, splits, splits).Dispose(), runs)]);
             }
             pg.Barrier();
             t.Dispose();
