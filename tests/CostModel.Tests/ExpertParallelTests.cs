@@ -169,13 +169,13 @@ public class ExpertParallelTests
     }
 
     [Fact]
-    public void Expert_flags_on_a_dense_model_and_moe_without_sequence_parallelism_are_refused()
+    public void Expert_flags_on_a_dense_model_and_split_experts_without_sequence_parallelism_are_refused()
     {
         var dense = ModelLoader.Load("llama3-8b");
         var onDense = PlanCheck.Problem(dense, Gb200(), Plan(ep: 2))!;
         Assert.Equal(("ep", "2"), (onDense.Field, onDense.Value));
         Assert.Contains("dense", onDense.Reason);
-        var noSp = Plan(tp: 2, dp: 4, ep: 2) with { SequenceParallel = false };
+        var noSp = Plan(tp: 2, dp: 4, ep: 2, etp: 2) with { SequenceParallel = false };
         var withoutSp = PlanCheck.Problem(Qwen, Gb200(), noSp)!;
         Assert.Equal(("sequence_parallel", "false"), (withoutSp.Field, withoutSp.Value));
     }
@@ -327,5 +327,52 @@ public class ExpertParallelTests
         var strided = new Placement(plan with { Tp = 2, Dp = 80, Ep = 16, Etp = 2, SequenceParallel = true }, 72, 4);
         Assert.Equal(2, strided.Stride(Axis.Ep));
         Assert.Equal(4, strided.MembersPerDomain(Axis.Ep));
+    }
+
+    [Fact]
+    public void The_all_to_all_dispatcher_exchanges_its_routing_counts_once_per_forward()
+    {
+        // The executor's stack dispatches one copy per routed expert and sends the counts per expert first; the flex
+        // dispatcher (megatron-core's) exchanges no counts.
+        var c = Gb200(2, 72);
+        var plan = Plan(ep: 8, dp: 8);
+        var executor = StackLoader.Options("planner");
+        var alltoall = Pricer.Price(Qwen, c, plan, executor with { DeduplicatedDispatch = false });
+        var ops = new TransformerOps(Qwen, plan, executor.FlashAttention);
+        var placement = Placement.For(plan, c);
+        double copies = BlockCosts.DispatchedCopies(Qwen.Experts, Qwen.ExpertsPerToken, 8, deduplicated: false);
+        double perA2a = CollectiveModel.Seconds(Collective.AllToAll, ops.RoutedTokens * copies * Qwen.Hidden * 2, placement, Axis.Ep, c);
+        double counts = CollectiveModel.Seconds(Collective.AllToAll, Qwen.Experts * 8.0, placement, Axis.Ep, c);
+        Assert.True(counts > 0);
+        Assert.Equal((4 * perA2a + counts) * Qwen.Moe!.MoeLayers * plan.MicroBatches, alltoall.Breakdown.EpComm, 9);
+    }
+
+    [Fact]
+    public void Experts_held_whole_take_each_tp_ranks_part_of_replicated_tokens_without_sequence_parallelism()
+    {
+        // Megatron-Core requires sequence parallelism for MoE at tp > 1; the executor also runs experts held whole (etp 1)
+        // without it: each TP rank routes its part of the tokens and the outputs are all-gathered. Experts split over
+        // etp > 1 still need it.
+        var c = Gb200(2, 72);
+        var sp = Plan(tp: 2, dp: 4);
+        var noSp = sp with { SequenceParallel = false };
+        Assert.Null(PlanCheck.Problem(Qwen, c, noSp));
+        Assert.Equal("sequence_parallel", PlanCheck.Problems(Qwen, c, noSp with { Etp = 2 }).Single().Field);
+        // The same routed tokens and expert GEMMs either way; the router scores every replicated token without SP.
+        var opsSp = new TransformerOps(Qwen, sp, true);
+        var opsNoSp = new TransformerOps(Qwen, noSp, true);
+        Assert.Equal(opsSp.RoutedTokens, opsNoSp.RoutedTokens);
+        Assert.Equal(opsSp.Tokens / 2, opsNoSp.RoutedTokens);
+        int moe = opsSp.KindIndex(new LayerKind(true, 0));
+        double Flops(TransformerOps o, string name) => o.Blocks[moe].Where(op => op.Name == name).Sum(op => op.Flops);
+        Assert.Equal(Flops(opsSp, "expert_fc1"), Flops(opsNoSp, "expert_fc1"));
+        Assert.Equal(2 * Flops(opsSp, "router"), Flops(opsNoSp, "router"));
+        // The MoE block's outputs and input gradients gathered over TP: one all-gather of the hidden states each pass.
+        var blocks = BlockCosts.Compute(Qwen, c, noSp, PricingOptions.Default);
+        double hidden = opsNoSp.Tokens * Qwen.Hidden * 2;
+        double gather = CollectiveModel.Seconds(Collective.AllGather, hidden, Placement.For(noSp, c), Axis.Tp, c);
+        double attention = CollectiveModel.Seconds(Collective.AllReduce, hidden, Placement.For(noSp, c), Axis.Tp, c);
+        Assert.Equal(attention + gather, blocks.Kinds[moe].TpForward, 12);
+        Assert.Equal(attention + gather, blocks.Kinds[moe].TpBackward, 12);
     }
 }

@@ -168,7 +168,7 @@ public sealed class BadInputTests
             case "etp-not-dividing-expert-ffn":
                 return (Predict("--model", "mixtral-8x7b", "--ep", "2", "--etp", "3", "--dp", "6", "--gbs", "12"), ["--etp", "3"]);
             case "moe-tp-without-sequence-parallel":
-                return (Predict("--model", "mixtral-8x7b", "--tp", "2", "--ep", "2"), ["--sequence-parallel"]);
+                return (Predict("--model", "mixtral-8x7b", "--tp", "2", "--ep", "2", "--etp", "2"), ["--sequence-parallel"]);
             case "moe-imbalance-below-one":
                 return (Predict("--model", "mixtral-8x7b", "--moe-imbalance", "0.5"), ["--moe-imbalance"]);
             case "mxfp8-on-h100":

@@ -9,7 +9,7 @@ public sealed partial class ExecutorParityTests
     public static TheoryData<string, int, int, int, int, string> MoeLayouts() => new()
     {
         // Each expert's gate and up split by rows, down by columns; the router whole on both ranks, scoring its half
-        // of the sequence (MoE blocks with tp > 1 need sequence parallelism, as in Megatron-Core).
+        // of the sequence (split experts need sequence parallelism, as in Megatron-Core).
         { "tp2-sp", 2, 1, 1, 0, "none" },
         // Blocks 0-1 (the dense one and a MoE one) on stage 0, the load-balancing loss's gradient from both stages.
         { "pp2", 1, 2, 1, 0, "none" },
@@ -53,19 +53,24 @@ public sealed partial class ExecutorParityTests
         { "tp2-sp-etp1", 1, 1, 2, 1, 1, 0 },
         { "ep2-tp2-sp-etp1", 2, 1, 2, 1, 1, 0 },
         { "ep2-tp2-sp-etp1-dp2", 2, 1, 2, 1, 2, 0 },
+        // Without sequence parallelism (which Megatron-Core and the plan check require for MoE at tp > 1) experts held
+        // whole still run: each TP rank routes its part of the sequence and the outputs are gathered.
+        { "tp2-etp1", 1, 1, 2, 1, 1, 0 },
+        { "ep2-tp2-etp1-dp2", 2, 1, 2, 1, 2, 0 },
     };
 
     [Theory]
     [MemberData(nameof(ExpertLayouts))]
     public void Expert_parallel_layout_reproduces_the_single_process_run(string name, int ep, int etp, int tp, int pp, int dp, int zero)
     {
+        bool sp = name.Contains("-sp", StringComparison.Ordinal);
         string keys = $", \"ep\": {ep}, \"etp\": {etp}";
         var single = _ref.Single("moe");
-        var (loss, _) = _ref.Run("moe", name, tp, pp, dp, zero, 1, "none", tp > 1, 3, keys: keys);
+        var (loss, _) = _ref.Run("moe", name, tp, pp, dp, zero, 1, "none", sp, 3, keys: keys);
         for (int s = 0; s < loss.Length; s++)
             Assert.True(Math.Abs(loss[s] - single.Loss[s]) <= LossTolerance, $"moe {name} step {s}: loss {loss[s]:R} against {single.Loss[s]:R}");
         var one = _ref.Single("moe", steps: 1);
-        var (_, afterOne) = _ref.Run("moe", name + "-1", tp, pp, dp, zero, 1, "none", tp > 1, 1, keys: keys);
+        var (_, afterOne) = _ref.Run("moe", name + "-1", tp, pp, dp, zero, 1, "none", sp, 1, keys: keys);
         // Every rank holds only its experts (1/ep of its stage's); together the ranks hold every one.
         static bool Routed(string k) => k.Contains(".mlp.experts.", StringComparison.Ordinal);
         var coordinates = _ref.Coordinates[name + "-1" + "moe" + 0.001];

@@ -64,9 +64,10 @@ public sealed class TransformerOps
     /// <summary>Key/value heads per TP rank (replicated when there are fewer KV heads than TP ranks).</summary>
     public double LocalKvHeads => Math.Max(1.0, (double)_m.KvHeads / _p.Tp);
 
-    /// <summary>Tokens a rank routes in a MoE block: its sequence-parallel shard (Megatron-Core requires sequence
-    /// parallelism for MoE with tp &gt; 1).</summary>
-    public double RoutedTokens => NormTokens;
+    /// <summary>Tokens a rank routes in a MoE block: its part of the sequence under tensor parallelism (its
+    /// sequence-parallel shard, or without sequence parallelism the part of the replicated tokens its experts, held
+    /// whole, take: the executor's way; Megatron-Core requires sequence parallelism for MoE with tp &gt; 1).</summary>
+    public double RoutedTokens => Tokens / _p.Tp;
 
     /// <summary>Token copies the busiest rank's experts process in a MoE block: every routed token top-k times, times the
     /// expert load (<see cref="ParallelPlan.ExpertLoad"/>), gathered over the expert-tensor-parallel group.</summary>
@@ -236,8 +237,9 @@ public sealed class TransformerOps
         var moe = _m.Moe!;
         double h = _m.Hidden, e = E, tr = RoutedTokens, k = _m.ExpertsPerToken;
         // The router scores every expert in bf16 (never quantized), then picks the top k.
-        ops.Add(Op.Matmul("router", tr, moe.Experts, h, frozen: Frozen));
-        ops.Add(Op.Memory("router_topk", 3 * tr * moe.Experts * 4, elements: tr * moe.Experts));
+        // Without sequence parallelism every TP rank scores all its (replicated) tokens.
+        ops.Add(Op.Matmul("router", NormTokens, moe.Experts, h, frozen: Frozen));
+        ops.Add(Op.Memory("router_topk", 3 * NormTokens * moe.Experts * 4, elements: NormTokens * moe.Experts));
         if (moe.SharedFfn > 0)
             AddMlp(ops, linear, "shared", Tokens, (double)moe.SharedFfn / _p.Tp);
         // Permute the routed copies into expert order before the dispatch, and back after the combine (read and write each).

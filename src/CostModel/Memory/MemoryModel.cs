@@ -207,7 +207,7 @@ public sealed class MemoryModel
     {
         var moe = _m.Moe!;
         double tokens = _ops.ExpertTokens;
-        double router = 2 * _ops.RoutedTokens * moe.Experts * 4;
+        double router = 2 * _ops.NormTokens * moe.Experts * 4;
         double routed = tokens * _m.Hidden * q + Mlp(tokens, (double)moe.ExpertFfn / _p.Etp, e, q);
         double shared = moe.SharedFfn > 0 ? Mlp(_ops.Tokens, (double)moe.SharedFfn / _p.Tp, e, q) : 0;
         return router + routed + shared;

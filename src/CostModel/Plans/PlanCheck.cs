@@ -201,8 +201,10 @@ public static class PlanCheck
         if (degrees && countsValid && stage % group != 0
             && f.Stop("ep·etp", Text(group), $"{group} does not divide the tp·cp·dp = {stage} ranks of a pipeline stage (expert groups are carved from them)"))
             return true;
-        if (p.Tp > 1 && !p.SequenceParallel
-            && f.Stop("sequence_parallel", "false", $"mixture-of-experts blocks with tp = {p.Tp} need sequence parallelism (Megatron-Core requires it)"))
+        // Experts held whole (etp 1) can take each TP rank's part of replicated tokens (the executor does); Megatron-Core
+        // requires sequence parallelism for any MoE with tp > 1 (its export says so).
+        if (p.Tp > 1 && p.Etp > 1 && !p.SequenceParallel
+            && f.Stop("sequence_parallel", "false", $"mixture-of-experts blocks with experts split over etp = {p.Etp} need sequence parallelism (Megatron-Core requires it)"))
             return true;
         if ((double.IsNaN(p.MoeImbalance) || p.MoeImbalance < 1 || p.MoeImbalance > moe.Experts)
             && f.Stop("moe_imbalance", p.MoeImbalance, $"{p.MoeImbalance} is not a load factor from 1 (balanced) to the {moe.Experts} experts"))

@@ -133,6 +133,10 @@ public sealed class BlockCosts
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
             int sublayers = 1 + (!kind.Moe || model.Moe!.SharedFfn > 0 ? 1 : 0);
             double tpPass = sublayers * tpOne;
+            // Experts held whole without sequence parallelism take each TP rank's part of the replicated tokens: their
+            // outputs are all-gathered in the forward, the inputs' gradients in the backward.
+            if (kind.Moe && plan.Tp > 1 && !plan.SequenceParallel)
+                tpPass += tpComm * CollectiveModel.Seconds(Collective.AllGather, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
             var (adapterFwd, adapterBwd) = AdapterExchange(model, kind, plan, ops.Tokens * e, placement, cluster, options, tpComm);
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;

@@ -26,6 +26,10 @@ public static class TensorParallel
     /// <summary>Keep this rank's chunk along <paramref name="dim"/> forward, all-gather backward.</summary>
     public static Tensor Scatter(ProcessGroup? g, Tensor x, long dim) => Op(g, x, 3, dim);
 
+    /// <summary>All-gather along <paramref name="dim"/> forward, keep this rank's chunk of the gradient backward: the
+    /// parts of a replicated tensor that each rank computed put together (every rank's gradient of it is the same).</summary>
+    public static Tensor GatherParts(ProcessGroup? g, Tensor x, long dim) => Op(g, x, 5, dim);
+
     /// <summary>Reduce-scatter along <paramref name="dim"/> forward, all-gather backward: out of a row-parallel layer under sequence parallelism.</summary>
     public static Tensor ReduceScatter(ProcessGroup? g, Tensor x, long dim) => Op(g, x, 4, dim);
 }

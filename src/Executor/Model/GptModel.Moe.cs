@@ -29,7 +29,8 @@ public sealed partial class GptModel
     /// every routed token is computed (dropless), where <see cref="Dispatch"/> sends it. Experts split like the dense
     /// MLP (<see cref="ModelHooks.SplitsExperts"/>) compute the region's rows: the probabilities enter the region as
     /// activations do and the weighted outputs, partial sums, leave it together. Experts held whole compute the rows
-    /// this process holds outside the region, whose outputs are complete. The shared expert's gated MLP is added
+    /// this process holds outside the region (its part of the sequence, <see cref="ModelHooks.OwnTokens"/>), whose
+    /// outputs are complete. The shared expert's gated MLP is added
     /// unweighted (DeepSeek-MoE's; Qwen2-MoE's sigmoid gate of it is not built).
     /// </summary>
     private (Tensor Output, Tensor Aux) MoeMlp(string p, Tensor outside)
@@ -39,9 +40,9 @@ public sealed partial class GptModel
         Tensor Inside() => entered ??= Hooks.Enter(outside);
         var local = F.Linear(outside, W(p + "mlp.router.w")).To(DType.Float32).Softmax(2);
         bool split = Hooks.SplitsExperts;
-        var x = split ? Inside() : outside;
+        var x = split ? Inside() : Hooks.OwnTokens(outside);
         long b = x.Shape[0], s = x.Shape[1], hidden = x.Shape[2], tokens = b * s;
-        var probs = (split ? Hooks.Enter(local) : local).Reshape(tokens, moe.Experts);
+        var probs = (split ? Hooks.Enter(local) : Hooks.OwnTokens(local)).Reshape(tokens, moe.Experts);
         var host = HostValues(probs);
         var route = new MoeRouting(host, tokens, moe.Experts, moe.TopK);
         var device = x.Device;
@@ -57,9 +58,7 @@ public sealed partial class GptModel
             var term = F.Embedding(joined, Tensor.From(route.Position[j], tokens).On(device)) * weights.Narrow(1, j, 1);
             y = y is null ? term : y + term;
         }
-        var output = y!.View(b, s, hidden);
-        if (split)
-            output = Hooks.Leave(output);
+        var output = split ? Hooks.Leave(y!.View(b, s, hidden)) : Hooks.AllTokens(y!.View(b, s, hidden));
         if (moe.SharedFfn > 0)
         {
             var shared = Column(p + "mlp.shared_gate", outside, Inside()).Silu() * Column(p + "mlp.shared_up", outside, Inside());

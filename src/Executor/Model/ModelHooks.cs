@@ -20,6 +20,15 @@ public class ModelHooks
     /// holds outside the region (its part of the sequence under sequence parallelism).</summary>
     public virtual bool SplitsExperts => false;
 
+    /// <summary>The part of <paramref name="x"/> ([batch, tokens here, …], outside the region) whose tokens this process
+    /// routes to experts held whole: all of them here and under sequence parallelism (each rank's tokens are its own
+    /// already); without it, this rank's part of the sequence.</summary>
+    public virtual Tensor OwnTokens(Tensor x) => x;
+
+    /// <summary>The routed experts' outputs of <see cref="OwnTokens"/> put back together as the activations outside the
+    /// region are laid out.</summary>
+    public virtual Tensor AllTokens(Tensor x) => x;
+
     /// <summary>Out of a block's attention or MLP (its output projection's result, before the bias).</summary>
     public virtual Tensor Leave(Tensor x) => x;
 

@@ -69,6 +69,12 @@ public sealed class TensorParallelism : ModelHooks
     public override bool SplitsExperts => _splitsExperts;
 
     /// <inheritdoc />
+    public override Tensor OwnTokens(Tensor x) => _sequenceParallel ? x : TensorParallel.Scatter(_group, x, 1);
+
+    /// <inheritdoc />
+    public override Tensor AllTokens(Tensor x) => _sequenceParallel ? x : TensorParallel.GatherParts(_group, x, 1);
+
+    /// <inheritdoc />
     public override Tensor Leave(Tensor x) =>
         _sequenceParallel ? TensorParallel.ReduceScatter(_group, x, 1) : TensorParallel.Reduce(_group, x);
 
@@ -114,17 +120,19 @@ public sealed class TensorParallelism : ModelHooks
         VocabParallelCrossEntropy(_group, logits, targets, _rank * _vocabShard);
 
     /// <summary>
-    /// Under sequence parallelism the norms and the row-parallel biases see only this rank's part of the sequence:
-    /// their gradients (those of <paramref name="parameters"/> that are replicated; the position embedding is added
-    /// before the split) are summed over the TP group.
+    /// Replicated parameters that see only this rank's part of the sequence have partial gradients, summed over the TP
+    /// group (those of <paramref name="parameters"/>): under sequence parallelism the norms and the row-parallel biases
+    /// (the position embedding is added before the split), and routed experts held whole, which compute only this
+    /// rank's tokens with or without it.
     /// </summary>
     public void SumSequenceParallelGradients(GptModel model, IReadOnlyList<Tensor> parameters)
     {
-        if (!_sequenceParallel)
-            return;
         foreach (var spec in model.Specs)
-            if (spec.Shard == Shard.Replicated && spec.Name != "wpe" && parameters.Contains(model[spec.Name]) && model[spec.Name].Grad is { } g)
+        {
+            bool partial = _sequenceParallel ? spec.Name != "wpe" : !_splitsExperts && ExpertParallelism.IsExpert(spec.Name);
+            if (partial && spec.Shard == Shard.Replicated && parameters.Contains(model[spec.Name]) && model[spec.Name].Grad is { } g)
                 _group.AllReduce(g);
+        }
     }
 
     /// <summary>

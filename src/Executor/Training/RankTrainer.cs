@@ -98,8 +98,8 @@ public sealed class RankTrainer : IDisposable
             return $"zero {plan.Zero} with expert parallelism over {plan.ExpertDp} expert-data-parallel ranks: the executor keeps the experts' optimizer state whole (ZeRO shards the dense parameters only); use zero 0, or ep = {plan.Ep * plan.ExpertDp} so that no two ranks of a stage hold the same experts";
         if (plan.Etp != 1 && plan.Etp != plan.Tp)
             return $"expert tensor parallelism {plan.Etp}: the executor keeps the experts whole (etp 1) or splits them as the dense MLP (etp = tp = {plan.Tp})";
-        if (plan.Tp > 1 && !plan.SequenceParallel)
-            return "mixture-of-experts blocks with tp > 1 need sequence parallelism (as in Megatron-Core)";
+        if (plan.Tp > 1 && plan.Etp > 1 && !plan.SequenceParallel)
+            return "experts split over tp need sequence parallelism in the executor (as in Megatron-Core); or keep them whole (etp 1)";
         if (plan.Tuning.Adapters)
             return "lora on mixture-of-experts models: not yet in the executor";
         if (model.Mlp != MlpKind.SwiGlu || model.Biases)

@@ -4,6 +4,8 @@
 //   gather   all-gather on dim | reduce-scatter on dim (sequence parallelism: into a TP region)
 //   scatter  keep own chunk    | all-gather on dim   (split a replicated tensor along the sequence)
 //   reduce_scatter on dim      | all-gather on dim   (sequence parallelism: out of a row-parallel layer)
+//   gather_own all-gather on dim | keep own chunk    (a replicated tensor's parts put together: each rank's gradient
+//                                                     of the whole is the same, so each keeps its part of it)
 // and causal attention whose backward recomputes the scores (selective recompute: only q, k, v are kept).
 #include "common.h"
 
@@ -112,6 +114,7 @@ struct TpOp : public torch::autograd::Function<TpOp> {
       case 2: return all_gather(g, x, dim);
       case 3: return own_chunk(g, x, dim);
       case 4: return reduce_scatter(g, x, dim);
+      case 5: return all_gather(g, x, dim);
       default: throw std::invalid_argument("unknown tensor-parallel op " + std::to_string(kind));
     }
   }
@@ -127,6 +130,7 @@ struct TpOp : public torch::autograd::Function<TpOp> {
       case 2: out = reduce_scatter(g, grad, dim); break;
       case 3: out = all_gather(g, grad, dim); break;
       case 4: out = all_gather(g, grad, dim); break;
+      case 5: out = own_chunk(g, grad, dim); break;
     }
     return {out, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -173,7 +177,7 @@ PT_EXPORT int64_t pt_tp_comm_ns_take() {
   return ns;
 }
 
-// kind: 0 copy, 1 reduce, 2 gather, 3 scatter, 4 reduce_scatter (see the table above); dim for 2–4.
+// kind: 0 copy, 1 reduce, 2 gather, 3 scatter, 4 reduce_scatter, 5 gather_own (see the table above); dim for 2–5.
 PT_EXPORT int32_t pt_tp_op(pt_pg* g, pt_tensor* x, int32_t kind, int64_t dim, pt_tensor** out) {
   PT_TRY
   PT_CHECK_ARG(g != nullptr, "process group is null");

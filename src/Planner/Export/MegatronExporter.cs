@@ -146,6 +146,8 @@ public static class MegatronExporter
             if (p.Tp == 1)
                 a.Note("--sequence-parallel has no effect with tp 1 (Megatron turns it off)");
         }
+        else if (p.Tp > 1 && m?.IsMoe == true)
+            throw new InputException($"{x.Source}: key 'sequence_parallel' is false with tp {p.Tp}: Megatron-Core refuses mixture-of-experts with tp > 1 without --sequence-parallel (planner run trains it, experts whole); set it true and price that plan");
 
         // Activation recomputation.
         if (x.PerStageRecomputeNote() is { } perStage)
