@@ -41,18 +41,23 @@ planner_need_apt() {
 }
 
 # Builds src/Executor/native (CMake) when the library is missing or older than a source file.
+# The shim is taken as built only with its stamp, removed before a build and written after a complete one: a build
+# killed while linking leaves a library but no stamp, and is built again.
 planner_build_shim() {
   local root="$1" dir="$1/src/Executor/native" lib="$1/src/Executor/native/build/libplanner_torch.so"
-  if [ -f "$lib" ] && [ -z "$(find "$dir" -maxdepth 1 \( -name '*.cpp' -o -name '*.h' -o -name CMakeLists.txt \) -newer "$lib" -print -quit)" ]; then
+  local stamp="$dir/build/.stamp"
+  if [ -f "$lib" ] && [ -f "$stamp" ] && [ -z "$(find "$dir" -maxdepth 1 \( -name '*.cpp' -o -name '*.h' -o -name CMakeLists.txt \) -newer "$stamp" -print -quit)" ]; then
     return 0
   fi
   echo "planner: building the libtorch shim (CMake)..." >&2
+  rm -f "$stamp"
   if ! { cmake -S "$dir" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release >"$dir/build.log" 2>&1 &&
          cmake --build "$dir/build" -j "$(nproc)" >>"$dir/build.log" 2>&1; }; then
     cat "$dir/build.log" >&2
     echo "planner: the libtorch shim failed to build (log above, also in src/Executor/native/build.log)" >&2
     return 1
   fi
+  touch "$stamp"
 }
 
 # What the planning verbs need: .NET and the solver's and plots' packages.

@@ -220,7 +220,7 @@ public static class PlanCheck
             return false;
         if (p.Recompute != Recompute.Full && f.Stop("recompute_layers", k, "applies to full recompute only (recompute full)"))
             return true;
-        int perChunk = counts ? (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp) : 0;
+        int perChunk = counts ? Pricing.StageLayout.MostBlocksPerChunk(m.Layers, p.Pp, p.Vpp) : 0;
         if (counts && (k < 1 || k >= perChunk)
             && f.Stop("recompute_layers", k, $"{k} must be between 1 and {perChunk - 1}, below the {perChunk} blocks of a model chunk (omit it to recompute every block)"))
             return true;

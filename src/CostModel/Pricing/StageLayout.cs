@@ -67,6 +67,10 @@ public sealed class StageLayout
             key => new StageLayout(EvenSplit(model.Layers, key.Item1 * key.Item2), key.Item1, key.Item2, kinds.IndexOfLayer, kinds.Kinds.Count));
     }
 
+    /// <summary>The most blocks a model chunk holds when <paramref name="layers"/> blocks are split evenly over
+    /// pp · vpp virtual stages (the first ones take the remainder).</summary>
+    public static int MostBlocksPerChunk(int layers, int pp, int vpp) => (layers + pp * vpp - 1) / (pp * vpp);
+
     private static int[] EvenSplit(int layers, int n)
     {
         var split = new int[n];

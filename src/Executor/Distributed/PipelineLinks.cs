@@ -1,4 +1,5 @@
 using Planner.CostModel.Pipeline;
+using Planner.CostModel.Pricing;
 
 namespace Planner.Executor.Distributed;
 
@@ -29,23 +30,25 @@ public static class PipelineLinks
     /// </summary>
     public static IEnumerable<(bool Send, Transfer Transfer)> Transfers(PipelineSchedule schedule, int pp, int vpp, int stage)
     {
-        int last = pp * vpp - 1;
+        // Which chunk is the pipeline's first (the embedding's) and last (the head's): the layout's rule, as the runner asks it.
+        var layout = new StageLayout(pp * vpp, pp, vpp);
         foreach (var a in schedule.Stages[stage])
         {
             int v = a.Chunk * pp + stage;
             int prev = (stage - 1 + pp) % pp, next = (stage + 1) % pp;
+            bool first = layout.HasEmbedding(stage, a.Chunk), last = layout.HasHead(stage, a.Chunk);
             if (a.Kind == PassKind.Forward)
             {
-                if (v > 0)
+                if (!first)
                     yield return (false, new Transfer(Of(true, prev), prev, stage, a.MicroBatch, v, true));
-                if (v < last)
+                if (!last)
                     yield return (true, new Transfer(Of(true, stage), stage, next, a.MicroBatch, v + 1, true));
             }
             else
             {
-                if (v < last)
+                if (!last)
                     yield return (false, new Transfer(Of(false, next), next, stage, a.MicroBatch, v, false));
-                if (v > 0)
+                if (!first)
                     yield return (true, new Transfer(Of(false, stage), stage, prev, a.MicroBatch, v - 1, false));
             }
         }

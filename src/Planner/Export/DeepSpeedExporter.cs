@@ -143,7 +143,7 @@ public static class DeepSpeedExporter
                 else if (x.StageLayers() is { } stageLayers)
                     ckpt["number_checkpoints"] = stageLayers.Max();
                 else if (m is not null)
-                    ckpt["number_checkpoints"] = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+                    ckpt["number_checkpoints"] = CostModel.Pricing.StageLayout.MostBlocksPerChunk(m.Layers, p.Pp, p.Vpp);
                 ckpt["synchronize_checkpoint_boundary"] = false;
                 ckpt["profile"] = false;
                 config["activation_checkpointing"] = ckpt;

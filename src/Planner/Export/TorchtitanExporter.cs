@@ -131,7 +131,7 @@ public static class TorchtitanExporter
         {
             // torchtitan's layer-wise selective checkpointing takes every N-th block: N = blocks per chunk / k when
             // that divides, else the largest N that still recomputes at least k blocks (more memory headroom, more time).
-            int perChunk = (m.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+            int perChunk = CostModel.Pricing.StageLayout.MostBlocksPerChunk(m.Layers, p.Pp, p.Vpp);
             int every = Math.Max(1, perChunk / kept);
             checkpoint.Add(("mode", Str(every == 1 ? "full" : "selective")));
             if (every > 1)

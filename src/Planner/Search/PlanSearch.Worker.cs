@@ -364,7 +364,7 @@ public static partial class PlanSearch
         }
 
         /// <summary>The largest number of blocks in a model chunk of the even split.</summary>
-        private int ChunkBlocks(ParallelPlan p) => (req.Model.Layers + p.Pp * p.Vpp - 1) / (p.Pp * p.Vpp);
+        private int ChunkBlocks(ParallelPlan p) => StageLayout.MostBlocksPerChunk(req.Model.Layers, p.Pp, p.Vpp);
 
         /// <summary>The largest offload fraction searched whose host memory fits (host memory grows in proportion to
         /// the fraction and does not depend on recompute).</summary>
