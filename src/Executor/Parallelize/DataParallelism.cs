@@ -52,7 +52,7 @@ public sealed partial class DataParallelism : IDisposable
         _overlapEveryBackward = plan.Zero == 2 && dp is not null;
         var buckets = new Buckets(model, layout, stage, plan.Vpp);
         BucketParameters = buckets;
-        if (plan.Zero == 0 || plan.Dp == 1)
+        if (plan.Zero == 0 || dp is null) // one rank holds the weights: nothing to shard
         {
             _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp));
             return;

@@ -43,6 +43,7 @@ public static class RankMain
                 loss = double.IsNaN(metrics.Loss) ? (double?)null : metrics.Loss,
                 compute_s = metrics.Compute,
                 tp_comm_s = metrics.TpComm,
+                cp_comm_s = metrics.CpComm,
                 pp_wait_s = metrics.PpWait,
                 dp_comm_s = metrics.DpComm,
                 optimizer_s = metrics.Optimizer,
