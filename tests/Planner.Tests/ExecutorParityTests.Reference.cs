@@ -49,13 +49,13 @@ public sealed partial class ExecutorParityTests
         }
 
         public (double[] Loss, Dictionary<string, float[]>[] Params) Run(string model, string name, int tp, int pp, int dp, int zero,
-            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "")
+            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "", int cp = 1)
         {
             string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
             // "full:k" is full recompute of the first k blocks of each chunk.
             string layers = recompute.Contains(':') ? $", \"recompute_layers\": {recompute.Split(':')[1]}" : "";
             File.WriteAllText(plan, $$"""
-                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
+                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": {{cp}},
                  "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute.Split(':')[0]}}",
                  "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}{{keys}}}
                 """);
