@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Planner.Executor.Distributed;
 using Planner.Executor.Model;
 using Planner.Executor.Torch;
@@ -15,15 +13,6 @@ namespace Planner.Executor.Tests;
 public class RingAttentionTests
 {
     private const int Batch = 2, Heads = 4, Seq = 24, HeadDim = 8;
-
-    private static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
 
     /// <summary>Chunks rank and 2·cp-1-rank of dim 2 (the sequence) of t: what CP rank <paramref name="rank"/> holds.</summary>
     private static Tensor Local(Tensor t, int cp, int rank)
@@ -71,7 +60,7 @@ public class RingAttentionTests
         (reference * upstream).Sum().Backward();
         double tolerance = dtype == DType.Float32 ? 1e-5 : 2e-2;
 
-        int port = FreePort();
+        int port = ProcessGroupTests.FreePort();
         using var server = Store.Tcp("127.0.0.1", port, cp, true, TimeSpan.FromSeconds(60));
         var failures = new Exception?[cp];
         var threads = Enumerable.Range(0, cp).Select(rank => new Thread(() =>
