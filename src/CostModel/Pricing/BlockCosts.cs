@@ -156,7 +156,7 @@ public sealed class BlockCosts
                 TpBackward = tpPass + adapterBwd,
                 TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass + adapterFwd : 0,
                 CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
-                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
+                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + (options.CpGradHomeHop ? cpStep : 0) : 0,
                 EpForward = epForward,
                 EpBackward = epBackward,
                 EpRecompute = plan.Recompute == Plans.Recompute.Full ? epForward : 0,

@@ -4,8 +4,9 @@
 // each step's partial attention merged by an online softmax (running max and sum), the causal mask taken on the tokens'
 // global positions. The forward keeps q, k, v, the output and the log-sum-exp; the backward is a second ring: K and V
 // travel again, and the gradients of each rank's K and V travel with them, each rank adding its part, until they are
-// back home (cp hops). Gradient accumulators travel in fp32; K and V in the training precision (send/recv moves bytes,
-// so bf16 needs no fp32 wire as Gloo's reductions do).
+// back home (cp hops: the last one, after the last block, has no compute to hide behind). Each rank computes in fp32;
+// K, V and the gradient accumulators travel in the training precision (send/recv moves bytes, so bf16 needs no fp32
+// wire as Gloo's reductions do).
 #include "common.h"
 
 #include "group.h"
@@ -141,8 +142,8 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
       dq.add_(torch::matmul(ds, b.k), scale);
       auto dk = fold(torch::matmul(ds.transpose(-2, -1), qf), rep).mul_(scale);
       auto block = torch::cat({dk, dv}, -1);
-      dkv = grad_hop ? grad_hop->wait() + block : block;
-      if (g->size > 1) grad_hop = std::make_unique<Hop>(g, dkv, kBackwardGrad);
+      dkv = grad_hop ? grad_hop->wait().to(torch::kFloat32) + block : block;
+      if (g->size > 1) grad_hop = std::make_unique<Hop>(g, dkv.to(k.scalar_type()), kBackwardGrad);
       if (hop) kv = hop->wait();
     }
     // The last hop brought this rank's own K and V gradients home, complete.
