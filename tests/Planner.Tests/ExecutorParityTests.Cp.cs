@@ -35,9 +35,28 @@ public sealed partial class ExecutorParityTests
         Assert.Equal(single.Loss.Length, loss.Length);
         for (int s = 0; s < loss.Length; s++)
             Assert.True(Math.Abs(loss[s] - single.Loss[s]) <= LossTolerance, $"{model} {name} step {s}: loss {loss[s]:R} against {single.Loss[s]:R}");
+        // The ring's transfers are timed, and priced where the local cluster holds the layout (two ranks); none in one process.
+        var (measured, predicted) = _ref.CpComm[name + model + 0.001];
+        Assert.True(measured > 0, $"{name}: measured cp_comm {measured}");
+        Assert.True(tp * pp * dp > 1 || predicted > 0, $"{name}: predicted cp_comm {predicted}");
+        Assert.Equal(0, _ref.CpComm["single" + model + 0.001].Measured);
         var one = _ref.Single(model, steps: 1);
         var (_, afterOne) = _ref.Run(model, name + "-1", tp, pp, dp, zero, 1, recompute, sp, 1, cp: 2);
         Assert.Equal(tp * pp * dp * 2, afterOne.Length);
         CheckSlices(model, name, tp, one.Params, afterOne, _ref.Coordinates[name + "-1" + model + 0.001], ParamTolerance);
+    }
+
+    /// <summary>Sophia's curvature pass under CP: each token's sampled label is keyed by its place in the run (its
+    /// sample and global position), so the CP ranks draw what one process draws; LoRA's adapters train over the ring.</summary>
+    [Theory]
+    [InlineData("sophia", "gpt")]
+    [InlineData("lora", "llama")]
+    public void Cp_fine_tuning_reproduces_the_single_process_losses(string tuning, string model)
+    {
+        string keys = Tunings[tuning];
+        var (singleLoss, _) = _ref.SingleWithKeys(model, tuning, keys);
+        var (loss, _) = _ref.Run(model, $"cp2-{tuning}", 1, 1, 1, 0, 1, "none", false, 3, keys: keys, cp: 2);
+        for (int s = 0; s < loss.Length; s++)
+            Assert.True(Math.Abs(loss[s] - singleLoss[s]) <= LossTolerance, $"{model} cp2 {tuning} step {s}: loss {loss[s]:R} against {singleLoss[s]:R}");
     }
 }

@@ -81,8 +81,13 @@ public sealed partial class ExecutorParityTests
                 report["predicted"] is { } q ? (double)q["memory_gib"]!["optimizer"]! * (1 << 30) : double.NaN);
             ParameterBytes[name + model + lr] = (report["measured"]!["parameter_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
                 report["predicted"] is { } w ? (double)w["memory_gib"]!["weights"]! * (1 << 30) : double.NaN);
+            CpComm[name + model + lr] = ((double)report["measured"]!["breakdown"]!["cp_comm"]!,
+                report["predicted"] is { } c ? (double)c["breakdown"]!["cp_comm"]! : double.NaN);
             return (loss, parameters);
         }
+
+        /// <summary>Each run's seconds per step in context parallelism's ring: measured (the ranks' timers) and predicted.</summary>
+        public Dictionary<string, (double Measured, double Predicted)> CpComm { get; } = [];
 
         public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
 
