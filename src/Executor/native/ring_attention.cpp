@@ -34,13 +34,16 @@ struct CpTimer {
 enum Tag : int { kForwardKv = 0, kBackwardKv = 1, kBackwardGrad = 2 };
 
 // One hop of the ring: this rank sends `out` to the next rank and receives the previous rank's into a new buffer.
+// Even ranks post the send first, odd ones the receive (Gloo's are independent; NCCL runs a pair's operations in
+// order on one stream, where two sends first would wait for each other).
 struct Hop {
   Hop(pt_pg* g, torch::Tensor out, int tag) : g(g), sent(out.contiguous()), received(torch::empty_like(sent)) {
     CpTimer timer;
     int next = (g->rank + 1) % g->size, prev = (g->rank - 1 + g->size) % g->size;
     std::vector<torch::Tensor> s{sent}, r{received};
-    send = g->pg->send(s, next, tag);
+    if (g->rank % 2 == 0) send = g->pg->send(s, next, tag);
     recv = g->pg->recv(r, prev, tag);
+    if (g->rank % 2 == 1) send = g->pg->send(s, next, tag);
   }
   torch::Tensor wait() {
     CpTimer timer;
