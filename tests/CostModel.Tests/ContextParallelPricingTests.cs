@@ -31,4 +31,22 @@ public class ContextParallelPricingTests
         Assert.True(StackLoader.Options("planner").CpGradHomeHop);
         Assert.False(PricingOptions.Default.CpGradHomeHop);
     }
+
+    [Fact]
+    public void Each_pass_of_the_ring_waits_once_for_its_peers_arrival_where_a_profile_measured_one()
+    {
+        var llama = ModelLoader.Load("llama3-8b");
+        var cluster = ClusterLoader.Load("dgx-h100");
+        var plan = new ParallelPlan(2, 1, 1, 2, 1, 1, 8, 16384, 1, Recompute.None, true, Precision.Bf16);
+        // A specified cluster's links have no arrival time: the price is the transfers' alone.
+        Assert.Equal(0, CollectiveModel.Arrival(Placement.For(plan, cluster), Axis.Cp, cluster));
+        var shared = cluster with { IntraNode = cluster.IntraNode with { ArrivalUs = 700 }, InterNode = cluster.InterNode with { ArrivalUs = 700 } };
+        var idle = BlockCosts.Compute(llama, cluster, plan, PricingOptions.Default).Kinds[0];
+        var waiting = BlockCosts.Compute(llama, shared, plan, PricingOptions.Default).Kinds[0];
+        Assert.Equal(idle.CpForward + 700e-6, waiting.CpForward, 12);
+        Assert.Equal(idle.CpBackward + 700e-6, waiting.CpBackward, 12);
+        // Without context parallelism nothing is added.
+        var one = plan with { Cp = 1 };
+        Assert.Equal(0, BlockCosts.Compute(llama, shared, one, PricingOptions.Default).Kinds[0].CpForward);
+    }
 }

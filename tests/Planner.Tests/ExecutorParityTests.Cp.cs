@@ -24,6 +24,10 @@ public sealed partial class ExecutorParityTests
         // ZeRO shards over the dp·cp ranks that hold the same weights (here the two CP ranks).
         { "gpt", "zero1-cp2", 1, 1, 1, 1, "none", false },
         { "llama", "zero2-cp2", 1, 1, 1, 2, "none", false },
+        { "gpt", "zero3-cp2", 1, 1, 1, 3, "none", false },
+        // Four ranks: gradients averaged over the dp·cp group (the DP ranks read different samples), ZeRO-1 sharded over it.
+        { "gpt", "zero1-dp2-cp2", 1, 1, 2, 1, "none", false },
+        { "llama", "dp2-cp2", 1, 1, 2, 0, "none", false },
     };
 
     [Theory]

@@ -6,7 +6,8 @@ namespace Planner.Executor.Distributed;
 
 /// <summary>
 /// One rank's process groups for a plan: its tensor-, context-, pipeline- and data-parallel groups (null where the
-/// axis has one rank; with context parallelism the data-parallel group is the dp·cp ranks that hold the same weights), the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
+/// axis has one rank; with context parallelism the data-parallel group is the dp·cp ranks that hold the same weights),
+/// the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
 /// ranks that sum a tied embedding's gradients. Every rank creates every group of an axis in the same order (c10d).
 /// </summary>
 public sealed class RankGroups : IDisposable
