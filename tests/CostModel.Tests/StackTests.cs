@@ -46,11 +46,12 @@ public sealed class StackTests : IDisposable
     {
         // What run priced before the stacks (RunCommand's options): materialised attention, autograd accumulation, per-block
         // fp32 all-reduces of copies (Gloo has no bf16 reduction and no reduce-scatter), ZeRO-2 every micro-batch,
-        // fp32 parameters, gathers after the step, ZeRO-3 in line, the loss unfused.
+        // fp32 parameters, gathers after the step, ZeRO-3 in line, the loss unfused; the ring attention's gradients one
+        // hop home after its last block.
         var executor = new PricingOptions(OverlapGradReduce: true, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
             OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true,
             PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true, CollectivePerBucket: true, FusedCrossEntropy: false, DeduplicatedDispatch: false,
-            Stack: "planner");
+            CpGradHomeHop: true, Stack: "planner");
         Assert.Equal(executor, StackLoader.Options("planner"));
     }
 

@@ -11,7 +11,7 @@ namespace Planner.Executor.Tests;
 /// </summary>
 public class ProcessGroupTests
 {
-    private static int FreePort()
+    internal static int FreePort()
     {
         var l = new TcpListener(IPAddress.Loopback, 0);
         l.Start();

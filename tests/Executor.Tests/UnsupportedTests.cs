@@ -51,6 +51,20 @@ public class UnsupportedTests
     }
 
     [Fact]
+    public void Context_parallelism_runs_dense_models_and_refuses_moe_and_uneven_chunks_by_name()
+    {
+        var gpt = ModelLoader.Load("gpt2");
+        Assert.Null(RankTrainer.Unsupported(gpt, Plan() with { Cp = 2 }));
+        Assert.Null(RankTrainer.Unsupported(ModelLoader.Load("llama3-8b"), Plan() with { Cp = 4, Tp = 2, SequenceParallel = true, Pp = 2, Zero = 2 }));
+        Assert.Equal("context parallelism with mixture-of-experts blocks: not yet in the executor (cp must be 1)",
+            RankTrainer.Unsupported(ModelLoader.Load("mixtral-8x7b"), Plan() with { Cp = 2 }));
+        // Each sequence is cut in 2·cp chunks; under sequence parallelism each CP rank's tokens split over TP.
+        Assert.StartsWith("context parallelism needs seq (66) divisible by 2·cp = 4", RankTrainer.Unsupported(gpt, Plan() with { Cp = 2, Seq = 66 }));
+        Assert.StartsWith("sequence parallelism needs the 16 tokens per CP rank divisible by tp (3)",
+            RankTrainer.Unsupported(gpt with { Vocab = 50259 }, Plan() with { Cp = 4, Tp = 3, SequenceParallel = true }));
+    }
+
+    [Fact]
     public void Dense_models_with_mla_mtp_or_windows_are_refused_by_name()
     {
         var llama = ModelLoader.Load("llama3-8b");

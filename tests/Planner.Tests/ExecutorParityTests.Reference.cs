@@ -49,13 +49,13 @@ public sealed partial class ExecutorParityTests
         }
 
         public (double[] Loss, Dictionary<string, float[]>[] Params) Run(string model, string name, int tp, int pp, int dp, int zero,
-            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "")
+            int vpp, string recompute, bool sp, int steps, double lr = 1e-3, string keys = "", int cp = 1)
         {
             string plan = Path.Combine(Dir, $"{model}-{name}-{lr}.json");
             // "full:k" is full recompute of the first k blocks of each chunk.
             string layers = recompute.Contains(':') ? $", \"recompute_layers\": {recompute.Split(':')[1]}" : "";
             File.WriteAllText(plan, $$"""
-                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": 1,
+                {"model": "{{Path.Combine(Dir, model + ".json")}}", "cluster": "local-cpu", "tp": {{tp}}, "pp": {{pp}}, "dp": {{dp}}, "cp": {{cp}},
                  "zero": {{zero}}, "mbs": 2, "gbs": 8, "seq": 32, "vpp": {{vpp}}, "recompute": "{{recompute.Split(':')[0]}}",
                  "sequence_parallel": {{(sp ? "true" : "false")}}, "precision": "fp32"{{layers}}{{keys}}}
                 """);
@@ -81,8 +81,13 @@ public sealed partial class ExecutorParityTests
                 report["predicted"] is { } q ? (double)q["memory_gib"]!["optimizer"]! * (1 << 30) : double.NaN);
             ParameterBytes[name + model + lr] = (report["measured"]!["parameter_bytes_by_rank"]!.AsArray().Select(v => (long)v!).ToArray(),
                 report["predicted"] is { } w ? (double)w["memory_gib"]!["weights"]! * (1 << 30) : double.NaN);
+            CpComm[name + model + lr] = ((double)report["measured"]!["breakdown"]!["cp_comm"]!,
+                report["predicted"] is { } c ? (double)c["breakdown"]!["cp_comm"]! : double.NaN);
             return (loss, parameters);
         }
+
+        /// <summary>Each run's seconds per step in context parallelism's ring: measured (the ranks' timers) and predicted.</summary>
+        public Dictionary<string, (double Measured, double Predicted)> CpComm { get; } = [];
 
         public Dictionary<string, (int Tp, int Pp, int Dp)[]> Coordinates { get; } = [];
 

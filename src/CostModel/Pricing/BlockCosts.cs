@@ -118,6 +118,9 @@ public sealed class BlockCosts
         // Ring attention passes each CP rank's K and V around the ring (and their gradients back), behind the attention core.
         double kvBytes = ops.Tokens * ops.LocalKvHeads * (model.QkHeadDim + model.HeadDim) * e;
         double cpStep = CollectiveModel.Seconds(Collective.SendRecv, kvBytes, placement, Axis.Cp, cluster, options.Algorithm);
+        // Each pass of the ring starts right after compute: its first exchange waits for the CP peers' arrival, as a
+        // collective does (0 on a specified cluster; measured where ranks share cores); the hops after it run in step.
+        double cpArrival = CollectiveModel.Arrival(placement, Axis.Cp, cluster);
         var kinds = new List<KindCosts>(ops.Kinds.Count);
         for (int k = 0; k < ops.Kinds.Count; k++)
         {
@@ -161,8 +164,8 @@ public sealed class BlockCosts
                 TpForward = tpPass + adapterFwd,
                 TpBackward = tpPass + adapterBwd,
                 TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass + adapterFwd : 0,
-                CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd : 0,
-                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd : 0,
+                CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd + cpArrival : 0,
+                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + cpArrival + (options.CpGradHomeHop ? cpStep : 0) : 0,
                 EpForward = epForward,
                 EpBackward = epBackward,
                 EpRecompute = plan.Recompute == Plans.Recompute.Full ? epForward : 0,

@@ -66,6 +66,10 @@ namespace Planner.CostModel.Pricing;
 /// forward and come back before their backward (Megatron-Core's <c>cpu_offloading_num_layers</c>, activations only): their
 /// activations leave device memory, and the copies over the host link run behind the chunk's forward and backward, what
 /// those cannot hide exposed. At most the chunk's layers less one (the last layer's backward follows its forward).</param>
+/// <param name="CpGradHomeHop">The ring attention's backward sends each rank's key and value gradients one hop more
+/// than its keys and values: home to their owner after the ring's last block, with no attention compute left to hide
+/// that transfer (the executor: the gradients travel with the blocks they belong to and come back complete), rather
+/// than the 2·(cp-1) transfers that the attention core's backward hides.</param>
 /// <param name="RecomputeModules">What selective recompute redoes (Megatron-Core's <c>recompute_modules</c>, default
 /// <c>core_attn</c>): see <see cref="Pricing.RecomputeModules"/>. Read only when the plan's recompute is selective.</param>
 /// <param name="Stack">The name of the stack these facts are (a preset's, or the <c>name</c> a stack file gives): what
@@ -92,6 +96,7 @@ public sealed record PricingOptions(
     double MoeGraphedExpertOverheadSeconds = 132e-6,
     bool OverlapExpertComm = false,
     int ActivationOffloadLayers = 0,
+    bool CpGradHomeHop = false,
     RecomputeModules RecomputeModules = RecomputeModules.CoreAttention,
     string Stack = PricingOptions.DefaultStack)
 {

@@ -26,7 +26,7 @@ public static class StackLoader
         "fused_cross_entropy", "zero3_prefetch", "gradient_bucket_copies", "reduce_scatter_per_micro_batch", "reduce_scatter_as_all_reduce",
         "fp32_data_parallel", "fp32_params", "grad_reduce_fp32", "tied_embedding_reduced_after_flush", "collective_per_bucket", "moe_dispatcher",
         "moe_expert_overhead_us", "collectives", "moe_cuda_graphs", "moe_expert_overhead_graphed_us", "moe_overlap_expert_comm",
-        "activation_offload_layers", "recompute_modules",
+        "activation_offload_layers", "recompute_modules", "cp_grad_home_hop",
     ];
 
     /// <summary>The keys a stack's facts are given by (all but name, description, sources and base).</summary>
@@ -124,6 +124,7 @@ public static class StackLoader
             MoeCudaGraphs = map.OptionalBool("moe_cuda_graphs") ?? o.MoeCudaGraphs,
             MoeGraphedExpertOverheadSeconds = map.OptionalNumber("moe_expert_overhead_graphed_us", 1e6, -1e-12) is double graphed ? graphed / 1e6 : o.MoeGraphedExpertOverheadSeconds,
             OverlapExpertComm = map.OptionalBool("moe_overlap_expert_comm") ?? o.OverlapExpertComm,
+            CpGradHomeHop = map.OptionalBool("cp_grad_home_hop") ?? o.CpGradHomeHop,
             ActivationOffloadLayers = map.OptionalNumber("activation_offload_layers", 10_000, -1e-12) is double layers
                 ? layers == Math.Floor(layers) ? (int)layers : throw new InputException($"{source}: key 'activation_offload_layers': {layers} is not a whole number of layers")
                 : o.ActivationOffloadLayers,

@@ -5,8 +5,9 @@ using Planner.Executor.Torch;
 namespace Planner.Executor.Distributed;
 
 /// <summary>
-/// One rank's process groups for a plan: its tensor-, pipeline- and data-parallel groups (null where the axis has one
-/// rank), under expert parallelism the expert-parallel and expert-data-parallel groups, the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
+/// One rank's process groups for a plan: its tensor-, context-, pipeline- and data-parallel groups (null where the
+/// axis has one rank; with context parallelism the data-parallel group is the dp·cp ranks that hold the same weights),
+/// under expert parallelism the expert-parallel and expert-data-parallel groups, the pipeline's point-to-point groups (<see cref="PipelineLinks"/>), and the pair of the first and last stage's
 /// ranks that sum a tied embedding's gradients. Every rank creates every group of an axis in the same order (c10d).
 /// </summary>
 public sealed class RankGroups : IDisposable
@@ -33,7 +34,8 @@ public sealed class RankGroups : IDisposable
         Pp = Group(store, Axis.Pp, rank);
         if (plan.Pp > 1)
             Links = Enumerable.Range(0, PipelineLinks.Count).Select(l => Group(store, Axis.Pp, rank, $"-p2p{l}")!).ToArray();
-        Dp = Group(store, Axis.Dp, rank);
+        Cp = Group(store, Axis.Cp, rank);
+        Dp = Group(store, plan.Cp > 1 ? Axis.DpCp : Axis.Dp, rank);
         if (moe && plan.Ep > 1)
         {
             Ep = Group(store, Axis.Ep, rank);
@@ -58,7 +60,12 @@ public sealed class RankGroups : IDisposable
     /// <summary>Pipeline-parallel group, or null.</summary>
     public ProcessGroup? Pp { get; }
 
-    /// <summary>Data-parallel group, or null.</summary>
+    /// <summary>Context-parallel group (the ring attention's), or null.</summary>
+    public ProcessGroup? Cp { get; }
+
+    /// <summary>The group the dense gradients are reduced over and ZeRO shards over, or null: the data-parallel ranks,
+    /// with context parallelism the data- and context-parallel ranks together (Megatron-Core's; each CP rank's loss is
+    /// the mean over its tokens, so the mean over the group is the whole batch's).</summary>
     public ProcessGroup? Dp { get; }
 
     /// <summary>Expert-parallel group (the ranks that split the experts and exchange tokens), or null.</summary>
@@ -99,6 +106,7 @@ public sealed class RankGroups : IDisposable
     {
         Tp?.Dispose();
         Pp?.Dispose();
+        Cp?.Dispose();
         foreach (var link in Links)
             link.Dispose();
         Dp?.Dispose();

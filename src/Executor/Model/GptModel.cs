@@ -167,6 +167,10 @@ public sealed partial class GptModel : IDisposable
     /// <summary>Where a parallelism acts on the forward (<see cref="ModelHooks.Plain"/> until a step sets them).</summary>
     public ModelHooks Hooks { get; set; } = ModelHooks.Plain;
 
+    /// <summary>Which tokens of each sequence the model holds and how they attend (<see cref="ContextHooks.Plain"/>, the
+    /// whole sequence, until context parallelism sets them).</summary>
+    public ContextHooks Context { get; set; } = ContextHooks.Plain;
+
     /// <summary>Makes the parameters: each initialised whole on the CPU, cut to its shard, moved to
     /// <paramref name="device"/> and made to require gradients unless frozen; the last step before training.</summary>
     public void Place(Device device)
@@ -229,7 +233,7 @@ public sealed partial class GptModel : IDisposable
         long seq = ids.Length / batch;
         var x = Hooks.Lookup(W("wte"), ids, batch, seq);
         if (_m.Positions == PositionKind.Learned)
-            x = x + W("wpe").Narrow(0, 0, seq);
+            x = x + F.Embedding(W("wpe"), Tensor.From(Context.Positions(seq), seq).On(x.Device));
         return Hooks.AfterEmbedding(x);
     }
 
@@ -258,16 +262,11 @@ public sealed partial class GptModel : IDisposable
         var v = Heads(Column(p + "attn.v", n1, h), kvl);
         if (_m.Positions == PositionKind.Rotary)
         {
-            var (cos, sin) = Rope(s, d, h.Device);
+            var (cos, sin) = Rope(Context.Positions(s), d, h.Device);
             q = q * cos + RotateHalf(q) * sin;
             k = k * cos + RotateHalf(k) * sin;
         }
-        if (kvl < hl)
-        {
-            k = RepeatHeads(k, b, kvl, hl / kvl, s, d);
-            v = RepeatHeads(v, b, kvl, hl / kvl, s, d);
-        }
-        var att = recomputeAttention ? F.CausalAttentionRecompute(q, k, v) : F.CausalAttention(q, k, v);
+        var att = Context.Attention(q, k, v, recomputeAttention);
         var merged = att.Transpose(1, 2).Reshape(b, s, hl * d);
         var o = Row(p + "attn.o", merged);
         if (Wo(p + "attn.o.b") is { } ob)
@@ -349,22 +348,18 @@ public sealed partial class GptModel : IDisposable
         return Tensor.Cat([-halves[1], halves[0]], -1);
     }
 
-    private static Tensor RepeatHeads(Tensor t, long b, long kv, long rep, long s, long d)
+    /// <summary>Rotary cos and sin [tokens, head_dim] of the tokens at <paramref name="positions"/> in their sequence.</summary>
+    private (Tensor Cos, Tensor Sin) Rope(long[] positions, long d, Device device)
     {
-        var expanded = t.View(b, kv, 1, s, d);
-        return Tensor.Cat(Enumerable.Repeat(expanded, (int)rep).ToList(), 2).Reshape(b, kv * rep, s, d);
-    }
-
-    private (Tensor Cos, Tensor Sin) Rope(long s, long d, Device device)
-    {
+        long s = positions.Length;
         var cos = new float[s * d];
         var sin = new float[s * d];
-        for (long pos = 0; pos < s; pos++)
+        for (long t = 0; t < s; t++)
             for (long i = 0; i < d / 2; i++)
             {
-                double angle = pos / Math.Pow(10000, 2.0 * i / d);
-                cos[pos * d + i] = cos[pos * d + i + d / 2] = (float)Math.Cos(angle);
-                sin[pos * d + i] = sin[pos * d + i + d / 2] = (float)Math.Sin(angle);
+                double angle = positions[t] / Math.Pow(10000, 2.0 * i / d);
+                cos[t * d + i] = cos[t * d + i + d / 2] = (float)Math.Cos(angle);
+                sin[t * d + i] = sin[t * d + i + d / 2] = (float)Math.Sin(angle);
             }
         return (Tensor.From(cos, s, d).On(device).To(Compute), Tensor.From(sin, s, d).On(device).To(Compute));
     }

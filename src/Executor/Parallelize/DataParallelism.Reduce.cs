@@ -81,7 +81,7 @@ public sealed partial class DataParallelism
         {
             work.Wait(RankGroups.Timeout);
             work.Dispose();
-            using (var mean = flat / _plan.Dp)
+            using (var mean = flat / _dp!.Size)
                 SetGradients(mean, bucket);
             flat.Dispose();
         }
@@ -155,7 +155,7 @@ public sealed partial class DataParallelism
             {
                 using var flat = ShardedParameters.Flatten([wte], grads: true);
                 _dp!.AllReduce(flat);
-                SetGradients(flat / _plan.Dp, [wte]);
+                SetGradients(flat / _dp!.Size, [wte]);
             }
             FinishReduce();
         }

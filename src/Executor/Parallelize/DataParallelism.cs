@@ -64,7 +64,7 @@ public sealed partial class DataParallelism : IDisposable
         }
         var buckets = new Buckets(model, layout, stage, plan.Vpp, dense);
         BucketParameters = buckets;
-        if (plan.Zero == 0 || plan.Dp == 1)
+        if (plan.Zero == 0 || dp is null) // one rank holds the weights: nothing to shard
         {
             _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp, dense));
             return;

@@ -31,7 +31,8 @@ public sealed record ParallelRank(GptModel Model, StageLayout Layout, IReadOnlyL
 /// built whole, with LoRA's adapters and its base frozen when the plan fine-tunes so (<see cref="LowRankAdapters"/>;
 /// under QLoRA the blocks' linear weights marked for NF4), (3) tensor and sequence parallelism shard it
 /// (<see cref="TensorParallelism"/>), (3b) expert parallelism keeps the rank's experts and dispatches the routed
-/// tokens (<see cref="ExpertParallelism"/>), (4) it is placed on the rank's device (an NF4 weight quantized whole, then cut),
+/// tokens (<see cref="ExpertParallelism"/>), (3c) context parallelism gives it its chunks' positions and the ring
+/// attention (<see cref="ContextParallelism"/>), (4) it is placed on the rank's device (an NF4 weight quantized whole, then cut),
 /// (5) recompute is set for the stage (<see cref="Recomputation"/>), (6) data parallelism and ZeRO shard its trainable
 /// gradients, optimizer state and, under ZeRO-3, parameters (<see cref="DataParallelism"/>). A new parallelism plugs
 /// in as a step of its own here.
@@ -72,6 +73,7 @@ public static class Parallelizer
         var gpt = ShardedModel(model, plan, chunks.SelectMany(c => c),
             layout.HasEmbedding(stage, 0), layout.HasHead(stage, layout.Vpp - 1), groups.Tp, groups.Me.Tp,
             seed, device, out var tp, tuning, groups.Ep);
+        ContextParallelism.Apply(gpt, groups.Cp);
         var recompute = new Recomputation(plan, stage);
         var data = new DataParallelism(gpt, plan, layout, stage, groups.Dp, groups.Tied, tp, optimizer, new DeviceClock(device),
             gpt.Dispatch is ExpertParallelism ? new ExpertGroups(groups.Edp) : null);

@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 14;
+    internal const int AbiVersion = 15;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -192,6 +192,10 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_tp_op(ProcessGroupHandle g, TensorHandle x, int kind, long dim, out IntPtr result);
     [LibraryImport(Library)] internal static partial long pt_tp_comm_ns_take();
     [LibraryImport(Library)] internal static partial int pt_causal_attention_recompute(TensorHandle q, TensorHandle k, TensorHandle v, out IntPtr result);
+
+    // ring_attention.cpp
+    [LibraryImport(Library)] internal static partial int pt_ring_attention(ProcessGroupHandle g, TensorHandle q, TensorHandle k, TensorHandle v, out IntPtr result);
+    [LibraryImport(Library)] internal static partial long pt_cp_comm_ns_take();
 
     // quant.cpp
     [LibraryImport(Library)] internal static partial int pt_nf4_quantize(TensorHandle w, long block, out IntPtr codes, out IntPtr blocks, out IntPtr absmax);

@@ -49,8 +49,8 @@ public sealed class PipelineRunner
         foreach (var a in _schedule.Stages[stage])
             if (a.Kind == PassKind.Backward)
                 _lastMicroBatch[a.Chunk] = a.MicroBatch;
-        // Tokens of a micro-batch in this rank's activations: seq / tp under sequence parallelism.
-        long seq = plan.SequenceParallel ? plan.Seq / plan.Tp : plan.Seq;
+        // Tokens of a micro-batch in this rank's activations: seq / cp, and / tp under sequence parallelism.
+        long seq = plan.SequenceParallel ? plan.Seq / plan.Cp / plan.Tp : plan.Seq / plan.Cp;
         _receiveShape = [plan.Mbs, seq, hidden];
     }
 

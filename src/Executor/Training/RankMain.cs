@@ -44,6 +44,7 @@ public static class RankMain
                 compute_s = metrics.Compute,
                 tp_comm_s = metrics.TpComm,
                 ep_comm_s = metrics.EpComm,
+                cp_comm_s = metrics.CpComm,
                 pp_wait_s = metrics.PpWait,
                 dp_comm_s = metrics.DpComm,
                 optimizer_s = metrics.Optimizer,

@@ -1,6 +1,7 @@
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
 using Planner.Executor.Distributed;
+using Planner.Executor.Model;
 using Planner.Executor.Parallelize;
 using Planner.Executor.Torch;
 
@@ -12,12 +13,13 @@ namespace Planner.Executor.Training;
 /// <param name="PpWait">Seconds blocked receiving from neighbouring stages (bubble and transfers).</param>
 /// <param name="DpComm">Seconds reducing gradients (and ZeRO's gathers).</param>
 /// <param name="Optimizer">Seconds in the optimizer step.</param>
+/// <param name="CpComm">Seconds in the ring attention's transfers (posting them and waiting for what its compute did not hide).</param>
 /// <param name="EpComm">Seconds in expert-parallel all-to-alls (token dispatch and combine, forward and backward).</param>
 public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
-    double EpComm = 0)
+    double CpComm = 0, double EpComm = 0)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
-    public double Compute => Math.Max(0, Seconds - TpComm - PpWait - DpComm - Optimizer - EpComm);
+    public double Compute => Math.Max(0, Seconds - TpComm - CpComm - EpComm - PpWait - DpComm - Optimizer);
 }
 
 /// <summary>Options of a training run.</summary>
@@ -69,8 +71,8 @@ public sealed class RankTrainer : IDisposable
             return $"the executor needs tp ({plan.Tp}) to divide the vocabulary ({model.Vocab}); pad the vocabulary in the model config";
         if (plan.Precision == Precision.Fp16 && device.Type == DeviceType.Cpu)
             return "fp16: the executor trains on CPU, where libtorch has no fp16 matrix multiply ('addmm' is not implemented for Half); train in bf16 or fp32 (--loss-scale exercises the fp16 loss scaling in any precision)";
-        if (plan.Cp != 1)
-            return "the executor does not run context parallelism yet (cp must be 1)";
+        if (plan.Cp > 1 && ContextUnsupported(model, plan) is { } cp)
+            return cp;
         if (model.KvHeads % plan.Tp != 0)
             return $"the executor needs tp ({plan.Tp}) to divide the {model.KvHeads} key/value heads";
         if (model.IsMoe && MoeUnsupported(model, plan) is { } moe)
@@ -86,6 +88,18 @@ public sealed class RankTrainer : IDisposable
         // Heads of any width train (head_dim, or hidden // heads); rotary positions rotate the two halves of a head.
         if (model.Positions == PositionKind.Rotary && model.HeadDim % 2 != 0)
             return $"the executor's rotary positions need heads of an even width; the model's are {model.HeadDim} wide (head_dim, or hidden // heads)";
+        return null;
+    }
+
+    /// <summary>Why the executor cannot train this model with context parallelism (cp &gt; 1), or null.</summary>
+    private static string? ContextUnsupported(ModelSpec model, ParallelPlan plan)
+    {
+        if (model.IsMoe)
+            return "context parallelism with mixture-of-experts blocks: not yet in the executor (cp must be 1)";
+        if (plan.Seq % (2 * plan.Cp) != 0)
+            return $"context parallelism needs seq ({plan.Seq}) divisible by 2·cp = {2 * plan.Cp} (each sequence is cut in 2·cp chunks)";
+        if (plan.SequenceParallel && plan.Seq / plan.Cp % plan.Tp != 0)
+            return $"sequence parallelism needs the {plan.Seq / plan.Cp} tokens per CP rank divisible by tp ({plan.Tp})";
         return null;
     }
 
@@ -169,6 +183,7 @@ public sealed class RankTrainer : IDisposable
     {
         long t0 = _clock.Now();
         TensorParallel.TakeCommSeconds();
+        ContextParallel.TakeCommSeconds();
         _rank.Experts?.TakeCommSeconds();
         var data = _rank.Data;
         data.BeginStep();
@@ -178,7 +193,7 @@ public sealed class RankTrainer : IDisposable
         AuxLoss = _rank.Model.Spec.IsMoe ? _pipeline.AuxLossSum / _plan.MicroBatches : null;
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
-        double tpComm = TensorParallel.TakeCommSeconds();
+        double tpComm = TensorParallel.TakeCommSeconds(), cpComm = ContextParallel.TakeCommSeconds();
         double epComm = _rank.Experts?.TakeCommSeconds() ?? 0;
         data.ReduceAndStep(Unscale);
         double loss = double.NaN;
@@ -189,7 +204,7 @@ public sealed class RankTrainer : IDisposable
             loss = l.Item() / (_groups.Dp?.Size ?? 1);
         }
         double seconds = _clock.Since(t0);
-        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, epComm);
+        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm);
     }
 
     /// <summary>
@@ -209,22 +224,37 @@ public sealed class RankTrainer : IDisposable
     private (long[] Ids, long[] Keys) Keyed(int step, int microBatch)
     {
         var (ids, _) = Batch(step, microBatch);
-        long first = ((long)step * _plan.Gbs + (long)_groups.Me.Dp * (_plan.Gbs / _plan.Dp) + (long)microBatch * _plan.Mbs) * _plan.Seq;
-        return (ids, Enumerable.Range(0, ids.Length).Select(i => first + i).ToArray());
+        var positions = Positions();
+        long first = FirstSample(step, microBatch);
+        return (ids, Enumerable.Range(0, ids.Length).Select(i => (first + i / positions.Length) * _plan.Seq + positions[i % positions.Length]).ToArray());
     }
+
+    /// <summary>The run's index of a micro-batch's first sample on this rank (the DP rank's share of the step's batch).</summary>
+    private long FirstSample(int step, int microBatch) =>
+        (long)step * _plan.Gbs + (long)_groups.Me.Dp * (_plan.Gbs / _plan.Dp) + (long)microBatch * _plan.Mbs;
+
+    /// <summary>The positions in each sample of the tokens this rank trains on: all of them, or its CP chunks.</summary>
+    private long[] Positions() => _plan.Cp == 1
+        ? ContextHooks.Plain.Positions(_plan.Seq)
+        : ContextParallel.Positions(_plan.Seq, _plan.Cp, _groups.Me.Cp);
 
     private (long[] Ids, long[] Targets) Batch(int step, int microBatch)
     {
-        int seq = _plan.Seq, mbs = _plan.Mbs;
-        var ids = new long[mbs * seq];
-        var targets = new long[mbs * seq];
-        var buffer = new long[seq + 1];
-        long first = (long)step * _plan.Gbs + (long)_groups.Me.Dp * (_plan.Gbs / _plan.Dp) + (long)microBatch * mbs;
+        int mbs = _plan.Mbs;
+        var positions = Positions();
+        int local = positions.Length;
+        var ids = new long[mbs * local];
+        var targets = new long[mbs * local];
+        var buffer = new long[_plan.Seq + 1];
+        long first = FirstSample(step, microBatch);
         for (int i = 0; i < mbs; i++)
         {
             _data.Sample(first + i, buffer);
-            Array.Copy(buffer, 0, ids, i * seq, seq);
-            Array.Copy(buffer, 1, targets, i * seq, seq);
+            for (int t = 0; t < local; t++)
+            {
+                ids[i * local + t] = buffer[positions[t]];
+                targets[i * local + t] = buffer[positions[t] + 1];
+            }
         }
         return (ids, targets);
     }

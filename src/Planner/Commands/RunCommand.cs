@@ -279,6 +279,7 @@ public static class RunCommand
             ("pipeline waits (bubble, transfers)", Part("pp_wait_s"), predicted is null ? null : predicted.Breakdown.Bubble + predicted.Breakdown.PpComm),
             ("data-parallel communication", Part("dp_comm_s"), predicted?.Breakdown.DpComm),
             ("optimizer", Part("optimizer_s"), predicted?.Breakdown.Optimizer),
+            ("context-parallel communication", Part("cp_comm_s"), predicted?.Breakdown.CpComm),
             ("expert-parallel communication", Part("ep_comm_s"), predicted?.Breakdown.EpComm),
         };
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
@@ -345,7 +346,8 @@ public static class RunCommand
                     ["pp_wait"] = Num(run.Parts[2].Measured),
                     ["dp_comm"] = Num(run.Parts[3].Measured),
                     ["optimizer"] = Num(run.Parts[4].Measured),
-                    ["ep_comm"] = Num(run.Parts[5].Measured),
+                    ["cp_comm"] = Num(run.Parts[5].Measured),
+                    ["ep_comm"] = Num(run.Parts[6].Measured),
                 },
             },
             ["error_pct"] = new JsonObject { ["step_time"] = run.StepError, ["peak_memory"] = run.MemError },
