@@ -140,4 +140,37 @@ public class KernelTimerTests
         Assert.Equal(1.5 * pa.Breakdown.TpComm, pb.Breakdown.TpComm, 6);
         Assert.Equal(pa.Breakdown.Optimizer, pb.Breakdown.Optimizer, 9);
     }
+
+    [Fact]
+    public void The_ep_and_cp_factors_scale_their_exchanges_and_the_profiled_moe_overhead_and_cp_block_factors_their_passes()
+    {
+        var cluster = ClusterLoader.Load("local-cpu");
+        var options = Planner.CostModel.Pricing.StackLoader.Options("planner");
+        var moe = ModelLoader.Parse("""{"num_hidden_layers": 1, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 256, "vocab_size": 512, "max_position_embeddings": 64, "hidden_act": "silu", "num_local_experts": 4, "num_experts_per_tok": 2}""", "test", "moe");
+        var ep = new Planner.CostModel.Plans.ParallelPlan(1, 1, 2, 1, 0, 2, 4, 64, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32, Ep: 2);
+        var profiled = cluster with { Gpu = cluster.Gpu with { Profiled = new(EpComm: 0.5, MoeExpertOverheadUs: 700) } };
+        var a = Planner.CostModel.Pricing.BlockCosts.Compute(moe, cluster, ep, options).Block;
+        var b = Planner.CostModel.Pricing.BlockCosts.Compute(moe, profiled, ep, options).Block;
+        Assert.True(a.EpForward > 0 && a.EpBackward > 0);
+        Assert.Equal(0.5 * a.EpForward, b.EpForward, 12);
+        Assert.Equal(0.5 * a.EpBackward, b.EpBackward, 12);
+        // Two local experts: the measured overhead replaces the stack's per expert and pass.
+        Assert.Equal(2 * (700e-6 - options.ExpertOverheadSeconds), b.Forward - a.Forward, 12);
+        Assert.Equal(2 * (700e-6 - options.ExpertOverheadSeconds), b.Backward - a.Backward, 12);
+
+        var gpt = ModelLoader.Load("gpt2");
+        var cp = new Planner.CostModel.Plans.ParallelPlan(1, 1, 1, 2, 0, 2, 2, 128, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32);
+        var ringed = cluster with { Gpu = cluster.Gpu with { Profiled = new(BlockForward: 1.1, CpComm: 2, CpBlockForward: 1.5, CpBlockBackward: 1.75) } };
+        var c = Planner.CostModel.Pricing.BlockCosts.Compute(gpt, cluster, cp, options).Block;
+        var d = Planner.CostModel.Pricing.BlockCosts.Compute(gpt, ringed, cp, options).Block;
+        Assert.True(c.CpForward > 0 && c.CpBackward > 0);
+        Assert.Equal(2 * c.CpForward, d.CpForward, 12);
+        Assert.Equal(2 * c.CpBackward, d.CpBackward, 12);
+        // The context-parallel block factor, not the whole block's, where the sequence is split; the whole block's without.
+        Assert.Equal(1.5 * c.Forward, d.Forward, 12);
+        Assert.Equal(1.75 * c.Backward, d.Backward, 12);
+        var whole = cp with { Cp = 1 };
+        Assert.Equal(1.1 * Planner.CostModel.Pricing.BlockCosts.Compute(gpt, cluster, whole, options).Block.Forward,
+            Planner.CostModel.Pricing.BlockCosts.Compute(gpt, ringed, whole, options).Block.Forward, 12);
+    }
 }

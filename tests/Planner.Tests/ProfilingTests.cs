@@ -27,14 +27,16 @@ public sealed class ProfilingTests : IDisposable
         var (code, output, error) = ExecutorParityTests.Planner(["profile", "--cluster", "local-cpu", "--out", path, "--keep-measurements", kept]);
         Assert.True(code == 0, error);
         foreach (var heading in new[] { "all-reduce us", "send/recv us", "all-gather us", "reduce-scatter us", "all-to-all us", "busbw GB/s",
-                     "training steps of a ", "a kernel call as the block runs it", "its collectives (2 all-reduces per pass)" })
+                     "training steps of a ", "a kernel call as the block runs it", "its collectives (2 all-reduces per pass)",
+                     "a MoE block's expert-parallel all-to-alls", "ring attention over 2 context-parallel ranks", "priced us" })
             Assert.Contains(heading, output);
         Assert.DoesNotContain("progress ", error); // progress lines feed the bar, not the errors
         var cal = CalibrationFile.Read(path);
         Assert.Equal("local-cpu", cal.Cluster);
         var p = cal.Profiled!;
+        // Every correction measured; the MoE overhead beyond the kernels may be none.
         foreach (var (key, get, _) in ProfiledCorrections.Scalars)
-            Assert.True(get(p) is double v && double.IsFinite(v) && v > 0, $"{key} not measured");
+            Assert.True(get(p) is double v && double.IsFinite(v) && (v > 0 || (key == "moe_expert_overhead_us" && v == 0)), $"{key} not measured");
         Assert.True(cal.IntraBandwidthGbs > 0 && cal.IntraLatencyUs > 0);
         var applied = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
         Assert.Equal(cal.GemmEfficiency, applied.Gpu.GemmEfficiency);
@@ -52,6 +54,8 @@ public sealed class ProfilingTests : IDisposable
                      ("kernel overhead", cal.KernelOverheadUs, refit.KernelOverheadUs), ("reserved", cal.ReservedGib, refit.ReservedGib),
                      ("intra bandwidth", cal.IntraBandwidthGbs, refit.IntraBandwidthGbs), ("step factor", p.StepCompute!.Value, refit.Profiled!.StepCompute!.Value),
                      ("memory factor", p.MemoryFactor!.Value, refit.Profiled!.MemoryFactor!.Value),
+                     ("ep comm factor", p.EpComm!.Value, refit.Profiled!.EpComm!.Value), ("cp comm factor", p.CpComm!.Value, refit.Profiled!.CpComm!.Value),
+                     ("cp block factor", p.CpBlockForward!.Value, refit.Profiled!.CpBlockForward!.Value),
                  })
             Assert.True(a == b, $"{name}: {a} measured, {b} refitted");
         AssertCudaMeasurementsFitTheGpuCluster(kept);

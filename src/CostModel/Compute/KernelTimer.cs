@@ -85,14 +85,17 @@ public sealed class KernelTimer(GpuSpec gpu, Precision precision)
         : Measured(op) is { } r ? op.Elements * r.BackwardNs * 1e-9 + _overhead : Memory(op.BackwardBytes ?? 2 * op.Bytes, op.Elements);
 
     /// <summary>Forward seconds of a transformer block's ops (optionally only the attention core), with the profiled
-    /// whole-block correction (its tensor-parallel one for a block split over <paramref name="tp"/> &gt; 1 ranks).</summary>
-    public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false, int tp = 1) =>
-        Forward(ops, attentionCoreOnly) * BlockFactor(tp, gpu.Profiled?.TpBlockForward, gpu.Profiled?.BlockForward);
+    /// whole-block correction (its context-parallel one for a block whose sequence is split over <paramref name="cp"/>
+    /// &gt; 1 ranks, its tensor-parallel one for a block split over <paramref name="tp"/> &gt; 1 ranks).</summary>
+    public double BlockForward(IReadOnlyList<Op> ops, bool attentionCoreOnly = false, int tp = 1, int cp = 1) =>
+        Forward(ops, attentionCoreOnly) * ((cp > 1 ? gpu.Profiled?.CpBlockForward : null)
+            ?? BlockFactor(tp, gpu.Profiled?.TpBlockForward, gpu.Profiled?.BlockForward));
 
     /// <summary>Backward seconds of a transformer block's ops, with the profiled whole-block correction (its
-    /// tensor-parallel one for <paramref name="tp"/> &gt; 1).</summary>
-    public double BlockBackward(IReadOnlyList<Op> ops, int tp = 1) =>
-        Backward(ops) * BlockFactor(tp, gpu.Profiled?.TpBlockBackward, gpu.Profiled?.BlockBackward);
+    /// context-parallel one for <paramref name="cp"/> &gt; 1, its tensor-parallel one for <paramref name="tp"/> &gt; 1).</summary>
+    public double BlockBackward(IReadOnlyList<Op> ops, int tp = 1, int cp = 1) =>
+        Backward(ops) * ((cp > 1 ? gpu.Profiled?.CpBlockBackward : null)
+            ?? BlockFactor(tp, gpu.Profiled?.TpBlockBackward, gpu.Profiled?.BlockBackward));
 
     /// <summary>The tensor-parallel factor for a split block where measured, else the whole block's, else 1.</summary>
     private static double BlockFactor(int tp, double? tensorParallel, double? whole) => (tp > 1 ? tensorParallel : null) ?? whole ?? 1;

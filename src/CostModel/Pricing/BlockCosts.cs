@@ -110,7 +110,7 @@ public sealed class BlockCosts
         double e = plan.Precision.ActivationBytes();
         // Profiled corrections of whole steps: compute as a training step runs it, tensor-parallel collectives as its
         // blocks run them.
-        double step = gpu.Profiled?.StepCompute ?? 1, tpComm = gpu.Profiled?.TpComm ?? 1;
+        double step = gpu.Profiled?.StepCompute ?? 1, tpComm = gpu.Profiled?.TpComm ?? 1, cpComm = gpu.Profiled?.CpComm ?? 1;
         // TP collectives on one hidden-state tensor per tensor-parallel sublayer and pass: all-reduces, or under
         // sequence parallelism an all-gather and a reduce-scatter each, which move the same bytes.
         double hiddenBytes = ops.Tokens * model.Hidden * e;
@@ -126,11 +126,11 @@ public sealed class BlockCosts
         {
             var kind = ops.Kinds[k];
             var blockOps = ops.Blocks[k];
-            double forward = step * timer.BlockForward(blockOps, tp: plan.Tp);
+            double forward = step * timer.BlockForward(blockOps, tp: plan.Tp, cp: plan.Cp);
             double recompute = plan.Recompute switch
             {
                 Plans.Recompute.Full => forward,
-                Plans.Recompute.Selective => step * timer.BlockForward(SelectivelyRecomputed(blockOps, kind, ops.FlashAttention, options.RecomputeModules), tp: plan.Tp),
+                Plans.Recompute.Selective => step * timer.BlockForward(SelectivelyRecomputed(blockOps, kind, ops.FlashAttention, options.RecomputeModules), tp: plan.Tp, cp: plan.Cp),
                 _ => 0,
             };
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
@@ -143,12 +143,14 @@ public sealed class BlockCosts
             var (adapterFwd, adapterBwd) = AdapterExchange(model, kind, plan, ops.Tokens * e, placement, cluster, options, tpComm);
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
-            double backward = step * timer.BlockBackward(blockOps, plan.Tp);
+            double backward = step * timer.BlockBackward(blockOps, plan.Tp, plan.Cp);
             // A MoE block's pass also runs small kernels per local expert that the op list leaves out (splitting the
             // dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the
             // permutation's index kernels): a fixed time per local expert and pass.
             // Two regimes: eager, or the router and dispatch preprocessing captured in CUDA graphs (PricingOptions.MoeCudaGraphs).
-            double overhead = kind.Moe ? options.ExpertOverheadSeconds * ops.LocalExperts : 0;
+            // Measured on this machine by a profile where it was, else the stack's.
+            double perExpert = gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.ExpertOverheadSeconds;
+            double overhead = kind.Moe ? perExpert * ops.LocalExperts : 0;
             forward += overhead;
             backward += overhead;
             var (epForward, epBackward) = ExposedExchange(gpu, options, forward, backward, ep);
@@ -164,8 +166,8 @@ public sealed class BlockCosts
                 TpForward = tpPass + adapterFwd,
                 TpBackward = tpPass + adapterBwd,
                 TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass + adapterFwd : 0,
-                CpForward = plan.Cp > 1 ? gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd + cpArrival : 0,
-                CpBackward = plan.Cp > 1 ? gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + cpArrival + (options.CpGradHomeHop ? cpStep : 0) : 0,
+                CpForward = plan.Cp > 1 ? cpComm * (gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd + cpArrival) : 0,
+                CpBackward = plan.Cp > 1 ? cpComm * (gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + cpArrival + (options.CpGradHomeHop ? cpStep : 0)) : 0,
                 EpForward = epForward,
                 EpBackward = epBackward,
                 EpRecompute = plan.Recompute == Plans.Recompute.Full ? epForward : 0,
@@ -201,8 +203,11 @@ public sealed class BlockCosts
     /// </summary>
     private static double RoutingCounts(ModelSpec model, ParallelPlan plan, Placement placement, ClusterSpec cluster, PricingOptions options) =>
         plan.Ep > 1 && !plan.DeduplicatesDispatch(options.DeduplicatedDispatch)
-            ? CollectiveModel.Seconds(Collective.AllToAll, model.Experts * 8.0, placement, Axis.Ep, cluster, options.Algorithm)
+            ? EpCommFactor(cluster) * CollectiveModel.Seconds(Collective.AllToAll, model.Experts * 8.0, placement, Axis.Ep, cluster, options.Algorithm)
             : 0;
+
+    /// <summary>The profiled correction of the expert-parallel exchange (1 unless a profile measured it).</summary>
+    private static double EpCommFactor(ClusterSpec cluster) => cluster.Gpu.Profiled?.EpComm ?? 1;
 
     private static (double Forward, double Backward) ExposedExchange(GpuSpec gpu, PricingOptions options, double forward, double backward, double ep) =>
         options.OverlapExpertComm && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
@@ -263,7 +268,7 @@ public sealed class BlockCosts
         double tokenBytes = model.Hidden * e;
         double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, plan.DeduplicatesDispatch(options.DeduplicatedDispatch));
         double exchanged = ops.RoutedTokens * copies * plan.ExpertLoad(model.Experts) * tokenBytes;
-        double a2a = 2 * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
+        double a2a = 2 * EpCommFactor(cluster) * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
         double etp = plan.Etp > 1
             ? CollectiveModel.Seconds(Collective.AllGather, ops.ExpertTokens * tokenBytes, placement, Axis.Etp, cluster, options.Algorithm)
               + CollectiveModel.Seconds(Collective.ReduceScatter, ops.ExpertTokens * tokenBytes, placement, Axis.Etp, cluster, options.Algorithm)

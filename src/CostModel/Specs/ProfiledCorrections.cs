@@ -24,6 +24,17 @@ namespace Planner.CostModel.Specs;
 /// pass's compute.</param>
 /// <param name="TpComm">The tensor-parallel block's collectives as training runs them (between its kernels) over
 /// their price from the fitted latency and bandwidth. Scales every tensor-parallel collective.</param>
+/// <param name="EpComm">The expert-parallel all-to-alls of a MoE block (the counts and the rows, dispatch and combine)
+/// as training runs them, between the block's kernels, over their price from the fitted links. Scales every
+/// expert-parallel exchange.</param>
+/// <param name="CpBlockForward">The block's factor when context parallelism splits its sequence (measured at 2 ranks,
+/// the ring's transfers left out): ring attention's blocks and their online softmax. Null: the whole block's factor.</param>
+/// <param name="CpBlockBackward">The same for its backward.</param>
+/// <param name="CpComm">Ring attention's transfers (context parallelism) as training runs them, between the block's
+/// kernels, over their price from the fitted links. Scales every context-parallel exchange.</param>
+/// <param name="MoeExpertOverheadUs">Microseconds each pass of a MoE block spends per local expert beyond its kernels'
+/// price, as the training software runs it on the machine measured (routing on the host, each expert's own calls):
+/// replaces the stack's value (<see cref="Pricing.PricingOptions.MoeExpertOverheadSeconds"/>).</param>
 /// <param name="MemoryFactor">Memory a training step of a small model adds to its process over the bytes the memory
 /// model allocates for it: the allocator's fragmentation and the pages it keeps (replaces the default share).</param>
 /// <param name="P2pLatencyUs">A point-to-point transfer's latency on the machine measured (ping-pong between two idle
@@ -49,7 +60,12 @@ public sealed record ProfiledCorrections(
     double? TpComm = null,
     double? MemoryFactor = null,
     double? P2pLatencyUs = null,
-    double? ArrivalUs = null)
+    double? ArrivalUs = null,
+    double? EpComm = null,
+    double? MoeExpertOverheadUs = null,
+    double? CpComm = null,
+    double? CpBlockForward = null,
+    double? CpBlockBackward = null)
 {
     /// <summary>Nothing measured.</summary>
     public static ProfiledCorrections None { get; } = new();
@@ -68,6 +84,11 @@ public sealed record ProfiledCorrections(
         ("tp_block_backward_factor", c => c.TpBlockBackward, (c, v) => c with { TpBlockBackward = v }),
         ("step_compute_factor", c => c.StepCompute, (c, v) => c with { StepCompute = v }),
         ("tp_comm_factor", c => c.TpComm, (c, v) => c with { TpComm = v }),
+        ("ep_comm_factor", c => c.EpComm, (c, v) => c with { EpComm = v }),
+        ("cp_comm_factor", c => c.CpComm, (c, v) => c with { CpComm = v }),
+        ("cp_block_forward_factor", c => c.CpBlockForward, (c, v) => c with { CpBlockForward = v }),
+        ("cp_block_backward_factor", c => c.CpBlockBackward, (c, v) => c with { CpBlockBackward = v }),
+        ("moe_expert_overhead_us", c => c.MoeExpertOverheadUs, (c, v) => c with { MoeExpertOverheadUs = v }),
         ("memory_factor", c => c.MemoryFactor, (c, v) => c with { MemoryFactor = v }),
         ("p2p_latency_us", c => c.P2pLatencyUs, (c, v) => c with { P2pLatencyUs = v }),
         ("arrival_us", c => c.ArrivalUs, (c, v) => c with { ArrivalUs = v }),

@@ -174,7 +174,8 @@ public static class ProfileFit
     /// ratios), the block's measurements and the kernel call's cost they give, the block and head, the block split over
     /// two tensor-parallel ranks and its collectives (null: one rank), the training steps, and the memory they added.</summary>
     private sealed record PiecesFit(List<(double[] Shape, double Forward, double Backward)> LinearRows, double[] Block, double? BlockCallUs,
-        double BlockKeptUs, double[] BlockRow, double[]? TpBlockRow, double[]? TpCommRow, StepFit Step, double[] MemoryRow);
+        double BlockKeptUs, double[] BlockRow, double[]? TpBlockRow, double[]? TpCommRow, StepFit Step, double[] MemoryRow,
+        (double[] Exchange, double[] Passes)? MoeRows = null, double[]? RingRow = null);
 
     /// <summary>Corrects <paramref name="cal"/> with the pieces timed as the executor runs them: a kernel call's cost,
     /// linear layers, the block and head, the tensor-parallel block, whole steps and their memory.</summary>
@@ -190,6 +191,8 @@ public static class ProfileFit
         // GEMMs: the median ratio, forward and backward, corrects every GEMM of a pass.
         var linearRows = FitLinear(cluster, m, precision, ref cal);
         var (blockRow, tpBlockRow, tpCommRow) = FitBlocks(cluster, m, sizes, precision, measured, ref cal);
+        var moeRows = FitMoeBlock(cluster, m, sizes, precision, ref cal);
+        var ringRow = FitRing(cluster, m, sizes, precision, ref cal);
         // Whole training steps of a small GPT on every rank at once, against their price with all of the above; and of a
         // tiny one, whose compute is mostly calls.
         var step = FitSteps(cluster, m, sizes, cuda, ref cal);
@@ -198,7 +201,7 @@ public static class ProfileFit
         double added = m["step_added_bytes"] is { } addedNode ? (double)addedNode : (double)m["step_rss_bytes"]! - (double)m["rss_bytes"]!;
         double[] memoryRow = [added, stepStage.Total - stepStage.Overhead];
         cal = cal with { Profiled = cal.Profiled! with { MemoryFactor = memoryRow[0] / memoryRow[1] } };
-        return new PiecesFit(linearRows, measured, blockCallUs, blockKeptUs, blockRow, tpBlockRow, tpCommRow, step, memoryRow);
+        return new PiecesFit(linearRows, measured, blockCallUs, blockKeptUs, blockRow, tpBlockRow, tpCommRow, step, memoryRow, moeRows, ringRow);
     }
 
     /// <summary>A kernel call's cost as the block runs it, us (null: the two sizes do not give one); on the CPU it
@@ -286,6 +289,55 @@ public static class ProfileFit
         return (blockRow, tpBlockRow, tpCommRow);
     }
 
+    /// <summary>
+    /// A MoE block with its experts split over two ranks (ep 2) as the executor runs it: its all-to-alls against their
+    /// price from the fit (the ratio into <paramref name="cal"/>), and its passes beyond their kernels' price with the
+    /// block factors above, per local expert and pass (the executor's MoE overhead: routing on the host, each expert's
+    /// own calls). Rows [measured, priced] of the exchange per forward and backward and of the passes, or null (one rank
+    /// per node, or measurements without it).
+    /// </summary>
+    private static (double[] Exchange, double[] Passes)? FitMoeBlock(ClusterSpec cluster, JsonObject m, ProfileSizes sizes, Precision precision, ref Cal cal)
+    {
+        if (m["block_ep"] is not JsonArray ea)
+            return null;
+        var e = ea.Select(v => (double)v!).ToArray();
+        var model = sizes.MoeBlockModel();
+        var plan = sizes.MoeBlockPlan();
+        var costs = BlockCosts.Compute(model, cal.Apply(cluster), plan, Executor);
+        double[] exchange = [e[2], costs.Block.EpForward + costs.Block.EpBackward];
+        var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
+        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        double[] passes = [e[0] + e[1], timer.BlockForward(ops.Block) + timer.BlockBackward(ops.Block)];
+        double overheadUs = Math.Max(0, passes[0] - passes[1]) / (2 * ops.LocalExperts) * 1e6;
+        cal = cal with { Profiled = cal.Profiled! with { EpComm = exchange[0] / exchange[1], MoeExpertOverheadUs = overheadUs } };
+        return (exchange, passes);
+    }
+
+    /// <summary>The block over two context-parallel ranks: the ring's transfers as training runs them against their price
+    /// from the fit, the ratio into <paramref name="cal"/>: [measured, priced] per forward and backward, or null.</summary>
+    private static double[]? FitRing(ClusterSpec cluster, JsonObject m, ProfileSizes sizes, Precision precision, ref Cal cal)
+    {
+        if (m["block_cp"] is not JsonArray ca)
+            return null;
+        var c = ca.Select(v => (double)v!).ToArray();
+        var plan = sizes.CpBlockPlan();
+        var costs = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), plan, Executor);
+        double[] ring = [c[2], costs.Block.CpForward + costs.Block.CpBackward];
+        // Its passes without the transfers against the kernels' price (the whole block's factor left out).
+        var ops = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), plan, flashAttention: false);
+        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        cal = cal with
+        {
+            Profiled = cal.Profiled! with
+            {
+                CpComm = ring[0] / ring[1],
+                CpBlockForward = c[0] / timer.Forward(ops.Block),
+                CpBlockBackward = c[1] / timer.Backward(ops.Block),
+            },
+        };
+        return ring;
+    }
+
     /// <summary>The report of the rates, the GEMM curve and the pieces' fit.</summary>
     private static void ReportPieces(IAnsiConsole console, Cal cal, JsonObject m, ProfileSizes sizes, Precision precision, bool cuda, GemmCurve curve,
         KernelRates rates, double reservedGib, PiecesFit pieces)
@@ -316,6 +368,13 @@ public static class ProfileFit
         console.WriteLine($"its head (norm, tied LM head, loss): forward {br[4] * 1e3:F1} ms against {br[5] * 1e3:F1} priced ({cal.Profiled!.HeadForward:F2}x), backward {br[6] * 1e3:F1} ms against {br[7] * 1e3:F1} ({cal.Profiled.HeadBackward:F2}x)");
         if (pieces.TpCommRow is { } tc)
             console.WriteLine($"its collectives (2 all-reduces per pass) as training runs them: {tc[0] * 1e3:F2} ms per forward and backward against {tc[1] * 1e3:F2} priced ({cal.Profiled!.TpComm:F2}x)");
+        if (pieces.MoeRows is var (ec, mp))
+        {
+            console.WriteLine($"a MoE block's expert-parallel all-to-alls (ep 2: counts, dispatch and combine) as training runs them: {ec[0] * 1e3:F2} ms per forward and backward against {ec[1] * 1e3:F2} priced ({cal.Profiled!.EpComm:F2}x)");
+            console.WriteLine($"its passes without them: {mp[0] * 1e3:F2} ms per forward and backward against {mp[1] * 1e3:F2} for its kernels: {cal.Profiled!.MoeExpertOverheadUs:F0} us per local expert and pass (routing, each expert's calls)");
+        }
+        if (pieces.RingRow is { } rr)
+            console.WriteLine($"the block's ring attention over 2 context-parallel ranks, its transfers as training runs them: {rr[0] * 1e3:F2} ms per forward and backward against {rr[1] * 1e3:F2} priced ({cal.Profiled!.CpComm:F2}x); its passes {cal.Profiled!.CpBlockForward:F2}x and {cal.Profiled!.CpBlockBackward:F2}x their kernels");
         console.WriteLine($"training steps of a {pieces.Step.Describe} on every rank at once: compute {pieces.Step.Large[0] * 1e3:F1} ms against {pieces.Step.Large[1] * 1e3:F1} priced from the pieces");
         if (pieces.Step.Small is { } small)
             console.WriteLine($"  of a {pieces.Step.SmallDescribe}: {small[0] * 1e3:F2} ms against {small[1] * 1e3:F2}");

@@ -147,6 +147,66 @@ public sealed partial class ProfileRank
     }
 
     /// <summary>
+    /// A MoE block whose experts are split over <paramref name="pair"/> (two ranks of one node, ep 2), as the executor
+    /// runs it: median forward and backward seconds without its all-to-alls, and their own seconds per forward and
+    /// backward (the counts and the rows, dispatch and combine, as training runs them between the block's kernels).
+    /// Each rank routes its own tokens. Null on the other ranks.
+    /// </summary>
+    private double[]? MeasureEpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    {
+        int epRank = Array.IndexOf(pair, rank);
+        if (epRank < 0)
+            return null;
+        using var ep = NewGroup(store, "profile-ep", epRank, 2, timeout, iface);
+        var model = _sizes.MoeBlockModel();
+        var plan = _sizes.MoeBlockPlan();
+        using var stage = Parallelizer.ShardedModel(model, plan, [0], embedding: true, head: true, null, 0, seed: 1, _device, out _, ep: ep);
+        var dispatch = (ExpertParallelism)stage.Dispatch;
+        using var x0 = Input(plan, model, stage, seed: 13 + (ulong)epRank);
+        var comm = new List<double>();
+        double Uncounted()
+        {
+            double s = dispatch.TakeCommSeconds();
+            comm.Add(s);
+            return s;
+        }
+        const int runs = 40;
+        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
+        var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
+        return [f, b, Fitting.Median(perPass)];
+    }
+
+    /// <summary>
+    /// The block with its sequence split over <paramref name="pair"/> (two ranks of one node, cp 2: ring attention), as
+    /// the executor runs it: median forward and backward seconds without the ring's transfers, and their own seconds per
+    /// forward and backward. Null on the other ranks.
+    /// </summary>
+    private double[]? MeasureCpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    {
+        int cpRank = Array.IndexOf(pair, rank);
+        if (cpRank < 0)
+            return null;
+        using var cp = NewGroup(store, "profile-cp", cpRank, 2, timeout, iface);
+        var model = _sizes.BlockModel();
+        var plan = _sizes.CpBlockPlan();
+        using var stage = ReferenceStage(plan);
+        ContextParallelism.Apply(stage, cp);
+        // The rank's half of each sequence.
+        using var x0 = D(Tensor.Normal([plan.Mbs, plan.Seq / plan.Cp, model.Hidden], 0, 1, 14 + (ulong)cpRank, stage.Compute));
+        var comm = new List<double>();
+        double Uncounted()
+        {
+            double s = ContextParallel.TakeCommSeconds();
+            comm.Add(s);
+            return s;
+        }
+        const int runs = 40;
+        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
+        var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
+        return [f, b, Fitting.Median(perPass)];
+    }
+
+    /// <summary>
     /// Training steps of a small GPT as run trains it, every rank at once, each its own one-rank trainer (no
     /// communication): the mean compute seconds per step (the step pays the slow passes too) after warm-up steps.
     /// The pieces timed alone above leave out what a whole step adds: the activations of every block held at once

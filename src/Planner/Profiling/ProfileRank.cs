@@ -193,10 +193,11 @@ public sealed partial class ProfileRank
 
     /// <summary>What <see cref="MeasureKernels"/> measures.</summary>
     private sealed record KernelTimes(List<double[]> Gemm, double Add, double Gelu, Dictionary<string, double[]> Ops, List<double[]> Linear,
-        double[] Block, double[]? BlockTp, double OptimizerNs);
+        double[] Block, double[]? BlockTp, double[]? BlockEp, double[]? BlockCp, double OptimizerNs);
 
-    /// <summary>GEMMs, elementwise ops, memory-bound ops and the loss, linear layers, the block (whole and split over
-    /// tensor-parallel ranks) and the optimizer.</summary>
+    /// <summary>GEMMs, elementwise ops, memory-bound ops and the loss, linear layers, the block (whole, split over
+    /// tensor-parallel ranks, a MoE block split over expert-parallel ranks, the block over
+    /// context-parallel ranks) and the optimizer.</summary>
     private KernelTimes MeasureKernels(ProcessGroup pg, NodeMap nodes)
     {
         Progress(0.12, "GEMMs");
@@ -212,9 +213,13 @@ public sealed partial class ProfileRank
         // Tensor parallelism stays inside a node: the first two ranks of rank 0's node (not ranks 0 and 1, which a
         // scheduler's cyclic placement puts on different machines); with one rank per node there is no pair.
         var blockTp = nodes.RanksPerNode >= 2 ? MeasureTpBlock(_store, _rank, nodes.Ranks(0)[..2], _timeout, _iface) : null;
+        Progress(0.55, "a mixture-of-experts block split over expert-parallel ranks");
+        var blockEp = nodes.RanksPerNode >= 2 ? MeasureEpBlock(_store, _rank, nodes.Ranks(0)[..2], _timeout, _iface) : null;
+        Progress(0.56, "the block split over context-parallel ranks");
+        var blockCp = nodes.RanksPerNode >= 2 ? MeasureCpBlock(_store, _rank, nodes.Ranks(0)[..2], _timeout, _iface) : null;
         Progress(0.58, "the optimizer");
         double optimizerNs = MeasureOptimizer();
-        return new KernelTimes(gemm, add, gelu, ops, linear, block, blockTp, optimizerNs);
+        return new KernelTimes(gemm, add, gelu, ops, linear, block, blockTp, blockEp, blockCp, optimizerNs);
     }
 
     /// <summary>Each GEMM shape's median seconds: [m, n, k, seconds].</summary>
@@ -304,6 +309,8 @@ public sealed partial class ProfileRank
             linear = kernels.Linear,
             block = kernels.Block,
             block_tp = kernels.BlockTp,
+            block_ep = kernels.BlockEp,
+            block_cp = kernels.BlockCp,
             optimizer_ns_per_param = kernels.OptimizerNs,
             all_reduce = collectives.AllReduce,
             all_reduce_loaded = collectives.Loaded,

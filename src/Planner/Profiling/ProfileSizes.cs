@@ -102,6 +102,24 @@ public sealed record ProfileSizes(
     /// <summary>The block measurement's model.</summary>
     public ModelSpec BlockModel() => ModelLoader.Parse(BlockConfig, "profile", "profile-block");
 
+    /// <summary>The block's shape with a mixture-of-experts MLP (4 SwiGLU experts of twice the hidden size, top 2, no
+    /// shared expert): what the expert-parallel exchange is measured on.</summary>
+    public ModelSpec MoeBlockModel()
+    {
+        var b = BlockModel();
+        return ModelLoader.Parse(FormattableString.Invariant(
+            $$"""{"num_hidden_layers": 1, "hidden_size": {{b.Hidden}}, "num_attention_heads": {{b.Heads}}, "num_key_value_heads": {{b.Heads}}, "intermediate_size": {{2 * b.Hidden}}, "vocab_size": {{b.Vocab}}, "max_position_embeddings": {{b.MaxSeq}}, "hidden_act": "silu", "num_local_experts": 4, "num_experts_per_tok": 2}"""),
+            "profile", "profile-moe-block");
+    }
+
+    /// <summary>The MoE block's plan: two data-parallel ranks that split its experts (ep 2), over the short sequence (few
+    /// tokens per expert: the exchange's latency and the calls per expert show, as in small models' training).</summary>
+    public ParallelPlan MoeBlockPlan() => new(1, 1, 2, 1, 0, BlockMbs, 2 * BlockMbs, SmallSeq, 1, Recompute.None, false, Precision, Ep: 2);
+
+    /// <summary>The block's plan over two context-parallel ranks (ring attention), over the short sequence as the MoE
+    /// block's.</summary>
+    public ParallelPlan CpBlockPlan() => new(1, 1, 1, 2, 0, BlockMbs, BlockMbs, 2 * SmallSeq, 1, Recompute.None, false, Precision);
+
     /// <summary>The block measurement's plan over <paramref name="tp"/> tensor-parallel ranks.</summary>
     public ParallelPlan BlockPlan(int tp = 1) => new(tp, 1, 1, 1, 0, BlockMbs, BlockMbs, BlockSeq, 1, Recompute.None, false, Precision);
 
