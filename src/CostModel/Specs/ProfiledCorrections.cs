@@ -94,6 +94,10 @@ public sealed record ProfiledCorrections(
         ("arrival_us", c => c.ArrivalUs, (c, v) => c with { ArrivalUs = v }),
     ];
 
+    /// <summary>The scalar keys whose value may be measured as 0 (others read 0 as not measured, as older files wrote it):
+    /// a MoE block with no overhead beyond its kernels.</summary>
+    public static IReadOnlySet<string> ZeroMeasurable { get; } = new HashSet<string> { "moe_expert_overhead_us" };
+
     /// <summary>Each value measured here, else <paramref name="fallback"/>'s.</summary>
     public ProfiledCorrections Over(ProfiledCorrections? fallback)
     {

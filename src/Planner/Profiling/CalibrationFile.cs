@@ -118,9 +118,9 @@ public static class CalibrationFile
                     ? new OpRate(v[0], v[1])
                     : throw new InputException($"{path}: key '{k}' must hold two non-negative numbers (ns per element forward and backward)");
             }));
-            // A correction of 0 was never written (not measured): read as not measured.
+            // A correction of 0 was never written (not measured): read as not measured, but where 0 is a measurement.
             foreach (var (key, _, with) in ProfiledCorrections.Scalars)
-                if (map.ContainsKey(key) && D(key) > 0)
+                if (map.ContainsKey(key) && (D(key) > 0 || (D(key) == 0 && ProfiledCorrections.ZeroMeasurable.Contains(key))))
                     profiled = with(profiled, D(key));
             return profiled;
         }

@@ -131,19 +131,28 @@ public sealed partial class ProfileRank
         using var x0 = Input(plan, model, stage, seed: 11);
         // The collectives' own seconds, kept apart from the passes': the block's two all-reduces per pass as training
         // runs them, between its kernels (on shared cores that includes waking the peer's threads).
+        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), TensorParallel.TakeCommSeconds);
+        return [f, b, perPass.Average()];
+    }
+
+    /// <summary>
+    /// Median forward and backward seconds of 40 passes (after a warm-up) without the communication
+    /// <paramref name="takeComm"/> reports (seconds since its last call, then reset), and that communication's seconds
+    /// per forward and backward of each pass.
+    /// </summary>
+    private (double Forward, double Backward, List<double> CommPerPass) PassesApart(Tensor x0, Func<Tensor, Tensor> pass, Func<double> takeComm)
+    {
         var comm = new List<double>();
         double Uncounted()
         {
-            double s = TensorParallel.TakeCommSeconds();
+            double s = takeComm();
             comm.Add(s);
             return s;
         }
-        const int runs = 40;
-        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
+        var (f, b) = PassTimes(x0, pass, 40, Uncounted);
         // PassTimes reads the timer before each pass (nothing to count), after its forward and after its backward;
         // the first run is a warm-up.
-        var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
-        return [f, b, perPass.Average()];
+        return (f, b, comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList());
     }
 
     /// <summary>
@@ -163,16 +172,7 @@ public sealed partial class ProfileRank
         using var stage = Parallelizer.ShardedModel(model, plan, [0], embedding: true, head: true, null, 0, seed: 1, _device, out _, ep: ep);
         var dispatch = (ExpertParallelism)stage.Dispatch;
         using var x0 = Input(plan, model, stage, seed: 13 + (ulong)epRank);
-        var comm = new List<double>();
-        double Uncounted()
-        {
-            double s = dispatch.TakeCommSeconds();
-            comm.Add(s);
-            return s;
-        }
-        const int runs = 40;
-        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
-        var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
+        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), dispatch.TakeCommSeconds);
         return [f, b, Fitting.Median(perPass)];
     }
 
@@ -193,16 +193,7 @@ public sealed partial class ProfileRank
         ContextParallelism.Apply(stage, cp);
         // The rank's half of each sequence.
         using var x0 = D(Tensor.Normal([plan.Mbs, plan.Seq / plan.Cp, model.Hidden], 0, 1, 14 + (ulong)cpRank, stage.Compute));
-        var comm = new List<double>();
-        double Uncounted()
-        {
-            double s = ContextParallel.TakeCommSeconds();
-            comm.Add(s);
-            return s;
-        }
-        const int runs = 40;
-        var (f, b) = PassTimes(x0, x => stage.Block(0, x), runs, Uncounted);
-        var perPass = comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList();
+        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), ContextParallel.TakeCommSeconds);
         return [f, b, Fitting.Median(perPass)];
     }
 
