@@ -135,22 +135,12 @@ public sealed class BlockCosts
             };
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
             int sublayers = 1 + (!kind.Moe || model.Moe!.SharedFfn > 0 ? 1 : 0);
-            double tpPass = sublayers * tpOne;
-            // Experts held whole without sequence parallelism take each TP rank's part of the replicated tokens: their
-            // outputs are all-gathered in the forward, the inputs' gradients in the backward.
-            if (kind.Moe && plan.Tp > 1 && !plan.SequenceParallel)
-                tpPass += tpComm * CollectiveModel.Seconds(Collective.AllGather, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm);
+            double tpPass = sublayers * tpOne + (kind.Moe ? tpComm * RoutedTokensGather(plan, hiddenBytes, placement, cluster, options) : 0);
             var (adapterFwd, adapterBwd) = AdapterExchange(model, kind, plan, ops.Tokens * e, placement, cluster, options, tpComm);
             double coreFwd = timer.Forward(blockOps, attentionCoreOnly: true);
             double ep = kind.Moe ? ExpertExchange(ops, model, plan, placement, cluster, options) : 0;
             double backward = step * timer.BlockBackward(blockOps, plan.Tp, plan.Cp);
-            // A MoE block's pass also runs small kernels per local expert that the op list leaves out (splitting the
-            // dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the
-            // permutation's index kernels): a fixed time per local expert and pass.
-            // Two regimes: eager, or the router and dispatch preprocessing captured in CUDA graphs (PricingOptions.MoeCudaGraphs).
-            // Measured on this machine by a profile where it was, else the stack's.
-            double perExpert = gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.ExpertOverheadSeconds;
-            double overhead = kind.Moe ? perExpert * ops.LocalExperts : 0;
+            double overhead = kind.Moe ? ExpertOverhead(gpu, options) * ops.LocalExperts : 0;
             forward += overhead;
             backward += overhead;
             var (epForward, epBackward) = ExposedExchange(gpu, options, forward, backward, ep);
@@ -204,6 +194,25 @@ public sealed class BlockCosts
     private static double RoutingCounts(ModelSpec model, ParallelPlan plan, Placement placement, ClusterSpec cluster, PricingOptions options) =>
         plan.Ep > 1 && !plan.DeduplicatesDispatch(options.DeduplicatedDispatch)
             ? EpCommFactor(cluster) * CollectiveModel.Seconds(Collective.AllToAll, model.Experts * 8.0, placement, Axis.Ep, cluster, options.Algorithm)
+            : 0;
+
+    /// <summary>
+    /// Seconds a MoE block's pass spends per local expert in small kernels the op list leaves out (splitting the
+    /// dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the permutation's
+    /// index kernels): measured on this machine by a profile where it was, else the stack's (two regimes: eager, or the
+    /// router and dispatch preprocessing captured in CUDA graphs, <see cref="PricingOptions.MoeCudaGraphs"/>).
+    /// </summary>
+    private static double ExpertOverhead(GpuSpec gpu, PricingOptions options) =>
+        gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.ExpertOverheadSeconds;
+
+    /// <summary>
+    /// Experts held whole without sequence parallelism take each TP rank's part of the replicated tokens: their outputs
+    /// are all-gathered over TP in the forward, the inputs' gradients in the backward (one all-gather of the hidden
+    /// states per pass); nothing otherwise.
+    /// </summary>
+    private static double RoutedTokensGather(ParallelPlan plan, double hiddenBytes, Placement placement, ClusterSpec cluster, PricingOptions options) =>
+        plan.Tp > 1 && !plan.SequenceParallel
+            ? CollectiveModel.Seconds(Collective.AllGather, hiddenBytes, placement, Axis.Tp, cluster, options.Algorithm)
             : 0;
 
     /// <summary>The profiled correction of the expert-parallel exchange (1 unless a profile measured it).</summary>
