@@ -358,6 +358,8 @@ public class ExpertParallelTests
         var noSp = sp with { SequenceParallel = false };
         Assert.Null(PlanCheck.Problem(Qwen, c, noSp));
         Assert.Equal("sequence_parallel", PlanCheck.Problems(Qwen, c, noSp with { Etp = 2 }).Single().Field);
+        // Each TP rank routes an equal part of every sequence.
+        Assert.Contains(PlanCheck.Problems(Qwen, c, noSp with { Seq = 4097 }), p => p.Field == "seq" && p.Reason.Contains("tp = 2"));
         // The same routed tokens and expert GEMMs either way; the router scores every replicated token without SP.
         var opsSp = new TransformerOps(Qwen, sp, true);
         var opsNoSp = new TransformerOps(Qwen, noSp, true);

@@ -45,6 +45,8 @@ public sealed partial class ExecutorParityTests
         // Two expert-data-parallel ranks hold each pair of experts and sum their gradients.
         { "ep2-dp4", 2, 1, 1, 1, 4, 0 },
         { "ep2-dp2-pp2", 2, 1, 1, 2, 2, 0 },
+        // Stage 0 holds only the dense first block: no experts there, nothing to reduce over expert-DP.
+        { "ep2-dp2-pp2-dense-stage", 2, 1, 1, 2, 2, 0 },
         // Experts split as the dense MLP (etp = tp); the EP group joins ranks of the same TP index.
         { "ep2-tp2-sp-dp2", 2, 2, 2, 1, 2, 0 },
         // Experts whole (etp 1, the cost model's default): each TP rank routes its part of the sequence, without expert
@@ -53,7 +55,7 @@ public sealed partial class ExecutorParityTests
         { "tp2-sp-etp1", 1, 1, 2, 1, 1, 0 },
         { "ep2-tp2-sp-etp1", 2, 1, 2, 1, 1, 0 },
         { "ep2-tp2-sp-etp1-dp2", 2, 1, 2, 1, 2, 0 },
-        // Without sequence parallelism (which Megatron-Core and the plan check require for MoE at tp > 1) experts held
+        // Without sequence parallelism (which Megatron-Core requires for MoE at tp > 1; the plan check for split experts) experts held
         // whole still run: each TP rank routes its part of the sequence and the outputs are gathered.
         { "tp2-etp1", 1, 1, 2, 1, 1, 0 },
         { "ep2-tp2-etp1-dp2", 2, 1, 2, 1, 2, 0 },
@@ -64,7 +66,8 @@ public sealed partial class ExecutorParityTests
     public void Expert_parallel_layout_reproduces_the_single_process_run(string name, int ep, int etp, int tp, int pp, int dp, int zero)
     {
         bool sp = name.Contains("-sp", StringComparison.Ordinal);
-        string keys = $", \"ep\": {ep}, \"etp\": {etp}";
+        string keys = $", \"ep\": {ep}, \"etp\": {etp}"
+            + (name.EndsWith("-dense-stage", StringComparison.Ordinal) ? ", \"stages\": {\"layers\": [1, 3], \"recompute\": [\"none\", \"none\"]}" : "");
         var single = _ref.Single("moe");
         var (loss, _) = _ref.Run("moe", name, tp, pp, dp, zero, 1, "none", sp, 3, keys: keys);
         for (int s = 0; s < loss.Length; s++)

@@ -56,6 +56,8 @@ public sealed class ProfilingTests : IDisposable
                      ("memory factor", p.MemoryFactor!.Value, refit.Profiled!.MemoryFactor!.Value),
                      ("ep comm factor", p.EpComm!.Value, refit.Profiled!.EpComm!.Value), ("cp comm factor", p.CpComm!.Value, refit.Profiled!.CpComm!.Value),
                      ("cp block factor", p.CpBlockForward!.Value, refit.Profiled!.CpBlockForward!.Value),
+                     ("cp block backward factor", p.CpBlockBackward!.Value, refit.Profiled!.CpBlockBackward!.Value),
+                     ("moe overhead", p.MoeExpertOverheadUs!.Value, refit.Profiled!.MoeExpertOverheadUs!.Value),
                  })
             Assert.True(a == b, $"{name}: {a} measured, {b} refitted");
         AssertCudaMeasurementsFitTheGpuCluster(kept);

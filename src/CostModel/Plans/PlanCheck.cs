@@ -206,6 +206,10 @@ public static class PlanCheck
         if (p.Tp > 1 && p.Etp > 1 && !p.SequenceParallel
             && f.Stop("sequence_parallel", "false", $"mixture-of-experts blocks with experts split over etp = {p.Etp} need sequence parallelism (Megatron-Core requires it)"))
             return true;
+        // Without sequence parallelism each TP rank routes an equal part of every sequence.
+        if (p.Tp > 1 && p.Etp == 1 && !p.SequenceParallel && p.Seq / Math.Max(1, p.Cp) % p.Tp != 0
+            && f.Stop("seq", p.Seq, $"{p.Seq / Math.Max(1, p.Cp)} tokens per sequence and rank do not split over tp = {p.Tp}: experts held whole without sequence parallelism route each TP rank's equal part"))
+            return true;
         if ((double.IsNaN(p.MoeImbalance) || p.MoeImbalance < 1 || p.MoeImbalance > moe.Experts)
             && f.Stop("moe_imbalance", p.MoeImbalance, $"{p.MoeImbalance} is not a load factor from 1 (balanced) to the {moe.Experts} experts"))
             return true;

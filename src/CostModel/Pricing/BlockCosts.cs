@@ -181,11 +181,6 @@ public sealed class BlockCosts
     }
 
     /// <summary>
-    /// The expert-parallel exchange's exposed seconds, forward and backward: all of it; with the exchange overlapped with
-    /// another micro-batch's compute (<see cref="PricingOptions.OverlapExpertComm"/>), only what the block's compute
-    /// cannot hide (the other micro-batch's block costs as much).
-    /// </summary>
-    /// <summary>
     /// The all-to-all dispatcher's exchange of how many tokens each rank routes to each expert before the forward's
     /// dispatch (the receivers size their buffers from it; Megatron-Core's all-to-all dispatcher gathers the counts in
     /// its preprocessing, the executor exchanges them): one small collective over the EP group per forward, exposed
@@ -199,11 +194,13 @@ public sealed class BlockCosts
     /// <summary>
     /// Seconds a MoE block's pass spends per local expert in small kernels the op list leaves out (splitting the
     /// dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the permutation's
-    /// index kernels): measured on this machine by a profile where it was, else the stack's (two regimes: eager, or the
-    /// router and dispatch preprocessing captured in CUDA graphs, <see cref="PricingOptions.MoeCudaGraphs"/>).
+    /// index kernels). Two regimes: the router and dispatch preprocessing captured in CUDA graphs
+    /// (<see cref="PricingOptions.MoeCudaGraphs"/>), the stack's graphed value; eager, the value a profile measured on
+    /// this machine where it did (the executor runs eager), else the stack's.
     /// </summary>
-    private static double ExpertOverhead(GpuSpec gpu, PricingOptions options) =>
-        gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.ExpertOverheadSeconds;
+    private static double ExpertOverhead(GpuSpec gpu, PricingOptions options) => options.MoeCudaGraphs
+        ? options.MoeGraphedExpertOverheadSeconds
+        : gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.MoeExpertOverheadSeconds;
 
     /// <summary>
     /// Experts held whole without sequence parallelism take each TP rank's part of the replicated tokens: their outputs
@@ -218,6 +215,11 @@ public sealed class BlockCosts
     /// <summary>The profiled correction of the expert-parallel exchange (1 unless a profile measured it).</summary>
     private static double EpCommFactor(ClusterSpec cluster) => cluster.Gpu.Profiled?.EpComm ?? 1;
 
+    /// <summary>
+    /// The expert-parallel exchange's exposed seconds, forward and backward: all of it; with the exchange overlapped with
+    /// another micro-batch's compute (<see cref="PricingOptions.OverlapExpertComm"/>), only what the block's compute
+    /// cannot hide (the other micro-batch's block costs as much).
+    /// </summary>
     private static (double Forward, double Backward) ExposedExchange(GpuSpec gpu, PricingOptions options, double forward, double backward, double ep) =>
         options.OverlapExpertComm && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
 

@@ -12,9 +12,6 @@ public class ExpertDispatch
     /// <summary>Every expert held and computed by this process.</summary>
     public static ExpertDispatch Local { get; } = new();
 
-    /// <summary>The first expert this process holds and how many, of <paramref name="experts"/>.</summary>
-    public virtual (int First, int Count) Held(int experts) => (0, experts);
-
     /// <summary>
     /// The experts' outputs for <paramref name="rows"/> ([rows, hidden]: expert 0's rows first, then expert 1's, and so
     /// on, <paramref name="counts"/>[e] of expert e), in the same order; <paramref name="expert"/> computes an expert

@@ -56,9 +56,9 @@ public sealed partial class DataParallelism : IDisposable
         _overlapEveryBackward = plan.Zero == 2 && dp is not null;
         var dense = model.TrainableSpecs.Where(s => experts is null || !ExpertParallelism.IsExpert(s.Name)).ToList();
         _dense = dense.Select(s => model[s.Name]).ToList();
-        if (experts is not null)
+        var routed = model.TrainableSpecs.Where(s => ExpertParallelism.IsExpert(s.Name)).ToList();
+        if (experts is not null && routed.Count > 0) // a stage of dense blocks only holds no experts
         {
-            var routed = model.TrainableSpecs.Where(s => ExpertParallelism.IsExpert(s.Name)).ToList();
             _experts = new ExpertGradients(routed.Select(s => model[s.Name]).ToList(), experts.Edp,
                 optimizer.Create(OptimizerLayout.Parameters(model, tp, routed)));
         }

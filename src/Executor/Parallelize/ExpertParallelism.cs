@@ -9,8 +9,9 @@ namespace Planner.Executor.Parallelize;
 /// Expert parallelism as Megatron-Core lays it out, on a plain <see cref="GptModel"/>: the routed experts of every MoE
 /// block split into equal consecutive ranges over the ranks of the EP group (rank r holds experts r·E/ep to
 /// (r+1)·E/ep − 1; the other ranks' are dropped before the model is made), and each block's routed rows dispatched to
-/// the ranks that hold their experts and combined back with all-to-alls over the group. Under tensor parallelism the
-/// experts are split as the dense MLP (expert-TP = TP) and every rank of a TP group dispatches the same rows, each
+/// the ranks that hold their experts and combined back with all-to-alls over the group. Under tensor parallelism with
+/// experts held whole (expert-TP 1) each rank dispatches its own part of the sequence and the EP group may span the TP
+/// ranks; with experts split as the dense MLP (expert-TP = TP) every rank of a TP group dispatches the same rows, each
 /// computing its part of the experts. The experts' gradients are reduced over the expert-data-parallel group by
 /// <see cref="DataParallelism"/>.
 /// </summary>
@@ -66,9 +67,6 @@ public sealed class ExpertParallelism : ExpertDispatch
         _countSeconds = 0;
         return seconds;
     }
-
-    /// <inheritdoc />
-    public override (int First, int Count) Held(int experts) => (_first, _count);
 
     /// <summary>
     /// Sends each expert's rows to the rank that holds it (the counts per expert exchanged first), computes the rows this

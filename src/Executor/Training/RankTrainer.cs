@@ -109,7 +109,8 @@ public sealed class RankTrainer : IDisposable
         if (plan.Ep > 1 && plan.Zero >= 3)
             return "zero 3 with expert parallelism: not yet in the executor (use zero 0, 1 or 2)";
         if (plan.Ep > 1 && plan.Zero >= 1 && plan.ExpertDp > 1)
-            return $"zero {plan.Zero} with expert parallelism over {plan.ExpertDp} expert-data-parallel ranks: the executor keeps the experts' optimizer state whole (ZeRO shards the dense parameters only); use zero 0, or ep = {plan.Ep * plan.ExpertDp} so that no two ranks of a stage hold the same experts";
+            return $"zero {plan.Zero} with expert parallelism over {plan.ExpertDp} expert-data-parallel ranks: the executor keeps the experts' optimizer state whole (ZeRO shards the dense parameters only); use zero 0"
+                + (model.Moe!.Experts % (plan.Ep * plan.ExpertDp) == 0 ? $", or ep = {plan.Ep * plan.ExpertDp} so that no two ranks of a stage hold the same experts" : "");
         if (plan.Etp != 1 && plan.Etp != plan.Tp)
             return $"expert tensor parallelism {plan.Etp}: the executor keeps the experts whole (etp 1) or splits them as the dense MLP (etp = tp = {plan.Tp})";
         if (plan.Tp > 1 && plan.Etp > 1 && !plan.SequenceParallel)
