@@ -12,8 +12,6 @@ public sealed record ExpertGroups(ProcessGroup? Edp);
 /// their optimizer.</summary>
 public sealed class ExpertGradients(IReadOnlyList<Tensor> parameters, ProcessGroup? edp, IOptimizer optimizer)
 {
-    private readonly HashSet<Tensor> _held = new(parameters, ReferenceEqualityComparer.Instance);
-
     /// <summary>The experts' parameters (this rank's).</summary>
     public IReadOnlyList<Tensor> Parameters => parameters;
 
@@ -22,9 +20,6 @@ public sealed class ExpertGradients(IReadOnlyList<Tensor> parameters, ProcessGro
 
     /// <summary>The optimizer over <see cref="Parameters"/> (never sharded: ZeRO shards only the dense parameters).</summary>
     public IOptimizer Optimizer => optimizer;
-
-    /// <summary>True for one of the experts' parameters.</summary>
-    public bool Holds(Tensor p) => _held.Contains(p);
 }
 
 /// <summary>The routed experts' reduction under expert parallelism.</summary>

@@ -114,13 +114,14 @@ public sealed partial class DataParallelism
             ReduceAndStepSharded(unscale, curvature);
     }
 
-    /// <summary>Steps the optimizer (when <paramref name="unscale"/> lets it) or refreshes its curvature; true when stepped.</summary>
+    /// <summary>Steps the optimizer (when <paramref name="unscale"/> lets it) or refreshes its curvature, over
+    /// <paramref name="optimized"/> and the routed experts' parameters under expert parallelism; true when stepped.</summary>
     private bool Apply(Func<IReadOnlyList<Tensor>, bool> unscale, IReadOnlyList<Tensor> optimized, bool curvature)
     {
         bool stepped = false;
         var optimizers = _experts is null ? [_optimizer] : new[] { _optimizer, _experts.Optimizer };
         if (_experts is not null)
-            optimized = optimized.Where(p => !_experts.Holds(p)).Concat(_experts.Parameters).ToList();
+            optimized = [.. optimized, .. _experts.Parameters];
         if (curvature)
         {
             if (unscale(optimized))
@@ -161,7 +162,7 @@ public sealed partial class DataParallelism
         }
         CommSeconds += _clock.Since(d0);
         long o0 = _clock.Now();
-        Apply(unscale, _model.Trainable, curvature);
+        Apply(unscale, _dense, curvature);
         OptimizerSeconds += _clock.Since(o0);
     }
 

@@ -35,7 +35,7 @@ public sealed partial class DataParallelism : IDisposable
     private readonly List<(Work Work, Tensor Flat, List<Tensor> Bucket)> _reducing = []; // ZeRO-0's all-reduces
     private readonly List<ShardedParameters.Reduction> _scattering = []; // ZeRO-1/2's reduce-scatters
     private readonly ExpertGradients? _experts; // expert parallelism: the routed experts, reduced and stepped apart
-    private readonly List<Tensor> _dense; // the trainable parameters but those
+    private readonly List<Tensor> _dense; // the trainable parameters but the routed experts under expert parallelism
 
     /// <summary>Applies data parallelism to <paramref name="model"/>, the part of pipeline stage <paramref name="stage"/>
     /// this rank holds (its chunks' buckets laid out by <paramref name="layout"/>).</summary>

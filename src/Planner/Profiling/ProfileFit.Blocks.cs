@@ -67,10 +67,11 @@ public static partial class ProfileFit
         var e = ea.Select(v => (double)v!).ToArray();
         var model = sizes.MoeBlockModel();
         var plan = sizes.MoeBlockPlan();
-        var costs = BlockCosts.Compute(model, cal.Apply(cluster), plan, Executor);
+        var calibrated = cal.Apply(cluster);
+        var costs = BlockCosts.Compute(model, calibrated, plan, Executor);
         double[] exchange = [e[2], costs.Block.EpForward + costs.Block.EpBackward];
         var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
-        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var timer = new Planner.CostModel.Compute.KernelTimer(calibrated.Gpu, precision);
         double[] passes = [e[0] + e[1], timer.BlockForward(ops.Block) + timer.BlockBackward(ops.Block)];
         double overheadUs = Math.Max(0, passes[0] - passes[1]) / (2 * ops.LocalExperts) * 1e6;
         cal = cal with { Profiled = cal.Profiled! with { EpComm = exchange[0] / exchange[1], MoeExpertOverheadUs = overheadUs } };
@@ -85,11 +86,13 @@ public static partial class ProfileFit
             return null;
         var c = ca.Select(v => (double)v!).ToArray();
         var plan = sizes.CpBlockPlan();
-        var costs = BlockCosts.Compute(sizes.BlockModel(), cal.Apply(cluster), plan, Executor);
+        var model = sizes.BlockModel();
+        var calibrated = cal.Apply(cluster);
+        var costs = BlockCosts.Compute(model, calibrated, plan, Executor);
         double[] ring = [c[2], costs.Block.CpForward + costs.Block.CpBackward];
         // Its passes without the transfers against the kernels' price (the whole block's factor left out).
-        var ops = new Planner.CostModel.Compute.TransformerOps(sizes.BlockModel(), plan, flashAttention: false);
-        var timer = new Planner.CostModel.Compute.KernelTimer(cal.Apply(cluster).Gpu, precision);
+        var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
+        var timer = new Planner.CostModel.Compute.KernelTimer(calibrated.Gpu, precision);
         cal = cal with
         {
             Profiled = cal.Profiled! with
