@@ -32,9 +32,9 @@ public static class PlanFile
     public static Contents Read(string path)
     {
         if (Directory.Exists(path))
-            throw new InputException($"--plan: '{path}' is a directory, not a plan file");
+            throw new InputException("plan", $"'{path}' is a directory, not a plan file");
         if (!File.Exists(path))
-            throw new InputException($"--plan: file '{path}' not found");
+            throw new InputException("plan", $"file '{path}' not found");
         string text;
         try
         {
@@ -42,7 +42,7 @@ public static class PlanFile
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new InputException($"--plan: cannot read '{path}': {FirstLine(e.Message)}");
+            throw new InputException("plan", $"cannot read '{path}': {FirstLine(e.Message)}");
         }
         return Parse(text, path);
     }

@@ -36,15 +36,15 @@ public static class StackLoader
     public static IReadOnlyList<string> PresetNames => Presets.Names("stacks/", ".yaml");
 
     /// <summary>Loads a stack preset by name, or a YAML file by path; <paramref name="flag"/> names where it was asked for.</summary>
-    public static SoftwareStack Load(string nameOrPath, string flag = "--stack") => Load(nameOrPath, flag, 0);
+    public static SoftwareStack Load(string nameOrPath, string flag = "stack") => Load(nameOrPath, flag, 0);
 
     /// <summary>The facts of a stack (see <see cref="Load(string, string)"/>).</summary>
-    public static PricingOptions Options(string nameOrPath, string flag = "--stack") => Load(nameOrPath, flag).Options;
+    public static PricingOptions Options(string nameOrPath, string flag = "stack") => Load(nameOrPath, flag).Options;
 
     private static SoftwareStack Load(string nameOrPath, string flag, int depth)
     {
         if (depth > 8)
-            throw new InputException($"{flag}: stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
+            throw new InputException(flag, $"stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
         // A bare preset name is the preset even where a file of that name lies about (the repository's ./planner).
         var text = IsBare(nameOrPath) ? Presets.Read($"stacks/{nameOrPath}.yaml") : null;
         if (text is not null)
@@ -61,8 +61,8 @@ public static class StackLoader
             return file;
         }
         if (!IsBare(nameOrPath) || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
-            throw new InputException($"{flag}: file '{nameOrPath}' not found");
-        throw new InputException($"{flag}: '{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
+            throw new InputException(flag, $"file '{nameOrPath}' not found");
+        throw new InputException(flag, $"'{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
     }
 
     /// <summary>

@@ -43,8 +43,8 @@ public static class ClusterLoader
         if (text is not null)
             return Parse(text, $"topologies/{nameOrPath}.yaml") with { Source = nameOrPath };
         if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
-            throw new InputException($"--cluster: file '{nameOrPath}' not found");
-        throw new InputException($"--cluster: '{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
+            throw new InputException("cluster", $"file '{nameOrPath}' not found");
+        throw new InputException("cluster", $"'{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
     }
 
     /// <summary>Loads a GPU preset by name.</summary>

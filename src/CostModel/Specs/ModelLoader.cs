@@ -23,8 +23,8 @@ public static class ModelLoader
         if (text is not null)
             return Parse(text, $"models/{nameOrPath}.json", nameOrPath) with { Source = nameOrPath };
         if (nameOrPath.Contains('/') || nameOrPath.Contains('\\') || nameOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
-            throw new InputException($"--model: file '{nameOrPath}' not found");
-        throw new InputException($"--model: '{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
+            throw new InputException("model", $"file '{nameOrPath}' not found");
+        throw new InputException("model", $"'{nameOrPath}' is neither a file nor a preset (presets: {string.Join(", ", PresetNames)})");
     }
 
     /// <summary>Parses config JSON text; <paramref name="source"/> names the file in error messages.</summary>

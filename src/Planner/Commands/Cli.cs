@@ -61,7 +61,7 @@ public static class Cli
         }
         catch (InputException e)
         {
-            stderr.WriteLine($"planner: {e.Message}");
+            stderr.WriteLine($"planner: {ProblemFlags.Message(e)}");
             return BadInput;
         }
         catch (RankFailedException e)

@@ -14,6 +14,7 @@ public static class ProblemFlags
     {
         ["model"] = "--model",
         ["cluster"] = "--cluster",
+        ["plan"] = "--plan",
         ["tp"] = "--tp",
         ["pp"] = "--pp",
         ["dp"] = "--dp",
@@ -44,6 +45,9 @@ public static class ProblemFlags
 
     /// <summary>One problem named by its flags: "--tp: 3 does not divide ...", "--tp·--pp·--dp·--cp: 256 GPUs, ...".</summary>
     public static string Describe(PlanProblem problem) => $"{string.Join("·", problem.Keys.Select(Flag))}: {problem.Reason}";
+
+    /// <summary>A bad input as the user gave it: the cost model's key (<c>model</c>) named by its flag (<c>--model</c>).</summary>
+    public static string Message(CostModel.Specs.InputException e) => e.Field is { } field ? $"{Flag(field)}: {e.Reason}" : e.Message;
 
     /// <summary>Every problem on one line, for an <see cref="CostModel.Specs.InputException"/>.</summary>
     public static string Line(IEnumerable<PlanProblem> problems) => string.Join("; ", problems.Select(Describe));

@@ -43,7 +43,7 @@ public sealed record ExportInput(
         }
         catch (InputException e)
         {
-            return new ExportInput(plan, model, cluster, null, Reason(e.Message), source, stack);
+            return new ExportInput(plan, model, cluster, null, Reason(e), source, stack);
         }
         Check(plan, spec, source);
         return new ExportInput(plan, model, cluster, spec, null, source, stack);
@@ -96,10 +96,9 @@ public sealed record ExportInput(
     }
 
     /// <summary>The loader's message without its flag prefix and preset list (the plan file named the model, not --model).</summary>
-    private static string Reason(string message)
+    private static string Reason(InputException e)
     {
-        const string prefix = "--model: ";
-        string s = message.StartsWith(prefix, StringComparison.Ordinal) ? message[prefix.Length..] : message;
+        string s = e.Reason;
         int presets = s.IndexOf(" (presets:", StringComparison.Ordinal);
         return presets >= 0 ? s[..presets] : s;
     }

@@ -110,7 +110,7 @@ public static class Sweep
         }
         catch (InputException e)
         {
-            string message = e.Message.StartsWith("--model: ", StringComparison.Ordinal) ? e.Message["--model: ".Length..] : e.Message;
+            string message = e.Field == "model" ? e.Reason : e.Message;
             throw new InputException(message.StartsWith("--sweep", StringComparison.Ordinal) ? message : $"--sweep {key}: {message}");
         }
         return info.Parse(item) ?? throw new InputException($"--sweep {key}: '{item}' is not valid; expected {info.Expected}");

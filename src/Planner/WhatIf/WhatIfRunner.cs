@@ -65,7 +65,7 @@ public static class WhatIfRunner
         catch (InputException e)
         {
             // Whatever the cost model rejects for this point's inputs (a precision the GPU lacks, ...) is the point's note.
-            return new WhatIfRow(point, s, null, null, e.Message);
+            return new WhatIfRow(point, s, null, null, Planner.Cli.Commands.ProblemFlags.Message(e));
         }
     }
 
