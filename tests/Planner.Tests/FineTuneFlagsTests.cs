@@ -101,7 +101,7 @@ public sealed class FineTuneSearchTests
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
         var plans = doc.RootElement.GetProperty("plans").EnumerateArray().ToList();
-        // A bf16 70B base cannot fit 48 GiB; QLoRA fits with 8-bit Adam and Adafactor (docs/2026-12-07-finetuning.md).
+        // A bf16 70B base cannot fit 48 GiB; QLoRA fits with 8-bit Adam and Adafactor (docs/finetuning.md).
         Assert.NotEmpty(plans);
         Assert.All(plans, p => Assert.Equal("qlora", p.GetProperty("finetune").GetString()));
         Assert.Contains(plans, p => p.GetProperty("optimizer").GetString() == "adafactor");
