@@ -14,7 +14,7 @@ public static class ClusterLoader
     public const double DefaultInterNodeEfficiency = 0.85;
 
     /// <summary>All-to-all efficiency of an NVLink domain when the file gives no link efficiency: the tier's collective
-    /// efficiency (the published MoE runs do not identify an all-to-all efficiency of its own: docs/2026-12-07-modern-fit.md).</summary>
+    /// efficiency (the published MoE runs do not identify an all-to-all efficiency of its own: docs/validation.md).</summary>
     public const double DefaultIntraNodeAllToAllEfficiency = DefaultIntraNodeEfficiency;
 
     /// <summary>All-to-all efficiency of the network between domains when the file gives no link efficiency (likewise).</summary>
@@ -172,7 +172,7 @@ public static class ClusterLoader
         /// <summary>See <see cref="GpuSpec.ReservedGib"/>.</summary>
         public const double ReservedGib = 0.75;
         /// <summary>See <see cref="GpuSpec.GroupedGemmEfficiency"/>: fitted to the MoE runs of validation/modern_runs.csv
-        /// (`planner validate --runs validation/modern_runs.csv --fit`, docs/2026-12-07-modern-fit.md).</summary>
+        /// (`planner validate --runs validation/modern_runs.csv --fit`, docs/validation.md).</summary>
         public const double GroupedGemmEfficiency = 0.52;
         /// <summary>See <see cref="GpuSpec.QuantizedGemmEfficiency"/>, for a GPU whose file gives none: the mean of the values
         /// fitted for the B200, GB200, GB300 and H100 presets (0.81), MXFP8 at the fitted 0.853 of FP8's, NVFP4 (no run to
