@@ -49,6 +49,11 @@ public sealed class MoeBlockTests(ParityTests.Reference reference) : IClassFixtu
         loss.Backward();
         Same("y", y);
         Assert.Equal(_ref.GetProperty("aux").GetDouble(), model.AuxLossTotal, 6);
+        // The busiest expert's load over the mean, from PyTorch's routing: one entry for the block's forward.
+        var choice = _ref.GetProperty("choice").EnumerateArray().Select(v => v.GetInt32()).ToArray();
+        double busiest = Enumerable.Range(0, 4).Max(e => choice.Count(c => c == e)) / (choice.Length / 4.0);
+        Assert.Equal([busiest], model.TakeRoutingLoads());
+        Assert.Empty(model.TakeRoutingLoads());
         Same("grad_x", x.Grad);
         Same("grad_ln2", model["layers.0.ln2.w"].Grad);
         Same("grad_router", model["layers.0.mlp.router.w"].Grad);

@@ -51,6 +51,8 @@ public sealed class MoeRunTests : IDisposable
         var aux = measured["aux_loss"]!.AsArray().Select(v => (double)v!).ToArray();
         Assert.Equal(loss.Length, aux.Length);
         Assert.All(aux, a => Assert.InRange(a, 3 * 0.99, 3 * 4.0));
+        // The busiest expert's rows over the mean: at least 1, at most 4 experts / top 2 (an expert takes a token once).
+        Assert.InRange((double)measured["moe_imbalance"]!, 1.0, 2.0);
     }
 
     [Fact]

@@ -17,6 +17,17 @@ public sealed partial class GptModel
     /// forward so far, for reports: a reader takes the difference around a forward.</summary>
     public double AuxLossTotal { get; private set; }
 
+    private readonly List<double> _routingLoads = [];
+
+    /// <summary>Each MoE block forward's busiest expert load over the mean (<see cref="Dispatched.BusiestLoad"/>) since
+    /// the last call, in the order they ran; the list is then emptied.</summary>
+    public double[] TakeRoutingLoads()
+    {
+        var loads = _routingLoads.ToArray();
+        _routingLoads.Clear();
+        return loads;
+    }
+
     /// <summary>Where the routed rows are computed (<see cref="ExpertDispatch.Local"/> until expert parallelism sets it).</summary>
     public ExpertDispatch Dispatch { get; set; } = ExpertDispatch.Local;
 
@@ -51,7 +62,8 @@ public sealed partial class GptModel
 
         var flat = x.Reshape(tokens, hidden);
         var rows = F.Embedding(flat, Tensor.From(route.Order, route.Order.Length).On(device));
-        var joined = Dispatch.Run(rows, route.Counts, (e, xe) => Expert($"{p}mlp.experts.{e}.", xe));
+        var (joined, busiest) = Dispatch.Run(rows, route.Counts, (e, xe) => Expert($"{p}mlp.experts.{e}.", xe));
+        _routingLoads.Add(busiest);
         Tensor? y = null;
         for (int j = 0; j < moe.TopK; j++)
         {

@@ -71,8 +71,10 @@ public sealed class ExpertParallelism : ExpertDispatch
     /// <summary>
     /// Sends each expert's rows to the rank that holds it (the counts per expert exchanged first), computes the rows this
     /// rank's experts received from every rank, expert by expert, and sends the results back in the order they came.
+    /// Its busiest expert's load counts the rows every rank of the group sent it; every rank routes as many rows as
+    /// this one, so the mean expert's is the group's size times this rank's routed rows over the experts.
     /// </summary>
-    public override Tensor Run(Tensor rows, long[] counts, Func<int, Tensor, Tensor> expert)
+    public override Dispatched Run(Tensor rows, long[] counts, Func<int, Tensor, Tensor> expert)
     {
         int ranks = _group.Size;
         // received[s·count + l]: the rows rank s sends to this rank's local expert l.
@@ -101,7 +103,8 @@ public sealed class ExpertParallelism : ExpertDispatch
         for (int i = 0; i < back.Length; i++)
             back[byExpert[i]] = i;
         var returned = F.Embedding(computed, Tensor.From(back, back.Length).On(rows.Device));
-        return ExpertParallel.AllToAll(_group, returned, recv, send);
+        var loads = Enumerable.Range(0, _count).Select(l => Enumerable.Range(0, ranks).Sum(s => received[s * _count + l])).ToArray();
+        return new Dispatched(ExpertParallel.AllToAll(_group, returned, recv, send), BusiestOverMean(loads, ranks * counts.Sum(), counts.Length));
     }
 
     /// <summary>The number of rows each rank of the group sends to each of this rank's experts (rank-major).</summary>

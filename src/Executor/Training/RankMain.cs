@@ -58,6 +58,7 @@ public static class RankMain
                 loss_scale = trainer.LossScale,
                 skipped_steps = trainer.SkippedSteps,
                 aux_loss = trainer.AuxLoss,
+                moe_loads = metrics.RoutingLoads is { Count: > 0 } loads ? loads : null,
             });
             output.WriteLine(line);
             output.Flush();

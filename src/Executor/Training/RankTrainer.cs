@@ -15,8 +15,10 @@ namespace Planner.Executor.Training;
 /// <param name="Optimizer">Seconds in the optimizer step.</param>
 /// <param name="CpComm">Seconds in the ring attention's transfers (posting them and waiting for what its compute did not hide).</param>
 /// <param name="EpComm">Seconds in expert-parallel all-to-alls (token dispatch and combine, forward and backward).</param>
+/// <param name="RoutingLoads">Each MoE block forward's busiest expert load over the mean, in the order they ran (empty
+/// for a dense model).</param>
 public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
-    double CpComm = 0, double EpComm = 0)
+    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
     public double Compute => Math.Max(0, Seconds - TpComm - CpComm - EpComm - PpWait - DpComm - Optimizer);
@@ -190,7 +192,9 @@ public sealed class RankTrainer : IDisposable
         data.BeginStep();
         if (data.RefreshesCurvature(step))
             CurvaturePass(step);
+        _rank.Model.TakeRoutingLoads(); // the step's training forwards only
         double lossSum = _pipeline.Run(microBatch => Batch(step, microBatch), _scaler?.Scale ?? 1);
+        var routingLoads = _rank.Model.TakeRoutingLoads();
         AuxLoss = _rank.Model.Spec.IsMoe ? _pipeline.AuxLossSum / _plan.MicroBatches : null;
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
@@ -205,7 +209,7 @@ public sealed class RankTrainer : IDisposable
             loss = l.Item() / (_groups.Dp?.Size ?? 1);
         }
         double seconds = _clock.Since(t0);
-        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm);
+        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm, routingLoads);
     }
 
     /// <summary>

@@ -283,7 +283,8 @@ public static class RunCommand
             ("expert-parallel communication", Part("ep_comm_s"), predicted?.Breakdown.EpComm),
         };
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
-        var run = new RunSummary(plan, perStep, median, tokensPerS, peakByRank, peak, lossScale, skipped, predicted, stepError, memError, busiestStage, parts);
+        var run = new RunSummary(plan, perStep, median, tokensPerS, peakByRank, peak, lossScale, skipped, predicted, stepError, memError, busiestStage, parts,
+            RoutingReport.MoeImbalance(plan, timedLines));
         if (json)
             WriteJson(stdout, inputs, run, lines, timedLines, steps);
         else
@@ -295,7 +296,7 @@ public static class RunCommand
     /// components) against its prediction (null: none), as its report prints it.</summary>
     private sealed record RunSummary(ParallelPlan Plan, List<(int Step, double Seconds, double? Loss)> PerStep, double Median, double TokensPerS,
         List<double> PeakByRank, double Peak, double? LossScale, int Skipped, Prediction? Predicted, double? StepError, double? MemError,
-        int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts);
+        int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts, double? MoeImbalance);
 
     /// <summary>A mixture-of-experts model's load-balancing loss per step (its blocks' summed, without the coefficient):
     /// each stage's averaged over its ranks (data-parallel replicas differ), summed over the stages; null for a dense model.</summary>
@@ -337,6 +338,8 @@ public static class RunCommand
                 ["skipped_steps"] = run.Skipped,
                 ["loss"] = new JsonArray(run.PerStep.Select(x => (JsonNode?)x.Loss).ToArray()),
                 ["aux_loss"] = AuxLosses(lines, steps),
+                // The router's spread over the experts as the plan key moe_imbalance prices it (null: dense model).
+                ["moe_imbalance"] = run.MoeImbalance,
                 ["step_times_s"] = new JsonArray(run.PerStep.Select(x => (JsonNode)x.Seconds).ToArray()),
                 ["breakdown_stage"] = run.BusiestStage,
                 ["breakdown"] = new JsonObject
@@ -374,6 +377,8 @@ public static class RunCommand
             if (!double.IsNaN(measuredPart))
                 s.AddRow($"  {name} (s per step, {(run.Plan.Pp > 1 ? $"stage {run.BusiestStage}, the busiest" : "rank mean")})", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
         console.Write(s);
+        if (run.MoeImbalance is double imbalance)
+            console.WriteLine($"routing: the busiest expert took {imbalance:F2}x the mean rows (priced at moe_imbalance {run.Plan.MoeImbalance:F2}; the plan key prices another)");
         if (run.Predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
     }
