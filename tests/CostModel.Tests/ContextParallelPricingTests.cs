@@ -19,7 +19,7 @@ public class ContextParallelPricingTests
         var cluster = ClusterLoader.Load("dgx-h100");
         var plan = new ParallelPlan(2, 1, 1, cp, 1, 1, 8, 16384, 1, Recompute.None, true, Precision.Bf16);
         var without = BlockCosts.Compute(llama, cluster, plan, PricingOptions.Default).Kinds[0];
-        var with = BlockCosts.Compute(llama, cluster, plan, PricingOptions.Default with { CpGradHomeHop = true }).Kinds[0];
+        var with = BlockCosts.Compute(llama, cluster, plan, PricingOptions.Default with { CpGradients = CpGradientReturn.HomeHop }).Kinds[0];
         // One send/recv of the rank's K and V (seq / cp tokens of its kv heads, in bf16) over the CP group.
         var ops = new TransformerOps(llama, plan, flashAttention: true, fusedLoss: true);
         double kvBytes = ops.Tokens * ops.LocalKvHeads * (llama.QkHeadDim + llama.HeadDim) * 2;
@@ -28,8 +28,8 @@ public class ContextParallelPricingTests
         Assert.Equal(without.CpBackward + hop, with.CpBackward, 12);
         Assert.Equal(without.CpForward, with.CpForward);
         // The executor's stack states it; Megatron-Core's price is unchanged.
-        Assert.True(StackLoader.Options("planner").CpGradHomeHop);
-        Assert.False(PricingOptions.Default.CpGradHomeHop);
+        Assert.Equal(CpGradientReturn.HomeHop, StackLoader.Options("planner").CpGradients);
+        Assert.Equal(CpGradientReturn.HiddenInRing, PricingOptions.Default.CpGradients);
     }
 
     [Fact]

@@ -112,7 +112,7 @@ public class ExpertParallelTests
         // Without prefetch every gather waits: ep 8 on 8 ranks leaves each expert on one rank (nothing to gather for
         // the experts), ep 2 gathers the experts over 4 ranks; the dense weights are gathered over all 8 either way.
         var c = Gb200(2, 72);
-        var options = PricingOptions.Default with { PrefetchZero3 = false };
+        var options = PricingOptions.Default with { DataParallel = new(Zero3: Zero3Schedule.Serial) };
         var ep8 = PipelineCosts.Compute(Qwen, c, Plan(ep: 8, zero: 3), options);
         var ep2 = PipelineCosts.Compute(Qwen, c, Plan(ep: 2, zero: 3), options);
         var zero1 = PipelineCosts.Compute(Qwen, c, Plan(ep: 8, zero: 1), options);
@@ -337,8 +337,8 @@ public class ExpertParallelTests
         var c = Gb200(2, 72);
         var plan = Plan(ep: 8, dp: 8);
         var executor = StackLoader.Options("planner");
-        var alltoall = Pricer.Price(Qwen, c, plan, executor with { DeduplicatedDispatch = false });
-        var ops = new TransformerOps(Qwen, plan, executor.FlashAttention);
+        var alltoall = Pricer.Price(Qwen, c, plan, executor with { Moe = executor.Moe with { Dispatcher = ExpertDispatcher.AllToAll } });
+        var ops = new TransformerOps(Qwen, plan, executor.Kernels.FusedAttention);
         var placement = Placement.For(plan, c);
         double copies = BlockCosts.DispatchedCopies(Qwen.Experts, Qwen.ExpertsPerToken, 8, deduplicated: false);
         double perA2a = CollectiveModel.Seconds(Collective.AllToAll, ops.RoutedTokens * copies * Qwen.Hidden * 2, placement, Axis.Ep, c);

@@ -124,7 +124,7 @@ public class KernelTimerTests
         var plan = new Planner.CostModel.Plans.ParallelPlan(2, 1, 1, 1, 0, 4, 4, 128, 1, Planner.CostModel.Plans.Recompute.Full, false, Precision.Fp32);
         var cluster = ClusterLoader.Load("local-cpu");
         var scaled = cluster with { Gpu = cluster.Gpu with { Profiled = new(StepCompute: 1.25, TpComm: 1.5) } };
-        var options = new Planner.CostModel.Pricing.PricingOptions(FlashAttention: false);
+        var options = new Planner.CostModel.Pricing.PricingOptions { Kernels = new(Attention: Planner.CostModel.Pricing.AttentionKernel.Materialized) };
         var a = Planner.CostModel.Pricing.BlockCosts.Compute(model, cluster, plan, options);
         var b = Planner.CostModel.Pricing.BlockCosts.Compute(model, scaled, plan, options);
         Assert.True(a.Block.Forward > 0 && a.Block.TpForward > 0 && a.Block.Recompute > 0 && a.HeadBackward > 0);
@@ -155,8 +155,8 @@ public class KernelTimerTests
         Assert.Equal(0.5 * a.EpForward, b.EpForward, 12);
         Assert.Equal(0.5 * a.EpBackward, b.EpBackward, 12);
         // Two local experts: the measured overhead replaces the stack's per expert and pass.
-        Assert.Equal(2 * (700e-6 - options.ExpertOverheadSeconds), b.Forward - a.Forward, 12);
-        Assert.Equal(2 * (700e-6 - options.ExpertOverheadSeconds), b.Backward - a.Backward, 12);
+        Assert.Equal(2 * (700e-6 - options.Moe.ExpertOverheadSeconds), b.Forward - a.Forward, 12);
+        Assert.Equal(2 * (700e-6 - options.Moe.ExpertOverheadSeconds), b.Backward - a.Backward, 12);
 
         var gpt = ModelLoader.Load("gpt2");
         var cp = new Planner.CostModel.Plans.ParallelPlan(1, 1, 1, 2, 0, 2, 2, 128, 1, Planner.CostModel.Plans.Recompute.None, false, Precision.Fp32);

@@ -177,7 +177,7 @@ public class MemoryModelTests
         var plan = Plan(dp: dp, zero: zero, precision: precision);
         var ops = new TransformerOps(m, plan, flashAttention: false);
         var plain = new MemoryModel(m, plan, ops, A100);
-        var executor = new MemoryModel(m, plan, ops, A100, PricingOptions.Default with { Fp32Params = true });
+        var executor = new MemoryModel(m, plan, ops, A100, PricingOptions.Default with { Precision = new(Parameters: Dtype.Fp32) });
         double n = executor.StageParams(L, true, true);
         var st = executor.Stage(0, L, inFlight, chunks: 1);
         var reference = plain.Stage(0, L, inFlight, chunks: 1);

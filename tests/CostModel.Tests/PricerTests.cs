@@ -14,8 +14,12 @@ public class PricerTests
         int seq = 4096, int vpp = 1, Recompute r = Recompute.None, bool sp = false, Precision precision = Precision.Bf16) =>
         new(tp, pp, dp, cp, zero, mbs, gbs, seq, vpp, r, sp, precision);
 
-    private static readonly PricingOptions Megatron2021 = new(OverlapGradReduce: false, FlashAttention: false);
-    private static readonly PricingOptions HierarchicalOptions = new(Algorithm: Comm.CollectiveAlgorithm.Hierarchical);
+    private static readonly PricingOptions Megatron2021 = new()
+    {
+        Kernels = new(Attention: AttentionKernel.Materialized),
+        DataParallel = new(GradReduce: GradientReduction.AfterBackward),
+    };
+    private static readonly PricingOptions HierarchicalOptions = new() { Algorithm = Comm.CollectiveAlgorithm.Hierarchical };
 
     /// <summary>(model, cluster, plan, options) cases spanning pp 1/4, vpp 1/2, zero 0–3, every recompute, cp 1/2.</summary>
     private static readonly (string Model, string Cluster, ParallelPlan Plan, PricingOptions? Options)[] Cases =
@@ -101,7 +105,7 @@ public class PricerTests
     {
         var r = Price(i);
         var (_, _, plan, options) = Cases[i];
-        bool flash = (options ?? PricingOptions.Default).FlashAttention;
+        bool flash = (options ?? PricingOptions.Default).Kernels.FusedAttention;
         bool expectsRecompute = plan.Recompute == Recompute.Full || (plan.Recompute == Recompute.Selective && !flash);
         if (expectsRecompute)
             Assert.True(r.Breakdown.Recompute > 0);
@@ -300,7 +304,7 @@ public class PricerTests
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 8, pp: 1, dp: 16, gbs: 128); // 8 micro-batches
         var fused = Pricer.Price(model, cluster, plan);
-        var autograd = Pricer.Price(model, cluster, plan, new PricingOptions(FusedGradAccumulation: false));
+        var autograd = Pricer.Price(model, cluster, plan, new PricingOptions { Kernels = new(GradAccumulation: GradientAccumulation.SeparatePass) });
         // 7 of 8 micro-batches read two gradient copies and write one: 3 · 2 bytes per parameter of the rank.
         double parameters = fused.MemoryByStage[0].Gradients / 2;
         double pass = 3 * 2 * parameters / (cluster.Gpu.MemoryBandwidthGbs * 1e9 * cluster.Gpu.MemoryEfficiency);
@@ -313,7 +317,7 @@ public class PricerTests
     {
         var model = ModelLoader.Load("llama2-7b");
         var cluster = ClusterLoader.Load("dgx-a100-80g");
-        var copies = new PricingOptions(GradientBucketCopies: true);
+        var copies = new PricingOptions { DataParallel = new(Buffer: ReductionBuffer.BucketCopies) };
         var zero0 = Plan(tp: 8, pp: 1, dp: 16, gbs: 128);
         (MemoryBreakdown Plain, MemoryBreakdown Copied) Stage0(ParallelPlan plan) =>
             (Pricer.Price(model, cluster, plan).MemoryByStage[0], Pricer.Price(model, cluster, plan, copies).MemoryByStage[0]);
@@ -349,9 +353,9 @@ public class PricerTests
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 8, pp: 1, dp: 16, zero: zero, gbs: 128, seq: 1024); // bf16
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
-        var serial = new PricingOptions(OverlapGradReduce: false);
+        var serial = new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward) };
         var reference = PipelineCosts.Compute(model, cluster, plan, serial);
-        var executorOptions = serial with { ReduceScatterAsAllReduce = true, Fp32DataParallel = true };
+        var executorOptions = serial with { DataParallel = serial.DataParallel with { Scatter = ScatterCollective.AllReduce, Dtype = Dtype.Fp32 } };
         var executor = PipelineCosts.Compute(model, cluster, plan, executorOptions);
         double stageParams = reference.Memories[0].StageParams(model.Layers, true, true);
         double Seconds(Comm.Collective op, double bytes) => Comm.CollectiveModel.Seconds(op, bytes, placement, Comm.Axis.Dp, cluster);
@@ -366,11 +370,11 @@ public class PricerTests
             // ZeRO-3 prices its gathers and reduce-scatters per chunk and micro-batch, partly hidden behind the compute:
             // each option alone costs more, both together more than either; fp32 is no change for an fp32 plan.
             double Zero3(ParallelPlan p, PricingOptions o) => PipelineCosts.Compute(model, cluster, p, o).Parts[0].Zero3;
-            double plain = Zero3(plan, serial), asAllReduce = Zero3(plan, serial with { ReduceScatterAsAllReduce = true });
-            double fp32 = Zero3(plan, serial with { Fp32DataParallel = true }), both = Zero3(plan, executorOptions);
+            double plain = Zero3(plan, serial), asAllReduce = Zero3(plan, serial with { DataParallel = serial.DataParallel with { Scatter = ScatterCollective.AllReduce } });
+            double fp32 = Zero3(plan, serial with { DataParallel = serial.DataParallel with { Dtype = Dtype.Fp32 } }), both = Zero3(plan, executorOptions);
             Assert.True(asAllReduce > plain && fp32 > plain && both > Math.Max(asAllReduce, fp32), $"{plain} {asAllReduce} {fp32} {both}");
             var plan32 = plan with { Precision = Precision.Fp32 };
-            Assert.Equal(Zero3(plan32, serial), Zero3(plan32, serial with { Fp32DataParallel = true }));
+            Assert.Equal(Zero3(plan32, serial), Zero3(plan32, serial with { DataParallel = serial.DataParallel with { Dtype = Dtype.Fp32 } }));
         }
     }
 
@@ -386,7 +390,7 @@ public class PricerTests
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 8, pp: 1, dp: 16, zero: 3, gbs: 128, seq: 1024, r: recompute);
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
-        var costs = PipelineCosts.Compute(model, cluster, plan, new PricingOptions(PrefetchZero3: false));
+        var costs = PipelineCosts.Compute(model, cluster, plan, new PricingOptions { DataParallel = new(Zero3: Zero3Schedule.Serial) });
         double stageParams = costs.Memories[0].StageParams(model.Layers, true, true);
         double gather = Comm.CollectiveModel.Seconds(Comm.Collective.AllGather, stageParams * 2, placement, Comm.Axis.Dp, cluster);
         double reduce = Comm.CollectiveModel.Seconds(Comm.Collective.ReduceScatter, stageParams * 2, placement, Comm.Axis.Dp, cluster);
@@ -407,8 +411,8 @@ public class PricerTests
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 1, pp: 2, dp: 8, zero: zero, gbs: 256, seq: 1024);
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
-        var serial = new PricingOptions(OverlapGradReduce: false, ReduceScatterPerMicroBatch: true);
-        var apart = serial with { TiedEmbeddingReducedAfterFlush = true };
+        var serial = new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward, Zero2Reduce: Zero2Reduction.PerMicroBatch) };
+        var apart = serial with { DataParallel = serial.DataParallel with { TiedEmbedding = TiedEmbeddingReduction.AfterFlush } };
         var costs = PipelineCosts.Compute(model, cluster, plan, apart);
         double tiedParams = (double)model.Vocab * model.Hidden;
         var op = zero == 0 ? Comm.Collective.AllReduce : Comm.Collective.ReduceScatter;
@@ -428,9 +432,9 @@ public class PricerTests
         }
         // Overlapped with the backward, the embedding reduced apart is exposed: the tail grows (under ZeRO-2 the
         // pipeline then sums only a shard, which can make up for it).
-        var overlapped = new PricingOptions(ReduceScatterPerMicroBatch: true, OverlapParamGather: false);
+        var overlapped = new PricingOptions { DataParallel = new(Zero2Reduce: Zero2Reduction.PerMicroBatch, ParamGather: ParameterGather.AfterStep) };
         if (zero <= 1)
-            Assert.True(PipelineCosts.Compute(model, cluster, plan, overlapped with { TiedEmbeddingReducedAfterFlush = true }).Parts[0].DpTail
+            Assert.True(PipelineCosts.Compute(model, cluster, plan, overlapped with { DataParallel = overlapped.DataParallel with { TiedEmbedding = TiedEmbeddingReduction.AfterFlush } }).Parts[0].DpTail
                         > PipelineCosts.Compute(model, cluster, plan, overlapped).Parts[0].DpTail);
     }
 
@@ -448,8 +452,8 @@ public class PricerTests
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 1, pp: pp, dp: 8, zero: zero, gbs: 256, seq: 1024);
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
-        var one = new PricingOptions(OverlapGradReduce: false);
-        var costs = PipelineCosts.Compute(model, cluster, plan, one with { CollectivePerBucket = true });
+        var one = new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward) };
+        var costs = PipelineCosts.Compute(model, cluster, plan, one with { DataParallel = one.DataParallel with { Granularity = CollectiveGranularity.PerBucket } });
         var together = PipelineCosts.Compute(model, cluster, plan, one);
         double Dp(Comm.Collective c, double bytes) => Comm.CollectiveModel.Seconds(c, bytes, placement, Comm.Axis.Dp, cluster);
         var op = zero == 0 ? Comm.Collective.AllReduce : Comm.Collective.ReduceScatter;
@@ -488,7 +492,7 @@ public class PricerTests
             Assert.Equal(arrivalUs * 1e-6, Comm.CollectiveModel.Seconds(op, 1e6, 8, 8, late) - Comm.CollectiveModel.Seconds(op, 1e6, 8, 8, spec), 12);
         Assert.Equal(0, Comm.CollectiveModel.Seconds(Comm.Collective.SendRecv, 1e6, 2, 2, late) - Comm.CollectiveModel.Seconds(Comm.Collective.SendRecv, 1e6, 2, 2, spec), 12);
         var plan = Plan(tp: 1, pp: pp, dp: 8, zero: zero, gbs: 256, seq: 1024);
-        var perBucket = new PricingOptions(OverlapGradReduce: false, OverlapParamGather: false, CollectivePerBucket: true);
+        var perBucket = new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward, ParamGather: ParameterGather.AfterStep, Granularity: CollectiveGranularity.PerBucket) };
         var before = PipelineCosts.Compute(model, spec, plan, perBucket);
         var after = PipelineCosts.Compute(model, late, plan, perBucket);
         // Bursts after the flush: the reduction, ZeRO's gather of the updated shards, the tied embedding's all-reduce
@@ -503,7 +507,7 @@ public class PricerTests
             // arrival.
             if (zero == 0)
             {
-                var overlapped = perBucket with { OverlapGradReduce = true };
+                var overlapped = perBucket with { DataParallel = perBucket.DataParallel with { GradReduce = GradientReduction.OverlappedWithBackward } };
                 double grown = PipelineCosts.Compute(model, late, plan, overlapped).Parts[s].DpTail - PipelineCosts.Compute(model, spec, plan, overlapped).Parts[s].DpTail;
                 // The last bucket's arrival exposed, the others' behind the backward at the GPU's overlap slowdown.
                 AssertRel(arrivalUs * 1e-6 * (1 + spec.Gpu.OverlapSlowdown * (buckets - 1)), grown);
@@ -541,14 +545,14 @@ public class PricerTests
 
         AssertRel(exposedReduce + exposedGather, reference.Parts[0].DpTail);
         // The gather after the optimizer step, not behind the next forward: all of it shows.
-        AssertRel(exposedReduce + ag, Costs(new PricingOptions(OverlapParamGather: false)).Parts[0].DpTail);
+        AssertRel(exposedReduce + ag, Costs(new PricingOptions { DataParallel = new(ParamGather: ParameterGather.AfterStep) }).Parts[0].DpTail);
         // Nothing overlapped: the reduce-scatter and the gather in full (the gather option needs the overlap).
-        AssertRel(rs + ag, Costs(new PricingOptions(OverlapGradReduce: false)).Parts[0].DpTail);
-        AssertRel(rs + ag, Costs(new PricingOptions(OverlapGradReduce: false, OverlapParamGather: true)).Parts[0].DpTail);
+        AssertRel(rs + ag, Costs(new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward) }).Parts[0].DpTail);
+        AssertRel(rs + ag, Costs(new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward, ParamGather: ParameterGather.OverlappedWithForward) }).Parts[0].DpTail);
         // ZeRO-2 reducing every micro-batch: m reduce-scatters, each as exposed as the last one is behind its backward;
         // more than once a step. ZeRO-1 reduces once a step whatever the option.
-        var perMicroBatch = Costs(new PricingOptions(OverlapParamGather: false, ReduceScatterPerMicroBatch: true)).Parts[0].DpTail;
-        var serialPerMicroBatch = Costs(new PricingOptions(OverlapGradReduce: false, ReduceScatterPerMicroBatch: true)).Parts[0].DpTail;
+        var perMicroBatch = Costs(new PricingOptions { DataParallel = new(ParamGather: ParameterGather.AfterStep, Zero2Reduce: Zero2Reduction.PerMicroBatch) }).Parts[0].DpTail;
+        var serialPerMicroBatch = Costs(new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward, Zero2Reduce: Zero2Reduction.PerMicroBatch) }).Parts[0].DpTail;
         if (zero == 2)
         {
             AssertRel(m * exposedReduce + ag, perMicroBatch);
@@ -574,7 +578,7 @@ public class PricerTests
         var model = ModelLoader.Load("llama2-7b");
         var cluster = ClusterLoader.Load("dgx-a100-80g");
         var plan = Plan(tp: 1, pp: 2, dp: 4, zero: 2, gbs: 64, seq: 2048) with { Vpp = 2 };
-        var options = new PricingOptions(OverlapParamGather: false, ReduceScatterPerMicroBatch: true, CollectivePerBucket: perBucket);
+        var options = new PricingOptions { DataParallel = new(ParamGather: ParameterGather.AfterStep, Zero2Reduce: Zero2Reduction.PerMicroBatch, Granularity: perBucket ? CollectiveGranularity.PerBucket : CollectiveGranularity.OnePerStage) };
         var costs = PipelineCosts.Compute(model, cluster, plan, options);
         var placement = new Comm.Placement(plan, cluster.GpusPerNode);
         Assert.False(placement.CrossesDomains(Comm.Axis.Dp));
@@ -621,7 +625,7 @@ public class PricerTests
             new Comm.Placement(plan, cluster.GpusPerNode), Comm.Axis.Dp, cluster, Comm.CollectiveAlgorithm.Ring);
         Assert.True(r.Breakdown.DpComm >= embedding * 0.99, $"exposed {r.Breakdown.DpComm} s, embedding's all-reduce {embedding} s");
         // Without overlap the whole reduction is exposed, which is more.
-        var serial = Pricer.Price(model, cluster, plan, new PricingOptions(OverlapGradReduce: false));
+        var serial = Pricer.Price(model, cluster, plan, new PricingOptions { DataParallel = new(GradReduce: GradientReduction.AfterBackward) });
         Assert.True(serial.Breakdown.DpComm > r.Breakdown.DpComm);
     }
 

@@ -30,11 +30,11 @@ public class RecipeFactsTests
         var ops = new TransformerOps(Llama, plan, flashAttention: true, fusedLoss: true);
         var gpu = Gb200().Gpu;
         var kept = new MemoryModel(Llama, plan, ops, gpu, PricingOptions.Default);
-        var offloaded = new MemoryModel(Llama, plan, ops, gpu, PricingOptions.Default with { ActivationOffloadLayers = 10 });
+        var offloaded = new MemoryModel(Llama, plan, ops, gpu, PricingOptions.Default with { Activations = new(OffloadLayers: 10) });
         double perLayer = kept.ActivationsPerLayer(Recompute.None);
         Assert.Equal(10 * perLayer, kept.Stage(0, Llama.Layers, 1, 1).Activations - offloaded.Stage(0, Llama.Layers, 1, 1).Activations, 3);
         // At most all the chunk's layers but the last (its backward follows its forward at once).
-        var all = new MemoryModel(Llama, plan, ops, gpu, PricingOptions.Default with { ActivationOffloadLayers = 500 });
+        var all = new MemoryModel(Llama, plan, ops, gpu, PricingOptions.Default with { Activations = new(OffloadLayers: 500) });
         Assert.Equal((Llama.Layers - 1) * perLayer, kept.Stage(0, Llama.Layers, 1, 1).Activations - all.Stage(0, Llama.Layers, 1, 1).Activations, 3);
         Assert.Equal(Llama.Layers - 1, all.OffloadedLayers(Llama.Layers));
     }
@@ -47,7 +47,7 @@ public class RecipeFactsTests
         var plan = Plan(mbs: 1, seq: 4096, rc: Recompute.Selective);
         var ops = new TransformerOps(Llama, plan, flashAttention: false, fusedLoss: true);
         var gpu = Gb200().Gpu;
-        MemoryModel With(RecomputeModules m) => new(Llama, plan, ops, gpu, PricingOptions.Default with { FlashAttention = false, RecomputeModules = m });
+        MemoryModel With(RecomputeModules m) => new(Llama, plan, ops, gpu, PricingOptions.Default with { Kernels = new(Attention: AttentionKernel.Materialized), Activations = new(m) });
         var none = With(RecomputeModules.CoreAttention);
         double noRecompute = none.ActivationsPerLayer(Recompute.None);
         double scores = plan.Mbs * ops.LocalHeads * ops.LocalSeq * (double)plan.Seq * 2; // bf16 softmax output, no dropout
@@ -65,13 +65,13 @@ public class RecipeFactsTests
     {
         var plan = Plan(mbs: 2, seq: 8192);
         var eager = PipelineCosts.Compute(Llama, Gb200(), plan, PricingOptions.Default);
-        var fast = PipelineCosts.Compute(Llama, Gb200(), plan, PricingOptions.Default with { ActivationOffloadLayers = 10 });
+        var fast = PipelineCosts.Compute(Llama, Gb200(), plan, PricingOptions.Default with { Activations = new(OffloadLayers: 10) });
         // GB200's host link (NVLink-C2C, 225 GB/s a GPU) moves 10 layers' activations well within the forward.
         Assert.Equal(eager.Forward[0, 0], fast.Forward[0, 0], 9);
         Assert.Equal(eager.Backward[0, 0], fast.Backward[0, 0], 9);
         // Over a 1 GB/s host link the copy is longer than either pass: the excess is exposed, each way.
         var slowCluster = Gb200() with { Host = new HostSpec(1000, 1, 500) };
-        var slow = PipelineCosts.Compute(Llama, slowCluster, plan, PricingOptions.Default with { ActivationOffloadLayers = 10 });
+        var slow = PipelineCosts.Compute(Llama, slowCluster, plan, PricingOptions.Default with { Activations = new(OffloadLayers: 10) });
         double copy = 10 * slow.Memories[0].ActivationsPerLayer(Recompute.None) / 1e9;
         Assert.Equal(copy, slow.Forward[0, 0], 6);
         Assert.Equal(copy, slow.Backward[0, 0], 6);
@@ -83,7 +83,7 @@ public class RecipeFactsTests
     public void Offload_without_a_known_host_link_is_refused_and_the_gpus_own_link_serves_a_cluster_without_host()
     {
         var plan = Plan(mbs: 2, seq: 8192);
-        var offload = PricingOptions.Default with { ActivationOffloadLayers = 10 };
+        var offload = PricingOptions.Default with { Activations = new(OffloadLayers: 10) };
         // No host on the cluster: the GPU file's host_link_gbs (gb200: 225, its C2C share) prices the copies.
         var noHost = Gb200() with { Host = null };
         Assert.Equal(225, noHost.Gpu.HostLinkGbs);
@@ -101,7 +101,7 @@ public class RecipeFactsTests
     public void Recomputing_mla_up_projections_drops_queries_keys_values_and_reruns_their_gemms()
     {
         var plan = Plan(dp: 8, ep: 8, rc: Recompute.Selective);
-        var options = PricingOptions.Default with { RecomputeModules = RecomputeModules.MlaUpProj };
+        var options = PricingOptions.Default with { Activations = new(RecomputeModules.MlaUpProj) };
         var ops = new TransformerOps(DeepSeek, plan, flashAttention: true, fusedLoss: true);
         var gpu = Gb200().Gpu;
         int k = MoeKind(DeepSeek);
@@ -122,7 +122,7 @@ public class RecipeFactsTests
     public void Recomputing_norms_and_the_experts_activation_drops_their_outputs_and_reruns_them()
     {
         var plan = Plan(dp: 8, ep: 8, mbs: 2, rc: Recompute.Selective);
-        var options = PricingOptions.Default with { RecomputeModules = RecomputeModules.LayerNorm | RecomputeModules.MoeAct };
+        var options = PricingOptions.Default with { Activations = new(RecomputeModules.LayerNorm | RecomputeModules.MoeAct) };
         var ops = new TransformerOps(GptOss, plan, flashAttention: true, fusedLoss: true);
         var gpu = Gb200().Gpu;
         int k = MoeKind(GptOss);
@@ -141,16 +141,16 @@ public class RecipeFactsTests
     public void Cuda_graphed_moe_blocks_pay_the_graphed_time_per_local_expert()
     {
         var plan = Plan(dp: 8, ep: 8);
-        var eager = PricingOptions.Default with { MoeExpertOverheadSeconds = 200e-6, MoeGraphedExpertOverheadSeconds = 50e-6 };
-        var graphed = eager with { MoeCudaGraphs = true };
+        var eager = PricingOptions.Default with { Moe = new(EagerExpertOverheadSeconds: 200e-6, GraphedExpertOverheadSeconds: 50e-6) };
+        var graphed = eager with { Moe = eager.Moe with { Launch = MoeLaunch.CudaGraphs } };
         int k = MoeKind(Qwen);
         var a = BlockCosts.Compute(Qwen, Gb200(), plan, eager).Kinds[k];
         var b = BlockCosts.Compute(Qwen, Gb200(), plan, graphed).Kinds[k];
         double local = (double)Qwen.Experts / 8;
         Assert.Equal(150e-6 * local, a.Forward - b.Forward, 12);
         Assert.Equal(150e-6 * local, a.Backward - b.Backward, 12);
-        Assert.Equal(50e-6, graphed.ExpertOverheadSeconds);
-        Assert.Equal(200e-6, eager.ExpertOverheadSeconds);
+        Assert.Equal(50e-6, graphed.Moe.ExpertOverheadSeconds);
+        Assert.Equal(200e-6, eager.Moe.ExpertOverheadSeconds);
     }
 
     [Fact]
@@ -162,7 +162,7 @@ public class RecipeFactsTests
         {
             int k = MoeKind(Qwen);
             var exposed = BlockCosts.Compute(Qwen, cluster, plan, PricingOptions.Default).Kinds[k];
-            var overlapped = BlockCosts.Compute(Qwen, cluster, plan, PricingOptions.Default with { OverlapExpertComm = true }).Kinds[k];
+            var overlapped = BlockCosts.Compute(Qwen, cluster, plan, PricingOptions.Default with { Moe = new(ExpertComm: ExpertCommOverlap.Overlapped) }).Kinds[k];
             Assert.True(exposed.EpForward > 0);
             Assert.Equal(cluster.Gpu.Overlapped(exposed.Forward, exposed.EpForward) - exposed.Forward, overlapped.EpForward, 12);
             Assert.Equal(cluster.Gpu.Overlapped(exposed.Backward, exposed.EpBackward) - exposed.Backward, overlapped.EpBackward, 12);
@@ -184,11 +184,8 @@ public class RecipeFactsTests
             var o = StackLoader.Options(path);
             Assert.Equal(PricingOptions.Default with
             {
-                ActivationOffloadLayers = 20,
-                RecomputeModules = RecomputeModules.MlaUpProj | RecomputeModules.LayerNorm | RecomputeModules.MoeAct,
-                MoeCudaGraphs = true,
-                OverlapExpertComm = true,
-                MoeGraphedExpertOverheadSeconds = 40e-6,
+                Activations = new(RecomputeModules.MlaUpProj | RecomputeModules.LayerNorm | RecomputeModules.MoeAct, OffloadLayers: 20),
+                Moe = new(Launch: MoeLaunch.CudaGraphs, GraphedExpertOverheadSeconds: 40e-6, ExpertComm: ExpertCommOverlap.Overlapped),
                 Stack = "r",
             }, o);
             File.WriteAllText(path, "name: r\nrecompute_modules: [shared_experts]\n");

@@ -48,10 +48,17 @@ public sealed class StackTests : IDisposable
         // fp32 all-reduces of copies (Gloo has no bf16 reduction and no reduce-scatter), ZeRO-2 every micro-batch,
         // fp32 parameters, gathers after the step, ZeRO-3 in line, the loss unfused; the ring attention's gradients one
         // hop home after its last block.
-        var executor = new PricingOptions(OverlapGradReduce: true, FlashAttention: false, FusedGradAccumulation: false, GradientBucketCopies: true,
-            OverlapParamGather: false, ReduceScatterPerMicroBatch: true, ReduceScatterAsAllReduce: true, Fp32DataParallel: true, Fp32Params: true,
-            PrefetchZero3: false, TiedEmbeddingReducedAfterFlush: true, CollectivePerBucket: true, FusedCrossEntropy: false, DeduplicatedDispatch: false,
-            CpGradHomeHop: true, Stack: "planner");
+        var executor = new PricingOptions
+        {
+            Kernels = new(AttentionKernel.Materialized, GradientAccumulation.SeparatePass, CrossEntropyKernel.Fp32Copies),
+            DataParallel = new(GradientReduction.OverlappedWithBackward, ParameterGather.AfterStep, ReductionBuffer.BucketCopies,
+                Zero2Reduction.PerMicroBatch, ScatterCollective.AllReduce, Dtype.Fp32, CollectiveGranularity.PerBucket, Zero3Schedule.Serial,
+                TiedEmbeddingReduction.AfterFlush),
+            Precision = new(Parameters: Dtype.Fp32),
+            Moe = new(Dispatcher: ExpertDispatcher.AllToAll),
+            CpGradients = CpGradientReturn.HomeHop,
+            Stack = "planner",
+        };
         Assert.Equal(executor, StackLoader.Options("planner"));
     }
 
@@ -68,14 +75,19 @@ public sealed class StackTests : IDisposable
         string path = Write("mine.yaml", "name: mine\nbase: deepspeed\noverlap_grad_reduce: true\nmoe_expert_overhead_us: 50\n");
         var mine = StackLoader.Options(path);
         var deepspeed = StackLoader.Options("deepspeed");
-        Assert.Equal(deepspeed with { OverlapGradReduce = true, MoeExpertOverheadSeconds = 50e-6, Stack = "mine" }, mine);
+        Assert.Equal(deepspeed with
+        {
+            DataParallel = deepspeed.DataParallel with { GradReduce = GradientReduction.OverlappedWithBackward },
+            Moe = deepspeed.Moe with { EagerExpertOverheadSeconds = 50e-6 },
+            Stack = "mine",
+        }, mine);
         // Without a base: megatron-core's facts.
         string plain = Write("plain.yaml", "name: plain\nattention: materialized\n");
-        Assert.Equal(PricingOptions.Default with { FlashAttention = false, Stack = "plain" }, StackLoader.Options(plain));
+        Assert.Equal(PricingOptions.Default with { Kernels = new(Attention: AttentionKernel.Materialized), Stack = "plain" }, StackLoader.Options(plain));
         // A relative base lies beside the file that names it, wherever the planner runs.
         Directory.CreateDirectory(Path.Combine(_dir, "nested"));
         Write("nested/child.yaml", "name: child\nbase: ../mine.yaml\nfused_cross_entropy: true\n");
-        Assert.Equal(mine with { FusedCrossEntropy = true, Stack = "child" }, StackLoader.Options(Path.Combine(_dir, "nested", "child.yaml")));
+        Assert.Equal(mine with { Kernels = mine.Kernels with { Loss = CrossEntropyKernel.Fused }, Stack = "child" }, StackLoader.Options(Path.Combine(_dir, "nested", "child.yaml")));
     }
 
     [Fact]
@@ -145,12 +157,12 @@ public sealed class StackTests : IDisposable
             $"ZeRO-2 every micro-batch: dp_comm {deepspeed.Breakdown.DpComm} against {coreZero2.Breakdown.DpComm} once per step");
 
         // fp32 gradients: twice the bytes held and reduced.
-        var fp32Grads = Pricer.Price(m, c, plan, PricingOptions.Default with { Fp32GradReduce = true });
+        var fp32Grads = Pricer.Price(m, c, plan, PricingOptions.Default with { Precision = new(Gradients: Dtype.Fp32) });
         Assert.Equal(2 * core.PeakStage.Gradients, fp32Grads.PeakStage.Gradients, 6);
         // An exposed all-reduce (ZeRO-0) of fp32 gradients takes about twice as long.
-        var exposed = PricingOptions.Default with { OverlapGradReduce = false };
+        var exposed = PricingOptions.Default with { DataParallel = new(GradReduce: GradientReduction.AfterBackward) };
         var allReduce = plan with { Zero = 0 };
-        double ratio = Pricer.Price(m, c, allReduce, exposed with { Fp32GradReduce = true }).Breakdown.DpComm
+        double ratio = Pricer.Price(m, c, allReduce, exposed with { Precision = new(Gradients: Dtype.Fp32) }).Breakdown.DpComm
                        / Pricer.Price(m, c, allReduce, exposed).Breakdown.DpComm;
         Assert.InRange(ratio, 1.8, 2.0);
     }

@@ -741,9 +741,9 @@ public sealed class ExportTests : IDisposable
         var (_, args) = ParseMegatron(Export(WritePlan(local, "qwen3-30b-a3b"), "megatron"));
         Assert.Equal("alltoall", Value(args, "--moe-token-dispatcher-type"));
         Assert.False(Has(args, "--moe-flex-dispatcher-backend"));
-        Assert.False(local.DeduplicatesDispatch(true));
-        Assert.True(Qwen3.DeduplicatesDispatch(true));
-        Assert.False((Qwen3 with { MoeCapacity = 1.25 }).DeduplicatesDispatch(true));
+        Assert.False(local.DeduplicatesDispatch(ExpertDispatcher.Flex));
+        Assert.True(Qwen3.DeduplicatesDispatch(ExpertDispatcher.Flex));
+        Assert.False((Qwen3 with { MoeCapacity = 1.25 }).DeduplicatesDispatch(ExpertDispatcher.Flex));
     }
 
     [Fact]

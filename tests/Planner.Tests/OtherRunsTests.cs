@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Planner.Cli.Validation;
+using Planner.CostModel.Pricing;
 using CliEntry = global::Planner.Cli.Commands.Cli;
 using Xunit;
 
@@ -23,8 +24,8 @@ public sealed class OtherRunsTests
         var glm = cases.Where(c => c.Id.StartsWith("glm130b", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(glm);
         Assert.All(glm, c => Assert.Equal("megatron-deepspeed-fp16", c.Software.Stack));
-        Assert.All(glm, c => Assert.False(c.Software.Fp32GradReduce));
-        Assert.True(cases.First(c => c.Software.Stack == "megatron-deepspeed").Software.Fp32GradReduce);
+        Assert.All(glm, c => Assert.Equal(Dtype.TrainingPrecision, c.Software.Precision.Gradients));
+        Assert.Equal(Dtype.Fp32, cases.First(c => c.Software.Stack == "megatron-deepspeed").Software.Precision.Gradients);
 
         var stdout = new StringWriter();
         var stderr = new StringWriter();

@@ -28,7 +28,7 @@ public sealed class TransformerOps
     /// <param name="plan">The plan (shapes are local to one rank).</param>
     /// <param name="flashAttention">Fused attention without a score matrix in memory.</param>
     /// <param name="quantization">The low-precision format of the blocks' linear layers (null: none).</param>
-    /// <param name="fusedLoss">The loss is one fused kernel over the logits (see <see cref="Pricing.PricingOptions.FusedCrossEntropy"/>).</param>
+    /// <param name="fusedLoss">The loss is one fused kernel over the logits (see <see cref="Pricing.CrossEntropyKernel.Fused"/>).</param>
     public TransformerOps(ModelSpec model, ParallelPlan plan, bool flashAttention, Quantization? quantization = null, bool fusedLoss = false)
     {
         _fusedLoss = fusedLoss;

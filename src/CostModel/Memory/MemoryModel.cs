@@ -30,28 +30,28 @@ public sealed class MemoryModel
     private readonly int _offloadLayers;
 
     /// <summary>Creates the model for one plan under a software stack (default Megatron-Core's). Of the stack's facts
-    /// it reads: <see cref="PricingOptions.GradientBucketCopies"/> (the data-parallel reduction works on copies of the
+    /// it reads: <see cref="ReductionBuffer.BucketCopies"/> (the data-parallel reduction works on copies of the
     /// gradients: with dp &gt; 1 a buffer the size of the gradients whose reductions are in flight at once beside them,
-    /// the stage's under ZeRO-0/1, one model chunk's under ZeRO-2); <see cref="PricingOptions.Fp32Params"/> (fp32 weights
+    /// the stage's under ZeRO-0/1, one model chunk's under ZeRO-2); <see cref="StatePrecision.Parameters"/> (fp32 weights
     /// and gradients, AdamW's moments on the parameters or an fp32 master shard, each micro-batch in flight keeping its
-    /// casts of the weights, ZeRO-3 gathering a whole chunk at a time); <see cref="PricingOptions.Fp32GradReduce"/> (the
-    /// gradients accumulate in an fp32 buffer); <see cref="PricingOptions.FusedCrossEntropy"/> (the loss keeps only the
-    /// logits); <see cref="PricingOptions.RecomputeModules"/> (what selective recompute does not keep);
-    /// <see cref="PricingOptions.ActivationOffloadLayers"/> (layers of each chunk whose activations go to the host).</summary>
+    /// casts of the weights, ZeRO-3 gathering a whole chunk at a time); <see cref="StatePrecision.Gradients"/> (the
+    /// gradients accumulate in an fp32 buffer); <see cref="CrossEntropyKernel.Fused"/> (the loss keeps only the
+    /// logits); <see cref="ActivationProfile.Recompute"/> (what selective recompute does not keep);
+    /// <see cref="ActivationProfile.OffloadLayers"/> (layers of each chunk whose activations go to the host).</summary>
     public MemoryModel(ModelSpec model, ParallelPlan plan, TransformerOps ops, GpuSpec gpu, PricingOptions? software = null)
     {
         var o = software ?? PricingOptions.Default;
-        _fusedLoss = o.FusedCrossEntropy;
+        _fusedLoss = o.Kernels.Loss == CrossEntropyKernel.Fused;
         _m = model;
         _p = plan;
         _ops = ops;
         _reservedBytes = gpu.ReservedGib * Units.GiB;
         _fragmentation = gpu.Profiled?.MemoryFactor is double f ? Math.Max(0, f - 1) : Fragmentation; // never below what is allocated
-        _bucketCopies = o.GradientBucketCopies;
-        _fp32Params = o.Fp32Params;
-        _fp32Grads = o.Fp32GradReduce;
-        _modules = o.RecomputeModules;
-        _offloadLayers = o.ActivationOffloadLayers;
+        _bucketCopies = o.DataParallel.Buffer == ReductionBuffer.BucketCopies;
+        _fp32Params = o.Precision.Parameters == Dtype.Fp32;
+        _fp32Grads = o.Precision.Gradients == Dtype.Fp32;
+        _modules = o.Activations.Recompute;
+        _offloadLayers = o.Activations.OffloadLayers;
     }
 
     /// <summary>Kinds of blocks of the model (<see cref="TransformerOps.Kinds"/>).</summary>
@@ -337,7 +337,7 @@ public sealed class MemoryModel
     }
 
     /// <summary>Layers of a chunk of <paramref name="chunkLayers"/> blocks whose activations go to the host
-    /// (<see cref="PricingOptions.ActivationOffloadLayers"/>, at most all but the chunk's last layer).</summary>
+    /// (<see cref="ActivationProfile.OffloadLayers"/>, at most all but the chunk's last layer).</summary>
     public double OffloadedLayers(double chunkLayers) => Math.Clamp(Math.Min(_offloadLayers, chunkLayers - 1), 0, double.MaxValue);
 
     /// <summary>Activation bytes of one micro-batch that one chunk of the blocks in <paramref name="mix"/> (all

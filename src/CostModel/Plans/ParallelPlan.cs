@@ -89,11 +89,11 @@ public sealed record ParallelPlan(
 
     /// <summary>
     /// True when the plan's expert dispatch sends each token once to every rank hit (Megatron-Core's flex dispatcher over
-    /// DeepEP) rather than once per routed expert: when the software has that dispatcher (<paramref name="flexDispatcher"/>),
+    /// DeepEP) rather than once per routed expert: when the software has that <paramref name="dispatcher"/>,
     /// routing is dropless (the flex dispatcher has no capacity factor) and tokens leave the rank at all (tp·ep &gt; 1,
     /// which Megatron requires of it). The pricing and the export read this one rule.
     /// </summary>
-    public bool DeduplicatesDispatch(bool flexDispatcher) => flexDispatcher && MoeCapacity is null && Tp * Ep > 1;
+    public bool DeduplicatesDispatch(Pricing.ExpertDispatcher dispatcher) => dispatcher == Pricing.ExpertDispatcher.Flex && MoeCapacity is null && Tp * Ep > 1;
 
     /// <summary>The parameters of a rank's <paramref name="dense"/> and <paramref name="expert"/> weights that ZeRO at
     /// <paramref name="stage"/> or above leaves it: the dense ones sharded over the data- and context-parallel ranks, the

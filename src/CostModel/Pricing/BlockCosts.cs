@@ -104,7 +104,7 @@ public sealed class BlockCosts
     public static BlockCosts Compute(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, PricingOptions options)
     {
         var gpu = cluster.Gpu;
-        var ops = new TransformerOps(model, plan, options.FlashAttention, Quantization.Of(plan.Precision, gpu), options.FusedCrossEntropy);
+        var ops = new TransformerOps(model, plan, options.Kernels.FusedAttention, Quantization.Of(plan.Precision, gpu), options.Kernels.Loss == CrossEntropyKernel.Fused);
         var timer = new KernelTimer(gpu, plan.Precision);
         var placement = Placement.For(plan, cluster);
         double e = plan.Precision.ActivationBytes();
@@ -130,7 +130,7 @@ public sealed class BlockCosts
             double recompute = plan.Recompute switch
             {
                 Plans.Recompute.Full => forward,
-                Plans.Recompute.Selective => step * timer.BlockForward(SelectivelyRecomputed(blockOps, kind, ops.FlashAttention, options.RecomputeModules), tp: plan.Tp, cp: plan.Cp),
+                Plans.Recompute.Selective => step * timer.BlockForward(SelectivelyRecomputed(blockOps, kind, ops.FlashAttention, options.Activations.Recompute), tp: plan.Tp, cp: plan.Cp),
                 _ => 0,
             };
             // Attention is one tensor-parallel sublayer; a dense MLP another, and a MoE block's shared experts.
@@ -157,7 +157,7 @@ public sealed class BlockCosts
                 TpBackward = tpPass + adapterBwd,
                 TpRecompute = plan.Recompute == Plans.Recompute.Full ? tpPass + adapterFwd : 0,
                 CpForward = plan.Cp > 1 ? cpComm * (gpu.Overlapped(coreFwd, (plan.Cp - 1) * cpStep) - coreFwd + cpArrival) : 0,
-                CpBackward = plan.Cp > 1 ? cpComm * (gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + cpArrival + (options.CpGradHomeHop ? cpStep : 0)) : 0,
+                CpBackward = plan.Cp > 1 ? cpComm * (gpu.Overlapped(2 * coreFwd, 2 * (plan.Cp - 1) * cpStep) - 2 * coreFwd + cpArrival + (options.CpGradients == CpGradientReturn.HomeHop ? cpStep : 0)) : 0,
                 EpForward = epForward,
                 EpBackward = epBackward,
                 EpRecompute = plan.Recompute == Plans.Recompute.Full ? epForward : 0,
@@ -187,7 +187,7 @@ public sealed class BlockCosts
     /// (the dispatch waits for it). None for a deduplicating (flex) dispatcher, whose layout is exchanged inside it.
     /// </summary>
     private static double RoutingCounts(ModelSpec model, ParallelPlan plan, Placement placement, ClusterSpec cluster, PricingOptions options) =>
-        plan.Ep > 1 && !plan.DeduplicatesDispatch(options.DeduplicatedDispatch)
+        plan.Ep > 1 && !plan.DeduplicatesDispatch(options.Moe.Dispatcher)
             ? EpCommFactor(cluster) * CollectiveModel.Seconds(Collective.AllToAll, model.Experts * 8.0, placement, Axis.Ep, cluster, options.Algorithm)
             : 0;
 
@@ -195,12 +195,12 @@ public sealed class BlockCosts
     /// Seconds a MoE block's pass spends per local expert in small kernels the op list leaves out (splitting the
     /// dispatched tokens by expert, each expert's casts and bias and activation launches, its share of the permutation's
     /// index kernels). Two regimes: the router and dispatch preprocessing captured in CUDA graphs
-    /// (<see cref="PricingOptions.MoeCudaGraphs"/>), the stack's graphed value; eager, the value a profile measured on
+    /// (<see cref="MoeLaunch.CudaGraphs"/>), the stack's graphed value; eager, the value a profile measured on
     /// this machine where it did (the executor runs eager), else the stack's.
     /// </summary>
-    private static double ExpertOverhead(GpuSpec gpu, PricingOptions options) => options.MoeCudaGraphs
-        ? options.MoeGraphedExpertOverheadSeconds
-        : gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.MoeExpertOverheadSeconds;
+    private static double ExpertOverhead(GpuSpec gpu, PricingOptions options) => options.Moe.Launch == MoeLaunch.CudaGraphs
+        ? options.Moe.GraphedExpertOverheadSeconds
+        : gpu.Profiled?.MoeExpertOverheadUs * 1e-6 ?? options.Moe.EagerExpertOverheadSeconds;
 
     /// <summary>
     /// Experts held whole without sequence parallelism take each TP rank's part of the replicated tokens: their outputs
@@ -217,11 +217,11 @@ public sealed class BlockCosts
 
     /// <summary>
     /// The expert-parallel exchange's exposed seconds, forward and backward: all of it; with the exchange overlapped with
-    /// another micro-batch's compute (<see cref="PricingOptions.OverlapExpertComm"/>), only what the block's compute
+    /// another micro-batch's compute (<see cref="ExpertCommOverlap.Overlapped"/>), only what the block's compute
     /// cannot hide (the other micro-batch's block costs as much).
     /// </summary>
     private static (double Forward, double Backward) ExposedExchange(GpuSpec gpu, PricingOptions options, double forward, double backward, double ep) =>
-        options.OverlapExpertComm && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
+        options.Moe.ExpertComm == ExpertCommOverlap.Overlapped && ep > 0 ? (gpu.Overlapped(forward, ep) - forward, gpu.Overlapped(backward, ep) - backward) : (ep, ep);
 
     /// <summary>
     /// The forward kernels selective recompute runs again in a block of kind <paramref name="kind"/> (see
@@ -277,7 +277,7 @@ public sealed class BlockCosts
     {
         double e = plan.Precision.ActivationBytes();
         double tokenBytes = model.Hidden * e;
-        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, plan.DeduplicatesDispatch(options.DeduplicatedDispatch));
+        double copies = DispatchedCopies(model.Experts, model.ExpertsPerToken, plan.Ep, plan.DeduplicatesDispatch(options.Moe.Dispatcher));
         double exchanged = ops.RoutedTokens * copies * plan.ExpertLoad(model.Experts) * tokenBytes;
         double a2a = 2 * EpCommFactor(cluster) * CollectiveModel.Seconds(Collective.AllToAll, exchanged, placement, Axis.Ep, cluster, options.Algorithm);
         double etp = plan.Etp > 1

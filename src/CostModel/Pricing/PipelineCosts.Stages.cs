@@ -24,21 +24,21 @@ public sealed partial class PipelineCosts
         private readonly bool _mixed = plan.Precision.IsMixed();
 
         // ZeRO-3 gathers each chunk's parameters for forward (and recompute) and backward, and reduce-scatters its
-        // gradients every micro-batch; prefetching hides them behind that chunk's compute (PricingOptions.PrefetchZero3).
+        // gradients every micro-batch; prefetching hides them behind that chunk's compute (Zero3Schedule.Prefetched).
         private double WeightBytes => _mixed ? 2 : 4;
         // Data-parallel collectives in the training precision or in fp32, and ZeRO's reduce-scatter natively or as an
         // all-reduce (see PricingOptions).
-        private double GradBytes => _mixed && !options.Fp32GradReduce ? 2 : 4;
-        private double ReduceBytes => options.Fp32DataParallel ? 4 : GradBytes;
-        private double GatherBytes => options.Fp32DataParallel ? 4 : WeightBytes;
-        private Collective Scatter => options.ReduceScatterAsAllReduce ? Collective.AllReduce : Collective.ReduceScatter;
+        private double GradBytes => _mixed && options.Precision.Gradients == Dtype.TrainingPrecision ? 2 : 4;
+        private double ReduceBytes => options.DataParallel.Dtype == Dtype.Fp32 ? 4 : GradBytes;
+        private double GatherBytes => options.DataParallel.Dtype == Dtype.Fp32 ? 4 : WeightBytes;
+        private Collective Scatter => options.DataParallel.Scatter == ScatterCollective.AllReduce ? Collective.AllReduce : Collective.ReduceScatter;
         private Collective ReduceOp => plan.Zero == 0 ? Collective.AllReduce : Scatter;
 
         /// <summary>The cluster's host link, else the GPU's own, bytes/s; offload with neither is refused.</summary>
         private static double HostLinkOf(ClusterSpec cluster, PricingOptions options)
         {
             double hostLink = (cluster.Host?.PcieGbs ?? (cluster.Gpu.HostLinkGbs > 0 ? cluster.Gpu.HostLinkGbs : 0)) * 1e9;
-            if (options.ActivationOffloadLayers > 0 && hostLink <= 0)
+            if (options.Activations.OffloadLayers > 0 && hostLink <= 0)
                 throw new InputException($"stack '{options.Stack}': activation_offload_layers needs the GPUs' link to host memory, which cluster '{cluster.Name}' (host.pcie_gbs) and GPU '{cluster.Gpu.Name}' (host_link_gbs) do not give");
             return hostLink;
         }
@@ -98,20 +98,20 @@ public sealed partial class PipelineCosts
             double gather = Zero3Fwd(s, c);
             // Backward gathers again (prefetching software twice with full recompute: for the recompute and for the
             // backward) and reduce-scatters the chunk's gradients; without prefetch all of it waits.
-            bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputedBlocks > 0 && options.PrefetchZero3;
+            bool regather = plan.RecomputeOf(s) == Recompute.Full && recomputedBlocks > 0 && options.DataParallel.Zero3 == Zero3Schedule.Prefetched;
             double backComm = gather * (regather ? 2 : 1) + Zero3Reduce(s, c);
-            t.ZeroF = options.PrefetchZero3 ? gpu.Overlapped(t.ComputeF, gather) - t.ComputeF : gather;
-            t.ZeroB = options.PrefetchZero3 ? gpu.Overlapped(t.ComputeB + t.Recompute, backComm) - (t.ComputeB + t.Recompute) : backComm;
+            t.ZeroF = options.DataParallel.Zero3 == Zero3Schedule.Prefetched ? gpu.Overlapped(t.ComputeF, gather) - t.ComputeF : gather;
+            t.ZeroB = options.DataParallel.Zero3 == Zero3Schedule.Prefetched ? gpu.Overlapped(t.ComputeB + t.Recompute, backComm) - (t.ComputeB + t.Recompute) : backComm;
             // Every micro-batch after the first adds its weight gradients into the accumulated ones (read both,
             // write one): a memory-bound pass over the chunk's gradients, spread over the micro-batches.
-            if (_m > 1 && !options.FusedGradAccumulation)
+            if (_m > 1 && options.Kernels.GradAccumulation == GradientAccumulation.SeparatePass)
             {
                 var (dense, expert) = TrainableChunkParams(s, c);
                 t.Accumulate = block.Timer.Stream(3 * (dense + expert) * GradBytes) * (_m - 1) / _m;
             }
             // Offloaded activations go to the host behind the chunk's forward and come back behind its backward. The
             // copies run on the copy engines, not the compute's cores: only the part longer than the pass is exposed.
-            if (options.ActivationOffloadLayers > 0)
+            if (options.Activations.OffloadLayers > 0)
             {
                 double copy = memory.OffloadedBytes(mix, 1, plan.RecomputeOf(s)) / _hostLink;
                 t.OffloadF = Math.Max(0, copy - t.ComputeF);
@@ -168,15 +168,15 @@ public sealed partial class PipelineCosts
         {
             var (stageDense, stageExpert) = memory.TrainableParams(layout.MixOnStage(s), s == 0, s == plan.Pp - 1);
             // An embedding tied across stages that software reduces over data parallelism only after its sum over the
-            // pipeline, after the flush (PricingOptions.TiedEmbeddingReducedAfterFlush): its reduction is apart from
+            // pipeline, after the flush (TiedEmbeddingReduction.AfterFlush): its reduction is apart from
             // the overlapped buckets and exposed.
             bool tiedHere = model.TiedEmbeddings && plan.Pp > 1 && (s == 0 || s == plan.Pp - 1) && !plan.Tuning.Adapters;
             double tiedParams = tiedHere ? (double)model.Vocab * model.Hidden / plan.Tp : 0;
-            double apart = options.TiedEmbeddingReducedAfterFlush && plan.Zero <= 2 ? tiedParams : 0;
+            double apart = options.DataParallel.TiedEmbedding == TiedEmbeddingReduction.AfterFlush && plan.Zero <= 2 ? tiedParams : 0;
             var (reduce, gather) = GradientCollectives(s, part, bwd, apart);
             // Tied input and output embeddings on different stages: their gradients are summed across the pipeline
             // (software that reduces them apart sums ZeRO-2/3's shards, already reduced over data parallelism).
-            double tiedBytes = tiedParams * ReduceBytes / (options.TiedEmbeddingReducedAfterFlush && plan.Zero >= 2 ? plan.Dp * plan.Cp : 1);
+            double tiedBytes = tiedParams * ReduceBytes / (options.DataParallel.TiedEmbedding == TiedEmbeddingReduction.AfterFlush && plan.Zero >= 2 ? plan.Dp * plan.Cp : 1);
             double tied = tiedHere
                 ? CollectiveModel.Seconds(Collective.AllReduce, tiedBytes, 2, placement.CrossesDomains(Axis.Pp) ? 1 : 2, cluster)
                 : 0;
@@ -204,16 +204,16 @@ public sealed partial class PipelineCosts
             if (plan.Zero is 1 or 2)
                 gather = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0, 1)) : buckets, GatherBytes);
             var gpu = cluster.GroupList[plan.GroupOf(s)].Gpu;
-            if (options.OverlapGradReduce)
+            if (options.DataParallel.GradReduce == GradientReduction.OverlappedWithBackward)
             {
                 // ZeRO-2 reducing every micro-batch waits for each chunk's buckets at the end of the chunk's backward:
                 // under interleaving every chunk exposes its own last bucket. Otherwise the stage's buckets run behind
                 // the last micro-batch's whole backward, the first chunk's last bucket exposed.
                 if (plan.Zero <= 2)
-                    reduce = plan.Zero == 2 && options.ReduceScatterPerMicroBatch
+                    reduce = plan.Zero == 2 && options.DataParallel.Zero2Reduce == Zero2Reduction.PerMicroBatch
                         ? Enumerable.Range(0, plan.Vpp).Sum(c => Exposed(gpu, bwd[s, c], chunkBuckets[c].Buckets, chunkBuckets[c].Last))
                         : Exposed(gpu, part.LastBackward, buckets, chunkBuckets[0].Last);
-                if (options.OverlapParamGather && plan.Zero is 1 or 2)
+                if (options.DataParallel.ParamGather == ParameterGather.OverlappedWithForward && plan.Zero is 1 or 2)
                 {
                     double overlapped = Collect(Collective.AllGather, apart > 0 ? buckets.Append((apart, 0, 1)) : buckets, GatherBytes, burst: false);
                     gather = gpu.Overlapped(part.FirstForward, overlapped) - part.FirstForward;
@@ -222,7 +222,7 @@ public sealed partial class PipelineCosts
             // ZeRO-2 software that reduce-scatters every micro-batch's gradients runs m reduce-scatters a step: each
             // behind its own micro-batch's backward, the last one's exposed part after the flush, the earlier ones'
             // exposed parts counted here too (they hold their stage up as much, only earlier).
-            int reductions = plan.Zero == 2 && options.ReduceScatterPerMicroBatch ? _m : 1;
+            int reductions = plan.Zero == 2 && options.DataParallel.Zero2Reduce == Zero2Reduction.PerMicroBatch ? _m : 1;
             return ((reduce + reduceApart) * reductions, gather);
         }
 
@@ -277,7 +277,7 @@ public sealed partial class PipelineCosts
         /// </summary>
         private double Collect(Collective op, IEnumerable<Bucket> buckets, double bytes, bool burst = true)
         {
-            if (options.CollectivePerBucket)
+            if (options.DataParallel.Granularity == CollectiveGranularity.PerBucket)
             {
                 var list = buckets.ToList();
                 double sum = list.Sum(b => b.Count * Dp(op, (b.Dense, b.Expert), bytes));
@@ -306,7 +306,7 @@ public sealed partial class PipelineCosts
             double total = buckets.Sum(b => b.Count * (b.Dense + b.Expert));
             if (total <= 0)
                 return 0;
-            double last = options.CollectivePerBucket
+            double last = options.DataParallel.Granularity == CollectiveGranularity.PerBucket
                 ? Math.Min(all, Collect(ReduceOp, [(lastBucket.Dense, lastBucket.Expert, 1)], ReduceBytes))
                 : Math.Min(1, (lastBucket.Dense + lastBucket.Expert) / total) * all;
             return gpu.Overlapped(seconds, all - last) - seconds + last;

@@ -42,7 +42,7 @@ public static class Pricer
                 critical = s;
         var cp = costs.Parts[critical];
         double busy = withP2p.StageBusySeconds[critical];
-        var flops = Flops.PerStep(model, plan, options.FlashAttention);
+        var flops = Flops.PerStep(model, plan, options.Kernels.FusedAttention);
         var predictions = new List<Prediction>(offloads.Count);
         double adapters = BlockLinears.ModelAdapters(model, plan.Tuning);
         foreach (double offload in offloads)

@@ -1,4 +1,3 @@
-using Planner.CostModel.Comm;
 using Planner.CostModel.Specs;
 
 namespace Planner.CostModel.Pricing;
@@ -77,15 +76,6 @@ public static class StackLoader
     /// <summary>A name without a directory: a preset's, or a file in the working directory.</summary>
     private static bool IsBare(string nameOrPath) => !nameOrPath.Contains('/') && !nameOrPath.Contains('\\');
 
-    private static RecomputeModules Modules(IReadOnlyList<string> names, string source)
-    {
-        var set = RecomputeModules.None;
-        foreach (var name in names)
-            set |= RecomputeModuleNames.Parse(name)
-                   ?? throw new InputException($"{source}: key 'recompute_modules': '{name}' is not priced (expected {string.Join(", ", RecomputeModuleNames.All.Select(m => m.Name))})");
-        return set;
-    }
-
     /// <summary>Parses stack YAML text; <paramref name="source"/> names the file in errors, <paramref name="directory"/> is
     /// where a relative <c>base</c> file lies (null: the working directory).</summary>
     public static SoftwareStack Parse(string yaml, string source, string? directory) => Parse(yaml, source, directory, 0);
@@ -100,37 +90,7 @@ public static class StackLoader
         if (baseName is not null && directory is not null)
             baseName = Beside(baseName, directory);
         var o = baseName is null ? PricingOptions.Default : Load(baseName, $"{source}: key 'base'", depth + 1).Options;
-        o = o with
-        {
-            FlashAttention = map.OptionalChoice("attention", "flash", "materialized") is { } attention ? attention == "flash" : o.FlashAttention,
-            OverlapGradReduce = map.OptionalBool("overlap_grad_reduce") ?? o.OverlapGradReduce,
-            OverlapParamGather = map.OptionalBool("overlap_param_gather") ?? o.OverlapParamGather,
-            FusedGradAccumulation = map.OptionalBool("fused_grad_accumulation") ?? o.FusedGradAccumulation,
-            FusedCrossEntropy = map.OptionalBool("fused_cross_entropy") ?? o.FusedCrossEntropy,
-            PrefetchZero3 = map.OptionalBool("zero3_prefetch") ?? o.PrefetchZero3,
-            GradientBucketCopies = map.OptionalBool("gradient_bucket_copies") ?? o.GradientBucketCopies,
-            ReduceScatterPerMicroBatch = map.OptionalBool("reduce_scatter_per_micro_batch") ?? o.ReduceScatterPerMicroBatch,
-            ReduceScatterAsAllReduce = map.OptionalBool("reduce_scatter_as_all_reduce") ?? o.ReduceScatterAsAllReduce,
-            Fp32DataParallel = map.OptionalBool("fp32_data_parallel") ?? o.Fp32DataParallel,
-            Fp32Params = map.OptionalBool("fp32_params") ?? o.Fp32Params,
-            Fp32GradReduce = map.OptionalBool("grad_reduce_fp32") ?? o.Fp32GradReduce,
-            TiedEmbeddingReducedAfterFlush = map.OptionalBool("tied_embedding_reduced_after_flush") ?? o.TiedEmbeddingReducedAfterFlush,
-            CollectivePerBucket = map.OptionalBool("collective_per_bucket") ?? o.CollectivePerBucket,
-            DeduplicatedDispatch = map.OptionalChoice("moe_dispatcher", "flex", "alltoall") is { } dispatcher ? dispatcher == "flex" : o.DeduplicatedDispatch,
-            MoeExpertOverheadSeconds = map.OptionalNumber("moe_expert_overhead_us", 1e6, -1e-12) is double us ? us / 1e6 : o.MoeExpertOverheadSeconds,
-            Algorithm = map.OptionalChoice("collectives", "ring", "hierarchical") is { } algorithm
-                ? algorithm == "ring" ? CollectiveAlgorithm.Ring : CollectiveAlgorithm.Hierarchical
-                : o.Algorithm,
-            MoeCudaGraphs = map.OptionalBool("moe_cuda_graphs") ?? o.MoeCudaGraphs,
-            MoeGraphedExpertOverheadSeconds = map.OptionalNumber("moe_expert_overhead_graphed_us", 1e6, -1e-12) is double graphed ? graphed / 1e6 : o.MoeGraphedExpertOverheadSeconds,
-            OverlapExpertComm = map.OptionalBool("moe_overlap_expert_comm") ?? o.OverlapExpertComm,
-            CpGradHomeHop = map.OptionalBool("cp_grad_home_hop") ?? o.CpGradHomeHop,
-            ActivationOffloadLayers = map.OptionalNumber("activation_offload_layers", 10_000, -1e-12) is double layers
-                ? layers == Math.Floor(layers) ? (int)layers : throw new InputException($"{source}: key 'activation_offload_layers': {layers} is not a whole number of layers")
-                : o.ActivationOffloadLayers,
-            RecomputeModules = map.OptionalStrings("recompute_modules") is { } modules ? Modules(modules, source) : o.RecomputeModules,
-            Stack = stack,
-        };
+        o = StackFacts.Read(map, o, stack, source);
         map.RejectUnknown(Keys);
         return new SoftwareStack(o, description, sources);
     }

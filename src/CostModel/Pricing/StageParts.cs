@@ -22,7 +22,7 @@ public sealed class StageParts
     /// <summary>One micro-batch's forward over all chunks: what a ZeRO-1/2 parameter gather can hide behind.</summary>
     public double FirstForward;
     /// <summary>Exposed data-parallel time after the pipeline flush (reduction, gathers, tied embeddings); with ZeRO-2
-    /// reducing every micro-batch (<see cref="PricingOptions.ReduceScatterPerMicroBatch"/>) also the exposed parts of the
+    /// reducing every micro-batch (<see cref="Zero2Reduction.PerMicroBatch"/>) also the exposed parts of the
     /// earlier micro-batches' reduce-scatters, which hold the stage up as long, only before the flush.</summary>
     public double DpTail;
     /// <summary>The optimizer step.</summary>

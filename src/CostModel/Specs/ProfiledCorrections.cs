@@ -34,7 +34,7 @@ namespace Planner.CostModel.Specs;
 /// kernels, over their price from the fitted links. Scales every context-parallel exchange.</param>
 /// <param name="MoeExpertOverheadUs">Microseconds each pass of a MoE block spends per local expert beyond its kernels'
 /// price, as the training software runs it on the machine measured (routing on the host, each expert's own calls):
-/// replaces the stack's value (<see cref="Pricing.PricingOptions.MoeExpertOverheadSeconds"/>).</param>
+/// replaces the stack's value (<see cref="Pricing.MoeProfile.EagerExpertOverheadSeconds"/>).</param>
 /// <param name="MemoryFactor">Memory a training step of a small model adds to its process over the bytes the memory
 /// model allocates for it: the allocator's fragmentation and the pages it keeps (replaces the default share).</param>
 /// <param name="P2pLatencyUs">A point-to-point transfer's latency on the machine measured (ping-pong between two idle

@@ -185,7 +185,7 @@ internal static class MegatronModel
         }
         // As priced: dropless plans whose tokens leave the rank dispatch through the flex dispatcher (one copy per rank
         // hit, DeepEP); token dropping, or tp·ep = 1, takes the all-to-all dispatcher, priced with one copy per routed expert.
-        if (p.DeduplicatesDispatch(x.Software(a.Note).DeduplicatedDispatch))
+        if (p.DeduplicatesDispatch(x.Software(a.Note).Moe.Dispatcher))
         {
             a.Flag("--moe-token-dispatcher-type", "flex");
             a.Flag("--moe-flex-dispatcher-backend", "deepep");

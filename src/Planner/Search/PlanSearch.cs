@@ -169,7 +169,7 @@ public static partial class PlanSearch
     {
         // The MILP needs a stage's memory affine in its block count, which offloading N blocks' activations breaks (no
         // offload below N + 1 blocks): with a stack that offloads, the even splits (priced exactly) are all there is.
-        if (!CbcSolver.IsAvailable || options.ActivationOffloadLayers > 0)
+        if (!CbcSolver.IsAvailable || options.Activations.OffloadLayers > 0)
             return 0;
         var worker = new Worker(req, options);
         // One configuration per key, the most promising by the even split's bound; then ordered by the bound of any

@@ -51,7 +51,7 @@ public sealed record SearchRequest(
     public IReadOnlyList<FineTuning?> TuningList => Tunings is { Count: > 0 } t ? [.. t] : [null];
 
     /// <summary>Recompute policies worth searching: under flash attention selective equals none.</summary>
-    public IReadOnlyList<Recompute> RecomputePolicies => (Options ?? PricingOptions.Default).FlashAttention
+    public IReadOnlyList<Recompute> RecomputePolicies => (Options ?? PricingOptions.Default).Kernels.FusedAttention
         ? [Recompute.None, Recompute.Full]
         : [Recompute.None, Recompute.Selective, Recompute.Full];
 }

@@ -32,7 +32,7 @@ public sealed class StagePartitioner(IMilpSolver solver)
     public static Terms[,] StageTerms(ModelSpec model, ClusterSpec cluster, ParallelPlan plan, IReadOnlyList<Recompute> policies,
         PricingOptions options, Func<int, Recompute, BlockCosts> blocks, IReadOnlyList<int>? groups = null)
     {
-        if (options.ActivationOffloadLayers > 0)
+        if (options.Activations.OffloadLayers > 0)
             throw new InputException($"stack '{options.Stack}': activation_offload_layers makes a stage's memory no longer affine in its blocks, " +
                                      "which the stage split's MILP needs: uneven splits (a mixed cluster's) cannot be planned with it");
         var terms = new Terms[plan.Pp, policies.Count];

@@ -1,5 +1,6 @@
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Optimization;
+using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 
 namespace Planner.Cli.Validation;
@@ -110,13 +111,13 @@ public static class Fitter
         list.Add(new("grouped_gemm_efficiency", moe[0].Cluster.Gpu.GroupedGemmEfficiency,
             (c, v) => WithGpu(c, c.Cluster.Gpu with { GroupedGemmEfficiency = v })));
         // The time per local expert and pass in each regime the rows run (eager, or router and dispatch in CUDA graphs:
-        // PricingOptions.MoeCudaGraphs), the same value for every row of a regime.
-        if (moe.Any(c => !c.Software.MoeCudaGraphs))
-            list.Add(new("software: moe_expert_overhead_us", Math.Max(20, moe[0].Software.MoeExpertOverheadSeconds * 1e6),
-                (c, v) => c with { Software = c.Software with { MoeExpertOverheadSeconds = v * 1e-6 } }, Upper: 2_000));
-        if (moe.Any(c => c.Software.MoeCudaGraphs))
-            list.Add(new("software: moe_expert_overhead_graphed_us", Math.Max(20, moe[0].Software.MoeGraphedExpertOverheadSeconds * 1e6),
-                (c, v) => c with { Software = c.Software with { MoeGraphedExpertOverheadSeconds = v * 1e-6 } }, Upper: 2_000));
+        // MoeProfile.Launch), the same value for every row of a regime.
+        if (moe.Any(c => c.Software.Moe.Launch == MoeLaunch.Eager))
+            list.Add(new("software: moe_expert_overhead_us", Math.Max(20, moe[0].Software.Moe.EagerExpertOverheadSeconds * 1e6),
+                (c, v) => c with { Software = c.Software with { Moe = c.Software.Moe with { EagerExpertOverheadSeconds = v * 1e-6 } } }, Upper: 2_000));
+        if (moe.Any(c => c.Software.Moe.Launch == MoeLaunch.CudaGraphs))
+            list.Add(new("software: moe_expert_overhead_graphed_us", Math.Max(20, moe[0].Software.Moe.GraphedExpertOverheadSeconds * 1e6),
+                (c, v) => c with { Software = c.Software with { Moe = c.Software.Moe with { GraphedExpertOverheadSeconds = v * 1e-6 } } }, Upper: 2_000));
         return list;
     }
 
