@@ -203,6 +203,24 @@ public sealed class BadInputTests
                     string path = Write("runs.csv", header + "\n" + row + "\n");
                     return (["validate", "--runs", path], [path]);
                 }
+            case "run-plan-unknown-key":
+                {
+                    // A misspelt key must not train with the default it meant to change.
+                    string path = Write("plan.json", """
+                        {"model": "gpt2", "cluster": "local-cpu", "tp": 1, "pp": 1, "dp": 1, "cp": 1, "zero": 0, "mbs": 1, "gbs": 1,
+                         "seq": 64, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32", "optimiser": "lion"}
+                        """);
+                    return (["run", "--plan", path, "--steps", "2"], [path, "optimiser"]);
+                }
+            case "export-plan-unknown-stages-key":
+                {
+                    string path = Write("plan.json", """
+                        {"model": "gpt2", "cluster": "local-cpu", "tp": 1, "pp": 2, "dp": 1, "cp": 1, "zero": 0, "mbs": 1, "gbs": 1,
+                         "seq": 64, "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32",
+                         "stages": {"layers": [6, 6], "recompute": ["none", "none"], "layer": [6, 6]}}
+                        """);
+                    return (["export", "--plan", path, "--to", "megatron"], [path, "stages.layer"]);
+                }
             case "plan-unknown-model":
                 return (["plan", "--model", "no-such-model-preset", "--cluster", Cluster], ["--model", "no-such-model-preset"]);
             case "plan-gbs-0":
@@ -276,6 +294,8 @@ public sealed class BadInputTests
     [InlineData("missing-required-tp")]
     [InlineData("validate-missing-runs")]
     [InlineData("validate-malformed-csv")]
+    [InlineData("run-plan-unknown-key")]
+    [InlineData("export-plan-unknown-stages-key")]
     [InlineData("plan-unknown-model")]
     [InlineData("plan-gbs-0")]
     [InlineData("profile-one-rank")]

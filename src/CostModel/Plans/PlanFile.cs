@@ -47,12 +47,24 @@ public static class PlanFile
         return Parse(text, path);
     }
 
+    /// <summary>Every key a plan file may hold: a key the executor or the pricing would not read is refused, not
+    /// ignored (a misspelt <c>optimiser</c> must not train with the default). <c>prediction</c> is what
+    /// <c>plan --out</c> writes beside the plan, read by no one.</summary>
+    public static IReadOnlyList<string> Keys { get; } =
+    [
+        "model", "cluster", "stack", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel",
+        "precision", "stages", "recompute_layers", "optimizer_offload", "ep", "etp", "moe_imbalance", "moe_capacity", "finetune",
+        "lora_rank", "lora_targets", "optimizer", "prediction",
+    ];
+
     /// <summary>Parses plan JSON text; <paramref name="source"/> names the file in error messages.</summary>
     public static Contents Parse(string json, string source)
     {
         using (var doc = JsonInput.ParseObject(json, source, "the plan object"))
         {
             var root = doc.RootElement;
+            if (root.EnumerateObject().Select(p => p.Name).FirstOrDefault(k => !Keys.Contains(k)) is { } unknown)
+                throw new InputException($"{source}: unknown key '{unknown}' (a plan's keys: {string.Join(", ", Keys)})");
             string model = Name(root, source, "model");
             string cluster = Name(root, source, "cluster");
             string stack = root.TryGetProperty("stack", out var st) && st.ValueKind != JsonValueKind.Null
@@ -138,6 +150,8 @@ public static class PlanFile
             throw new InputException($"{source}: key 'stages' must be an object with 'layers' and 'recompute' lists, got {Raw(st)}");
         if (vpp != 1)
             throw new InputException($"{source}: key 'stages' (an uneven split) needs 'vpp' 1, got {vpp}");
+        if (st.EnumerateObject().Select(p => p.Name).FirstOrDefault(k => k is not ("layers" or "recompute" or "groups")) is { } unknown)
+            throw new InputException($"{source}: unknown key 'stages.{unknown}' (its keys: layers, recompute, groups)");
         var layers = List(st, source, "layers", pp, (v, key) =>
         {
             if (v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n is >= 1 and <= MaxValue)
