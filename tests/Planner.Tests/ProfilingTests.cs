@@ -1,4 +1,5 @@
 using Planner.Cli.Profiling;
+using Planner.CostModel.Calibration;
 using Planner.CostModel.Specs;
 using Xunit;
 using Cal = Planner.CostModel.Calibration.Calibration;
@@ -32,14 +33,14 @@ public sealed class ProfilingTests : IDisposable
             Assert.Contains(heading, output);
         Assert.DoesNotContain("progress ", error); // progress lines feed the bar, not the errors
         var cal = CalibrationFile.Read(path);
-        Assert.Equal("local-cpu", cal.Cluster);
+        Assert.Equal("local-cpu", cal.Machine.Cluster);
         var p = cal.Profiled!;
         // Every correction measured; the MoE overhead beyond the kernels may be none.
         foreach (var (key, get, _) in ProfiledCorrections.Scalars)
             Assert.True(get(p) is double v && double.IsFinite(v) && (v > 0 || (key == "moe_expert_overhead_us" && v == 0)), $"{key} not measured");
-        Assert.True(cal.IntraBandwidthGbs > 0 && cal.IntraLatencyUs > 0);
+        Assert.True(cal.Intra.BandwidthGbs > 0 && cal.Intra.LatencyUs > 0);
         var applied = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
-        Assert.Equal(cal.GemmEfficiency, applied.Gpu.GemmEfficiency);
+        Assert.Equal(cal.Gemm.Efficiency, applied.Gpu.GemmEfficiency);
 
         // The kept measurements fit again, measuring nothing, to the same calibration.
         string refitPath = Path.Combine(_dir, "refit.csv");
@@ -47,12 +48,12 @@ public sealed class ProfilingTests : IDisposable
         Assert.True(refitCode == 0, refitError);
         Assert.Contains($"fitted from {kept}", refitOutput);
         var refit = CalibrationFile.Read(refitPath);
-        Assert.Equal(cal.Host, refit.Host);
+        Assert.Equal(cal.Machine.Host, refit.Machine.Host);
         foreach (var (name, a, b) in new[]
                  {
-                     ("gemm efficiency", cal.GemmEfficiency, refit.GemmEfficiency), ("half dimension", cal.GemmHalfDim, refit.GemmHalfDim),
-                     ("kernel overhead", cal.KernelOverheadUs, refit.KernelOverheadUs), ("reserved", cal.ReservedGib, refit.ReservedGib),
-                     ("intra bandwidth", cal.IntraBandwidthGbs, refit.IntraBandwidthGbs), ("step factor", p.StepCompute!.Value, refit.Profiled!.StepCompute!.Value),
+                     ("gemm efficiency", cal.Gemm.Efficiency, refit.Gemm.Efficiency), ("half dimension", cal.Gemm.HalfDim, refit.Gemm.HalfDim),
+                     ("kernel overhead", cal.Kernels.OverheadUs, refit.Kernels.OverheadUs), ("reserved", cal.Memory.ReservedGib, refit.Memory.ReservedGib),
+                     ("intra bandwidth", cal.Intra.BandwidthGbs, refit.Intra.BandwidthGbs), ("step factor", p.StepCompute!.Value, refit.Profiled!.StepCompute!.Value),
                      ("memory factor", p.MemoryFactor!.Value, refit.Profiled!.MemoryFactor!.Value),
                      ("ep comm factor", p.EpComm!.Value, refit.Profiled!.EpComm!.Value), ("cp comm factor", p.CpComm!.Value, refit.Profiled!.CpComm!.Value),
                      ("cp block factor", p.CpBlockForward!.Value, refit.Profiled!.CpBlockForward!.Value),
@@ -85,13 +86,13 @@ public sealed class ProfilingTests : IDisposable
         m8["device"] = "cuda";
         m8["precision"] = "fp8";
         Assert.Contains("fp8", Assert.Throws<InputException>(() => Planner.Cli.Commands.ProfileCommand.FitSaved(fp8Less, m8, "m8.json", out _)).Message);
-        Assert.Equal("bf16", cal.Precision);
-        Assert.Equal("gpu-node-7", cal.Host);
+        Assert.Equal("bf16", cal.Gemm.Precision);
+        Assert.Equal("gpu-node-7", cal.Machine.Host);
         Assert.Equal("cuda (NVIDIA H100 80GB HBM3), bf16", cal.Versions["device"]);
-        Assert.Equal(spec.Gpu.ReservedGib, cal.ReservedGib);
-        Assert.Equal(spec.Gpu.PeakTflops[Precision.Bf16], cal.PeakTflops, 1e-9);
+        Assert.Equal(spec.Gpu.ReservedGib, cal.Memory.ReservedGib);
+        Assert.Equal(spec.Gpu.PeakTflops[Precision.Bf16], cal.Gemm.PeakTflops, 1e-9);
         var applied = cal.Apply(spec);
-        Assert.Equal(cal.PeakTflops, applied.Gpu.PeakTflops[Precision.Bf16]);
+        Assert.Equal(cal.Gemm.PeakTflops, applied.Gpu.PeakTflops[Precision.Bf16]);
         var console = new StringWriter();
         report(Planner.Cli.Rendering.Tables.Console(console));
         Assert.Contains("GEMM (bf16", console.ToString());
@@ -100,7 +101,7 @@ public sealed class ProfilingTests : IDisposable
         Assert.Contains($"GPT-2 block (hidden {sizes.BlockModel().Hidden}, {sizes.BlockMbs} x {sizes.BlockSeq} tokens)", console.ToString());
         Assert.Contains($"training steps of a {sizes.Step.Describe(sizes.StepModel(sizes.Step))}", console.ToString());
         Assert.Contains("measured on gpu-node-7", console.ToString());
-        Assert.Equal("fp32", Planner.Cli.Profiling.ProfileFit.Fit(ClusterLoader.Load("local-cpu"), Measurements(), out _).Precision);
+        Assert.Equal("fp32", Planner.Cli.Profiling.ProfileFit.Fit(ClusterLoader.Load("local-cpu"), Measurements(), out _).Gemm.Precision);
     }
 
     [Theory]
@@ -291,17 +292,17 @@ public sealed class ProfilingTests : IDisposable
         var cal = CalibrationFile.Read(path);
         var spec = ClusterLoader.Load("local-cpu");
         Assert.Equal("2 node(s) x 1 rank(s)", cal.Versions["ranks"]);
-        Assert.Equal(spec.IntraNode.LatencyUs, cal.IntraLatencyUs, 1e-9);
-        Assert.Equal(spec.IntraNode.EffectiveBytesPerSecond / 1e9, cal.IntraBandwidthGbs, 1e-9);
-        Assert.True(cal.InterLatencyUs > 0 && double.IsFinite(cal.InterLatencyUs));
-        Assert.True(cal.InterBandwidthGbs > 0 && double.IsFinite(cal.InterBandwidthGbs));
+        Assert.Equal(spec.IntraNode.LatencyUs, cal.Intra.LatencyUs, 1e-9);
+        Assert.Equal(spec.IntraNode.EffectiveBytesPerSecond / 1e9, cal.Intra.BandwidthGbs, 1e-9);
+        Assert.True(cal.Inter.LatencyUs > 0 && double.IsFinite(cal.Inter.LatencyUs));
+        Assert.True(cal.Inter.BandwidthGbs > 0 && double.IsFinite(cal.Inter.BandwidthGbs));
         // No tensor-parallel pair inside a node: the TP corrections were not measured, and the calibration leaves them out.
         Assert.Null(cal.Profiled!.TpComm);
     }
 
-    internal static Cal Sample(string host, string cpu) => new("local-cpu", host, cpu, "fp32", 0.096, 0.8, 16, 3, 9, 0.2, 1.3, 25, 1.3, 25,
-        new Dictionary<string, string> { ["libtorch"] = "1.13" }, ElementRateG: 0.3, OverlapSlowdown: 0.6,
-        GemmResiduals: [GemmResidual.Of(128, 8192, 256, 1.5)],
+    internal static Cal Sample(string host, string cpu) => new(new MeasuredMachine("local-cpu", host, cpu),
+        new MeasuredGemm("fp32", 0.096, 0.8, 16, [GemmResidual.Of(128, 8192, 256, 1.5)]), new MeasuredKernels(3, ElementRateG: 0.3, OverlapSlowdown: 0.6),
+        new MeasuredMemory(9, 0.2), new MeasuredLink(1.3, 25), new MeasuredLink(1.3, 25), new Dictionary<string, string> { ["libtorch"] = "1.13" },
         Profiled: new(new Dictionary<string, OpRate> { ["cross_entropy"] = new(0.9, 0.8) }, OptimizerNsPerParam: 1.6,
             LinearForward: 1.04, LinearBackward: 1.07, BlockForward: 1.1, BlockBackward: 1.2, HeadForward: 1.3, HeadBackward: 1.4,
             TpBlockForward: 1.5, TpBlockBackward: 1.6, StepCompute: 1.7, TpComm: 1.8));
@@ -313,7 +314,7 @@ public sealed class ProfilingTests : IDisposable
         string path = Path.Combine(_dir, "mine.csv");
         CalibrationFile.Write(path, Sample(host, cpu));
         var read = CalibrationFile.Read(path);
-        Assert.Equal(0.8, read.GemmEfficiency);
+        Assert.Equal(0.8, read.Gemm.Efficiency);
         Assert.Equal("1.13", read.Versions["libtorch"]);
         var c = CalibrationFile.Apply(ClusterLoader.Load("local-cpu"), path, force: false);
         Assert.Equal(0.8, c.Gpu.GemmEfficiency);

@@ -1,4 +1,5 @@
 using Planner.Cli.Profiling;
+using Planner.CostModel.Calibration;
 using Planner.CostModel.Specs;
 using Xunit;
 using Cal = Planner.CostModel.Calibration.Calibration;
@@ -20,19 +21,20 @@ public sealed class StepFitTests
     {
         var cluster = ClusterLoader.Load("local-cpu");
         var sizes = ProfileSizes.Cpu;
-        var cal = new Cal("local-cpu", "h", "c", "fp32", 0.1, 1.0, 4, 14, 30, 0.2, 1.4, 1000, 1.4, 1000,
-            new Dictionary<string, string>(), 0.4, 0.5, null, new ProfiledCorrections(BlockForward: 1.05, BlockBackward: 0.97));
+        var cal = new Cal(new MeasuredMachine("local-cpu", "h", "c"), new MeasuredGemm("fp32", 0.1, 1.0, 4), new MeasuredKernels(14, 0.4, 0.5),
+            new MeasuredMemory(30, 0.2), new MeasuredLink(1.4, 1000), new MeasuredLink(1.4, 1000),
+            new Dictionary<string, string>(), new ProfiledCorrections(BlockForward: 1.05, BlockBackward: 0.97));
         double Price(StepShape shape, double us)
         {
-            var p = Planner.CostModel.Pricing.Pricer.Price(sizes.StepModel(shape), (cal with { KernelOverheadUs = us }).Apply(cluster) with { Nodes = 1, GpusPerNode = 1 },
-                sizes.StepPlan(shape), Planner.Cli.Commands.RunCommand.Software);
+            var p = Planner.CostModel.Pricing.Pricer.Price(sizes.StepModel(shape), cal.WithKernelOverheadUs(us).Apply(cluster) with { Nodes = 1, GpusPerNode = 1 },
+                sizes.StepPlan(shape), Planner.CostModel.Pricing.ExecutorSoftware.Options);
             return p.Breakdown.Compute + p.Breakdown.Recompute;
         }
         double tLarge = factor * Price(sizes.Step, callUs), tSmall = factor * Price(sizes.SmallStep, callUs);
         var m = new System.Text.Json.Nodes.JsonObject { ["step_compute_seconds"] = tLarge, ["small_step_compute_seconds"] = tSmall };
         var fitted = cal;
         Planner.Cli.Profiling.ProfileFit.FitSteps(cluster, m, sizes, cuda: false, ref fitted);
-        Assert.Equal(callUs, fitted.KernelOverheadUs, 6);
+        Assert.Equal(callUs, fitted.Kernels.OverheadUs, 6);
         Assert.Equal(factor, fitted.Profiled!.StepCompute!.Value, 6);
         // The tiny step is the calls': priced with the block's call cost it would be off by far more than the factor.
         Assert.True(Math.Abs(tSmall / Price(sizes.SmallStep, 14) - factor) > 0.05 * factor);
@@ -44,8 +46,8 @@ public sealed class StepFitTests
                 m2["small_step_compute_seconds"] = tSmall;
             var kept = cal;
             var fit = Planner.Cli.Profiling.ProfileFit.FitSteps(cluster, m2, sizes, cuda, ref kept);
-            Assert.Equal(cal.KernelOverheadUs, kept.KernelOverheadUs);
-            Assert.Equal(tLarge / Price(sizes.Step, cal.KernelOverheadUs), kept.Profiled!.StepCompute!.Value, 9);
+            Assert.Equal(cal.Kernels.OverheadUs, kept.Kernels.OverheadUs);
+            Assert.Equal(tLarge / Price(sizes.Step, cal.Kernels.OverheadUs), kept.Profiled!.StepCompute!.Value, 9);
             Assert.Equal(withSmall, fit.Small is not null);
         }
     }
@@ -66,7 +68,8 @@ public sealed class StepFitTests
         Assert.Null(none);
         Assert.Contains("several machines", why);
         // A calibration carrying it hands it to both links' transfers, and the arrival to their collectives.
-        var cal = new Cal("local-cpu", "h", "c", "fp32", 0.1, 1.0, 4, 14, 30, 0.2, 1.4, 70, 1.4, 70, new Dictionary<string, string>(),
+        var cal = new Cal(new MeasuredMachine("local-cpu", "h", "c"), new MeasuredGemm("fp32", 0.1, 1.0, 4), new MeasuredKernels(14),
+            new MeasuredMemory(30, 0.2), new MeasuredLink(1.4, 70), new MeasuredLink(1.4, 70), new Dictionary<string, string>(),
             Profiled: new ProfiledCorrections(P2pLatencyUs: 40, ArrivalUs: 1800));
         var applied = cal.Apply(ClusterLoader.Load("local-cpu"));
         foreach (var link in new[] { applied.IntraNode, applied.InterNode })

@@ -96,13 +96,13 @@ public sealed class TwoHostsTests : IDisposable
         var largest = JsonNode.Parse(File.ReadAllText(kept))!["send_recv_inter"]!.AsArray().Select(x => x!.AsArray()).Last();
         double p2p = (double)largest[0]! / (double)largest[1]! / 1e9;
         var cal = CalibrationFile.Read(calibration);
-        string seen = $"send/recv between the hosts {p2p:F3} GB/s, inter-node tier {cal.InterBandwidthGbs:F3} GB/s, intra-node tier {cal.IntraBandwidthGbs:F3} GB/s, link {link:F3} GB/s";
+        string seen = $"send/recv between the hosts {p2p:F3} GB/s, inter-node tier {cal.Inter.BandwidthGbs:F3} GB/s, intra-node tier {cal.Intra.BandwidthGbs:F3} GB/s, link {link:F3} GB/s";
         Console.WriteLine(seen);
         Assert.True(p2p >= 0.6 * link && p2p <= 1.1 * link, seen);
-        Assert.Equal("host0", cal.Host);
+        Assert.Equal("host0", cal.Machine.Host);
         Assert.Equal("2 node(s) x 2 rank(s)", cal.Versions["ranks"]);
-        Assert.True(cal.InterBandwidthGbs >= 0.2 * link && cal.InterBandwidthGbs <= 1.1 * link, seen);
-        Assert.True(cal.IntraBandwidthGbs > 3 * cal.InterBandwidthGbs, seen);
+        Assert.True(cal.Inter.BandwidthGbs >= 0.2 * link && cal.Inter.BandwidthGbs <= 1.1 * link, seen);
+        Assert.True(cal.Intra.BandwidthGbs > 3 * cal.Inter.BandwidthGbs, seen);
     }
 
     public static TheoryData<int, int, int, int> Layouts() => new()

@@ -49,7 +49,7 @@ public static class ProfileCommand
                 CalibrationFile.Write(refitPath, refit);
                 var refitConsole = Rendering.Tables.Console(stdout);
                 refitReport(refitConsole);
-                refitConsole.WriteLine($"calibration for '{c.Name}' fitted from {fromPath} (measured on {refit.Host}, {refit.Cpu}) written to {refitPath}");
+                refitConsole.WriteLine($"calibration for '{c.Name}' fitted from {fromPath} (measured on {refit.Machine.Host}, {refit.Machine.Cpu}) written to {refitPath}");
                 return Cli.Ok;
             }
             var choice = DeviceChoice.Parse(r.GetValue(device)!);

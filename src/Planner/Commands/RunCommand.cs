@@ -181,13 +181,6 @@ public static class RunCommand
         return cmd;
     }
 
-    /// <summary>The stack of this project's executor (stacks/planner.yaml): what run prices, whatever stack the plan
-    /// was planned for.</summary>
-    public const string ExecutorStack = PricingOptions.ExecutorStack;
-
-    /// <summary>The executor's software facts, for its prediction (stacks/planner.yaml).</summary>
-    public static PricingOptions Software => StackLoader.Options(ExecutorStack);
-
     /// <summary>The pipeline stage whose ranks' lines (<c>rank</c>, <c>compute_s</c>) hold the most compute on average
     /// (the lowest such stage on a tie; 0 without lines).</summary>
     public static int BusiestStage(ParallelPlan plan, IReadOnlyList<JsonNode> lines)
@@ -262,7 +255,7 @@ public static class RunCommand
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
         Prediction? predicted = null;
         if (inputs.Cluster is not null && PlanCheck.Problem(inputs.Model, inputs.Cluster, plan) is null)
-            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, Software);
+            predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, ExecutorSoftware.Options);
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
         var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
@@ -363,8 +356,8 @@ public static class RunCommand
     {
         var console = Rendering.Tables.Console(stdout);
         console.WriteLine($"{inputs.Model.Name}: {Rendering.Tables.Describe(run.Plan)}, gbs {run.Plan.Gbs}, seq {run.Plan.Seq}, {run.Plan.Gpus} ranks");
-        if (inputs.PlanStack != ExecutorStack)
-            console.WriteLine($"the plan was priced for stack {inputs.PlanStack}; this run is the executor's and is predicted as stack {ExecutorStack}");
+        if (inputs.PlanStack != PricingOptions.ExecutorStack)
+            console.WriteLine($"the plan was priced for stack {inputs.PlanStack}; this run is the executor's and is predicted as stack {PricingOptions.ExecutorStack}");
         var t = new Table().Border(TableBorder.Rounded).AddColumn("step").AddColumn(new TableColumn("loss").RightAligned()).AddColumn(new TableColumn("seconds").RightAligned());
         foreach (var x in run.PerStep)
             t.AddRow(x.Step.ToString(), x.Loss is double l ? $"{l:F5}" : "-", $"{x.Seconds:F3}");

@@ -1,6 +1,7 @@
 using System.Globalization;
 using CsvHelper;
 using CsvHelper.Configuration;
+using Planner.CostModel.Calibration;
 using Planner.CostModel.Specs;
 using Cal = Planner.CostModel.Calibration.Calibration;
 
@@ -38,37 +39,30 @@ public static class CalibrationFile
         return (Environment.MachineName, $"{cpu} x{Environment.ProcessorCount}");
     }
 
-    /// <summary>Writes a calibration.</summary>
+    /// <summary>Writes a calibration: the keys of <see cref="CalibrationKey.Fields"/>, then the GEMM residuals, the op
+    /// rates, the profiled corrections and the versions.</summary>
     public static void Write(string path, Cal c)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var inv = CultureInfo.InvariantCulture;
-        var rows = new List<Row>
-        {
-            new("cluster", c.Cluster), new("host", c.Host), new("cpu", c.Cpu), new("precision", c.Precision),
-            new("peak_tflops", c.PeakTflops.ToString("R", inv)), new("gemm_efficiency", c.GemmEfficiency.ToString("R", inv)),
-            new("gemm_half_dim", c.GemmHalfDim.ToString("R", inv)), new("kernel_overhead_us", c.KernelOverheadUs.ToString("R", inv)),
-            new("memory_bandwidth_gbs", c.MemoryBandwidthGbs.ToString("R", inv)), new("reserved_gib", c.ReservedGib.ToString("R", inv)),
-            new("intra_bandwidth_gbs", c.IntraBandwidthGbs.ToString("R", inv)), new("intra_latency_us", c.IntraLatencyUs.ToString("R", inv)),
-            new("inter_bandwidth_gbs", c.InterBandwidthGbs.ToString("R", inv)), new("inter_latency_us", c.InterLatencyUs.ToString("R", inv)),
-        };
-        rows.Add(new("element_rate_g", c.ElementRateG.ToString("R", inv)));
-        if (c.OverlapSlowdown is { } slowdown)
-            rows.Add(new("overlap_slowdown", slowdown.ToString("R", inv)));
-        var residuals = c.GemmResiduals ?? [];
+        static string R(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+        var rows = new List<Row>();
+        foreach (var field in CalibrationKey.Fields)
+            if ((field.GetText?.Invoke(c) ?? (field.GetNumber!(c) is double v ? R(v) : null)) is { } value)
+                rows.Add(new(field.Key, value));
+        var residuals = c.Gemm.Residuals ?? [];
         for (int i = 0; i < residuals.Count; i++)
         {
             var r = residuals[i];
-            rows.Add(new($"gemm_residual.{i}", string.Join(' ', new[] { r.D1, r.D2, r.D3, r.Ratio }.Select(v => v.ToString("R", inv)))));
+            rows.Add(new(CalibrationKey.ResidualPrefix + i, string.Join(' ', new[] { r.D1, r.D2, r.D3, r.Ratio }.Select(R))));
         }
         var profiled = c.Profiled ?? ProfiledCorrections.None;
         foreach (var (name, rate) in profiled.OpRates ?? new Dictionary<string, OpRate>())
-            rows.Add(new($"op.{name}", $"{rate.ForwardNs.ToString("R", inv)} {rate.BackwardNs.ToString("R", inv)}"));
+            rows.Add(new(CalibrationKey.OpPrefix + name, $"{R(rate.ForwardNs)} {R(rate.BackwardNs)}"));
         // Measurements a profile may lack (older files, other hardware): written only when measured.
         foreach (var (key, get, _) in ProfiledCorrections.Scalars)
             if (get(profiled) is double v)
-                rows.Add(new(key, v.ToString("R", inv)));
-        rows.AddRange(c.Versions.Select(kv => new Row("version." + kv.Key, kv.Value)));
+                rows.Add(new(key, R(v)));
+        rows.AddRange(c.Versions.Select(kv => new Row(CalibrationKey.VersionPrefix + kv.Key, kv.Value)));
         using var writer = new StreamWriter(path);
         using var csv = new CsvWriter(writer, CultureInfo.InvariantCulture);
         csv.WriteRecords(rows);
@@ -94,36 +88,27 @@ public static class CalibrationFile
         double D(string key) => double.TryParse(S(key), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) && v >= 0
             ? v
             : throw new InputException($"{path}: key '{key}' must be a non-negative number");
-        return new Cal(S("cluster"), S("host"), S("cpu"), S("precision"), D("peak_tflops"), D("gemm_efficiency"), D("gemm_half_dim"),
-            D("kernel_overhead_us"), D("memory_bandwidth_gbs"), D("reserved_gib"), D("intra_bandwidth_gbs"), D("intra_latency_us"),
-            D("inter_bandwidth_gbs"), D("inter_latency_us"),
-            map.Where(kv => kv.Key.StartsWith("version.", StringComparison.Ordinal)).ToDictionary(kv => kv.Key[8..], kv => kv.Value),
-            map.ContainsKey("element_rate_g") ? D("element_rate_g") : 0, // files from before these keys: not measured
-            map.ContainsKey("overlap_slowdown") ? Math.Min(D("overlap_slowdown"), GpuSpec.MaxOverlapSlowdown) : null,
-            map.Keys.Where(k => k.StartsWith("gemm_residual.", StringComparison.Ordinal)).Select(k =>
-            {
-                var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d > 0 && double.IsFinite(d) ? d : -1).ToArray();
-                return v.Length == 4 && v.All(x => x > 0)
-                    ? new GemmResidual(v[0], v[1], v[2], v[3])
-                    : throw new InputException($"{path}: key '{k}' must hold four positive numbers (three GEMM dimensions and a ratio)");
-            }).ToList(),
-            Corrections());
-
-        ProfiledCorrections Corrections()
-        {
-            var profiled = new ProfiledCorrections(OpRates: map.Keys.Where(k => k.StartsWith("op.", StringComparison.Ordinal)).ToDictionary(k => k[3..], k =>
-            {
-                var v = S(k).Split(' ').Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && d >= 0 && double.IsFinite(d) ? d : -1).ToArray();
-                return v.Length == 2 && v.All(x => x >= 0)
-                    ? new OpRate(v[0], v[1])
-                    : throw new InputException($"{path}: key '{k}' must hold two non-negative numbers (ns per element forward and backward)");
-            }));
-            // A correction of 0 was never written (not measured): read as not measured, but where 0 is a measurement.
-            foreach (var (key, _, with) in ProfiledCorrections.Scalars)
-                if (map.ContainsKey(key) && (D(key) > 0 || (D(key) == 0 && ProfiledCorrections.ZeroMeasurable.Contains(key))))
-                    profiled = with(profiled, D(key));
-            return profiled;
-        }
+        // Numbers of a key holding several: each positive (or non-negative), else -1.
+        double[] Numbers(string key, bool zero) => S(key).Split(' ')
+            .Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && (d > 0 || (zero && d == 0)) && double.IsFinite(d) ? d : -1).ToArray();
+        IEnumerable<string> Keys(string prefix) => map.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal));
+        var cal = CalibrationKey.Blank;
+        foreach (var field in CalibrationKey.Fields)
+            if (field.Required || map.ContainsKey(field.Key))
+                cal = field.SetText is { } setText ? setText(cal, S(field.Key)) : field.SetNumber!(cal, D(field.Key));
+        var versions = Keys(CalibrationKey.VersionPrefix).ToDictionary(k => k[CalibrationKey.VersionPrefix.Length..], k => map[k]);
+        var residuals = Keys(CalibrationKey.ResidualPrefix).Select(k => Numbers(k, zero: false) is { Length: 4 } v && v.All(x => x > 0)
+            ? new GemmResidual(v[0], v[1], v[2], v[3])
+            : throw new InputException($"{path}: key '{k}' must hold four positive numbers (three GEMM dimensions and a ratio)")).ToList();
+        var profiled = new ProfiledCorrections(OpRates: Keys(CalibrationKey.OpPrefix).ToDictionary(k => k[CalibrationKey.OpPrefix.Length..],
+            k => Numbers(k, zero: true) is { Length: 2 } v && v.All(x => x >= 0)
+                ? new OpRate(v[0], v[1])
+                : throw new InputException($"{path}: key '{k}' must hold two non-negative numbers (ns per element forward and backward)")));
+        // A correction of 0 was never written (not measured): read as not measured, but where 0 is a measurement.
+        foreach (var (key, _, with) in ProfiledCorrections.Scalars)
+            if (map.ContainsKey(key) && (D(key) > 0 || (D(key) == 0 && ProfiledCorrections.ZeroMeasurable.Contains(key))))
+                profiled = with(profiled, D(key));
+        return cal with { Gemm = cal.Gemm with { Residuals = residuals }, Versions = versions, Profiled = profiled };
     }
 
     /// <summary>
@@ -137,17 +122,17 @@ public static class CalibrationFile
         if (explicitPath is not null)
         {
             var c = Read(explicitPath);
-            if (!force && (c.Host != host || c.Cpu != cpu))
-                throw new InputException($"--calibration: '{explicitPath}' was measured on {c.Host} ({c.Cpu}), not on this machine {host} ({cpu}); pass --force-calibration to use it anyway");
+            if (!force && (c.Machine.Host != host || c.Machine.Cpu != cpu))
+                throw new InputException($"--calibration: '{explicitPath}' was measured on {c.Machine.Host} ({c.Machine.Cpu}), not on this machine {host} ({cpu}); pass --force-calibration to use it anyway");
             return c.Apply(cluster);
         }
         string path = DefaultPath(cluster.Name);
         if (!File.Exists(path))
             return cluster;
         var d = Read(path);
-        if (d.Host != host || d.Cpu != cpu)
+        if (d.Machine.Host != host || d.Machine.Cpu != cpu)
         {
-            notes?.WriteLine($"planner: note: ignoring {path}, measured on other hardware ({d.Host}, {d.Cpu})");
+            notes?.WriteLine($"planner: note: ignoring {path}, measured on other hardware ({d.Machine.Host}, {d.Machine.Cpu})");
             return cluster;
         }
         return d.Apply(cluster);

@@ -69,14 +69,16 @@ public sealed partial class ProfileRank
     }
 
     /// <summary>
-    /// Seconds of collectives by message size: rows of [bytes, seconds] (the all-reduce by group [ranks, bytes, seconds]),
-    /// the "loaded" ones right after a gap's work on every rank; and of a one-element add (a kernel call's floor).
+    /// Seconds of collectives by message size (the all-reduce by group also by its ranks), the "loaded" ones right after
+    /// a gap's work on every rank; and of a one-element add (a kernel call's floor).
     /// </summary>
     private sealed class CollectiveTimes
     {
         public double Small;
-        public readonly List<double[]> AllReduce = [], Loaded = [], SendRecv = [], SendRecvLoaded = [], AllGather = [], ReduceScatter = [], AllToAll = [],
-            ByGroup = [], NodeLoaded = [], SendRecvInter = [];
+        public readonly List<MessageTime> AllReduce = [], Loaded = [], SendRecv = [], SendRecvLoaded = [], AllGather = [], ReduceScatter = [], AllToAll = [],
+            NodeLoaded = [], SendRecvInter = [];
+
+        public readonly List<GroupTime> ByGroup = [];
     }
 
     /// <summary>Every collective measurement.</summary>
@@ -117,29 +119,29 @@ public sealed partial class ProfileRank
             var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
             pg.Barrier();
             int runs = RunsFor(bytes);
-            times.AllReduce.Add([bytes, MedianOf(() => pg.AllReduce(t), runs)]);
+            times.AllReduce.Add(new MessageTime(bytes, MedianOf(() => pg.AllReduce(t), runs)));
             pg.Barrier();
-            times.Loaded.Add([bytes, MeanAfter(gap, () => pg.AllReduce(t), LoadedRuns)]);
+            times.Loaded.Add(new MessageTime(bytes, MeanAfter(gap, () => pg.AllReduce(t), LoadedRuns)));
             pg.Barrier();
             // Ping-pong between ranks 0 and 1: half the round trip is one transfer.
             void PingPong() => PingPongWith(pg, t, _rank, 1);
-            times.SendRecv.Add([bytes, MedianOf(PingPong, runs) / 2]);
+            times.SendRecv.Add(new MessageTime(bytes, MedianOf(PingPong, runs) / 2));
             pg.Barrier();
-            times.SendRecvLoaded.Add([bytes, MeanAfter(gap, PingPong, LoadedRuns) / 2]);
+            times.SendRecvLoaded.Add(new MessageTime(bytes, MeanAfter(gap, PingPong, LoadedRuns) / 2));
             pg.Barrier();
             // The other collectives over the same total bytes S (nccl-tests' sizes): all-gather of S/n per rank into S,
             // reduce-scatter of S into S/n, all-to-all of S per rank.
             long per = bytes / 4 / _world;
             using (var part = Tensor.Zeros([per], DType.Float32, _device))
-                times.AllGather.Add([per * _world * 4, MedianOf(() => pg.AllGather(part).Dispose(), runs)]);
+                times.AllGather.Add(new MessageTime(per * _world * 4, MedianOf(() => pg.AllGather(part).Dispose(), runs)));
             pg.Barrier();
             using (var whole = Tensor.Zeros([per * _world], DType.Float32, _device))
             {
-                times.ReduceScatter.Add([per * _world * 4, MedianOf(() => pg.ReduceScatter(whole).Dispose(), runs)]);
+                times.ReduceScatter.Add(new MessageTime(per * _world * 4, MedianOf(() => pg.ReduceScatter(whole).Dispose(), runs)));
                 pg.Barrier();
                 // As expert parallelism dispatches routed rows: the executor's all-to-all with explicit splits.
                 var splits = Enumerable.Repeat(per, _world).ToArray();
-                times.AllToAll.Add([per * _world * 4, MedianOf(() => ExpertParallel.AllToAll(pg, whole, splits, splits).Dispose(), runs)]);
+                times.AllToAll.Add(new MessageTime(per * _world * 4, MedianOf(() => ExpertParallel.AllToAll(pg, whole, splits, splits).Dispose(), runs)));
             }
             pg.Barrier();
             t.Dispose();
@@ -147,7 +149,7 @@ public sealed partial class ProfileRank
     }
 
     /// <summary>The all-reduce over smaller groups of the ranks (2, 4, ... below the world), each as its members alone
-    /// run it: [ranks, bytes, seconds].</summary>
+    /// run it.</summary>
     private void MeasureByGroup(ProcessGroup pg, CollectiveTimes times)
     {
         for (int size = 2; size < _world; size *= 2)
@@ -159,7 +161,7 @@ public sealed partial class ProfileRank
                 {
                     using var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
                     sub.Barrier();
-                    times.ByGroup.Add([size, bytes, MedianOf(() => sub.AllReduce(t), RunsFor(bytes))]);
+                    times.ByGroup.Add(new GroupTime(size, bytes, MedianOf(() => sub.AllReduce(t), RunsFor(bytes))));
                 }
             }
             pg.Barrier();
@@ -190,9 +192,9 @@ public sealed partial class ProfileRank
             using var t = Tensor.Zeros([bytes / 4], DType.Float32, _device);
             pg.Barrier();
             if (local is not null)
-                times.NodeLoaded.Add([bytes, MeanAfter(gap, () => local.AllReduce(t), LoadedRuns)]);
+                times.NodeLoaded.Add(new MessageTime(bytes, MeanAfter(gap, () => local.AllReduce(t), LoadedRuns)));
             pg.Barrier();
-            times.SendRecvInter.Add([bytes, MedianOf(() => PingPongWith(pg, t, _rank, peer), RunsFor(bytes)) / 2]);
+            times.SendRecvInter.Add(new MessageTime(bytes, MedianOf(() => PingPongWith(pg, t, _rank, peer), RunsFor(bytes)) / 2));
         }
         pg.Barrier();
         local?.Dispose();

@@ -40,7 +40,7 @@ public sealed partial class ProfileRank
     /// non-scalar output is back-propagated with a gradient of ones. <paramref name="uncounted"/>, if given, returns
     /// the seconds spent since its last call in what the pass times leave out (a block's collectives).
     /// </summary>
-    private (double Forward, double Backward) PassTimes(Tensor input, Func<Tensor, Tensor> pass, int runs = 7, Func<double>? uncounted = null)
+    private PassTimes TimePasses(Tensor input, Func<Tensor, Tensor> pass, int runs = 7, Func<double>? uncounted = null)
     {
         var forward = new List<double>();
         var backward = new List<double>();
@@ -67,7 +67,7 @@ public sealed partial class ProfileRank
                 backward.Add(b);
             }
         }
-        return (Fitting.Median(forward), Fitting.Median(backward));
+        return new PassTimes(Fitting.Median(forward), Fitting.Median(backward));
     }
 
     /// <summary>
@@ -75,9 +75,9 @@ public sealed partial class ProfileRank
     /// vocabulary, and the vocabulary-parallel loss's kernels on one rank's half): nanoseconds per logit, forward and
     /// backward. Each call's logits are a fresh leaf, so that the backward writes their gradient as training does.
     /// </summary>
-    private Dictionary<string, double[]> MeasureOps()
+    private Dictionary<string, OpRate> MeasureOps()
     {
-        var result = new Dictionary<string, double[]>();
+        var result = new Dictionary<string, OpRate>();
         int tokens = _sizes.LossTokens, lossVocab = _sizes.LossVocab;
         foreach (var (name, vocab) in new[] { ("cross_entropy", lossVocab), ("vocab_parallel_cross_entropy", lossVocab / 2) })
         {
@@ -88,9 +88,9 @@ public sealed partial class ProfileRank
             Tensor Loss(Tensor logits) => name == "cross_entropy"
                 ? F.CrossEntropy(logits, targetTensor)
                 : TensorParallelism.VocabParallelCrossEntropy(null, logits, targets, 0);
-            var (f, b) = PassTimes(source, Loss, 8);
+            var times = TimePasses(source, Loss, 8);
             double elements = (double)tokens * vocab;
-            result[name] = [f / elements * 1e9, b / elements * 1e9];
+            result[name] = new OpRate(times.Forward / elements * 1e9, times.Backward / elements * 1e9);
         }
         return result;
     }
@@ -100,16 +100,15 @@ public sealed partial class ProfileRank
     /// by a transposed matrix; the backward's two GEMMs by others): per shape, tokens, in, out and the median forward
     /// and backward seconds.
     /// </summary>
-    private List<double[]> MeasureLinear()
+    private List<LinearTimes> MeasureLinear()
     {
-        var result = new List<double[]>();
+        var result = new List<LinearTimes>();
         foreach (var (t, i, o) in _sizes.LinearShapes)
         {
             using var x0 = D(Tensor.Normal([t, i], 0, 1, seed: 6, _sizes.DType));
             using var w = D(Tensor.Normal([o, i], 0, 0.02, seed: 7, _sizes.DType));
             w.RequiresGrad = true;
-            var (f, b) = PassTimes(x0, x => F.Linear(x, w));
-            result.Add([t, i, o, f, b]);
+            result.Add(new LinearTimes(t, i, o, TimePasses(x0, x => F.Linear(x, w))));
         }
         return result;
     }
@@ -119,7 +118,7 @@ public sealed partial class ProfileRank
     /// executor runs it: median forward and backward seconds without the time inside its collectives (the shim's own
     /// timer), which the pricer prices apart. Null on the other ranks.
     /// </summary>
-    private double[]? MeasureTpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    private SplitBlockTimes? MeasureTpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
     {
         int tpRank = Array.IndexOf(pair, rank);
         if (tpRank < 0)
@@ -131,8 +130,8 @@ public sealed partial class ProfileRank
         using var x0 = Input(plan, model, stage, seed: 11);
         // The collectives' own seconds, kept apart from the passes': the block's two all-reduces per pass as training
         // runs them, between its kernels (on shared cores that includes waking the peer's threads).
-        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), TensorParallel.TakeCommSeconds);
-        return [f, b, perPass.Average()];
+        var (passes, perPass) = PassesApart(x0, x => stage.Block(0, x), TensorParallel.TakeCommSeconds);
+        return new SplitBlockTimes(passes, perPass.Average());
     }
 
     /// <summary>
@@ -140,7 +139,7 @@ public sealed partial class ProfileRank
     /// <paramref name="takeComm"/> reports (seconds since its last call, then reset), and that communication's seconds
     /// per forward and backward of each pass.
     /// </summary>
-    private (double Forward, double Backward, List<double> CommPerPass) PassesApart(Tensor x0, Func<Tensor, Tensor> pass, Func<double> takeComm)
+    private (PassTimes Passes, List<double> CommPerPass) PassesApart(Tensor x0, Func<Tensor, Tensor> pass, Func<double> takeComm)
     {
         var comm = new List<double>();
         double Uncounted()
@@ -149,10 +148,10 @@ public sealed partial class ProfileRank
             comm.Add(s);
             return s;
         }
-        var (f, b) = PassTimes(x0, pass, 40, Uncounted);
+        var passes = TimePasses(x0, pass, 40, Uncounted);
         // PassTimes reads the timer before each pass (nothing to count), after its forward and after its backward;
         // the first run is a warm-up.
-        return (f, b, comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList());
+        return (passes, comm.Chunk(3).Skip(1).Select(c => c[1] + c[2]).ToList());
     }
 
     /// <summary>
@@ -161,7 +160,7 @@ public sealed partial class ProfileRank
     /// backward (the counts and the rows, dispatch and combine, as training runs them between the block's kernels).
     /// Each rank routes its own tokens. Null on the other ranks.
     /// </summary>
-    private double[]? MeasureEpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    private SplitBlockTimes? MeasureEpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
     {
         int epRank = Array.IndexOf(pair, rank);
         if (epRank < 0)
@@ -172,8 +171,8 @@ public sealed partial class ProfileRank
         using var stage = Parallelizer.ShardedModel(model, plan, [0], embedding: true, head: true, null, 0, seed: 1, _device, out _, ep: ep);
         var dispatch = (ExpertParallelism)stage.Dispatch;
         using var x0 = Input(plan, model, stage, seed: 13 + (ulong)epRank);
-        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), dispatch.TakeCommSeconds);
-        return [f, b, Fitting.Median(perPass)];
+        var (passes, perPass) = PassesApart(x0, x => stage.Block(0, x), dispatch.TakeCommSeconds);
+        return new SplitBlockTimes(passes, Fitting.Median(perPass));
     }
 
     /// <summary>
@@ -181,7 +180,7 @@ public sealed partial class ProfileRank
     /// the executor runs it: median forward and backward seconds without the ring's transfers, and their own seconds per
     /// forward and backward. Null on the other ranks.
     /// </summary>
-    private double[]? MeasureCpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
+    private SplitBlockTimes? MeasureCpBlock(Store store, int rank, int[] pair, TimeSpan timeout, string? iface)
     {
         int cpRank = Array.IndexOf(pair, rank);
         if (cpRank < 0)
@@ -193,8 +192,8 @@ public sealed partial class ProfileRank
         ContextParallelism.Apply(stage, cp);
         // The rank's half of each sequence.
         using var x0 = D(Tensor.Normal([plan.Mbs, plan.Seq / plan.Cp, model.Hidden], 0, 1, 14 + (ulong)cpRank, stage.Compute));
-        var (f, b, perPass) = PassesApart(x0, x => stage.Block(0, x), ContextParallel.TakeCommSeconds);
-        return [f, b, Fitting.Median(perPass)];
+        var (passes, perPass) = PassesApart(x0, x => stage.Block(0, x), ContextParallel.TakeCommSeconds);
+        return new SplitBlockTimes(passes, Fitting.Median(perPass));
     }
 
     /// <summary>
@@ -233,9 +232,9 @@ public sealed partial class ProfileRank
     /// How much the data-parallel reduction slows the backward it runs behind, as training overlaps them: the
     /// reference block's backward over <see cref="OverlapBlocks"/> micro-batch graphs, alone; all-reduces of a bucket
     /// of the block's gradient bytes, alone and back to back; and both as training runs them, each block's all-reduce
-    /// started as soon as its backward ends, all waited for at the end: [backward s, all-reduces s, together s, blocks].
+    /// started as soon as its backward ends, all waited for at the end.
     /// </summary>
-    private double[] MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
+    private OverlapTimes MeasureOverlap(ProcessGroup pg, TimeSpan timeout)
     {
         var model = _sizes.BlockModel();
         var plan = _sizes.BlockPlan();
@@ -294,7 +293,7 @@ public sealed partial class ProfileRank
         }
         foreach (var b in buckets)
             b.Dispose();
-        return [Fitting.Median(alone), Fitting.Median(comm), Fitting.Median(together), OverlapBlocks];
+        return new OverlapTimes(Fitting.Median(alone), Fitting.Median(comm), Fitting.Median(together), OverlapBlocks);
     }
 
     /// <summary>The measured model as one stage of one block, embedding and head (this rank's TP shard of it).</summary>
@@ -306,23 +305,22 @@ public sealed partial class ProfileRank
         D(Tensor.Normal([plan.Mbs, plan.Seq, model.Hidden], 0, 1, seed, stage.Compute));
 
     /// <summary>The executor's own transformer block and its head (final norm, tied LM head and loss; the code paths
-    /// training runs), forward and backward: median seconds of each, block then head.</summary>
-    private double[] MeasureBlock()
+    /// training runs), forward and backward: median seconds of each.</summary>
+    private BlockTimes MeasureBlock()
     {
         var model = _sizes.BlockModel();
         var plan = _sizes.BlockPlan();
         using var stage = ReferenceStage(plan);
         var targets = Enumerable.Range(0, plan.Mbs * plan.Seq).Select(i => (long)(i * 7919L % model.Vocab)).ToArray();
         using var x0 = Input(plan, model, stage, seed: 11);
-        var (bf, bb) = PassTimes(x0, x => stage.Block(0, x), 15);
-        var (hf, hb) = PassTimes(x0, x => stage.HeadLoss(x, targets), 15);
+        var block = TimePasses(x0, x => stage.Block(0, x), 15);
+        var head = TimePasses(x0, x => stage.HeadLoss(x, targets), 15);
         // The block over one short sequence: the same calls on a sixteenth of the tokens, so that its time is mostly
         // the calls' (what a call costs, less exposed to the noise of the kernels' time than a larger size).
         var small = _sizes.SmallPlan();
         using var smallStage = ReferenceStage(small);
         using var x1 = Input(small, model, smallStage, seed: 13);
-        var (sf, sb) = PassTimes(x1, x => smallStage.Block(0, x), 41);
-        return [bf, bb, hf, hb, sf, sb];
+        return new BlockTimes(block, head, TimePasses(x1, x => smallStage.Block(0, x), 41));
     }
 
     /// <summary>The executor's optimizer (AdamW, then clearing the gradients) over fp32 parameters (the master weights

@@ -192,8 +192,8 @@ public sealed partial class ProfileRank
     private sealed record StepSeconds(double Step, double SmallStep);
 
     /// <summary>What <see cref="MeasureKernels"/> measures.</summary>
-    private sealed record KernelTimes(List<double[]> Gemm, double Add, double Gelu, Dictionary<string, double[]> Ops, List<double[]> Linear,
-        double[] Block, double[]? BlockTp, double[]? BlockEp, double[]? BlockCp, double OptimizerNs);
+    private sealed record KernelTimes(List<GemmTime> Gemm, double Add, double Gelu, Dictionary<string, OpRate> Ops, List<LinearTimes> Linear,
+        BlockTimes Block, SplitBlockTimes? BlockTp, SplitBlockTimes? BlockEp, SplitBlockTimes? BlockCp, double OptimizerNs);
 
     /// <summary>GEMMs, elementwise ops, memory-bound ops and the loss, linear layers, the block (whole, split over
     /// tensor-parallel ranks, a MoE block split over expert-parallel ranks, the block over
@@ -222,8 +222,8 @@ public sealed partial class ProfileRank
         return new KernelTimes(gemm, add, gelu, ops, linear, block, blockTp, blockEp, blockCp, optimizerNs);
     }
 
-    /// <summary>Each GEMM shape's median seconds: [m, n, k, seconds].</summary>
-    private List<double[]> MeasureGemms(ProcessGroup pg)
+    /// <summary>Each GEMM shape's median seconds.</summary>
+    private List<GemmTime> MeasureGemms(ProcessGroup pg)
     {
         // Two passes over the shapes, the second in reverse order, each shape keeping its faster median: a spell of
         // the machine running slow (other work on the host) lasts seconds and would otherwise land on a run of shapes,
@@ -257,7 +257,7 @@ public sealed partial class ProfileRank
             a.Dispose();
             b.Dispose();
         }
-        return shapes.Select((g, i) => new double[] { g.M, g.N, g.K, times[i] }).ToList();
+        return shapes.Select((g, i) => new GemmTime(g.M, g.N, g.K, times[i])).ToList();
     }
 
     /// <summary>Median seconds of an add and of a tanh GELU over <see cref="ProfileSizes.ElementwiseElements"/>.</summary>
@@ -281,7 +281,7 @@ public sealed partial class ProfileRank
     }
 
     /// <summary>The measurements as the JSON object rank 0 prints.</summary>
-    private string Json(NodeMap nodes, MemoryBytes memory, StepSeconds steps, KernelTimes kernels, CollectiveTimes collectives, double[] overlap)
+    private string Json(NodeMap nodes, MemoryBytes memory, StepSeconds steps, KernelTimes kernels, CollectiveTimes collectives, OverlapTimes overlap)
     {
         var (machine, cpu) = CalibrationFile.ThisMachine();
         long elements = _sizes.ElementwiseElements;
@@ -297,33 +297,33 @@ public sealed partial class ProfileRank
             world = _world,
             nodes = nodes.Count,
             ranks_per_node = nodes.RanksPerNode,
-            node_all_reduce_loaded = collectives.NodeLoaded,
-            send_recv_inter = collectives.SendRecvInter,
-            gemm = kernels.Gemm,
+            node_all_reduce_loaded = collectives.NodeLoaded.Select(x => x.ToJson()),
+            send_recv_inter = collectives.SendRecvInter.Select(x => x.ToJson()),
+            gemm = kernels.Gemm.Select(g => g.ToJson()),
             add_seconds = kernels.Add,
             add_bytes = 3 * 4 * elements,
             gelu_seconds = kernels.Gelu,
             gelu_elements = elements,
             small_op_seconds = collectives.Small,
-            ops = kernels.Ops,
-            linear = kernels.Linear,
-            block = kernels.Block,
-            block_tp = kernels.BlockTp,
-            block_ep = kernels.BlockEp,
-            block_cp = kernels.BlockCp,
+            ops = kernels.Ops.ToDictionary(kv => kv.Key, kv => OpRateJson.ToJson(kv.Value)),
+            linear = kernels.Linear.Select(l => l.ToJson()),
+            block = kernels.Block.ToJson(),
+            block_tp = kernels.BlockTp?.ToJson(),
+            block_ep = kernels.BlockEp?.ToJson(),
+            block_cp = kernels.BlockCp?.ToJson(),
             optimizer_ns_per_param = kernels.OptimizerNs,
-            all_reduce = collectives.AllReduce,
-            all_reduce_loaded = collectives.Loaded,
-            overlap,
+            all_reduce = collectives.AllReduce.Select(x => x.ToJson()),
+            all_reduce_loaded = collectives.Loaded.Select(x => x.ToJson()),
+            overlap = overlap.ToJson(),
             step_compute_seconds = steps.Step,
             small_step_compute_seconds = steps.SmallStep,
             step_rss_bytes = memory.StepRss,
-            send_recv = collectives.SendRecv,
-            all_gather = collectives.AllGather,
-            reduce_scatter = collectives.ReduceScatter,
-            all_to_all = collectives.AllToAll,
-            all_reduce_by_group = collectives.ByGroup,
-            send_recv_loaded = collectives.SendRecvLoaded,
+            send_recv = collectives.SendRecv.Select(x => x.ToJson()),
+            all_gather = collectives.AllGather.Select(x => x.ToJson()),
+            reduce_scatter = collectives.ReduceScatter.Select(x => x.ToJson()),
+            all_to_all = collectives.AllToAll.Select(x => x.ToJson()),
+            all_reduce_by_group = collectives.ByGroup.Select(x => x.ToJson()),
+            send_recv_loaded = collectives.SendRecvLoaded.Select(x => x.ToJson()),
             torch = TorchRuntime.Version,
         });
     }
