@@ -59,19 +59,21 @@ public sealed class PlanFileTests : IDisposable
     }
 
     [Fact]
-    public void PredictionAndUnknownKeysAreIgnored()
+    public void ThePredictionIsIgnoredAndAnUnknownKeyRefused()
     {
         var plan = new ParallelPlan(8, 12, 8, 1, 1, 1, 1536, 2048, 1, Recompute.Selective, true, Precision.Bf16);
         var o = PredictionJson.Plan(plan, "gpt3-175b", "dgx-a100-80g", PricingOptions.DefaultStack);
         o["prediction"] = new JsonObject { ["step_time_s"] = 12.5, ["breakdown"] = new JsonObject { ["compute"] = 9.0 } };
-        o["note"] = "written by hand";
-        o["extra"] = new JsonArray(1, 2, 3);
 
         var (read, model, cluster) = PlanFile.Parse(o.ToJsonString(), "plan.json");
 
         Assert.Equal(plan, read);
         Assert.Equal("gpt3-175b", model);
         Assert.Equal("dgx-a100-80g", cluster);
+        // A key no one reads (a misspelt one: 'optimiser') would train or price with the default it meant to change.
+        o["optimiser"] = "lion";
+        var e = Assert.Throws<InputException>(() => PlanFile.Parse(o.ToJsonString(), "plan.json"));
+        Assert.StartsWith("plan.json: unknown key 'optimiser'", e.Message);
     }
 
     private const string Valid = """
