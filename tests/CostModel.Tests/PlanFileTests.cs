@@ -76,6 +76,19 @@ public sealed class PlanFileTests : IDisposable
         Assert.StartsWith("plan.json: unknown key 'optimiser'", e.Message);
     }
 
+    [Fact]
+    public void Contract_keys_not_yet_honoured_are_refused_unless_they_say_the_default()
+    {
+        var o = JsonNode.Parse(Valid)!.AsObject();
+        o["grad_compression"] = "none";
+        Assert.Equal(1, PlanFile.Parse(o.ToJsonString(), "plan.json").Plan.Ep);
+        o["grad_compression"] = "powersgd:4";
+        Assert.Contains("'grad_compression'", Assert.Throws<InputException>(() => PlanFile.Parse(o.ToJsonString(), "plan.json")).Message);
+        o.Remove("grad_compression");
+        o["local_sgd"] = 8;
+        Assert.Contains("'local_sgd'", Assert.Throws<InputException>(() => PlanFile.Parse(o.ToJsonString(), "plan.json")).Message);
+    }
+
     private const string Valid = """
         { "model": "llama3-8b", "cluster": "dgx-h100", "tp": 4, "pp": 2, "dp": 8, "cp": 1, "zero": 1, "mbs": 1, "gbs": 64,
           "seq": 8192, "vpp": 1, "recompute": "selective", "sequence_parallel": true, "precision": "bf16" }

@@ -25,6 +25,7 @@ public sealed class MoeBlockTests(ParityTests.Reference reference) : IClassFixtu
         using var scope = DisposeScope.Begin();
         using var model = new GptModel(Spec, [0], false, false, DType.Float32, 1);
         model.Place(Device.Cpu);
+        model.RecordsRouting = true;
         var values = new Dictionary<string, Tensor>
         {
             ["attn.o.w"] = Tensor.Zeros([8, 8]), // the block is its MLP

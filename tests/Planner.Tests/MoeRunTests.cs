@@ -56,6 +56,28 @@ public sealed class MoeRunTests : IDisposable
     }
 
     [Fact]
+    public void Recompute_reruns_no_routing_into_the_measured_spread()
+    {
+        File.WriteAllBytes(Path.Combine(_dir, "readme.bin"), File.ReadAllBytes(RepoFiles.Find("README.md")).SelectMany(b => new[] { b, (byte)0 }).ToArray());
+        File.WriteAllText(Path.Combine(_dir, "moe.json"), Config);
+        double Spread(string recompute)
+        {
+            string plan = Path.Combine(_dir, "plan.json");
+            File.WriteAllText(plan, $$"""
+                {"model": "{{Path.Combine(_dir, "moe.json")}}", "cluster": "local-cpu", "tp": 1, "pp": 1, "dp": 1, "cp": 1, "zero": 0, "mbs": 2,
+                 "gbs": 4, "seq": 64, "vpp": 1, "sequence_parallel": false, "precision": "fp32", {{recompute}}}
+                """);
+            var (code, output, error) = ExecutorParityTests.Planner(["run", "--plan", plan, "--data", Path.Combine(_dir, "readme.bin"), "--steps", "3", "--json"]);
+            Assert.True(code == 0, error);
+            return (double)JsonNode.Parse(output)!["measured"]!["moe_imbalance"]!;
+        }
+        // The same routing either way; recomputing only the first block again in the backward must not weigh it twice.
+        double plain = Spread("\"recompute\": \"none\"");
+        Assert.InRange(plain, 1.0, 2.0);
+        Assert.Equal(plain, Spread("\"recompute\": \"full\", \"recompute_layers\": 2"), 12);
+    }
+
+    [Fact]
     public void The_parameters_of_a_moe_block_have_the_shapes_of_the_cost_models_linears()
     {
         var m = ModelLoader.Parse(Config, "test", "moe");

@@ -54,7 +54,7 @@ public static class PlanFile
     [
         "model", "cluster", "stack", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel",
         "precision", "stages", "recompute_layers", "optimizer_offload", "ep", "etp", "moe_imbalance", "moe_capacity", "finetune",
-        "lora_rank", "lora_targets", "optimizer", "prediction",
+        "lora_rank", "lora_targets", "optimizer", "prediction", "grad_compression", "local_sgd",
     ];
 
     /// <summary>Parses plan JSON text; <paramref name="source"/> names the file in error messages.</summary>
@@ -65,6 +65,7 @@ public static class PlanFile
             var root = doc.RootElement;
             if (root.EnumerateObject().Select(p => p.Name).FirstOrDefault(k => !Keys.Contains(k)) is { } unknown)
                 throw new InputException($"{source}: unknown key '{unknown}' (a plan's keys: {string.Join(", ", Keys)})");
+            Unimplemented(root, source);
             string model = Name(root, source, "model");
             string cluster = Name(root, source, "cluster");
             string stack = root.TryGetProperty("stack", out var st) && st.ValueKind != JsonValueKind.Null
@@ -119,6 +120,17 @@ public static class PlanFile
                 ep, etp, imbalance, capacity, Tuning(root, source));
             return new Contents(plan, model, cluster, stack);
         }
+    }
+
+    /// <summary>Keys of CONTRACTS that nothing prices or trains yet (gradient compression, local SGD): refused unless they
+    /// say the default, so that a plan written to the contract learns why it is not honoured.</summary>
+    private static void Unimplemented(JsonElement root, string source)
+    {
+        if (root.TryGetProperty("grad_compression", out var g) && g.ValueKind != JsonValueKind.Null
+            && !(g.ValueKind == JsonValueKind.String && g.GetString() == "none"))
+            throw new InputException($"{source}: key 'grad_compression' is {Raw(g)}; gradient compression is not priced or trained yet (only \"none\")");
+        if (root.TryGetProperty("local_sgd", out var l) && l.ValueKind != JsonValueKind.Null)
+            throw new InputException($"{source}: key 'local_sgd' is {Raw(l)}; local SGD is not priced or trained yet (leave the key out)");
     }
 
     /// <summary>The optional fine-tuning keys; null when none is given (full training with AdamW).</summary>

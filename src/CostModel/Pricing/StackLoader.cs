@@ -34,16 +34,17 @@ public static class StackLoader
     /// <summary>Stack preset names.</summary>
     public static IReadOnlyList<string> PresetNames => Presets.Names("stacks/", ".yaml");
 
-    /// <summary>Loads a stack preset by name, or a YAML file by path; <paramref name="flag"/> names where it was asked for.</summary>
-    public static SoftwareStack Load(string nameOrPath, string flag = "stack") => Load(nameOrPath, flag, 0);
+    /// <summary>Loads a stack preset by name, or a YAML file by path; <paramref name="context"/> names where it was asked for
+    /// (the key <c>stack</c>, which the CLI names by its flag, or a row or file).</summary>
+    public static SoftwareStack Load(string nameOrPath, string context = "stack") => Load(nameOrPath, context, 0);
 
     /// <summary>The facts of a stack (see <see cref="Load(string, string)"/>).</summary>
-    public static PricingOptions Options(string nameOrPath, string flag = "stack") => Load(nameOrPath, flag).Options;
+    public static PricingOptions Options(string nameOrPath, string context = "stack") => Load(nameOrPath, context).Options;
 
-    private static SoftwareStack Load(string nameOrPath, string flag, int depth)
+    private static SoftwareStack Load(string nameOrPath, string context, int depth)
     {
         if (depth > 8)
-            throw new InputException(flag, $"stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
+            throw new InputException(context, $"stack '{nameOrPath}': 'base' chains more than 8 stacks (a cycle?)");
         // A bare preset name is the preset even where a file of that name lies about (the repository's ./planner).
         var text = IsBare(nameOrPath) ? Presets.Read($"stacks/{nameOrPath}.yaml") : null;
         if (text is not null)
@@ -55,13 +56,13 @@ public static class StackLoader
         {
             var file = Parse(File.ReadAllText(nameOrPath), nameOrPath, Path.GetDirectoryName(Path.GetFullPath(nameOrPath)), depth);
             // A file may take a preset's name only with the preset's facts (a copy of it): outputs go by the name.
-            if (PresetNames.Contains(file.Name) && file.Options != Load(file.Name, flag, depth + 1).Options)
+            if (PresetNames.Contains(file.Name) && file.Options != Load(file.Name, context, depth + 1).Options)
                 throw new InputException($"{nameOrPath}: 'name' {file.Name} is a preset's, with other facts; give the stack a name of its own");
             return file;
         }
         if (!IsBare(nameOrPath) || nameOrPath.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || nameOrPath.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
-            throw new InputException(flag, $"file '{nameOrPath}' not found");
-        throw new InputException(flag, $"'{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
+            throw new InputException(context, $"file '{nameOrPath}' not found");
+        throw new InputException(context, $"'{nameOrPath}' is neither a file nor a stack preset (presets: {string.Join(", ", PresetNames)})");
     }
 
     /// <summary>

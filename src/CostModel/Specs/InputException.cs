@@ -15,7 +15,8 @@ public sealed class InputException : Exception
     public InputException(string field, string reason)
         : base($"{field}: {reason}") => (Field, Reason) = (field, reason);
 
-    /// <summary>The input's key, or null when the message names its source itself.</summary>
+    /// <summary>The input's key (or where the input was named, as a file's row), or null when the message names its
+    /// source itself.</summary>
     public string? Field { get; }
 
     /// <summary>What is wrong, without the key.</summary>

@@ -19,6 +19,10 @@ public sealed partial class GptModel
 
     private readonly List<double> _routingLoads = [];
 
+    /// <summary>Each MoE block forward records its busiest expert load for <see cref="TakeRoutingLoads"/> (the trainer
+    /// turns it on; off, nothing accumulates).</summary>
+    public bool RecordsRouting { get; set; }
+
     /// <summary>Each MoE block forward's busiest expert load over the mean (<see cref="Dispatched.BusiestLoad"/>) since
     /// the last call, in the order they ran; the list is then emptied.</summary>
     public double[] TakeRoutingLoads()
@@ -63,7 +67,8 @@ public sealed partial class GptModel
         var flat = x.Reshape(tokens, hidden);
         var rows = F.Embedding(flat, Tensor.From(route.Order, route.Order.Length).On(device));
         var (joined, busiest) = Dispatch.Run(rows, route.Counts, (e, xe) => Expert($"{p}mlp.experts.{e}.", xe));
-        _routingLoads.Add(busiest);
+        if (RecordsRouting)
+            _routingLoads.Add(busiest);
         Tensor? y = null;
         for (int j = 0; j < moe.TopK; j++)
         {

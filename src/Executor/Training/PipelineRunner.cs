@@ -45,6 +45,7 @@ public sealed class PipelineRunner
         _links = links;
         _clock = clock;
         _schedule = ScheduleGenerator.Generate(plan.Pp, plan.Vpp, plan.MicroBatches);
+        rank.Model.RecordsRouting = rank.Model.Spec.IsMoe;
         _lastMicroBatch = new int[plan.Vpp];
         foreach (var a in _schedule.Stages[stage])
             if (a.Kind == PassKind.Backward)
@@ -58,6 +59,10 @@ public sealed class PipelineRunner
     /// losses (without their coefficient; 0 without MoE blocks).</summary>
     public double AuxLossSum { get; private set; }
 
+    /// <summary>Each MoE block forward's busiest expert load over the mean in the last <see cref="Run"/>, in the order
+    /// they ran: the micro-batches' forwards only (a block that recompute runs again in the backward is not counted twice).</summary>
+    public List<double> RoutingLoads { get; } = [];
+
     /// <summary>Seconds blocked receiving from neighbouring stages in the last <see cref="Run"/>.</summary>
     public double WaitSeconds { get; private set; }
 
@@ -70,6 +75,7 @@ public sealed class PipelineRunner
     {
         WaitSeconds = 0;
         AuxLossSum = 0;
+        RoutingLoads.Clear();
         // The load-balancing losses' gradients start from the main loss's scale (none in a curvature pass).
         _rank.Model.AuxLossScale = _rank.Model.SampledTargets is null ? lossScale / _plan.MicroBatches : 0;
         var live = new Dictionary<(int, int), InFlight>();
@@ -138,8 +144,10 @@ public sealed class PipelineRunner
             data.Gather(action.Chunk);
         }
         double aux = _rank.Model.AuxLossTotal;
+        _rank.Model.TakeRoutingLoads(); // what recompute's reruns recorded since the last forward
         x = _rank.Recompute.Forward(_rank.Model, _rank.Chunks[action.Chunk], x, run.Overlap, out run.Segments);
         AuxLossSum += _rank.Model.AuxLossTotal - aux;
+        RoutingLoads.AddRange(_rank.Model.TakeRoutingLoads());
         if (IsLast(action.Chunk))
         {
             var loss = _rank.Model.HeadLoss(x, targets);

@@ -192,9 +192,8 @@ public sealed class RankTrainer : IDisposable
         data.BeginStep();
         if (data.RefreshesCurvature(step))
             CurvaturePass(step);
-        _rank.Model.TakeRoutingLoads(); // the step's training forwards only
         double lossSum = _pipeline.Run(microBatch => Batch(step, microBatch), _scaler?.Scale ?? 1);
-        var routingLoads = _rank.Model.TakeRoutingLoads();
+        var routingLoads = _pipeline.RoutingLoads.ToArray();
         AuxLoss = _rank.Model.Spec.IsMoe ? _pipeline.AuxLossSum / _plan.MicroBatches : null;
         OverlappedReduces = data.StartedReductions;
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);

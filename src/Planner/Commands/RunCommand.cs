@@ -49,7 +49,15 @@ public static class RunCommand
         {
             string path = r.GetValue(Plan)!;
             var (plan, model, cluster, planStack) = PlanFile.Read(path);
-            var m = ModelLoader.Load(model);
+            ModelSpec m;
+            try
+            {
+                m = ModelLoader.Load(model);
+            }
+            catch (InputException e) when (e.Field == "model")
+            {
+                throw new InputException($"{path}: key 'model': {e.Reason}"); // the plan named it, not --model
+            }
             ClusterSpec? c = null;
             try
             {
@@ -371,7 +379,9 @@ public static class RunCommand
                 s.AddRow($"  {name} (s per step, {(run.Plan.Pp > 1 ? $"stage {run.BusiestStage}, the busiest" : "rank mean")})", $"{measuredPart:F3}", predictedPart is double pp ? $"{pp:F3}" : "-", "");
         console.Write(s);
         if (run.MoeImbalance is double imbalance)
-            console.WriteLine($"routing: the busiest expert took {imbalance:F2}x the mean rows (priced at moe_imbalance {run.Plan.MoeImbalance:F2}; the plan key prices another)");
+            console.WriteLine($"routing: the busiest expert took {imbalance:F2}x the mean rows" + (run.Predicted is null ? "" : Math.Abs(imbalance - run.Plan.MoeImbalance) < 0.005
+                ? $" (priced at the plan's moe_imbalance {run.Plan.MoeImbalance:F2})"
+                : $" (priced at the plan's moe_imbalance {run.Plan.MoeImbalance:F2}; the plan key prices the measured spread)"));
         if (run.Predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
     }
