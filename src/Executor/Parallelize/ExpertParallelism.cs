@@ -44,6 +44,10 @@ public sealed class ExpertParallelism : ExpertDispatch
         return parallelism;
     }
 
+    /// <summary>The dispatch alone over <paramref name="group"/> for <paramref name="experts"/> experts (tests: no model).</summary>
+    public static ExpertParallelism Over(ProcessGroup group, int experts) =>
+        new(group, group.Rank * (experts / group.Size), experts / group.Size);
+
     /// <summary>True for a routed expert's parameter ("layers.{i}.mlp.experts.{e}.…").</summary>
     public static bool IsExpert(string name) => name.Contains(Marker, StringComparison.Ordinal);
 
