@@ -58,4 +58,19 @@ public sealed class TrainingFlagsTests
         Assert.Equal(2, code);
         Assert.Contains("--tokens", err);
     }
+
+    [Fact]
+    public void PlanRanksWholeRunsByEnergy()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(["plan", "--model", "llama2-7b", "--cluster", "dgx-a100-80g", "--gbs", "512", "--seq", "4096", "--tokens", "2e11",
+            "--top", "3", "--objective", "energy", "--json"], stdout, stderr);
+        Assert.True(code == 0, stderr.ToString());
+        var energies = JsonNode.Parse(stdout.ToString())!["plans"]!.AsArray().Select(p => (double)p!["training"]!["energy_mwh"]!).ToList();
+        Assert.Equal(energies.Order(), energies);
+        var bad = new StringWriter();
+        Assert.Equal(2, CliEntry.Run(["plan", "--model", "llama2-7b", "--objective", "carbon"], new StringWriter(), bad));
+        Assert.Contains("--objective carbon", bad.ToString());
+    }
 }
