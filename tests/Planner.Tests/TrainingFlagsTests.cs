@@ -73,4 +73,27 @@ public sealed class TrainingFlagsTests
         Assert.Equal(2, CliEntry.Run(["plan", "--model", "llama2-7b", "--objective", "carbon"], new StringWriter(), bad));
         Assert.Contains("--objective carbon", bad.ToString());
     }
+
+    [Fact]
+    public void WhatIfSweepsCarbonAndMtbf()
+    {
+        string csv = Path.Combine(Path.GetTempPath(), $"planner-runlevel-{Guid.NewGuid():N}.csv");
+        try
+        {
+            int code = CliEntry.Run(["whatif", "--model", "llama2-7b", "--cluster", "dgx-a100-80g", "--gbs", "512", "--seq", "4096", "--tp", "2", "--pp", "2",
+                "--mbs", "1", "--sweep", "carbon=0.1,0.4", "--sweep", "mtbf=100,50000", "--tokens", "2e11", "--csv", csv], new StringWriter(), new StringWriter());
+            Assert.Equal(0, code);
+            var (_, rows, _) = WhatIfTests.ReadCsv(csv);
+            double D(int i, string k) => double.Parse(rows[i][k], System.Globalization.CultureInfo.InvariantCulture);
+            // carbon 0.1 then 0.4 (outer), mtbf 100 then 50000 (inner): four times the carbon, four times the tonnes.
+            Assert.Equal(4 * D(0, "co2_t"), D(2, "co2_t"), 6);
+            Assert.True(D(0, "expected_failures") > D(1, "expected_failures"));
+            // The preset gives no checkpoint storage: no goodput, and the CSV leaves it empty.
+            Assert.Equal("", rows[0]["goodput"]);
+        }
+        finally
+        {
+            File.Delete(csv);
+        }
+    }
 }
