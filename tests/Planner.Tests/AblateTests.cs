@@ -150,6 +150,7 @@ public sealed class AblateTests : IDisposable
         [
             "technique", "plan", "tp", "pp", "dp", "cp", "zero", "mbs", "gbs", "seq", "vpp", "recompute", "sequence_parallel", "precision",
             "step_time_s", "tokens_per_s", "time_to_train_days", "cost_to_train", "peak_memory_gib", "gpu_memory_gib", "fits", "note",
+            "training_days", "gpu_hours", "energy_mwh", "co2_t", "goodput",
         ], header);
         Assert.Equal(Techniques, rows.Select(r => r["technique"]).ToArray());
         Assert.Equal(("1", "1", "0", "fp32", "none"), (rows[0]["tp"], rows[0]["pp"], rows[0]["zero"], rows[0]["precision"], rows[0]["recompute"]));

@@ -20,11 +20,13 @@ public static class ClusterLoader
     /// <summary>All-to-all efficiency of the network between domains when the file gives no link efficiency (likewise).</summary>
     public const double DefaultInterNodeAllToAllEfficiency = DefaultInterNodeEfficiency;
 
-    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host"];
+    private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host", "power", "carbon_kg_per_kwh", "mtbf_hours_per_node", "restart_s", "storage"];
+    private static readonly string[] PowerKeys = ["gpu_w", "node_w", "pue", "wait_fraction"];
+    private static readonly string[] StorageKeys = ["checkpoint_gbs"];
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
     private static readonly string[] LinkKeys = ["bandwidth_gbs", "latency_us", "efficiency", "all_to_all_efficiency"];
-    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g", "grouped_gemm_efficiency", "quantized_gemm_efficiency", "host_link_gbs"];
+    private static readonly string[] GpuKeys = ["name", "peak_tflops", "memory_gib", "memory_bandwidth_gbs", "gemm_efficiency", "gemm_half_dim", "memory_efficiency", "kernel_overhead_us", "overlap_slowdown", "reserved_gib", "element_rate_g", "grouped_gemm_efficiency", "quantized_gemm_efficiency", "host_link_gbs", "tdp_w"];
     private static readonly string[] QuantizedKeys = ["fp8", "mxfp8", "nvfp4"];
     private static readonly string[] PrecisionKeys = ["fp32", "tf32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"];
 
@@ -97,8 +99,32 @@ public static class ClusterLoader
             host = new HostSpec(h.Number("memory_gib", 1e7), h.Number("pcie_gbs", 1e4), h.Number("memory_bandwidth_gbs", 1e5));
             h.RejectUnknown(HostKeys);
         }
+        var operations = ParseOperations(map);
         map.RejectUnknown(ClusterKeys);
-        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host, NvlinkDomainSize: domain);
+        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host, NvlinkDomainSize: domain,
+            Operations: operations);
+    }
+
+    /// <summary>The run-level keys (power, carbon, reliability, checkpoint storage), all optional.</summary>
+    private static OperationsSpec ParseOperations(YamlMap map)
+    {
+        PowerSpec? power = null;
+        if (map.Has("power"))
+        {
+            var p = map.Map("power").Allow(PowerKeys);
+            power = new PowerSpec(p.OptionalNumber("gpu_w", 1e5, min: 1e-9), p.OptionalNumber("node_w", 1e6, min: -1e-9), p.OptionalNumber("pue", 10, min: 1 - 1e-9),
+                p.OptionalNumber("wait_fraction", 1, min: -1e-9));
+            p.RejectUnknown(PowerKeys);
+        }
+        double? storage = null;
+        if (map.Has("storage"))
+        {
+            var st = map.Map("storage").Allow(StorageKeys);
+            storage = st.OptionalNumber("checkpoint_gbs", 1e8, min: 1e-9);
+            st.RejectUnknown(StorageKeys);
+        }
+        return new OperationsSpec(power, map.OptionalNumber("carbon_kg_per_kwh", 10, min: -1e-9), map.OptionalNumber("mtbf_hours_per_node", 1e9, min: 1e-9),
+            map.OptionalNumber("restart_s", 1e7, min: -1e-9), storage);
     }
 
     private static LinkSpec ParseLink(YamlMap m, double defaultEfficiency, double defaultAllToAll)
@@ -138,7 +164,8 @@ public static class ClusterLoader
             ReservedGib: m.OptionalNumber("reserved_gib", 1e5, min: -1e-9) ?? DefaultGpu.ReservedGib,
             ElementRateG: m.OptionalNumber("element_rate_g", 1e6, min: -1e-9) ?? 0,
             GroupedGemmEfficiency: m.OptionalNumber("grouped_gemm_efficiency", 1) ?? DefaultGpu.GroupedGemmEfficiency,
-            HostLinkGbs: m.OptionalNumber("host_link_gbs", 1e4) ?? 0);
+            HostLinkGbs: m.OptionalNumber("host_link_gbs", 1e4) ?? 0,
+            TdpW: m.OptionalNumber("tdp_w", 1e5, min: 1e-9));
         var quantized = new Dictionary<Precision, double>(DefaultGpu.QuantizedGemmEfficiency);
         if (m.Has("quantized_gemm_efficiency"))
         {

@@ -67,6 +67,7 @@ public sealed record GpuGroup(GpuSpec Gpu, int Nodes);
 /// <param name="NvlinkDomainSize">GPUs that share one NVLink fabric, whole nodes of them (72 on NVL72 racks whose trays
 /// hold 4 GPUs); null: one node. <see cref="IntraNode"/> is the fabric's link, <see cref="InterNode"/> the network
 /// between domains.</param>
+/// <param name="Operations">Power, carbon, reliability and checkpoint storage of whole runs (null: none given).</param>
 public sealed record ClusterSpec(
     string Name,
     GpuSpec Gpu,
@@ -78,7 +79,8 @@ public sealed record ClusterSpec(
     IReadOnlyList<GpuGroup>? Groups = null,
     string? Source = null,
     HostSpec? Host = null,
-    int? NvlinkDomainSize = null)
+    int? NvlinkDomainSize = null,
+    OperationsSpec? Operations = null)
 {
     /// <summary>All GPUs of the cluster.</summary>
     public int TotalGpus => Nodes * GpusPerNode;

@@ -31,6 +31,7 @@ namespace Planner.CostModel.Specs;
 /// code without one reaches the curve.</param>
 /// <param name="HostLinkGbs">The GPU's link to host memory, GB/s per direction as achieved (GPU key <c>host_link_gbs</c>),
 /// for clusters that give no host (a cluster's <c>host.pcie_gbs</c> wins); 0: not known.</param>
+/// <param name="TdpW">The spec sheet's maximum power of one GPU, W (GPU key <c>tdp_w</c>); null: not known.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -47,7 +48,8 @@ public sealed record GpuSpec(
     ProfiledCorrections? Profiled = null,
     double GroupedGemmEfficiency = 1,
     IReadOnlyDictionary<Precision, double>? QuantizedGemmEfficiency = null,
-    double HostLinkGbs = 0)
+    double HostLinkGbs = 0,
+    double? TdpW = null)
 {
     /// <summary>The quantized-GEMM efficiency of a precision's format (1 for formats that quantize nothing or are not listed).</summary>
     public double QuantizedEfficiency(Precision p) =>

@@ -6,6 +6,7 @@ using Planner.Cli.Rendering;
 using Planner.Cli.WhatIf;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
+using Planner.CostModel.Training;
 using Spectre.Console;
 
 namespace Planner.Cli.Commands;
@@ -66,7 +67,7 @@ public static class AblateCommand
             if (csvPath is not null)
             {
                 using var writer = new StreamWriter(csvPath, append: false);
-                WriteCsv(writer, rows, budget, c);
+                WriteCsv(writer, rows, budget, c, given is not null);
             }
             var console = Tables.Console(stdout);
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
@@ -104,10 +105,15 @@ public static class AblateCommand
         return cmd;
     }
 
-    private static void WriteCsv(TextWriter writer, IReadOnlyList<AblationRow> rows, double budget, ClusterSpec cluster)
+    /// <summary>The whole run's columns, after <see cref="CsvColumns"/>, when --tokens is given (docs/run-level.md).</summary>
+    public static readonly IReadOnlyList<string> RunColumns = ["training_days", "gpu_hours", "energy_mwh", "co2_t", "goodput"];
+
+    /// <remarks>Long: one row's cells listed by column, as the CSV's header reads.</remarks>
+    private static void WriteCsv(TextWriter writer, IReadOnlyList<AblationRow> rows, double budget, ClusterSpec cluster, bool runColumns)
     {
         using var csv = new CsvWriter(writer, new CsvConfiguration(CultureInfo.InvariantCulture), leaveOpen: true);
-        foreach (var h in CsvColumns)
+        var columns = runColumns ? CsvColumns.Concat(RunColumns).ToList() : CsvColumns.ToList();
+        foreach (var h in columns)
             csv.WriteField(h);
         csv.NextRecord();
         foreach (var row in rows)
@@ -142,11 +148,25 @@ public static class AblateCommand
                 ["fits"] = row.Fits ? "true" : "false",
                 ["note"] = row.Note ?? "",
             };
-            foreach (var h in CsvColumns)
+            if (runColumns)
+                AddRun(cells, p, cluster, budget, N);
+            foreach (var h in columns)
                 csv.WriteField(cells[h]);
             csv.NextRecord();
         }
         csv.Flush();
+    }
+
+    private static void AddRun(Dictionary<string, string> cells, Planner.CostModel.Pricing.Prediction? p, ClusterSpec cluster, double budget,
+        Func<double?, string> n)
+    {
+        var run = p is null ? null : TrainingEstimate.Estimate(p, cluster, new TrainingRequest(budget),
+            _ => throw new InvalidOperationException("a run without a schedule prices no other batch"));
+        cells["training_days"] = n(run?.Days);
+        cells["gpu_hours"] = n(run?.GpuHours);
+        cells["energy_mwh"] = n(run?.EnergyMwh);
+        cells["co2_t"] = n(run?.Co2Tonnes);
+        cells["goodput"] = n(run?.Goodput);
     }
 
     private static string Days(double d) => d >= 100 ? $"{d:N0}" : d >= 1 ? $"{d:F1}" : $"{d:F2}";

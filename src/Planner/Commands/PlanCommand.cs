@@ -6,6 +6,7 @@ using Planner.Cli.Search;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
+using Planner.CostModel.Training;
 using Spectre.Console;
 
 namespace Planner.Cli.Commands;
@@ -30,8 +31,9 @@ public static class PlanCommand
         var precision = new Option<string>("--precision") { Description = "Precision, or a comma-separated set to choose from (bf16, fp16, fp32, tf32, fp8, fp8-cs, mxfp8, nvfp4)", DefaultValueFactory = _ => "bf16" };
         var allowIdle = new Option<bool>("--allow-idle") { Description = "Let plans leave whole nodes idle when that factorises better" };
         var tpMax = new Option<int?>("--tp-max") { Description = "Largest TP degree (default: the GPUs of an NVLink domain, a node unless the cluster sets nvlink_domain)" };
-        var objective = new Option<string>("--objective") { Description = "Rank by throughput (tokens/s) or cost (needs price_per_gpu_hour)", DefaultValueFactory = _ => "throughput" }.AcceptOnlyFromAmong("throughput", "cost");
-        var tokens = new Option<double?>("--tokens") { Description = "Token budget: report the time (and cost) to train it" };
+        var objective = new Option<string>("--objective") { Description = "Rank by throughput (tokens/s), cost (needs price_per_gpu_hour), or with --tokens by the whole run's time, energy or carbon", DefaultValueFactory = _ => "throughput" }.AcceptOnlyFromAmong(PlanTraining.Objectives);
+        var tokens = new Option<double?>("--tokens") { Description = "Token budget: report the time (and cost) to train it, and the whole run as 'training'" };
+        var training = new TrainingFlags();
         var top = new Option<int>("--top") { Description = "How many plans to show", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "Print {\"plans\": [...], \"search\": {...}}" };
         var outFile = new Option<string?>("--out") { Description = "Write the best plan (with its prediction) to this JSON file for run and export" };
@@ -47,6 +49,7 @@ public static class PlanCommand
         var allVariants = new Option<bool>("--all-variants") { Description = "List every configuration of a parallel shape (ZeRO stage, micro-batch, interleaving, recompute), not only the best of each shape" };
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
             { model, cluster, stack, headroomOption, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants, finetune, loraRank, loraTargets, optimizer };
+        training.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -72,25 +75,30 @@ public static class PlanCommand
             double? budget = r.GetValue(tokens);
             if (budget is <= 0)
                 throw new InputException($"--tokens: {budget} must be positive");
+            var run = training.Read(r, budget);
+            string goal = r.GetValue(objective)!;
+            PlanTraining.Check(goal, run);
             string? outPath = r.GetValue(outFile);
             if (outPath is not null && File.Exists(outPath) && !r.GetValue(force))
                 throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
             // The search sees each GPU's memory less the headroom; the plans it returns are shown on the whole GPU.
             var request = new SearchRequest(m, c.WithMemoryHeadroom(headroom), batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
-                r.GetValue(objective) == "cost" ? Objective.Cost : Objective.Throughput, n, Options: software, AllVariants: r.GetValue(allVariants),
+                PlanTraining.SearchObjective(goal), PlanTraining.SearchTop(goal, run, n), Options: software, AllVariants: r.GetValue(allVariants),
                 Tunings: Tunings(r.GetValue(finetune), r.GetValue(loraRank), r.GetValue(loraTargets), r.GetValue(optimizer)));
             var result = PlanSearch.Run(request);
             if (result.Plans.Count == 0)
                 throw new InputException(Infeasibility.Explain(request, result) + (headroom > 0 ? $" (with --memory-headroom {headroom}: {c.Gpu.MemoryGib * (1 - headroom):F1} of {c.Gpu.MemoryGib:F0} GiB usable)" : ""));
-            result = result with { Plans = result.Plans.Select(p => Pricer.Price(m, c, p.Plan, software)).ToList() };
+            var (plans, runs) = PlanTraining.Rank(result.Plans.Select(p => Pricer.Price(m, c, p.Plan, software)).ToList(), goal, run, c,
+                p => Pricer.Price(m, c, p, software), n);
+            result = result with { Plans = plans };
             if (outPath is not null)
                 File.WriteAllText(outPath, PlanJson(result.Plans[0]).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             if (r.GetValue(json))
             {
                 var o = new JsonObject
                 {
-                    ["plans"] = new JsonArray(result.Plans.Select(p => (JsonNode)PlanJson(p, budget, c)).ToArray()),
+                    ["plans"] = new JsonArray(result.Plans.Select((p, i) => (JsonNode)PlanJson(p, budget, c, runs[i])).ToArray()),
                     ["search"] = new JsonObject
                     {
                         ["evaluated"] = result.Enumerated,
@@ -103,6 +111,8 @@ public static class PlanCommand
                 return Cli.Ok;
             }
             Render(stdout, request, result, budget, headroom);
+            if (runs[0] is { } first)
+                stdout.WriteLine($"#1 {TrainingJson.Line(first)}");
             if (outPath is not null)
                 stdout.WriteLine($"best plan written to {outPath}");
             return Cli.Ok;
@@ -111,7 +121,7 @@ public static class PlanCommand
     }
 
     /// <summary>The plan object of CONTRACTS with its prediction (and the time/cost to train a budget).</summary>
-    public static JsonObject PlanJson(Prediction p, double? tokens = null, ClusterSpec? cluster = null)
+    public static JsonObject PlanJson(Prediction p, double? tokens = null, ClusterSpec? cluster = null, TrainingRun? run = null)
     {
         var plan = PredictionJson.Plan(p.Plan, p.Model, p.Cluster, p.Stack);
         var prediction = PredictionJson.Prediction(p);
@@ -123,6 +133,8 @@ public static class PlanCommand
                 prediction["cost_to_train"] = seconds / 3600 * p.Plan.Gpus * price;
         }
         plan["prediction"] = prediction;
+        if (run is not null)
+            plan["training"] = TrainingJson.Of(run);
         return plan;
     }
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Planner.Cli.Rendering;
 using Planner.CostModel.Pricing;
+using Planner.CostModel.Training;
 
 namespace Planner.Cli.Commands;
 
@@ -13,23 +14,36 @@ public static class PredictCommand
     {
         var flags = new PlanFlags();
         var json = new Option<bool>("--json") { Description = "Print one JSON object (CONTRACTS.md keys)" };
+        var tokens = new Option<double?>("--tokens") { Description = "Token budget: add the whole run (days, GPU-hours, cost, energy, CO2, checkpoints, failures) as 'training'" };
+        var training = new TrainingFlags();
         var cmd = new Command("predict", "Price one parallel plan: step time, throughput, MFU, memory per GPU");
         flags.AddTo(cmd);
         cmd.Options.Add(json);
+        cmd.Options.Add(tokens);
+        training.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var (model, cluster, plan) = flags.Read(r);
             double headroom = PlanFlags.ReadHeadroom(r, flags.MemoryHeadroom);
-            var prediction = Pricer.Price(model, cluster, plan, StackLoader.Options(r.GetValue(flags.Stack)!));
+            var request = training.Read(r, r.GetValue(tokens));
+            var software = StackLoader.Options(r.GetValue(flags.Stack)!);
+            var prediction = Pricer.Price(model, cluster, plan, software);
+            var run = request is null ? null : TrainingEstimate.Estimate(prediction, cluster, request, p => Pricer.Price(model, cluster, p, software));
             if (r.GetValue(json))
             {
                 var o = PredictionJson.Prediction(prediction);
                 o["memory_headroom"] = headroom;
                 o["within_headroom"] = prediction.Fits && Tables.WithinHeadroom(prediction, headroom);
+                if (run is not null)
+                    o["training"] = TrainingJson.Of(run);
                 stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             }
             else
+            {
                 Tables.Prediction(stdout, prediction, headroom);
+                if (run is not null)
+                    stdout.WriteLine(TrainingJson.Line(run));
+            }
             return Cli.Ok;
         });
         return cmd;

@@ -4,6 +4,7 @@ using CsvHelper.Configuration;
 using Planner.CostModel.Memory;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
+using Planner.CostModel.Training;
 
 namespace Planner.Cli.WhatIf;
 
@@ -23,13 +24,19 @@ public static class WhatIfCsv
         "gpu_memory_gib", "mem_weights_gib", "mem_gradients_gib", "mem_optimizer_gib", "mem_activations_gib", "mem_other_gib", "mem_host_gib",
     ];
 
+    /// <summary>The whole run's columns with a token budget (docs/run-level.md): empty where the cluster lacks the key.</summary>
+    public static readonly IReadOnlyList<string> RunColumns =
+        ["training_days", "gpu_hours", "energy_mwh", "co2_t", "checkpoint_interval_s", "expected_failures", "goodput"];
+
     /// <summary>The header for a set of swept keys.</summary>
-    /// <param name="tokens">True when a token budget was given: adds <c>time_to_train_days</c>.</param>
+    /// <param name="tokens">True when a token budget was given: adds the whole run's columns and <c>time_to_train_days</c>.</param>
     /// <param name="cost">True when a token budget was given and a point's cluster has a price: adds <c>cost_to_train</c>.</param>
     public static IReadOnlyList<string> Header(IReadOnlyList<string> swept, bool tokens, bool cost)
     {
         var h = new List<string>(swept);
         h.AddRange(Standard.Where(c => !swept.Contains(c)));
+        if (tokens)
+            h.AddRange(RunColumns);
         if (tokens)
             h.Add("time_to_train_days");
         if (tokens && cost)
@@ -112,7 +119,27 @@ public static class WhatIfCsv
             "time_to_train_days" => Num(TrainSeconds(row, tokens) / 86400),
             "cost_to_train" => Num(TrainSeconds(row, tokens) / 3600 * row.Gpus * s.Cluster.PricePerGpuHour),
             "note" => row.Note ?? "",
+            _ when RunColumns.Contains(column) => RunCell(row, column, tokens),
             _ => throw new InvalidOperationException($"no CSV column '{column}'"),
+        };
+    }
+
+    /// <summary>A whole-run cell: the point's plan run over the token budget (no schedule: whatif prices none).</summary>
+    private static string RunCell(WhatIfRow row, string column, double? tokens)
+    {
+        if (tokens is not double t || row.Prediction is not { } p)
+            return "";
+        var run = TrainingEstimate.Estimate(p, row.Scenario.Cluster, new TrainingRequest(t),
+            _ => throw new InvalidOperationException("a run without a schedule prices no other batch"));
+        return column switch
+        {
+            "training_days" => Num(run.Days),
+            "gpu_hours" => Num(run.GpuHours),
+            "energy_mwh" => Num(run.EnergyMwh),
+            "co2_t" => Num(run.Co2Tonnes),
+            "checkpoint_interval_s" => Num(run.CheckpointIntervalSeconds),
+            "expected_failures" => Num(run.ExpectedFailures),
+            _ => Num(run.Goodput),
         };
     }
 

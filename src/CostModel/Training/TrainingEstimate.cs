@@ -1,0 +1,136 @@
+using Planner.CostModel.Plans;
+using Planner.CostModel.Pricing;
+using Planner.CostModel.Specs;
+
+namespace Planner.CostModel.Training;
+
+/// <summary>
+/// Prices a whole run of a plan (docs/run-level.md): the schedule's steps at each batch and length, checkpoints and
+/// failures on the plan's nodes, then GPU-hours, cost, energy and carbon over the wall time.
+/// </summary>
+public static class TrainingEstimate
+{
+    /// <summary>The run of <paramref name="final"/> (the plan at its own batch and length) on <paramref name="cluster"/>;
+    /// <paramref name="price"/> prices the plan at another batch or length (the schedules').</summary>
+    public static TrainingRun Estimate(Prediction final, ClusterSpec cluster, TrainingRequest req, Func<ParallelPlan, Prediction> price)
+    {
+        if (!double.IsFinite(req.Tokens) || req.Tokens <= 0)
+            throw new InputException($"--tokens: {req.Tokens} must be a positive number of tokens");
+        var ops = cluster.Operations ?? OperationsSpec.None;
+        var segments = RunSchedule.Segments(final, req, price);
+        int gpus = final.Plan.Gpus, nodes = (gpus + cluster.GpusPerNode - 1) / cluster.GpusPerNode;
+        var defaults = new List<string>();
+        var omitted = new List<string>();
+        var inputs = new Dictionary<string, object> { ["tokens"] = req.Tokens, ["gpus"] = gpus, ["nodes"] = nodes };
+        double useful = segments.Sum(s => s.Seconds);
+
+        double mtbfNode = ops.MtbfHoursPerNode ?? Default(defaults, "mtbf_hours_per_node", OperationsSpec.DefaultMtbfHoursPerNode,
+            "Llama 3 405B's 419 unexpected interruptions in 54 days on 2,048 nodes");
+        double restart = ops.RestartSeconds ?? Default(defaults, "restart_s", 0, "not given: restarts cost nothing");
+        double mtbf = mtbfNode * 3600 / nodes;
+        inputs["mtbf_hours_per_node"] = mtbfNode;
+        inputs["restart_s"] = restart;
+        inputs["async_checkpoint"] = req.AsyncCheckpoint;
+        var ck = Checkpoints(final, cluster, req, ops, mtbf, restart, useful, inputs, omitted);
+        double wall = ck.Wall;
+        double failures = wall / mtbf;
+
+        double? cost = cluster.PricePerGpuHour is double perHour ? wall * gpus / 3600 * perHour : Omit<double>(omitted, "cost", "the cluster gives no price_per_gpu_hour");
+        if (cluster.PricePerGpuHour is double ph)
+            inputs["price_per_gpu_hour"] = ph;
+        var energy = Energy(segments, cluster, ops, gpus, nodes, useful, wall, ck.PauseTotal + failures * restart, inputs, defaults, omitted);
+        double? co2 = null;
+        if (energy.Mwh is double mwh)
+        {
+            if (ops.CarbonKgPerKwh is double kg)
+            {
+                co2 = mwh * 1000 * kg / 1000;
+                inputs["carbon_kg_per_kwh"] = kg;
+            }
+            else
+                omitted.Add("co2_t: the cluster gives no carbon_kg_per_kwh (grid intensity is the site's)");
+        }
+        else
+            omitted.Add("co2_t: no energy");
+        AddSchedule(req, inputs);
+        return new TrainingRun(req.Tokens, segments.Sum(s => s.Steps), useful, wall, gpus, nodes, cost, energy.Mwh, co2, energy.MeanGpuW,
+            ck.Bytes, ck.Write, ck.Pause, ck.Interval, ck.Young, mtbf, failures, ck.Goodput, segments, inputs, defaults, omitted);
+    }
+
+    private sealed record CheckpointFigures(double Bytes, double? Write, double? Pause, double? Interval, double? Young, double Wall, double? Goodput,
+        double PauseTotal);
+
+    private static CheckpointFigures Checkpoints(Prediction final, ClusterSpec cluster, TrainingRequest req, OperationsSpec ops, double mtbf,
+        double restart, double useful, Dictionary<string, object> inputs, List<string> omitted)
+    {
+        double bytes = Checkpointing.Bytes(final);
+        inputs["checkpoint_bytes"] = bytes;
+        if (ops.CheckpointGbs is not double gbs)
+        {
+            omitted.Add("checkpoint_write_s, checkpoint_interval_s, goodput: the cluster gives no storage.checkpoint_gbs; the days count the steps and restarts alone");
+            double wallNoCk = Checkpointing.WallSeconds(useful, 0, 1, 0, restart, mtbf);
+            return new CheckpointFigures(bytes, null, null, null, null, wallNoCk, null, 0);
+        }
+        inputs["checkpoint_gbs"] = gbs;
+        double write = bytes / (gbs * 1e9);
+        double pause = req.AsyncCheckpoint ? Checkpointing.SnapshotSeconds(final, cluster) : write;
+        double young = Checkpointing.Young(pause, mtbf);
+        // An async write must finish before the next begins; until it does, the one before is the last on disk.
+        double interval = Math.Max(Checkpointing.Daly(pause, mtbf), req.AsyncCheckpoint ? write : 0);
+        double lost = interval / 2 + (req.AsyncCheckpoint ? write : 0);
+        double wall = Checkpointing.WallSeconds(useful, pause, interval, lost, restart, mtbf);
+        return new CheckpointFigures(bytes, write, pause, interval, young, wall, useful / wall, useful / interval * pause);
+    }
+
+    private sealed record EnergyFigures(double? Mwh, double? MeanGpuW);
+
+    /// <summary>Energy over the wall time: the steps at each stretch's mean GPU draw, work redone after failures at the
+    /// steps' mean, pauses and restarts at the wait draw; plus the nodes' own draw; times the PUE.</summary>
+    private static EnergyFigures Energy(IReadOnlyList<RunSegment> segments, ClusterSpec cluster, OperationsSpec ops, int gpus, int nodes, double useful,
+        double wall, double waiting, Dictionary<string, object> inputs, List<string> defaults, List<string> omitted)
+    {
+        var power = ops.Power ?? new PowerSpec();
+        double? gpuW = power.GpuW ?? cluster.Gpu.TdpW;
+        if (gpuW is not double w)
+        {
+            omitted.Add($"energy_mwh: neither power.gpu_w nor the GPU '{cluster.Gpu.Name}' gives a maximum power (tdp_w)");
+            return new EnergyFigures(null, null);
+        }
+        inputs["gpu_w"] = w;
+        if (power.GpuW is null)
+            defaults.Add($"power.gpu_w = {w:G4} (the GPU preset's spec-sheet tdp_w)");
+        double wait = power.WaitFraction ?? Default(defaults, "power.wait_fraction", OperationsSpec.DefaultWaitFraction,
+            "an assumption: waiting GPUs between idle and busy draw, docs/run-level.md");
+        double nodeW = power.NodeW ?? Default(defaults, "power.node_w", 0, "not given: the GPUs alone, no CPUs, NICs or fans");
+        double pue = power.Pue ?? Default(defaults, "power.pue", 1, "not given: IT energy, no cooling or conversion losses");
+        inputs["wait_fraction"] = wait;
+        inputs["node_w"] = nodeW;
+        inputs["pue"] = pue;
+        double stepJoules = segments.Sum(s => s.Seconds * StepPower.GpuWatts(s.Prediction.Breakdown, w, wait));
+        double stepW = useful > 0 ? stepJoules / useful : wait * w;
+        double redone = Math.Max(0, wall - useful - waiting);
+        double gpuJoules = stepJoules + redone * stepW + waiting * wait * w;
+        double joules = pue * (gpus * gpuJoules + nodes * nodeW * wall);
+        return new EnergyFigures(joules / 3.6e9, gpuJoules / wall);
+    }
+
+    private static void AddSchedule(TrainingRequest req, Dictionary<string, object> inputs)
+    {
+        if (req.Rampup is { } r)
+            inputs["batch_rampup"] = $"{r.Start},{r.Increment},{r.Samples:R}";
+        if (req.Warmup is { } w)
+            inputs["seq_warmup"] = $"{w.Start},{w.Steps}";
+    }
+
+    private static double Default(List<string> defaults, string key, double value, string why)
+    {
+        defaults.Add($"{key} = {value:G4} ({why})");
+        return value;
+    }
+
+    private static T? Omit<T>(List<string> omitted, string figure, string why) where T : struct
+    {
+        omitted.Add($"{figure}: {why}");
+        return null;
+    }
+}

@@ -1,0 +1,99 @@
+using System.Text.Json.Nodes;
+using CliEntry = global::Planner.Cli.Commands.Cli;
+using Xunit;
+
+namespace Planner.Cli.Tests;
+
+/// <summary>The whole-run flags (docs/run-level.md): predict's <c>training</c> object only with --tokens, a ramp-up
+/// never shorter, and bad schedules exit 2 with one line naming the flag.</summary>
+public sealed class TrainingFlagsTests
+{
+    private static readonly string[] Plan =
+        ["predict", "--model", "llama2-7b", "--cluster", "dgx-a100-80g", "--tp", "2", "--pp", "2", "--dp", "32", "--mbs", "1", "--gbs", "512", "--seq", "4096", "--json"];
+
+    private static (int Code, string Out, string Err) Run(params string[] extra)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliEntry.Run([.. Plan, .. extra], stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public void TrainingObjectOnlyWithTokens()
+    {
+        var (code, output, _) = Run();
+        Assert.Equal(0, code);
+        Assert.Null(JsonNode.Parse(output)!["training"]);
+        var (code2, output2, err2) = Run("--tokens", "2e11", "--batch-rampup", "64,64,1000000");
+        Assert.True(code2 == 0, err2);
+        var t = JsonNode.Parse(output2)!["training"]!;
+        var (_, plain, _) = Run("--tokens", "2e11");
+        var p = JsonNode.Parse(plain)!["training"]!;
+        Assert.True((double)t["days"]! >= (double)p["days"]!);
+        // A100 presets give their spec-sheet 400 W; no carbon key: CO2 omitted, and said so.
+        Assert.Equal(400, (double)p["inputs"]!["gpu_w"]!);
+        Assert.Null(p["co2_t"]);
+        Assert.Contains("co2_t", p["omitted"]!.ToJsonString());
+    }
+
+    [Theory]
+    [InlineData("--batch-rampup", "64,64", "--batch-rampup")]
+    [InlineData("--batch-rampup", "48,64,1000", "--batch-rampup")]
+    [InlineData("--seq-warmup", "8192,100", "--seq-warmup")]
+    [InlineData("--seq-warmup", "x,1", "--seq-warmup")]
+    public void BadSchedulesAreExit2NamingTheFlag(string flag, string value, string named)
+    {
+        var (code, output, err) = Run("--tokens", "2e11", flag, value);
+        Assert.Equal(2, code);
+        Assert.Single(err.TrimEnd('\n').Split('\n'));
+        Assert.Contains(named, err);
+        Assert.Empty(output);
+    }
+
+    [Fact]
+    public void ScheduleWithoutTokensIsExit2()
+    {
+        var (code, _, err) = Run("--batch-rampup", "64,64,1000");
+        Assert.Equal(2, code);
+        Assert.Contains("--tokens", err);
+    }
+
+    [Fact]
+    public void PlanRanksWholeRunsByEnergy()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(["plan", "--model", "llama2-7b", "--cluster", "dgx-a100-80g", "--gbs", "512", "--seq", "4096", "--tokens", "2e11",
+            "--top", "3", "--objective", "energy", "--json"], stdout, stderr);
+        Assert.True(code == 0, stderr.ToString());
+        var energies = JsonNode.Parse(stdout.ToString())!["plans"]!.AsArray().Select(p => (double)p!["training"]!["energy_mwh"]!).ToList();
+        Assert.Equal(energies.Order(), energies);
+        var bad = new StringWriter();
+        Assert.Equal(2, CliEntry.Run(["plan", "--model", "llama2-7b", "--objective", "carbon"], new StringWriter(), bad));
+        Assert.Contains("--objective carbon", bad.ToString());
+    }
+
+    [Fact]
+    public void WhatIfSweepsCarbonAndMtbf()
+    {
+        string csv = Path.Combine(Path.GetTempPath(), $"planner-runlevel-{Guid.NewGuid():N}.csv");
+        try
+        {
+            int code = CliEntry.Run(["whatif", "--model", "llama2-7b", "--cluster", "dgx-a100-80g", "--gbs", "512", "--seq", "4096", "--tp", "2", "--pp", "2",
+                "--mbs", "1", "--sweep", "carbon=0.1,0.4", "--sweep", "mtbf=100,50000", "--tokens", "2e11", "--csv", csv], new StringWriter(), new StringWriter());
+            Assert.Equal(0, code);
+            var (_, rows, _) = WhatIfTests.ReadCsv(csv);
+            double D(int i, string k) => double.Parse(rows[i][k], System.Globalization.CultureInfo.InvariantCulture);
+            // carbon 0.1 then 0.4 (outer), mtbf 100 then 50000 (inner): four times the carbon, four times the tonnes.
+            Assert.Equal(4 * D(0, "co2_t"), D(2, "co2_t"), 6);
+            Assert.True(D(0, "expected_failures") > D(1, "expected_failures"));
+            // The preset gives no checkpoint storage: no goodput, and the CSV leaves it empty.
+            Assert.Equal("", rows[0]["goodput"]);
+        }
+        finally
+        {
+            File.Delete(csv);
+        }
+    }
+}
