@@ -68,6 +68,8 @@ public static class TrainingEstimate
         if (ops.CheckpointGbs is not double gbs)
         {
             omitted.Add("checkpoint_write_s, checkpoint_interval_s, goodput: the cluster gives no storage.checkpoint_gbs; the days count the steps and restarts alone");
+            if (req.AsyncCheckpoint)
+                omitted.Add("async_checkpoint: no checkpoint is priced without storage.checkpoint_gbs");
             double wallNoCk = Checkpointing.WallSeconds(useful, 0, 1, 0, restart, mtbf);
             return new CheckpointFigures(bytes, null, null, null, null, wallNoCk, null, 0);
         }
@@ -77,7 +79,9 @@ public static class TrainingEstimate
         double young = Checkpointing.Young(pause, mtbf);
         // An async write must finish before the next begins; until it does, the one before is the last on disk.
         double interval = Math.Max(Checkpointing.Daly(pause, mtbf), req.AsyncCheckpoint ? write : 0);
-        double lost = interval / 2 + (req.AsyncCheckpoint ? write : 0);
+        // A failure falls anywhere in an interval and its pause alike (Daly's first order): half of both is lost on
+        // average; an async write still in flight when it falls leaves the checkpoint before it.
+        double lost = (interval + pause) / 2 + (req.AsyncCheckpoint ? write : 0);
         double wall = Checkpointing.WallSeconds(useful, pause, interval, lost, restart, mtbf);
         return new CheckpointFigures(bytes, write, pause, interval, young, wall, useful / wall, useful / interval * pause);
     }
