@@ -49,7 +49,9 @@ public static class PlanTraining
         if (runnable.Count == 0)
             throw new InputException($"--batch-rampup: none of the {plans.Count} fastest plans has an mbs·dp dividing every batch of the ramp (Megatron asserts it)");
         var runs = runnable.Select(p => (Plan: p, Run: TrainingEstimate.Estimate(p, cluster, request, price))).ToList();
-        if (RanksRuns(objective))
+        // The search ranked by a step's cost; a whole run's cost also pays its failures and checkpoints, which grow
+        // with the nodes: re-ranked by it where the cluster has a price.
+        if (RanksRuns(objective) || (objective == "cost" && runs.All(x => x.Run.Cost is not null)))
             runs = runs.OrderBy(x => Figure(x.Run, objective)).ToList();
         var kept = runs.Take(top).ToList();
         return (kept.Select(x => x.Plan).ToList(), kept.Select(x => (TrainingRun?)x.Run).ToList());
@@ -61,6 +63,7 @@ public static class PlanTraining
     private static double Figure(TrainingRun run, string objective) => objective switch
     {
         "time" => run.WallSeconds,
+        "cost" => run.Cost!.Value,
         "energy" => run.EnergyMwh ?? throw new InputException($"--objective energy: {run.Omitted.First(o => o.StartsWith("energy"))}"),
         "carbon" => run.Co2Tonnes ?? throw new InputException($"--objective carbon: {run.Omitted.First(o => o.StartsWith("co2"))}"),
         _ => throw new InvalidOperationException($"objective '{objective}' ranks no run"),
