@@ -33,7 +33,7 @@ public static class Checkpointing
     {
         double gbs = c.Host?.PcieGbs ?? c.Gpu.HostLinkGbs;
         if (gbs <= 0)
-            throw new InputException("--async-checkpoint: the cluster gives no host link (host.pcie_gbs, or the GPU's host_link_gbs) to price the snapshot with");
+            throw new InputException("async_checkpoint", "the cluster gives no host link (host.pcie_gbs, or the GPU's host_link_gbs) to price the snapshot with");
         var s = p.MemoryByStage.MaxBy(m => m.Weights + m.Optimizer)!;
         return (s.Weights + s.Optimizer) / (gbs * 1e9);
     }

@@ -88,8 +88,8 @@ public static class RunSchedule
         }
         catch (InputException e)
         {
-            string flag = gbs != plan.Gbs ? "--batch-rampup" : "--seq-warmup";
-            throw new InputException($"{flag}: the plan cannot run gbs {gbs} at seq {seq}: {e.Message}");
+            string key = gbs != plan.Gbs ? "batch_rampup" : "seq_warmup";
+            throw new InputException(key, $"the plan cannot run gbs {gbs} at seq {seq}: {e.Message}");
         }
     }
 
@@ -136,15 +136,15 @@ public static class RunSchedule
         if (req.Rampup is { } r)
         {
             if (r.Start > plan.Gbs)
-                throw new InputException($"--batch-rampup: the start batch {r.Start} is above the global batch {plan.Gbs}");
+                throw new InputException("batch_rampup", $"the start batch {r.Start} is above the global batch {plan.Gbs}");
             if ((plan.Gbs - r.Start) % r.Increment != 0)
-                throw new InputException($"--batch-rampup: gbs {plan.Gbs} minus the start {r.Start} is not a multiple of the increment {r.Increment} (Megatron asserts it)");
+                throw new InputException("batch_rampup", $"gbs {plan.Gbs} minus the start {r.Start} is not a multiple of the increment {r.Increment} (Megatron asserts it)");
             int unit = plan.Mbs * plan.Dp;
             if (r.Start % unit != 0 || r.Increment % unit != 0)
-                throw new InputException($"--batch-rampup: the ramp's batches ({r.Start}, +{r.Increment}) must be multiples of mbs·dp = {unit} of the plan (Megatron asserts it)");
+                throw new InputException("batch_rampup", $"the ramp's batches ({r.Start}, +{r.Increment}) must be multiples of mbs·dp = {unit} of the plan (Megatron asserts it)");
         }
         if (req.Warmup is { } w && w.Start > plan.Seq)
-            throw new InputException($"--seq-warmup: the start length {w.Start} is above the sequence length {plan.Seq}");
+            throw new InputException("seq_warmup", $"the start length {w.Start} is above the sequence length {plan.Seq}");
     }
 
     private static IReadOnlyList<RunSegment> Merge(List<RunSegment> segments)

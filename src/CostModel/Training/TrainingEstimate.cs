@@ -15,7 +15,7 @@ public static class TrainingEstimate
     public static TrainingRun Estimate(Prediction final, ClusterSpec cluster, TrainingRequest req, Func<ParallelPlan, Prediction> price)
     {
         if (!double.IsFinite(req.Tokens) || req.Tokens <= 0)
-            throw new InputException($"--tokens: {req.Tokens} must be a positive number of tokens");
+            throw new InputException("tokens", $"{req.Tokens} must be a positive number of tokens");
         var ops = cluster.Operations ?? OperationsSpec.None;
         var segments = RunSchedule.Segments(final, req, price);
         int gpus = final.Plan.Gpus, nodes = (gpus + cluster.GpusPerNode - 1) / cluster.GpusPerNode;

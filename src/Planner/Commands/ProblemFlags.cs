@@ -38,6 +38,10 @@ public static class ProblemFlags
         ["lora_rank"] = "--lora-rank",
         ["lora_targets"] = "--lora-targets",
         ["optimizer"] = "--optimizer",
+        ["tokens"] = "--tokens",
+        ["batch_rampup"] = "--batch-rampup",
+        ["seq_warmup"] = "--seq-warmup",
+        ["async_checkpoint"] = "--async-checkpoint",
     };
 
     /// <summary>The flag that sets a plan key, or the key itself when no flag does.</summary>
