@@ -24,32 +24,13 @@ public class ExpertDispatchTests
         long[][] counts = [[5, 1, 0, 2], [0, 1, 7, 0]]; // 8 rows each (top-k routes as many per rank); together 5, 2, 7, 2
         var rows = counts.Select((c, r) => Tensor.Normal([c.Sum(), Hidden], 0, 1, (ulong)(21 + r))).ToArray();
         var busiest = new double[2];
-        int port = ProcessGroupTests.FreePort();
-        using var server = Store.Tcp("127.0.0.1", port, 2, true, TimeSpan.FromSeconds(60));
-        var failures = new Exception?[2];
-        var threads = Enumerable.Range(0, 2).Select(rank => new Thread(() =>
+        RankThreads.Run(2, "ep", (rank, group) =>
         {
-            try
-            {
-                using var scope = DisposeScope.Begin();
-                using var store = Store.Tcp("127.0.0.1", port, 2, false, TimeSpan.FromSeconds(60));
-                using var group = ProcessGroup.Gloo(store, "ep", rank, 2, TimeSpan.FromSeconds(60));
-                var (output, load) = ExpertParallelism.Over(group, Experts).Run(rows[rank], counts[rank], Expert);
-                var expected = ExpertDispatch.Local.Run(rows[rank], counts[rank], Expert).Output;
-                Assert.Equal(expected.ToFloatArray(), output.ToFloatArray());
-                busiest[rank] = load;
-            }
-            catch (Exception e)
-            {
-                failures[rank] = e;
-            }
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        foreach (var t in threads)
-            Assert.True(t.Join(TimeSpan.FromMinutes(2)), "an EP rank's thread hung");
-        foreach (var f in failures)
-            if (f is not null)
-                throw new Xunit.Sdk.XunitException(f.ToString());
+            var (output, load) = ExpertParallelism.Over(group, Experts).Run(rows[rank], counts[rank], Expert);
+            var expected = ExpertDispatch.Local.Run(rows[rank], counts[rank], Expert).Output;
+            Assert.Equal(expected.ToFloatArray(), output.ToFloatArray());
+            busiest[rank] = load;
+        });
         long[] together = Enumerable.Range(0, Experts).Select(e => counts[0][e] + counts[1][e]).ToArray();
         using var none = Tensor.Zeros([together.Sum(), Hidden]);
         Assert.Equal(ExpertDispatch.Local.Run(none, together, Expert).BusiestLoad, busiest.Max(), 12);

@@ -60,37 +60,18 @@ public class RingAttentionTests
         (reference * upstream).Sum().Backward();
         double tolerance = dtype == DType.Float32 ? 1e-5 : 2e-2;
 
-        int port = ProcessGroupTests.FreePort();
-        using var server = Store.Tcp("127.0.0.1", port, cp, true, TimeSpan.FromSeconds(60));
-        var failures = new Exception?[cp];
-        var threads = Enumerable.Range(0, cp).Select(rank => new Thread(() =>
+        RankThreads.Run(cp, "cp", (rank, group) =>
         {
-            try
-            {
-                using var threadScope = DisposeScope.Begin();
-                using var store = Store.Tcp("127.0.0.1", port, cp, false, TimeSpan.FromSeconds(60));
-                using var group = ProcessGroup.Gloo(store, "cp", rank, cp, TimeSpan.FromSeconds(60));
-                var (lq, lk, lv) = (Leaf(Local(q, cp, rank), dtype), Leaf(Local(k, cp, rank), dtype), Leaf(Local(v, cp, rank), dtype));
-                var output = ContextParallel.RingAttention(group, lq, lk, lv);
-                Assert.Equal(dtype, output.DType);
-                (output.To(DType.Float32) * Local(upstream, cp, rank)).Sum().Backward();
-                Close($"rank {rank} output", Local(reference, cp, rank), output, tolerance);
-                Close($"rank {rank} dq", Local(rq.Grad!, cp, rank), lq.Grad!, tolerance);
-                Close($"rank {rank} dk", Local(rk.Grad!, cp, rank), lk.Grad!, tolerance);
-                Close($"rank {rank} dv", Local(rv.Grad!, cp, rank), lv.Grad!, tolerance);
-                Assert.Equal(dtype, lk.Grad!.DType);
-            }
-            catch (Exception e)
-            {
-                failures[rank] = e;
-            }
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        foreach (var t in threads)
-            Assert.True(t.Join(TimeSpan.FromMinutes(2)), "a CP rank's thread hung");
-        foreach (var f in failures)
-            if (f is not null)
-                throw new Xunit.Sdk.XunitException(f.ToString());
+            var (lq, lk, lv) = (Leaf(Local(q, cp, rank), dtype), Leaf(Local(k, cp, rank), dtype), Leaf(Local(v, cp, rank), dtype));
+            var output = ContextParallel.RingAttention(group, lq, lk, lv);
+            Assert.Equal(dtype, output.DType);
+            (output.To(DType.Float32) * Local(upstream, cp, rank)).Sum().Backward();
+            Close($"rank {rank} output", Local(reference, cp, rank), output, tolerance);
+            Close($"rank {rank} dq", Local(rq.Grad!, cp, rank), lq.Grad!, tolerance);
+            Close($"rank {rank} dk", Local(rk.Grad!, cp, rank), lk.Grad!, tolerance);
+            Close($"rank {rank} dv", Local(rv.Grad!, cp, rank), lv.Grad!, tolerance);
+            Assert.Equal(dtype, lk.Grad!.DType);
+        });
         Assert.True(ContextParallel.TakeCommSeconds() > 0, "the ring's transfers were not timed");
     }
 

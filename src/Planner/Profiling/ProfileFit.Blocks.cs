@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Cal = Planner.CostModel.Calibration.Calibration;
@@ -74,13 +75,8 @@ public static partial class ProfileFit
         if (m["block_ep"] is not JsonArray ea)
             return null;
         var e = SplitBlockTimes.Of(ea);
-        var model = sizes.MoeBlockModel();
-        var plan = sizes.MoeBlockPlan();
-        var calibrated = cal.Apply(cluster);
-        var costs = BlockCosts.Compute(model, calibrated, plan, ExecutorSoftware.Options);
+        var (costs, ops, timer) = SplitBlockPrices(sizes.MoeBlockModel(), sizes.MoeBlockPlan(), cluster, cal, precision);
         var exchange = new MeasuredAgainstPriced(e.CommSeconds, costs.Block.EpForward + costs.Block.EpBackward);
-        var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
-        var timer = new Planner.CostModel.Compute.KernelTimer(calibrated.Gpu, precision);
         var passes = new MeasuredAgainstPriced(e.Passes.Total, timer.BlockForward(ops.Block) + timer.BlockBackward(ops.Block));
         double overheadUs = Math.Max(0, passes.Measured - passes.Priced) / (2 * ops.LocalExperts) * 1e6;
         cal = cal with { Profiled = cal.Profiled! with { EpComm = exchange.Ratio, MoeExpertOverheadUs = overheadUs } };
@@ -94,14 +90,9 @@ public static partial class ProfileFit
         if (m["block_cp"] is not JsonArray ca)
             return null;
         var c = SplitBlockTimes.Of(ca);
-        var plan = sizes.CpBlockPlan();
-        var model = sizes.BlockModel();
-        var calibrated = cal.Apply(cluster);
-        var costs = BlockCosts.Compute(model, calibrated, plan, ExecutorSoftware.Options);
+        var (costs, ops, timer) = SplitBlockPrices(sizes.BlockModel(), sizes.CpBlockPlan(), cluster, cal, precision);
         var ring = new MeasuredAgainstPriced(c.CommSeconds, costs.Block.CpForward + costs.Block.CpBackward);
         // Its passes without the transfers against the kernels' price (the whole block's factor left out).
-        var ops = new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false);
-        var timer = new Planner.CostModel.Compute.KernelTimer(calibrated.Gpu, precision);
         cal = cal with
         {
             Profiled = cal.Profiled! with
@@ -112,5 +103,16 @@ public static partial class ProfileFit
             },
         };
         return ring;
+    }
+
+    /// <summary>What a block split over two ranks is priced at with the calibration so far: its costs under the
+    /// executor's stack, its kernels and their timer.</summary>
+    private static (BlockCosts Costs, Planner.CostModel.Compute.TransformerOps Ops, Planner.CostModel.Compute.KernelTimer Timer) SplitBlockPrices(
+        ModelSpec model, ParallelPlan plan, ClusterSpec cluster, Cal cal, Precision precision)
+    {
+        var calibrated = cal.Apply(cluster);
+        return (BlockCosts.Compute(model, calibrated, plan, ExecutorSoftware.Options),
+            new Planner.CostModel.Compute.TransformerOps(model, plan, flashAttention: false),
+            new Planner.CostModel.Compute.KernelTimer(calibrated.Gpu, precision));
     }
 }

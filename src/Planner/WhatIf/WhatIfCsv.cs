@@ -56,15 +56,17 @@ public static class WhatIfCsv
         csv.NextRecord();
         foreach (var row in rows)
         {
+            var run = Run(row, tokens); // once per row: every run column reads it
             foreach (var h in header)
-                csv.WriteField(Cell(row, h, tokens));
+                csv.WriteField(Cell(row, h, tokens, run));
             csv.NextRecord();
         }
         csv.Flush();
     }
 
     /// <summary>The value of one cell: invariant culture, shortest round-trip numbers, empty when unknown.</summary>
-    public static string Cell(WhatIfRow row, string column, double? tokens)
+    /// <param name="run">The point's whole run over the token budget (<see cref="Run"/>), read by the run columns.</param>
+    public static string Cell(WhatIfRow row, string column, double? tokens, TrainingRun? run)
     {
         foreach (var (key, value) in row.Point.Values)
             if (key == column)
@@ -119,18 +121,24 @@ public static class WhatIfCsv
             "time_to_train_days" => Num(TrainSeconds(row, tokens) / 86400),
             "cost_to_train" => Num(TrainSeconds(row, tokens) / 3600 * row.Gpus * s.Cluster.PricePerGpuHour),
             "note" => row.Note ?? "",
-            _ when RunColumns.Contains(column) => RunCell(row, column, tokens),
+            _ when RunColumns.Contains(column) => RunCell(run, column),
             _ => throw new InvalidOperationException($"no CSV column '{column}'"),
         };
     }
 
-    /// <summary>A whole-run cell: the point's plan run over the token budget (no schedule: whatif prices none).</summary>
-    private static string RunCell(WhatIfRow row, string column, double? tokens)
+    /// <summary>The point's plan run over the token budget (no schedule: whatif prices none); null without a budget or
+    /// a prediction.</summary>
+    public static TrainingRun? Run(WhatIfRow row, double? tokens) =>
+        tokens is double t && row.Prediction is { } p
+            ? TrainingEstimate.Estimate(p, row.Scenario.Cluster, new TrainingRequest(t),
+                _ => throw new InvalidOperationException("a run without a schedule prices no other batch"))
+            : null;
+
+    /// <summary>A whole-run cell of <paramref name="run"/> (empty without one).</summary>
+    private static string RunCell(TrainingRun? run, string column)
     {
-        if (tokens is not double t || row.Prediction is not { } p)
+        if (run is null)
             return "";
-        var run = TrainingEstimate.Estimate(p, row.Scenario.Cluster, new TrainingRequest(t),
-            _ => throw new InvalidOperationException("a run without a schedule prices no other batch"));
         return column switch
         {
             "training_days" => Num(run.Days),
