@@ -10,6 +10,11 @@ namespace Planner.CostModel.Training;
 /// </summary>
 public static class TrainingEstimate
 {
+    /// <summary>The run of <paramref name="tokens"/> tokens at the plan's own batch and length throughout (no ramp-up or
+    /// warm-up: what whatif and ablate price).</summary>
+    public static TrainingRun Unscheduled(Prediction final, ClusterSpec cluster, double tokens) =>
+        Estimate(final, cluster, new TrainingRequest(tokens), _ => throw new InvalidOperationException("a run without a schedule prices no other batch"));
+
     /// <summary>The run of <paramref name="final"/> (the plan at its own batch and length) on <paramref name="cluster"/>;
     /// <paramref name="price"/> prices the plan at another batch or length (the schedules').</summary>
     public static TrainingRun Estimate(Prediction final, ClusterSpec cluster, TrainingRequest req, Func<ParallelPlan, Prediction> price)

@@ -160,8 +160,7 @@ public static class AblateCommand
     private static void AddRun(Dictionary<string, string> cells, Planner.CostModel.Pricing.Prediction? p, ClusterSpec cluster, double budget,
         Func<double?, string> n)
     {
-        var run = p is null ? null : TrainingEstimate.Estimate(p, cluster, new TrainingRequest(budget),
-            _ => throw new InvalidOperationException("a run without a schedule prices no other batch"));
+        var run = p is null ? null : TrainingEstimate.Unscheduled(p, cluster, budget);
         cells["training_days"] = n(run?.Days);
         cells["gpu_hours"] = n(run?.GpuHours);
         cells["energy_mwh"] = n(run?.EnergyMwh);

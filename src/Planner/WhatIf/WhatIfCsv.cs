@@ -129,10 +129,7 @@ public static class WhatIfCsv
     /// <summary>The point's plan run over the token budget (no schedule: whatif prices none); null without a budget or
     /// a prediction.</summary>
     public static TrainingRun? Run(WhatIfRow row, double? tokens) =>
-        tokens is double t && row.Prediction is { } p
-            ? TrainingEstimate.Estimate(p, row.Scenario.Cluster, new TrainingRequest(t),
-                _ => throw new InvalidOperationException("a run without a schedule prices no other batch"))
-            : null;
+        tokens is double t && row.Prediction is { } p ? TrainingEstimate.Unscheduled(p, row.Scenario.Cluster, t) : null;
 
     /// <summary>A whole-run cell of <paramref name="run"/> (empty without one).</summary>
     private static string RunCell(TrainingRun? run, string column)
