@@ -36,6 +36,10 @@ public class ModelSpecTests
         AssertRelative(published, ModelLoader.Load(preset).TotalParams, 0.005);
     }
 
+    /// <summary>BLOOM's 176,247M parameters (BLOOM paper, Table 3); the preset writes ALiBi as 29M learned positions.</summary>
+    [Fact]
+    public void Bloom176b_MatchesPublishedCount() => AssertRelative(176_247e6, ModelLoader.Load("bloom-176b").TotalParams, 0.005);
+
     [Fact]
     public void Llama3_8b_MatchesHuggingFaceCountExactly()
     {

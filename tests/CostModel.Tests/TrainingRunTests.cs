@@ -10,20 +10,14 @@ namespace Planner.CostModel.Tests;
 /// busiest draw, carbon from energy, a ramp-up never faster than none, Megatron's ramp-up batches.</summary>
 public class TrainingRunTests
 {
-    private static readonly ModelSpec Model = ModelLoader.Load("llama2-7b");
-    private static readonly ParallelPlan Plan = new(2, 2, 32, 1, 1, 1, 512, 4096, 1, Recompute.None, true, Precision.Bf16);
+    private static readonly ModelSpec Model = RunFixture.Model;
+    private static readonly ParallelPlan Plan = RunFixture.Plan;
 
-    private static ClusterSpec Cluster(string extra = "") => ClusterLoader.Parse(
-        "name: t\ngpu: a100-80g\nnodes: 16\ngpus_per_node: 8\nintra_node: {bandwidth_gbs: 300, latency_us: 3}\n" +
-        "inter_node: {bandwidth_gbs: 25, latency_us: 6}\n" + extra, "t.yaml");
+    private static ClusterSpec Cluster(string extra = "") => RunFixture.Cluster(extra);
 
     private const string Ops = "power: {node_w: 1000, pue: 1.2}\ncarbon_kg_per_kwh: 0.3\nmtbf_hours_per_node: 10000\nrestart_s: 600\nstorage: {checkpoint_gbs: 50}\n";
 
-    private static TrainingRun Run(ClusterSpec c, TrainingRequest req)
-    {
-        var p = Pricer.Price(Model, c, Plan);
-        return TrainingEstimate.Estimate(p, c, req, q => Pricer.Price(Model, c, q));
-    }
+    private static TrainingRun Run(ClusterSpec c, TrainingRequest req) => RunFixture.Run(c, req);
 
     [Fact]
     public void YoungAndDalyMatchHandComputedIntervals()

@@ -52,6 +52,36 @@ public sealed class TrainingFlagsTests
     }
 
     [Fact]
+    public void BatchScheduleFileIsReadAndBadOnesAreExit2()
+    {
+        string file = Path.Combine(Path.GetTempPath(), $"planner-schedule-{Guid.NewGuid():N}.csv");
+        try
+        {
+            File.WriteAllText(file, "tokens,gbs\n0,128\n1e9,512\n");
+            var (code, output, err) = Run("--tokens", "2e11", "--batch-schedule", file);
+            Assert.True(code == 0, err);
+            var training = JsonNode.Parse(output)!["training"]!;
+            Assert.Equal(file, (string?)training["inputs"]!["batch_schedule"]);
+            Assert.Equal(2, training["schedule"]!.AsArray().Count);
+            (code, _, err) = Run("--tokens", "2e11", "--batch-schedule", file, "--batch-rampup", "64,64,1000");
+            Assert.Equal(2, code);
+            Assert.Contains("--batch-schedule", err);
+            File.WriteAllText(file, "tokens,gbs\n0,128\n1e9,256\n");
+            (code, _, err) = Run("--tokens", "2e11", "--batch-schedule", file);
+            Assert.Equal(2, code);
+            Assert.StartsWith("planner: --batch-schedule: " + file, err);
+            Assert.Single(err.TrimEnd('\n').Split('\n'));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+        var (missing, _, why) = Run("--tokens", "2e11", "--batch-schedule", file);
+        Assert.Equal(2, missing);
+        Assert.Contains("not found", why);
+    }
+
+    [Fact]
     public void ScheduleWithoutTokensIsExit2()
     {
         var (code, _, err) = Run("--batch-rampup", "64,64,1000");
@@ -95,5 +125,38 @@ public sealed class TrainingFlagsTests
         {
             File.Delete(csv);
         }
+    }
+
+    [Fact]
+    public void WhatIfSweepsPowerCap()
+    {
+        string csv = Path.Combine(Path.GetTempPath(), $"planner-powercap-{Guid.NewGuid():N}.csv");
+        try
+        {
+            int code = CliEntry.Run(["whatif", "--model", "llama2-7b", "--cluster", "dgx-h100", "--gbs", "512", "--seq", "4096", "--tp", "2", "--pp", "2",
+                "--mbs", "1", "--sweep", "power_cap=700,500,300", "--tokens", "2e11", "--csv", csv], new StringWriter(), new StringWriter());
+            Assert.Equal(0, code);
+            var (_, rows, _) = WhatIfTests.ReadCsv(csv);
+            double D(int i, string k) => double.Parse(rows[i][k], System.Globalization.CultureInfo.InvariantCulture);
+            // Lower caps: slower steps, longer runs, less energy (the dynamic power falls faster than the clock).
+            Assert.True(D(0, "step_time_s") < D(1, "step_time_s") && D(1, "step_time_s") < D(2, "step_time_s"));
+            Assert.True(D(0, "training_days") < D(2, "training_days"));
+            Assert.True(D(0, "energy_mwh") > D(2, "energy_mwh"));
+        }
+        finally
+        {
+            File.Delete(csv);
+        }
+    }
+
+    [Fact]
+    public void PowerCapBelowTheWaitingDrawIsExit2NamingTheKey()
+    {
+        var stderr = new StringWriter();
+        int code = CliEntry.Run(["whatif", "--model", "llama2-7b", "--cluster", "dgx-h100", "--gbs", "512", "--seq", "4096", "--tp", "2", "--pp", "2",
+            "--mbs", "1", "--sweep", "power_cap=100", "--csv", Path.Combine(Path.GetTempPath(), $"planner-powercap-{Guid.NewGuid():N}.csv")], new StringWriter(), stderr);
+        Assert.Equal(2, code);
+        Assert.Contains("power.cap_w", stderr.ToString());
+        Assert.Single(stderr.ToString().Trim().Split('\n'));
     }
 }

@@ -71,7 +71,7 @@ public static class Pricer
                 peak = Math.Max(peak, mem[s].Total);
                 capacity = Math.Min(capacity, gpuOfStage.MemoryGib);
                 fits &= mem[s].Total <= gpuOfStage.MemoryBytes;
-                peakFlops += gpuOfStage.PeakFlops(plan.Precision) / plan.Pp; // every stage has tp·cp·dp GPUs
+                peakFlops += gpuOfStage.SpecPeakFlops(plan.Precision) / plan.Pp; // every stage has tp·cp·dp GPUs
             }
 
             // FLOPs of the whole model for the global batch: per-sequence FLOPs of an unsharded model.

@@ -21,7 +21,7 @@ public static class ClusterLoader
     public const double DefaultInterNodeAllToAllEfficiency = DefaultInterNodeEfficiency;
 
     private static readonly string[] ClusterKeys = ["name", "gpu", "nodes", "gpus_per_node", "nvlink_domain", "intra_node", "inter_node", "price_per_gpu_hour", "groups", "host", "power", "carbon_kg_per_kwh", "mtbf_hours_per_node", "restart_s", "storage"];
-    private static readonly string[] PowerKeys = ["gpu_w", "node_w", "pue", "wait_fraction"];
+    private static readonly string[] PowerKeys = ["gpu_w", "node_w", "pue", "wait_fraction", "cap_w"];
     private static readonly string[] StorageKeys = ["checkpoint_gbs"];
     private static readonly string[] HostKeys = ["memory_gib", "pcie_gbs", "memory_bandwidth_gbs"];
     private static readonly string[] GroupKeys = ["gpu", "nodes"];
@@ -101,8 +101,8 @@ public static class ClusterLoader
         }
         var operations = ParseOperations(map);
         map.RejectUnknown(ClusterKeys);
-        return new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host, NvlinkDomainSize: domain,
-            Operations: operations);
+        return PowerCap.Apply(new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host,
+            NvlinkDomainSize: domain, Operations: operations));
     }
 
     /// <summary>The run-level keys (power, carbon, reliability, checkpoint storage), all optional.</summary>
@@ -113,7 +113,7 @@ public static class ClusterLoader
         {
             var p = map.Map("power").Allow(PowerKeys);
             power = new PowerSpec(p.OptionalNumber("gpu_w", 1e5, min: 1e-9), p.OptionalNumber("node_w", 1e6, min: -1e-9), p.OptionalNumber("pue", 10, min: 1 - 1e-9),
-                p.OptionalNumber("wait_fraction", 1, min: -1e-9));
+                p.OptionalNumber("wait_fraction", 1, min: -1e-9), p.OptionalNumber("cap_w", 1e5, min: 1e-9));
             p.RejectUnknown(PowerKeys);
         }
         double? storage = null;

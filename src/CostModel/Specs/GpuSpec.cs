@@ -32,6 +32,7 @@ namespace Planner.CostModel.Specs;
 /// <param name="HostLinkGbs">The GPU's link to host memory, GB/s per direction as achieved (GPU key <c>host_link_gbs</c>),
 /// for clusters that give no host (a cluster's <c>host.pcie_gbs</c> wins); 0: not known.</param>
 /// <param name="TdpW">The spec sheet's maximum power of one GPU, W (GPU key <c>tdp_w</c>); null: not known.</param>
+/// <param name="ClockFraction">The share of the peak rates a power cap leaves the GPU (<see cref="PowerCap"/>); 1 uncapped.</param>
 public sealed record GpuSpec(
     string Name,
     IReadOnlyDictionary<Precision, double> PeakTflops,
@@ -49,7 +50,8 @@ public sealed record GpuSpec(
     double GroupedGemmEfficiency = 1,
     IReadOnlyDictionary<Precision, double>? QuantizedGemmEfficiency = null,
     double HostLinkGbs = 0,
-    double? TdpW = null)
+    double? TdpW = null,
+    double ClockFraction = 1)
 {
     /// <summary>The quantized-GEMM efficiency of a precision's format (1 for formats that quantize nothing or are not listed).</summary>
     public double QuantizedEfficiency(Precision p) =>
@@ -58,8 +60,12 @@ public sealed record GpuSpec(
     /// <summary>Dense peak at a precision, FLOP/s; throws <see cref="InputException"/> when unsupported.</summary>
     public double PeakFlops(Precision p) =>
         PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0
-            ? t * 1e12
+            ? t * 1e12 * ClockFraction
             : throw new InputException($"precision: GPU '{Name}' has no {p.Name()} rate");
+
+    /// <summary>The spec sheet's dense peak at a precision, FLOP/s, a power cap's slower clock left out: what MFU is
+    /// counted against.</summary>
+    public double SpecPeakFlops(Precision p) => PeakFlops(p) / ClockFraction;
 
     /// <summary>True when the GPU lists a rate for the precision (current-scaling FP8 runs at the FP8 rate).</summary>
     public bool Supports(Precision p) => PeakTflops.TryGetValue(p.RateKey(), out var t) && t > 0;

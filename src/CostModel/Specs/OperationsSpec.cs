@@ -6,7 +6,13 @@ namespace Planner.CostModel.Specs;
 /// <param name="Pue">The facility's power usage effectiveness (<c>pue</c>; null: not given).</param>
 /// <param name="WaitFraction">Share of <paramref name="GpuW"/> a GPU draws while it waits on communication, a pipeline
 /// bubble, a checkpoint write or a restart (<c>wait_fraction</c>; null: <see cref="OperationsSpec.DefaultWaitFraction"/>).</param>
-public sealed record PowerSpec(double? GpuW = null, double? NodeW = null, double? Pue = null, double? WaitFraction = null);
+/// <param name="CapW">A power limit set on every GPU (<c>cap_w</c>, as <c>nvidia-smi -pl</c> sets it), W; null: none.
+/// Below the GPU's most power it slows the GPU's arithmetic (<see cref="PowerCap"/>).</param>
+public sealed record PowerSpec(double? GpuW = null, double? NodeW = null, double? Pue = null, double? WaitFraction = null, double? CapW = null)
+{
+    /// <summary>The share of <paramref name="gpuW"/> a waiting GPU draws.</summary>
+    public double Wait => WaitFraction ?? OperationsSpec.DefaultWaitFraction;
+}
 
 /// <summary>
 /// The keys a whole training run is priced with beyond its step time: power, carbon, reliability and checkpoint storage

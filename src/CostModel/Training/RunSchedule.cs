@@ -20,7 +20,7 @@ public sealed record RunSegment(double Steps, Prediction Prediction)
 /// <summary>
 /// The steps of a whole run: a batch ramp-up as Megatron-LM's <c>--rampup-batch-size</c> takes it (the batch is a
 /// function of the samples consumed; each batch a whole number of micro-batches of every data-parallel rank, as
-/// Megatron asserts), a linear sequence-length warmup over its steps (priced at 16 lengths at most, each the mean of
+/// Megatron asserts) or a batch schedule file (<see cref="BatchSchedule"/>), a linear sequence-length warmup over its steps (priced at 16 lengths at most, each the mean of
 /// its sixteenth of the warmup rounded down to a multiple of the plan's 8·tp·cp), then the plan's batch and length.
 /// </summary>
 public static class RunSchedule
@@ -40,26 +40,41 @@ public static class RunSchedule
         double tokens = req.Tokens, samples = 0, step = 0;
         while (tokens > 0)
         {
-            int gbs = BatchAt(plan.Gbs, req.Rampup, samples, out double samplesLeft);
             int seq = SeqAt(plan, req.Warmup, step, out double stepsLeft);
+            int gbs = BatchOf(plan, req, samples, req.Tokens - tokens, seq, out double batchSteps);
             double perStep = (double)gbs * seq;
-            double steps;
-            if (double.IsPositiveInfinity(samplesLeft) && double.IsPositiveInfinity(stepsLeft))
-                steps = tokens / perStep;
-            else
-                steps = Math.Min(Math.Min(Math.Ceiling(samplesLeft / gbs), stepsLeft), Math.Ceiling(tokens / perStep));
+            bool last = double.IsPositiveInfinity(batchSteps) && double.IsPositiveInfinity(stepsLeft);
+            double steps = last ? tokens / perStep : Math.Min(Math.Min(batchSteps, stepsLeft), Math.Ceiling(tokens / perStep));
             segments.Add(new RunSegment(steps, At(gbs, seq)));
-            tokens = double.IsPositiveInfinity(samplesLeft) && double.IsPositiveInfinity(stepsLeft) ? 0 : tokens - steps * perStep;
+            tokens = last ? 0 : tokens - steps * perStep;
             samples += steps * gbs;
             step += steps;
         }
         return Merge(segments);
     }
 
+    /// <summary>The batch after <paramref name="samples"/> samples and <paramref name="trained"/> tokens, and the
+    /// whole steps at length <paramref name="seq"/> until it changes (infinite once it no longer does).</summary>
+    private static int BatchOf(ParallelPlan plan, TrainingRequest req, double samples, double trained, int seq, out double steps)
+    {
+        if (req.Schedule is { } file)
+        {
+            bool inTokens = file.Unit == ScheduleUnit.Tokens;
+            int batch = file.BatchAt(inTokens ? trained : samples, out double left);
+            steps = double.IsPositiveInfinity(left) ? left : Math.Max(1, Math.Ceiling(left / (inTokens ? (double)batch * seq : batch)));
+            return batch;
+        }
+        int gbs = BatchAt(plan.Gbs, req.Rampup, samples, out double samplesLeft);
+        steps = double.IsPositiveInfinity(samplesLeft) ? samplesLeft : Math.Ceiling(samplesLeft / gbs);
+        return gbs;
+    }
+
     /// <summary>Every batch and length the schedule runs the plan at (the plan's own last).</summary>
     public static IEnumerable<(int Gbs, int Seq)> Shapes(ParallelPlan plan, TrainingRequest req)
     {
         var batches = new SortedSet<int> { plan.Gbs };
+        foreach (var change in req.Schedule?.Changes ?? [])
+            batches.Add(change.Gbs);
         for (double samples = 0; req.Rampup is { } r && samples < r.Samples;)
         {
             batches.Add(BatchAt(plan.Gbs, r, samples, out double left));
@@ -88,7 +103,7 @@ public static class RunSchedule
         }
         catch (InputException e)
         {
-            string key = gbs != plan.Gbs ? "batch_rampup" : "seq_warmup";
+            string key = gbs == plan.Gbs ? "seq_warmup" : req.Schedule is not null ? "batch_schedule" : "batch_rampup";
             throw new InputException(key, $"the plan cannot run gbs {gbs} at seq {seq}: {e.Message}");
         }
     }
@@ -142,6 +157,16 @@ public static class RunSchedule
             int unit = plan.Mbs * plan.Dp;
             if (r.Start % unit != 0 || r.Increment % unit != 0)
                 throw new InputException("batch_rampup", $"the ramp's batches ({r.Start}, +{r.Increment}) must be multiples of mbs·dp = {unit} of the plan (Megatron asserts it)");
+        }
+        if (req.Schedule is { } f)
+        {
+            if (req.Rampup is not null)
+                throw new InputException("batch_schedule", "give a batch ramp-up or a batch schedule, not both");
+            if (f.Changes[^1].Gbs != plan.Gbs)
+                throw new InputException("batch_schedule", $"{f.Source}: the last batch {f.Changes[^1].Gbs} is not the plan's gbs {plan.Gbs} (the schedule ends at the plan's batch)");
+            int unit = plan.Mbs * plan.Dp;
+            if (f.Changes.FirstOrDefault(c => c.Gbs % unit != 0) is { } bad)
+                throw new InputException("batch_schedule", $"{f.Source}: the batch {bad.Gbs} is not a multiple of mbs·dp = {unit} of the plan");
         }
         if (req.Warmup is { } w && w.Start > plan.Seq)
             throw new InputException("seq_warmup", $"the start length {w.Start} is above the sequence length {plan.Seq}");

@@ -115,10 +115,13 @@ public static class TrainingEstimate
         inputs["wait_fraction"] = wait;
         inputs["node_w"] = nodeW;
         inputs["pue"] = pue;
-        double stepJoules = segments.Sum(s => s.Seconds * StepPower.GpuWatts(s.Prediction.Breakdown, w, wait));
-        double stepW = useful > 0 ? stepJoules / useful : wait * w;
+        double busyW = PowerCap.BusyWatts(w, power), waitW = wait * w;
+        if (power.CapW is double cap)
+            inputs["cap_w"] = cap;
+        double stepJoules = segments.Sum(s => s.Seconds * StepPower.GpuWatts(s.Prediction.Breakdown, busyW, waitW));
+        double stepW = useful > 0 ? stepJoules / useful : waitW;
         double redone = Math.Max(0, wall - useful - waiting);
-        double gpuJoules = stepJoules + redone * stepW + waiting * wait * w;
+        double gpuJoules = stepJoules + redone * stepW + waiting * waitW;
         double joules = pue * (gpus * gpuJoules + nodes * nodeW * wall);
         return new EnergyFigures(joules / 3.6e9, gpuJoules / wall);
     }
@@ -129,6 +132,8 @@ public static class TrainingEstimate
             inputs["batch_rampup"] = $"{r.Start},{r.Increment},{r.Samples:R}";
         if (req.Warmup is { } w)
             inputs["seq_warmup"] = $"{w.Start},{w.Steps}";
+        if (req.Schedule is { } f)
+            inputs["batch_schedule"] = f.Source;
     }
 
     private static double Default(List<string> defaults, string key, double value, string why)

@@ -16,4 +16,6 @@ public sealed record SeqWarmup(int Start, int Steps);
 /// <c>--async-save</c>): training pauses only for the snapshot to host memory.</param>
 /// <param name="Rampup">Batch ramp-up (null: the plan's gbs from the first step).</param>
 /// <param name="Warmup">Sequence-length warmup (null: the plan's length from the first step).</param>
-public sealed record TrainingRequest(double Tokens, bool AsyncCheckpoint = false, BatchRampup? Rampup = null, SeqWarmup? Warmup = null);
+/// <param name="Schedule">A batch schedule file (null: the ramp-up, or the plan's gbs from the first step).</param>
+public sealed record TrainingRequest(double Tokens, bool AsyncCheckpoint = false, BatchRampup? Rampup = null, SeqWarmup? Warmup = null,
+    BatchSchedule? Schedule = null);

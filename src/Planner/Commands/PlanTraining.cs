@@ -20,7 +20,7 @@ public static class PlanTraining
 
     /// <summary>True when the search must return more plans than shown: a run-level objective re-ranks them, or a
     /// ramp-up drops those whose mbs·dp does not divide its batches (Megatron asserts it).</summary>
-    public static bool Widens(string objective, TrainingRequest? request) => RanksRuns(objective) || request?.Rampup is not null;
+    public static bool Widens(string objective, TrainingRequest? request) => RanksRuns(objective) || request?.Rampup is not null || request?.Schedule is not null;
 
     /// <summary>Plans the search returns when a run-level objective re-ranks them: this many times <c>--top</c> (at least 30).</summary>
     public const int Widening = 3;
@@ -45,9 +45,11 @@ public static class PlanTraining
     {
         if (request is null)
             return (plans.Take(top).ToList(), plans.Take(top).Select(_ => (TrainingRun?)null).ToList());
-        var runnable = request.Rampup is not null ? plans.Where(p => RampRuns(p.Plan, request)).ToList() : plans.ToList();
+        var runnable = request.Rampup is not null || request.Schedule is not null ? plans.Where(p => RampRuns(p.Plan, request)).ToList() : plans.ToList();
         if (runnable.Count == 0)
-            throw new InputException($"--batch-rampup: none of the {plans.Count} fastest plans has an mbs·dp dividing every batch of the ramp (Megatron asserts it)");
+            throw new InputException(request.Schedule is not null
+                ? $"--batch-schedule: none of the {plans.Count} fastest plans has an mbs·dp dividing every batch of the schedule"
+                : $"--batch-rampup: none of the {plans.Count} fastest plans has an mbs·dp dividing every batch of the ramp (Megatron asserts it)");
         var runs = runnable.Select(p => (Plan: p, Run: TrainingEstimate.Estimate(p, cluster, request, price))).ToList();
         // The search ranked by a step's cost; a whole run's cost also pays its failures and checkpoints, which grow
         // with the nodes: re-ranked by it where the cluster has a price.

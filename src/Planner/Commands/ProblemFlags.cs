@@ -40,6 +40,7 @@ public static class ProblemFlags
         ["optimizer"] = "--optimizer",
         ["tokens"] = "--tokens",
         ["batch_rampup"] = "--batch-rampup",
+        ["batch_schedule"] = "--batch-schedule",
         ["seq_warmup"] = "--seq-warmup",
         ["async_checkpoint"] = "--async-checkpoint",
     };

@@ -11,6 +11,9 @@ public sealed class TrainingFlags
     /// <summary>--batch-rampup</summary>
     public Option<string?> BatchRampup { get; } = new("--batch-rampup")
     { Description = "With --tokens: start,increment,samples: the batch grows from start by increment until gbs over samples (Megatron's --rampup-batch-size)" };
+    /// <summary>--batch-schedule</summary>
+    public Option<string?> BatchSchedule { get; } = new("--batch-schedule")
+    { Description = "With --tokens: a CSV file 'samples,gbs' or 'tokens,gbs', one batch change per line from 0 (e.g. an adaptive batch from the gradient noise scale); its last batch is --gbs" };
     /// <summary>--seq-warmup</summary>
     public Option<string?> SeqWarmup { get; } = new("--seq-warmup")
     { Description = "With --tokens: start,steps: the sequence length grows linearly from start to --seq over steps steps" };
@@ -22,6 +25,7 @@ public sealed class TrainingFlags
     public void AddTo(Command c)
     {
         c.Options.Add(BatchRampup);
+        c.Options.Add(BatchSchedule);
         c.Options.Add(SeqWarmup);
         c.Options.Add(AsyncCheckpoint);
     }
@@ -29,16 +33,39 @@ public sealed class TrainingFlags
     /// <summary>The run asked for, or null without <paramref name="tokens"/> (the flags then are an error).</summary>
     public TrainingRequest? Read(ParseResult r, double? tokens)
     {
-        string? ramp = r.GetValue(BatchRampup), warm = r.GetValue(SeqWarmup);
+        string? ramp = r.GetValue(BatchRampup), warm = r.GetValue(SeqWarmup), schedule = r.GetValue(BatchSchedule);
         bool async = r.GetValue(AsyncCheckpoint);
         if (tokens is null)
         {
-            string? given = ramp is not null ? "--batch-rampup" : warm is not null ? "--seq-warmup" : async ? "--async-checkpoint" : null;
+            string? given = ramp is not null ? "--batch-rampup" : schedule is not null ? "--batch-schedule" : warm is not null ? "--seq-warmup"
+                : async ? "--async-checkpoint" : null;
             return given is null ? null : throw new InputException($"{given}: prices a whole run; give --tokens too");
         }
         if (!double.IsFinite(tokens.Value) || tokens <= 0)
             throw new InputException($"--tokens: {tokens} must be a positive number of tokens");
-        return new TrainingRequest(tokens.Value, async, ParseRampup(ramp), ParseWarmup(warm));
+        if (ramp is not null && schedule is not null)
+            throw new InputException("--batch-schedule: give it or --batch-rampup, not both");
+        return new TrainingRequest(tokens.Value, async, ParseRampup(ramp), ParseWarmup(warm), ReadSchedule(schedule));
+    }
+
+    private static BatchSchedule? ReadSchedule(string? path)
+    {
+        if (path is null)
+            return null;
+        if (!File.Exists(path))
+            throw new InputException($"--batch-schedule: file '{path}' not found");
+        try
+        {
+            return Planner.CostModel.Training.BatchSchedule.Parse(File.ReadAllText(path), path);
+        }
+        catch (IOException e)
+        {
+            throw new InputException($"--batch-schedule: '{path}' cannot be read: {e.Message}");
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new InputException($"--batch-schedule: '{path}' cannot be read (permission denied)");
+        }
     }
 
     private static BatchRampup? ParseRampup(string? text)

@@ -39,6 +39,7 @@ public static class Sweep
         ["price"] = new("price per GPU-hour", s => Number(s, 0, 1e6), "a price per GPU-hour, 0 or more"),
         ["carbon"] = new("grid carbon intensity, kg CO2e per kWh (with --tokens)", s => Number(s, 0, 10), "a number of kg per kWh from 0 to 10"),
         ["mtbf"] = new("MTBF of one node, hours (with --tokens)", s => Number(s, 1e-6, 1e9), "a number of hours above 0"),
+        ["power_cap"] = new("power limit of every GPU, W (power.cap_w: slows its arithmetic below its most power)", s => Number(s, 1e-6, 1e5), "a number of watts above 0"),
         ["gbs"] = new("global batch, sequences", s => Int(s, 1, 100_000_000), "a whole number from 1 to 100000000"),
         ["seq"] = new("sequence length, tokens", s => Int(s, 1, 10_000_000), "a whole number from 1 to 10000000"),
         ["tp"] = new("tensor-parallel degree", s => Int(s, 1, 1_000_000), "a whole number of at least 1"),
@@ -151,8 +152,25 @@ public static class Sweep
     /// <summary>The scenario with one swept value applied.</summary>
     public static Scenario Apply(Scenario s, string key, object value)
     {
+        var applied = Change(s, key, value);
+        if (ReferenceEquals(applied.Cluster, s.Cluster))
+            return applied;
+        // A power cap slows every GPU of the cluster, a swept GPU or cap included.
+        try
+        {
+            return applied with { Cluster = PowerCap.Apply(applied.Cluster) };
+        }
+        catch (InputException e) when (e.Field == "power.cap_w")
+        {
+            throw new InputException($"--sweep {key}={value}: power.cap_w {e.Reason}");
+        }
+    }
+
+    private static Scenario Change(Scenario s, string key, object value)
+    {
         var c = s.Cluster;
         var p = s.Plan;
+        var ops = c.Operations ?? OperationsSpec.None;
         return key switch
         {
             "model" => s with { Model = (ModelSpec)value },
@@ -170,8 +188,9 @@ public static class Sweep
             "intra_latency" => s with { Cluster = c with { IntraNode = c.IntraNode with { LatencyUs = (double)value, P2pLatencyUs = null } } },
             "inter_latency" => s with { Cluster = c with { InterNode = c.InterNode with { LatencyUs = (double)value, P2pLatencyUs = null } } },
             "price" => s with { Cluster = c with { PricePerGpuHour = (double)value } },
-            "carbon" => s with { Cluster = c with { Operations = (c.Operations ?? OperationsSpec.None) with { CarbonKgPerKwh = (double)value } } },
-            "mtbf" => s with { Cluster = c with { Operations = (c.Operations ?? OperationsSpec.None) with { MtbfHoursPerNode = (double)value } } },
+            "carbon" => s with { Cluster = c with { Operations = ops with { CarbonKgPerKwh = (double)value } } },
+            "mtbf" => s with { Cluster = c with { Operations = ops with { MtbfHoursPerNode = (double)value } } },
+            "power_cap" => s with { Cluster = c with { Operations = ops with { Power = (ops.Power ?? new PowerSpec()) with { CapW = (double)value } } } },
             "gbs" => s with { Gbs = (int)value },
             "seq" => s with { Seq = (int)value },
             "tp" => s with { Plan = p with { Tp = (int)value } },
