@@ -150,6 +150,26 @@ public sealed class TrainingFlagsTests
     }
 
     [Fact]
+    public void PlotShowsEachPointsEnergyWithABudgetOnly()
+    {
+        var cluster = Planner.CostModel.Specs.ClusterLoader.Load("dgx-h100");
+        var baseline = new Planner.Cli.WhatIf.Scenario(Planner.CostModel.Specs.ModelLoader.Load("llama2-7b"), cluster, 512, 4096,
+            new Planner.Cli.WhatIf.PlanConstraint(Tp: 2, Pp: 2, Mbs: 1), Planner.CostModel.Pricing.PricingOptions.Default);
+        var axes = Planner.Cli.WhatIf.Sweep.Parse(["power_cap=700,400"]);
+        var rows = Planner.Cli.WhatIf.WhatIfRunner.Run(baseline, Planner.Cli.WhatIf.Sweep.Grid(axes));
+        string with = Planner.Cli.WhatIf.WhatIfPlot.Script("out.png", "t", axes, rows, 2e11);
+        string without = Planner.Cli.WhatIf.WhatIfPlot.Script("out.png", "t", axes, rows);
+        Assert.Contains("axes x1y2", with);
+        Assert.DoesNotContain("axes x1y2", without);
+        // Each point's data line ends with the energy the CSV reports for it.
+        foreach (var r in rows)
+        {
+            double mwh = Planner.Cli.WhatIf.WhatIfCsv.Run(r, 2e11)!.EnergyMwh!.Value;
+            Assert.Contains(" " + mwh.ToString("R", System.Globalization.CultureInfo.InvariantCulture) + "\n", with);
+        }
+    }
+
+    [Fact]
     public void PowerCapBelowTheWaitingDrawIsExit2NamingTheKey()
     {
         var stderr = new StringWriter();

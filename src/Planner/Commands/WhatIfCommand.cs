@@ -72,7 +72,7 @@ public static class WhatIfCommand
             string title = $"{m.Name} on {c.Name} ({gpus}), gbs {batch}" + (s is int q ? $", seq {q}" : "")
                            + (rows.All(x => x.Scenario.Plan.IsFixed) ? ", fixed plan" : $", re-planned per point within a {baseline.MemoryHeadroom:P0} memory headroom");
             if (gnuplot is not null)
-                WhatIfPlot.Draw(gnuplot, plotPath!, title, axes, rows);
+                WhatIfPlot.Draw(gnuplot, plotPath!, title, axes, rows, budget);
             Render(stdout, title, axes, rows, budget);
             stdout.WriteLine($"{rows.Count} points written to {csvPath}" + (plotPath is not null ? $"; figure in {plotPath}" : ""));
             return Cli.Ok;

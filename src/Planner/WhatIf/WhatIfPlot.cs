@@ -7,7 +7,7 @@ namespace Planner.Cli.WhatIf;
 
 /// <summary>
 /// The what-if figure, drawn by gnuplot: tokens/s against the first swept key (a line per value of the other swept
-/// keys), and per point the memory of the peak rank and the step time, each as stacked bars.
+/// keys; with a token budget also the energy to train it, on the right axis), and per point the memory of the peak rank and the step time, each as stacked bars.
 /// </summary>
 public static class WhatIfPlot
 {
@@ -30,11 +30,12 @@ public static class WhatIfPlot
     }
 
     /// <summary>Draws the figure into <paramref name="pngPath"/> (replacing it); throws when gnuplot fails.</summary>
-    public static void Draw(string gnuplot, string pngPath, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows)
+    /// <param name="tokens">With a token budget, panel 1 also draws each point's energy to train it (right axis).</param>
+    public static void Draw(string gnuplot, string pngPath, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows, double? tokens = null)
     {
         string full = Path.GetFullPath(pngPath);
         string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp.png");
-        string script = Script(temp, title, axes, rows);
+        string script = Script(temp, title, axes, rows, tokens);
         var psi = new ProcessStartInfo(gnuplot)
         {
             RedirectStandardInput = true,
@@ -69,7 +70,7 @@ public static class WhatIfPlot
 
     /// <summary>The gnuplot script (data inline as datablocks), writing a PNG to <paramref name="output"/>.</summary>
     /// <remarks>Long: one script written top to bottom, the data blocks and then each panel's plot commands.</remarks>
-    public static string Script(string output, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows)
+    public static string Script(string output, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows, double? tokens = null)
     {
         var s = new StringBuilder();
         var first = axes[0];
@@ -84,6 +85,11 @@ public static class WhatIfPlot
         bool anyNoPlan = rows.Any(r => r.Prediction is null);
         double maxTps = rows.Max(r => r.Prediction?.TokensPerSecond ?? 0);
         var (scale, unit) = maxTps >= 1e7 ? (1e6, "million tokens/s") : maxTps >= 1e4 ? (1e3, "thousand tokens/s") : (1.0, "tokens/s");
+        // The energy to train the budget, MWh, of each point that fits and gives it (the GPU's power known).
+        var energy = new Dictionary<WhatIfRow, double>();
+        foreach (var r in rows)
+            if (r.Fits && WhatIfCsv.Run(r, tokens)?.EnergyMwh is double mwh)
+                energy[r] = mwh;
         for (int k = 0; k < series.Count; k++)
         {
             s.Append($"$s{k} << EOD\n");
@@ -94,7 +100,8 @@ public static class WhatIfPlot
                 s.Append(F(X(i))).Append(' ')
                     .Append(p is { Fits: true } ? F(p.TokensPerSecond / scale) : "NaN").Append(' ')
                     .Append(p is { Fits: false } ? F(p.TokensPerSecond / scale) : "NaN").Append(' ')
-                    .Append(p is null ? "0" : "NaN").Append('\n');
+                    .Append(p is null ? "0" : "NaN").Append(' ')
+                    .Append(energy.TryGetValue(r, out double mwh) ? F(mwh) : "NaN").Append('\n');
             }
             s.Append("EOD\n");
         }
@@ -142,7 +149,8 @@ public static class WhatIfPlot
         int legendColumns = (series.Count + 2 + legendRows - 1) / legendRows;
         int entryWidth = Math.Max(14, Math.Min(24, series.Max(x => x.Label.Length)) + 6);
         string keyTitle = others.Count > 0 ? string.Join(" / ", others.Select(a => a.Key)) : "";
-        s.Append($"set lmargin 9\nset rmargin {Math.Max(keyTitle.Length + 4, entryWidth * legendColumns)}\nset bmargin 3.5\nset tmargin 1.5\n");
+        int energyAxis = energy.Count > 0 ? 12 : 0;
+        s.Append($"set lmargin 9\nset rmargin {energyAxis + Math.Max(keyTitle.Length + 4, entryWidth * legendColumns)}\nset bmargin 3.5\nset tmargin 1.5\n");
         s.Append($"set title {Quote($"tokens/s against {first.Key}" + (others.Count > 0 ? $", one line per {string.Join(" × ", others.Select(a => a.Key))}" : ""))}\n");
         s.Append($"set xlabel {Quote(first.Key)}\n");
         s.Append($"set ylabel {Quote(unit)}\n");
@@ -180,6 +188,12 @@ public static class WhatIfPlot
             double size = Math.Max(0.8, 1.8 - 0.2 * k);
             plots.Add($"$s{k} using 1:2 with linespoints lw 2 pt {shapes[k % shapes.Length]} ps {F(size)} " + (series.Count == 1 ? "notitle" : $"title {Quote(Shorten(label, 24))}"));
         }
+        if (energy.Count > 0)
+        {
+            s.Append($"set y2label {Quote($"MWh to train {tokens:G3} tokens (dashed)")}\nset y2tics nomirror\nset y2range [0:*]\nset format y2 '%g'\n");
+            for (int k = 0; k < series.Count; k++)
+                plots.Add($"$s{k} using 1:5 axes x1y2 with linespoints dt 2 lw 1.5 pt 4 ps 1 " + (k == 0 ? "title 'energy (MWh)'" : "notitle"));
+        }
         for (int k = 0; k < series.Count && anyNoPlan; k++)
             plots.Add($"$s{k} using 1:4 with points pt 6 ps 2 lw 2 lc rgb '#7f7f7f' {(k == 0 ? "title 'no plan'" : "notitle")}");
         for (int k = 0; k < series.Count && anyNoFit; k++)
@@ -187,7 +201,7 @@ public static class WhatIfPlot
         s.Append("plot ").Append(string.Join(", \\\n     ", plots)).Append('\n');
 
         // Panels 2 and 3: stacked bars per point.
-        s.Append("unset logscale x\nunset xrange\nset autoscale x\n");
+        s.Append("unset logscale x\nunset xrange\nset autoscale x\nunset y2tics\nunset y2label\n");
         s.Append("set style data histograms\nset style histogram rowstacked\nset style fill solid 0.85 border rgb '#444444'\n");
         s.Append($"set boxwidth {(n > 24 ? "0.9" : "0.7")}\n");
         s.Append("set xtics rotate by 90 right scale 0 font ',8'\n");
