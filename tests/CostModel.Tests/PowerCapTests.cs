@@ -1,4 +1,5 @@
 using Xunit;
+using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
 using Planner.CostModel.Training;
@@ -71,5 +72,19 @@ public class PowerCapTests
     {
         var e = Assert.Throws<InputException>(() => Cluster(power));
         Assert.Contains(key, e.Message);
+    }
+
+    [Fact]
+    public void MixedClusterDrawsEachStagesOwnGpuPower()
+    {
+        // Stage 0 on A100 (400 W), stage 1 on H100 (700 W): the plan's GPUs draw 550 W at most on average.
+        var c = ClusterLoader.Parse("name: mixed\ngroups:\n  - {gpu: a100-80g, nodes: 8}\n  - {gpu: h100-sxm, nodes: 8}\ngpus_per_node: 8\n" +
+                                    "intra_node: {bandwidth_gbs: 300, latency_us: 3}\ninter_node: {bandwidth_gbs: 25, latency_us: 6}\n", "mixed.yaml");
+        // Llama 2 7B's 32 blocks, 16 per stage, stage s on group s; each group holds dp 32 × tp 2 = 64 GPUs.
+        var plan = RunFixture.Plan with { Stages = new StagePlan([16, 16], [Recompute.None, Recompute.None], [0, 1]) };
+        var run = TrainingEstimate.Estimate(Pricer.Price(RunFixture.Model, c, plan), c, new TrainingRequest(1e10), q => Pricer.Price(RunFixture.Model, c, q));
+        Assert.Equal(550.0, run.Inputs["gpu_w"]);
+        Assert.InRange(run.MeanGpuWatts!.Value, 0.3 * 550, 550);
+        Assert.Contains(run.Defaults, d => d.Contains("mean over the plan's stages"));
     }
 }

@@ -118,8 +118,8 @@ public sealed class TrainingFlagsTests
             // carbon 0.1 then 0.4 (outer), mtbf 100 then 50000 (inner): four times the carbon, four times the tonnes.
             Assert.Equal(4 * D(0, "co2_t"), D(2, "co2_t"), 6);
             Assert.True(D(0, "expected_failures") > D(1, "expected_failures"));
-            // The preset gives no checkpoint storage: no goodput, and the CSV leaves it empty.
-            Assert.Equal("", rows[0]["goodput"]);
+            // The preset gives no checkpoint storage: Llama 3's, per GPU; a node MTBF of 100 h loses more of the run.
+            Assert.True(D(0, "goodput") < D(1, "goodput"));
         }
         finally
         {
@@ -150,21 +150,45 @@ public sealed class TrainingFlagsTests
     }
 
     [Fact]
+    public void WhatIfPointWhoseRunCannotBePricedIsANoteNotAnAbortedCsv()
+    {
+        string csv = Path.Combine(Path.GetTempPath(), $"planner-mtbf-{Guid.NewGuid():N}.csv");
+        try
+        {
+            var stderr = new StringWriter();
+            int code = CliEntry.Run(["whatif", "--model", "llama2-7b", "--cluster", "dgx-h100", "--gbs", "512", "--seq", "4096", "--tp", "2", "--pp", "2",
+                "--mbs", "1", "--sweep", "mtbf=100000,0.001", "--tokens", "2e11", "--csv", csv], new StringWriter(), stderr);
+            Assert.True(code == 0, stderr.ToString());
+            var (_, rows, _) = WhatIfTests.ReadCsv(csv);
+            Assert.Equal(2, rows.Count);
+            Assert.NotEqual("", rows[0]["training_days"]);
+            // Failures every fraction of a second: no run can finish; the row says so and its run cells stay empty.
+            Assert.Equal("", rows[1]["training_days"]);
+            Assert.Contains("mtbf_hours_per_node", rows[1]["note"]);
+            Assert.NotEqual("", rows[1]["step_time_s"]);
+        }
+        finally
+        {
+            File.Delete(csv);
+        }
+    }
+
+    [Fact]
     public void PlotShowsEachPointsEnergyWithABudgetOnly()
     {
         var cluster = Planner.CostModel.Specs.ClusterLoader.Load("dgx-h100");
         var baseline = new Planner.Cli.WhatIf.Scenario(Planner.CostModel.Specs.ModelLoader.Load("llama2-7b"), cluster, 512, 4096,
             new Planner.Cli.WhatIf.PlanConstraint(Tp: 2, Pp: 2, Mbs: 1), Planner.CostModel.Pricing.PricingOptions.Default);
         var axes = Planner.Cli.WhatIf.Sweep.Parse(["power_cap=700,400"]);
-        var rows = Planner.Cli.WhatIf.WhatIfRunner.Run(baseline, Planner.Cli.WhatIf.Sweep.Grid(axes));
+        var rows = Planner.Cli.WhatIf.WhatIfRunner.WithRuns(Planner.Cli.WhatIf.WhatIfRunner.Run(baseline, Planner.Cli.WhatIf.Sweep.Grid(axes)), 2e11);
         string with = Planner.Cli.WhatIf.WhatIfPlot.Script("out.png", "t", axes, rows, 2e11);
-        string without = Planner.Cli.WhatIf.WhatIfPlot.Script("out.png", "t", axes, rows);
+        string without = Planner.Cli.WhatIf.WhatIfPlot.Script("out.png", "t", axes, rows.Select(r => r with { Run = null }).ToList());
         Assert.Contains("axes x1y2", with);
         Assert.DoesNotContain("axes x1y2", without);
         // Each point's data line ends with the energy the CSV reports for it.
         foreach (var r in rows)
         {
-            double mwh = Planner.Cli.WhatIf.WhatIfCsv.Run(r, 2e11)!.EnergyMwh!.Value;
+            double mwh = r.Run!.EnergyMwh!.Value;
             Assert.Contains(" " + mwh.ToString("R", System.Globalization.CultureInfo.InvariantCulture) + "\n", with);
         }
     }

@@ -43,4 +43,9 @@ public sealed record OperationsSpec(PowerSpec? Power = null, double? CarbonKgPer
     /// interruptions in 54 days on 16,384 H100 GPUs, 2,048 nodes (Llama Team, "The Llama 3 Herd of Models", 2024,
     /// section 3.3.4): 54 × 24 × 2048 / 419.</summary>
     public const double DefaultMtbfHoursPerNode = 54.0 * 24 * 2048 / 419;
+
+    /// <summary>Checkpoint write bandwidth per GPU of the plan when the cluster gives no <c>storage.checkpoint_gbs</c>,
+    /// GB/s: Meta's Tectonic store behind Llama 3's 16,384-GPU run sustained 2 TB/s (Llama Team, "The Llama 3 Herd of
+    /// Models", 2024, section 3.3.1).</summary>
+    public const double DefaultCheckpointGbsPerGpu = 2000.0 / 16384;
 }

@@ -36,7 +36,7 @@ public static class TrainingEstimate
         inputs["mtbf_hours_per_node"] = mtbfNode;
         inputs["restart_s"] = restart;
         inputs["async_checkpoint"] = req.AsyncCheckpoint;
-        var ck = Checkpoints(final, cluster, req, ops, mtbf, restart, useful, inputs, omitted);
+        var ck = Checkpoints(final, cluster, req, ops, mtbf, restart, useful, inputs, defaults);
         double wall = ck.Wall;
         double failures = wall / mtbf;
 
@@ -62,22 +62,17 @@ public static class TrainingEstimate
             ck.Bytes, ck.Write, ck.Pause, ck.Interval, ck.Young, mtbf, failures, ck.Goodput, segments, inputs, defaults, omitted);
     }
 
-    private sealed record CheckpointFigures(double Bytes, double? Write, double? Pause, double? Interval, double? Young, double Wall, double? Goodput,
+    private sealed record CheckpointFigures(double Bytes, double Write, double Pause, double Interval, double Young, double Wall, double Goodput,
         double PauseTotal);
 
     private static CheckpointFigures Checkpoints(Prediction final, ClusterSpec cluster, TrainingRequest req, OperationsSpec ops, double mtbf,
-        double restart, double useful, Dictionary<string, object> inputs, List<string> omitted)
+        double restart, double useful, Dictionary<string, object> inputs, List<string> defaults)
     {
         double bytes = Checkpointing.Bytes(final);
         inputs["checkpoint_bytes"] = bytes;
-        if (ops.CheckpointGbs is not double gbs)
-        {
-            omitted.Add("checkpoint_write_s, checkpoint_interval_s, goodput: the cluster gives no storage.checkpoint_gbs; the days count the steps and restarts alone");
-            if (req.AsyncCheckpoint)
-                omitted.Add("async_checkpoint: no checkpoint is priced without storage.checkpoint_gbs");
-            double wallNoCk = Checkpointing.WallSeconds(useful, 0, 1, 0, restart, mtbf);
-            return new CheckpointFigures(bytes, null, null, null, null, wallNoCk, null, 0);
-        }
+        int gpus = final.Plan.Gpus;
+        double gbs = ops.CheckpointGbs ?? Default(defaults, "storage.checkpoint_gbs", OperationsSpec.DefaultCheckpointGbsPerGpu * gpus,
+            $"Llama 3's checkpoint store, 2 TB/s sustained for 16,384 GPUs, at the plan's {gpus}");
         inputs["checkpoint_gbs"] = gbs;
         double write = bytes / (gbs * 1e9);
         double pause = req.AsyncCheckpoint ? Checkpointing.SnapshotSeconds(final, cluster) : write;
@@ -99,15 +94,19 @@ public static class TrainingEstimate
         double wall, double waiting, Dictionary<string, object> inputs, List<string> defaults, List<string> omitted)
     {
         var power = ops.Power ?? new PowerSpec();
-        double? gpuW = power.GpuW ?? cluster.Gpu.TdpW;
-        if (gpuW is not double w)
+        // Each stage's GPUs draw their own group's power (a cluster of several GPU kinds): the plan's mean.
+        var plan = segments[0].Prediction.Plan;
+        var stageGpus = Enumerable.Range(0, plan.Pp).Select(st => cluster.GroupList[plan.GroupOf(st)].Gpu).ToList();
+        if (power.GpuW is null && stageGpus.FirstOrDefault(g => g.TdpW is null) is { } unknown)
         {
-            omitted.Add($"energy_mwh: neither power.gpu_w nor the GPU '{cluster.Gpu.Name}' gives a maximum power (tdp_w)");
+            omitted.Add($"energy_mwh: neither power.gpu_w nor the GPU '{unknown.Name}' gives a maximum power (tdp_w)");
             return new EnergyFigures(null, null);
         }
+        var most = stageGpus.Select(g => power.GpuW ?? g.TdpW!.Value).ToList();
+        double w = most.Average();
         inputs["gpu_w"] = w;
         if (power.GpuW is null)
-            defaults.Add($"power.gpu_w = {w:G4} (the GPU preset's spec-sheet tdp_w)");
+            defaults.Add($"power.gpu_w = {w:G4} (the GPU preset's spec-sheet tdp_w{(most.Distinct().Count() > 1 ? ", the mean over the plan's stages" : "")})");
         double wait = power.WaitFraction ?? Default(defaults, "power.wait_fraction", OperationsSpec.DefaultWaitFraction,
             "an assumption: waiting GPUs between idle and busy draw, docs/run-level.md");
         double nodeW = power.NodeW ?? Default(defaults, "power.node_w", 0, "not given: the GPUs alone, no CPUs, NICs or fans");
@@ -115,7 +114,7 @@ public static class TrainingEstimate
         inputs["wait_fraction"] = wait;
         inputs["node_w"] = nodeW;
         inputs["pue"] = pue;
-        double busyW = PowerCap.BusyWatts(w, power), waitW = wait * w;
+        double busyW = most.Average(m => PowerCap.BusyWatts(m, power)), waitW = wait * w;
         if (power.CapW is double cap)
             inputs["cap_w"] = cap;
         double stepJoules = segments.Sum(s => s.Seconds * StepPower.GpuWatts(s.Prediction.Breakdown, busyW, waitW));

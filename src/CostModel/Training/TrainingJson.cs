@@ -63,11 +63,9 @@ public static class TrainingJson
             parts.Add($"{e:N0} MWh");
         if (t.Co2Tonnes is double co2)
             parts.Add($"{co2:N0} t CO2e");
-        if (t.CheckpointIntervalSeconds is double i)
-            parts.Add($"checkpoint every {i / 60:F0} min ({t.CheckpointWriteSeconds:F1} s to write)");
+        parts.Add($"checkpoint every {t.CheckpointIntervalSeconds / 60:F0} min ({t.CheckpointWriteSeconds:F1} s to write)");
         parts.Add($"{t.ExpectedFailures:F0} failures expected");
-        if (t.Goodput is double g)
-            parts.Add($"goodput {g:P1}");
+        parts.Add($"goodput {t.Goodput:P1}");
         return string.Join(", ", parts) + (t.Defaults.Count + t.Omitted.Count > 0 ? " (defaults and omissions: --json)" : "");
     }
 

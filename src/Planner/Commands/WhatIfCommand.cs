@@ -63,7 +63,7 @@ public static class WhatIfCommand
             var baseline = new Scenario(m, c, batch, s, flags.Read(r), Planner.CostModel.Pricing.StackLoader.Options(r.GetValue(stack)!),
                 PlanFlags.ReadHeadroom(r, headroomOption));
             var grid = Sweep.Grid(axes);
-            var rows = RunWithProgress(baseline, grid, r.InvocationConfiguration?.Error);
+            var rows = WhatIfRunner.WithRuns(RunWithProgress(baseline, grid, r.InvocationConfiguration?.Error), budget);
 
             using (var writer = new StreamWriter(csvPath, append: false))
                 WhatIfCsv.Write(writer, axes.Select(a => a.Key).ToList(), rows, budget);

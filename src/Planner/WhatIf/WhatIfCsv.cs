@@ -56,9 +56,8 @@ public static class WhatIfCsv
         csv.NextRecord();
         foreach (var row in rows)
         {
-            var run = Run(row, tokens); // once per row: every run column reads it
             foreach (var h in header)
-                csv.WriteField(Cell(row, h, tokens, run));
+                csv.WriteField(Cell(row, h, tokens, row.Run));
             csv.NextRecord();
         }
         csv.Flush();
@@ -125,11 +124,6 @@ public static class WhatIfCsv
             _ => throw new InvalidOperationException($"no CSV column '{column}'"),
         };
     }
-
-    /// <summary>The point's plan run over the token budget (no schedule: whatif prices none); null without a budget or
-    /// a prediction.</summary>
-    public static TrainingRun? Run(WhatIfRow row, double? tokens) =>
-        tokens is double t && row.Prediction is { } p ? TrainingEstimate.Unscheduled(p, row.Scenario.Cluster, t) : null;
 
     /// <summary>A whole-run cell of <paramref name="run"/> (empty without one).</summary>
     private static string RunCell(TrainingRun? run, string column)

@@ -88,7 +88,7 @@ public static class WhatIfPlot
         // The energy to train the budget, MWh, of each point that fits and gives it (the GPU's power known).
         var energy = new Dictionary<WhatIfRow, double>();
         foreach (var r in rows)
-            if (r.Fits && WhatIfCsv.Run(r, tokens)?.EnergyMwh is double mwh)
+            if (r.Fits && r.Run?.EnergyMwh is double mwh)
                 energy[r] = mwh;
         for (int k = 0; k < series.Count; k++)
         {

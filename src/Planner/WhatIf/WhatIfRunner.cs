@@ -5,6 +5,7 @@ using Planner.Cli.Search;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
 using Planner.CostModel.Specs;
+using Planner.CostModel.Training;
 
 namespace Planner.Cli.WhatIf;
 
@@ -13,8 +14,11 @@ namespace Planner.Cli.WhatIf;
 /// <param name="Scenario">The model, cluster, batch and pinned plan values of the point.</param>
 /// <param name="Plan">The plan priced (the search's best, or the fixed plan even when it is invalid); null when the search found none.</param>
 /// <param name="Prediction">The price of <paramref name="Plan"/>; null when there is no plan or the fixed plan is invalid.</param>
-/// <param name="Note">Why there is no plan, why it is invalid, or that it does not fit; null otherwise.</param>
-public sealed record WhatIfRow(GridPoint Point, Scenario Scenario, ParallelPlan? Plan, Prediction? Prediction, string? Note)
+/// <param name="Note">Why there is no plan, why it is invalid, that it does not fit, or why its whole run cannot be
+/// priced; null otherwise.</param>
+/// <param name="Run">The plan's whole run over the token budget (<see cref="WhatIfRunner.WithRuns"/>); null without a
+/// budget, a prediction, or when the run cannot be priced (the note says why).</param>
+public sealed record WhatIfRow(GridPoint Point, Scenario Scenario, ParallelPlan? Plan, Prediction? Prediction, string? Note, TrainingRun? Run = null)
 {
     /// <summary>True when the point has a plan that fits.</summary>
     public bool Fits => Prediction is { Fits: true };
@@ -53,6 +57,28 @@ public static class WhatIfRunner
             ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
         }
         return rows;
+    }
+
+    /// <summary>The rows with each one's whole run over <paramref name="tokens"/> (no schedule: whatif prices none); a
+    /// run the cost model cannot price (failures faster than the run recovers) is the row's note, never an error.</summary>
+    public static IReadOnlyList<WhatIfRow> WithRuns(IReadOnlyList<WhatIfRow> rows, double? tokens)
+    {
+        if (tokens is not double t)
+            return rows;
+        return rows.Select(r =>
+        {
+            if (r.Prediction is not { } p)
+                return r;
+            try
+            {
+                return r with { Run = TrainingEstimate.Unscheduled(p, r.Scenario.Cluster, t) };
+            }
+            catch (InputException e)
+            {
+                string why = "no whole run: " + Planner.Cli.Commands.ProblemFlags.Message(e);
+                return r with { Note = r.Note is null ? why : $"{r.Note}; {why}" };
+            }
+        }).ToList();
     }
 
     /// <summary>Evaluates one point; an infeasible point is a row with a note, never an error.</summary>
