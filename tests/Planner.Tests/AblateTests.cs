@@ -159,6 +159,13 @@ public sealed class AblateTests : IDisposable
             double tps = double.Parse(r["tokens_per_s"], CultureInfo.InvariantCulture);
             Assert.Equal(1e11 / tps / 86400, double.Parse(r["time_to_train_days"], CultureInfo.InvariantCulture), 9);
         }
+        // With --tokens the table shows each technique's energy, as the CSV's energy_mwh rounds it.
+        Assert.Contains("MWh", stdout);
+        foreach (var r in rows.Where(r => r["energy_mwh"] != ""))
+        {
+            double mwh = double.Parse(r["energy_mwh"], CultureInfo.InvariantCulture);
+            Assert.Contains(mwh >= 100 ? $"{mwh:N0}" : $"{mwh:F1}", stdout);
+        }
     }
 
     [Fact]

@@ -63,11 +63,14 @@ public static class AblateCommand
             double headroom = PlanFlags.ReadHeadroom(r, headroomOption);
             // Each technique's plan is chosen within the headroom (memory shown against the whole GPU).
             var rows = Ablation.Run(m, c.WithMemoryHeadroom(headroom), batch, s, software);
+            // With --tokens each technique's whole run (failures, checkpoints, energy), priced once for the table and CSV
+            // before the CSV is opened (a run the cost model cannot price is an input error naming its key, as predict's).
+            var runs = rows.Select(x => given is null || x.Prediction is null ? null : TrainingEstimate.Unscheduled(x.Prediction, c, budget)).ToList();
 
             if (csvPath is not null)
             {
                 using var writer = new StreamWriter(csvPath, append: false);
-                WriteCsv(writer, rows, budget, c, given is not null);
+                WriteCsv(writer, rows, runs, budget, c, given is not null);
             }
             var console = Tables.Console(stdout);
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
@@ -77,10 +80,13 @@ public static class AblateCommand
                 .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
                 .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
                 .AddColumn("fits");
+            bool energy = runs.Any(x => x?.EnergyMwh is not null);
+            if (energy)
+                t.AddColumn(new TableColumn("MWh").RightAligned());
             bool notes = rows.Any(x => x.Note is not null);
             if (notes)
                 t.AddColumn("note");
-            foreach (var row in rows)
+            foreach (var (row, run) in rows.Zip(runs))
             {
                 var p = row.Prediction;
                 var cells = new List<string>
@@ -89,10 +95,12 @@ public static class AblateCommand
                     row.Plan is null ? "-" : Markup.Escape(Tables.Describe(row.Plan)),
                     p is null ? "" : $"{p.StepTimeSeconds:F3}",
                     p is null ? "" : $"{p.TokensPerSecond:N0}",
-                    p is null ? "" : Days(budget / p.TokensPerSecond / 86400),
+                    p is null ? "" : Days(run?.Days ?? budget / p.TokensPerSecond / 86400),
                     p is null ? "" : $"{p.PeakMemoryGib:F1}",
                     row.Fits ? "yes" : "no",
                 };
+                if (energy)
+                    cells.Add(run?.EnergyMwh is double mwh ? (mwh >= 100 ? $"{mwh:N0}" : $"{mwh:F1}") : "");
                 if (notes)
                     cells.Add(Markup.Escape(row.Note ?? ""));
                 t.AddRow(cells.ToArray());
@@ -109,14 +117,15 @@ public static class AblateCommand
     public static readonly IReadOnlyList<string> RunColumns = ["training_days", "gpu_hours", "energy_mwh", "co2_t", "goodput"];
 
     /// <remarks>Long: one row's cells listed by column, as the CSV's header reads.</remarks>
-    private static void WriteCsv(TextWriter writer, IReadOnlyList<AblationRow> rows, double budget, ClusterSpec cluster, bool runColumns)
+    private static void WriteCsv(TextWriter writer, IReadOnlyList<AblationRow> rows, IReadOnlyList<TrainingRun?> runs, double budget, ClusterSpec cluster,
+        bool runColumns)
     {
         using var csv = new CsvWriter(writer, new CsvConfiguration(CultureInfo.InvariantCulture), leaveOpen: true);
         var columns = runColumns ? CsvColumns.Concat(RunColumns).ToList() : CsvColumns.ToList();
         foreach (var h in columns)
             csv.WriteField(h);
         csv.NextRecord();
-        foreach (var row in rows)
+        foreach (var (row, run) in rows.Zip(runs))
         {
             var plan = row.Plan;
             var p = row.Prediction;
@@ -149,7 +158,7 @@ public static class AblateCommand
                 ["note"] = row.Note ?? "",
             };
             if (runColumns)
-                AddRun(cells, p, cluster, budget, N);
+                AddRun(cells, run, N);
             foreach (var h in columns)
                 csv.WriteField(cells[h]);
             csv.NextRecord();
@@ -157,10 +166,8 @@ public static class AblateCommand
         csv.Flush();
     }
 
-    private static void AddRun(Dictionary<string, string> cells, Planner.CostModel.Pricing.Prediction? p, ClusterSpec cluster, double budget,
-        Func<double?, string> n)
+    private static void AddRun(Dictionary<string, string> cells, TrainingRun? run, Func<double?, string> n)
     {
-        var run = p is null ? null : TrainingEstimate.Unscheduled(p, cluster, budget);
         cells["training_days"] = n(run?.Days);
         cells["gpu_hours"] = n(run?.GpuHours);
         cells["energy_mwh"] = n(run?.EnergyMwh);
