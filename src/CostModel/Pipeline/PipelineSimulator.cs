@@ -39,6 +39,8 @@ public static class PipelineSimulator
     /// Latency (s, finite, ≥ 0) of one activation / gradient transfer between adjacent virtual stages on
     /// different physical stages. Transfers within one physical stage (only possible when Pp == 1) cost 0.
     /// </param>
+    /// <param name="onAction">Called with each action as it is placed: its stage, the action, its start and end (s);
+    /// null (the pricing path) records nothing.</param>
     /// <exception cref="ArgumentException">Malformed schedule or invalid duration.</exception>
     /// <exception cref="InvalidOperationException">The schedule deadlocks (some dependency can never be met).</exception>
     /// <remarks>Long: one event loop over pooled tables that every step of it reads and writes (it runs for every plan
@@ -47,7 +49,8 @@ public static class PipelineSimulator
     public static PipelineSimulation Simulate(
         PipelineSchedule schedule,
         Func<int, int, PassKind, double> durationSeconds,
-        double p2pSeconds)
+        double p2pSeconds,
+        Action<int, PipelineAction, double, double>? onAction = null)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         ArgumentNullException.ThrowIfNull(durationSeconds);
@@ -180,6 +183,7 @@ public static class PipelineSimulator
                         bwdDone[cell] = t;
                     }
                     b += d;
+                    onAction?.Invoke(s, a, t - d, t);
                     i++;
                 }
 

@@ -76,41 +76,48 @@ public static class AblateCommand
             console.WriteLine($"{m.Name} ({m.TotalParams / 1e9:F1}B parameters) on {c.Name} ({c.TotalGpus} x {c.Gpu.Name}, {c.Gpu.MemoryGib:F0} GiB), gbs {batch}, seq {s}, " +
                               $"token budget {Tokens(budget)}{(given is null ? $" ({DefaultTokensPerParameter:F0} per parameter; set --tokens)" : "")}, stack {software.Stack}, " +
                               $"memory headroom {headroom:P0} ({c.Gpu.MemoryGib * (1 - headroom):F1} GiB usable: fits and memory notes are against it)");
-            var t = new Table().Border(TableBorder.Rounded).AddColumn("technique").AddColumn("plan")
-                .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
-                .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
-                .AddColumn("fits");
-            bool energy = runs.Any(x => x?.EnergyMwh is not null);
-            if (energy)
-                t.AddColumn(new TableColumn("MWh").RightAligned());
-            bool notes = rows.Any(x => x.Note is not null);
-            if (notes)
-                t.AddColumn("note");
-            foreach (var (row, run) in rows.Zip(runs))
-            {
-                var p = row.Prediction;
-                var cells = new List<string>
-                {
-                    Markup.Escape(row.Technique),
-                    row.Plan is null ? "-" : Markup.Escape(Tables.Describe(row.Plan)),
-                    p is null ? "" : $"{p.StepTimeSeconds:F3}",
-                    p is null ? "" : $"{p.TokensPerSecond:N0}",
-                    p is null ? "" : Days(run?.Days ?? budget / p.TokensPerSecond / 86400),
-                    p is null ? "" : $"{p.PeakMemoryGib:F1}",
-                    row.Fits ? "yes" : "no",
-                };
-                if (energy)
-                    cells.Add(run?.EnergyMwh is double mwh ? (mwh >= 100 ? $"{mwh:N0}" : $"{mwh:F1}") : "");
-                if (notes)
-                    cells.Add(Markup.Escape(row.Note ?? ""));
-                t.AddRow(cells.ToArray());
-            }
-            console.Write(t);
+            console.Write(Table(rows, runs, budget));
             if (csvPath is not null)
                 stdout.WriteLine($"table written to {csvPath}");
             return Cli.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>The table of techniques: each one's plan, step, throughput, days (the whole run's with --tokens), memory,
+    /// and with --tokens its energy.</summary>
+    private static Table Table(IReadOnlyList<AblationRow> rows, IReadOnlyList<TrainingRun?> runs, double budget)
+    {
+        var t = new Table().Border(TableBorder.Rounded).AddColumn("technique").AddColumn("plan")
+            .AddColumn(new TableColumn("step s").RightAligned()).AddColumn(new TableColumn("tokens/s").RightAligned())
+            .AddColumn(new TableColumn("days").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned())
+            .AddColumn("fits");
+        bool energy = runs.Any(x => x?.EnergyMwh is not null);
+        if (energy)
+            t.AddColumn(new TableColumn("MWh").RightAligned());
+        bool notes = rows.Any(x => x.Note is not null);
+        if (notes)
+            t.AddColumn("note");
+        foreach (var (row, run) in rows.Zip(runs))
+        {
+            var p = row.Prediction;
+            var cells = new List<string>
+            {
+                Markup.Escape(row.Technique),
+                row.Plan is null ? "-" : Markup.Escape(Tables.Describe(row.Plan)),
+                p is null ? "" : $"{p.StepTimeSeconds:F3}",
+                p is null ? "" : $"{p.TokensPerSecond:N0}",
+                p is null ? "" : Days(run?.Days ?? budget / p.TokensPerSecond / 86400),
+                p is null ? "" : $"{p.PeakMemoryGib:F1}",
+                row.Fits ? "yes" : "no",
+            };
+            if (energy)
+                cells.Add(run?.EnergyMwh is double mwh ? (mwh >= 100 ? $"{mwh:N0}" : $"{mwh:F1}") : "");
+            if (notes)
+                cells.Add(Markup.Escape(row.Note ?? ""));
+            t.AddRow(cells.ToArray());
+        }
+        return t;
     }
 
     /// <summary>The whole run's columns, after <see cref="CsvColumns"/>, when --tokens is given (docs/run-level.md).</summary>

@@ -37,7 +37,8 @@ public static class PlanCommand
         var top = new Option<int>("--top") { Description = "How many plans to show", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "Print {\"plans\": [...], \"search\": {...}}" };
         var outFile = new Option<string?>("--out") { Description = "Write the best plan (with its prediction) to this JSON file for run and export" };
-        var force = new Option<bool>("--force") { Description = "Overwrite the --out file if it exists" };
+        var force = new Option<bool>("--force") { Description = "Overwrite the --out, --trace and --timeline files if they exist" };
+        var trace = new TraceFlags();
         var calibration = new Option<string?>("--calibration") { Description = "Calibration file from profile (default: the cluster's own, if profiled)" };
         var forceCalibration = new Option<bool>("--force-calibration") { Description = "Use a calibration measured on other hardware" };
         var stack = PlanFlags.StackOption();
@@ -50,6 +51,7 @@ public static class PlanCommand
         var cmd = new Command("plan", "Find the fastest parallel plans for a model on a cluster")
             { model, cluster, stack, headroomOption, gbs, gbsMax, seq, precision, allowIdle, tpMax, objective, tokens, top, json, outFile, force, calibration, forceCalibration, allVariants, finetune, loraRank, loraTargets, optimizer };
         training.AddTo(cmd);
+        trace.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var m = ModelLoader.Load(r.GetValue(model)!);
@@ -81,6 +83,7 @@ public static class PlanCommand
             string? outPath = r.GetValue(outFile);
             if (outPath is not null && File.Exists(outPath) && !r.GetValue(force))
                 throw new InputException($"--out: '{outPath}' exists; pass --force to overwrite it");
+            var tracePaths = trace.Read(r, r.GetValue(force));
             // The search sees each GPU's memory less the headroom; the plans it returns are shown on the whole GPU.
             var request = new SearchRequest(m, c.WithMemoryHeadroom(headroom), batch, r.GetValue(gbsMax) is not null, seqs, precisions,
                 r.GetValue(allowIdle), r.GetValue(tpMax),
@@ -94,6 +97,7 @@ public static class PlanCommand
             result = result with { Plans = plans };
             if (outPath is not null)
                 File.WriteAllText(outPath, PlanJson(result.Plans[0]).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            TraceFlags.Write(tracePaths, m, c, result.Plans[0], software);
             if (r.GetValue(json))
             {
                 var o = new JsonObject

@@ -16,18 +16,24 @@ public static class PredictCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object (CONTRACTS.md keys)" };
         var tokens = new Option<double?>("--tokens") { Description = "Token budget: add the whole run (days, GPU-hours, cost, energy, CO2, checkpoints, failures) as 'training'" };
         var training = new TrainingFlags();
+        var trace = new TraceFlags();
+        var force = new Option<bool>("--force") { Description = "Overwrite the --trace and --timeline files if they exist" };
         var cmd = new Command("predict", "Price one parallel plan: step time, throughput, MFU, memory per GPU");
         flags.AddTo(cmd);
         cmd.Options.Add(json);
         cmd.Options.Add(tokens);
         training.AddTo(cmd);
+        trace.AddTo(cmd);
+        cmd.Options.Add(force);
         cmd.SetAction(r =>
         {
             var (model, cluster, plan) = flags.Read(r);
             double headroom = PlanFlags.ReadHeadroom(r, flags.MemoryHeadroom);
             var request = training.Read(r, r.GetValue(tokens));
             var software = StackLoader.Options(r.GetValue(flags.Stack)!);
+            var tracePaths = trace.Read(r, r.GetValue(force));
             var prediction = Pricer.Price(model, cluster, plan, software);
+            TraceFlags.Write(tracePaths, model, cluster, prediction, software);
             var run = request is null ? null : TrainingEstimate.Estimate(prediction, cluster, request, p => Pricer.Price(model, cluster, p, software));
             if (r.GetValue(json))
             {
