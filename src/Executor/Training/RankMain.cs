@@ -24,13 +24,14 @@ public static class RankMain
     {
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
-        using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
+        using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, options.Timeout);
         bool loopback = Store.IsLoopback(env.MasterAddr);
         DeviceClash.Check(store, env.Rank, env.World, RankDevice.Of(options.Device, env.Rank));
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         var lines = new System.Text.StringBuilder();
         for (int step = 0; step < options.Steps; step++)
         {
+            RankLiveness.Reached(step);
             using var scope = DisposeScope.Begin();
             var metrics = trainer.Step(step);
             var (current, peak) = TorchRuntime.Memory(options.Device);

@@ -111,6 +111,7 @@ public static class ProfileCommand
             rankCmd.Options.Add(o);
         rankCmd.SetAction(r =>
         {
+            Executor.Training.RankLiveness.Start(Console.Error, r.GetValue(rank));
             string host = r.GetValue(rankAddr)!;
             var own = DeviceChoice.Parse(r.GetValue(rankDevice)!);
             var p = PrecisionInfo.TryParse(r.GetValue(rankPrecision)!) ?? throw new InputException($"--precision: '{r.GetValue(rankPrecision)}' is not fp32, tf32, fp16, bf16 or fp8");
