@@ -5,7 +5,7 @@ namespace Planner.Cli.Commands;
 /// (<see cref="RankProcesses"/>); all are started again, up to <paramref name="Restarts"/> times, from the run's last
 /// checkpoint when it keeps checkpoints in <paramref name="CheckpointDir"/> (else from step 0).
 /// </summary>
-internal sealed record RestartPolicy(int Restarts, string? CheckpointDir)
+public sealed record RestartPolicy(int Restarts, string? CheckpointDir)
 {
     /// <summary>The largest --max-restarts.</summary>
     public const int MaxRestarts = 1000;

@@ -173,6 +173,7 @@ public static class RunCommand
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
             if (r.GetValue(restarts) is < 0 or > RestartPolicy.MaxRestarts)
                 throw new InputException($"--max-restarts: {r.GetValue(restarts)} must be from 0 to {RestartPolicy.MaxRestarts}");
+            RankFault.FromEnvironment(); // the test hook's variable is checked here, not in every rank
             // A restart on one machine meets at a fresh port; across machines (or a given port) every launcher keeps the agreed one.
             bool freshPort = r.GetValue(port) is null && r.GetValue(nnodes) == 1 && !launch.Scheduled;
             // CheckpointDir: run --checkpoint-dir's folder once run keeps checkpoints (a restart then resumes from it).
