@@ -64,6 +64,24 @@ public sealed class RankFailureTests : IDisposable
     }
 
     [Fact]
+    public void A_deadlocked_rank_that_still_beats_is_ended_by_the_collective_timeout()
+    {
+        // Rank 1 blocks at step 2 with its heartbeat going on; rank 0's all-reduce of step 2 waits --timeout and fails.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var run = FaultyRun.Start(RunArgs(200), "rank=1,step=2,action=stall");
+        double seconds = clock.Elapsed.TotalSeconds;
+        _log.WriteLine($"stall: exit {run.Code} after {seconds:F1} s in all, {run.Left.Count} of {run.Ranks.Count} ranks left: {run.Error.Trim()}");
+        Assert.Equal(1, run.Code);
+        Assert.Matches(@"rank 0 failed \(exit code \d+\) at step 2: ", run.Error);
+        Assert.Single(run.Error.Trim().Split('\n'));
+        // At least the timeout (the collective waited for it), and not the default ten minutes: start-up and two
+        // steps take a few seconds.
+        Assert.InRange(seconds, Timeout, Timeout + 30);
+        Assert.Empty(run.Left);
+        Assert.True(run.PortFree, $"the rendezvous port {run.Port} is still held");
+    }
+
+    [Fact]
     public void A_restart_after_a_killed_rank_finishes_with_the_uninterrupted_losses()
     {
         var clean = FaultyRun.Start(RunArgs(4, "--json"), fault: null);
@@ -96,7 +114,7 @@ public sealed class RankFailureTests : IDisposable
     {
         var run = FaultyRun.Start(RunArgs(2), "rank=1,step=2,action=explode");
         Assert.Equal(2, run.Code);
-        Assert.Contains("PLANNER_FAULT: action 'explode' is not kill, hang or exit", run.Error);
+        Assert.Contains("PLANNER_FAULT: action 'explode' is not kill, hang, exit or stall", run.Error);
         Assert.Empty(run.Ranks);
     }
 

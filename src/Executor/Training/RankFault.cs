@@ -12,12 +12,16 @@ public enum FaultAction
     Hang,
     /// <summary>The process exits with code 3 (a rank that gives up).</summary>
     Exit,
+    /// <summary>The rank's training blocks for good while its heartbeat goes on (a deadlock: only its peers'
+    /// collective timeout finds it).</summary>
+    Stall,
 }
 
 /// <summary>
 /// A test hook: the fault a rank process injects into itself when its launcher's environment has
-/// <c>PLANNER_FAULT=rank=R,step=S,action=kill|hang|exit[,attempt=A]</c>: rank R, as it starts step S of attempt A (0: the
-/// first run, 1: the first restart; default 0), kills, stops or exits itself. Not for production: it breaks the run.
+/// <c>PLANNER_FAULT=rank=R,step=S,action=kill|hang|exit|stall[,attempt=A]</c>: rank R, as it starts step S of attempt A
+/// (0: the first run, 1: the first restart; default 0), kills, stops or exits itself, or blocks its training. Not for
+/// production: it breaks the run.
 /// </summary>
 public sealed record RankFault(int Rank, int Step, FaultAction Action, int Attempt)
 {
@@ -42,7 +46,7 @@ public sealed record RankFault(int Rank, int Step, FaultAction Action, int Attem
             : throw new InputException($"environment variable {AttemptVariable}: '{text}' is not a non-negative integer")
         : 0;
 
-    /// <summary>Reads <c>rank=R,step=S,action=kill|hang|exit[,attempt=A]</c>.</summary>
+    /// <summary>Reads <c>rank=R,step=S,action=kill|hang|exit|stall[,attempt=A]</c>.</summary>
     /// <exception cref="InputException">A key is unknown, missing or not a non-negative integer, or the action unknown.</exception>
     public static RankFault Parse(string text)
     {
@@ -52,7 +56,7 @@ public sealed record RankFault(int Rank, int Step, FaultAction Action, int Attem
             int eq = part.IndexOf('=');
             string key = eq < 0 ? part : part[..eq];
             if (eq < 0 || key is not ("rank" or "step" or "action" or "attempt") || !values.TryAdd(key, part[(eq + 1)..]))
-                throw new InputException($"environment variable {Variable}: '{part}' is not one of rank=R, step=S, action=kill|hang|exit, attempt=A (each once)");
+                throw new InputException($"environment variable {Variable}: '{part}' is not one of rank=R, step=S, action=kill|hang|exit|stall, attempt=A (each once)");
         }
         int Number(string key, int? fallback)
         {
@@ -66,7 +70,8 @@ public sealed record RankFault(int Rank, int Step, FaultAction Action, int Attem
             "kill" => FaultAction.Kill,
             "hang" => FaultAction.Hang,
             "exit" => FaultAction.Exit,
-            var a => throw new InputException($"environment variable {Variable}: action '{a}' is not kill, hang or exit"),
+            "stall" => FaultAction.Stall,
+            var a => throw new InputException($"environment variable {Variable}: action '{a}' is not kill, hang, exit or stall"),
         };
         return new RankFault(Number("rank", null), Number("step", null), action, Number("attempt", 0));
     }
@@ -87,6 +92,9 @@ public sealed record RankFault(int Rank, int Step, FaultAction Action, int Attem
                 break;
             case FaultAction.Hang:
                 ProcessSignals.ToSelf(ProcessSignals.Stop);
+                break;
+            case FaultAction.Stall:
+                Thread.Sleep(Timeout.Infinite);
                 break;
             default:
                 Environment.Exit(ExitCode);

@@ -7,7 +7,7 @@ namespace Planner.Executor.Training;
 /// collective keeps beating, and the collective's own timeout ends it. The thread also ends the rank when the launcher
 /// that started it is gone (never an orphan), and the step hook injects a test's <see cref="RankFault"/>.
 /// </summary>
-public static class RankLiveness
+public sealed class RankLiveness
 {
     /// <summary>What a heartbeat line starts with (followed by the step).</summary>
     public const string Prefix = "heartbeat ";
@@ -16,26 +16,28 @@ public static class RankLiveness
     public const string LauncherVariable = "PLANNER_LAUNCHER_PID";
 
     private static readonly TimeSpan Period = TimeSpan.FromSeconds(1);
-    private static readonly Lock Gate = new();
-    private static TextWriter? _error;
-    private static RankFault? _fault;
-    private static int _rank, _attempt, _step = -1;
+    private readonly Lock _gate = new();
+    private readonly TextWriter _error;
+    private readonly RankFault? _fault;
+    private readonly int _rank, _attempt;
+    private int _step = -1;
+
+    private RankLiveness(TextWriter error, int rank)
+    {
+        _error = error;
+        _rank = rank;
+        _fault = RankFault.FromEnvironment();
+        _attempt = RankFault.AttemptFromEnvironment();
+    }
 
     /// <summary>Starts beating on <paramref name="error"/> for rank <paramref name="rank"/>, and reads the test hook's
     /// fault and the attempt from the environment.</summary>
     /// <exception cref="Planner.CostModel.Specs.InputException">The fault or attempt variable is malformed.</exception>
-    public static void Start(TextWriter error, int rank)
+    public static RankLiveness Start(TextWriter error, int rank)
     {
-        var fault = RankFault.FromEnvironment();
-        int attempt = RankFault.AttemptFromEnvironment();
+        var liveness = new RankLiveness(error, rank);
         int? launcher = int.TryParse(Environment.GetEnvironmentVariable(LauncherVariable), out int pid) ? pid : null;
-        lock (Gate)
-        {
-            if (_error is not null)
-                return;
-            (_error, _fault, _rank, _attempt) = (error, fault, rank, attempt);
-        }
-        Beat();
+        liveness.Beat();
         new Thread(() =>
         {
             while (true)
@@ -44,30 +46,28 @@ public static class RankLiveness
                 // Reparented: the launcher died without ending its ranks (SIGKILL); this rank ends itself.
                 if (launcher is { } l && OperatingSystem.IsLinux() && ProcessSignals.ParentId() != l)
                     ProcessSignals.ToSelf(ProcessSignals.Kill);
-                Beat();
+                liveness.Beat();
             }
         })
         { IsBackground = true, Name = "heartbeat" }.Start();
+        return liveness;
     }
 
     /// <summary>The rank starts <paramref name="step"/>: beats with it, then strikes the test hook's fault if it is this step's.</summary>
-    public static void Reached(int step)
+    public void Reached(int step)
     {
         Volatile.Write(ref _step, step);
-        if (_error is null)
-            return;
         Beat();
         if (_fault is { } f && f.Strikes(_rank, step, _attempt))
             f.Strike(_error);
     }
 
-    private static void Beat()
+    private void Beat()
     {
-        var error = _error!;
-        lock (Gate)
+        lock (_gate)
         {
-            error.WriteLine(Prefix + Volatile.Read(ref _step));
-            error.Flush();
+            _error.WriteLine(Prefix + Volatile.Read(ref _step));
+            _error.Flush();
         }
     }
 }

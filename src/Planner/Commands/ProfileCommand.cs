@@ -156,7 +156,8 @@ public static class ProfileCommand
             ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-addr", launch.MasterAddr,
              "--master-port", launch.MasterPort.ToString(), "--node", nodeName, "--device", device.RankArgument(local), "--precision", precision.Name()])).ToList();
         // The sweeps grow with the ranks (the all-reduce over every smaller group); the ranks' own timeouts end a stuck collective.
-        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled, progress: (rank, line) =>
+        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled,
+            watch: new RankWatch(ProfileRank.Timeout), progress: (rank, line) =>
         {
             int space = line.IndexOf(' ');
             if (rank == 0 && space > 0 && double.TryParse(line[..space], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double done))

@@ -128,11 +128,11 @@ public static class RunCommand
         cmd.SetAction(r =>
         {
             // First: the launcher hears from the rank while it reads its inputs and meets its peers.
-            RankLiveness.Start(Console.Error, r.GetValue(rank));
+            var liveness = RankLiveness.Start(Console.Error, r.GetValue(rank));
             var inputs = flags.Read(r);
             using var data = flags.Source(r, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather), liveness);
         });
         return cmd;
     }
