@@ -71,7 +71,7 @@ internal sealed record FaultyRun(int Code, string Output, string Error, IReadOnl
     }
 
     /// <summary>A process's arguments, or null once it is gone.</summary>
-    private static string[]? CommandLine(int pid)
+    internal static string[]? CommandLine(int pid)
     {
         try
         {
@@ -84,7 +84,7 @@ internal sealed record FaultyRun(int Code, string Output, string Error, IReadOnl
     }
 
     /// <summary>A process's state letter (R, S, T stopped, Z zombie...), or null once it is gone.</summary>
-    private static char? State(int pid)
+    internal static char? State(int pid)
     {
         try
         {
@@ -98,7 +98,7 @@ internal sealed record FaultyRun(int Code, string Output, string Error, IReadOnl
     }
 
     /// <summary>Every process below <paramref name="root"/>.</summary>
-    private static List<int> Descendants(int root)
+    internal static List<int> Descendants(int root)
     {
         var parent = new Dictionary<int, int>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))

@@ -97,6 +97,38 @@ public sealed class RankFailureTests : IDisposable
         Assert.Empty(restarted.Left);
     }
 
+    [Fact]
+    public void Ranks_whose_launcher_is_killed_end_themselves()
+    {
+        // SIGKILL leaves the launcher no chance to end its ranks: each sees itself reparented and ends within a second.
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in (string[])[Path.Combine(AppContext.BaseDirectory, "planner.dll"), .. RunArgs(100000)])
+            psi.ArgumentList.Add(a);
+        using var launcher = System.Diagnostics.Process.Start(psi)!;
+        _ = launcher.StandardOutput.ReadToEndAsync();
+        _ = launcher.StandardError.ReadToEndAsync();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        List<int> ranks = [];
+        while (ranks.Count < 2 && clock.Elapsed < TimeSpan.FromMinutes(1))
+        {
+            Thread.Sleep(100);
+            ranks = FaultyRun.Descendants(launcher.Id).Where(pid => FaultyRun.CommandLine(pid)?.Contains("rank") == true).ToList();
+        }
+        Assert.Equal(2, ranks.Count);
+        launcher.Kill(entireProcessTree: false);
+        launcher.WaitForExit();
+        var killed = clock.Elapsed;
+        while (ranks.Any(pid => FaultyRun.State(pid) is { } st && st != 'Z') && clock.Elapsed - killed < TimeSpan.FromSeconds(10))
+            Thread.Sleep(50);
+        var left = ranks.Where(pid => FaultyRun.State(pid) is { } st && st != 'Z').ToList();
+        _log.WriteLine($"orphans: {left.Count} of 2 ranks left {(clock.Elapsed - killed).TotalSeconds:F1} s after the launcher's SIGKILL");
+        foreach (int pid in left)
+            System.Diagnostics.Process.GetProcessById(pid).Kill();
+        Assert.Empty(left);
+        // A rank still starting (.NET and libtorch loading) looks once its heartbeat thread runs, then every second.
+        Assert.InRange((clock.Elapsed - killed).TotalSeconds, 0, 5);
+    }
+
     [Theory]
     [InlineData("--timeout", "0")]
     [InlineData("--timeout", "-5")]

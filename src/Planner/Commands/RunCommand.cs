@@ -174,11 +174,12 @@ public static class RunCommand
             if (r.GetValue(restarts) is < 0 or > RestartPolicy.MaxRestarts)
                 throw new InputException($"--max-restarts: {r.GetValue(restarts)} must be from 0 to {RestartPolicy.MaxRestarts}");
             RankFault.FromEnvironment(); // the test hook's variable is checked here, not in every rank
-            // A restart on one machine meets at a fresh port; across machines (or a given port) every launcher keeps the agreed one.
+            // A restart meets at a port of its own, where no rank of the failed attempt can be reached: a fresh one on one
+            // machine, else the agreed one plus the attempt (every launcher of the job counts the same attempts).
             bool freshPort = r.GetValue(port) is null && r.GetValue(nnodes) == 1 && !launch.Scheduled;
             // CheckpointDir: run --checkpoint-dir's folder once run keeps checkpoints (a restart then resumes from it).
             var policy = new RestartPolicy(r.GetValue(restarts), CheckpointDir: null);
-            var (lines, failures) = policy.Run(attempt => RunRanks(attempt == 0 || !freshPort ? launch : launch with { MasterPort = RankProcesses.FreePort() },
+            var (lines, failures) = policy.Run(attempt => RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
                 r, flags, world, device, attempt, policy.ResumeArguments(attempt)), Console.Error);
             if (!launch.LocalRanks.Contains(0))
             {
