@@ -271,7 +271,7 @@ public sealed class ExecutorRunTests : IDisposable
         File.WriteAllBytes(bad, Enumerable.Range(0, 4000).SelectMany(_ => new byte[] { 0x2C, 0x01 }).ToArray());
         var (code, _, error) = ExecutorParityTests.Planner(["run", "--plan", Plan("bad", 1, 1, 2, 0, "fp32"), "--steps", "2", "--data", bad]);
         Assert.Equal(1, code);
-        Assert.Matches(@"rank \d failed: .*outside the vocabulary", error);
+        Assert.Matches(@"rank \d failed \(exit code \d+\) at step 0: .*outside the vocabulary", error);
         Assert.Single(error.Trim().Split('\n'));
     }
 

@@ -118,6 +118,37 @@ public sealed class MultiNodeLaunchTests : IDisposable
     }
 
     [Trait("Category", "Slow")]
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void A_rank_killed_on_one_machine_ends_both_launchers_or_restarts_them_both(int restarts)
+    {
+        // DP=2 over two launchers; rank 1 (the second "machine") kills itself at step 1 of the first attempt.
+        string plan = Plan(1, 1, 2);
+        var (code, single, error) = ExecutorParityTests.Planner(RunArgs(plan));
+        Assert.True(code == 0, error);
+        int port = Commands.RankProcesses.FreePort();
+        var env = new Dictionary<string, string> { ["PLANNER_FAULT"] = "rank=1,step=1,action=kill" };
+        var results = RunAll(Enumerable.Range(0, 2).Select(i => (RunArgs(plan, "--nnodes", "2", "--node-rank", i.ToString(), "--master-port", port.ToString(),
+            "--timeout", "10", "--max-restarts", restarts.ToString()), env)));
+        if (restarts == 0)
+        {
+            // Each machine names its own rank: the one that died, and the one whose peer vanished.
+            Assert.Equal([1, 1], results.Select(x => x.Code));
+            Assert.Matches(@"^planner: rank 1 died with signal 9 \(SIGKILL\) at step 1", results[1].Error);
+            Assert.Matches(@"^planner: rank 0 failed \(exit code 1\) at step 1: ", results[0].Error);
+            return;
+        }
+        // Both launchers restart their ranks (at the agreed port plus one) and the job finishes as if it never failed.
+        foreach (var (c, _, err) in results)
+            Assert.True(c == 0, err);
+        var report = JsonNode.Parse(results[0].Output)!;
+        Assert.Equal(Losses(JsonNode.Parse(single)!), Losses(report));
+        Assert.Equal(1, (int)report["measured"]!["restarts"]!);
+        Assert.Contains("rank 1 died with signal 9 (SIGKILL) at step 1", results[1].Error);
+    }
+
+    [Trait("Category", "Slow")]
     [Fact]
     public void Run_from_a_slurm_batch_script_without_srun_starts_every_rank_itself_and_says_so()
     {

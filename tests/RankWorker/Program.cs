@@ -151,7 +151,7 @@ public static class Program
                         p.RequiresGrad = true;
                         return p;
                     }).ToList()).ToList();
-                    using var shards = new Planner.Executor.Parallelize.ShardedParameters(groups, pg, Timeout);
+                    using var shards = new Planner.Executor.Parallelize.ShardedParameters(groups, pg);
                     static float Grad(int r, int g, int i) => r * 100 + g * 10 + i;
                     for (int g = 0; g < groups.Count; g++)
                     {

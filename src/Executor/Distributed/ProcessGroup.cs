@@ -62,12 +62,20 @@ public sealed class Store : IDisposable
     public void Dispose() => Handle.Dispose();
 }
 
-/// <summary>An asynchronous collective or transfer; <see cref="Wait"/> completes it or throws on error or timeout.</summary>
+/// <summary>An asynchronous collective or transfer; <see cref="Wait()"/> completes it or throws on error or timeout.</summary>
 public sealed class Work : IDisposable
 {
     private readonly WorkHandle _handle;
+    private readonly TimeSpan _timeout;
 
-    internal Work(IntPtr handle) => _handle = new WorkHandle(handle);
+    internal Work(IntPtr handle, TimeSpan timeout)
+    {
+        _handle = new WorkHandle(handle);
+        _timeout = timeout;
+    }
+
+    /// <summary>Waits for completion at most the timeout of the group that started it.</summary>
+    public void Wait() => Wait(_timeout);
 
     /// <summary>Waits for completion.</summary>
     public void Wait(TimeSpan timeout) => Native.Check(Native.pt_work_wait(_handle, (long)timeout.TotalMilliseconds));
@@ -84,12 +92,13 @@ public sealed class ProcessGroup : IDisposable
 {
     private readonly ProcessGroupHandle _handle;
 
-    private ProcessGroup(ProcessGroupHandle handle, int rank, int size, string name)
+    private ProcessGroup(ProcessGroupHandle handle, int rank, int size, string name, TimeSpan timeout)
     {
         _handle = handle;
         Rank = rank;
         Size = size;
         Name = name;
+        Timeout = timeout;
     }
 
     /// <summary>The native handle, for the model-parallel autograd ops.</summary>
@@ -104,6 +113,9 @@ public sealed class ProcessGroup : IDisposable
     /// <summary>The group's name (its key prefix in the store).</summary>
     public string Name { get; }
 
+    /// <summary>How long a collective or transfer of the group may be waited for (its started work's too).</summary>
+    public TimeSpan Timeout { get; }
+
     /// <summary>
     /// A Gloo group on <paramref name="interfaceHost"/> (loopback by default; null: this host's name, for groups that
     /// span machines). Only members call this, each with its rank inside the group; <paramref name="name"/> must be the
@@ -112,14 +124,14 @@ public sealed class ProcessGroup : IDisposable
     public static ProcessGroup Gloo(Store store, string name, int rank, int size, TimeSpan timeout, string? interfaceHost = "127.0.0.1")
     {
         Native.Check(Native.pt_pg_gloo(store.Handle, name, rank, size, (long)timeout.TotalMilliseconds, interfaceHost, out var h));
-        return new ProcessGroup(new ProcessGroupHandle(h), rank, size, name);
+        return new ProcessGroup(new ProcessGroupHandle(h), rank, size, name, timeout);
     }
 
     /// <summary>An NCCL group (a CUDA build of the shim only).</summary>
     public static ProcessGroup Nccl(Store store, string name, int rank, int size, TimeSpan timeout)
     {
         Native.Check(Native.pt_pg_nccl(store.Handle, name, rank, size, (long)timeout.TotalMilliseconds, out var h));
-        return new ProcessGroup(new ProcessGroupHandle(h), rank, size, name);
+        return new ProcessGroup(new ProcessGroupHandle(h), rank, size, name, timeout);
     }
 
     /// <summary>In-place all-reduce.</summary>
@@ -129,7 +141,7 @@ public sealed class ProcessGroup : IDisposable
     public Work AllReduceAsync(Tensor t, ReduceOp op = ReduceOp.Sum)
     {
         Native.Check(Native.pt_allreduce_async(_handle, t.Handle, (int)op, out var w));
-        return new Work(w);
+        return new Work(w, Timeout);
     }
 
     /// <summary>Every rank's tensor, stacked along a new leading dimension.</summary>
@@ -162,14 +174,14 @@ public sealed class ProcessGroup : IDisposable
     public Work SendAsync(Tensor t, int dst, int tag = 0)
     {
         Native.Check(Native.pt_send_async(_handle, t.Handle, dst, tag, out var w));
-        return new Work(w);
+        return new Work(w, Timeout);
     }
 
     /// <summary>Starts a receive.</summary>
     public Work RecvAsync(Tensor t, int src, int tag = 0)
     {
         Native.Check(Native.pt_recv_async(_handle, t.Handle, src, tag, out var w));
-        return new Work(w);
+        return new Work(w, Timeout);
     }
 
     /// <summary>Leaves the group.</summary>

@@ -12,9 +12,6 @@ namespace Planner.Executor.Distributed;
 /// </summary>
 public sealed class RankGroups : IDisposable
 {
-    /// <summary>How long a collective may be waited for.</summary>
-    public static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
-
     private readonly ProcessGroupLayout _layout;
     private readonly Device _device;
     private readonly string? _interface;
@@ -24,8 +21,10 @@ public sealed class RankGroups : IDisposable
     /// <param name="tiedEmbeddings">The model ties its input and output embeddings.</param>
     /// <param name="moe">The model has mixture-of-experts blocks: with ep &gt; 1 the expert-parallel and
     /// expert-data-parallel groups are made.</param>
-    public RankGroups(ParallelPlan plan, int rank, Store store, Device device, bool loopback, bool tiedEmbeddings, bool moe = false)
+    /// <param name="timeout">How long every group's collectives and transfers may be waited for (run --timeout).</param>
+    public RankGroups(ParallelPlan plan, int rank, Store store, Device device, bool loopback, bool tiedEmbeddings, bool moe, TimeSpan timeout)
     {
+        Timeout = timeout;
         _layout = new ProcessGroupLayout(plan);
         _device = device;
         _interface = loopback ? "127.0.0.1" : null;
@@ -50,6 +49,9 @@ public sealed class RankGroups : IDisposable
                 Tied = NewGroup(store, $"tied-{first}", rank == first ? 0 : 1, 2);
         }
     }
+
+    /// <summary>How long a collective of any of the groups may be waited for.</summary>
+    public TimeSpan Timeout { get; }
 
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Me { get; }

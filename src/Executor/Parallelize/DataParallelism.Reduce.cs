@@ -79,7 +79,7 @@ public sealed partial class DataParallelism
     {
         foreach (var (work, flat, bucket) in _reducing)
         {
-            work.Wait(RankGroups.Timeout);
+            work.Wait();
             work.Dispose();
             using (var mean = flat / _dp!.Size)
                 SetGradients(mean, bucket);

@@ -90,7 +90,7 @@ public sealed partial class DataParallelism : IDisposable
         }
         if (_groupOf.Count != dense.Count)
             throw new NotSupportedException("ZeRO needs every parameter of the stage in exactly one group of one model chunk");
-        _shards = new ShardedParameters(groups, dp!, RankGroups.Timeout);
+        _shards = new ShardedParameters(groups, dp!);
         if (_zero3)
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Release(g);

@@ -16,17 +16,14 @@ namespace Planner.Executor.Parallelize;
 public sealed class ShardedParameters : IDisposable
 {
     private readonly ProcessGroup _dp;
-    private readonly TimeSpan _timeout;
     private readonly IReadOnlyList<IReadOnlyList<Tensor>> _groups;
     private readonly long[] _shard, _offset;
     private Tensor? _gradients; // this step's reduce-scattered gradients, summed over DP ranks and micro-batches
 
     /// <summary>Shards the parameters' current values: each DP rank must pass the same groups of the same shapes.</summary>
-    /// <param name="timeout">How long a started reduction may be waited for.</param>
-    public ShardedParameters(IReadOnlyList<IReadOnlyList<Tensor>> groups, ProcessGroup dp, TimeSpan timeout)
+    public ShardedParameters(IReadOnlyList<IReadOnlyList<Tensor>> groups, ProcessGroup dp)
     {
         _dp = dp;
-        _timeout = timeout;
         _groups = groups;
         int n = groups.Count;
         _shard = new long[n];
@@ -143,7 +140,7 @@ public sealed class ShardedParameters : IDisposable
     {
         using var scope = DisposeScope.Begin();
         int group = reduction.Group;
-        reduction.Work.Wait(_timeout);
+        reduction.Work.Wait();
         reduction.Work.Dispose();
         var sum = GradientShard(group);
         sum.CopyFrom(sum + reduction.Flat.Narrow(0, _dp.Rank * _shard[group], _shard[group]));

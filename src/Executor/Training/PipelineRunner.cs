@@ -97,7 +97,7 @@ public sealed class PipelineRunner
         }
         foreach (var (work, keep) in pending.Concat(forwardSends.Values))
         {
-            work.Wait(RankGroups.Timeout);
+            work.Wait();
             work.Dispose();
             keep.Dispose();
         }
@@ -180,7 +180,7 @@ public sealed class PipelineRunner
             Receive(_links[PipelineLinks.Of(false, from)], grad, from, Tag(action.MicroBatch, v, forward: false));
             if (forwardSends.Remove((action.MicroBatch, action.Chunk), out var sent))
             {
-                sent.Work.Wait(RankGroups.Timeout);
+                sent.Work.Wait();
                 sent.Work.Dispose();
                 sent.Keep.Dispose();
             }

@@ -19,18 +19,20 @@ public static class RankMain
     /// <summary>Runs the rank; returns the process exit code.</summary>
     /// <param name="gatherReport">Rank 0 also prints every other rank's lines after training (through the rendezvous
     /// store), so that the machine of rank 0 reports a run whose ranks span several machines.</param>
+    /// <param name="liveness">The heartbeat to its launcher, told each step as it starts (null: none).</param>
     public static int Run(ModelSpec model, ParallelPlan plan, RankEnvironment env, TrainOptions options, ITokenSource data,
-        TextWriter output, string? dumpDirectory = null, int threads = 1, bool gatherReport = false)
+        TextWriter output, string? dumpDirectory = null, int threads = 1, bool gatherReport = false, RankLiveness? liveness = null)
     {
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
-        using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, TimeSpan.FromMinutes(5));
+        using var store = Store.Tcp(env.MasterAddr, env.MasterPort, env.World, env.Rank == 0, options.Timeout);
         bool loopback = Store.IsLoopback(env.MasterAddr);
         DeviceClash.Check(store, env.Rank, env.World, RankDevice.Of(options.Device, env.Rank));
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         var lines = new System.Text.StringBuilder();
         for (int step = 0; step < options.Steps; step++)
         {
+            liveness?.Reached(step);
             using var scope = DisposeScope.Begin();
             var metrics = trainer.Step(step);
             var (current, peak) = TorchRuntime.Memory(options.Device);

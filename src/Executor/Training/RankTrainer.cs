@@ -27,12 +27,19 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
 /// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
+/// <param name="TimeoutSeconds">How long the rendezvous and every collective or transfer may be waited for (run --timeout).</param>
 public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = TrainOptions.DefaultLearningRate, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
-    Device Device = default)
+    Device Device = default, double TimeoutSeconds = TrainOptions.DefaultTimeoutSeconds)
 {
     /// <summary>The learning rate when none is given (every optimizer's: Adafactor steps without the relative step's
     /// parameter scale).</summary>
     public const double DefaultLearningRate = 1e-3;
+
+    /// <summary>The collective and heartbeat timeout when none is given: ten minutes (torch.distributed's default).</summary>
+    public const double DefaultTimeoutSeconds = 600;
+
+    /// <summary><see cref="TimeoutSeconds"/> as a span.</summary>
+    public TimeSpan Timeout => TimeSpan.FromSeconds(TimeoutSeconds);
 }
 
 /// <summary>
@@ -138,7 +145,7 @@ public sealed class RankTrainer : IDisposable
         _clock = new DeviceClock(options.Device);
         if (plan.Precision == Precision.Fp16 || options.LossScale is not null)
             _scaler = new LossScaler(options.LossScale ?? 65536);
-        _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings, model.IsMoe);
+        _groups = new RankGroups(plan, rank, store, options.Device, loopback, model.TiedEmbeddings, model.IsMoe, options.Timeout);
         _rank = Parallelizer.Apply(model, plan, _groups, options.Seed, options.Device,
             new OptimizerSettings(plan.Tuning.Optimizer, options.LearningRate, options.WeightDecay, options.AdamEps, (long)plan.Gbs * plan.Seq), plan.Tuning);
         _pipeline = new PipelineRunner(_rank, plan, _groups.Me.Pp, _groups.Links, _clock, model.Hidden);

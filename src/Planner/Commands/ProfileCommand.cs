@@ -111,6 +111,7 @@ public static class ProfileCommand
             rankCmd.Options.Add(o);
         rankCmd.SetAction(r =>
         {
+            Executor.Training.RankLiveness.Start(Console.Error, r.GetValue(rank));
             string host = r.GetValue(rankAddr)!;
             var own = DeviceChoice.Parse(r.GetValue(rankDevice)!);
             var p = PrecisionInfo.TryParse(r.GetValue(rankPrecision)!) ?? throw new InputException($"--precision: '{r.GetValue(rankPrecision)}' is not fp32, tf32, fp16, bf16 or fp8");
@@ -155,7 +156,8 @@ public static class ProfileCommand
             ["profile-rank", "--rank", rank.ToString(), "--world", world.ToString(), "--master-addr", launch.MasterAddr,
              "--master-port", launch.MasterPort.ToString(), "--node", nodeName, "--device", device.RankArgument(local), "--precision", precision.Name()])).ToList();
         // The sweeps grow with the ranks (the all-reduce over every smaller group); the ranks' own timeouts end a stuck collective.
-        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled, progress: (rank, line) =>
+        var outputs = RankProcesses.Run(ranks, threads: 1, TimeSpan.FromMinutes(5) + TimeSpan.FromSeconds(20 * world), pin: !launch.Scheduled,
+            watch: new RankWatch(ProfileRank.Timeout), progress: (rank, line) =>
         {
             int space = line.IndexOf(' ');
             if (rank == 0 && space > 0 && double.TryParse(line[..space], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double done))

@@ -1,12 +1,14 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Planner.Executor.Training;
 
 namespace Planner.Cli.Commands;
 
 /// <summary>
 /// Starts rank processes of this planner (`dotnet planner.dll VERB ...`, one core each), waits for all, ends the
-/// others as soon as one fails, leaves no orphan on any exit path, and reports the rank that failed first.
+/// others as soon as one fails or falls silent (no heartbeat, <see cref="RankLiveness"/>), leaves no orphan on any exit
+/// path, and reports the rank that failed first.
 /// Shared by <c>run</c> and <c>profile</c>.
 /// </summary>
 public static class RankProcesses
@@ -47,87 +49,94 @@ public static class RankProcesses
         ];
     }
 
-    /// <summary>A rank's standard error, its progress lines handed to <paramref name="progress"/> and left out.</summary>
-    private static async Task<string> ReadErrors(Process p, int rank, Action<int, string>? progress)
-    {
-        var text = new System.Text.StringBuilder();
-        while (await p.StandardError.ReadLineAsync() is { } line)
-        {
-            if (line.StartsWith(Profiling.ProfileRank.ProgressPrefix, StringComparison.Ordinal))
-                progress?.Invoke(rank, line[Profiling.ProfileRank.ProgressPrefix.Length..]);
-            else
-                text.AppendLine(line);
-        }
-        return text.ToString();
-    }
-
     /// <summary>Runs one process per (rank, arguments); returns each rank's standard output, in the given order.</summary>
     /// <param name="pin">Pin each process to its own cores (round-robin by rank); not where a scheduler binds the task.</param>
-    /// <exception cref="RankFailedException">A rank exited non-zero or outlived <paramref name="limit"/>.</exception>
+    /// <param name="watch">How long a rank may go without a heartbeat, and the attempt the ranks belong to.</param>
+    /// <exception cref="RankFailedException">A rank exited non-zero, fell silent for the watch's heartbeat timeout or
+    /// outlived <paramref name="limit"/>; every rank has been ended.</exception>
     /// <param name="progress">Given each line a rank writes to its standard error that starts with
     /// <see cref="Profiling.ProfileRank.ProgressPrefix"/> (without it), as it comes; such lines are no part of an error.</param>
     public static List<(int Rank, string Output)> Run(IReadOnlyList<(int Rank, IEnumerable<string> Args)> ranks, int threads, TimeSpan limit, bool pin = true,
-        Action<int, string>? progress = null)
+        Action<int, string>? progress = null, RankWatch? watch = null)
     {
+        watch ??= RankWatch.Default;
         string self = typeof(RankProcesses).Assembly.Location;
-        var processes = new List<(int Rank, Process P, Task<string> Out, Task<string> Err)>();
-        var failures = new List<(int Rank, DateTime At, string Error)>();
-        var deadline = DateTime.UtcNow + limit;
+        var processes = new List<WatchedRank>();
+        string? failure = null;
         try
         {
-            for (int index = 0; index < ranks.Count; index++)
+            foreach (var (rank, args) in ranks)
             {
-                var (rank, args) = ranks[index];
                 var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
                 psi.ArgumentList.Add(self);
                 foreach (var a in args)
                     psi.ArgumentList.Add(a);
-                // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
-                psi.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString();
-                psi.Environment["OMP_NUM_THREADS"] = threads.ToString();
-                foreach (var (key, value) in AllocatorSettings)
-                    if (Environment.GetEnvironmentVariable(key) is null)
-                        psi.Environment[key] = value;
-                // By the global rank: ranks of several "nodes" emulated on one machine then take different cores, and on
-                // a real node the ranks still go round its cores.
-                if (pin)
-                    psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(rank, threads, Environment.ProcessorCount));
+                Configure(psi, rank, threads, pin, watch.Attempt);
                 var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
-                processes.Add((rank, p, p.StandardOutput.ReadToEndAsync(), ReadErrors(p, rank, progress)));
+                processes.Add(new WatchedRank(rank, p, progress));
             }
-            var remaining = processes.ToList();
-            while (remaining.Count > 0)
-            {
-                if (DateTime.UtcNow > deadline)
-                    throw new RankFailedException($"rank {remaining[0].Rank} did not finish in {limit.TotalMinutes:F0} minutes");
-                var done = remaining.FirstOrDefault(x => x.P.HasExited);
-                if (done.P is null)
-                {
-                    Thread.Sleep(20);
-                    continue;
-                }
-                remaining.Remove(done);
-                if (done.P.ExitCode != 0)
-                {
-                    string err = done.Err.Result.Trim();
-                    failures.Add((done.Rank, done.P.ExitTime, err.Length == 0 ? $"exit code {done.P.ExitCode}" : err.Split('\n').Last(l => l.Trim().Length > 0).Trim()));
-                    foreach (var other in remaining)
-                        Kill(other.P);
-                }
-            }
+            failure = Supervise(processes, watch.Heartbeat, DateTime.UtcNow + limit, limit);
         }
         finally
         {
             foreach (var x in processes)
-                Kill(x.P);
+                Kill(x.Process);
+            // Ended, not only signalled: no rank outlives the launcher's answer (nor holds the rendezvous port).
+            foreach (var x in processes)
+                x.Process.WaitForExit(TimeSpan.FromSeconds(10));
         }
-        // The rank that failed first is the cause; the others were ended or lost their peers.
-        if (failures.Count > 0)
+        if (failure is not null)
+            throw new RankFailedException(failure);
+        return processes.Select(x => (x.Rank, x.Output.Result)).ToList();
+    }
+
+    /// <summary>A rank process's environment: threads, allocator, cores, and what its heartbeat and test hook need.</summary>
+    private static void Configure(ProcessStartInfo psi, int rank, int threads, bool pin, int attempt)
+    {
+        // One core per rank: OpenBLAS and OpenMP would otherwise start a thread per core in every rank.
+        psi.Environment["OPENBLAS_NUM_THREADS"] = threads.ToString();
+        psi.Environment["OMP_NUM_THREADS"] = threads.ToString();
+        foreach (var (key, value) in AllocatorSettings)
+            if (Environment.GetEnvironmentVariable(key) is null)
+                psi.Environment[key] = value;
+        // By the global rank: ranks of several "nodes" emulated on one machine then take different cores, and on
+        // a real node the ranks still go round its cores.
+        if (pin)
+            psi.Environment[CpuAffinity.Variable] = string.Join(',', CpuAffinity.CoresOf(rank, threads, Environment.ProcessorCount));
+        psi.Environment[RankLiveness.LauncherVariable] = Environment.ProcessId.ToString();
+        psi.Environment[RankFault.AttemptVariable] = attempt.ToString();
+    }
+
+    /// <summary>
+    /// Waits for every rank; returns null when all exited 0, else the line that names the rank that failed first (a
+    /// rank that exited non-zero or one silent for <paramref name="heartbeat"/>) once it has ended the others.
+    /// </summary>
+    private static string? Supervise(List<WatchedRank> processes, TimeSpan heartbeat, DateTime deadline, TimeSpan limit)
+    {
+        var remaining = processes.ToList();
+        while (remaining.Count > 0)
         {
-            var first = failures.MinBy(x => x.At);
-            throw new RankFailedException($"rank {first.Rank} failed: {first.Error}");
+            if (DateTime.UtcNow > deadline)
+                return $"rank {remaining[0].Rank} did not finish in {limit.TotalMinutes:F0} minutes";
+            var silent = remaining.Where(x => !x.Process.HasExited).MaxBy(x => x.Silence);
+            if (silent is not null && silent.Silence > heartbeat)
+                return silent.Hung(heartbeat);
+            var done = remaining.FirstOrDefault(x => x.Process.HasExited);
+            if (done is null)
+            {
+                Thread.Sleep(20);
+                continue;
+            }
+            remaining.Remove(done);
+            if (done.Process.ExitCode != 0)
+            {
+                // A peer that stopped beating well before is the cause of this rank's failed collective, not this rank.
+                var quiet = TimeSpan.FromTicks(Math.Max(heartbeat.Ticks / 2, TimeSpan.FromSeconds(3).Ticks));
+                var hung = remaining.Where(x => !x.Process.HasExited && x.Silence > quiet).MaxBy(x => x.Silence);
+                return hung?.Hung(heartbeat) ?? done.Died();
+            }
         }
-        return processes.Select(x => (x.Rank, x.Out.Result)).ToList();
+        return null;
     }
 
     private static void Kill(Process p)

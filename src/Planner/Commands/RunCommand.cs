@@ -38,10 +38,15 @@ public static class RunCommand
             Description = "Where the ranks train: auto (CUDA devices when the libtorch shim sees them, else the CPU), cpu, or cuda (one device per rank of this machine; NCCL groups)",
             DefaultValueFactory = _ => "auto",
         };
+        public Option<double> Timeout { get; } = new("--timeout")
+        {
+            Description = "Seconds a collective may wait and a rank may go without a heartbeat before the run ends (docs/executor.md)",
+            DefaultValueFactory = _ => TrainOptions.DefaultTimeoutSeconds,
+        };
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, LossScale, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History, Device })
+            foreach (Option o in new Option[] { Plan, Steps, Seed, Lr, AdamEps, LossScale, Data, DataBytes, Dump, Threads, Calibration, ForceCalibration, History, Device, Timeout })
                 c.Options.Add(o);
         }
 
@@ -81,6 +86,8 @@ public static class RunCommand
                 throw new InputException($"--loss-scale: {scale} must be from 1 to 3.4e38 (fp32's largest number)");
             if (r.GetValue(Threads) is < 1 or > 1024)
                 throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
+            if (!(r.GetValue(Timeout) is > 0 and <= MaxTimeoutSeconds))
+                throw new InputException($"--timeout: {r.GetValue(Timeout)} must be above 0 and at most {MaxTimeoutSeconds} seconds (a week)");
             DeviceChoice.Parse(r.GetValue(Device)!);
             return new RunInputs(plan, path, m, c, cluster, planStack);
         }
@@ -99,7 +106,10 @@ public static class RunCommand
 
         /// <summary>The options of a rank process (whose --device names its own device: cpu or cuda:N).</summary>
         public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
-            Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()));
+            Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()), TimeoutSeconds: r.GetValue(Timeout));
+
+        /// <summary>The longest --timeout: a week.</summary>
+        private const double MaxTimeoutSeconds = 604800;
     }
 
     /// <summary>The hidden rank verb.</summary>
@@ -117,10 +127,12 @@ public static class RunCommand
             cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
+            // First: the launcher hears from the rank while it reads its inputs and meets its peers.
+            var liveness = RankLiveness.Start(Console.Error, r.GetValue(rank));
             var inputs = flags.Read(r);
             using var data = flags.Source(r, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather));
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather), liveness);
         });
         return cmd;
     }
@@ -135,7 +147,8 @@ public static class RunCommand
         var nodeRank = new Option<int>("--node-rank") { Description = "This machine's index", DefaultValueFactory = _ => 0 };
         var addr = new Option<string>("--master-addr") { Description = "Host of rank 0 (the rendezvous)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int?>("--master-port") { Description = "Rendezvous port (default: a free one on a single machine, 29500 across machines)" };
-        var cmd = new Command("run", "Train the plan for real across rank processes and compare with the prediction") { warmup, json, nnodes, nodeRank, addr, port };
+        var restarts = new Option<int>("--max-restarts") { Description = "After a rank fails or hangs, end and start all ranks again up to N times", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("run", "Train the plan for real across rank processes and compare with the prediction") { warmup, json, nnodes, nodeRank, addr, port, restarts };
         flags.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -158,7 +171,16 @@ public static class RunCommand
             int warm = r.GetValue(warmup);
             if (warm < 0 || warm >= r.GetValue(flags.Steps))
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
-            var lines = RunRanks(launch, r, flags, world, device);
+            if (r.GetValue(restarts) is < 0 or > RestartPolicy.MaxRestarts)
+                throw new InputException($"--max-restarts: {r.GetValue(restarts)} must be from 0 to {RestartPolicy.MaxRestarts}");
+            RankFault.FromEnvironment(); // the test hook's variable is checked here, not in every rank
+            // A restart meets at a port of its own, where no rank of the failed attempt can be reached: a fresh one on one
+            // machine, else the agreed one plus the attempt (every launcher of the job counts the same attempts).
+            bool freshPort = r.GetValue(port) is null && r.GetValue(nnodes) == 1 && !launch.Scheduled;
+            // CheckpointDir: run --checkpoint-dir's folder once run keeps checkpoints (a restart then resumes from it).
+            var policy = new RestartPolicy(r.GetValue(restarts), CheckpointDir: null);
+            var (lines, failures) = policy.Run(attempt => RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
+                r, flags, world, device, attempt, policy.ResumeArguments(attempt)), Console.Error);
             if (!launch.LocalRanks.Contains(0))
             {
                 // Rank 0 gathers every rank's measurements; its machine reports the run and keeps its history.
@@ -168,7 +190,7 @@ public static class RunCommand
                     : $"{ranks} of {world} trained {r.GetValue(flags.Steps)} steps; the report (measured against predicted, all ranks) is printed where rank 0 runs");
                 return Cli.Ok;
             }
-            var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps));
+            var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps), failures);
             if (predicted is not null)
                 Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
                 {
@@ -215,9 +237,12 @@ public static class RunCommand
     }
 
     /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
-    private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device)
+    /// <param name="attempt">0: the first run, n: the n-th restart.</param>
+    /// <param name="resume">What the restart's ranks add to resume from the run's checkpoints (none: start at step 0).</param>
+    private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device, int attempt, IReadOnlyList<string> resume)
     {
         var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
+            "--timeout", r.GetValue(flags.Timeout).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
@@ -229,12 +254,14 @@ public static class RunCommand
             forwarded.AddRange(["--dump-params", dump]);
         if (launch.Distributed(world))
             forwarded.Add("--gather-report");
+        forwarded.AddRange(resume);
         var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
             "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString(),
             "--device", device.RankArgument(local) }.Concat(forwarded))).ToList();
         // Training may run long; the ranks' own timeouts end a stuck collective well before this.
         // Rank 0's gathered lines repeat those of the ranks started here: one line per rank and step.
-        return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled)
+        return RankProcesses.Run(ranks, r.GetValue(flags.Threads), TimeSpan.FromDays(7), pin: !launch.Scheduled,
+                watch: new RankWatch(TimeSpan.FromSeconds(r.GetValue(flags.Timeout)), attempt))
             .SelectMany(x => x.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
             .Select(l => JsonNode.Parse(l) as JsonObject).Where(o => o is not null).Select(o => o!)
             .DistinctBy(o => ((int)o["rank"]!, (int)o["step"]!)).ToList();
@@ -242,7 +269,8 @@ public static class RunCommand
 
     private static JsonNode? Num(double v) => double.IsNaN(v) ? null : v;
 
-    private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps)
+    private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps,
+        IReadOnlyList<string> failures)
     {
         var plan = inputs.Plan;
         // Per step: the slowest rank's time, and the loss the last stage reported.
@@ -285,7 +313,7 @@ public static class RunCommand
         };
         double? memError = predicted is null ? null : (predicted.PeakMemoryGib - peak) / peak * 100;
         var run = new RunSummary(plan, perStep, median, tokensPerS, peakByRank, peak, lossScale, skipped, predicted, stepError, memError, busiestStage, parts,
-            RoutingReport.MoeImbalance(plan, timedLines));
+            RoutingReport.MoeImbalance(plan, timedLines), failures);
         if (json)
             WriteJson(stdout, inputs, run, lines, timedLines, steps);
         else
@@ -297,7 +325,7 @@ public static class RunCommand
     /// components) against its prediction (null: none), as its report prints it.</summary>
     private sealed record RunSummary(ParallelPlan Plan, List<(int Step, double Seconds, double? Loss)> PerStep, double Median, double TokensPerS,
         List<double> PeakByRank, double Peak, double? LossScale, int Skipped, Prediction? Predicted, double? StepError, double? MemError,
-        int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts, double? MoeImbalance);
+        int BusiestStage, (string Name, double Measured, double? Predicted)[] Parts, double? MoeImbalance, IReadOnlyList<string> Failures);
 
     /// <summary>A mixture-of-experts model's load-balancing loss per step (its blocks' summed, without the coefficient):
     /// each stage's averaged over its ranks (data-parallel replicas differ), summed over the stages; null for a dense model.</summary>
@@ -342,6 +370,9 @@ public static class RunCommand
                 // The router's spread over the experts as the plan key moe_imbalance prices it (null: dense model).
                 ["moe_imbalance"] = run.MoeImbalance,
                 ["step_times_s"] = new JsonArray(run.PerStep.Select(x => (JsonNode)x.Seconds).ToArray()),
+                // --max-restarts: how often every rank was started again, and the line of each failure that caused it.
+                ["restarts"] = run.Failures.Count,
+                ["failures"] = new JsonArray(run.Failures.Select(f => (JsonNode)f).ToArray()),
                 ["breakdown_stage"] = run.BusiestStage,
                 ["breakdown"] = new JsonObject
                 {
@@ -382,6 +413,8 @@ public static class RunCommand
             console.WriteLine($"routing: the busiest expert took {imbalance:F2}x the mean rows" + (run.Predicted is null ? "" : Math.Abs(imbalance - run.Plan.MoeImbalance) < 0.005
                 ? $" (priced at the plan's moe_imbalance {run.Plan.MoeImbalance:F2})"
                 : $" (priced at the plan's moe_imbalance {run.Plan.MoeImbalance:F2}; the plan key prices the measured spread)"));
+        if (run.Failures.Count > 0)
+            console.WriteLine($"restarted every rank {run.Failures.Count} time(s) after: {string.Join("; ", run.Failures)}");
         if (run.Predicted is null)
             console.WriteLine($"no prediction: cluster '{inputs.ClusterName}' could not be loaded or does not fit the plan");
     }

@@ -114,6 +114,9 @@ public sealed partial class ProfileRank
     /// <summary>A progress line: the share done (0 to 1) and what is being measured.</summary>
     public const string ProgressPrefix = "progress ";
 
+    /// <summary>How long the rendezvous and a collective may be waited for, and a rank may go without a heartbeat.</summary>
+    public static readonly TimeSpan Timeout = TimeSpan.FromMinutes(2);
+
     /// <summary>Rank 0 reports how far it is: the share done (0 to 1) and what is being measured.</summary>
     private void Progress(double done, string what)
     {
@@ -133,7 +136,7 @@ public sealed partial class ProfileRank
         var sizes = ProfileSizes.For(device.Type == DeviceType.Cuda ? "cuda" : "cpu", precision);
         TorchRuntime.Threads = 1;
         TorchRuntime.SetDevice(device);
-        var timeout = TimeSpan.FromMinutes(2);
+        var timeout = Timeout;
         string? iface = loopback ? "127.0.0.1" : null;
         using var store = Store.Tcp(host, port, world, rank == 0, timeout);
         DeviceClash.Check(store, rank, world, RankDevice.Of(device, rank));
