@@ -335,6 +335,9 @@ public static class RunCommand
             ["measured"] = new JsonObject
             {
                 ["first_step"] = first,
+                // Seconds writing checkpoints (the slowest rank's, all of them), null without --checkpoint-dir.
+                ["checkpoint_s"] = lines.Any(l => l["checkpoint_s"] is not null)
+                    ? lines.GroupBy(l => (int)l["rank"]!).Max(g => g.Sum(l => (double?)l["checkpoint_s"] ?? 0)) : null,
                 ["step_time_s"] = run.Median,
                 ["tokens_per_s"] = run.TokensPerS,
                 ["peak_memory_gib"] = run.Peak,
