@@ -8,8 +8,9 @@ namespace Planner.Cli.Commands;
 
 /// <summary>
 /// The checkpoint flags of <c>run</c> (<c>--checkpoint-dir</c>, <c>--checkpoint-every</c>, <c>--keep-checkpoints</c>,
-/// <c>--force</c>, <c>--resume</c>) and of its rank processes (the same three, the checkpoint folder to resume from and
-/// the run's id, as the launcher resolved them): their checks and what they give the ranks.
+/// <c>--force</c>, <c>--resume</c>) and of its rank processes (the same three, <c>--resume</c> naming the checkpoint
+/// folder the launcher resolved, or a directory whose latest complete checkpoint the rank takes, and the run's id):
+/// their checks and what they give the ranks.
 /// </summary>
 internal sealed class CheckpointFlags
 {
@@ -18,7 +19,6 @@ internal sealed class CheckpointFlags
     public Option<int> Keep { get; } = new("--keep-checkpoints") { Description = "Complete checkpoints kept (the newest)", DefaultValueFactory = _ => 2 };
     public Option<bool> Force { get; } = new("--force") { Description = "Replace another run's checkpoints in --checkpoint-dir" };
     public Option<string?> Resume { get; } = new("--resume") { Description = "Continue from the latest complete checkpoint in DIR (its plan, model and data unless given)" };
-    public Option<string?> ResumeFrom { get; } = new("--resume-from") { Hidden = true };
     public Option<string?> RunId { get; } = new("--run-id") { Hidden = true };
 
     /// <summary>Optimizers whose state is element-wise and checkpointed (<see cref="Executor.Optim.ICheckpointedOptimizer"/>).</summary>
@@ -32,7 +32,7 @@ internal sealed class CheckpointFlags
 
     public void AddToRank(Command c)
     {
-        foreach (Option o in new Option[] { Directory, Every, Keep, ResumeFrom, RunId })
+        foreach (Option o in new Option[] { Directory, Every, Keep, Resume, RunId })
             c.Options.Add(o);
     }
 
@@ -58,9 +58,11 @@ internal sealed class CheckpointFlags
     /// <summary>
     /// Checks the flags against the run (a plan resumed must train the checkpoint's model, batch and fine-tuning with
     /// an optimizer whose state is checkpointed), claims <c>--checkpoint-dir</c> for the run (refusing another run's
-    /// unless <c>--force</c>) and returns the run's id (the resumed run's, or a new one).
+    /// unless <c>--force</c>) and returns the run's id (the resumed run's, or a new one). Only the launcher of rank 0
+    /// (<paramref name="claims"/>) claims the directory: its rank 0 writes the manifests, and the other machines'
+    /// launchers of one run may share its file system.
     /// </summary>
-    public string Prepare(ParseResult r, RunCommand.RunInputs inputs, (string Folder, CheckpointManifest Manifest)? resumed)
+    public string Prepare(ParseResult r, RunCommand.RunInputs inputs, (string Folder, CheckpointManifest Manifest)? resumed, bool claims)
     {
         string? dir = r.GetValue(Directory);
         if (r.GetValue(Every) < 0)
@@ -76,7 +78,7 @@ internal sealed class CheckpointFlags
         if (resumed is { } x)
             Compatible(x.Folder, inputs);
         string runId = resumed?.Manifest.RunId ?? Guid.NewGuid().ToString("N");
-        if (dir is not null)
+        if (dir is not null && claims)
             Claim(dir, runId, r.GetValue(Force));
         return runId;
     }
@@ -123,7 +125,7 @@ internal sealed class CheckpointFlags
             foreach (var a in new[] { "--checkpoint-dir", Path.GetFullPath(dir), "--checkpoint-every", r.GetValue(Every).ToString(), "--keep-checkpoints", r.GetValue(Keep).ToString() })
                 yield return a;
         if (resumed is { } x)
-            foreach (var a in new[] { "--resume-from", Path.GetFullPath(x.Folder) })
+            foreach (var a in new[] { "--resume", Path.GetFullPath(x.Folder) })
                 yield return a;
         yield return "--run-id";
         yield return runId;
@@ -132,12 +134,17 @@ internal sealed class CheckpointFlags
     /// <summary>A rank's checkpoint options (null when it neither writes nor resumes) and the plan text checkpoints copy.</summary>
     public CheckpointOptions? Options(ParseResult r, RunArguments args, string model)
     {
-        if (r.GetValue(Directory) is null && r.GetValue(ResumeFrom) is null)
+        if (r.GetValue(Directory) is null && r.GetValue(Resume) is null)
             return null;
+        // The launcher names the checkpoint folder it resolved; a rank restarted with --resume DIR takes DIR's latest.
+        string? from = r.GetValue(Resume) is { } dir
+            ? File.Exists(Path.Combine(dir, CheckpointManifest.FileName)) ? dir
+                : CheckpointFolders.Latest(dir) ?? throw new InputException($"--resume: '{dir}' holds no complete checkpoint")
+            : null;
         string absoluteModel = File.Exists(model) ? Path.GetFullPath(model) : model;
         var run = new CheckpointManifest(CheckpointManifest.CurrentFormat, r.GetValue(RunId) ?? Guid.NewGuid().ToString("N"), 0, Path.GetFullPath(args.Plan), absoluteModel,
             args.Data is { } d ? Path.GetFullPath(d) : null, args.DataBytes, args.Seed, args.Lr, args.AdamEps, args.LossScale);
-        return new CheckpointOptions(r.GetValue(Directory), r.GetValue(Every), r.GetValue(Keep), r.GetValue(ResumeFrom), run);
+        return new CheckpointOptions(r.GetValue(Directory), r.GetValue(Every), r.GetValue(Keep), from, run);
     }
 
     /// <summary>The plan file's text with its model as an absolute path when it names a file (what a checkpoint copies).</summary>

@@ -167,7 +167,7 @@ public static class RunCommand
             int warm = r.GetValue(warmup);
             if (warm < 0 || warm >= r.GetValue(flags.Steps))
                 throw new InputException($"--warmup: {warm} must be at least 0 and below --steps ({r.GetValue(flags.Steps)})");
-            string runId = checkpoints.Prepare(r, inputs, resumed);
+            string runId = checkpoints.Prepare(r, inputs, resumed, claims: launch.LocalRanks.Contains(0));
             var lines = RunRanks(launch, r, flags, args, checkpoints.Forwarded(r, runId, resumed), world, device);
             if (!launch.LocalRanks.Contains(0))
             {
