@@ -1,11 +1,13 @@
+using Planner.Executor.Distributed;
 using Planner.Executor.Model;
 using Planner.Executor.Optim;
 
 namespace Planner.Executor.Parallelize;
 
-/// <summary>An optimizer, what it steps as pieces of whole weights, and the model's name of each of those weights
-/// (<see cref="HeldWeights.Weights"/>' order): what a checkpoint saves of a rank's training state.</summary>
-public sealed record SteppedWeights(IOptimizer Optimizer, HeldWeights Held, IReadOnlyList<string> Names);
+/// <summary>An optimizer, what it steps as pieces of whole weights, the model's name of each of those weights
+/// (<see cref="HeldWeights.Weights"/>' order), and the group whose ranks step the same pieces (data-parallel replicas
+/// without ZeRO; null when no other rank does): what a checkpoint saves of a rank's training state.</summary>
+public sealed record SteppedWeights(IOptimizer Optimizer, HeldWeights Held, IReadOnlyList<string> Names, ProcessGroup? Replicas);
 
 /// <summary>What checkpoints read and restore: the optimizers with what they step.</summary>
 public sealed partial class DataParallelism
@@ -16,10 +18,10 @@ public sealed partial class DataParallelism
     /// expert parallelism) with what each steps.</summary>
     public IReadOnlyList<SteppedWeights> Stepped => _stepped;
 
-    private IOptimizer Stepping(OptimizerSettings settings, HeldWeights held, IReadOnlyList<ParameterSpec> specs)
+    private IOptimizer Stepping(OptimizerSettings settings, HeldWeights held, IReadOnlyList<ParameterSpec> specs, ProcessGroup? replicas)
     {
         var optimizer = settings.Create(held);
-        _stepped.Add(new SteppedWeights(optimizer, held, specs.Select(s => s.Name).ToList()));
+        _stepped.Add(new SteppedWeights(optimizer, held, specs.Select(s => s.Name).ToList(), replicas));
         return optimizer;
     }
 

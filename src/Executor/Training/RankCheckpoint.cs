@@ -22,7 +22,8 @@ public sealed record CheckpointOptions(string? Directory, int Every, int Keep, s
 /// <summary>
 /// Writes and reads a rank's part of a checkpoint: every piece of every weight its optimizers step (the parameters, or
 /// under ZeRO the master shard) with the optimizer's state of it, addressed by parameter name and place in the whole
-/// weight (<see cref="ShardEntry"/>), so that a rank of any layout can read it back. Frozen weights (a LoRA base) are not
+/// weight (<see cref="ShardEntry"/>), so that a rank of any layout can read it back. Pieces that data-parallel replicas
+/// hold alike are written by the first replica only. Frozen weights (a LoRA base) are not
 /// written: they are made again from the run's seed.
 /// </summary>
 public static class RankCheckpoint
@@ -64,7 +65,7 @@ public static class RankCheckpoint
     private static List<(ShardEntry Entry, float[] Values)> Pieces(IReadOnlyList<SteppedWeights> stepped)
     {
         var pieces = new List<(ShardEntry, float[])>();
-        foreach (var s in stepped)
+        foreach (var s in stepped.Where(s => s.Replicas is not { Rank: > 0 })) // one copy of replicated pieces
         {
             var optimizer = Checkpointed(s.Optimizer);
             for (int i = 0; i < s.Held.Tensors.Count; i++)
