@@ -15,7 +15,8 @@ public sealed record CheckpointLayout(int Tp, int Pp, int Dp, int Cp, int Ep, in
 /// </summary>
 /// <param name="Format">The checkpoint format's revision (<see cref="CurrentFormat"/>).</param>
 /// <param name="Step">Optimizer steps done: the resumed run's first step.</param>
-/// <param name="PlanFile">The plan file the run was started with (its copy, <see cref="PlanCopy"/>, is what a resume reads).</param>
+/// <param name="PlanFile">The plan file the writing invocation read (a resume without --plan read the copy; the copy
+/// beside the manifest, <see cref="PlanCopy"/>, is what a resume reads).</param>
 /// <param name="Model">The plan's model (a name, or the absolute path of its config file).</param>
 /// <param name="Data">The token file (absolute), or null for synthetic tokens.</param>
 /// <param name="Optimizer">The plan's optimizer.</param>
