@@ -98,6 +98,23 @@ public sealed class RankFailureTests : IDisposable
     }
 
     [Fact]
+    public void A_restart_resumes_from_the_runs_last_checkpoint_with_the_uninterrupted_losses()
+    {
+        var clean = FaultyRun.Start(RunArgs(5, "--json"), fault: null);
+        Assert.True(clean.Code == 0, clean.Error);
+        string ck = Path.Combine(_dir, "ck");
+        // Checkpoints after steps 2 and 4 (counting from 1); rank 1 dies in step 3 (from 0): the restart resumes at step 2.
+        var restarted = FaultyRun.Start(RunArgs(5, "--json", "--max-restarts", "1", "--checkpoint-dir", ck, "--checkpoint-every", "2"),
+            "rank=1,step=3,action=kill,attempt=0");
+        Assert.True(restarted.Code == 0, restarted.Error);
+        var measured = JsonNode.Parse(restarted.Output)!["measured"]!;
+        Assert.Equal(1, (int)measured["restarts"]!);
+        Assert.Equal(2, (int)measured["first_step"]!);
+        Assert.Equal(Losses(clean.Output)[2..], Losses(restarted.Output));
+        Assert.Empty(restarted.Left);
+    }
+
+    [Fact]
     public void Ranks_whose_launcher_is_killed_end_themselves()
     {
         // SIGKILL leaves the launcher no chance to end its ranks: each sees itself reparented and ends within a second.

@@ -33,15 +33,6 @@ public sealed class RestartPolicyTests
     }
 
     [Fact]
-    public void A_restart_resumes_from_the_checkpoint_dir_when_the_run_keeps_one()
-    {
-        var keeping = new RestartPolicy(1, "/ck");
-        Assert.Empty(keeping.ResumeArguments(0));
-        Assert.Equal(["--resume", "/ck"], keeping.ResumeArguments(1));
-        Assert.Empty(new RestartPolicy(1, null).ResumeArguments(1));
-    }
-
-    [Fact]
     public void The_fault_variable_is_read_and_bad_forms_are_refused()
     {
         Assert.Equal(new RankFault(1, 2, FaultAction.Hang, 0), RankFault.Parse("rank=1,step=2,action=hang"));

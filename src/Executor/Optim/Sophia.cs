@@ -9,7 +9,7 @@ namespace Planner.Executor.Optim;
 /// the squared gradient of a pass whose labels were drawn from the model's own outputs (the Gauss-Newton-Bartlett
 /// estimator): h ← β₂·h + (1 − β₂)·ĝ². Defaults as the authors' GPT-2 runs: β (0.965, 0.99), ρ 0.04.
 /// </summary>
-public sealed class Sophia : IOptimizer
+public sealed class Sophia : ICheckpointedOptimizer
 {
     private readonly IReadOnlyList<Tensor> _params;
     private readonly double _beta1, _beta2, _rho, _eps, _weightDecay, _tokens;
@@ -72,6 +72,27 @@ public sealed class Sophia : IOptimizer
 
     /// <inheritdoc />
     public void SetLearningRate(double lr) => _lr = lr;
+
+    /// <inheritdoc />
+    public IReadOnlyList<string> SlotNames => ["m", "h"];
+
+    /// <inheritdoc />
+    /// <remarks>A slot not made yet is zeros: blending into zeros gives what blending from nothing gives, bit for bit.</remarks>
+    public TensorState? State(int tensor)
+    {
+        if (_m[tensor] is null && _h[tensor] is null)
+            return null;
+        var shape = (_m[tensor] ?? _h[tensor])!.Shape;
+        var device = (_m[tensor] ?? _h[tensor])!.Device;
+        return new TensorState(0, [_m[tensor] ?? Tensor.Zeros(shape, device: device), _h[tensor] ?? Tensor.Zeros(shape, device: device)]);
+    }
+
+    /// <inheritdoc />
+    public void Restore(int tensor, TensorState state)
+    {
+        OptimizerState.Set(ref _m[tensor], state.Slots[0].To(DType.Float32));
+        OptimizerState.Set(ref _h[tensor], state.Slots[1].To(DType.Float32));
+    }
 
     /// <inheritdoc />
     public long StateBytes => _m.Concat(_h).Sum(t => t is null ? 0 : t.Numel * 4L);

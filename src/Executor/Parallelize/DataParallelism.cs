@@ -60,13 +60,13 @@ public sealed partial class DataParallelism : IDisposable
         if (experts is not null && routed.Count > 0) // a stage of dense blocks only holds no experts
         {
             _experts = new ExpertGradients(routed.Select(s => model[s.Name]).ToList(), experts.Edp,
-                optimizer.Create(OptimizerLayout.Parameters(model, tp, routed)));
+                Stepping(optimizer, OptimizerLayout.Parameters(model, tp, routed), routed, experts.Edp));
         }
         var buckets = new Buckets(model, layout, stage, plan.Vpp, dense);
         BucketParameters = buckets;
         if (plan.Zero == 0 || dp is null) // one rank holds the weights: nothing to shard
         {
-            _optimizer = optimizer.Create(OptimizerLayout.Parameters(model, tp, dense));
+            _optimizer = Stepping(optimizer, OptimizerLayout.Parameters(model, tp, dense), dense, dp);
             return;
         }
         _zero3 = plan.Zero >= 3;
@@ -94,7 +94,7 @@ public sealed partial class DataParallelism : IDisposable
         if (_zero3)
             for (int g = 0; g < _shards.Groups; g++)
                 _shards.Release(g);
-        _optimizer = optimizer.Create(OptimizerLayout.Sharded(model, tp, _shards, dp!, dense));
+        _optimizer = Stepping(optimizer, OptimizerLayout.Sharded(model, tp, _shards, dp!, dense), dense, replicas: null);
     }
 
     /// <summary>The parameters of each bucket of the rank's chunks.</summary>

@@ -12,7 +12,7 @@ internal static partial class Native
     internal const string Library = "planner_torch";
 
     /// <summary>The ABI revision this managed code was written against (PT_ABI_VERSION in common.h).</summary>
-    internal const int AbiVersion = 15;
+    internal const int AbiVersion = 16;
 
     /// <summary>Environment variable naming the library file, overriding the search next to the assemblies.</summary>
     internal const string PathVariable = "PLANNER_TORCH_LIB";
@@ -159,6 +159,8 @@ internal static partial class Native
     [LibraryImport(Library)] internal static partial int pt_optim_zero_grad(OptimizerHandle o);
     [LibraryImport(Library)] internal static partial int pt_optim_set_lr(OptimizerHandle o, double lr);
     [LibraryImport(Library)] internal static partial int pt_optim_state_bytes(OptimizerHandle o, out long bytes);
+    [LibraryImport(Library)] internal static partial int pt_optim_state(OptimizerHandle o, int i, out long step, [Out] IntPtr[] tensors, ref int n);
+    [LibraryImport(Library)] internal static partial int pt_optim_set_state(OptimizerHandle o, int i, long step, IntPtr[] tensors, int n);
     [LibraryImport(Library)] internal static partial int pt_optim_free(IntPtr o);
 
     // c10d.cpp

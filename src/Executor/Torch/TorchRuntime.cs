@@ -140,12 +140,16 @@ public static class TorchRuntime
 }
 
 /// <summary>An optimizer over a parameter list: libtorch's AdamW or SGD with momentum, or Lion (the shim's).</summary>
-public sealed class Optimizer : Optim.IOptimizer
+public sealed partial class Optimizer : Optim.IOptimizer
 {
     private readonly OptimizerHandle _handle;
+    private readonly int _kind;
+    private readonly DType[] _dtypes; // each parameter's: its state tensors' type
 
     private Optimizer(int kind, IReadOnlyList<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay)
     {
+        _kind = kind;
+        _dtypes = parameters.Select(p => p.DType).ToArray();
         Native.EnsureLoaded();
         var added = new bool[parameters.Count];
         var handles = new IntPtr[parameters.Count];

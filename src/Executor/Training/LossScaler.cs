@@ -2,6 +2,9 @@ using Planner.Executor.Torch;
 
 namespace Planner.Executor.Training;
 
+/// <summary>What a checkpoint keeps of a <see cref="LossScaler"/>: the scale, the steps skipped, the clean steps in a row.</summary>
+public sealed record LossScalerState(double Scale, int SkippedSteps, int CleanSteps);
+
 /// <summary>
 /// Dynamic loss scaling for fp16 training: the loss is multiplied by <see cref="Scale"/> before the backward pass so
 /// that small gradients survive fp16's narrow range; the gradients are divided by it before the optimizer step. A step
@@ -33,6 +36,12 @@ public sealed class LossScaler
     public int SkippedSteps { get; private set; }
 
     private int _clean;
+
+    /// <summary>The scaler's state, for checkpoints.</summary>
+    public LossScalerState State => new(Scale, SkippedSteps, _clean);
+
+    /// <summary>Continues from a checkpoint's state.</summary>
+    public void Restore(LossScalerState state) => (Scale, SkippedSteps, _clean) = (state.Scale, state.SkippedSteps, state.CleanSteps);
 
     /// <summary>True when every gradient is finite (a sum over a tensor is inf or NaN when any element is).</summary>
     public static bool AllFinite(IEnumerable<Tensor?> gradients)

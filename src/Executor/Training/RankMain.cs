@@ -20,8 +20,11 @@ public static class RankMain
     /// <param name="gatherReport">Rank 0 also prints every other rank's lines after training (through the rendezvous
     /// store), so that the machine of rank 0 reports a run whose ranks span several machines.</param>
     /// <param name="liveness">The heartbeat to its launcher, told each step as it starts (null: none).</param>
+    /// <param name="checkpoint">Checkpoints to write and the one to resume from, or null for none.</param>
+    /// <param name="planText">The plan file's text with its model as an absolute path (what checkpoints copy).</param>
     public static int Run(ModelSpec model, ParallelPlan plan, RankEnvironment env, TrainOptions options, ITokenSource data,
-        TextWriter output, string? dumpDirectory = null, int threads = 1, bool gatherReport = false, RankLiveness? liveness = null)
+        TextWriter output, string? dumpDirectory = null, int threads = 1, bool gatherReport = false, RankLiveness? liveness = null,
+        CheckpointOptions? checkpoint = null, string planText = "")
     {
         TorchRuntime.Threads = threads;
         TorchRuntime.Seed(options.Seed);
@@ -30,11 +33,19 @@ public static class RankMain
         DeviceClash.Check(store, env.Rank, env.World, RankDevice.Of(options.Device, env.Rank));
         using var trainer = new RankTrainer(model, plan, env.Rank, store, data, options, loopback);
         var lines = new System.Text.StringBuilder();
-        for (int step = 0; step < options.Steps; step++)
+        int first = checkpoint?.ResumeFrom is { } folder ? RankCheckpoint.Load(trainer, folder) : 0;
+        for (int step = first; step < first + options.Steps; step++)
         {
             liveness?.Reached(step);
             using var scope = DisposeScope.Begin();
             var metrics = trainer.Step(step);
+            double? saved = null;
+            if (checkpoint is not null && checkpoint.Due(step + 1, step == first + options.Steps - 1))
+            {
+                long t0 = TorchRuntime.NowNanoseconds();
+                RankCheckpoint.Save(trainer, env, store, checkpoint, step + 1, planText);
+                saved = (TorchRuntime.NowNanoseconds() - t0) / 1e9;
+            }
             var (current, peak) = TorchRuntime.Memory(options.Device);
             string line = JsonSerializer.Serialize(new
             {
@@ -61,6 +72,7 @@ public static class RankMain
                 skipped_steps = trainer.SkippedSteps,
                 aux_loss = trainer.AuxLoss,
                 moe_loads = metrics.RoutingLoads is { Count: > 0 } loads ? loads : null,
+                checkpoint_s = saved,
             });
             output.WriteLine(line);
             output.Flush();

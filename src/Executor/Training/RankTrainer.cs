@@ -188,6 +188,30 @@ public sealed class RankTrainer : IDisposable
     /// <summary>The rank's mesh coordinates.</summary>
     public MeshCoordinates Coordinates => _groups.Me;
 
+    /// <summary>The plan trained.</summary>
+    public ParallelPlan Plan => _plan;
+
+    /// <summary>The rank's optimizers with what each steps (what a checkpoint saves).</summary>
+    public IReadOnlyList<SteppedWeights> Stepped => _rank.Data.Stepped;
+
+    /// <summary>The loss scaler's state, or null without loss scaling.</summary>
+    public LossScalerState? ScalerState => _scaler?.State;
+
+    /// <summary>
+    /// After a checkpoint's values were written into the stepped tensors: the parameters gathered from ZeRO's shards
+    /// again (every rank must call this) and the loss scaler continued from <paramref name="scaler"/>.
+    /// </summary>
+    public void Restored(LossScalerState? scaler)
+    {
+        _rank.Data.Restored();
+        if ((scaler is null) != (_scaler is null))
+            throw new InvalidDataException(scaler is null
+                ? "the checkpoint was written without loss scaling; this run scales the loss (fp16 or --loss-scale)"
+                : "the checkpoint was written with loss scaling; this run does not scale the loss");
+        if (scaler is not null)
+            _scaler!.Restore(scaler);
+    }
+
     /// <summary>Runs one optimizer step.</summary>
     public StepMetrics Step(int step)
     {

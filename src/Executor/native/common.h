@@ -10,7 +10,7 @@
 #define PT_EXPORT extern "C" __attribute__((visibility("default")))
 
 // Bumped whenever an export is added or its signature changes; the managed side refuses a library with another revision.
-#define PT_ABI_VERSION 15
+#define PT_ABI_VERSION 16
 
 enum pt_status : int32_t { PT_OK = 0, PT_ERROR = 1 };
 

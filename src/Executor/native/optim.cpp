@@ -9,6 +9,10 @@ struct pt_optim {
   virtual void set_lr(double lr) = 0;
   // Bytes of the optimizer's state tensors (moments, momentum buffers) now.
   virtual int64_t state_bytes() = 0;
+  // Checkpoints: parameter i's state tensors (none before its first step) and its step count (-1: no state yet).
+  virtual std::vector<torch::Tensor> state(size_t i, int64_t& step) = 0;
+  // Replaces parameter i's state with copies of the given tensors (as many as state() returns) and step count.
+  virtual void set_state(size_t i, int64_t step, const std::vector<torch::Tensor>& tensors) = 0;
 };
 
 namespace {
@@ -34,7 +38,53 @@ struct torch_optim : pt_optim {
     for (auto& group : opt->param_groups()) static_cast<Options&>(group.options()).lr(lr);
   }
   int64_t state_bytes() override;
+  // libtorch keys a parameter's state by its TensorImpl's address (as its own serialization does).
+  std::string key(size_t i) { return c10::guts::to_string(opt->param_groups().at(0).params().at(i).unsafeGetTensorImpl()); }
+  State* find(size_t i) {
+    auto it = opt->state().find(key(i));
+    return it == opt->state().end() ? nullptr : static_cast<State*>(it->second.get());
+  }
+  std::vector<torch::Tensor> state(size_t i, int64_t& step) override;
+  void set_state(size_t i, int64_t step, const std::vector<torch::Tensor>& tensors) override;
 };
+
+using adamw_optim = torch_optim<torch::optim::AdamWOptions, torch::optim::AdamWParamState>;
+using sgd_optim = torch_optim<torch::optim::SGDOptions, torch::optim::SGDParamState>;
+
+template <>
+std::vector<torch::Tensor> adamw_optim::state(size_t i, int64_t& step) {
+  auto* s = find(i);
+  step = s ? s->step() : -1;
+  if (!s) return {};
+  if (s->max_exp_avg_sq().defined()) throw std::invalid_argument("AdamW with amsgrad: its state is not checkpointed");
+  return {s->exp_avg(), s->exp_avg_sq()};
+}
+
+template <>
+void adamw_optim::set_state(size_t i, int64_t step, const std::vector<torch::Tensor>& tensors) {
+  if (tensors.size() != 2) throw std::invalid_argument("AdamW's state is 2 tensors (exp_avg, exp_avg_sq)");
+  auto s = std::make_unique<torch::optim::AdamWParamState>();
+  s->step(step);
+  s->exp_avg(tensors[0].clone());
+  s->exp_avg_sq(tensors[1].clone());
+  opt->state()[key(i)] = std::move(s);
+}
+
+template <>
+std::vector<torch::Tensor> sgd_optim::state(size_t i, int64_t& step) {
+  auto* s = find(i);
+  step = s ? 0 : -1;  // SGD counts no steps
+  if (!s) return {};
+  return {s->momentum_buffer()};
+}
+
+template <>
+void sgd_optim::set_state(size_t i, int64_t, const std::vector<torch::Tensor>& tensors) {
+  if (tensors.size() != 1) throw std::invalid_argument("SGD's state is 1 tensor (momentum_buffer)");
+  auto s = std::make_unique<torch::optim::SGDParamState>();
+  s->momentum_buffer(tensors[0].clone());
+  opt->state()[key(i)] = std::move(s);
+}
 
 template <>
 int64_t torch_optim<torch::optim::AdamWOptions, torch::optim::AdamWParamState>::state_bytes() {
@@ -81,6 +131,15 @@ struct lion : pt_optim {
     for (auto& m : moments) sum += bytes_of(m);
     return sum;
   }
+  std::vector<torch::Tensor> state(size_t i, int64_t& step) override {
+    step = moments.at(i).defined() ? 0 : -1;  // Lion counts no steps
+    if (!moments.at(i).defined()) return {};
+    return {moments[i]};
+  }
+  void set_state(size_t i, int64_t, const std::vector<torch::Tensor>& tensors) override {
+    if (tensors.size() != 1) throw std::invalid_argument("Lion's state is 1 tensor (the moment)");
+    moments.at(i) = tensors[0].clone();
+  }
 };
 
 }  // namespace
@@ -94,12 +153,12 @@ PT_EXPORT int32_t pt_optim_new(int32_t kind, pt_tensor** params, int32_t n, doub
   switch (kind) {
     case 0: {
       auto options = torch::optim::AdamWOptions(lr).betas({beta1, beta2}).eps(eps).weight_decay(weight_decay);
-      *out = new torch_optim<torch::optim::AdamWOptions, torch::optim::AdamWParamState>(std::make_unique<torch::optim::AdamW>(list, options));
+      *out = new adamw_optim(std::make_unique<torch::optim::AdamW>(list, options));
       break;
     }
     case 1: {
       auto options = torch::optim::SGDOptions(lr).momentum(beta1).weight_decay(weight_decay);
-      *out = new torch_optim<torch::optim::SGDOptions, torch::optim::SGDParamState>(std::make_unique<torch::optim::SGD>(list, options));
+      *out = new sgd_optim(std::make_unique<torch::optim::SGD>(list, options));
       break;
     }
     case 2:
@@ -132,6 +191,26 @@ PT_EXPORT int32_t pt_optim_set_lr(pt_optim* o, double lr) {
 PT_EXPORT int32_t pt_optim_state_bytes(pt_optim* o, int64_t* out) {
   PT_TRY
   *out = o->state_bytes();
+  PT_CATCH
+}
+
+// Parameter i's state: its step count (-1 and no tensors before its first step) and up to *n state tensors (new
+// handles sharing the optimizer's storage, freed by the caller); *n is set to how many there are.
+PT_EXPORT int32_t pt_optim_state(pt_optim* o, int32_t i, int64_t* step, pt_tensor** out, int32_t* n) {
+  PT_TRY
+  auto tensors = o->state(static_cast<size_t>(i), *step);
+  if (static_cast<int32_t>(tensors.size()) > *n) throw std::invalid_argument("too many state tensors for the buffer");
+  *n = static_cast<int32_t>(tensors.size());
+  for (size_t k = 0; k < tensors.size(); k++) out[k] = pt::wrap(tensors[k]);
+  PT_CATCH
+}
+
+// Replaces parameter i's state by copies of n tensors and a step count.
+PT_EXPORT int32_t pt_optim_set_state(pt_optim* o, int32_t i, int64_t step, pt_tensor** tensors, int32_t n) {
+  PT_TRY
+  std::vector<torch::Tensor> list;
+  for (int32_t k = 0; k < n; k++) list.push_back(tensors[k]->t);
+  o->set_state(static_cast<size_t>(i), step, list);
   PT_CATCH
 }
 

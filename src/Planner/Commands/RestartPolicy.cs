@@ -1,3 +1,5 @@
+using Planner.Executor.Training;
+
 namespace Planner.Cli.Commands;
 
 /// <summary>
@@ -10,9 +12,20 @@ public sealed record RestartPolicy(int Restarts, string? CheckpointDir)
     /// <summary>The largest --max-restarts.</summary>
     public const int MaxRestarts = 1000;
 
-    /// <summary>What the ranks of <paramref name="attempt"/> (0: the first run) add to their arguments: a restart of a
-    /// run that keeps checkpoints resumes from them.</summary>
-    public IReadOnlyList<string> ResumeArguments(int attempt) => attempt > 0 && CheckpointDir is { } dir ? ["--resume", dir] : [];
+    /// <summary>Where the ranks of <paramref name="attempt"/> (0: the first run) start: a restart of a run that keeps
+    /// checkpoints resumes from the latest this run wrote after its own start, training the steps left of the run's total
+    /// (<paramref name="args"/>: its first step and steps); otherwise the run starts as it first did.</summary>
+    internal ((string Folder, CheckpointManifest Manifest)? From, RunArguments Args) Resume(int attempt, string runId,
+        (string Folder, CheckpointManifest Manifest)? resumed, RunArguments args)
+    {
+        if (attempt == 0 || CheckpointDir is not { } dir || CheckpointFolders.Latest(dir) is not { } folder)
+            return (resumed, args);
+        var manifest = CheckpointManifest.Read(folder);
+        int end = args.FirstStep + args.Steps;
+        if (manifest.RunId != runId || manifest.Step <= args.FirstStep || manifest.Step >= end)
+            return (resumed, args);
+        return ((folder, manifest), args with { FirstStep = manifest.Step, Steps = end - manifest.Step });
+    }
 
     /// <summary>Runs <paramref name="attempt"/> (given its number) until it succeeds or has failed more than
     /// <see cref="Restarts"/> times; returns its result and the line of each failure it survived, each also said on

@@ -15,12 +15,12 @@ namespace Planner.Cli.Commands;
 /// </summary>
 public static class RunCommand
 {
-    private sealed record RunInputs(ParallelPlan Plan, string PlanPath, ModelSpec Model, ClusterSpec? Cluster, string ClusterName, string PlanStack);
+    internal sealed record RunInputs(ParallelPlan Plan, string PlanPath, ModelSpec Model, ClusterSpec? Cluster, string ClusterName, string PlanStack);
 
     /// <summary>Options common to run and rank.</summary>
-    private sealed class Flags
+    internal sealed class Flags
     {
-        public Option<string> Plan { get; } = new("--plan") { Description = "Plan file (from plan --out)", Required = true };
+        public Option<string> Plan { get; } = new("--plan") { Description = "Plan file (from plan --out; on --resume: the checkpoint's unless given)" };
         public Option<int> Steps { get; } = new("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 5 };
         public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initial weights and synthetic data", DefaultValueFactory = _ => 1234UL };
         public Option<double> Lr { get; } = new("--lr") { Description = "Learning rate of the plan's optimizer", DefaultValueFactory = _ => TrainOptions.DefaultLearningRate };
@@ -50,9 +50,9 @@ public static class RunCommand
                 c.Options.Add(o);
         }
 
-        public RunInputs Read(ParseResult r)
+        public RunInputs Read(ParseResult r, RunArguments args)
         {
-            string path = r.GetValue(Plan)!;
+            string path = args.Plan;
             var (plan, model, cluster, planStack) = PlanFile.Read(path);
             ModelSpec m;
             try
@@ -74,15 +74,15 @@ public static class RunCommand
             }
             if (r.GetValue(Steps) is < 1 or > 1_000_000)
                 throw new InputException($"--steps: {r.GetValue(Steps)} must be from 1 to 1000000");
-            if (r.GetValue(DataBytes) is not (2 or 4))
-                throw new InputException($"--data-bytes: {r.GetValue(DataBytes)} must be 2 or 4");
-            if (r.GetValue(Data) is { } data && !File.Exists(data))
+            if (args.DataBytes is not (2 or 4))
+                throw new InputException($"--data-bytes: {args.DataBytes} must be 2 or 4");
+            if (args.Data is { } data && !File.Exists(data))
                 throw new InputException($"--data: file '{data}' not found");
-            if (!(r.GetValue(Lr) is >= 0 and <= 10))
-                throw new InputException($"--lr: {r.GetValue(Lr)} must be from 0 (weights that stay) to 10");
-            if (!(r.GetValue(AdamEps) is > 0 and < 1))
-                throw new InputException($"--adam-eps: {r.GetValue(AdamEps)} must be above 0 and below 1");
-            if (r.GetValue(LossScale) is { } scale && !(scale >= 1 && scale <= 3.4e38))
+            if (!(args.Lr is >= 0 and <= 10))
+                throw new InputException($"--lr: {args.Lr} must be from 0 (weights that stay) to 10");
+            if (!(args.AdamEps is > 0 and < 1))
+                throw new InputException($"--adam-eps: {args.AdamEps} must be above 0 and below 1");
+            if (args.LossScale is { } scale && !(scale >= 1 && scale <= 3.4e38))
                 throw new InputException($"--loss-scale: {scale} must be from 1 to 3.4e38 (fp32's largest number)");
             if (r.GetValue(Threads) is < 1 or > 1024)
                 throw new InputException($"--threads: {r.GetValue(Threads)} must be from 1 to 1024");
@@ -100,12 +100,12 @@ public static class RunCommand
         public RunInputs Calibrated(ParseResult r, RunInputs inputs) => inputs.Cluster is null ? inputs
             : inputs with { Cluster = Profiling.CalibrationFile.Apply(inputs.Cluster, r.GetValue(Calibration), r.GetValue(ForceCalibration)) };
 
-        public ITokenSource Source(ParseResult r, RunInputs inputs) => r.GetValue(Data) is { } data
-            ? new TokenFile(data, inputs.Plan.Seq, r.GetValue(DataBytes), inputs.Model.Vocab)
-            : new SyntheticTokens(inputs.Model.Vocab, r.GetValue(Seed));
+        public static ITokenSource Source(RunArguments args, RunInputs inputs) => args.Data is { } data
+            ? new TokenFile(data, inputs.Plan.Seq, args.DataBytes, inputs.Model.Vocab)
+            : new SyntheticTokens(inputs.Model.Vocab, args.Seed);
 
         /// <summary>The options of a rank process (whose --device names its own device: cpu or cuda:N).</summary>
-        public TrainOptions Options(ParseResult r) => new(r.GetValue(Steps), r.GetValue(Seed), r.GetValue(Lr), AdamEps: r.GetValue(AdamEps), LossScale: r.GetValue(LossScale),
+        public TrainOptions Options(ParseResult r, RunArguments args) => new(args.Steps, args.Seed, args.Lr, AdamEps: args.AdamEps, LossScale: args.LossScale,
             Device: DeviceChoice.Parse(r.GetValue(Device)!).Resolve(1, scheduled: true).Of(DeviceChoice.SchedulerLocalRank()), TimeoutSeconds: r.GetValue(Timeout));
 
         /// <summary>The longest --timeout: a week.</summary>
@@ -123,16 +123,21 @@ public static class RunCommand
         var gather = new Option<bool>("--gather-report") { Description = "Rank 0 prints every rank's lines (ranks on several machines)" };
         var cmd = new Command("rank", "One rank process of run (started by run)") { Hidden = true };
         flags.AddTo(cmd);
+        var checkpoints = new CheckpointFlags();
+        checkpoints.AddToRank(cmd);
         foreach (Option o in new Option[] { rank, world, addr, port, gather })
             cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             // First: the launcher hears from the rank while it reads its inputs and meets its peers.
             var liveness = RankLiveness.Start(Console.Error, r.GetValue(rank));
-            var inputs = flags.Read(r);
-            using var data = flags.Source(r, inputs);
+            var args = RunArguments.Of(r, flags, null);
+            var inputs = flags.Read(r, args);
+            using var data = Flags.Source(args, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather), liveness);
+            var model = PlanFile.Read(args.Plan).Model;
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, args), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather),
+                liveness, checkpoints.Options(r, args, model), CheckpointFlags.PlanText(args.Plan, model));
         });
         return cmd;
     }
@@ -150,9 +155,13 @@ public static class RunCommand
         var restarts = new Option<int>("--max-restarts") { Description = "After a rank fails or hangs, end and start all ranks again up to N times", DefaultValueFactory = _ => 0 };
         var cmd = new Command("run", "Train the plan for real across rank processes and compare with the prediction") { warmup, json, nnodes, nodeRank, addr, port, restarts };
         flags.AddTo(cmd);
+        var checkpoints = new CheckpointFlags();
+        checkpoints.AddToRun(cmd);
         cmd.SetAction(r =>
         {
-            var inputs = flags.Read(r);
+            var resumed = checkpoints.Resumed(r);
+            var args = RunArguments.Of(r, flags, resumed);
+            var inputs = flags.Read(r, args);
             var plan = inputs.Plan;
             int world = plan.Gpus;
             var launch = Launch.From(r.GetValue(nnodes), r.GetValue(nodeRank), r.GetValue(addr)!, r.GetValue(port), world);
@@ -174,13 +183,18 @@ public static class RunCommand
             if (r.GetValue(restarts) is < 0 or > RestartPolicy.MaxRestarts)
                 throw new InputException($"--max-restarts: {r.GetValue(restarts)} must be from 0 to {RestartPolicy.MaxRestarts}");
             RankFault.FromEnvironment(); // the test hook's variable is checked here, not in every rank
+            string runId = checkpoints.Prepare(r, inputs, resumed, claims: launch.LocalRanks.Contains(0));
             // A restart meets at a port of its own, where no rank of the failed attempt can be reached: a fresh one on one
             // machine, else the agreed one plus the attempt (every launcher of the job counts the same attempts).
             bool freshPort = r.GetValue(port) is null && r.GetValue(nnodes) == 1 && !launch.Scheduled;
-            // CheckpointDir: run --checkpoint-dir's folder once run keeps checkpoints (a restart then resumes from it).
-            var policy = new RestartPolicy(r.GetValue(restarts), CheckpointDir: null);
-            var (lines, failures) = policy.Run(attempt => RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
-                r, flags, world, device, attempt, policy.ResumeArguments(attempt)), Console.Error);
+            var policy = new RestartPolicy(r.GetValue(restarts), r.GetValue(checkpoints.Directory));
+            var ((lines, ran), failures) = policy.Run(attempt =>
+            {
+                // A restart of a run that keeps checkpoints resumes from its latest (the steps left of the run's total).
+                var (from, attemptArgs) = policy.Resume(attempt, runId, resumed, args);
+                return (RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
+                    r, flags, attemptArgs, checkpoints.Forwarded(r, runId, from), world, device, attempt), attemptArgs);
+            }, Console.Error);
             if (!launch.LocalRanks.Contains(0))
             {
                 // Rank 0 gathers every rank's measurements; its machine reports the run and keeps its history.
@@ -190,7 +204,8 @@ public static class RunCommand
                     : $"{ranks} of {world} trained {r.GetValue(flags.Steps)} steps; the report (measured against predicted, all ranks) is printed where rank 0 runs");
                 return Cli.Ok;
             }
-            var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, warm, r.GetValue(json), r.GetValue(flags.Steps), failures);
+            // A restart that resumed near the end may have trained fewer steps than the warm-up leaves out: it keeps its last.
+            var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, Math.Min(warm, ran.Steps - 1), r.GetValue(json), ran, failures);
             if (predicted is not null)
                 Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
                 {
@@ -238,23 +253,23 @@ public static class RunCommand
 
     /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
     /// <param name="attempt">0: the first run, n: the n-th restart.</param>
-    /// <param name="resume">What the restart's ranks add to resume from the run's checkpoints (none: start at step 0).</param>
-    private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, int world, DeviceChoice device, int attempt, IReadOnlyList<string> resume)
+    private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, RunArguments args, IEnumerable<string> checkpoints, int world, DeviceChoice device,
+        int attempt)
     {
-        var forwarded = new List<string> { "--plan", r.GetValue(flags.Plan)!, "--steps", r.GetValue(flags.Steps).ToString(),
+        var forwarded = new List<string> { "--plan", args.Plan, "--steps", args.Steps.ToString(),
             "--timeout", r.GetValue(flags.Timeout).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-            "--seed", r.GetValue(flags.Seed).ToString(), "--lr", r.GetValue(flags.Lr).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-            "--adam-eps", r.GetValue(flags.AdamEps).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-            "--data-bytes", r.GetValue(flags.DataBytes).ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
-        if (r.GetValue(flags.Data) is { } data)
+            "--seed", args.Seed.ToString(), "--lr", args.Lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            "--adam-eps", args.AdamEps.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            "--data-bytes", args.DataBytes.ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
+        forwarded.AddRange(checkpoints);
+        if (args.Data is { } data)
             forwarded.AddRange(["--data", data]);
-        if (r.GetValue(flags.LossScale) is { } scale)
+        if (args.LossScale is { } scale)
             forwarded.AddRange(["--loss-scale", scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)]);
         if (r.GetValue(flags.Dump) is { } dump)
             forwarded.AddRange(["--dump-params", dump]);
         if (launch.Distributed(world))
             forwarded.Add("--gather-report");
-        forwarded.AddRange(resume);
         var ranks = launch.LocalRanks.Select((rank, local) => (rank, (IEnumerable<string>)new[] { "rank", "--rank", rank.ToString(), "--world", world.ToString(),
             "--master-addr", launch.MasterAddr, "--master-port", launch.MasterPort.ToString(),
             "--device", device.RankArgument(local) }.Concat(forwarded))).ToList();
@@ -269,12 +284,13 @@ public static class RunCommand
 
     private static JsonNode? Num(double v) => double.IsNaN(v) ? null : v;
 
-    private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, int steps,
+    private static (double Step, double Memory, Prediction? Predicted) Report(TextWriter stdout, RunInputs inputs, List<JsonObject> lines, int warmup, bool json, RunArguments args,
         IReadOnlyList<string> failures)
     {
         var plan = inputs.Plan;
+        int first = args.FirstStep, steps = args.Steps, last = first + steps - 1;
         // Per step: the slowest rank's time, and the loss the last stage reported.
-        var perStep = Enumerable.Range(0, steps).Select(s =>
+        var perStep = Enumerable.Range(first, steps).Select(s =>
         {
             var rows = lines.Where(l => (int)l["step"]! == s).ToList();
             double seconds = rows.Max(l => (double)l["seconds"]!);
@@ -285,7 +301,7 @@ public static class RunCommand
         var peakByRank = lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
             .Select(g => g.Max(l => (long)l["peak_memory_bytes"]!) / Units.GiB).ToList();
         double peak = peakByRank.Max();
-        var lastLine = lines.Last(l => (int)l["step"]! == steps - 1);
+        var lastLine = lines.Last(l => (int)l["step"]! == last);
         double? lossScale = (double?)lastLine["loss_scale"];
         int skipped = (int)lastLine["skipped_steps"]!;
         double tokensPerS = (double)plan.Gbs * plan.Seq / median;
@@ -294,7 +310,7 @@ public static class RunCommand
             predicted = Pricer.Price(inputs.Model, inputs.Cluster, plan, ExecutorSoftware.Options);
         double? stepError = predicted is null ? null : (predicted.StepTimeSeconds - median) / median * 100;
         // Measured components: each rank's timers, averaged over ranks and the steps after warm-up.
-        var timedLines = lines.Where(l => (int)l["step"]! >= warmup).ToList();
+        var timedLines = lines.Where(l => (int)l["step"]! >= first + warmup).ToList();
         // The prediction's breakdown is its busiest pipeline stage's: compared with the ranks of the stage whose
         // measured compute is the largest (every rank when there is one stage), not with a mean over stages.
         var layout = new Planner.Executor.Distributed.ProcessGroupLayout(plan);
@@ -315,7 +331,7 @@ public static class RunCommand
         var run = new RunSummary(plan, perStep, median, tokensPerS, peakByRank, peak, lossScale, skipped, predicted, stepError, memError, busiestStage, parts,
             RoutingReport.MoeImbalance(plan, timedLines), failures);
         if (json)
-            WriteJson(stdout, inputs, run, lines, timedLines, steps);
+            WriteJson(stdout, inputs, run, lines, timedLines, first, last);
         else
             WriteTables(stdout, inputs, run);
         return (median, peak, predicted);
@@ -329,32 +345,37 @@ public static class RunCommand
 
     /// <summary>A mixture-of-experts model's load-balancing loss per step (its blocks' summed, without the coefficient):
     /// each stage's averaged over its ranks (data-parallel replicas differ), summed over the stages; null for a dense model.</summary>
-    private static JsonArray? AuxLosses(List<JsonObject> lines, int steps)
+    private static JsonArray? AuxLosses(List<JsonObject> lines, int first, int last)
     {
         if (lines.All(l => l["aux_loss"] is null))
             return null;
-        return new JsonArray(Enumerable.Range(0, steps).Select(s => (JsonNode)lines.Where(l => (int)l["step"]! == s)
+        return new JsonArray(Enumerable.Range(first, last - first + 1).Select(s => (JsonNode)lines.Where(l => (int)l["step"]! == s)
             .GroupBy(l => (int)l["stage"]!).Sum(g => g.Average(l => (double)l["aux_loss"]!))).ToArray());
     }
 
     /// <summary>The report as one JSON object; <paramref name="timedLines"/>: the ranks' lines after warm-up.</summary>
-    private static void WriteJson(TextWriter stdout, RunInputs inputs, RunSummary run, List<JsonObject> lines, List<JsonObject> timedLines, int steps)
+    /// <param name="first">The first step's number (a resumed run's checkpoint's steps), <paramref name="last"/> the last's.</param>
+    private static void WriteJson(TextWriter stdout, RunInputs inputs, RunSummary run, List<JsonObject> lines, List<JsonObject> timedLines, int first, int last)
     {
         // What the parameters (and ZeRO's master shard) hold after the last step, per rank: ZeRO-3's sharding shows here.
         JsonArray LastStepByRank(string key) => new(lines.GroupBy(l => (int)l["rank"]!).OrderBy(g => g.Key)
-            .Select(g => g.Last(l => (int)l["step"]! == steps - 1)[key]!.DeepClone()).ToArray());
+            .Select(g => g.Last(l => (int)l["step"]! == last)[key]!.DeepClone()).ToArray());
         var o = new JsonObject
         {
             ["plan"] = PredictionJson.Plan(run.Plan, inputs.Model.Source ?? inputs.Model.Name, inputs.ClusterName, inputs.PlanStack),
             ["predicted"] = run.Predicted is null ? null : PredictionJson.Prediction(run.Predicted),
             ["measured"] = new JsonObject
             {
+                ["first_step"] = first,
+                // Seconds writing checkpoints (the slowest rank's, all of them), null without --checkpoint-dir.
+                ["checkpoint_s"] = lines.Any(l => l["checkpoint_s"] is not null)
+                    ? lines.GroupBy(l => (int)l["rank"]!).Max(g => g.Sum(l => (double?)l["checkpoint_s"] ?? 0)) : null,
                 ["step_time_s"] = run.Median,
                 ["tokens_per_s"] = run.TokensPerS,
                 ["peak_memory_gib"] = run.Peak,
                 ["peak_memory_gib_by_rank"] = new JsonArray(run.PeakByRank.Select(v => (JsonNode)v).ToArray()),
                 // Each stage's trainable parameters counted whole, summed over the stages: what the model trains.
-                ["trainable_parameters"] = lines.Where(l => (int)l["step"]! == 0).GroupBy(l => (int)l["stage"]!)
+                ["trainable_parameters"] = lines.Where(l => (int)l["step"]! == first).GroupBy(l => (int)l["stage"]!)
                     .Sum(g => (long)g.First()["trainable_parameters"]!),
                 ["parameter_bytes_by_rank"] = LastStepByRank("parameter_bytes"),
                 // The optimizer's state tensors (moments, momentum), without ZeRO's master shard (in parameter_bytes).
@@ -366,7 +387,7 @@ public static class RunCommand
                 ["loss_scale"] = run.LossScale,
                 ["skipped_steps"] = run.Skipped,
                 ["loss"] = new JsonArray(run.PerStep.Select(x => (JsonNode?)x.Loss).ToArray()),
-                ["aux_loss"] = AuxLosses(lines, steps),
+                ["aux_loss"] = AuxLosses(lines, first, last),
                 // The router's spread over the experts as the plan key moe_imbalance prices it (null: dense model).
                 ["moe_imbalance"] = run.MoeImbalance,
                 ["step_times_s"] = new JsonArray(run.PerStep.Select(x => (JsonNode)x.Seconds).ToArray()),
