@@ -1,6 +1,7 @@
 using Planner.CostModel.Pipeline;
 using Planner.CostModel.Plans;
 using Planner.CostModel.Pricing;
+using Planner.CostModel.Trace;
 using Planner.Executor.Distributed;
 using Planner.Executor.Parallelize;
 using Planner.Executor.Torch;
@@ -63,6 +64,10 @@ public sealed class PipelineRunner
     /// they ran: the micro-batches' forwards only (a block that recompute runs again in the backward is not counted twice).</summary>
     public List<double> RoutingLoads { get; } = [];
 
+    /// <summary>When set, the next <see cref="Run"/> appends each pass it runs and each wait for a neighbour, with the
+    /// clock's nanoseconds at its start and end (a measured trace, docs/timelines.md); null records nothing.</summary>
+    public List<(string Name, TraceLane Lane, long Start, long End)>? Recorded { get; set; }
+
     /// <summary>Seconds blocked receiving from neighbouring stages in the last <see cref="Run"/>.</summary>
     public double WaitSeconds { get; private set; }
 
@@ -86,6 +91,7 @@ public sealed class PipelineRunner
         double lossSum = 0;
         foreach (var action in _schedule.Stages[_stage])
         {
+            long a0 = Recorded is null ? 0 : _clock.Now();
             if (action.Kind == PassKind.Forward)
                 live[(action.MicroBatch, action.Chunk)] = Forward(action, batch, lossScale, forwardSends, ref lossSum);
             else
@@ -94,6 +100,7 @@ public sealed class PipelineRunner
                 live.Remove((action.MicroBatch, action.Chunk));
                 Backward(action, run, forwardSends, pending);
             }
+            Recorded?.Add(($"{(action.Kind == PassKind.Forward ? "forward" : "backward")} mb {action.MicroBatch} chunk {action.Chunk}", TraceLane.Compute, a0, _clock.Now()));
         }
         foreach (var (work, keep) in pending.Concat(forwardSends.Values))
         {
@@ -202,7 +209,9 @@ public sealed class PipelineRunner
     {
         long w0 = _clock.Now();
         link.Recv(into, from, tag);
-        WaitSeconds += _clock.Since(w0);
+        long w1 = _clock.Now();
+        WaitSeconds += (w1 - w0) / 1e9;
+        Recorded?.Add(($"wait for stage {from}", TraceLane.PipelineTransfer, w0, w1));
     }
 
     private void BackwardChunk(InFlight run, Tensor? gradOut)

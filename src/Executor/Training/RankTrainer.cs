@@ -17,8 +17,10 @@ namespace Planner.Executor.Training;
 /// <param name="EpComm">Seconds in expert-parallel all-to-alls (token dispatch and combine, forward and backward).</param>
 /// <param name="RoutingLoads">Each MoE block forward's busiest expert load over the mean, in the order they ran (empty
 /// for a dense model).</param>
+/// <param name="Trace">The step's passes, waits, data-parallel communication and optimizer with their seconds from the
+/// step's start (stage field 0: the caller knows the rank), when the step was traced; null otherwise.</param>
 public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
-    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null)
+    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null, IReadOnlyList<Planner.CostModel.Trace.TraceEvent>? Trace = null)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
     public double Compute => Math.Max(0, Seconds - TpComm - CpComm - EpComm - PpWait - DpComm - Optimizer);
@@ -212,10 +214,11 @@ public sealed class RankTrainer : IDisposable
             _scaler!.Restore(scaler);
     }
 
-    /// <summary>Runs one optimizer step.</summary>
-    public StepMetrics Step(int step)
+    /// <summary>Runs one optimizer step; with <paramref name="trace"/> its events are recorded (<see cref="StepMetrics.Trace"/>).</summary>
+    public StepMetrics Step(int step, bool trace = false)
     {
         long t0 = _clock.Now();
+        _pipeline.Recorded = trace ? [] : null;
         TensorParallel.TakeCommSeconds();
         ContextParallel.TakeCommSeconds();
         _rank.Experts?.TakeCommSeconds();
@@ -230,7 +233,9 @@ public sealed class RankTrainer : IDisposable
         GradientBytesAfterBackward = _rank.Model.Parameters.Sum(p => p.Grad?.StorageBytes ?? 0);
         double tpComm = TensorParallel.TakeCommSeconds(), cpComm = ContextParallel.TakeCommSeconds();
         double epComm = _rank.Experts?.TakeCommSeconds() ?? 0;
+        long flushed = trace ? _clock.Now() : 0;
         data.ReduceAndStep(Unscale);
+        long stepped = trace ? _clock.Now() : 0;
         double loss = double.NaN;
         if (_rank.Model.HasHead)
         {
@@ -239,7 +244,24 @@ public sealed class RankTrainer : IDisposable
             loss = l.Item() / (_groups.Dp?.Size ?? 1);
         }
         double seconds = _clock.Since(t0);
-        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm, routingLoads);
+        var events = trace ? StepEvents(t0, flushed, stepped, data) : null;
+        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm, routingLoads, events);
+    }
+
+    /// <summary>The traced step's events, in seconds from its start <paramref name="t0"/>: the pipeline's passes and waits
+    /// as recorded, then the data-parallel reduction (from the flush, for as long as it was timed) and the optimizer step
+    /// (ending where the step's reduction and update ended). The reduction's buckets that overlapped the backward are
+    /// inside its time, not placed one by one.</summary>
+    private List<Planner.CostModel.Trace.TraceEvent> StepEvents(long t0, long flushed, long stepped, DataParallelism data)
+    {
+        var events = _pipeline.Recorded!.Select(e => new Planner.CostModel.Trace.TraceEvent(0, e.Lane, e.Name, (e.Start - t0) / 1e9, (e.End - e.Start) / 1e9)).ToList();
+        double flush = (flushed - t0) / 1e9, end = (stepped - t0) / 1e9;
+        if (data.CommSeconds > 0)
+            events.Add(new(0, Planner.CostModel.Trace.TraceLane.DataParallelComm, "data-parallel reduction (timed)", flush, data.CommSeconds));
+        if (data.OptimizerSeconds > 0)
+            events.Add(new(0, Planner.CostModel.Trace.TraceLane.Optimizer, "optimizer step", Math.Max(flush, end - data.OptimizerSeconds), data.OptimizerSeconds));
+        _pipeline.Recorded = null;
+        return events;
     }
 
     /// <summary>

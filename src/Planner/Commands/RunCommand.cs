@@ -207,24 +207,28 @@ public static class RunCommand
             // A restart that resumed near the end may have trained fewer steps than the warm-up leaves out: it keeps its last.
             var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, Math.Min(warm, ran.Steps - 1), r.GetValue(json), ran, failures);
             if (predicted is not null)
-                Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
-                {
-                    Date = DateTime.UtcNow.ToString("s", System.Globalization.CultureInfo.InvariantCulture),
-                    Host = Environment.MachineName,
-                    PlanFile = Path.GetFullPath(inputs.PlanPath),
-                    Model = inputs.Model.Name,
-                    Cluster = inputs.ClusterName,
-                    Plan = Rendering.Tables.Describe(plan) + $" gbs{plan.Gbs} seq{plan.Seq}",
-                    Calibrated = r.GetValue(flags.Calibration) is not null || File.Exists(Profiling.CalibrationFile.DefaultPath(inputs.ClusterName)),
-                    PredictedStepTime = predicted.StepTimeSeconds,
-                    MeasuredStepTime = measured,
-                    PredictedMemory = predicted.PeakMemoryGib,
-                    MeasuredMemory = measuredMemory,
-                });
+                AppendHistory(r, flags, inputs, predicted, measured, measuredMemory);
             return Cli.Ok;
         });
         return cmd;
     }
+
+    /// <summary>Appends the run to the history closed-loop fits read (docs/closed-loop.md).</summary>
+    private static void AppendHistory(ParseResult r, Flags flags, RunInputs inputs, Prediction predicted, double measured, double measuredMemory) =>
+        Profiling.RunHistory.Append(r.GetValue(flags.History) ?? Profiling.RunHistory.DefaultPath, new Profiling.HistoryRow
+        {
+            Date = DateTime.UtcNow.ToString("s", System.Globalization.CultureInfo.InvariantCulture),
+            Host = Environment.MachineName,
+            PlanFile = Path.GetFullPath(inputs.PlanPath),
+            Model = inputs.Model.Name,
+            Cluster = inputs.ClusterName,
+            Plan = Rendering.Tables.Describe(inputs.Plan) + $" gbs{inputs.Plan.Gbs} seq{inputs.Plan.Seq}",
+            Calibrated = r.GetValue(flags.Calibration) is not null || File.Exists(Profiling.CalibrationFile.DefaultPath(inputs.ClusterName)),
+            PredictedStepTime = predicted.StepTimeSeconds,
+            MeasuredStepTime = measured,
+            PredictedMemory = predicted.PeakMemoryGib,
+            MeasuredMemory = measuredMemory,
+        });
 
     /// <summary>The pipeline stage whose ranks' lines (<c>rank</c>, <c>compute_s</c>) hold the most compute on average
     /// (the lowest such stage on a tie; 0 without lines).</summary>
