@@ -38,7 +38,7 @@ public static class RankMain
         {
             liveness?.Reached(step);
             using var scope = DisposeScope.Begin();
-            var metrics = trainer.Step(step);
+            var metrics = trainer.Step(step, trace: options.TraceStep == step);
             double? saved = null;
             if (checkpoint is not null && checkpoint.Due(step + 1, step == first + options.Steps - 1))
             {
@@ -73,6 +73,7 @@ public static class RankMain
                 aux_loss = trainer.AuxLoss,
                 moe_loads = metrics.RoutingLoads is { Count: > 0 } loads ? loads : null,
                 checkpoint_s = saved,
+                trace = metrics.Trace?.Select(e => new { name = e.Name, lane = e.Lane.ToString(), start_s = e.Start, dur_s = e.Duration }),
             });
             output.WriteLine(line);
             output.Flush();

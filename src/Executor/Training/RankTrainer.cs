@@ -29,9 +29,10 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
 /// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
+/// <param name="TraceStep">The step whose events the rank records and reports (run --trace), or null.</param>
 /// <param name="TimeoutSeconds">How long the rendezvous and every collective or transfer may be waited for (run --timeout).</param>
 public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = TrainOptions.DefaultLearningRate, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
-    Device Device = default, double TimeoutSeconds = TrainOptions.DefaultTimeoutSeconds)
+    Device Device = default, double TimeoutSeconds = TrainOptions.DefaultTimeoutSeconds, int? TraceStep = null)
 {
     /// <summary>The learning rate when none is given (every optimizer's: Adafactor steps without the relative step's
     /// parameter scale).</summary>
@@ -256,10 +257,12 @@ public sealed class RankTrainer : IDisposable
     {
         var events = _pipeline.Recorded!.Select(e => new Planner.CostModel.Trace.TraceEvent(0, e.Lane, e.Name, (e.Start - t0) / 1e9, (e.End - e.Start) / 1e9)).ToList();
         double flush = (flushed - t0) / 1e9, end = (stepped - t0) / 1e9;
-        if (data.CommSeconds > 0)
-            events.Add(new(0, Planner.CostModel.Trace.TraceLane.DataParallelComm, "data-parallel reduction (timed)", flush, data.CommSeconds));
-        if (data.OptimizerSeconds > 0)
-            events.Add(new(0, Planner.CostModel.Trace.TraceLane.Optimizer, "optimizer step", Math.Max(flush, end - data.OptimizerSeconds), data.OptimizerSeconds));
+        double optimizer = Math.Min(data.OptimizerSeconds, Math.Max(0, end - flush));
+        double reduce = Math.Min(data.CommSeconds, Math.Max(0, end - flush - optimizer));
+        if (reduce > 0)
+            events.Add(new(0, Planner.CostModel.Trace.TraceLane.DataParallelComm, "data-parallel reduction (timed, after the flush)", flush, reduce));
+        if (optimizer > 0)
+            events.Add(new(0, Planner.CostModel.Trace.TraceLane.Optimizer, "optimizer step", end - optimizer, optimizer));
         _pipeline.Recorded = null;
         return events;
     }

@@ -121,11 +121,12 @@ public static class RunCommand
         var addr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--master-port") { Required = true };
         var gather = new Option<bool>("--gather-report") { Description = "Rank 0 prints every rank's lines (ranks on several machines)" };
+        var traceStep = new Option<int?>("--trace-step") { Description = "The step whose events the rank reports (run --trace)" };
         var cmd = new Command("rank", "One rank process of run (started by run)") { Hidden = true };
         flags.AddTo(cmd);
         var checkpoints = new CheckpointFlags();
         checkpoints.AddToRank(cmd);
-        foreach (Option o in new Option[] { rank, world, addr, port, gather })
+        foreach (Option o in new Option[] { rank, world, addr, port, gather, traceStep })
             cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
@@ -136,7 +137,7 @@ public static class RunCommand
             using var data = Flags.Source(args, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
             var model = PlanFile.Read(args.Plan).Model;
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, args), data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather),
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, args) with { TraceStep = r.GetValue(traceStep) }, data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather),
                 liveness, checkpoints.Options(r, args, model), CheckpointFlags.PlanText(args.Plan, model));
         });
         return cmd;
@@ -157,8 +158,12 @@ public static class RunCommand
         flags.AddTo(cmd);
         var checkpoints = new CheckpointFlags();
         checkpoints.AddToRun(cmd);
+        var trace = new TraceFlags();
+        trace.AddTo(cmd);
         cmd.SetAction(r =>
         {
+            var tracePaths = trace.Read(r, r.GetValue(checkpoints.Force));
+            bool traced = tracePaths.Trace is not null || tracePaths.Timeline is not null;
             var resumed = checkpoints.Resumed(r);
             var args = RunArguments.Of(r, flags, resumed);
             var inputs = flags.Read(r, args);
@@ -193,7 +198,8 @@ public static class RunCommand
                 // A restart of a run that keeps checkpoints resumes from its latest (the steps left of the run's total).
                 var (from, attemptArgs) = policy.Resume(attempt, runId, resumed, args);
                 return (RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
-                    r, flags, attemptArgs, checkpoints.Forwarded(r, runId, from), world, device, attempt), attemptArgs);
+                    r, flags, attemptArgs, checkpoints.Forwarded(r, runId, from), world, device, attempt,
+                    traced ? MeasuredTrace.Step(attemptArgs.FirstStep, attemptArgs.Steps, warm) : null), attemptArgs);
             }, Console.Error);
             if (!launch.LocalRanks.Contains(0))
             {
@@ -208,6 +214,10 @@ public static class RunCommand
             var (measured, measuredMemory, predicted) = Report(stdout, inputs, lines, Math.Min(warm, ran.Steps - 1), r.GetValue(json), ran, failures);
             if (predicted is not null)
                 AppendHistory(r, flags, inputs, predicted, measured, measuredMemory);
+            if (traced)
+                MeasuredTrace.Write(tracePaths, MeasuredTrace.Of(lines, MeasuredTrace.Step(ran.FirstStep, ran.Steps, warm)), lines, plan,
+                    $"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, measured step {MeasuredTrace.Step(ran.FirstStep, ran.Steps, warm)}",
+                    new Dictionary<string, object> { ["plan"] = Rendering.Tables.Describe(plan), ["source"] = "planner run: every rank's timers in one step after the warm-up" });
             return Cli.Ok;
         });
         return cmd;
@@ -257,8 +267,9 @@ public static class RunCommand
 
     /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
     /// <param name="attempt">0: the first run, n: the n-th restart.</param>
+    /// <param name="traceStep">The step whose events the ranks report, or null.</param>
     private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, RunArguments args, IEnumerable<string> checkpoints, int world, DeviceChoice device,
-        int attempt)
+        int attempt, int? traceStep)
     {
         var forwarded = new List<string> { "--plan", args.Plan, "--steps", args.Steps.ToString(),
             "--timeout", r.GetValue(flags.Timeout).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
@@ -266,6 +277,8 @@ public static class RunCommand
             "--adam-eps", args.AdamEps.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--data-bytes", args.DataBytes.ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
         forwarded.AddRange(checkpoints);
+        if (traceStep is int k)
+            forwarded.AddRange(["--trace-step", k.ToString()]);
         if (args.Data is { } data)
             forwarded.AddRange(["--data", data]);
         if (args.LossScale is { } scale)

@@ -59,10 +59,6 @@ public sealed class TraceFlags
         int perStage = plan.Gpus / plan.Pp;
         string Stage(int s) => $"stage {s} ({perStage} x {cluster.GroupList[plan.GroupOf(s)].Gpu.Name}: tp {plan.Tp} · cp {plan.Cp} · dp {plan.Dp})";
         string described = Tables.Describe(plan);
-        if (paths.Timeline is { } png)
-            TimelinePlot.Draw(png, events, $"{model.Name} on {cluster.Name}: {described}, predicted step {p.StepTimeSeconds:G4} s", s => $"stage {s}");
-        if (paths.Trace is not { } path)
-            return;
         var meta = new Dictionary<string, object>
         {
             ["model"] = model.Name,
@@ -71,7 +67,20 @@ public sealed class TraceFlags
             ["step_time_s"] = p.StepTimeSeconds,
             ["source"] = "planner predict: the simulated pipeline schedule and per-pass costs of the price",
         };
-        string json = ChromeTrace.Of(events, Stage, meta).ToJsonString(new JsonSerializerOptions { WriteIndented = false });
+        WriteFiles(paths, events, Stage, st => $"stage {st}", $"{model.Name} on {cluster.Name}: {described}, predicted step {p.StepTimeSeconds:G4} s", meta);
+    }
+
+    /// <summary>Writes the events as a Chrome trace (through a temporary file, so a failure leaves no half file) and as a
+    /// PNG timeline, each where a path is given; <paramref name="rowName"/> names a stage's or rank's process in the trace,
+    /// <paramref name="rowLabel"/> its band in the picture.</summary>
+    public static void WriteFiles((string? Trace, string? Timeline) paths, IReadOnlyList<TraceEvent> events, Func<int, string> rowName, Func<int, string> rowLabel,
+        string title, IReadOnlyDictionary<string, object> metadata)
+    {
+        if (paths.Timeline is { } png)
+            TimelinePlot.Draw(png, events, title, rowLabel);
+        if (paths.Trace is not { } path)
+            return;
+        string json = ChromeTrace.Of(events, rowName, metadata).ToJsonString(new JsonSerializerOptions { WriteIndented = false });
         string full = Path.GetFullPath(path);
         string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
         try
