@@ -68,17 +68,17 @@ public static class Cli
         }
         catch (InputException e)
         {
-            stderr.WriteLine($"planner: {ProblemFlags.Message(e)}");
+            stderr.WriteLine($"planner: {OneLine(ProblemFlags.Message(e))}");
             return BadInput;
         }
         catch (RankFailedException e)
         {
-            stderr.WriteLine($"planner: {e.Message}");
+            stderr.WriteLine($"planner: {OneLine(e.Message)}");
             return InternalError;
         }
         catch (NotSupportedException e)
         {
-            stderr.WriteLine($"planner: {e.Message}");
+            stderr.WriteLine($"planner: {OneLine(e.Message)}");
             return BadInput;
         }
         catch (Exception e)
@@ -87,4 +87,7 @@ public static class Cli
             return InternalError;
         }
     }
+
+    /// <summary>A message kept on its one line: a line break a file's value carried into it is written as \n.</summary>
+    private static string OneLine(string message) => message.Replace("\r", "\\r").Replace("\n", "\\n");
 }

@@ -59,7 +59,7 @@ public static class FuzzLoaders
     });
 
     /// <summary>The loaders fuzzed, by the names <see cref="Run"/> takes.</summary>
-    public static readonly string[] Names = ["model", "cluster", "plan", "calibration", "measurements", "validation", "tokens"];
+    public static readonly string[] Names = ["model", "cluster", "plan", "run-plan", "calibration", "measurements", "validation", "tokens"];
 
     /// <summary>Runs one loader's fuzzer on <paramref name="cases"/> inputs.</summary>
     public static FuzzCounts Run(string loader, int cases) => loader switch
@@ -67,12 +67,17 @@ public static class FuzzLoaders
         "model" => ModelConfig(cases),
         "cluster" => ClusterFile(cases),
         "plan" => PlanFile(cases),
+        "run-plan" => RunPlanFile(cases),
         "calibration" => CalibrationFile(cases),
         "measurements" => Measurements(cases),
         "validation" => ValidationRuns(cases),
         "tokens" => TokenFile(cases),
         _ => throw new ArgumentException($"no fuzzer '{loader}'"),
     };
+
+    /// <summary>The flags of <see cref="Predict"/>'s plan: a valid model or cluster file may not suit them, and the line
+    /// then names the flag (<c>--seq: 64 is beyond the 3 learned positions</c>).</summary>
+    private static readonly string[] PlanFlags = ["--tp", "--pp", "--dp", "--mbs", "--gbs", "--seq", "--precision"];
 
     private static string[] Predict(string model, string cluster, params string[] more) =>
         ["predict", "--model", model, "--cluster", cluster, "--tp", "1", "--pp", "1", "--dp", "2", "--mbs", "1", "--gbs", "4", "--seq", "64", "--precision", "fp32", .. more];
@@ -81,14 +86,18 @@ public static class FuzzLoaders
 
     /// <summary>HuggingFace model configs, read by <c>predict --model</c>.</summary>
     public static FuzzCounts ModelConfig(int cases) => Fuzzer.Run("model", Gen.OneOf(JsonMutations.Of(Gpt2), JsonMutations.Of(Llama), JsonMutations.Of(Moe)),
-        cases, "config.json", Cli(path => Predict(path, "local-cpu")), "--model");
+        cases, "config.json", Cli(path => Predict(path, "local-cpu")), ["--model", .. PlanFlags]);
 
     /// <summary>Cluster YAML, read by <c>predict --cluster</c>.</summary>
     public static FuzzCounts ClusterFile(int cases) => Fuzzer.Run("cluster", Gen.OneOf(LineMutations.Yaml(Cluster), LineMutations.Yaml(InlineGpuCluster)),
-        cases, "cluster.yaml", Cli(path => Predict(TinyModel.Value, path)), "--cluster");
+        cases, "cluster.yaml", Cli(path => Predict(TinyModel.Value, path)), ["--cluster", .. PlanFlags]);
 
     /// <summary>Plan files, read by <c>export --plan</c> (<c>run --plan</c> reads them the same way, then trains).</summary>
-    public static FuzzCounts PlanFile(int cases)
+    public static FuzzCounts PlanFile(int cases) =>
+        Fuzzer.Run("plan", PlanInputs(), cases, "plan.json", Cli(path => ["export", "--plan", path, "--to", "megatron"]), "--plan");
+
+    /// <summary>Mutations of two valid plans of the small model: one with most optional keys, one with an uneven split.</summary>
+    private static Gen<FuzzInput> PlanInputs()
     {
         string plan = $$"""
             {"model": "{{TinyModel.Value}}", "cluster": "local-cpu", "stack": "megatron-core", "tp": 1, "pp": 2, "dp": 1, "cp": 1, "zero": 1, "mbs": 1,
@@ -100,9 +109,22 @@ public static class FuzzLoaders
              "vpp": 1, "recompute": "none", "sequence_parallel": false, "precision": "fp32",
              "stages": {"layers": [3, 1], "recompute": ["full", "none"], "groups": [0, 0]}, "prediction": {"step_time_s": 1}}
             """;
-        return Fuzzer.Run("plan", Gen.OneOf(JsonMutations.Of(plan), JsonMutations.Of(staged)), cases, "plan.json",
-            Cli(path => ["export", "--plan", path, "--to", "megatron"]), "--plan");
+        return Gen.OneOf(JsonMutations.Of(plan), JsonMutations.Of(staged));
     }
+
+    /// <summary>
+    /// Plan files read by <c>run --plan</c> through every check before a rank starts (the executor's refusals, the plan
+    /// against its model, the machine's memory): <c>--warmup 2</c> of <c>--steps 2</c> is the last of them, so a plan
+    /// that passes them all is refused there instead of trained, and counted as accepted.
+    /// </summary>
+    public static FuzzCounts RunPlanFile(int cases) => Fuzzer.Run("run-plan", PlanInputs(), cases, "plan.json", (path, o, e) =>
+    {
+        int code = CliEntry.Run(["run", "--plan", path, "--device", "cpu", "--steps", "2", "--warmup", "2"], o, e);
+        if (code != 2 || !e.ToString()!.StartsWith("planner: --warmup: 2 must be", StringComparison.Ordinal))
+            return code;
+        ((StringWriter)e).GetStringBuilder().Clear();
+        return 0;
+    }, "--plan");
 
     /// <summary>Calibration CSV (profile's output), read by <c>predict --calibration</c>.</summary>
     public static FuzzCounts CalibrationFile(int cases)

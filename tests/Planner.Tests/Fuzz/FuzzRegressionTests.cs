@@ -60,14 +60,38 @@ public sealed class FuzzRegressionTests : IDisposable
         Refit(m.ToJsonString(), "'reduce_scatter' at 5 sizes");
     }
 
-    [Fact]
-    public void A_calibration_with_no_memory_bandwidth()
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1e-320")]
+    public void A_calibration_with_no_memory_bandwidth(string bandwidth)
     {
         // Was: ArgumentException "duration ... must be finite and >= 0 (got NaN)" from the pipeline simulator.
         string valid = File.ReadAllText(RepoFiles.Find("tests/Planner.Tests/Fuzz/fixtures/local-cpu-calibration.csv"));
-        string path = Write("c.csv", System.Text.RegularExpressions.Regex.Replace(valid, "memory_bandwidth_gbs,[0-9.]+", "memory_bandwidth_gbs,0"));
+        string path = Write("c.csv", System.Text.RegularExpressions.Regex.Replace(valid, "memory_bandwidth_gbs,[0-9.]+", "memory_bandwidth_gbs," + bandwidth));
         Refused(["predict", "--model", "gpt2", "--cluster", "local-cpu", "--tp", "1", "--pp", "1", "--dp", "2", "--mbs", "1", "--gbs", "4",
-            "--seq", "64", "--precision", "fp32", "--calibration", path, "--force-calibration"], path, "key 'memory_bandwidth_gbs' must be a positive number");
+            "--seq", "64", "--precision", "fp32", "--calibration", path, "--force-calibration"], path,
+            $"key 'memory_bandwidth_gbs' must be a positive rate (at least 1e-6), got {bandwidth}");
+    }
+
+    private string PlanWith(string name, string members) => Write(name, $$"""
+        {"model": "gpt2", "cluster": "local-cpu", "tp": 1, "pp": 1, "dp": 1, "cp": 1, "zero": 0, "mbs": 2, "gbs": 8, "seq": 64, "vpp": 1,
+         "sequence_parallel": false, "precision": "fp32", {{members}}}
+        """);
+
+    [Fact]
+    public void A_plan_value_with_a_line_break()
+    {
+        // Was: the value written as it was, its line break splitting the error in two lines.
+        string path = PlanWith("break.json", "\"recompute\": \"\\n\"");
+        Refused(["export", "--plan", path, "--to", "megatron"], path, "key 'recompute' is \"\\n\"; expected none, selective or full");
+    }
+
+    [Fact]
+    public void A_plan_key_given_twice()
+    {
+        // Was: accepted, the last value kept without a word.
+        string path = PlanWith("twice.json", "\"recompute\": \"none\", \"tp\": 2");
+        Refused(["export", "--plan", path, "--to", "megatron"], path, "Duplicate property 'tp'");
     }
 
     private const string Header = "id,source,gpu,gpus,gpus_per_node,intra_gbs,inter_gbs,layers,hidden,heads,kv_heads,ffn,vocab,seq,act,tied,tp,pp,dp,cp,vpp,mbs,gbs,recompute,seq_parallel,zero,precision,metric,value,step_time_s,notes";
