@@ -44,8 +44,20 @@ public sealed class ExecutorRefusalTests : IDisposable
 
     private string Plan(string name, string model, params (string Key, JsonNode? Value)[] changes) => Write(new JsonObject
     {
-        ["model"] = model, ["cluster"] = "local-cpu", ["tp"] = 1, ["pp"] = 1, ["dp"] = 1, ["cp"] = 1, ["zero"] = 0, ["mbs"] = 2, ["gbs"] = 8,
-        ["seq"] = 64, ["vpp"] = 1, ["recompute"] = "none", ["sequence_parallel"] = false, ["precision"] = "fp32",
+        ["model"] = model,
+        ["cluster"] = "local-cpu",
+        ["tp"] = 1,
+        ["pp"] = 1,
+        ["dp"] = 1,
+        ["cp"] = 1,
+        ["zero"] = 0,
+        ["mbs"] = 2,
+        ["gbs"] = 8,
+        ["seq"] = 64,
+        ["vpp"] = 1,
+        ["recompute"] = "none",
+        ["sequence_parallel"] = false,
+        ["precision"] = "fp32",
     }, name + ".json", changes);
 
     /// <summary>Writes <paramref name="basis"/> with <paramref name="changes"/> into the folder; returns the path.</summary>
@@ -81,6 +93,12 @@ public sealed class ExecutorRefusalTests : IDisposable
             "moe-ep-zero-3" => (Plan(name, moe, ("ep", 2), ("dp", 2), ("zero", 3)), "zero 3 with expert parallelism"),
             "moe-lora" => (Plan(name, moe, ("finetune", "lora")), "lora on mixture-of-experts"),
             "moe-gelu-experts" => (Plan(name, Model(Llama, "moe-gelu", ("num_local_experts", 4), ("num_experts_per_tok", 2), ("hidden_act", "gelu"))), "gated (SwiGLU) experts"),
+            "moe-etp-neither-1-nor-tp" => (Plan(name, moe, ("etp", 2), ("dp", 2)), "expert tensor parallelism 2"),
+            "moe-etp-tp-without-sequence-parallel" => (Plan(name, moe, ("tp", 2), ("etp", 2)), "experts split over tp need sequence parallelism"),
+            "moe-zero-1-over-expert-data-parallel" => (Plan(name, moe, ("ep", 2), ("dp", 4), ("zero", 1)), "zero 1 with expert parallelism over 2 expert-data-parallel ranks"),
+            "moe-etp-not-dividing-expert-ffn" => (Plan(name, Model(Llama, "moe-odd", ("num_local_experts", 4), ("num_experts_per_tok", 2), ("moe_intermediate_size", 63)),
+                ("tp", 2), ("etp", 2), ("sequence_parallel", true)), "etp (2) to divide the experts' ffn (63)"),
+            "cp-seq-not-divisible" => (Plan(name, gpt2, ("cp", 3)), "seq (64) divisible by 2·cp = 6"),
             "mla" => (Plan(name, Model(Llama, "mla", ("kv_lora_rank", 32), ("q_lora_rank", 0), ("qk_nope_head_dim", 16), ("qk_rope_head_dim", 16), ("v_head_dim", 32))), "multi-head latent attention"),
             "mtp" => (Plan(name, Model(Llama, "mtp", ("num_nextn_predict_layers", 1))), "multi-token prediction"),
             "sliding-window" => (Plan(name, Model(Llama, "window", ("sliding_window", 16))), "sliding-window attention"),
@@ -107,6 +125,11 @@ public sealed class ExecutorRefusalTests : IDisposable
     [InlineData("moe-ep-zero-3")]
     [InlineData("moe-lora")]
     [InlineData("moe-gelu-experts")]
+    [InlineData("moe-etp-neither-1-nor-tp")]
+    [InlineData("moe-etp-tp-without-sequence-parallel")]
+    [InlineData("moe-zero-1-over-expert-data-parallel")]
+    [InlineData("moe-etp-not-dividing-expert-ffn")]
+    [InlineData("cp-seq-not-divisible")]
     [InlineData("mla")]
     [InlineData("mtp")]
     [InlineData("sliding-window")]
