@@ -46,7 +46,7 @@ public static class ProfileCommand
                 var saved = ReadMeasurements(fromPath);
                 var refit = FitSaved(c, saved, fromPath, out var refitReport);
                 string refitPath = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
-                CalibrationFile.Write(refitPath, refit);
+                WriteReadable(refitPath, refit, fromPath);
                 var refitConsole = Rendering.Tables.Console(stdout);
                 refitReport(refitConsole);
                 refitConsole.WriteLine($"calibration for '{c.Name}' fitted from {fromPath} (measured on {refit.Machine.Host}, {refit.Machine.Cpu}) written to {refitPath}");
@@ -221,6 +221,24 @@ public static class ProfileCommand
         {
             throw new InputException($"--from-measurements: '{path}' holds a measurement of the wrong form ({e.Message.Split('\n')[0]})");
         }
+    }
+
+    /// <summary>Writes a calibration fitted from kept measurements only if the calibration reader takes it back: a
+    /// measurement out of range (a negative GEMM time) fits a file every later verb would refuse.</summary>
+    private static void WriteReadable(string path, Cal calibration, string measurements)
+    {
+        string trial = path + ".trial";
+        try
+        {
+            CalibrationFile.Write(trial, calibration);
+            CalibrationFile.Read(trial);
+        }
+        catch (InputException e)
+        {
+            File.Delete(trial);
+            throw new InputException($"--from-measurements: '{measurements}' holds a measurement out of range: the calibration fitted from it would be refused ({e.Message.Replace($"{trial}: ", "")})");
+        }
+        File.Move(trial, path, overwrite: true);
     }
 
     private static bool WrongForm(Exception e) =>

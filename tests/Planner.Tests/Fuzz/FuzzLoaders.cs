@@ -139,8 +139,19 @@ public static class FuzzLoaders
     {
         string valid = File.ReadAllText(RepoFiles.Find("tests/Planner.Tests/Fuzz/fixtures/local-cpu-measurements.json"));
         string outFile = Path.Combine(Directory.CreateTempSubdirectory("planner-fuzz-refit-").FullName, "c.csv");
-        return Fuzzer.Run("measurements", JsonMutations.Of(valid), cases, "measurements.json",
-            Cli(path => ["profile", "--cluster", "local-cpu", "--from-measurements", path, "--out", outFile]), "--from-measurements");
+        return Fuzzer.Run("measurements", JsonMutations.Of(valid), cases, "measurements.json", (path, o, e) =>
+        {
+            int code = CliEntry.Run(["profile", "--cluster", "local-cpu", "--from-measurements", path, "--out", outFile], o, e);
+            if (code == 0)
+            {
+                // What a refit accepts must price: the calibration it wrote is read and used as profile's own would be.
+                var err = new StringWriter();
+                int priced = CliEntry.Run(Predict(TinyModel.Value, "local-cpu", "--calibration", outFile, "--force-calibration"), new StringWriter(), err);
+                if (priced != 0)
+                    throw new Xunit.Sdk.XunitException($"the refit wrote a calibration that does not price (exit {priced}): {err}");
+            }
+            return code;
+        }, "--from-measurements");
     }
 
     /// <summary>Validation CSV of measured runs, read by <c>validate --runs</c>.</summary>

@@ -60,6 +60,16 @@ public sealed class FuzzRegressionTests : IDisposable
         Refit(m.ToJsonString(), "'reduce_scatter' at 5 sizes");
     }
 
+    [Fact]
+    public void Kept_measurements_with_a_negative_gemm_time()
+    {
+        // Was: exit 0, writing a calibration that every verb then refused ('gemm_residual.7' not four positive numbers).
+        var m = JsonNode.Parse(Measurements())!.AsObject();
+        m["gemm"]![7]![3] = -1;
+        Refit(m.ToJsonString(), "holds a measurement out of range: the calibration fitted from it would be refused (key 'gemm_residual.7'");
+        Assert.False(File.Exists(Path.Combine(_dir, "c.csv")));
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("1e-320")]
