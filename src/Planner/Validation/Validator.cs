@@ -60,9 +60,14 @@ public static class Validator
         bool modern = header.Split(',').Select(c => c.Trim()).Contains("model");
         try
         {
-            return modern
+            var cases = modern
                 ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList()
                 : ReadRows<PublishedRun>(path).Select(r => Case(r, Stack(r.Id, r.Stack, PublishedStack, path))).ToList();
+            // The measurements the errors are taken against: a step time of 0 or below would give an error, not a refusal.
+            foreach (var c in cases)
+                if (!(c.StepTimeS > 0 && double.IsFinite(c.StepTimeS)) || c.PeakMemoryGib is { } gib && !(gib > 0 && double.IsFinite(gib)))
+                    throw new InputException($"row {c.Id}: step_time_s {c.StepTimeS} and peak_memory_gib {c.PeakMemoryGib?.ToString() ?? "(none)"} must be positive numbers (seconds, GiB)");
+            return cases;
         }
         catch (InputException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
         {

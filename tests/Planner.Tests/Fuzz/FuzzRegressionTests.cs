@@ -112,6 +112,8 @@ public sealed class FuzzRegressionTests : IDisposable
     // Was: NaN durations (hidden 3 gives 24 heads no width).
     [InlineData("hidden", "3", "'hidden' 3 is below 'heads' 24")]
     [InlineData("intra_gbs", "nan", "intra_gbs NaN must be a positive bandwidth")]
+    // Was: exit 0, the error taken against a negative step time (-201.5 %).
+    [InlineData("step_time_s", "-3.5", "step_time_s -3.5 and peak_memory_gib (none) must be positive numbers")]
     public void A_validation_row_the_cost_model_cannot_price(string column, string value, string phrase)
     {
         string row = "r1,test,a100-80g,32,8,300,25,24,2304,24,24,9216,51200,2048,gelu,false,1,1,32,1,1,16,512,full,false,0,fp16,hfu_tflops_per_gpu,137,3.5280,x";
