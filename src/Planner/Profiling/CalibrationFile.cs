@@ -88,10 +88,10 @@ public static class CalibrationFile
         double D(string key) => double.TryParse(S(key), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) && v >= 0
             ? v
             : throw new InputException($"{path}: key '{key}' must be a non-negative number");
-        // A rate is divided by: one as small as a denormal prices an infinite time, so the least taken is 1e-6.
-        double Number(CalibrationKey field) => D(field.Key) is var v && (v >= 1e-6 || !field.Positive)
+        // A rate is divided by: one as small as a denormal prices an infinite time (the least taken as a cluster's).
+        double Number(CalibrationKey field) => D(field.Key) is var v && (v >= InputLimits.Tiny || !field.Positive)
             ? v
-            : throw new InputException($"{path}: key '{field.Key}' must be a positive rate (at least 1e-6), got {S(field.Key)}");
+            : throw new InputException($"{path}: key '{field.Key}' must be a positive rate (at least {InputLimits.Tiny}), got {S(field.Key)}");
         // Numbers of a key holding several: each positive (or non-negative), else -1.
         double[] Numbers(string key, bool zero) => S(key).Split(' ')
             .Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && (d > 0 || (zero && d == 0)) && double.IsFinite(d) ? d : -1).ToArray();

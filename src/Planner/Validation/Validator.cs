@@ -132,8 +132,8 @@ public static class Validator
         if (ClusterSpec.DomainProblem(domain, perNode) is { } domainProblem)
             throw new InputException($"row {id}: {domainProblem}");
         foreach (var (column, gbs) in new[] { ("intra_gbs", intraGbs), ("inter_gbs", interGbs) })
-            if (!(gbs > 0 && double.IsFinite(gbs)))
-                throw new InputException($"row {id}: {column} {gbs} must be a positive bandwidth (GB/s)");
+            if (!(gbs >= InputLimits.Tiny && double.IsFinite(gbs)))
+                throw new InputException($"row {id}: {column} {gbs} must be a positive bandwidth (GB/s, at least {InputLimits.Tiny})");
         return new(name,
             ClusterLoader.LoadGpu(gpu, $"row {id}: gpu"),
             Nodes: (gpus + perNode - 1) / perNode,

@@ -80,13 +80,22 @@ public sealed class FuzzRegressionTests : IDisposable
         string path = Write("c.csv", System.Text.RegularExpressions.Regex.Replace(valid, "memory_bandwidth_gbs,[0-9.]+", "memory_bandwidth_gbs," + bandwidth));
         Refused(["predict", "--model", "gpt2", "--cluster", "local-cpu", "--tp", "1", "--pp", "1", "--dp", "2", "--mbs", "1", "--gbs", "4",
             "--seq", "64", "--precision", "fp32", "--calibration", path, "--force-calibration"], path,
-            $"key 'memory_bandwidth_gbs' must be a positive rate (at least 1e-6), got {bandwidth}");
+            $"key 'memory_bandwidth_gbs' must be a positive rate (at least 1E-06), got {bandwidth}");
     }
 
     private string PlanWith(string name, string members) => Write(name, $$"""
         {"model": "gpt2", "cluster": "local-cpu", "tp": 1, "pp": 1, "dp": 1, "cp": 1, "zero": 0, "mbs": 2, "gbs": 8, "seq": 64, "vpp": 1,
          "sequence_parallel": false, "precision": "fp32", {{members}}}
         """);
+
+    [Fact]
+    public void A_cluster_link_of_a_denormal_bandwidth()
+    {
+        // Was: ArgumentException "duration ... must be finite and >= 0 (got Infinity)" from the pipeline simulator.
+        string path = Write("cluster.yaml", "name: x\ngpu: h100-sxm\nnodes: 2\ngpus_per_node: 8\n"
+            + "intra_node: {bandwidth_gbs: 1e-320, latency_us: 3}\ninter_node: {bandwidth_gbs: 50, latency_us: 5}\n");
+        Refused(["predict", "--model", "gpt2", "--cluster", path, "--tp", "2", "--pp", "1", "--mbs", "1", "--gbs", "8"], path, "'intra_node.bandwidth_gbs' is 1e-320; expected a number above 1E-06");
+    }
 
     [Fact]
     public void A_plan_value_with_a_line_break()
@@ -112,6 +121,7 @@ public sealed class FuzzRegressionTests : IDisposable
     // Was: NaN durations (hidden 3 gives 24 heads no width).
     [InlineData("hidden", "3", "'hidden' 3 is below 'heads' 24")]
     [InlineData("intra_gbs", "nan", "intra_gbs NaN must be a positive bandwidth")]
+    [InlineData("intra_gbs", "1e-320", "intra_gbs 1E-320 must be a positive bandwidth")]
     // Was: exit 0, the error taken against a negative step time (-201.5 %).
     [InlineData("step_time_s", "-3.5", "step_time_s -3.5 and peak_memory_gib (none) must be positive numbers")]
     public void A_validation_row_the_cost_model_cannot_price(string column, string value, string phrase)
