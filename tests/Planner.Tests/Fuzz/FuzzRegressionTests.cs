@@ -70,6 +70,17 @@ public sealed class FuzzRegressionTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_dir, "c.csv")));
     }
 
+    [Fact]
+    public void A_validation_row_whose_id_reads_as_markup()
+    {
+        // Was: InvalidOperationException "Encountered malformed markup tag" from the report's table.
+        string path = Write("runs.csv", Header + "\n[],test,a100-80g,32,8,300,25,24,2304,24,24,9216,51200,2048,gelu,false,1,1,32,1,1,16,512,full,false,0,fp16,hfu_tflops_per_gpu,137,3.5280,x\n");
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.True(CliEntry.Run(["validate", "--runs", path], stdout, stderr) == 0, stderr.ToString());
+        Assert.Contains("│ []", stdout.ToString());
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("1e-320")]
