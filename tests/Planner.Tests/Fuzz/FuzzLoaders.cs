@@ -53,7 +53,8 @@ public static class FuzzLoaders
     /// <summary>A small GPT-2 config in the temporary folder, for the verbs that need a model beside the fuzzed file.</summary>
     private static readonly Lazy<string> TinyModel = new(() =>
     {
-        string path = Path.Combine(Directory.CreateTempSubdirectory("planner-fuzz-model-").FullName, "config.json");
+        // One folder for every run (the same small file each time), not one left behind per run.
+        string path = Path.Combine(Directory.CreateDirectory(Path.Combine(Path.GetTempPath(), "planner-fuzz-model")).FullName, "config.json");
         File.WriteAllText(path, Gpt2);
         return path;
     });
@@ -138,9 +139,9 @@ public static class FuzzLoaders
     public static FuzzCounts Measurements(int cases)
     {
         string valid = File.ReadAllText(RepoFiles.Find("tests/Planner.Tests/Fuzz/fixtures/local-cpu-measurements.json"));
-        string outFile = Path.Combine(Directory.CreateTempSubdirectory("planner-fuzz-refit-").FullName, "c.csv");
         return Fuzzer.Run("measurements", JsonMutations.Of(valid), cases, "measurements.json", (path, o, e) =>
         {
+            string outFile = Path.Combine(Path.GetDirectoryName(path)!, "c.csv");
             int code = CliEntry.Run(["profile", "--cluster", "local-cpu", "--from-measurements", path, "--out", outFile], o, e);
             if (code == 0)
             {
