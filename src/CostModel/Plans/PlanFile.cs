@@ -84,11 +84,11 @@ public static class PlanFile
             int vpp = Positive(root, source, "vpp");
             string recomputeName = Text(root, source, "recompute");
             var recompute = ParallelPlan.ParseRecompute(recomputeName)
-                ?? throw new InputException($"{source}: key 'recompute' is '{recomputeName}'; expected none, selective or full");
+                ?? throw new InputException($"{source}: key 'recompute' is {Raw(root.GetProperty("recompute"))}; expected none, selective or full");
             bool sequenceParallel = Bool(root, source, "sequence_parallel");
             string precisionName = Text(root, source, "precision");
             var precision = PrecisionInfo.TryParse(precisionName)
-                ?? throw new InputException($"{source}: key 'precision' is '{precisionName}'; expected one of {PrecisionInfo.Names}");
+                ?? throw new InputException($"{source}: key 'precision' is {Raw(root.GetProperty("precision"))}; expected one of {PrecisionInfo.Names}");
 
             // Rules that hold for any model and cluster: the batch splits into whole micro-batches per
             // data-parallel rank, and interleaving needs a pipeline.

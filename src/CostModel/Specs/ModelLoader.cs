@@ -214,11 +214,25 @@ public static class ModelLoader
             throw r.Error($"'{key}' is {v}; expected a whole number from {min} to {max}");
     }
 
-    private static void Validate(ModelSpec m, string source, bool gpt2)
+    /// <summary>The names a model's sizes go by in an input: a config's keys, or a validation CSV's columns.</summary>
+    public sealed record SizeKeys(string Layers, string Hidden, string Heads, string KvHeads, string Ffn, string Vocab, string Positions)
     {
-        string layers = gpt2 ? "n_layer" : "num_hidden_layers", hidden = gpt2 ? "n_embd" : "hidden_size";
-        string heads = gpt2 ? "n_head" : "num_attention_heads", kv = gpt2 ? "n_head" : "num_key_value_heads";
-        string ffn = gpt2 ? "n_inner" : "intermediate_size", positions = gpt2 ? "n_positions" : "max_position_embeddings";
+        /// <summary>GPT-2's config keys.</summary>
+        public static SizeKeys Gpt2 { get; } = new("n_layer", "n_embd", "n_head", "n_head", "n_inner", "vocab_size", "n_positions");
+
+        /// <summary>The other HuggingFace configs' keys.</summary>
+        public static SizeKeys HuggingFace { get; } = new("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "vocab_size", "max_position_embeddings");
+    }
+
+    private static void Validate(ModelSpec m, string source, bool gpt2) => Validate(m, source, gpt2 ? SizeKeys.Gpt2 : SizeKeys.HuggingFace);
+
+    /// <summary>Refuses sizes no model has (each from 1 to a bound, heads at least a unit wide, KV heads dividing the
+    /// heads), each named by its key in <paramref name="keys"/>.</summary>
+    /// <exception cref="InputException">One line: <paramref name="source"/>, the key and the expected range.</exception>
+    public static void Validate(ModelSpec m, string source, SizeKeys keys)
+    {
+        var (layers, hidden, heads, kv, ffn, positions) = (keys.Layers, keys.Hidden, keys.Heads, keys.KvHeads, keys.Ffn, keys.Positions);
         static void Range(string source, string key, long v, long max)
         {
             if (v <= 0 || v > max)
@@ -229,7 +243,7 @@ public static class ModelLoader
         Range(source, heads, m.Heads, 100_000);
         Range(source, kv, m.KvHeads, 100_000);
         Range(source, ffn, m.Ffn, 10_000_000);
-        Range(source, "vocab_size", m.Vocab, 100_000_000);
+        Range(source, keys.Vocab, m.Vocab, 100_000_000);
         Range(source, positions, m.MaxSeq, 100_000_000);
         if (m.HeadDimension is int d)
             Range(source, "head_dim", d, 100_000);

@@ -130,10 +130,10 @@ internal sealed class YamlMap
     };
 
     /// <summary>A required number within (min, max].</summary>
-    public double Number(string key, double max, double min = 0) => OptionalNumber(key, max, min) ?? throw Missing(key);
+    public double Number(string key, double max, double min = InputLimits.Tiny) => OptionalNumber(key, max, min) ?? throw Missing(key);
 
     /// <summary>An optional number within (min, max].</summary>
-    public double? OptionalNumber(string key, double max, double min = 0)
+    public double? OptionalNumber(string key, double max, double min = InputLimits.Tiny)
     {
         var node = Get(key);
         if (node is null)

@@ -46,32 +46,39 @@ public static class Cli
     }
 
     /// <summary>Parses and runs; bad input is one line on stderr and exit code 2, never a stack trace.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Guard(() =>
+    {
+        var root = Build(stdout);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            stderr.WriteLine($"planner: {Describe(parsed.Errors[0])}");
+            return BadInput;
+        }
+        return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+    }, stderr);
+
+    /// <summary>Runs <paramref name="body"/> and maps what it throws to an exit code and one line on
+    /// <paramref name="stderr"/>: the one place where failures become exit codes (the fuzzers call a loader through it).</summary>
+    public static int Guard(Func<int> body, TextWriter stderr)
     {
         try
         {
-            var root = Build(stdout);
-            var parsed = root.Parse(args);
-            if (parsed.Errors.Count > 0)
-            {
-                stderr.WriteLine($"planner: {Describe(parsed.Errors[0])}");
-                return BadInput;
-            }
-            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+            return body();
         }
         catch (InputException e)
         {
-            stderr.WriteLine($"planner: {ProblemFlags.Message(e)}");
+            stderr.WriteLine($"planner: {OneLine(ProblemFlags.Message(e))}");
             return BadInput;
         }
         catch (RankFailedException e)
         {
-            stderr.WriteLine($"planner: {e.Message}");
+            stderr.WriteLine($"planner: {OneLine(e.Message)}");
             return InternalError;
         }
         catch (NotSupportedException e)
         {
-            stderr.WriteLine($"planner: {e.Message}");
+            stderr.WriteLine($"planner: {OneLine(e.Message)}");
             return BadInput;
         }
         catch (Exception e)
@@ -80,4 +87,7 @@ public static class Cli
             return InternalError;
         }
     }
+
+    /// <summary>A message kept on its one line: a line break a file's value carried into it is written as \n.</summary>
+    private static string OneLine(string message) => message.Replace("\r", "\\r").Replace("\n", "\\n");
 }

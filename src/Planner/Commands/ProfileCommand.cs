@@ -46,7 +46,7 @@ public static class ProfileCommand
                 var saved = ReadMeasurements(fromPath);
                 var refit = FitSaved(c, saved, fromPath, out var refitReport);
                 string refitPath = r.GetValue(outFile) ?? CalibrationFile.DefaultPath(c.Name);
-                CalibrationFile.Write(refitPath, refit);
+                WriteReadable(refitPath, refit, fromPath);
                 var refitConsole = Rendering.Tables.Console(stdout);
                 refitReport(refitConsole);
                 refitConsole.WriteLine($"calibration for '{c.Name}' fitted from {fromPath} (measured on {refit.Machine.Host}, {refit.Machine.Cpu}) written to {refitPath}");
@@ -181,11 +181,17 @@ public static class ProfileCommand
         }
         try
         {
-            return JsonNode.Parse(text) as JsonObject ?? throw new InputException($"--from-measurements: '{path}' is not a JSON object of profile's measurements");
+            var o = JsonNode.Parse(text) as JsonObject ?? throw new InputException($"--from-measurements: '{path}' is not a JSON object of profile's measurements");
+            _ = o.Count; // reads the members now: a key given twice throws here, not in the fit
+            return o;
         }
         catch (System.Text.Json.JsonException e)
         {
-            throw new InputException($"--from-measurements: '{path}' is not JSON: {e.Message}");
+            throw new InputException($"--from-measurements: '{path}' is not JSON: {e.Message.Split('\n')[0]}");
+        }
+        catch (ArgumentException e)
+        {
+            throw new InputException($"--from-measurements: '{path}' gives a key twice ({e.Message.Split('\n')[0]})");
         }
     }
 
@@ -194,23 +200,71 @@ public static class ProfileCommand
     public static Cal FitSaved(ClusterSpec cluster, JsonObject m, string path, out Action<IAnsiConsole> report)
     {
         // Measurements of the other kind of device would price every plan of the cluster with the wrong device's rates.
-        bool cuda = ((string?)m["device"] ?? "cpu") == "cuda";
+        bool cuda = (Text(m, "device", path) ?? "cpu") == "cuda";
         double specPeak = cluster.Gpu.PeakTflops.Values.Max();
         if (cuda != specPeak > CpuCoreTflopsLimit)
             throw new InputException($"--from-measurements: '{path}' was measured on {(cuda ? "CUDA devices" : "CPU cores")}, but --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}, {specPeak:G3} TFLOP/s) are {(cuda ? "CPU cores" : "GPUs")}");
-        if (cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string?)mp ?? "") is { } p && !cluster.Gpu.Supports(p))
+        if (cuda && Text(m, "precision", path) is { } mp && PrecisionInfo.TryParse(mp) is { } p && !cluster.Gpu.Supports(p))
             throw new InputException($"--from-measurements: '{path}' was measured in {p.Name()}, which --cluster {cluster.Name}'s devices ({cluster.Gpu.Name}) have no rate for");
         foreach (var key in ProfileFit.RequiredMeasurements)
             if (m[key] is null)
                 throw new InputException($"--from-measurements: '{path}' lacks '{key}' (not the measurements of this version's profile --keep-measurements)");
+        // The report sets each collective's rows beside the others': a profile measures them at the same sizes.
+        foreach (string[] series in (string[][])[["all_reduce_loaded", "send_recv"], ["all_gather", "reduce_scatter", "all_to_all"]])
+            if (series.Select(k => (m[k] as JsonArray)?.Count).Distinct().Count() > 1)
+                throw new InputException($"--from-measurements: '{path}' measures {string.Join(", ", series.Select(k => $"'{k}' at {(m[k] as JsonArray)?.Count.ToString() ?? "no"} sizes"))}; a profile measures them at the same sizes");
         try
         {
-            return ProfileFit.Fit(cluster, m, out report);
+            var cal = ProfileFit.Fit(cluster, m, out var inner);
+            report = console => Guarded(() => inner(console), path);
+            return cal;
         }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or InvalidCastException or NullReferenceException or IndexOutOfRangeException or ArgumentException)
+        catch (Exception e) when (WrongForm(e))
         {
-            throw new InputException($"--from-measurements: '{path}' holds a measurement of the wrong form ({e.Message})");
+            throw new InputException($"--from-measurements: '{path}' holds a measurement of the wrong form ({e.Message.Split('\n')[0]})");
         }
     }
+
+    /// <summary>Writes a calibration fitted from kept measurements only if the calibration reader takes it back: a
+    /// measurement out of range (a negative GEMM time) fits a file every later verb would refuse.</summary>
+    private static void WriteReadable(string path, Cal calibration, string measurements)
+    {
+        string trial = path + ".trial";
+        try
+        {
+            CalibrationFile.Write(trial, calibration);
+            CalibrationFile.Read(trial);
+        }
+        catch (InputException e)
+        {
+            File.Delete(trial);
+            throw new InputException($"--from-measurements: '{measurements}' holds a measurement out of range: the calibration fitted from it would be refused ({e.Message.Replace($"{trial}: ", "")})");
+        }
+        File.Move(trial, path, overwrite: true);
+    }
+
+    private static bool WrongForm(Exception e) =>
+        e is InvalidOperationException or FormatException or InvalidCastException or NullReferenceException or IndexOutOfRangeException or ArgumentException;
+
+    /// <summary>Runs the report of kept measurements: a measurement of the wrong form is bad input there too.</summary>
+    private static void Guarded(Action report, string path)
+    {
+        try
+        {
+            report();
+        }
+        catch (Exception e) when (WrongForm(e))
+        {
+            throw new InputException($"--from-measurements: '{path}' holds a measurement of the wrong form ({e.Message.Split('\n')[0]})");
+        }
+    }
+
+    /// <summary>A text member of kept measurements, or null when absent.</summary>
+    private static string? Text(JsonObject m, string key, string path) => m[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue(out string? s) => s,
+        var other => throw new InputException($"--from-measurements: '{path}' key '{key}' is {other.ToJsonString()}; expected text"),
+    };
 
 }

@@ -173,10 +173,9 @@ public static class RunCommand
             if (launch.LocalRanks.Contains(0))
                 inputs = flags.Calibrated(r, inputs);
             var device = DeviceChoice.Parse(r.GetValue(flags.Device)!).Resolve(launch.LocalRanks.Length, launch.Scheduled);
-            if (Executor.Training.RankTrainer.Unsupported(inputs.Model, plan, device.Of(0)) is { } unsupported)
-                throw new InputException($"{inputs.PlanPath}: {unsupported}");
-            if (plan.OptimizerOffload > 0)
-                throw new InputException($"{inputs.PlanPath}: key 'optimizer_offload' is {plan.OptimizerOffload}; the executor steps the optimizer where its ranks run (CPU ranks have no host link to offload over): set it to 0 to run this plan");
+            ExecutorRefusals.Check(inputs.PlanPath, inputs.Model, plan, inputs.ClusterName, inputs.Cluster, device.Of(0));
+            if (r.GetValue(flags.Data) is { } tokens)
+                TokenFileCheck.Check(tokens, r.GetValue(flags.DataBytes), plan.Seq, inputs.Model.Vocab, (long)r.GetValue(flags.Steps) * plan.Gbs);
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
             if (PlanCheck.Problems(inputs.Model, LocalCluster(world), plan) is { Count: > 0 } problems)
                 throw new InputException($"{inputs.PlanPath}: {PlanProblem.InPlanFile(problems)}");

@@ -79,7 +79,7 @@ public static class ValidateCommand
                 .AddColumn(new TableColumn("published s").RightAligned()).AddColumn(new TableColumn("predicted s").RightAligned())
                 .AddColumn(new TableColumn("error").RightAligned()).AddColumn(new TableColumn("mem GiB").RightAligned());
             foreach (var x in rows)
-                t.AddRow(x.Case.Id, x.Case.Gpus.ToString(), Tables.Describe(x.Prediction.Plan), $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}",
+                t.AddRow(Markup.Escape(x.Case.Id), x.Case.Gpus.ToString(), Tables.Describe(x.Prediction.Plan), $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}",
                     $"{x.ErrorPct:+0.0;-0.0}%", $"{x.Prediction.PeakMemoryGib:F1}{(x.Prediction.Fits ? "" : " (does not fit)")}");
             console.Write(t);
             stdout.WriteLine($"all {all.Rows} rows: MAPE {all.MapePct:F2}%, max |error| {all.MaxPct:F2}%{(unfit.Count > 0 ? $", {unfit.Count} predicted not to fit" : "")}");
@@ -119,7 +119,7 @@ public static class ValidateCommand
         var rows = new Table().Border(TableBorder.Rounded).AddColumn("run").AddColumn(new TableColumn("published s").RightAligned())
             .AddColumn(new TableColumn("fitted s").RightAligned()).AddColumn(new TableColumn("error").RightAligned());
         foreach (var x in result.Rows)
-            rows.AddRow(x.Case.Id, $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}", $"{x.ErrorPct:+0.0;-0.0}%");
+            rows.AddRow(Markup.Escape(x.Case.Id), $"{x.Case.StepTimeS:F2}", $"{x.Prediction.StepTimeSeconds:F2}", $"{x.ErrorPct:+0.0;-0.0}%");
         console.Write(rows);
         stdout.WriteLine($"{cases.Count} rows: MAPE {before.MapePct:F2}% (max {before.MaxPct:F2}%) with the presets, {after.MapePct:F2}% (max {after.MaxPct:F2}%) fitted; {result.Evaluations} evaluations");
         return Cli.Ok;

@@ -88,6 +88,10 @@ public static class CalibrationFile
         double D(string key) => double.TryParse(S(key), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) && v >= 0
             ? v
             : throw new InputException($"{path}: key '{key}' must be a non-negative number");
+        // A rate is divided by: one as small as a denormal prices an infinite time (the least taken as a cluster's).
+        double Number(CalibrationKey field) => D(field.Key) is var v && (v >= InputLimits.Tiny || !field.Positive)
+            ? v
+            : throw new InputException($"{path}: key '{field.Key}' must be a positive rate (at least {InputLimits.Tiny}), got {S(field.Key)}");
         // Numbers of a key holding several: each positive (or non-negative), else -1.
         double[] Numbers(string key, bool zero) => S(key).Split(' ')
             .Select(x => double.TryParse(x, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && (d > 0 || (zero && d == 0)) && double.IsFinite(d) ? d : -1).ToArray();
@@ -95,7 +99,7 @@ public static class CalibrationFile
         var cal = CalibrationKey.Blank;
         foreach (var field in CalibrationKey.Fields)
             if (field.Required || map.ContainsKey(field.Key))
-                cal = field.SetText is { } setText ? setText(cal, S(field.Key)) : field.SetNumber!(cal, D(field.Key));
+                cal = field.SetText is { } setText ? setText(cal, S(field.Key)) : field.SetNumber!(cal, Number(field));
         var versions = Keys(CalibrationKey.VersionPrefix).ToDictionary(k => k[CalibrationKey.VersionPrefix.Length..], k => map[k]);
         var residuals = Keys(CalibrationKey.ResidualPrefix).Select(k => Numbers(k, zero: false) is { Length: 4 } v && v.All(x => x > 0)
             ? new GemmResidual(v[0], v[1], v[2], v[3])

@@ -60,9 +60,14 @@ public static class Validator
         bool modern = header.Split(',').Select(c => c.Trim()).Contains("model");
         try
         {
-            return modern
+            var cases = modern
                 ? ReadRows<ModernRun>(path).Select(r => Case(r, path)).ToList()
                 : ReadRows<PublishedRun>(path).Select(r => Case(r, Stack(r.Id, r.Stack, PublishedStack, path))).ToList();
+            // The measurements the errors are taken against: a step time of 0 or below would give an error, not a refusal.
+            foreach (var c in cases)
+                if (!(c.StepTimeS > 0 && double.IsFinite(c.StepTimeS)) || c.PeakMemoryGib is { } gib && !(gib > 0 && double.IsFinite(gib)))
+                    throw new InputException($"row {c.Id}: step_time_s {c.StepTimeS} and peak_memory_gib {c.PeakMemoryGib?.ToString() ?? "(none)"} must be positive numbers (seconds, GiB)");
+            return cases;
         }
         catch (InputException e) when (!e.Message.StartsWith(path, StringComparison.Ordinal))
         {
@@ -89,8 +94,14 @@ public static class Validator
     }
 
     /// <summary>A row of the older schema priced with <paramref name="stack"/>.</summary>
-    public static ValidationCase Case(PublishedRun r, PricingOptions stack) =>
-        new(r.Id, r.Gpus, Model(r), Cluster(r), Plan(r), stack, r.StepTimeS, r.PeakMemoryGib, [Origin(r.Id), $"stack {stack.Stack}"]);
+    public static ValidationCase Case(PublishedRun r, PricingOptions stack)
+    {
+        var (model, cluster, plan) = (Model(r), Cluster(r), Plan(r));
+        ModelLoader.Validate(model, $"row {r.Id}", new ModelLoader.SizeKeys("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "seq"));
+        if (PlanCheck.Problems(model, cluster, plan) is { Count: > 0 } problems)
+            throw new InputException($"row {r.Id}: {string.Join("; ", problems)}");
+        return new(r.Id, r.Gpus, model, cluster, plan, stack, r.StepTimeS, r.PeakMemoryGib, [Origin(r.Id), $"stack {stack.Stack}"]);
+    }
 
     /// <summary>What a row of the older schema is summarised under: the paper of the Megatron-LM rows, by their id's
     /// prefix; for other runs the run's family (the id up to its first dash, e.g. bloom176b).</summary>
@@ -120,6 +131,9 @@ public static class Validator
             throw new InputException($"row {id}: gpus and gpus_per_node must be at least 1");
         if (ClusterSpec.DomainProblem(domain, perNode) is { } domainProblem)
             throw new InputException($"row {id}: {domainProblem}");
+        foreach (var (column, gbs) in new[] { ("intra_gbs", intraGbs), ("inter_gbs", interGbs) })
+            if (!(gbs >= InputLimits.Tiny && double.IsFinite(gbs)))
+                throw new InputException($"row {id}: {column} {gbs} must be a positive bandwidth (GB/s, at least {InputLimits.Tiny})");
         return new(name,
             ClusterLoader.LoadGpu(gpu, $"row {id}: gpu"),
             Nodes: (gpus + perNode - 1) / perNode,
