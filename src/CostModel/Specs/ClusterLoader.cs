@@ -101,8 +101,16 @@ public static class ClusterLoader
         }
         var operations = ParseOperations(map);
         map.RejectUnknown(ClusterKeys);
-        return PowerCap.Apply(new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host,
-            NvlinkDomainSize: domain, Operations: operations));
+        var cluster = new ClusterSpec(name, gpu, nodes, perNode, intra, inter, price, groups is { Count: > 1 } ? groups : null, Host: host,
+            NvlinkDomainSize: domain, Operations: operations);
+        try
+        {
+            return PowerCap.Apply(cluster);
+        }
+        catch (InputException e) when (e.Field == "power.cap_w")
+        {
+            throw new InputException($"{source}: 'power.cap_w' {e.Reason}");
+        }
     }
 
     /// <summary>The run-level keys (power, carbon, reliability, checkpoint storage), all optional.</summary>

@@ -35,12 +35,16 @@ public static class PowerCap
             return cluster;
         GpuSpec Capped(GpuSpec gpu)
         {
-            double most = power.GpuW ?? gpu.TdpW
+            double most = MostWatts(power, gpu)
                 ?? throw new InputException("power.cap_w", $"GPU '{gpu.Name}' gives no tdp_w and the cluster no power.gpu_w: a cap cannot be priced without the GPU's most power");
             return gpu with { ClockFraction = ClockFraction(most, power.Wait, cap) };
         }
         return cluster with { Gpu = Capped(cluster.Gpu), Groups = cluster.Groups?.Select(g => g with { Gpu = Capped(g.Gpu) }).ToList() };
     }
+
+    /// <summary>The most a GPU draws: the cluster's <c>power.gpu_w</c>, else the GPU preset's spec-sheet <c>tdp_w</c>;
+    /// null when neither is known.</summary>
+    public static double? MostWatts(PowerSpec power, GpuSpec gpu) => power.GpuW ?? gpu.TdpW;
 
     /// <summary>The draw of a busy GPU: its most power, or the cap when lower.</summary>
     public static double BusyWatts(double gpuW, PowerSpec power) => power.CapW is double cap ? Math.Min(gpuW, cap) : gpuW;

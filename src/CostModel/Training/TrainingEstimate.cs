@@ -97,12 +97,12 @@ public static class TrainingEstimate
         // Each stage's GPUs draw their own group's power (a cluster of several GPU kinds): the plan's mean.
         var plan = segments[0].Prediction.Plan;
         var stageGpus = Enumerable.Range(0, plan.Pp).Select(st => cluster.GroupList[plan.GroupOf(st)].Gpu).ToList();
-        if (power.GpuW is null && stageGpus.FirstOrDefault(g => g.TdpW is null) is { } unknown)
+        if (stageGpus.FirstOrDefault(g => PowerCap.MostWatts(power, g) is null) is { } unknown)
         {
             omitted.Add($"energy_mwh: neither power.gpu_w nor the GPU '{unknown.Name}' gives a maximum power (tdp_w)");
             return new EnergyFigures(null, null);
         }
-        var most = stageGpus.Select(g => power.GpuW ?? g.TdpW!.Value).ToList();
+        var most = stageGpus.Select(g => PowerCap.MostWatts(power, g)!.Value).ToList();
         double w = most.Average();
         inputs["gpu_w"] = w;
         if (power.GpuW is null)

@@ -29,6 +29,7 @@ public sealed record CheckpointOptions(string? Directory, int Every, int Keep, s
 public static class RankCheckpoint
 {
     private const string Written = "planner/checkpoint/";
+    private const string Cleared = "planner/checkpoint-cleared/";
 
     /// <summary>
     /// Writes this rank's shard of the checkpoint after <paramref name="step"/> steps; rank 0 then waits for every
@@ -38,6 +39,15 @@ public static class RankCheckpoint
     {
         string folder = CheckpointFolders.Of(options.Directory!, step);
         System.IO.Directory.CreateDirectory(folder);
+        // A folder written before (a restart training again up to a step it had reached) loses its manifest before any
+        // shard changes: it is never complete with shards of two runs in it.
+        if (env.Rank == 0)
+        {
+            File.Delete(Path.Combine(folder, CheckpointManifest.FileName));
+            store.Set($"{Cleared}{step}", [1]);
+        }
+        else
+            store.Get($"{Cleared}{step}");
         using (var scope = DisposeScope.Begin())
             CheckpointShard.Write(Path.Combine(folder, CheckpointShard.FileName(env.Rank)), Pieces(trainer.Stepped));
         store.Set($"{Written}{step}/{env.Rank}", [1]);
@@ -95,6 +105,19 @@ public static class RankCheckpoint
     /// (every rank must call this), the loss scale restored. Returns the steps the checkpoint had done.
     /// </summary>
     public static int Load(RankTrainer trainer, string folder)
+    {
+        try
+        {
+            return Restore(trainer, folder);
+        }
+        catch (InvalidDataException e)
+        {
+            // A damaged or foreign checkpoint is bad input: the rank exits 2 and the run is not restarted over it.
+            throw new CostModel.Specs.InputException($"--resume: {e.Message}");
+        }
+    }
+
+    private static int Restore(RankTrainer trainer, string folder)
     {
         var manifest = CheckpointManifest.Read(folder);
         var names = trainer.Stepped.SelectMany(s => s.Names).ToHashSet();

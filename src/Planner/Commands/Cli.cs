@@ -74,7 +74,7 @@ public static class Cli
         catch (RankFailedException e)
         {
             stderr.WriteLine($"planner: {OneLine(e.Message)}");
-            return InternalError;
+            return e.BadInput ? BadInput : InternalError;
         }
         catch (NotSupportedException e)
         {

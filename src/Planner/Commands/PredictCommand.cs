@@ -33,8 +33,9 @@ public static class PredictCommand
             var software = StackLoader.Options(r.GetValue(flags.Stack)!);
             var tracePaths = trace.Read(r, r.GetValue(force));
             var prediction = Pricer.Price(model, cluster, plan, software);
-            TraceFlags.Write(tracePaths, model, cluster, prediction, software);
             var run = request is null ? null : TrainingEstimate.Estimate(prediction, cluster, request, p => Pricer.Price(model, cluster, p, software));
+            // Written once every input was read and priced: a refused flag leaves no file behind.
+            TraceFlags.Write(tracePaths, model, cluster, prediction, software);
             if (r.GetValue(json))
             {
                 var o = PredictionJson.Prediction(prediction);

@@ -63,6 +63,7 @@ public static class RankProcesses
         string self = typeof(RankProcesses).Assembly.Location;
         var processes = new List<WatchedRank>();
         string? failure = null;
+        bool badInput = false;
         try
         {
             foreach (var (rank, args) in ranks)
@@ -75,7 +76,7 @@ public static class RankProcesses
                 var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start a rank process");
                 processes.Add(new WatchedRank(rank, p, progress));
             }
-            failure = Supervise(processes, watch.Heartbeat, DateTime.UtcNow + limit, limit);
+            failure = Supervise(processes, watch.Heartbeat, DateTime.UtcNow + limit, limit, out badInput);
         }
         finally
         {
@@ -86,7 +87,7 @@ public static class RankProcesses
                 x.Process.WaitForExit(TimeSpan.FromSeconds(10));
         }
         if (failure is not null)
-            throw new RankFailedException(failure);
+            throw new RankFailedException(failure, badInput);
         return processes.Select(x => (x.Rank, x.Output.Result)).ToList();
     }
 
@@ -111,8 +112,9 @@ public static class RankProcesses
     /// Waits for every rank; returns null when all exited 0, else the line that names the rank that failed first (a
     /// rank that exited non-zero or one silent for <paramref name="heartbeat"/>) once it has ended the others.
     /// </summary>
-    private static string? Supervise(List<WatchedRank> processes, TimeSpan heartbeat, DateTime deadline, TimeSpan limit)
+    private static string? Supervise(List<WatchedRank> processes, TimeSpan heartbeat, DateTime deadline, TimeSpan limit, out bool badInput)
     {
+        badInput = false;
         var remaining = processes.ToList();
         while (remaining.Count > 0)
         {
@@ -133,7 +135,11 @@ public static class RankProcesses
                 // A peer that stopped beating well before is the cause of this rank's failed collective, not this rank.
                 var quiet = TimeSpan.FromTicks(Math.Max(heartbeat.Ticks / 2, TimeSpan.FromSeconds(3).Ticks));
                 var hung = remaining.Where(x => !x.Process.HasExited && x.Silence > quiet).MaxBy(x => x.Silence);
-                return hung?.Hung(heartbeat) ?? done.Died();
+                if (hung is not null)
+                    return hung.Hung(heartbeat);
+                // A rank that refused its input (exit 2, one line) fails every attempt alike: no restart helps.
+                badInput = done.Process.ExitCode == 2;
+                return done.Died();
             }
         }
         return null;

@@ -13,18 +13,26 @@ public sealed record RestartPolicy(int Restarts, string? CheckpointDir)
     public const int MaxRestarts = 1000;
 
     /// <summary>Where the ranks of <paramref name="attempt"/> (0: the first run) start: a restart of a run that keeps
-    /// checkpoints resumes from the latest this run wrote after its own start, training the steps left of the run's total
-    /// (<paramref name="args"/>: its first step and steps); otherwise the run starts as it first did.</summary>
-    internal ((string Folder, CheckpointManifest Manifest)? From, RunArguments Args) Resume(int attempt, string runId,
+    /// checkpoints resumes from the latest complete one of this run (its id) after this invocation's first step and
+    /// before its last, training the steps left of the run's total (<paramref name="args"/>: its first step and steps);
+    /// otherwise the run starts as it first did. On one machine; launchers on several machines each read the shared
+    /// directory after their own ranks ended (docs/checkpoints.md).</summary>
+    public ((string Folder, CheckpointManifest Manifest)? From, RunArguments Args) Resume(int attempt, string runId,
         (string Folder, CheckpointManifest Manifest)? resumed, RunArguments args)
     {
-        if (attempt == 0 || CheckpointDir is not { } dir || CheckpointFolders.Latest(dir) is not { } folder)
+        if (attempt == 0 || CheckpointDir is not { } dir)
             return (resumed, args);
-        var manifest = CheckpointManifest.Read(folder);
         int end = args.FirstStep + args.Steps;
-        if (manifest.RunId != runId || manifest.Step <= args.FirstStep || manifest.Step >= end)
+        // The latest complete checkpoint of this run inside the steps this invocation trains (one written at its last
+        // step leaves nothing to train: the one before it is taken).
+        var latest = CheckpointFolders.All(dir).Where(x => x.Complete && x.Step > args.FirstStep && x.Step < end)
+            .Select(x => (x.Folder, Manifest: CheckpointManifest.Read(x.Folder))).LastOrDefault(x => x.Manifest.RunId == runId);
+        if (latest.Folder is null)
             return (resumed, args);
-        return ((folder, manifest), args with { FirstStep = manifest.Step, Steps = end - manifest.Step });
+        // A plan read from the resumed checkpoint's copy is read from the new one's (the old folder may be pruned).
+        string plan = resumed is { } r && Path.GetFullPath(args.Plan) == Path.GetFullPath(Path.Combine(r.Folder, CheckpointManifest.PlanCopy))
+            ? Path.Combine(latest.Folder, CheckpointManifest.PlanCopy) : args.Plan;
+        return ((latest.Folder, latest.Manifest), args with { Plan = plan, FirstStep = latest.Manifest.Step, Steps = end - latest.Manifest.Step });
     }
 
     /// <summary>Runs <paramref name="attempt"/> (given its number) until it succeeds or has failed more than
@@ -40,14 +48,14 @@ public sealed record RestartPolicy(int Restarts, string? CheckpointDir)
             {
                 return (attempt(failures.Count), failures);
             }
-            catch (RankFailedException e) when (failures.Count < Restarts)
+            catch (RankFailedException e) when (failures.Count < Restarts && !e.BadInput)
             {
                 failures.Add(e.Message);
                 error.WriteLine($"planner: {e.Message}; starting every rank again (restart {failures.Count} of {Restarts})");
             }
             catch (RankFailedException e) when (failures.Count > 0)
             {
-                throw new RankFailedException($"{e.Message} (after {failures.Count} restart(s))");
+                throw new RankFailedException($"{e.Message} (after {failures.Count} restart(s))", e.BadInput);
             }
         }
     }

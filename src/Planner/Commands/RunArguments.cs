@@ -8,7 +8,7 @@ namespace Planner.Cli.Commands;
 /// <param name="Plan">The plan file (on resume without --plan: the checkpoint's copy).</param>
 /// <param name="Steps">Steps of this invocation.</param>
 /// <param name="FirstStep">The first step's number (the checkpoint's steps done; 0 without resume).</param>
-internal sealed record RunArguments(string Plan, int Steps, int FirstStep, ulong Seed, double Lr, double AdamEps, double? LossScale, string? Data, int DataBytes)
+public sealed record RunArguments(string Plan, int Steps, int FirstStep, ulong Seed, double Lr, double AdamEps, double? LossScale, string? Data, int DataBytes)
 {
     /// <summary>A flag's value when the command line gives it, else <paramref name="recorded"/> when resuming, else
     /// the flag's default.</summary>
@@ -16,7 +16,7 @@ internal sealed record RunArguments(string Plan, int Steps, int FirstStep, ulong
         resumed is not null && r.GetResult(option) is not { Implicit: false } ? recorded(resumed) : r.GetValue(option)!;
 
     /// <summary>The arguments of <paramref name="r"/>, continuing <paramref name="resumed"/> (null: a fresh run).</summary>
-    public static RunArguments Of(ParseResult r, RunCommand.Flags flags, (string Folder, CheckpointManifest Manifest)? resumed)
+    internal static RunArguments Of(ParseResult r, RunCommand.Flags flags, (string Folder, CheckpointManifest Manifest)? resumed)
     {
         var m = resumed?.Manifest;
         string plan = r.GetValue(flags.Plan)

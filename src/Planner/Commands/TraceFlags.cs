@@ -20,11 +20,16 @@ public sealed class TraceFlags
     public Option<string?> Timeline { get; } = new("--timeline")
     { Description = "Draw the predicted step as a PNG timeline: a band per pipeline stage, colours per kind of work, bubbles blank" };
 
-    /// <summary>Adds the flags to a command.</summary>
-    public void AddTo(Command c)
+    /// <summary>--force-trace: run's own overwrite flag (its --force replaces another run's checkpoints).</summary>
+    public Option<bool> ForceTrace { get; } = new("--force-trace") { Description = "Overwrite the --trace and --timeline files if they exist" };
+
+    /// <summary>Adds the flags to a command (with <paramref name="ownForce"/>, --force-trace too: run's --force is its checkpoints').</summary>
+    public void AddTo(Command c, bool ownForce = false)
     {
         c.Options.Add(Trace);
         c.Options.Add(Timeline);
+        if (ownForce)
+            c.Options.Add(ForceTrace);
     }
 
     /// <summary>The trace and timeline paths given, refused up front when one exists (unless <paramref name="force"/>)

@@ -52,6 +52,8 @@ public sealed class TrainingFlags
     {
         if (path is null)
             return null;
+        if (Directory.Exists(path))
+            throw new InputException($"--batch-schedule: '{path}' is a directory, not a schedule file");
         if (!File.Exists(path))
             throw new InputException($"--batch-schedule: file '{path}' not found");
         try

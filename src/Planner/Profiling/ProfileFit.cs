@@ -93,7 +93,7 @@ public static partial class ProfileFit
         bool cuda = device == "cuda";
         var precision = cuda && m["precision"] is { } mp && PrecisionInfo.TryParse((string)mp!) is { } named ? named : ProfileSizes.PrecisionFor(cluster, cuda);
         var sizes = ProfileSizes.For(device, precision);
-        var curve = GemmCurve.Fit(m, cluster.Gpu.PeakFlops(precision));
+        var curve = GemmCurve.Fit(m, cluster.Gpu.SpecPeakFlops(precision));
         var rates = KernelRates.Of(m);
         // The backward with its gradients' all-reduces started block by block, as training overlaps them.
         var overlap = OverlapTimes.Of(m["overlap"]!);
