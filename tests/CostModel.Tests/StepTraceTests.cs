@@ -66,6 +66,10 @@ public class StepTraceTests
         Assert.Contains(list, e => (string?)e!["name"] == "thread_name" && (string?)e["args"]!["name"] == ChromeTrace.LaneName(TraceLane.DataParallelComm));
         var complete = list.Where(e => (string?)e!["ph"] == "X").ToList();
         Assert.Equal(events.Count, complete.Count);
+        // A transfer carries one micro-batch's activations, split over the stage's 2 tensor-parallel ranks:
+        // mbs 1 × seq 4096 × hidden 4096 × 2 bytes / 2.
+        var send = complete.First(e => ((string)e!["name"]!).StartsWith("send activations", StringComparison.Ordinal));
+        Assert.Equal(1.0 * 4096 * 4096 * 2 / 2, (double)send!["args"]!["bytes_per_gpu"]!);
         double end = complete.Max(e => (double)e!["ts"]! + (double)e!["dur"]!);
         Assert.Equal(Pricer.Price(Model, Cluster, plan).StepTimeSeconds * 1e6, end, 3);
     }

@@ -46,6 +46,8 @@ public sealed partial class PipelineCosts
     public required StageParts[] Parts { get; init; }
     /// <summary>Seconds of one point-to-point activation transfer between neighbouring stages.</summary>
     public required double P2p { get; init; }
+    /// <summary>Bytes each GPU sends in one such transfer (0 without pipeline parallelism).</summary>
+    public double P2pBytes { get; init; }
     /// <summary>Blocks per stage and chunk.</summary>
     public required StageLayout Layout { get; init; }
     /// <summary>The memory model of the plan, per GPU group.</summary>
@@ -184,6 +186,7 @@ public sealed partial class PipelineCosts
             Backward = bwd,
             Parts = parts,
             P2p = p2p,
+            P2pBytes = plan.Pp > 1 ? p2pBytes : 0,
             Layout = layout,
             Memories = memories,
             HostBytesPerGpu = HostBytesPerGpuOf(cluster),

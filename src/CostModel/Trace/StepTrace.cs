@@ -47,7 +47,7 @@ public static class StepTrace
         }
         double p2p = plan.Pp == 1 ? 0 : costs.P2p;
         var sim = PipelineSimulator.Simulate(schedule, (s, c, k) => k == PassKind.Forward ? costs.Forward[s, c] : costs.Backward[s, c], costs.P2p,
-            (s, a, start, end) => AddPass(events, plan, s, a, start, end, commShare[s], p2p));
+            (s, a, start, end) => AddPass(events, plan, s, a, start, end, commShare[s], p2p, costs.P2pBytes));
         double flush = sim.MakespanSeconds;
         for (int s = 0; s < plan.Pp; s++)
         {
@@ -65,7 +65,8 @@ public static class StepTrace
     /// <summary>The seconds from the first event's start to the last event's end.</summary>
     public static double Span(IReadOnlyList<TraceEvent> events) => events.Count == 0 ? 0 : events.Max(e => e.End) - Math.Min(0, events.Min(e => e.Start));
 
-    private static void AddPass(List<TraceEvent> events, ParallelPlan plan, int stage, PipelineAction a, double start, double end, double commShare, double p2p)
+    private static void AddPass(List<TraceEvent> events, ParallelPlan plan, int stage, PipelineAction a, double start, double end, double commShare, double p2p,
+        double p2pBytes)
     {
         string pass = a.Kind == PassKind.Forward ? "forward" : "backward";
         string what = $"mb {a.MicroBatch} chunk {a.Chunk}";
@@ -83,7 +84,7 @@ public static class StepTrace
             int to = a.Kind == PassKind.Forward ? (stage + 1) % plan.Pp : (stage + plan.Pp - 1) % plan.Pp;
             string tensor = a.Kind == PassKind.Forward ? "activations" : "gradients";
             events.Add(new TraceEvent(stage, TraceLane.PipelineTransfer, $"send {tensor} {what} to stage {to}", end, p2p,
-                new Dictionary<string, object> { ["seconds"] = p2p }));
+                new Dictionary<string, object> { ["seconds"] = p2p, ["bytes_per_gpu"] = p2pBytes }));
         }
     }
 }
