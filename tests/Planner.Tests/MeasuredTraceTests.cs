@@ -45,5 +45,8 @@ public sealed class MeasuredTraceTests : IDisposable
         // Stage 1 waits for stage 0's activations: its first wait is on the transfer row, before its first forward ends.
         Assert.Contains(events, e => (int?)e!["pid"] == 1 && (string?)e["name"] == "wait for stage 0");
         Assert.Equal(new byte[] { 0x89, 0x50, 0x4E, 0x47 }, File.ReadAllBytes(png)[..4]);
+        // The trace is of one timed step (not the warm-up's step 0), the one the metadata names.
+        int step = (int)JsonNode.Parse(File.ReadAllText(trace))!["metadata"]!["step"]!;
+        Assert.InRange(step, 1, 2);
     }
 }

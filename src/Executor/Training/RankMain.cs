@@ -38,7 +38,7 @@ public static class RankMain
         {
             liveness?.Reached(step);
             using var scope = DisposeScope.Begin();
-            var metrics = trainer.Step(step, trace: options.TraceStep == step);
+            var metrics = trainer.Step(step, trace: step >= options.TraceFrom);
             double? saved = null;
             if (checkpoint is not null && checkpoint.Due(step + 1, step == first + options.Steps - 1))
             {
@@ -74,6 +74,8 @@ public static class RankMain
                 moe_loads = metrics.RoutingLoads is { Count: > 0 } loads ? loads : null,
                 checkpoint_s = saved,
                 trace = metrics.Trace?.Select(e => new { name = e.Name, lane = e.Lane.ToString(), start_s = e.Start, dur_s = e.Duration }),
+                trace_origin_ns = metrics.Trace is null ? (long?)null : metrics.TraceOriginNs,
+                trace_host = metrics.Trace is null ? null : Environment.MachineName,
             });
             output.WriteLine(line);
             output.Flush();

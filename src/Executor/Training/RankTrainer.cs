@@ -19,8 +19,11 @@ namespace Planner.Executor.Training;
 /// for a dense model).</param>
 /// <param name="Trace">The step's passes, waits, data-parallel communication and optimizer with their seconds from the
 /// step's start (stage field 0: the caller knows the rank), when the step was traced; null otherwise.</param>
+/// <param name="TraceOriginNs">The traced step's start on the machine's monotonic clock (ns), the origin of
+/// <paramref name="Trace"/>'s times: ranks of one machine line up by it.</param>
 public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
-    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null, IReadOnlyList<Planner.CostModel.Trace.TraceEvent>? Trace = null)
+    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null, IReadOnlyList<Planner.CostModel.Trace.TraceEvent>? Trace = null,
+    long TraceOriginNs = 0)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
     public double Compute => Math.Max(0, Seconds - TpComm - CpComm - EpComm - PpWait - DpComm - Optimizer);
@@ -29,10 +32,10 @@ public sealed record StepMetrics(int Step, double Seconds, double Loss, double T
 /// <summary>Options of a training run.</summary>
 /// <param name="LossScale">The first dynamic loss scale; null scales only fp16 (from 2^16).</param>
 /// <param name="Device">Where the rank trains: the CPU (Gloo groups) or a CUDA device (NCCL groups).</param>
-/// <param name="TraceStep">The step whose events the rank records and reports (run --trace), or null.</param>
+/// <param name="TraceFrom">The first step whose events the rank records and reports (run --trace: every timed step), or null.</param>
 /// <param name="TimeoutSeconds">How long the rendezvous and every collective or transfer may be waited for (run --timeout).</param>
 public sealed record TrainOptions(int Steps, ulong Seed = 1234, double LearningRate = TrainOptions.DefaultLearningRate, double WeightDecay = 0.0, double AdamEps = 1e-8, double? LossScale = null,
-    Device Device = default, double TimeoutSeconds = TrainOptions.DefaultTimeoutSeconds, int? TraceStep = null)
+    Device Device = default, double TimeoutSeconds = TrainOptions.DefaultTimeoutSeconds, int? TraceFrom = null)
 {
     /// <summary>The learning rate when none is given (every optimizer's: Adafactor steps without the relative step's
     /// parameter scale).</summary>
@@ -246,7 +249,8 @@ public sealed class RankTrainer : IDisposable
         }
         double seconds = _clock.Since(t0);
         var events = trace ? StepEvents(t0, flushed, stepped, data) : null;
-        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm, routingLoads, events);
+        return new StepMetrics(step, seconds, loss, tpComm, _pipeline.WaitSeconds, data.CommSeconds, data.OptimizerSeconds, cpComm, epComm, routingLoads, events,
+            trace ? t0 : 0);
     }
 
     /// <summary>The traced step's events, in seconds from its start <paramref name="t0"/>: the pipeline's passes and waits

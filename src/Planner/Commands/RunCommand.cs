@@ -121,12 +121,12 @@ public static partial class RunCommand
         var addr = new Option<string>("--master-addr") { DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--master-port") { Required = true };
         var gather = new Option<bool>("--gather-report") { Description = "Rank 0 prints every rank's lines (ranks on several machines)" };
-        var traceStep = new Option<int?>("--trace-step") { Description = "The step whose events the rank reports (run --trace)" };
+        var traceFrom = new Option<int?>("--trace-from") { Description = "The first step whose events the rank reports (run --trace)" };
         var cmd = new Command("rank", "One rank process of run (started by run)") { Hidden = true };
         flags.AddTo(cmd);
         var checkpoints = new CheckpointFlags();
         checkpoints.AddToRank(cmd);
-        foreach (Option o in new Option[] { rank, world, addr, port, gather, traceStep })
+        foreach (Option o in new Option[] { rank, world, addr, port, gather, traceFrom })
             cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
@@ -137,7 +137,7 @@ public static partial class RunCommand
             using var data = Flags.Source(args, inputs);
             var env = new RankEnvironment(r.GetValue(rank), r.GetValue(world), r.GetValue(addr)!, r.GetValue(port));
             var model = PlanFile.Read(args.Plan).Model;
-            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, args) with { TraceStep = r.GetValue(traceStep) }, data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather),
+            return RankMain.Run(inputs.Model, inputs.Plan, env, flags.Options(r, args) with { TraceFrom = r.GetValue(traceFrom) }, data, stdout, r.GetValue(flags.Dump), r.GetValue(flags.Threads), r.GetValue(gather),
                 liveness, checkpoints.Options(r, args, model), CheckpointFlags.PlanText(args.Plan, model));
         });
         return cmd;
@@ -198,7 +198,7 @@ public static partial class RunCommand
                 var (from, attemptArgs) = policy.Resume(attempt, runId, resumed, args);
                 return (RunRanks(launch with { MasterPort = attempt == 0 ? launch.MasterPort : freshPort ? RankProcesses.FreePort() : launch.MasterPort + attempt },
                     r, flags, attemptArgs, checkpoints.Forwarded(r, runId, from), world, device, attempt,
-                    traced ? MeasuredTrace.Step(attemptArgs.FirstStep, attemptArgs.Steps, warm) : null), attemptArgs);
+                    traced ? MeasuredTrace.FirstTimed(attemptArgs.FirstStep, attemptArgs.Steps, warm) : null), attemptArgs);
             }, Console.Error);
             if (!launch.LocalRanks.Contains(0))
             {
@@ -214,9 +214,8 @@ public static partial class RunCommand
             if (predicted is not null)
                 AppendHistory(r, flags, inputs, predicted, measured, measuredMemory);
             if (traced)
-                MeasuredTrace.Write(tracePaths, MeasuredTrace.Of(lines, MeasuredTrace.Step(ran.FirstStep, ran.Steps, warm)), lines, plan,
-                    $"{inputs.Model.Name}: {Rendering.Tables.Describe(plan)}, measured step {MeasuredTrace.Step(ran.FirstStep, ran.Steps, warm)}",
-                    new Dictionary<string, object> { ["plan"] = Rendering.Tables.Describe(plan), ["source"] = "planner run: every rank's timers in one step after the warm-up" });
+                MeasuredTrace.Write(tracePaths, lines, MeasuredTrace.FirstTimed(ran.FirstStep, ran.Steps, warm), plan, inputs.Model.Name,
+                    new Dictionary<string, object> { ["plan"] = Rendering.Tables.Describe(plan), ["source"] = "planner run: every rank's timers in the median step after the warm-up" });
             return Cli.Ok;
         });
         return cmd;
@@ -266,9 +265,9 @@ public static partial class RunCommand
 
     /// <summary>Starts (or is) the local ranks and collects their JSON lines; a failed rank ends the others.</summary>
     /// <param name="attempt">0: the first run, n: the n-th restart.</param>
-    /// <param name="traceStep">The step whose events the ranks report, or null.</param>
+    /// <param name="traceFrom">The first step whose events the ranks report, or null.</param>
     private static List<JsonObject> RunRanks(Launch launch, ParseResult r, Flags flags, RunArguments args, IEnumerable<string> checkpoints, int world, DeviceChoice device,
-        int attempt, int? traceStep)
+        int attempt, int? traceFrom)
     {
         var forwarded = new List<string> { "--plan", args.Plan, "--steps", args.Steps.ToString(),
             "--timeout", r.GetValue(flags.Timeout).ToString("R", System.Globalization.CultureInfo.InvariantCulture),
@@ -276,8 +275,8 @@ public static partial class RunCommand
             "--adam-eps", args.AdamEps.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             "--data-bytes", args.DataBytes.ToString(), "--threads", r.GetValue(flags.Threads).ToString() };
         forwarded.AddRange(checkpoints);
-        if (traceStep is int k)
-            forwarded.AddRange(["--trace-step", k.ToString()]);
+        if (traceFrom is int k)
+            forwarded.AddRange(["--trace-from", k.ToString()]);
         if (args.Data is { } data)
             forwarded.AddRange(["--data", data]);
         if (args.LossScale is { } scale)
