@@ -10,7 +10,7 @@ namespace Planner.CostModel.Specs;
 /// Below the GPU's most power it slows the GPU's arithmetic (<see cref="PowerCap"/>).</param>
 public sealed record PowerSpec(double? GpuW = null, double? NodeW = null, double? Pue = null, double? WaitFraction = null, double? CapW = null)
 {
-    /// <summary>The share of <paramref name="gpuW"/> a waiting GPU draws.</summary>
+    /// <summary>The share of its most power a waiting GPU draws (<see cref="OperationsSpec.DefaultWaitFraction"/> when not given).</summary>
     public double Wait => WaitFraction ?? OperationsSpec.DefaultWaitFraction;
 }
 

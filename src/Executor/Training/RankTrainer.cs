@@ -1,5 +1,6 @@
 using Planner.CostModel.Plans;
 using Planner.CostModel.Specs;
+using Planner.CostModel.Trace;
 using Planner.Executor.Distributed;
 using Planner.Executor.Model;
 using Planner.Executor.Parallelize;
@@ -22,7 +23,7 @@ namespace Planner.Executor.Training;
 /// <param name="TraceOriginNs">The traced step's start on the machine's monotonic clock (ns), the origin of
 /// <paramref name="Trace"/>'s times: ranks of one machine line up by it.</param>
 public sealed record StepMetrics(int Step, double Seconds, double Loss, double TpComm = 0, double PpWait = 0, double DpComm = 0, double Optimizer = 0,
-    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null, IReadOnlyList<Planner.CostModel.Trace.TraceEvent>? Trace = null,
+    double CpComm = 0, double EpComm = 0, IReadOnlyList<double>? RoutingLoads = null, IReadOnlyList<TraceEvent>? Trace = null,
     long TraceOriginNs = 0)
 {
     /// <summary>What remains: forward and backward kernels (and recompute).</summary>
@@ -257,16 +258,16 @@ public sealed class RankTrainer : IDisposable
     /// as recorded, then the data-parallel reduction (from the flush, for as long as it was timed) and the optimizer step
     /// (ending where the step's reduction and update ended). The reduction's buckets that overlapped the backward are
     /// inside its time, not placed one by one.</summary>
-    private List<Planner.CostModel.Trace.TraceEvent> StepEvents(long t0, long flushed, long stepped, DataParallelism data)
+    private List<TraceEvent> StepEvents(long t0, long flushed, long stepped, DataParallelism data)
     {
-        var events = _pipeline.Recorded!.Select(e => new Planner.CostModel.Trace.TraceEvent(0, e.Lane, e.Name, (e.Start - t0) / 1e9, (e.End - e.Start) / 1e9)).ToList();
+        var events = _pipeline.Recorded!.Select(e => new TraceEvent(0, e.Lane, e.Name, (e.Start - t0) / 1e9, (e.End - e.Start) / 1e9)).ToList();
         double flush = (flushed - t0) / 1e9, end = (stepped - t0) / 1e9;
         double optimizer = Math.Min(data.OptimizerSeconds, Math.Max(0, end - flush));
         double reduce = Math.Min(data.CommSeconds, Math.Max(0, end - flush - optimizer));
         if (reduce > 0)
-            events.Add(new(0, Planner.CostModel.Trace.TraceLane.DataParallelComm, "data-parallel reduction (timed, after the flush)", flush, reduce));
+            events.Add(new(0, TraceLane.DataParallelComm, "data-parallel reduction (timed, after the flush)", flush, reduce));
         if (optimizer > 0)
-            events.Add(new(0, Planner.CostModel.Trace.TraceLane.Optimizer, "optimizer step", end - optimizer, optimizer));
+            events.Add(new(0, TraceLane.Optimizer, "optimizer step", end - optimizer, optimizer));
         _pipeline.Recorded = null;
         return events;
     }

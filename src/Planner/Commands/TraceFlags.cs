@@ -86,17 +86,6 @@ public sealed class TraceFlags
         if (paths.Trace is not { } path)
             return;
         string json = ChromeTrace.Of(events, rowName, metadata).ToJsonString(new JsonSerializerOptions { WriteIndented = false });
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        try
-        {
-            File.WriteAllText(temp, json + "\n");
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-                File.Delete(temp);
-        }
+        OutputFile.Replace(path, temp => File.WriteAllText(temp, json + "\n"));
     }
 }

@@ -68,17 +68,6 @@ public static class TimelinePlot
             stages.Select((s, i) => new Tick(i + 0.2, rowName(s))).ToArray());
         plot.Axes.InvertY();
         plot.Axes.SetLimits(0, span * scale * 1.01, stages.Count, -0.1);
-        string full = Path.GetFullPath(pngPath);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp.png");
-        try
-        {
-            plot.SavePng(temp, 1400, Math.Clamp(140 + 70 * stages.Count, 300, 1600));
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-                File.Delete(temp);
-        }
+        OutputFile.Replace(pngPath, temp => plot.SavePng(temp, 1400, Math.Clamp(140 + 70 * stages.Count, 300, 1600)), ".tmp.png");
     }
 }

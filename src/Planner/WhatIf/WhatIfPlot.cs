@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Planner.Cli.Rendering;
 using Planner.CostModel.Specs;
 
 namespace Planner.Cli.WhatIf;
@@ -33,9 +34,6 @@ public static class WhatIfPlot
     /// <param name="tokens">With a token budget, panel 1 also draws each point's energy to train it (right axis).</param>
     public static void Draw(string gnuplot, string pngPath, string title, IReadOnlyList<SweepAxis> axes, IReadOnlyList<WhatIfRow> rows, double? tokens = null)
     {
-        string full = Path.GetFullPath(pngPath);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp.png");
-        string script = Script(temp, title, axes, rows, tokens);
         var psi = new ProcessStartInfo(gnuplot)
         {
             RedirectStandardInput = true,
@@ -43,12 +41,12 @@ public static class WhatIfPlot
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        try
+        OutputFile.Replace(pngPath, temp =>
         {
             using var process = Process.Start(psi) ?? throw new InvalidOperationException("gnuplot did not start");
             var stderr = process.StandardError.ReadToEndAsync();
             var stdout = process.StandardOutput.ReadToEndAsync();
-            process.StandardInput.Write(script);
+            process.StandardInput.Write(Script(temp, title, axes, rows, tokens));
             process.StandardInput.Close();
             if (!process.WaitForExit(120_000))
             {
@@ -59,13 +57,7 @@ public static class WhatIfPlot
             _ = stdout.Result;
             if (process.ExitCode != 0 || !File.Exists(temp) || new FileInfo(temp).Length == 0)
                 throw new InvalidOperationException($"gnuplot failed (exit {process.ExitCode}): {errors.Split('\n').LastOrDefault(l => l.Trim().Length > 0)?.Trim()}");
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-                File.Delete(temp);
-        }
+        }, ".tmp.png");
     }
 
     /// <summary>The gnuplot script (data inline as datablocks), writing a PNG to <paramref name="output"/>.</summary>
