@@ -174,8 +174,9 @@ public static partial class RunCommand
                 inputs = flags.Calibrated(r, inputs);
             var device = DeviceChoice.Parse(r.GetValue(flags.Device)!).Resolve(launch.LocalRanks.Length, launch.Scheduled);
             ExecutorRefusals.Check(inputs.PlanPath, inputs.Model, plan, inputs.ClusterName, inputs.Cluster, device.Of(0));
-            if (r.GetValue(flags.Data) is { } tokens)
-                TokenFileCheck.Check(tokens, r.GetValue(flags.DataBytes), plan.Seq, inputs.Model.Vocab, (long)r.GetValue(flags.Steps) * plan.Gbs);
+            // The token file the ranks read (a resumed run's from its checkpoint unless --data gives one), through its last step.
+            if (args.Data is { } tokens)
+                TokenFileCheck.Check(tokens, args.DataBytes, plan.Seq, inputs.Model.Vocab, (long)(args.FirstStep + args.Steps) * plan.Gbs);
             // The plan must suit the model; its cluster only matters to the prediction (ranks may share cores here).
             if (PlanCheck.Problems(inputs.Model, LocalCluster(world), plan) is { Count: > 0 } problems)
                 throw new InputException($"{inputs.PlanPath}: {PlanProblem.InPlanFile(problems)}");
